@@ -1,0 +1,111 @@
+//! In-process fuzzing campaigns on the model: generate a case from seeded random bytes, run it,
+//! deduplicate findings by signature, shrink new ones. Engine-independent: `privmem fuzz`, the
+//! liveness tests and the cargo-fuzz targets all call into here.
+
+use crate::oracle::compare::compare_variants;
+use crate::oracle::{run_model, Finding};
+use crate::seq::gen::{generate, GenConfig};
+use crate::seq::{Sequence, Variant};
+use crate::shrink::shrink;
+use arbitrary::Unstructured;
+use std::collections::HashMap;
+
+/// SplitMix64: small, fast, and the same stream on every machine for a given seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CampaignConfig {
+    pub gen: GenConfig,
+    /// Compare against this variant (TDX).
+    pub against: Option<Variant>,
+    pub seed: u64,
+}
+
+/// A new (first-seen) finding with its shrunk reproducer.
+#[derive(Clone, Debug)]
+pub struct NewFinding {
+    pub finding: Finding,
+    pub seq: Sequence,
+    pub case: u64,
+}
+
+pub struct Campaign {
+    pub cfg: CampaignConfig,
+    rng: Rng,
+    buf: Vec<u8>,
+    pub cases: u64,
+    pub ops: u64,
+    /// Signature -> how many times it was hit.
+    pub seen: HashMap<String, u64>,
+}
+
+impl Campaign {
+    pub fn new(mut cfg: CampaignConfig) -> Campaign {
+        if cfg.gen.max_ops == 0 {
+            cfg.gen.max_ops = 24;
+        }
+        let rng = Rng::new(cfg.seed);
+        Campaign { cfg, rng, buf: vec![0; 1024], cases: 0, ops: 0, seen: HashMap::new() }
+    }
+
+    /// Generate the next case.
+    pub fn next_case(&mut self) -> Sequence {
+        loop {
+            let len = 64 + (self.rng.next_u64() % 900) as usize;
+            self.rng.fill(&mut self.buf[..len]);
+            let mut u = Unstructured::new(&self.buf[..len]);
+            if let Ok(s) = generate(&mut u, &self.cfg.gen) {
+                return s;
+            }
+        }
+    }
+
+    /// The findings of one sequence under this campaign's oracles.
+    pub fn findings_of(&self, s: &Sequence) -> Vec<Finding> {
+        let mut f = run_model(s).findings;
+        if let (Some(b), Some(a)) = (self.cfg.against, s.header.variant) {
+            f.extend(compare_variants(s, a, b));
+        }
+        f
+    }
+
+    /// Run one case; returns the findings never seen before, shrunk.
+    pub fn step(&mut self) -> Vec<NewFinding> {
+        let s = self.next_case();
+        self.cases += 1;
+        self.ops += s.steps.len() as u64;
+        let mut out = Vec::new();
+        for f in self.findings_of(&s) {
+            let sig = f.signature();
+            let n = self.seen.entry(sig.clone()).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                continue;
+            }
+            let shrunk = shrink(&s, |c| self.findings_of(c).iter().any(|g| g.signature() == sig));
+            let finding = self.findings_of(&shrunk).into_iter().find(|g| g.signature() == sig).unwrap_or(f);
+            out.push(NewFinding { finding, seq: shrunk, case: self.cases });
+        }
+        out
+    }
+}

@@ -1,0 +1,124 @@
+//! `privmem fuzz`: an in-process campaign on the model with a progress line, findings shrunk and
+//! written atomically as they occur, and a closing summary.
+
+use super::{parse_variant, parse_vm, Args};
+use crate::campaign::{Campaign, CampaignConfig};
+use crate::report::write_finding;
+use crate::seq::gen::GenConfig;
+use crate::seq::VmType;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub fn run(argv: &[String]) -> Result<i32, String> {
+    let a = Args::parse(
+        argv,
+        &["vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend"],
+        &["json"],
+    )?;
+    if let Some(b) = a.get("backend") {
+        if b != "model" {
+            return Err(format!("--backend {b}: only the model backend is built so far"));
+        }
+    }
+    let mut vm = a.get("vm").map(parse_vm).transpose()?;
+    let variant = a.get("variant").map(parse_variant).transpose()?;
+    let against = a.get("against").map(parse_variant).transpose()?;
+    if (variant.is_some() || against.is_some()) && vm.is_none() {
+        vm = Some(VmType::Tdx);
+    }
+    if vm == Some(VmType::Snp) {
+        return Err("--vm snp: the SEV-SNP model is not built yet".into());
+    }
+    if (variant.is_some() || against.is_some()) && vm != Some(VmType::Tdx) {
+        return Err("--variant/--against need --vm tdx".into());
+    }
+    let time = a.num("time")?;
+    let runs = a.num("runs")?;
+    let limit_time = match (time, runs) {
+        (None, None) => Some(Duration::from_secs(60)),
+        (t, _) => t.map(Duration::from_secs),
+    };
+    let seed = a.num("seed")?.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    let out = PathBuf::from(a.get("out").unwrap_or("findings"));
+    let json = a.flag("json");
+    let cfg = CampaignConfig {
+        gen: GenConfig { vm, variant, max_ops: a.num("max-ops")?.unwrap_or(24) as usize },
+        against,
+        seed,
+    };
+    let replay_args = against.map(|b| format!(" --against {}", b.name())).unwrap_or_default();
+    let mut c = Campaign::new(cfg);
+    let start = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut last = Instant::now();
+    let mut written = Vec::new();
+    if !json {
+        eprintln!("privmem fuzz: seed {seed}, backend model, findings to {}", out.display());
+    }
+    loop {
+        if limit_time.is_some_and(|t| start.elapsed() >= t) || runs.is_some_and(|r| c.cases >= r) {
+            break;
+        }
+        for nf in c.step() {
+            let extra = serde_json::json!({"seed": seed, "case": nf.case});
+            let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra).map_err(|e| format!("{}: {e}", out.display()))?;
+            if json {
+                println!("{}", serde_json::json!({"event": "finding", "signature": nf.finding.signature(), "file": path}));
+            } else {
+                eprintln!("{}new finding {}  -> {}", if tty { "\r\x1b[K" } else { "" }, nf.finding.signature(), path.display());
+            }
+            written.push(path);
+        }
+        if last.elapsed() >= Duration::from_millis(if tty { 250 } else { 5000 }) {
+            last = Instant::now();
+            let el = start.elapsed().as_secs_f64();
+            let line = format!(
+                "[{el:6.1}s] {} cases  {:.0} exec/s  {} findings",
+                c.cases,
+                c.cases as f64 / el,
+                c.seen.len()
+            );
+            if !json {
+                if tty {
+                    eprint!("\r\x1b[K{line}");
+                    let _ = std::io::stderr().flush();
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+    let el = start.elapsed().as_secs_f64().max(1e-9);
+    let mut sigs: Vec<(&String, &u64)> = c.seen.iter().collect();
+    sigs.sort();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "summary", "seed": seed, "cases": c.cases, "ops": c.ops, "seconds": el,
+                "exec_per_sec": c.cases as f64 / el,
+                "findings": sigs.iter().map(|(s, n)| serde_json::json!({"signature": s, "hits": n})).collect::<Vec<_>>(),
+                "files": written,
+            })
+        );
+    } else {
+        if tty {
+            eprintln!();
+        }
+        println!(
+            "fuzz: {} cases, {} ops in {el:.1}s ({:.0} exec/s, {:.0} ops/s), seed {seed}",
+            c.cases,
+            c.ops,
+            c.cases as f64 / el,
+            c.ops as f64 / el
+        );
+        println!("{} distinct findings", sigs.len());
+        for (s, n) in &sigs {
+            println!("  {s}  ({n} hits)");
+        }
+    }
+    Ok(if sigs.is_empty() { 0 } else { 1 })
+}

@@ -1,0 +1,74 @@
+//! The `privmem` command. Exit codes: 0 all held, 1 a finding or a failed expectation, 2 bad
+//! input or usage.
+
+mod args;
+mod bench;
+mod fuzz;
+mod replay;
+mod shrink_cmd;
+
+pub use args::Args;
+
+use crate::seq::{text, Sequence, Variant, VmType};
+
+pub const USAGE: &str = "\
+privmem: fuzzing and conformance harness for confidential-VM private memory under KVM
+
+usage:
+  privmem replay [--against VARIANT] [--json] FILE...
+  privmem fuzz [--vm T] [--variant V] [--against V] [--time S | --runs N] [--seed N]
+               [--max-ops N] [--out DIR] [--json]
+  privmem shrink FILE -o OUT [--json]
+  privmem bench [--json]
+  privmem print FILE          parse and print canonically
+
+VM types: default, sw-protected, tdx, snp; variants: upstream, huge-v1, huge-v2, huge-v3.
+Exit status: 0 all held, 1 a finding or failed expectation, 2 bad input or usage.";
+
+pub fn main(argv: Vec<String>) -> i32 {
+    let Some((cmd, rest)) = argv.split_first() else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let r = match cmd.as_str() {
+        "replay" => replay::run(rest),
+        "fuzz" => fuzz::run(rest),
+        "shrink" => shrink_cmd::run(rest),
+        "bench" => bench::run(rest),
+        "print" => print(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(0)
+        }
+        other => Err(format!("unknown command `{other}`")),
+    };
+    match r {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("privmem: {msg}");
+            2
+        }
+    }
+}
+
+/// Read and parse a `.seq` file; the error is ready to print (file:line:col: ...).
+pub fn load(path: &str) -> Result<Sequence, String> {
+    let src = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    text::parse(path, &src).map_err(|e| e.to_string())
+}
+
+pub fn parse_vm(s: &str) -> Result<VmType, String> {
+    VmType::ALL.iter().copied().find(|v| v.name() == s).ok_or(format!("unknown VM type `{s}`"))
+}
+
+pub fn parse_variant(s: &str) -> Result<Variant, String> {
+    Variant::ALL.iter().copied().find(|v| v.name() == s).ok_or(format!("unknown variant `{s}`"))
+}
+
+fn print(argv: &[String]) -> Result<i32, String> {
+    let a = Args::parse(argv, &[], &[])?;
+    for p in &a.positional {
+        print!("{}", text::print(&load(p)?));
+    }
+    Ok(0)
+}

@@ -1,0 +1,17 @@
+//! privmem: a fuzzing and conformance harness for the private memory of confidential VMs under
+//! Linux KVM. See `DESIGN.md` in the shared folder and the README.
+//!
+//! - [`seq`]: the operation language (ops, text format, binary codec, generation, fixup)
+//! - [`model`]: the executable model of KVM and the TDX module
+//! - [`oracle`]: running sequences and turning what happened into findings
+//! - [`shrink`]: delta debugging that keeps a finding
+//! - [`report`]: findings on disk
+//! - [`cli`]: the `privmem` command
+
+pub mod campaign;
+pub mod cli;
+pub mod model;
+pub mod oracle;
+pub mod report;
+pub mod seq;
+pub mod shrink;

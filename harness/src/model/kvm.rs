@@ -1,0 +1,330 @@
+//! KVM's generic paths: memslot changes, memory attributes, guest_memfd hole punching,
+//! pre-fault, host access, and the stage-2 fault path for default and SW_PROTECTED VMs. Where
+//! TDX differs, these call into [`super::tdx`].
+
+use super::attrs;
+use super::lpage::{self, Backing};
+use super::memslot::Change;
+use super::stage2::Leaf;
+use super::*;
+
+impl Model {
+    pub(crate) fn slot_add(&mut self, spec: &SlotSpec) -> Result<(), Errno> {
+        let gm = spec.gmem.as_ref().and_then(|b| self.gmem_index(&b.gmem)).map(|i| (i, &self.gmems[i]));
+        let uregion = self.mem.alloc(spec.size / PAGE);
+        match self.slots.check_add(self.h.vm, spec, gm, uregion)? {
+            Change::Create(slot) => {
+                if let Some((fi, start)) = slot.gmem {
+                    self.gmems[fi].bind(start, start + slot.npages, slot.id);
+                }
+                self.touch_range(slot.base_gfn, slot.end_gfn());
+                self.slots.insert(slot);
+                Ok(())
+            }
+            Change::Delete(old) => self.slot_delete(old.id),
+            Change::Move { .. } | Change::Nothing => Ok(()),
+        }
+    }
+
+    pub(crate) fn slot_delete(&mut self, id: u32) -> Result<(), Errno> {
+        let Change::Delete(old) = self.slots.check_delete(id)? else { unreachable!() };
+        let (s, e) = (old.base_gfn, old.end_gfn());
+        if self.is_tdx() {
+            // Leaf-first: each private leaf is blocked, tracked and removed by the module.
+            self.tdx_zap_private(s, e, false).map_err(|_| Errno::EIO)?;
+        }
+        for (b, _) in self.shared.overlapping(s, e) {
+            self.unmap_leaf(false, b);
+        }
+        if let Some((fi, start)) = old.gmem {
+            self.gmems[fi].unbind(start);
+        }
+        // The harness unmaps the slot's userspace memory with it.
+        self.mem.clear(old.uregion, old.npages);
+        self.slots.remove(id);
+        self.guest.forget(s, e);
+        Ok(())
+    }
+
+    pub(crate) fn slot_move(&mut self, id: u32, gpa: u64) -> Result<(), Errno> {
+        let Change::Move { old, new_base } = self.slots.check_move(self.h.vm, id, gpa)? else {
+            return Ok(());
+        };
+        for (b, _) in self.shared.overlapping(old.base_gfn, old.end_gfn()) {
+            self.unmap_leaf(false, b);
+        }
+        self.guest.forget(old.base_gfn, old.end_gfn());
+        self.slots.remove(id);
+        let mut moved = old;
+        moved.base_gfn = new_base;
+        self.guest.forget(moved.base_gfn, moved.end_gfn());
+        self.touch_range(moved.base_gfn, moved.end_gfn());
+        self.slots.insert(moved);
+        Ok(())
+    }
+
+    pub(crate) fn set_attributes(&mut self, addr: u64, size: u64, private: bool) -> Result<(), Errno> {
+        let (s, e) = attrs::check_args(addr, size)?;
+        // Nothing to change: KVM returns 0 without zapping anything.
+        if self.attrs.uniform(s, e) == Some(private) {
+            return Ok(());
+        }
+        if self.is_tdx() && !private {
+            self.tdx_zap_private(s, e, true)?;
+        }
+        for (b, _) in self.shared.overlapping(s, e) {
+            self.unmap_leaf(false, b);
+        }
+        self.attrs.set(s, e, private);
+        self.guest.forget(s, e);
+        // Neighbouring huge ranges may now be mixed: check them too.
+        self.touch_range(s & !511, (e + 511) & !511);
+        Ok(())
+    }
+
+    /// fallocate(PUNCH_HOLE|KEEP_SIZE) on the guest_memfd behind `[addr, addr + size)`, one
+    /// call per memslot piece, as the selftests' `vm_guest_mem_fallocate` does.
+    pub(crate) fn punch(&mut self, addr: u64, size: u64, keep_size: bool) -> Result<(), Errno> {
+        if !keep_size {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        if size == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if addr % PAGE != 0 || size % PAGE != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let (s, e) = (addr / PAGE, addr.checked_add(size).ok_or(Errno::EINVAL)? / PAGE);
+        // The harness resolves the whole range first: a part with no guest_memfd slot is an
+        // error before any call.
+        let pieces: Vec<_> = self.slots.overlapping(s, e);
+        let mut covered = s;
+        for p in &pieces {
+            if p.base_gfn > covered || p.gmem.is_none() {
+                return Err(Errno::ENOENT);
+            }
+            covered = p.end_gfn();
+        }
+        if covered < e {
+            return Err(Errno::ENOENT);
+        }
+        for p in pieces {
+            let (ps, pe) = (s.max(p.base_gfn), e.min(p.end_gfn()));
+            let (fi, off) = p.gmem.expect("checked");
+            let (is, ie) = (off + (ps - p.base_gfn), off + (pe - p.base_gfn));
+            // kvm_gmem_invalidate_begin: zap what maps this file range (private mappings, or
+            // shared ones for an init-shared file).
+            if self.is_tdx() {
+                self.tdx_zap_private(ps, pe, true)?;
+            } else {
+                let want_private = !self.gmems[fi].decl.init_shared;
+                for (b, l) in self.shared.overlapping(ps, pe) {
+                    if l.private == want_private {
+                        self.unmap_leaf(false, b);
+                    }
+                }
+            }
+            let freed = self.gmems[fi].punch(is, ie, &mut self.mem);
+            for (pfn, n) in freed {
+                if let Some(g) = self.frame_mapped(pfn, n) {
+                    self.violate(
+                        ViolationKind::Invariant("freed-page-still-mapped"),
+                        format!("guest_memfd freed pfn {pfn:#x} (+{n}) but it stays mapped at gfn {g:#x}"),
+                    );
+                }
+            }
+            self.guest.forget(ps, pe);
+            self.touch_range(ps, pe);
+        }
+        Ok(())
+    }
+
+    /// KVM_PRE_FAULT_MEMORY, called until the whole range is done or a call fails.
+    pub(crate) fn prefault(&mut self, addr: u64, size: u64) -> Result<(), Errno> {
+        if addr % PAGE != 0 || size % PAGE != 0 || size == 0 || addr.checked_add(size).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        if let Some(td) = &self.td {
+            if !td.runnable() {
+                return Err(Errno::EOPNOTSUPP);
+            }
+        }
+        let (mut gfn, e) = (addr / PAGE, (addr + size) / PAGE);
+        let mut tries = 0;
+        while gfn < e {
+            if self.slots.find(gfn).is_none() {
+                return Err(Errno::ENOENT);
+            }
+            let private = self.h.vm.has_private_mem() && self.attrs.is_private(gfn);
+            let root = if private && self.is_tdx() { &self.mirror } else { &self.shared };
+            if let Some((b, l)) = root.get(gfn) {
+                gfn = b + l.level.pages();
+                tries = 0;
+                continue;
+            }
+            tries += 1;
+            if tries > LIVELOCK_EXITS {
+                self.violate(ViolationKind::Livelock, format!("pre-fault of gfn {gfn:#x} retries forever"));
+                return Err(Errno::EINTR);
+            }
+            let req = FaultReq { gfn, private, write: false, accept: None };
+            match self.handle_fault(req, true) {
+                Ok(()) => {}
+                Err(Outcome::Exit(Exit::MemoryFault { .. })) => return Err(Errno::EFAULT),
+                Err(Outcome::Exit(Exit::Mmio)) => return Err(Errno::ENOENT),
+                Err(Outcome::Err(e)) => return Err(e),
+                Err(_) => return Err(Errno::EIO),
+            }
+        }
+        Ok(())
+    }
+
+    /// The frame the host reaches at `gfn` through the slot's shared view: guest_memfd's mmap
+    /// for an init-shared file, else the slot's userspace memory.
+    fn host_frame(&mut self, gfn: u64) -> Result<u64, Errno> {
+        let slot = self.slots.find(gfn).ok_or(Errno::EFAULT)?.clone();
+        if let Some((fi, idx)) = slot.gmem_index(gfn) {
+            if self.gmems[fi].decl.init_shared {
+                let (b, f) = self.gmems[fi].get_or_alloc(idx, &mut self.mem)?;
+                return Ok(f.pfn + (idx - b));
+            }
+        }
+        Ok(slot.uregion + (gfn - slot.base_gfn))
+    }
+
+    pub(crate) fn host_write(&mut self, addr: u64, value: u64) -> Result<(), Errno> {
+        let gfn = addr / PAGE;
+        let pfn = self.host_frame(gfn)?;
+        self.mem.write(pfn, value);
+        if !(self.h.vm.has_private_mem() && self.attrs.is_private(gfn)) {
+            self.guest.forget(gfn, gfn + 1);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn host_read(&mut self, addr: u64) -> Outcome {
+        match self.host_frame(addr / PAGE) {
+            Ok(pfn) => Outcome::Value(self.mem.read(pfn)),
+            Err(e) => Outcome::Err(e),
+        }
+    }
+
+    /// One attempt of a guest op on the vCPU: it completes, or exits to the host with a fault.
+    pub fn attempt(&mut self, op: &Op) -> Attempt {
+        if self.dead {
+            return Attempt::Done(Outcome::VmDead);
+        }
+        if self.is_tdx() {
+            return self.tdx_attempt(op);
+        }
+        let (addr, write) = match *op {
+            Op::Read { addr, .. } | Op::Touch { addr, .. } => (addr, false),
+            Op::Write { addr, .. } => (addr, true),
+            _ => return Attempt::Done(Outcome::Err(Errno::EINVAL)),
+        };
+        let gfn = addr / PAGE;
+        let Some(slot) = self.slots.find(gfn) else {
+            return Attempt::Done(Outcome::Exit(Exit::Mmio));
+        };
+        if write && slot.readonly {
+            return Attempt::Done(Outcome::Exit(Exit::Mmio));
+        }
+        match self.shared.get(gfn) {
+            Some((b, l)) => Attempt::Done(self.guest_access(op, gfn, l.pfn + (gfn - b))),
+            None => {
+                let private = self.h.vm.has_private_mem() && self.attrs.is_private(gfn);
+                Attempt::Exit(FaultReq { gfn, private, write, accept: None })
+            }
+        }
+    }
+
+    /// A guest access that reached a frame: read, write or touch it, checking the guest's view.
+    pub(crate) fn guest_access(&mut self, op: &Op, gfn: u64, pfn: u64) -> Outcome {
+        match *op {
+            Op::Write { value, .. } => {
+                self.mem.write(pfn, value);
+                self.guest.wrote(gfn, value);
+                Outcome::Ok
+            }
+            Op::Read { .. } => {
+                let v = self.mem.read(pfn);
+                if let Some(b) = self.guest.belief(gfn) {
+                    if b != v {
+                        self.violate(
+                            ViolationKind::SilentDataLoss,
+                            format!("gfn {gfn:#x}: guest wrote {b:#x}, reads {v:#x}, saw no event"),
+                        );
+                        self.guest.forget(gfn, gfn + 1);
+                    }
+                }
+                Outcome::Value(v)
+            }
+            _ => Outcome::Ok,
+        }
+    }
+
+    /// The host's answer to a guest exit: `Ok` resumes the guest (which retries), `Err` ends the
+    /// guest op with an exit to userspace or an error from KVM_RUN. `prefault` marks the
+    /// KVM_PRE_FAULT_MEMORY path (no accept level; `huge-v1` forces 4K there).
+    pub fn handle_fault(&mut self, req: FaultReq, prefault: bool) -> Result<(), Outcome> {
+        if self.is_tdx() {
+            if req.private {
+                return self.tdx_private_fault(req, prefault);
+            }
+            // A shared access to a private GFN: the attribute disagrees.
+            if self.attrs.is_private(req.gfn) {
+                return Err(Outcome::Exit(Exit::MemoryFault { private: false }));
+            }
+        }
+        self.map_fault(req)
+    }
+
+    /// The stage-2 fault path of the shared (direct) root, and of every root on default and
+    /// SW_PROTECTED VMs.
+    fn map_fault(&mut self, req: FaultReq) -> Result<(), Outcome> {
+        let Some(slot) = self.slots.find(req.gfn).cloned() else {
+            return Err(Outcome::Exit(Exit::Mmio));
+        };
+        let gmem_idx = slot.gmem_index(req.gfn);
+        let backing = if req.private {
+            // A private GFN with no guest_memfd: KVM_EXIT_MEMORY_FAULT, -EFAULT.
+            let Some((fi, idx)) = gmem_idx else {
+                return Err(Outcome::Exit(Exit::MemoryFault { private: true }));
+            };
+            if self.gmems[fi].get_or_alloc(idx, &mut self.mem).is_err() {
+                return Err(Outcome::Exit(Exit::MemoryFault { private: true }));
+            }
+            Backing::Gmem { idx }
+        } else {
+            match gmem_idx {
+                // A guest_memfd-only slot (6.18, init-shared on a VM without private memory):
+                // shared faults come from guest_memfd too.
+                Some((fi, idx)) if self.gmems[fi].decl.init_shared => {
+                    if self.gmems[fi].get_or_alloc(idx, &mut self.mem).is_err() {
+                        return Err(Outcome::Exit(Exit::MemoryFault { private: false }));
+                    }
+                    Backing::Gmem { idx }
+                }
+                _ => Backing::User,
+            }
+        };
+        let gm = gmem_idx.map(|(fi, _)| &self.gmems[fi]);
+        let attrs = self.h.vm.has_private_mem().then_some(&self.attrs);
+        let (level, thp) = lpage::max_level(&slot, req.gfn, attrs, gm, backing);
+        let base = req.gfn & !(level.pages() - 1);
+        let pfn = match backing {
+            Backing::Gmem { idx } => {
+                let fi = gmem_idx.expect("gmem backing").0;
+                self.gmems[fi].pfn_at(idx - (req.gfn - base)).expect("allocated above")
+            }
+            Backing::User => slot.uregion + (base - slot.base_gfn),
+        };
+        // A huge leaf replaces whatever smaller leaves the range had (the TDP MMU installs it
+        // over the old table).
+        for (b, _) in self.shared.overlapping(base, base + level.pages()) {
+            self.unmap_leaf(false, b);
+        }
+        self.map_leaf(false, base, Leaf { level, pfn, private: req.private, thp });
+        Ok(())
+    }
+}

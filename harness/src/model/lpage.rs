@@ -1,0 +1,46 @@
+//! Large-page info: why KVM refuses a 2M/1G mapping at a GFN (slot head/tail misalignment,
+//! mixed attributes, a smaller backing folio). Derived on demand from slots, attributes and
+//! guest_memfd rather than kept per slot, so it can never go stale.
+
+use super::attrs::Attrs;
+use super::gmem::Gmem;
+use super::memslot::Slot;
+use crate::seq::Level;
+
+/// The backing a fault resolved to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// guest_memfd page index (in `Slot::gmem`'s file).
+    Gmem { idx: u64 },
+    /// The slot's userspace mapping: its level depends on the host's THP.
+    User,
+}
+
+/// The largest level KVM may map `gfn` at, and whether that level is the host's THP choice.
+/// `attrs` is given for VMs with private memory (mixed attributes refuse a huge mapping).
+pub fn max_level(slot: &Slot, gfn: u64, attrs: Option<&Attrs>, gmem: Option<&Gmem>, backing: Backing) -> (Level, bool) {
+    // No backing offers 1G (no hugetlbfs, guest_memfd folios are at most 2M), so 2M is the
+    // only huge level to consider.
+    let l = Level::L2M;
+    let base = gfn & !(l.pages() - 1);
+    // Head/tail: the huge range must lie inside the slot. The userspace address is 2M aligned,
+    // so a slot whose GPA is not is misaligned for every huge page (KVM compares base_gfn ^ ugfn).
+    if base < slot.base_gfn || base + l.pages() > slot.end_gfn() || slot.base_gfn % l.pages() != 0 {
+        return (Level::L4K, false);
+    }
+    if let Some(a) = attrs {
+        if a.uniform(base, base + l.pages()).is_none() {
+            return (Level::L4K, false);
+        }
+    }
+    match backing {
+        Backing::User => (l, true),
+        Backing::Gmem { idx } => {
+            let first = idx - (gfn - base);
+            match gmem.and_then(|g| g.folio_at(idx)) {
+                Some((fb, f)) if f.order >= l && fb == first => (l, false),
+                _ => (Level::L4K, false),
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Memslots (`virt/kvm/kvm_main.c`, `__kvm_set_memory_region`) and KVM's errno rules for them.
+
+use super::gmem::Gmem;
+use crate::seq::{Errno, SlotSpec, VmType, PAGE};
+use std::collections::BTreeMap;
+
+/// x86: KVM_MEM_SLOTS_NUM (SHRT_MAX) less the internal slots.
+pub const KVM_USER_MEM_SLOTS: u32 = 32764;
+/// KVM_MEM_MAX_NR_PAGES.
+pub const KVM_MEM_MAX_NR_PAGES: u64 = (1 << 31) - 1;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub id: u32,
+    pub base_gfn: u64,
+    pub npages: u64,
+    /// guest_memfd file index and first page index in it.
+    pub gmem: Option<(usize, u64)>,
+    pub readonly: bool,
+    /// First frame of the slot's userspace (shared) backing. The harness maps it 2M aligned,
+    /// so its alignment never disallows a huge mapping by itself.
+    pub uregion: u64,
+}
+
+impl Slot {
+    pub fn end_gfn(&self) -> u64 {
+        self.base_gfn + self.npages
+    }
+    pub fn contains(&self, gfn: u64) -> bool {
+        gfn >= self.base_gfn && gfn < self.end_gfn()
+    }
+    /// guest_memfd page index of `gfn`.
+    pub fn gmem_index(&self, gfn: u64) -> Option<(usize, u64)> {
+        self.gmem.map(|(f, off)| (f, off + (gfn - self.base_gfn)))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Slots {
+    by_id: BTreeMap<u32, Slot>,
+    /// base GFN -> id, for lookup by address.
+    by_gfn: BTreeMap<u64, u32>,
+}
+
+/// What a successful KVM_SET_USER_MEMORY_REGION2 call changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Create(Slot),
+    Delete(Slot),
+    Move { old: Slot, new_base: u64 },
+    /// Same GPA, same flags: KVM returns 0 and changes nothing.
+    Nothing,
+}
+
+/// Highest GFN + 1 a slot may reach: 52-bit guest physical addresses, and below the shared bit
+/// (bit 47, GPAW 48) for TDX.
+pub fn max_gfn(vm: VmType) -> u64 {
+    match vm {
+        VmType::Tdx => 1 << (47 - 12),
+        _ => 1 << (52 - 12),
+    }
+}
+
+impl Slots {
+    pub fn get(&self, id: u32) -> Option<&Slot> {
+        self.by_id.get(&id)
+    }
+
+    pub fn find(&self, gfn: u64) -> Option<&Slot> {
+        let (_, id) = self.by_gfn.range(..=gfn).next_back()?;
+        let s = &self.by_id[id];
+        s.contains(gfn).then_some(s)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.by_gfn.values().map(|id| &self.by_id[id])
+    }
+
+    /// Slots overlapping `[start, end)`, in GFN order.
+    pub fn overlapping(&self, start: u64, end: u64) -> Vec<Slot> {
+        let mut v = Vec::new();
+        if let Some(s) = self.find(start) {
+            v.push(s.clone());
+        }
+        for (&b, id) in self.by_gfn.range(start.saturating_add(1)..end) {
+            let _ = b;
+            v.push(self.by_id[id].clone());
+        }
+        v
+    }
+
+    fn overlaps(&self, base: u64, end: u64, except: Option<u32>) -> bool {
+        self.overlapping(base, end).iter().any(|s| Some(s.id) != except)
+    }
+
+    /// KVM's checks for a slot-add (a create, or a modify if the id exists), in KVM's order.
+    /// `gmem` resolves the binding's file. Returns the change to apply.
+    pub fn check_add(
+        &self,
+        vm: VmType,
+        spec: &SlotSpec,
+        gmem: Option<(usize, &Gmem)>,
+        uregion: u64,
+    ) -> Result<Change, Errno> {
+        // check_memory_region_flags: no READONLY for VMs with protected state.
+        if spec.readonly && matches!(vm, VmType::Tdx | VmType::Snp) {
+            return Err(Errno::EINVAL);
+        }
+        if spec.id >= KVM_USER_MEM_SLOTS {
+            return Err(Errno::EINVAL);
+        }
+        if spec.size % PAGE != 0 || spec.gpa % PAGE != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if let Some(b) = &spec.gmem {
+            if b.offset % PAGE != 0 || b.offset.checked_add(spec.size).is_none() {
+                return Err(Errno::EINVAL);
+            }
+        }
+        let Some(end) = spec.gpa.checked_add(spec.size) else {
+            return Err(Errno::EINVAL);
+        };
+        let npages = spec.size / PAGE;
+        if npages > KVM_MEM_MAX_NR_PAGES {
+            return Err(Errno::EINVAL);
+        }
+        let base = spec.gpa / PAGE;
+        if let Some(old) = self.by_id.get(&spec.id) {
+            if spec.size == 0 {
+                return Ok(Change::Delete(old.clone()));
+            }
+            // A slot-add always brings a new userspace mapping, and guest_memfd slots are
+            // immutable: both make a modify EINVAL.
+            return Err(Errno::EINVAL);
+        }
+        if spec.size == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if self.overlaps(base, end / PAGE, None) {
+            return Err(Errno::EEXIST);
+        }
+        if end / PAGE > max_gfn(vm) {
+            return Err(Errno::EINVAL);
+        }
+        let binding = match (&spec.gmem, gmem) {
+            (Some(b), Some((fi, g))) => {
+                let start = b.offset / PAGE;
+                if !g.can_bind(start, start + npages) {
+                    return Err(Errno::EINVAL);
+                }
+                Some((fi, start))
+            }
+            (Some(_), None) => return Err(Errno::EBADF),
+            _ => None,
+        };
+        Ok(Change::Create(Slot { id: spec.id, base_gfn: base, npages, gmem: binding, readonly: spec.readonly, uregion }))
+    }
+
+    pub fn check_delete(&self, id: u32) -> Result<Change, Errno> {
+        if id >= KVM_USER_MEM_SLOTS {
+            return Err(Errno::EINVAL);
+        }
+        self.by_id.get(&id).map(|s| Change::Delete(s.clone())).ok_or(Errno::EINVAL)
+    }
+
+    /// A move keeps the userspace address, size and flags and changes the GPA.
+    pub fn check_move(&self, vm: VmType, id: u32, gpa: u64) -> Result<Change, Errno> {
+        let Some(old) = self.by_id.get(&id) else {
+            // The harness has no size or address to issue the call with.
+            return Err(Errno::ENOENT);
+        };
+        if gpa % PAGE != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if old.gmem.is_some() {
+            // "Private memslots are immutable, they can only be deleted."
+            return Err(Errno::EINVAL);
+        }
+        let base = gpa / PAGE;
+        let Some(end) = base.checked_add(old.npages) else {
+            return Err(Errno::EINVAL);
+        };
+        if base == old.base_gfn {
+            return Ok(Change::Nothing);
+        }
+        if self.overlaps(base, end, Some(id)) {
+            return Err(Errno::EEXIST);
+        }
+        if end > max_gfn(vm) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(Change::Move { old: old.clone(), new_base: base })
+    }
+
+    pub fn insert(&mut self, s: Slot) {
+        self.by_gfn.insert(s.base_gfn, s.id);
+        self.by_id.insert(s.id, s);
+    }
+
+    pub fn remove(&mut self, id: u32) -> Option<Slot> {
+        let s = self.by_id.remove(&id)?;
+        self.by_gfn.remove(&s.base_gfn);
+        Some(s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}

@@ -1,0 +1,333 @@
+//! The reference model of KVM private memory (SPEC.md), one file per piece of state:
+//! guest_memfd ([`gmem`]), memslots ([`memslot`]), memory attributes ([`attrs`]), large-page
+//! info ([`lpage`]), stage-2 roots ([`stage2`]), the TDX module's S-EPT ([`sept`]), the guest's
+//! view ([`guest`]), host pages ([`memory`]); KVM's generic paths ([`kvm`]), its TDX side
+//! ([`tdx`]) and the variants ([`variant`]). It is deterministic, has no I/O, and checks its own
+//! invariants ([`invariants`]) after every step; a broken invariant is a [`Violation`], never
+//! a panic.
+
+pub mod attrs;
+pub mod gmem;
+pub mod guest;
+pub mod invariants;
+pub mod kvm;
+pub mod lpage;
+pub mod memory;
+pub mod memslot;
+pub mod ranges;
+pub mod sept;
+pub mod stage2;
+pub mod tdx;
+pub mod variant;
+
+use crate::seq::*;
+use attrs::Attrs;
+use gmem::Gmem;
+use guest::GuestView;
+use memory::Memory;
+use memslot::Slots;
+use ranges::RangeSet;
+use sept::Td;
+use stage2::LeafMap;
+use std::collections::BTreeMap;
+use variant::Policy;
+
+/// An ACCEPT (or any guest access) that needs more host exits than this is a livelock.
+pub const LIVELOCK_EXITS: u32 = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum ViolationKind {
+    /// A rule of SPEC.md §9 broke; the name says which.
+    Invariant(&'static str),
+    /// A guest op did not finish within [`LIVELOCK_EXITS`] host exits.
+    Livelock,
+    /// An accepted page's value changed or vanished with no event the guest could see.
+    SilentDataLoss,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub detail: String,
+}
+
+/// A guest access that needs the host: an EPT violation (or NPF) exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultReq {
+    pub gfn: u64,
+    pub private: bool,
+    pub write: bool,
+    /// The level an ACCEPT asked for (TDX extended exit qualification).
+    pub accept: Option<Level>,
+}
+
+/// One attempt of a guest op: it finished, or it exited to the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Done(Outcome),
+    Exit(FaultReq),
+}
+
+/// What the model covered, for coverage pictures and liveness tests.
+#[derive(Clone, Debug, Default)]
+pub struct Coverage {
+    /// (op kind, outcome label) pairs seen.
+    pub outcomes: BTreeMap<(OpKind, String), u64>,
+    /// S-EPT state × level × op kind, sampled at the op's address after the op.
+    pub sept: BTreeMap<(SeptState, Level, OpKind), u64>,
+    pub splits: u64,
+    pub split_failures: u64,
+    pub promote_attempts: u64,
+    pub promote_failures: u64,
+    pub partial_conversions: u64,
+}
+
+pub struct Model {
+    pub h: Header,
+    pub pol: Policy,
+    pub mem: Memory,
+    pub gmems: Vec<Gmem>,
+    pub slots: Slots,
+    pub attrs: Attrs,
+    /// The shared (direct) root; on default and SW_PROTECTED VMs the only root.
+    pub shared: LeafMap,
+    /// TDX: the mirror root that shadows the S-EPT.
+    pub mirror: LeafMap,
+    pub td: Option<Td>,
+    pub guest: GuestView,
+    /// 2M ranges (as 2M-aligned GFN ranges) where the guest's 4K accept inhibits 2M (v2/v3).
+    pub inhibit: RangeSet,
+    /// `inject split-oom`: the next split's allocation fails.
+    pub split_oom_next: bool,
+    pub dead: bool,
+    /// Mapped frames: first pfn -> (pages, gfn). Catches a host page mapped at two GFNs.
+    rmap: BTreeMap<u64, (u64, u64)>,
+    /// GFN ranges the current step touched; invariants are checked there.
+    dirty: Vec<(u64, u64)>,
+    /// Violations raised by the current step.
+    pub violations: Vec<Violation>,
+    pub cov: Coverage,
+}
+
+impl Model {
+    /// A model for `h`, with the header's guest_memfd files and slots created. A header slot
+    /// that KVM would refuse is an error naming it.
+    pub fn new(h: &Header) -> Result<Model, String> {
+        let mut m = Model {
+            h: h.clone(),
+            pol: Policy::new(h),
+            mem: Memory::new(),
+            gmems: h.gmems.iter().cloned().map(Gmem::new).collect(),
+            slots: Slots::default(),
+            attrs: Attrs::default(),
+            shared: LeafMap::default(),
+            mirror: LeafMap::default(),
+            td: None,
+            guest: GuestView::default(),
+            inhibit: RangeSet::default(),
+            split_oom_next: false,
+            dead: false,
+            rmap: BTreeMap::new(),
+            dirty: Vec::new(),
+            violations: Vec::new(),
+            cov: Coverage::default(),
+        };
+        if h.vm == VmType::Snp {
+            return Err("vm snp: the SEV-SNP model (RMP, PVALIDATE) is not built yet".into());
+        }
+        if h.vm == VmType::Tdx {
+            m.td = Some(Td::new(m.pol.enhanced_demote));
+        }
+        for g in &h.gmems {
+            if g.size == 0 || g.size % PAGE != 0 {
+                return Err(format!("gmem {}: KVM_CREATE_GUEST_MEMFD needs a non-zero page-aligned size (EINVAL)", g.name));
+            }
+        }
+        for s in &h.slots {
+            if let Err(e) = m.slot_add(s) {
+                return Err(format!("slot {}: KVM_SET_USER_MEMORY_REGION2 fails with {}", s.id, e.name()));
+            }
+        }
+        m.violations.clear();
+        Ok(m)
+    }
+
+    pub fn gmem_index(&self, name: &str) -> Option<usize> {
+        self.gmems.iter().position(|g| g.decl.name == name)
+    }
+
+    pub fn is_tdx(&self) -> bool {
+        self.td.is_some()
+    }
+
+    pub(crate) fn violate(&mut self, kind: ViolationKind, detail: String) {
+        self.violations.push(Violation { kind, detail });
+    }
+
+    pub(crate) fn touch_range(&mut self, s: u64, e: u64) {
+        self.dirty.push((s, e));
+    }
+
+    /// Map a leaf in a root, keeping the reverse map that catches aliasing.
+    pub(crate) fn map_leaf(&mut self, mirror: bool, base: u64, leaf: stage2::Leaf) {
+        let pages = leaf.level.pages();
+        let alias = self
+            .rmap
+            .range(..leaf.pfn + pages)
+            .next_back()
+            .filter(|(&p, &(n, _))| p + n > leaf.pfn)
+            .map(|(&p, &(_, g))| (p, g));
+        if let Some((p, g)) = alias {
+            self.violate(
+                ViolationKind::Invariant("host-page-aliased"),
+                format!("pfn {:#x} mapped at gfn {base:#x} while already mapped at gfn {g:#x} (pfn {p:#x})", leaf.pfn),
+            );
+        }
+        self.rmap.insert(leaf.pfn, (pages, base));
+        let root = if mirror { &mut self.mirror } else { &mut self.shared };
+        root.insert(base, leaf);
+        self.dirty.push((base, base + pages));
+    }
+
+    pub(crate) fn unmap_leaf(&mut self, mirror: bool, base: u64) -> Option<stage2::Leaf> {
+        let root = if mirror { &mut self.mirror } else { &mut self.shared };
+        let l = root.remove(base)?;
+        if self.rmap.get(&l.pfn).is_some_and(|&(_, g)| g == base) {
+            self.rmap.remove(&l.pfn);
+        }
+        self.dirty.push((base, base + l.level.pages()));
+        Some(l)
+    }
+
+    /// Whether any mapped frame lies in `[pfn, pfn + pages)`.
+    pub(crate) fn frame_mapped(&self, pfn: u64, pages: u64) -> Option<u64> {
+        if let Some((_, &(_, g))) = self.rmap.range(..pfn + pages).next_back().filter(|(&p, &(n, _))| p + n > pfn) {
+            return Some(g);
+        }
+        None
+    }
+
+    /// Run one non-guest op (host op or state check). Guest ops go through [`Model::attempt`]
+    /// and [`Model::handle_fault`], driven by [`crate::oracle::run`].
+    pub fn host_op(&mut self, op: &Op) -> Outcome {
+        if self.dead {
+            return Outcome::Err(Errno::EIO);
+        }
+        let r = match op {
+            Op::SlotAdd(s) => self.slot_add(s),
+            Op::SlotDelete { id } => self.slot_delete(*id),
+            Op::SlotMove { id, gpa } => self.slot_move(*id, *gpa),
+            Op::Private { addr, size } => self.set_attributes(*addr, *size, true),
+            Op::Shared { addr, size } => self.set_attributes(*addr, *size, false),
+            Op::Punch { addr, size, keep_size } => self.punch(*addr, *size, *keep_size),
+            Op::Prefault { vcpu: _, addr, size } => self.prefault(*addr, *size),
+            Op::HostWrite { addr, value } => self.host_write(*addr, *value),
+            Op::HostRead { addr } => return self.host_read(*addr),
+            Op::InitMem { addr, pages, measure } => self.init_mem(*addr, *pages, *measure),
+            Op::Finalize => self.finalize(),
+            Op::MtrrZap { addr, size } => self.mtrr_zap(*addr, *size),
+            Op::Inject(f) => {
+                match f {
+                    Fault::SplitOom => self.split_oom_next = true,
+                    Fault::SeamcallBusy => {
+                        if let Some(td) = self.td.as_mut() {
+                            td.busy_next = true
+                        }
+                    }
+                    Fault::DemoteInterrupted => {
+                        if let Some(td) = self.td.as_mut() {
+                            td.interrupt_next_demote = true
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Op::ExpectPages { .. } | Op::ExpectSept { .. } => Ok(()),
+            _ => unreachable!("guest ops run through attempt()"),
+        };
+        match r {
+            Ok(()) => Outcome::Ok,
+            Err(e) => Outcome::Err(e),
+        }
+    }
+
+    /// Present leaves per level across all roots (what the VM stats `pages_*` count), with the
+    /// number of 2M leaves whose level the host's THP decides.
+    pub fn page_counts(&self) -> ([u64; 3], u64) {
+        let a = self.shared.counts();
+        let b = self.mirror.counts();
+        ([a[0] + b[0], a[1] + b[1], a[2] + b[2]], self.shared.thp_leaves())
+    }
+
+    /// Check an `expect` op against the model's state: `Err` says what the model has.
+    pub fn check(&self, op: &Op) -> Result<(), String> {
+        match op {
+            Op::ExpectPages { p4k, p2m, p1g } => {
+                let ([c4, c2, c1], thp) = self.page_counts();
+                // Where THP decides, each such 2M leaf may instead be up to 512 4K leaves.
+                let ranges = [(c4, c4 + 512 * thp), (c2 - thp, c2), (c1, c1)];
+                let ok = [p4k, p2m, p1g]
+                    .iter()
+                    .zip(ranges)
+                    .all(|(want, (lo, hi))| want.as_ref().is_none_or(|w| w.iter().any(|v| *v >= lo && *v <= hi)));
+                if ok {
+                    Ok(())
+                } else {
+                    let r = |(lo, hi): (u64, u64)| if lo == hi { lo.to_string() } else { format!("{lo}..={hi}") };
+                    Err(format!(
+                        "model has pages_4k={} pages_2m={} pages_1g={}",
+                        r(ranges[0]),
+                        r(ranges[1]),
+                        r(ranges[2])
+                    ))
+                }
+            }
+            Op::ExpectSept { addr, level, state } => {
+                let got = self.td.as_ref().map(|td| td.state(addr / PAGE, *level)).unwrap_or(SeptState::Free);
+                if got == *state {
+                    Ok(())
+                } else {
+                    Err(format!("S-EPT entry at {addr:#x} level {} is {}", level.name(), got.name()))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Check SPEC.md §9 over what the last step touched; returns the step's violations.
+    pub fn end_step(&mut self, op: &Op) -> Vec<Violation> {
+        let dirty = std::mem::take(&mut self.dirty);
+        invariants::check(self, &dirty);
+        if let Some(td) = &self.td {
+            if let Some(a) = op_addr(op) {
+                for l in Level::ALL {
+                    *self.cov.sept.entry((td.state(a / PAGE, l), l, op.kind())).or_default() += 1;
+                }
+            }
+        }
+        std::mem::take(&mut self.violations)
+    }
+}
+
+/// The address an op is about, for coverage sampling.
+pub fn op_addr(op: &Op) -> Option<u64> {
+    match *op {
+        Op::Private { addr, .. }
+        | Op::Shared { addr, .. }
+        | Op::Punch { addr, .. }
+        | Op::Prefault { addr, .. }
+        | Op::HostWrite { addr, .. }
+        | Op::HostRead { addr }
+        | Op::InitMem { addr, .. }
+        | Op::MtrrZap { addr, .. }
+        | Op::Accept { addr, .. }
+        | Op::Release { addr, .. }
+        | Op::Read { addr, .. }
+        | Op::Write { addr, .. }
+        | Op::Touch { addr, .. }
+        | Op::MapGpa { addr, .. }
+        | Op::ExpectSept { addr, .. } => Some(addr),
+        Op::SlotAdd(ref s) => Some(s.gpa),
+        _ => None,
+    }
+}

@@ -1,0 +1,537 @@
+//! The TDX module's side: the S-EPT with its entry states, the TD's op state, TLB epoch and
+//! measurement, the host SEAMCALLs with their preconditions and status codes, and the guest's
+//! TDG.MEM.PAGE.ACCEPT walk (SPEC.md §4, module 1.5 `tdh_mem_*.c`, `tdg_mem_page_accept.c`).
+
+use crate::seq::{Level, SeptState, TdxStatus};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpState {
+    /// After INIT_VM, during build.
+    Initialized,
+    /// After FINALIZE.
+    Runnable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub state: SeptState,
+    pub pfn: u64,
+    /// TLB epoch at which the entry was blocked.
+    pub blocked_epoch: u64,
+}
+
+/// What the guest's ACCEPT walk decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptWalk {
+    /// A PENDING leaf at the requested level: it becomes MAPPED; the caller zeroes its pages.
+    Accepted { base: u64, pfn: u64 },
+    /// A status returned to the guest, with the level reported in the low bits.
+    Status(TdxStatus, Option<Level>),
+    /// EPT-violation exit to the host carrying the requested level.
+    EptViolation,
+}
+
+/// What an ordinary guest access to a private GPA finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessWalk {
+    Mapped { pfn: u64 },
+    Pending,
+    EptViolation,
+}
+
+#[derive(Clone, Debug)]
+pub struct Td {
+    pub op_state: OpState,
+    /// Entries per level (index = TDX level), keyed by first GFN. Absent means FREE. The entries
+    /// above 1G (the PML4/PML5 tables) are taken as always present.
+    levels: [BTreeMap<u64, Entry>; 3],
+    pub epoch: u64,
+    /// The epoch every vCPU has been kicked out of: blocked entries with an older epoch are
+    /// tracked.
+    pub flushed_epoch: u64,
+    pub mrtd: u64,
+    /// `inject seamcall-busy`: the next host SEAMCALL returns OPERAND_BUSY and does nothing.
+    pub busy_next: bool,
+    /// `inject demote-interrupted`: the next DEMOTE returns INTERRUPTED_RESTARTABLE, unless the
+    /// module has ENHANCED_DEMOTE_INTERRUPTIBILITY.
+    pub interrupt_next_demote: bool,
+    pub enhanced_demote: bool,
+    /// SEAMCALLs issued, per kind, for coverage.
+    pub calls: u64,
+}
+
+fn align(gfn: u64, l: Level) -> u64 {
+    gfn & !(l.pages() - 1)
+}
+
+impl Td {
+    pub fn new(enhanced_demote: bool) -> Td {
+        Td {
+            op_state: OpState::Initialized,
+            levels: Default::default(),
+            epoch: 1,
+            flushed_epoch: 1,
+            mrtd: 0xcbf2_9ce4_8422_2325,
+            busy_next: false,
+            interrupt_next_demote: false,
+            enhanced_demote,
+            calls: 0,
+        }
+    }
+
+    pub fn runnable(&self) -> bool {
+        self.op_state == OpState::Runnable
+    }
+
+    /// The entry at `level` covering `gfn` (FREE if absent).
+    pub fn entry(&self, gfn: u64, level: Level) -> Option<Entry> {
+        self.levels[level as usize].get(&align(gfn, level)).copied()
+    }
+
+    pub fn state(&self, gfn: u64, level: Level) -> SeptState {
+        self.entry(gfn, level).map(|e| e.state).unwrap_or(SeptState::Free)
+    }
+
+    /// Whether the walk reaches `level` for `gfn`: every entry above is a non-leaf.
+    fn parent_ok(&self, gfn: u64, level: Level) -> bool {
+        let mut l = Level::L1G;
+        while l > level {
+            match self.entry(gfn, l) {
+                Some(e) if !e.state.is_leaf() => {}
+                _ => return false,
+            }
+            l = l.below().expect("above 4K");
+        }
+        true
+    }
+
+    /// The present leaf covering `gfn`, if the walk finds one.
+    pub fn leaf(&self, gfn: u64) -> Option<(u64, Level, Entry)> {
+        for l in [Level::L1G, Level::L2M, Level::L4K] {
+            match self.entry(gfn, l) {
+                None => return None,
+                Some(e) if e.state.is_leaf() => return Some((align(gfn, l), l, e)),
+                Some(_) => {}
+            }
+        }
+        None
+    }
+
+    /// Leaves whose range overlaps `[s, e)`, in order: `(first gfn, level, entry)`.
+    pub fn leaves_in(&self, s: u64, e: u64) -> Vec<(u64, Level, Entry)> {
+        let mut v = Vec::new();
+        for l in Level::ALL {
+            let m = &self.levels[l as usize];
+            let lo = align(s, l);
+            for (&b, &en) in m.range(lo..e) {
+                if en.state.is_leaf() && b + l.pages() > s {
+                    v.push((b, l, en));
+                }
+            }
+        }
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    pub fn all_leaves(&self) -> impl Iterator<Item = (u64, Level, Entry)> + '_ {
+        Level::ALL.into_iter().flat_map(move |l| {
+            self.levels[l as usize].iter().filter(|(_, e)| e.state.is_leaf()).map(move |(&b, &e)| (b, l, e))
+        })
+    }
+
+    fn tracked(&self, e: &Entry) -> bool {
+        e.blocked_epoch < self.flushed_epoch
+    }
+
+    fn set(&mut self, gfn: u64, l: Level, e: Entry) {
+        self.levels[l as usize].insert(align(gfn, l), e);
+    }
+
+    fn free(&mut self, gfn: u64, l: Level) {
+        self.levels[l as usize].remove(&align(gfn, l));
+    }
+
+    fn children_empty(&self, gfn: u64, l: Level) -> bool {
+        let Some(c) = l.below() else { return true };
+        let b = align(gfn, l);
+        self.levels[c as usize].range(b..b + l.pages()).next().is_none()
+    }
+
+    /// Common entry: counts the call and consumes an injected OPERAND_BUSY.
+    fn enter(&mut self) -> Result<(), TdxStatus> {
+        self.calls += 1;
+        if self.busy_next {
+            self.busy_next = false;
+            return Err(TdxStatus::OperandBusy);
+        }
+        Ok(())
+    }
+
+    fn ok(r: Result<(), TdxStatus>) -> TdxStatus {
+        r.err().unwrap_or(TdxStatus::Success)
+    }
+
+    /// TDH.MEM.PAGE.ADD: 4K only, build only.
+    pub fn page_add(&mut self, gfn: u64, pfn: u64) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            if self.op_state != OpState::Initialized {
+                return Err(TdxStatus::OpStateIncorrect);
+            }
+            if !self.parent_ok(gfn, Level::L4K) {
+                return Err(TdxStatus::EptWalkFailed);
+            }
+            if self.entry(gfn, Level::L4K).is_some() {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            }
+            self.set(gfn, Level::L4K, Entry { state: SeptState::Mapped, pfn, blocked_epoch: 0 });
+            Ok(())
+        })())
+    }
+
+    /// TDH.MR.EXTEND over one page's worth of chunks: fold the page into MRTD.
+    pub fn mr_extend(&mut self, gfn: u64, content: u64) {
+        for chunk in 0..16u64 {
+            self.calls += 1;
+            for b in [gfn, chunk, content] {
+                self.mrtd = (self.mrtd ^ b).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+
+    /// TDH.MEM.SEPT.ADD: the FREE entry at `level` (2M or 1G) becomes a non-leaf over a new
+    /// table of 512 FREE entries.
+    pub fn sept_add(&mut self, gfn: u64, level: Level) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            if level == Level::L4K {
+                return Err(TdxStatus::OperandInvalid);
+            }
+            if !self.parent_ok(gfn, level) {
+                return Err(TdxStatus::EptWalkFailed);
+            }
+            if self.entry(gfn, level).is_some() {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            }
+            self.set(gfn, level, Entry { state: SeptState::NlMapped, pfn: 0, blocked_epoch: 0 });
+            Ok(())
+        })())
+    }
+
+    /// TDH.MEM.PAGE.AUG: a PENDING leaf at exactly `level` (4K or 2M).
+    pub fn page_aug(&mut self, gfn: u64, level: Level, pfn: u64) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            if level == Level::L1G {
+                return Err(TdxStatus::OperandInvalid);
+            }
+            if !self.parent_ok(gfn, level) {
+                return Err(TdxStatus::EptWalkFailed);
+            }
+            if self.entry(gfn, level).is_some() {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            }
+            self.set(gfn, level, Entry { state: SeptState::Pending, pfn, blocked_epoch: 0 });
+            Ok(())
+        })())
+    }
+
+    /// TDH.MEM.RANGE.BLOCK.
+    pub fn block(&mut self, gfn: u64, level: Level) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            if !self.parent_ok(gfn, level) {
+                return Err(TdxStatus::EptWalkFailed);
+            }
+            let Some(mut e) = self.entry(gfn, level) else {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            };
+            e.state = match e.state {
+                SeptState::Mapped => SeptState::Blocked,
+                SeptState::Pending => SeptState::PendingBlocked,
+                SeptState::NlMapped => SeptState::NlBlocked,
+                _ => return Err(TdxStatus::GpaRangeAlreadyBlocked),
+            };
+            e.blocked_epoch = self.epoch;
+            self.set(gfn, level, e);
+            Ok(())
+        })())
+    }
+
+    /// TDH.MEM.TRACK: advance the epoch. KVM then kicks every vCPU ([`Td::kick`]).
+    pub fn track(&mut self) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            self.epoch += 1;
+            Ok(())
+        })())
+    }
+
+    /// Every vCPU has left the TD since the last TRACK: blocked entries are now tracked.
+    pub fn kick(&mut self) {
+        self.flushed_epoch = self.epoch;
+    }
+
+    /// TDH.MEM.RANGE.UNBLOCK.
+    pub fn unblock(&mut self, gfn: u64, level: Level) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            let Some(mut e) = self.entry(gfn, level) else {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            };
+            if !e.state.is_blocked() {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            }
+            if self.runnable() && !self.tracked(&e) {
+                return Err(TdxStatus::TlbTrackingNotDone);
+            }
+            e.state = unblocked(e.state);
+            self.set(gfn, level, e);
+            Ok(())
+        })())
+    }
+
+    /// TDH.MEM.PAGE.DEMOTE: a 2M (or 1G) leaf becomes a non-leaf over 512 children carrying
+    /// its unblocked state.
+    pub fn demote(&mut self, gfn: u64, level: Level) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            let child = level.below().ok_or(TdxStatus::OperandInvalid)?;
+            let Some(e) = self.entry(gfn, level) else {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            };
+            if !e.state.is_leaf() {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            }
+            if self.runnable() {
+                if !e.state.is_blocked() {
+                    return Err(TdxStatus::GpaRangeNotBlocked);
+                }
+                if !self.tracked(&e) {
+                    return Err(TdxStatus::TlbTrackingNotDone);
+                }
+            }
+            if self.interrupt_next_demote && !self.enhanced_demote {
+                self.interrupt_next_demote = false;
+                return Err(TdxStatus::InterruptedRestartable);
+            }
+            let base = align(gfn, level);
+            let st = unblocked(e.state);
+            for i in 0..512 {
+                let cb = base + i * child.pages();
+                self.set(cb, child, Entry { state: st, pfn: e.pfn + i * child.pages(), blocked_epoch: 0 });
+            }
+            self.set(base, level, Entry { state: SeptState::NlMapped, pfn: 0, blocked_epoch: 0 });
+            Ok(())
+        })())
+    }
+
+    /// TDH.MEM.PAGE.PROMOTE: 512 children, all leaves, all MAPPED or all PENDING, contiguous and
+    /// aligned, become one leaf; the parent must be blocked and tracked while RUNNABLE.
+    pub fn promote(&mut self, gfn: u64, level: Level) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            let child = level.below().ok_or(TdxStatus::OperandInvalid)?;
+            let Some(p) = self.entry(gfn, level) else {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            };
+            if p.state.is_leaf() {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            }
+            if self.runnable() {
+                if p.state != SeptState::NlBlocked {
+                    return Err(TdxStatus::GpaRangeNotBlocked);
+                }
+                if !self.tracked(&p) {
+                    return Err(TdxStatus::TlbTrackingNotDone);
+                }
+            }
+            let base = align(gfn, level);
+            let first = self.entry(base, child).ok_or(TdxStatus::EptInvalidPromoteConditions)?;
+            let want = first.state;
+            if !matches!(want, SeptState::Mapped | SeptState::Pending) || first.pfn % level.pages() != 0 {
+                return Err(TdxStatus::EptInvalidPromoteConditions);
+            }
+            for i in 0..512 {
+                match self.entry(base + i * child.pages(), child) {
+                    Some(c) if c.state == want && c.pfn == first.pfn + i * child.pages() => {}
+                    _ => return Err(TdxStatus::EptInvalidPromoteConditions),
+                }
+            }
+            for i in 0..512 {
+                self.free(base + i * child.pages(), child);
+            }
+            self.set(base, level, Entry { state: want, pfn: first.pfn, blocked_epoch: 0 });
+            Ok(())
+        })())
+    }
+
+    /// TDH.MEM.PAGE.REMOVE: a leaf becomes FREE (blocked and tracked while RUNNABLE).
+    pub fn page_remove(&mut self, gfn: u64, level: Level) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            let Some(e) = self.entry(gfn, level) else {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            };
+            if !e.state.is_leaf() {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            }
+            if self.runnable() {
+                if !e.state.is_blocked() {
+                    return Err(TdxStatus::GpaRangeNotBlocked);
+                }
+                if !self.tracked(&e) {
+                    return Err(TdxStatus::TlbTrackingNotDone);
+                }
+            }
+            self.free(gfn, level);
+            Ok(())
+        })())
+    }
+
+    /// TDH.MEM.SEPT.REMOVE: a non-leaf over an empty table becomes FREE.
+    pub fn sept_remove(&mut self, gfn: u64, level: Level) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            let Some(e) = self.entry(gfn, level) else {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            };
+            if e.state.is_leaf() || !self.children_empty(gfn, level) {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            }
+            if self.runnable() {
+                if e.state != SeptState::NlBlocked {
+                    return Err(TdxStatus::GpaRangeNotBlocked);
+                }
+                if !self.tracked(&e) {
+                    return Err(TdxStatus::TlbTrackingNotDone);
+                }
+            }
+            self.free(gfn, level);
+            Ok(())
+        })())
+    }
+
+    /// TDG.MEM.PAGE.ACCEPT's walk, per the table of SPEC.md §4.
+    pub fn accept(&mut self, gfn: u64, level: Level) -> AcceptWalk {
+        if level == Level::L1G {
+            return AcceptWalk::Status(TdxStatus::OperandInvalid, None);
+        }
+        for l in [Level::L1G, Level::L2M, Level::L4K] {
+            let Some(e) = self.entry(gfn, l) else {
+                return AcceptWalk::EptViolation;
+            };
+            if l == level {
+                return match e.state {
+                    SeptState::Pending => {
+                        let base = align(gfn, l);
+                        self.set(base, l, Entry { state: SeptState::Mapped, ..e });
+                        AcceptWalk::Accepted { base, pfn: e.pfn }
+                    }
+                    SeptState::Mapped => AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(l)),
+                    SeptState::NlMapped => AcceptWalk::Status(TdxStatus::PageSizeMismatch, Some(l)),
+                    _ => AcceptWalk::EptViolation,
+                };
+            }
+            match e.state {
+                SeptState::Mapped => return AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(l)),
+                SeptState::NlMapped => {}
+                _ => return AcceptWalk::EptViolation,
+            }
+        }
+        AcceptWalk::EptViolation
+    }
+
+    /// An ordinary private access (not ACCEPT).
+    pub fn access(&self, gfn: u64) -> AccessWalk {
+        match self.leaf(gfn) {
+            Some((b, _, e)) if e.state == SeptState::Mapped => AccessWalk::Mapped { pfn: e.pfn + (gfn - b) },
+            Some((_, _, e)) if e.state == SeptState::Pending => AccessWalk::Pending,
+            _ => AccessWalk::EptViolation,
+        }
+    }
+}
+
+pub fn unblocked(s: SeptState) -> SeptState {
+    match s {
+        SeptState::Blocked => SeptState::Mapped,
+        SeptState::PendingBlocked => SeptState::Pending,
+        SeptState::NlBlocked => SeptState::NlMapped,
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runnable_td_with_2m_pending() -> Td {
+        let mut td = Td::new(true);
+        assert_eq!(td.sept_add(0, Level::L1G), TdxStatus::Success);
+        td.op_state = OpState::Runnable;
+        assert_eq!(td.page_aug(0, Level::L2M, 512), TdxStatus::Success);
+        td
+    }
+
+    #[test]
+    fn demote_needs_block_and_track_while_runnable() {
+        let mut td = runnable_td_with_2m_pending();
+        assert_eq!(td.demote(0, Level::L2M), TdxStatus::GpaRangeNotBlocked);
+        assert_eq!(td.block(0, Level::L2M), TdxStatus::Success);
+        assert_eq!(td.block(0, Level::L2M), TdxStatus::GpaRangeAlreadyBlocked);
+        assert_eq!(td.demote(0, Level::L2M), TdxStatus::TlbTrackingNotDone);
+        assert_eq!(td.track(), TdxStatus::Success);
+        assert_eq!(td.demote(0, Level::L2M), TdxStatus::TlbTrackingNotDone, "tracked only after the kick");
+        td.kick();
+        assert_eq!(td.demote(0, Level::L2M), TdxStatus::Success);
+        assert_eq!(td.state(0, Level::L2M), SeptState::NlMapped);
+        assert_eq!(td.state(5, Level::L4K), SeptState::Pending, "children carry the unblocked state");
+        assert_eq!(td.entry(5, Level::L4K).unwrap().pfn, 517);
+    }
+
+    #[test]
+    fn accept_table() {
+        let mut td = runnable_td_with_2m_pending();
+        assert_eq!(td.accept(3, Level::L4K), AcceptWalk::EptViolation, "4K inside a PENDING 2M leaf exits");
+        assert_eq!(td.accept(0, Level::L1G), AcceptWalk::Status(TdxStatus::OperandInvalid, None));
+        assert!(matches!(td.accept(0, Level::L2M), AcceptWalk::Accepted { base: 0, .. }));
+        assert_eq!(td.accept(0, Level::L2M), AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(Level::L2M)));
+        assert_eq!(td.accept(7, Level::L4K), AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(Level::L2M)));
+        assert_eq!(td.accept(512, Level::L2M), AcceptWalk::EptViolation, "FREE entry");
+        // A 4K table under 2M: a 2M accept is a size mismatch.
+        assert_eq!(td.sept_add(512, Level::L2M), TdxStatus::Success);
+        assert_eq!(td.accept(512, Level::L2M), AcceptWalk::Status(TdxStatus::PageSizeMismatch, Some(Level::L2M)));
+        assert_eq!(td.page_aug(512, Level::L2M, 0), TdxStatus::EptEntryStateIncorrect, "2M AUG over a 4K table");
+    }
+
+    #[test]
+    fn promote_conditions() {
+        let mut td = runnable_td_with_2m_pending();
+        td.block(0, Level::L2M);
+        td.track();
+        td.kick();
+        td.demote(0, Level::L2M);
+        assert!(matches!(td.accept(0, Level::L4K), AcceptWalk::Accepted { .. }));
+        td.block(0, Level::L2M);
+        td.track();
+        td.kick();
+        assert_eq!(td.promote(0, Level::L2M), TdxStatus::EptInvalidPromoteConditions, "511 PENDING + 1 MAPPED");
+        td.busy_next = true;
+        assert_eq!(td.page_remove(0, Level::L4K), TdxStatus::OperandBusy);
+        assert_eq!(td.page_remove(0, Level::L4K), TdxStatus::GpaRangeNotBlocked);
+    }
+
+    #[test]
+    fn page_add_only_during_build() {
+        let mut td = Td::new(true);
+        assert_eq!(td.page_add(0, 9), TdxStatus::EptWalkFailed);
+        td.sept_add(0, Level::L1G);
+        td.sept_add(0, Level::L2M);
+        assert_eq!(td.page_add(0, 9), TdxStatus::Success);
+        assert_eq!(td.page_add(0, 9), TdxStatus::EptEntryStateIncorrect);
+        td.op_state = OpState::Runnable;
+        assert_eq!(td.page_add(1, 10), TdxStatus::OpStateIncorrect);
+        assert_eq!(td.sept_remove(0, Level::L2M), TdxStatus::EptEntryStateIncorrect, "table not empty");
+    }
+}

@@ -1,0 +1,436 @@
+//! KVM's TDX side (`arch/x86/kvm/vmx/tdx.c` and the TDX parts of the TDP MMU): the private fault
+//! path with its maximum level per variant, the mirror root kept in step with the S-EPT,
+//! splitting (BLOCK, TRACK, kick, DEMOTE), leaf-first zapping, the guest's ACCEPT and accesses,
+//! MapGPA, and the TD build (INIT_MEM_REGION, FINALIZE).
+
+use super::lpage::{self, Backing};
+use super::sept::{AcceptWalk, AccessWalk, OpState, Td};
+use super::stage2::Leaf;
+use super::variant::{AcceptRule, DemoteRetry, FaultSplit};
+use super::*;
+
+impl Model {
+    fn td_mut(&mut self) -> &mut Td {
+        self.td.as_mut().expect("TDX model")
+    }
+
+    fn td_ref(&self) -> &Td {
+        self.td.as_ref().expect("TDX model")
+    }
+
+    /// A SEAMCALL from one of KVM's exclusive paths: on OPERAND_BUSY, KVM stops vCPUs from
+    /// entering and retries once, expecting success.
+    fn seamcall(&mut self, f: impl Fn(&mut Td) -> TdxStatus) -> TdxStatus {
+        let st = f(self.td_mut());
+        if st == TdxStatus::OperandBusy {
+            return f(self.td_mut());
+        }
+        st
+    }
+
+    /// An unexpected SEAMCALL error: KVM_BUG_ON, the VM is dead.
+    fn tdx_bug(&mut self, what: &str, st: TdxStatus) -> Errno {
+        self.dead = true;
+        self.violate(ViolationKind::Invariant("seamcall-failed"), format!("{what} returned {}: KVM_BUG_ON, VM dead", st.name()));
+        Errno::EIO
+    }
+
+    pub(crate) fn tdx_attempt(&mut self, op: &Op) -> Attempt {
+        if !self.td_ref().runnable() {
+            // KVM_RUN before FINALIZE.
+            return Attempt::Done(Outcome::Err(Errno::EINVAL));
+        }
+        match *op {
+            Op::Accept { addr, level, .. } => self.tdx_accept(addr, level),
+            Op::MapGpa { addr, size, private, .. } => Attempt::Done(self.map_gpa(addr, size, private)),
+            Op::Read { addr, shared: true, .. } | Op::Write { addr, shared: true, .. } => {
+                let gfn = addr / PAGE;
+                match self.shared.get(gfn) {
+                    Some((b, l)) => {
+                        let pfn = l.pfn + (gfn - b);
+                        Attempt::Done(match *op {
+                            Op::Read { .. } => Outcome::Value(self.mem.read(pfn)),
+                            Op::Write { value, .. } => {
+                                self.mem.write(pfn, value);
+                                Outcome::Ok
+                            }
+                            _ => Outcome::Ok,
+                        })
+                    }
+                    None => Attempt::Exit(FaultReq { gfn, private: false, write: matches!(op, Op::Write { .. }), accept: None }),
+                }
+            }
+            Op::Read { addr, .. } | Op::Write { addr, .. } | Op::Touch { addr, .. } => {
+                let gfn = addr / PAGE;
+                match self.td_ref().access(gfn) {
+                    AccessWalk::Mapped { pfn } => Attempt::Done(self.guest_access(op, gfn, pfn)),
+                    AccessWalk::Pending => {
+                        if let Some(b) = self.guest.belief(gfn) {
+                            self.violate(
+                                ViolationKind::SilentDataLoss,
+                                format!("gfn {gfn:#x}: guest accepted it (holding {b:#x}); it came back PENDING with no event the guest saw"),
+                            );
+                            self.guest.forget(gfn, gfn + 1);
+                        }
+                        if self.pol.sept_ve_disable {
+                            // SEPT_VE_DISABLE: an EPT violation on a PENDING page; KVM kills the
+                            // TD ("guest access before accepting").
+                            self.dead = true;
+                            Attempt::Done(Outcome::VmDead)
+                        } else {
+                            Attempt::Done(Outcome::Ve)
+                        }
+                    }
+                    AccessWalk::EptViolation => {
+                        Attempt::Exit(FaultReq { gfn, private: true, write: matches!(op, Op::Write { .. }), accept: None })
+                    }
+                }
+            }
+            _ => Attempt::Done(Outcome::Err(Errno::EINVAL)),
+        }
+    }
+
+    fn tdx_accept(&mut self, addr: u64, level: Level) -> Attempt {
+        if level != Level::L1G && addr % level.bytes() != 0 {
+            return Attempt::Done(Outcome::Tdx(TdxStatus::OperandInvalid, None));
+        }
+        let gfn = addr / PAGE;
+        match self.td_mut().accept(gfn, level) {
+            AcceptWalk::Accepted { base, pfn } => {
+                if self.guest.belief(gfn).is_some() {
+                    self.violate(
+                        ViolationKind::SilentDataLoss,
+                        format!("gfn {gfn:#x}: the guest had accepted it, yet ACCEPT found it PENDING again"),
+                    );
+                }
+                self.mem.clear(pfn, level.pages());
+                self.guest.accepted(base, base + level.pages());
+                self.touch_range(base, base + level.pages());
+                Attempt::Done(Outcome::Ok)
+            }
+            AcceptWalk::Status(st, l) => Attempt::Done(Outcome::Tdx(st, l)),
+            AcceptWalk::EptViolation => Attempt::Exit(FaultReq { gfn, private: true, write: false, accept: Some(level) }),
+        }
+    }
+
+    /// A private fault of a TD (the mirror root).
+    pub(crate) fn tdx_private_fault(&mut self, req: FaultReq, prefault: bool) -> Result<(), Outcome> {
+        if !self.attrs.is_private(req.gfn) {
+            return Err(Outcome::Exit(Exit::MemoryFault { private: true }));
+        }
+        let Some(slot) = self.slots.find(req.gfn).cloned() else {
+            return Err(Outcome::Exit(Exit::MemoryFault { private: true }));
+        };
+        let Some((fi, idx)) = slot.gmem_index(req.gfn) else {
+            return Err(Outcome::Exit(Exit::MemoryFault { private: true }));
+        };
+        if self.gmems[fi].get_or_alloc(idx, &mut self.mem).is_err() {
+            return Err(Outcome::Exit(Exit::MemoryFault { private: true }));
+        }
+        let gfn = req.gfn;
+        let h2 = gfn & !511;
+        let mut max = self.pol.max_private_level(self.td_ref().runnable());
+        if prefault && self.pol.prefault_4k() {
+            max = Level::L4K;
+        }
+        match self.pol.accept_rule() {
+            AcceptRule::PerFault => {
+                if let Some(a) = req.accept {
+                    max = max.min(a);
+                }
+            }
+            AcceptRule::Inhibit => {
+                if req.accept == Some(Level::L4K) {
+                    self.inhibit.insert(h2, h2 + 512);
+                }
+                if self.inhibit.contains(gfn) {
+                    max = Level::L4K;
+                }
+            }
+            AcceptRule::Ignored => {}
+        }
+        let (lp, _) = lpage::max_level(&slot, gfn, Some(&self.attrs), Some(&self.gmems[fi]), Backing::Gmem { idx });
+        max = max.min(lp);
+
+        if let Some((b, leaf)) = self.mirror.get(gfn) {
+            if leaf.level > max {
+                return match self.pol.fault_split() {
+                    // The split is skipped and the fault retried with nothing changed (H1).
+                    FaultSplit::Ignore | FaultSplit::Never => Ok(()),
+                    FaultSplit::Refuse => Err(Outcome::Err(Errno::EOPNOTSUPP)),
+                    FaultSplit::WriteLock => self.tdx_split(b).map_err(Outcome::Err),
+                };
+            }
+            // Spurious: the mapping is there; the guest retries.
+            return Ok(());
+        }
+
+        let mut level = max;
+        let mut promote = false;
+        if level == Level::L2M && self.td_ref().entry(gfn, Level::L2M).is_some_and(|e| !e.state.is_leaf()) {
+            // A 4K table is already there: no promotion on the mirror root, map 4K (or, with
+            // `option promote`, map 4K and then try PAGE.PROMOTE).
+            level = Level::L4K;
+            promote = self.pol.promote;
+        }
+        let base = gfn & !(level.pages() - 1);
+        for tl in [Level::L1G, Level::L2M] {
+            if tl > level && self.td_ref().entry(gfn, tl).is_none() {
+                match self.td_mut().sept_add(gfn, tl) {
+                    TdxStatus::Success => {}
+                    TdxStatus::OperandBusy => return Ok(()),
+                    st => return Err(Outcome::Err(self.tdx_bug("TDH.MEM.SEPT.ADD", st))),
+                }
+            }
+        }
+        let pfn = self.gmems[fi].pfn_at(idx - (gfn - base)).expect("allocated above");
+        match self.td_mut().page_aug(base, level, pfn) {
+            TdxStatus::Success => self.map_leaf(true, base, Leaf { level, pfn, private: true, thp: false }),
+            // The fault path retries on contention.
+            TdxStatus::OperandBusy => return Ok(()),
+            st => return Err(Outcome::Err(self.tdx_bug("TDH.MEM.PAGE.AUG", st))),
+        }
+        if promote {
+            self.tdx_try_promote(h2);
+        }
+        Ok(())
+    }
+
+    /// `option promote`: merge a 4K table back into a 2M leaf. Must give up, not retry, when
+    /// the children are not uniform (H11).
+    fn tdx_try_promote(&mut self, h2: u64) {
+        self.cov.promote_attempts += 1;
+        let runnable = self.td_ref().runnable();
+        if runnable {
+            if self.seamcall(|td| td.block(h2, Level::L2M)) != TdxStatus::Success {
+                return;
+            }
+            self.seamcall(|td| td.track());
+            self.td_mut().kick();
+        }
+        match self.seamcall(|td| td.promote(h2, Level::L2M)) {
+            TdxStatus::Success => {
+                let mut first = None;
+                for (b, l) in self.mirror.overlapping(h2, h2 + 512) {
+                    first.get_or_insert(l.pfn);
+                    self.unmap_leaf(true, b);
+                }
+                let pfn = self.td_ref().entry(h2, Level::L2M).map(|e| e.pfn).or(first).unwrap_or(0);
+                self.map_leaf(true, h2, Leaf { level: Level::L2M, pfn, private: true, thp: false });
+            }
+            _ => {
+                self.cov.promote_failures += 1;
+                if runnable {
+                    self.seamcall(|td| td.unblock(h2, Level::L2M));
+                }
+            }
+        }
+    }
+
+    /// Split the 2M private leaf at `base` into 512 4K leaves: BLOCK, TRACK, kick, DEMOTE.
+    pub(crate) fn tdx_split(&mut self, base: u64) -> Result<(), Errno> {
+        if self.split_oom_next {
+            // The page for the new table could not be allocated.
+            self.split_oom_next = false;
+            self.cov.split_failures += 1;
+            return Err(Errno::ENOMEM);
+        }
+        self.cov.splits += 1;
+        if self.td_ref().runnable() {
+            let st = self.seamcall(|td| td.block(base, Level::L2M));
+            if st != TdxStatus::Success {
+                return Err(self.tdx_bug("TDH.MEM.RANGE.BLOCK", st));
+            }
+            self.seamcall(|td| td.track());
+            self.td_mut().kick();
+        }
+        let mut tries = 0;
+        loop {
+            match self.seamcall(|td| td.demote(base, Level::L2M)) {
+                TdxStatus::Success => break,
+                TdxStatus::InterruptedRestartable if self.pol.demote_retry() == DemoteRetry::Forever => {
+                    tries += 1;
+                    if tries > LIVELOCK_EXITS {
+                        self.violate(ViolationKind::Livelock, format!("DEMOTE at gfn {base:#x} never completes"));
+                        return Err(Errno::EINTR);
+                    }
+                }
+                TdxStatus::InterruptedRestartable => {
+                    // Not retried: the split fails; the leaf is unblocked again.
+                    self.cov.split_failures += 1;
+                    self.seamcall(|td| td.unblock(base, Level::L2M));
+                    return Err(Errno::EIO);
+                }
+                st => return Err(self.tdx_bug("TDH.MEM.PAGE.DEMOTE", st)),
+            }
+        }
+        let leaf = self.unmap_leaf(true, base).expect("a 2M mirror leaf");
+        for i in 0..512 {
+            self.map_leaf(true, base + i, Leaf { level: Level::L4K, pfn: leaf.pfn + i, ..leaf });
+        }
+        Ok(())
+    }
+
+    /// Remove one private leaf: BLOCK, TRACK, kick, PAGE.REMOVE, then KVM clears the page.
+    fn tdx_zap_leaf(&mut self, base: u64, level: Level) -> Result<(), Errno> {
+        if self.td_ref().runnable() {
+            let st = self.seamcall(|td| td.block(base, level));
+            if !matches!(st, TdxStatus::Success | TdxStatus::GpaRangeAlreadyBlocked) {
+                return Err(self.tdx_bug("TDH.MEM.RANGE.BLOCK", st));
+            }
+            self.seamcall(|td| td.track());
+            self.td_mut().kick();
+        }
+        let st = self.seamcall(|td| td.page_remove(base, level));
+        if st != TdxStatus::Success {
+            return Err(self.tdx_bug("TDH.MEM.PAGE.REMOVE", st));
+        }
+        if let Some(l) = self.unmap_leaf(true, base) {
+            self.mem.clear(l.pfn, l.level.pages());
+        }
+        Ok(())
+    }
+
+    /// Split the huge leaves that straddle `ps` or `pe`.
+    fn tdx_split_edges(&mut self, ps: u64, pe: u64) -> Result<(), Errno> {
+        for edge in [ps, pe] {
+            if let Some((b, l)) = self.mirror.get(edge) {
+                if b < edge && l.level > Level::L4K {
+                    self.tdx_split(b)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Zap the private leaves of `[s, e)`, memslot piece by memslot piece as
+    /// `kvm_handle_gfn_range` walks them. With `split_ends`, huge leaves straddling a piece's
+    /// ends are split first (conversion, punch); without, leaves are zapped whole (memslot
+    /// deletion, MTRR zap).
+    pub(crate) fn tdx_zap_private(&mut self, s: u64, e: u64, split_ends: bool) -> Result<(), Errno> {
+        let pieces: Vec<(u64, u64)> = self
+            .slots
+            .overlapping(s, e)
+            .iter()
+            .filter(|sl| sl.gmem.is_some())
+            .map(|sl| (s.max(sl.base_gfn), e.min(sl.end_gfn())))
+            .collect();
+        let split_first = self.pol.split_all_first();
+        if split_ends && split_first {
+            for &(ps, pe) in &pieces {
+                self.tdx_split_edges(ps, pe)?;
+            }
+        }
+        for (i, &(ps, pe)) in pieces.iter().enumerate() {
+            if split_ends && !split_first {
+                if let Err(err) = self.tdx_split_edges(ps, pe) {
+                    if i > 0 {
+                        // Earlier pieces are split and zapped; their attributes stay (H2).
+                        self.cov.partial_conversions += 1;
+                    }
+                    return Err(err);
+                }
+            }
+            for (b, l) in self.mirror.overlapping(ps, pe) {
+                self.tdx_zap_leaf(b, l.level)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// KVM_TDX_INIT_MEM_REGION: PAGE.ADD each 4K page from the shared mapping at the same GPA.
+    pub(crate) fn init_mem(&mut self, addr: u64, pages: u64, measure: bool) -> Result<(), Errno> {
+        if self.td_ref().runnable() || addr % PAGE != 0 || pages == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let s = addr / PAGE;
+        let e = s.checked_add(pages).ok_or(Errno::EINVAL)?;
+        if self.attrs.uniform(s, e) != Some(true) {
+            return Err(Errno::EINVAL);
+        }
+        for gfn in s..e {
+            let slot = self.slots.find(gfn).cloned().ok_or(Errno::EINVAL)?;
+            let (fi, idx) = slot.gmem_index(gfn).ok_or(Errno::EINVAL)?;
+            self.gmems[fi].get_or_alloc(idx, &mut self.mem)?;
+            if self.mirror.get(gfn).is_some() {
+                // The folio is already populated.
+                return Err(Errno::EEXIST);
+            }
+            for tl in [Level::L1G, Level::L2M] {
+                if self.td_ref().entry(gfn, tl).is_none() {
+                    let st = self.seamcall(|td| td.sept_add(gfn, tl));
+                    if st != TdxStatus::Success {
+                        return Err(self.tdx_bug("TDH.MEM.SEPT.ADD", st));
+                    }
+                }
+            }
+            let pfn = self.gmems[fi].pfn_at(idx).expect("allocated");
+            let content = self.mem.read(slot.uregion + (gfn - slot.base_gfn));
+            let st = self.seamcall(|td| td.page_add(gfn, pfn));
+            if st != TdxStatus::Success {
+                return Err(Errno::EIO);
+            }
+            self.mem.write(pfn, content);
+            self.map_leaf(true, gfn, Leaf { level: Level::L4K, pfn, private: true, thp: false });
+            if measure {
+                self.td_mut().mr_extend(gfn, content);
+            }
+            // The initial image is the guest's own, accepted data.
+            self.guest.wrote(gfn, content);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finalize(&mut self) -> Result<(), Errno> {
+        let td = self.td_mut();
+        if td.op_state != OpState::Initialized {
+            return Err(Errno::EINVAL);
+        }
+        td.op_state = OpState::Runnable;
+        Ok(())
+    }
+
+    /// An MTRR (or APIC page) change: KVM zaps the shared root there; with
+    /// `option zap-private-on-mtrr` it zaps private pages too (H8), which TDX must not do.
+    pub(crate) fn mtrr_zap(&mut self, addr: u64, size: u64) -> Result<(), Errno> {
+        let (s, e) = super::attrs::check_args(addr, size)?;
+        if self.pol.zap_private_on_mtrr {
+            self.tdx_zap_private(s, e, false)?;
+        }
+        for (b, _) in self.shared.overlapping(s, e) {
+            self.unmap_leaf(false, b);
+        }
+        Ok(())
+    }
+
+    /// The guest's MapGPA, as KVM and the selftests handle it: KVM exits to userspace with
+    /// KVM_HC_MAP_GPA_RANGE one 2M chunk at a time; userspace converts the chunk, then punches
+    /// the side it left (guest_memfd when going shared, the shared memory when going private).
+    fn map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
+        if addr % PAGE != 0 || size % PAGE != 0 || size == 0 || addr.checked_add(size).is_none() {
+            return Outcome::Err(Errno::EINVAL);
+        }
+        let (mut a, end) = (addr, addr + size);
+        while a < end {
+            let next = ((a / SZ_2M) + 1) * SZ_2M;
+            let chunk_end = next.min(end);
+            if let Err(e) = self.set_attributes(a, chunk_end - a, private) {
+                return Outcome::Err(e);
+            }
+            let (s, e) = (a / PAGE, chunk_end / PAGE);
+            for sl in self.slots.overlapping(s, e) {
+                let (ps, pe) = (s.max(sl.base_gfn), e.min(sl.end_gfn()));
+                if private {
+                    self.mem.clear(sl.uregion + (ps - sl.base_gfn), pe - ps);
+                } else if sl.gmem.is_some() {
+                    if let Err(err) = self.punch(ps * PAGE, (pe - ps) * PAGE, true) {
+                        return Outcome::Err(err);
+                    }
+                }
+            }
+            self.guest.forget(s, e);
+            a = chunk_end;
+        }
+        Outcome::Ok
+    }
+}

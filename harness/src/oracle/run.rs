@@ -1,0 +1,137 @@
+//! Running a sequence on the model: host ops in order; consecutive guest ops of distinct
+//! vCPUs interleave round-robin at the granularity of one attempt (one EPT-violation round
+//! trip), so races such as H10 can be written down.
+
+use super::finding::{Finding, FindingKind};
+use crate::model::{Attempt, Coverage, Model, LIVELOCK_EXITS};
+use crate::seq::text::print_outcome;
+use crate::seq::*;
+
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    /// One outcome per step.
+    pub outcomes: Vec<Outcome>,
+    pub findings: Vec<Finding>,
+    /// Host exits taken per step (guest ops).
+    pub exits: Vec<u32>,
+}
+
+impl Trace {
+    pub fn has(&self, sig: &str) -> bool {
+        self.findings.iter().any(|f| f.signature() == sig)
+    }
+}
+
+/// Run `seq` on a fresh model.
+pub fn run_model(seq: &Sequence) -> Trace {
+    run_model_cov(seq).0
+}
+
+/// Run `seq` and also return what the model covered.
+pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
+    let mut t = Trace::default();
+    let mut m = match Model::new(&seq.header) {
+        Ok(m) => m,
+        Err(e) => {
+            t.findings.push(Finding { kind: FindingKind::Setup, step: None, op: None, state: "header".into(), detail: e });
+            return (t, None);
+        }
+    };
+    let n = seq.steps.len();
+    t.outcomes = vec![Outcome::Ok; n];
+    t.exits = vec![0; n];
+    let mut per_step: Vec<Vec<Finding>> = vec![Vec::new(); n];
+    let mut i = 0;
+    while i < n {
+        let op = &seq.steps[i].op;
+        if op.kind().is_guest() {
+            let mut j = i;
+            let mut used: u64 = 0;
+            while j < n {
+                let Some(v) = seq.steps[j].op.vcpu().filter(|_| seq.steps[j].op.kind().is_guest()) else { break };
+                if used & (1 << v) != 0 {
+                    break;
+                }
+                used |= 1 << v;
+                j += 1;
+            }
+            run_group(&mut m, seq, i, j, &mut t, &mut per_step);
+            i = j;
+            continue;
+        }
+        t.outcomes[i] = m.host_op(op);
+        if let Err(why) = m.check(op) {
+            per_step[i].push(Finding {
+                kind: FindingKind::Expectation,
+                step: Some(i),
+                op: Some(op.kind()),
+                state: "state-check".into(),
+                detail: format!("{}: {why}", text::print_op(op)),
+            });
+        }
+        for v in m.end_step(op) {
+            per_step[i].push(Finding::from_violation(v, i, op.kind()));
+        }
+        i += 1;
+    }
+    for (i, st) in seq.steps.iter().enumerate() {
+        let held = match &st.expect {
+            Some(e) if *e != t.outcomes[i] => {
+                per_step[i].push(Finding {
+                    kind: FindingKind::Expectation,
+                    step: Some(i),
+                    op: Some(st.op.kind()),
+                    state: format!("expected-{}", print_outcome(e).replace(' ', "-")),
+                    detail: format!(
+                        "step {} `{}`: expected {}, got {}",
+                        i + 1,
+                        text::print_op(&st.op),
+                        print_outcome(e),
+                        print_outcome(&t.outcomes[i])
+                    ),
+                });
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        for f in per_step[i].drain(..) {
+            if !(held && f.is_hazard()) {
+                t.findings.push(f);
+            }
+        }
+    }
+    (t, Some(m.cov))
+}
+
+fn run_group(m: &mut Model, seq: &Sequence, start: usize, end: usize, t: &mut Trace, per_step: &mut [Vec<Finding>]) {
+    let mut live: Vec<usize> = (start..end).collect();
+    while !live.is_empty() {
+        live.retain(|&k| {
+            let op = &seq.steps[k].op;
+            let done = match m.attempt(op) {
+                Attempt::Done(o) => Some(o),
+                Attempt::Exit(req) => {
+                    t.exits[k] += 1;
+                    if t.exits[k] > LIVELOCK_EXITS {
+                        m.violate(
+                            crate::model::ViolationKind::Livelock,
+                            format!("`{}` did not finish within {LIVELOCK_EXITS} host exits", text::print_op(op)),
+                        );
+                        Some(Outcome::Livelock)
+                    } else {
+                        m.handle_fault(req, false).err()
+                    }
+                }
+            };
+            if let Some(o) = done {
+                t.outcomes[k] = o;
+                *m.cov.outcomes.entry((op.kind(), print_outcome(&o))).or_default() += 1;
+            }
+            for v in m.end_step(op) {
+                per_step[k].push(Finding::from_violation(v, k, op.kind()));
+            }
+            done.is_none()
+        });
+    }
+}

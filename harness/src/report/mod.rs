@@ -1,0 +1,62 @@
+//! Reports: findings written atomically as a replayable `.seq` and a `.json` beside it.
+
+use crate::oracle::Finding;
+use crate::seq::{text, Sequence};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Write `bytes` to `path` so that a reader (or an interrupted run) sees the old file or the
+/// whole new one, never a part: write a temporary file beside it, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// A stable short name for a signature: FNV-1a, hex.
+pub fn sig_hash(sig: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in sig.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The text of a finding's reproducer: comments saying what it shows and how to replay it,
+/// then the sequence.
+pub fn finding_seq_text(f: &Finding, seq: &Sequence, replay_args: &str) -> String {
+    let mut o = String::new();
+    o.push_str(&format!("# finding: {}\n", f.signature()));
+    for line in f.detail.lines() {
+        o.push_str(&format!("# {line}\n"));
+    }
+    o.push_str(&format!("# replay: privmem replay{replay_args} FILE\n"));
+    o.push_str(&text::print(seq));
+    o
+}
+
+/// Write a finding as `<dir>/<kind>-<hash>.seq` and `.json`; returns the `.seq` path.
+pub fn write_finding(dir: &Path, f: &Finding, seq: &Sequence, replay_args: &str, extra: serde_json::Value) -> std::io::Result<PathBuf> {
+    let stem = format!("{}-{}", f.kind.name(), &sig_hash(&f.signature())[..12]);
+    let seq_path = dir.join(format!("{stem}.seq"));
+    write_atomic(&seq_path, finding_seq_text(f, seq, replay_args).as_bytes())?;
+    let json = serde_json::json!({
+        "signature": f.signature(),
+        "finding": f,
+        "sequence": text::print(seq),
+        "replay": format!("privmem replay{replay_args} {}", seq_path.display()),
+        "extra": extra,
+    });
+    write_atomic(&dir.join(format!("{stem}.json")), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+    Ok(seq_path)
+}

@@ -1,0 +1,390 @@
+//! A compact binary codec for fuzz inputs.
+//!
+//! Every byte string decodes to a legal sequence (ops with no meaning for the decoded VM type
+//! are dropped, a truncated op is dropped), and every legal sequence encodes to bytes that decode
+//! back to it exactly, so corpus files become libFuzzer and AFL seeds.
+//!
+//! Layout: `vm variant options vcpus ngmem {gmem} nslot {slot} {op expect}`. Numbers are LEB128;
+//! addresses and sizes are page numbers when page aligned (low bit 0), else a tagged pair.
+
+use super::legal;
+use super::op::*;
+
+const NAME_CHARS: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+/// Raised when the input ends in the middle of an item.
+struct Eof;
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, Eof> {
+        let v = *self.b.get(self.i).ok_or(Eof)?;
+        self.i += 1;
+        Ok(v)
+    }
+    fn varint(&mut self) -> Result<u64, Eof> {
+        let mut v: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte()?;
+            if shift < 64 {
+                v |= ((b & 0x7f) as u64) << shift;
+            }
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Ok(v)
+    }
+    fn addr(&mut self) -> Result<u64, Eof> {
+        let v = self.varint()?;
+        if v & 1 == 0 {
+            return Ok((v >> 1).wrapping_shl(12));
+        }
+        let low = (v >> 1) & 0xfff;
+        let high = self.varint()?;
+        Ok(high.wrapping_shl(12) | low)
+    }
+    fn level(&mut self) -> Result<Level, Eof> {
+        Ok(Level::ALL[(self.byte()? % 3) as usize])
+    }
+    fn flag(&mut self) -> Result<bool, Eof> {
+        Ok(self.byte()? & 1 == 1)
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn byte(&mut self, b: u8) {
+        self.0.push(b);
+    }
+    fn varint(&mut self, mut v: u64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.0.push(b);
+                return;
+            }
+            self.0.push(b | 0x80);
+        }
+    }
+    fn addr(&mut self, a: u64) {
+        if a & 0xfff == 0 {
+            self.varint((a >> 12) << 1);
+        } else {
+            self.varint(((a & 0xfff) << 1) | 1);
+            self.varint(a >> 12);
+        }
+    }
+    fn level(&mut self, l: Level) {
+        self.byte(l as u8);
+    }
+    fn flag(&mut self, f: bool) {
+        self.byte(f as u8);
+    }
+}
+
+fn knob_mask(opts: &[Knob]) -> u8 {
+    opts.iter().fold(0, |m, k| m | 1 << (*k as u8))
+}
+
+/// Decode any byte string into a legal sequence.
+pub fn decode(bytes: &[u8]) -> Sequence {
+    let mut r = Reader { b: bytes, i: 0 };
+    let header = decode_header(&mut r);
+    let mut seq = Sequence::new(header);
+    while seq.steps.len() < legal::MAX_STEPS {
+        match decode_step(&mut r, &seq.header) {
+            Ok(Some(st)) => seq.steps.push(st),
+            Ok(None) => {}
+            Err(Eof) => break,
+        }
+    }
+    seq
+}
+
+fn decode_header(r: &mut Reader<'_>) -> Header {
+    let mut h = Header::new(VmType::Tdx);
+    let _ = (|| -> Result<(), Eof> {
+        h.vm = VmType::ALL[(r.byte()? % 4) as usize];
+        let v = r.byte()? % 5;
+        let mask = r.byte()?;
+        if h.vm == VmType::Tdx {
+            h.variant = if v == 0 { None } else { Some(Variant::ALL[v as usize - 1]) };
+            h.options = Knob::ALL.iter().copied().filter(|k| mask & (1 << (*k as u8)) != 0).collect();
+        }
+        h.vcpus = 1 + (r.byte()? as u32 % legal::MAX_VCPUS);
+        let ngmem = r.byte()? as usize % (legal::MAX_GMEMS + 1);
+        for _ in 0..ngmem {
+            let len = 1 + r.byte()? as usize % legal::MAX_NAME;
+            let mut name = String::with_capacity(len);
+            for _ in 0..len {
+                name.push(NAME_CHARS[(r.byte()? % 64) as usize] as char);
+            }
+            let size = r.addr()?;
+            let f = r.byte()?;
+            let mut g = GmemDecl { name, size, huge: f & 1 != 0, mmap: f & 2 != 0, init_shared: f & 4 != 0 };
+            if legal::check_gmem(h.vm, &g).is_err() {
+                g.mmap &= !matches!(h.vm, VmType::Tdx | VmType::Snp);
+                g.init_shared &= !h.vm.has_private_mem();
+            }
+            if legal::check_gmem(h.vm, &g).is_ok() && !h.gmems.iter().any(|o| o.name == g.name) {
+                h.gmems.push(g);
+            }
+        }
+        let nslot = r.byte()? as usize % (legal::MAX_HEADER_SLOTS + 1);
+        for _ in 0..nslot {
+            let s = decode_slot(r, &h)?;
+            h.slots.push(s);
+        }
+        Ok(())
+    })();
+    h
+}
+
+fn decode_slot(r: &mut Reader<'_>, h: &Header) -> Result<SlotSpec, Eof> {
+    let id = r.varint()? as u32;
+    let gpa = r.addr()?;
+    let size = r.addr()?;
+    let f = r.byte()?;
+    let gmem = if f & 1 != 0 && !h.gmems.is_empty() {
+        let idx = r.byte()? as usize % h.gmems.len();
+        Some(GmemBinding { gmem: h.gmems[idx].name.clone(), offset: r.addr()? })
+    } else {
+        None
+    };
+    Ok(SlotSpec { id, gpa, size, gmem, readonly: f & 2 != 0 })
+}
+
+fn decode_count_set(r: &mut Reader<'_>) -> Result<CountSet, Eof> {
+    let n = 1 + r.byte()? % 4;
+    let mut v = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        v.push(r.varint()?);
+    }
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
+    let kind = OpKind::ALL[(r.byte()? as usize) % OpKind::ALL.len()];
+    let vcpus = h.vcpus;
+    let vcpu = |r: &mut Reader<'_>| -> Result<u32, Eof> { Ok(r.byte()? as u32 % vcpus) };
+    let op = match kind {
+        OpKind::SlotAdd => Op::SlotAdd(decode_slot(r, h)?),
+        OpKind::SlotDelete => Op::SlotDelete { id: r.varint()? as u32 },
+        OpKind::SlotMove => Op::SlotMove { id: r.varint()? as u32, gpa: r.addr()? },
+        OpKind::Private => Op::Private { addr: r.addr()?, size: r.addr()? },
+        OpKind::Shared => Op::Shared { addr: r.addr()?, size: r.addr()? },
+        OpKind::Punch => Op::Punch { addr: r.addr()?, size: r.addr()?, keep_size: !r.flag()? },
+        OpKind::Prefault => Op::Prefault { vcpu: vcpu(r)?, addr: r.addr()?, size: r.addr()? },
+        OpKind::HostWrite => Op::HostWrite { addr: r.addr()?, value: r.varint()? },
+        OpKind::HostRead => Op::HostRead { addr: r.addr()? },
+        OpKind::InitMem => Op::InitMem { addr: r.addr()?, pages: r.varint()?, measure: r.flag()? },
+        OpKind::Finalize => Op::Finalize,
+        OpKind::MtrrZap => Op::MtrrZap { addr: r.addr()?, size: r.addr()? },
+        OpKind::Inject => Op::Inject(Fault::ALL[(r.byte()? % 3) as usize]),
+        OpKind::Accept => Op::Accept { vcpu: vcpu(r)?, addr: r.addr()?, level: r.level()? },
+        OpKind::Release => Op::Release { vcpu: vcpu(r)?, addr: r.addr()?, level: r.level()? },
+        OpKind::Read => Op::Read { vcpu: vcpu(r)?, addr: r.addr()?, shared: r.flag()? },
+        OpKind::Write => Op::Write { vcpu: vcpu(r)?, addr: r.addr()?, value: r.varint()?, shared: r.flag()? },
+        OpKind::Touch => Op::Touch { vcpu: vcpu(r)?, addr: r.addr()? },
+        OpKind::MapGpa => Op::MapGpa { vcpu: vcpu(r)?, addr: r.addr()?, size: r.addr()?, private: r.flag()? },
+        OpKind::ExpectPages => {
+            let m = r.byte()?;
+            let mut sets = [None, None, None];
+            for (i, s) in sets.iter_mut().enumerate() {
+                if m & (1 << i) != 0 {
+                    *s = Some(decode_count_set(r)?);
+                }
+            }
+            if sets.iter().all(|s| s.is_none()) {
+                sets[0] = Some(vec![0]);
+            }
+            let [p4k, p2m, p1g] = sets;
+            Op::ExpectPages { p4k, p2m, p1g }
+        }
+        OpKind::ExpectSept => Op::ExpectSept {
+            addr: r.addr()?,
+            level: r.level()?,
+            state: SeptState::ALL[(r.byte()? % 7) as usize],
+        },
+    };
+    let expect = decode_outcome(r)?;
+    Ok(legal::check_op(h, &op).is_ok().then_some(Step { op, expect }))
+}
+
+fn decode_outcome(r: &mut Reader<'_>) -> Result<Option<Outcome>, Eof> {
+    Ok(Some(match r.byte()? % 11 {
+        0 => return Ok(None),
+        1 => Outcome::Ok,
+        2 => Outcome::Err(Errno::ALL[r.byte()? as usize % Errno::ALL.len()]),
+        3 => {
+            let s = TdxStatus::ALL[r.byte()? as usize % TdxStatus::ALL.len()];
+            let l = r.byte()? % 4;
+            Outcome::Tdx(s, if l == 0 { None } else { Some(Level::ALL[l as usize - 1]) })
+        }
+        4 => Outcome::Value(r.varint()?),
+        5 => Outcome::Exit(Exit::Mmio),
+        6 => Outcome::Exit(Exit::MemoryFault { private: false }),
+        7 => Outcome::Exit(Exit::MemoryFault { private: true }),
+        8 => Outcome::Ve,
+        9 => Outcome::Livelock,
+        _ => Outcome::VmDead,
+    }))
+}
+
+/// Encode a legal sequence. `decode(&encode(s)) == s`.
+pub fn encode(s: &Sequence) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(64 + s.steps.len() * 6));
+    let h = &s.header;
+    w.byte(VmType::ALL.iter().position(|v| *v == h.vm).unwrap_or(0) as u8);
+    w.byte(h.variant.map(|v| v as u8 + 1).unwrap_or(0));
+    w.byte(knob_mask(&h.options));
+    w.byte((h.vcpus.saturating_sub(1)) as u8);
+    w.byte(h.gmems.len() as u8);
+    for g in &h.gmems {
+        w.byte((g.name.len() - 1) as u8);
+        for b in g.name.bytes() {
+            w.byte(NAME_CHARS.iter().position(|c| *c == b).unwrap_or(0) as u8);
+        }
+        w.addr(g.size);
+        w.byte(g.huge as u8 | (g.mmap as u8) << 1 | (g.init_shared as u8) << 2);
+    }
+    w.byte(h.slots.len() as u8);
+    for sl in &h.slots {
+        encode_slot(&mut w, h, sl);
+    }
+    for st in &s.steps {
+        encode_step(&mut w, h, st);
+    }
+    w.0
+}
+
+fn encode_slot(w: &mut Writer, h: &Header, s: &SlotSpec) {
+    w.varint(s.id as u64);
+    w.addr(s.gpa);
+    w.addr(s.size);
+    w.byte(s.gmem.is_some() as u8 | (s.readonly as u8) << 1);
+    if let Some(b) = &s.gmem {
+        w.byte(h.gmems.iter().position(|g| g.name == b.gmem).unwrap_or(0) as u8);
+        w.addr(b.offset);
+    }
+}
+
+fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
+    let kind = st.op.kind();
+    w.byte(OpKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u8);
+    match &st.op {
+        Op::SlotAdd(s) => encode_slot(w, h, s),
+        Op::SlotDelete { id } => w.varint(*id as u64),
+        Op::SlotMove { id, gpa } => {
+            w.varint(*id as u64);
+            w.addr(*gpa);
+        }
+        Op::Private { addr, size } | Op::Shared { addr, size } | Op::MtrrZap { addr, size } => {
+            w.addr(*addr);
+            w.addr(*size);
+        }
+        Op::Punch { addr, size, keep_size } => {
+            w.addr(*addr);
+            w.addr(*size);
+            w.flag(!keep_size);
+        }
+        Op::Prefault { vcpu, addr, size } => {
+            w.byte(*vcpu as u8);
+            w.addr(*addr);
+            w.addr(*size);
+        }
+        Op::HostWrite { addr, value } => {
+            w.addr(*addr);
+            w.varint(*value);
+        }
+        Op::HostRead { addr } => w.addr(*addr),
+        Op::InitMem { addr, pages, measure } => {
+            w.addr(*addr);
+            w.varint(*pages);
+            w.flag(*measure);
+        }
+        Op::Finalize => {}
+        Op::Inject(f) => w.byte(*f as u8),
+        Op::Accept { vcpu, addr, level } | Op::Release { vcpu, addr, level } => {
+            w.byte(*vcpu as u8);
+            w.addr(*addr);
+            w.level(*level);
+        }
+        Op::Read { vcpu, addr, shared } => {
+            w.byte(*vcpu as u8);
+            w.addr(*addr);
+            w.flag(*shared);
+        }
+        Op::Write { vcpu, addr, value, shared } => {
+            w.byte(*vcpu as u8);
+            w.addr(*addr);
+            w.varint(*value);
+            w.flag(*shared);
+        }
+        Op::Touch { vcpu, addr } => {
+            w.byte(*vcpu as u8);
+            w.addr(*addr);
+        }
+        Op::MapGpa { vcpu, addr, size, private } => {
+            w.byte(*vcpu as u8);
+            w.addr(*addr);
+            w.addr(*size);
+            w.flag(*private);
+        }
+        Op::ExpectPages { p4k, p2m, p1g } => {
+            let sets = [p4k, p2m, p1g];
+            w.byte(sets.iter().enumerate().fold(0, |m, (i, s)| m | ((s.is_some() as u8) << i)));
+            for s in sets.into_iter().flatten() {
+                // The decoder reads 1..=4 members; longer sets are clipped by `fixup`.
+                w.byte((s.len().clamp(1, 4) - 1) as u8);
+                for v in s.iter().take(4) {
+                    w.varint(*v);
+                }
+            }
+        }
+        Op::ExpectSept { addr, level, state } => {
+            w.addr(*addr);
+            w.level(*level);
+            w.byte(*state as u8);
+        }
+    }
+    encode_outcome(w, st.expect.as_ref());
+}
+
+fn encode_outcome(w: &mut Writer, o: Option<&Outcome>) {
+    let Some(o) = o else {
+        w.byte(0);
+        return;
+    };
+    match o {
+        Outcome::Ok => w.byte(1),
+        Outcome::Err(e) => {
+            w.byte(2);
+            w.byte(*e as u8);
+        }
+        Outcome::Tdx(s, l) => {
+            w.byte(3);
+            w.byte(*s as u8);
+            w.byte(l.map(|l| l as u8 + 1).unwrap_or(0));
+        }
+        Outcome::Value(v) => {
+            w.byte(4);
+            w.varint(*v);
+        }
+        Outcome::Exit(Exit::Mmio) => w.byte(5),
+        Outcome::Exit(Exit::MemoryFault { private: false }) => w.byte(6),
+        Outcome::Exit(Exit::MemoryFault { private: true }) => w.byte(7),
+        Outcome::Ve => w.byte(8),
+        Outcome::Livelock => w.byte(9),
+        Outcome::VmDead => w.byte(10),
+    }
+}

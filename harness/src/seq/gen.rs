@@ -1,0 +1,302 @@
+//! Generation of sequences with `arbitrary`, and `fixup`.
+//!
+//! The generator lays out memory the way the interesting bugs need it (guest_memfd files that
+//! may be huge, slots on 2M/1G boundaries or a page off), then draws ops whose addresses and
+//! sizes cluster on 2M/1G boundaries, ±1 page, and ranges that straddle slots and folios.
+//! Swarm testing: each case enables a random subset of op kinds, so rare interactions are not
+//! drowned by common ops.
+
+use super::legal;
+use super::op::*;
+use arbitrary::{Result, Unstructured};
+
+/// What a campaign asks the generator for.
+#[derive(Clone, Debug, Default)]
+pub struct GenConfig {
+    pub vm: Option<VmType>,
+    pub variant: Option<Variant>,
+    /// Upper bound on generated ops.
+    pub max_ops: usize,
+}
+
+const GPA_BASES: [u64; 4] = [0x1_0000_0000, 0x4000_0000, 0x8000_0000, 0x2_0000_0000];
+
+fn pick<T: Copy>(u: &mut Unstructured<'_>, xs: &[T]) -> Result<T> {
+    Ok(xs[u.choose_index(xs.len())?])
+}
+
+pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
+    let vm = match cfg.vm {
+        Some(v) => v,
+        None => pick(u, &[VmType::Default, VmType::SwProtected, VmType::Tdx, VmType::Tdx])?,
+    };
+    let mut h = Header::new(vm);
+    if vm == VmType::Tdx {
+        h.variant = Some(match cfg.variant {
+            Some(v) => v,
+            None => pick(u, &Variant::ALL)?,
+        });
+        for k in Knob::ALL {
+            if u.ratio(1, 6)? {
+                h.options.push(k);
+            }
+        }
+    }
+    h.vcpus = if u.ratio(1, 3)? { 2 } else { 1 };
+
+    // Memory layout: one or two guest_memfd files, each bound by one slot; sometimes a plain
+    // slot (no guest_memfd) beside them.
+    let nfiles = if u.ratio(1, 3)? { 2 } else { 1 };
+    let mut gpa = pick(u, &GPA_BASES)?;
+    for i in 0..nfiles {
+        let size = pick(u, &[SZ_2M, 2 * SZ_2M, 4 * SZ_2M, SZ_2M + PAGE, 8 * SZ_2M])?;
+        let huge = u.ratio(2, 3)?;
+        let (mmap, init_shared) = match vm {
+            VmType::Default => {
+                let m = u.ratio(4, 5)?;
+                (m, m && u.ratio(5, 6)?)
+            }
+            VmType::SwProtected => (false, false),
+            _ => (false, false),
+        };
+        let name = format!("g{i}");
+        h.gmems.push(GmemDecl { name: name.clone(), size, huge, mmap, init_shared });
+        let offset = if u.ratio(1, 8)? { PAGE } else { 0 };
+        let slot_size = size - offset;
+        let misalign = if u.ratio(1, 8)? { PAGE } else { 0 };
+        h.slots.push(SlotSpec {
+            id: i as u32,
+            gpa: gpa + misalign,
+            size: slot_size & !(PAGE - 1),
+            gmem: Some(GmemBinding { gmem: name, offset }),
+            readonly: false,
+        });
+        // Adjacent slots half the time, so ranges straddle them.
+        gpa += (slot_size + misalign + SZ_2M - 1) & !(SZ_2M - 1);
+        if u.ratio(1, 2)? {
+            gpa += SZ_2M;
+        }
+    }
+    if u.ratio(1, 4)? {
+        h.slots.push(SlotSpec { id: 7, gpa, size: SZ_2M, gmem: None, readonly: vm == VmType::Default && u.ratio(1, 4)? });
+    }
+
+    // Swarm: a random subset of the op kinds the VM gives meaning to.
+    let candidates: Vec<OpKind> = OpKind::ALL
+        .iter()
+        .copied()
+        .filter(|k| !k.is_check() && *k != OpKind::Release)
+        .filter(|k| sample_op(*k, &h).is_some_and(|op| legal::check_op(&h, &op).is_ok()))
+        .collect();
+    let mut enabled: Vec<OpKind> = candidates.iter().copied().filter(|_| u.ratio(1, 2).unwrap_or(false)).collect();
+    if !enabled.iter().any(|k| k.is_guest()) {
+        enabled.push(if vm == VmType::Tdx { OpKind::Accept } else { OpKind::Read });
+    }
+
+    let mut s = Sequence::new(h);
+    let ranges: Vec<(u64, u64)> = s.header.slots.iter().map(|sl| (sl.gpa, sl.gpa + sl.size)).collect();
+    // Most TDX hazards live after FINALIZE: usually make the memory private and finalize first.
+    if vm == VmType::Tdx && u.ratio(4, 5)? {
+        for &(a, b) in ranges.iter().take(2) {
+            s.push(Op::Private { addr: a, size: b - a });
+        }
+        if u.ratio(1, 3)? {
+            s.push(Op::InitMem { addr: ranges[0].0, pages: pick(u, &[1, 2, 512])?, measure: u.ratio(1, 2)? });
+        }
+        s.push(Op::Finalize);
+    } else if vm == VmType::SwProtected && u.ratio(1, 2)? {
+        let (a, b) = ranges[0];
+        s.push(Op::Private { addr: a, size: b - a });
+    }
+    let max = cfg.max_ops.clamp(1, legal::MAX_STEPS - s.steps.len());
+    let n = u.int_in_range(1..=max)?;
+    for _ in 0..n {
+        if u.is_empty() {
+            break;
+        }
+        let kind = pick(u, &enabled)?;
+        let op = gen_op(u, kind, &s.header, &ranges)?;
+        if legal::check_op(&s.header, &op).is_ok() {
+            s.push(op);
+        }
+    }
+    Ok(s)
+}
+
+/// A placeholder op of a kind, to ask `legal` whether the kind means anything on this VM.
+fn sample_op(k: OpKind, h: &Header) -> Option<Op> {
+    let g = |f: fn(u32) -> Op| Some(f(0));
+    match k {
+        OpKind::SlotAdd => Some(Op::SlotAdd(SlotSpec { id: 9, gpa: 0, size: PAGE, gmem: None, readonly: false })),
+        OpKind::SlotDelete => Some(Op::SlotDelete { id: 0 }),
+        OpKind::SlotMove => Some(Op::SlotMove { id: 0, gpa: 0 }),
+        OpKind::Private => Some(Op::Private { addr: 0, size: PAGE }),
+        OpKind::Shared => Some(Op::Shared { addr: 0, size: PAGE }),
+        OpKind::Punch => (!h.gmems.is_empty()).then_some(Op::Punch { addr: 0, size: PAGE, keep_size: true }),
+        OpKind::Prefault => g(|v| Op::Prefault { vcpu: v, addr: 0, size: PAGE }),
+        OpKind::HostWrite => Some(Op::HostWrite { addr: 0, value: 1 }),
+        OpKind::HostRead => Some(Op::HostRead { addr: 0 }),
+        OpKind::InitMem => Some(Op::InitMem { addr: 0, pages: 1, measure: false }),
+        OpKind::Finalize => Some(Op::Finalize),
+        OpKind::MtrrZap => Some(Op::MtrrZap { addr: 0, size: PAGE }),
+        OpKind::Inject => Some(Op::Inject(Fault::SplitOom)),
+        OpKind::Accept => g(|v| Op::Accept { vcpu: v, addr: 0, level: Level::L4K }),
+        OpKind::Release => g(|v| Op::Release { vcpu: v, addr: 0, level: Level::L4K }),
+        OpKind::Read => g(|v| Op::Read { vcpu: v, addr: 0, shared: false }),
+        OpKind::Write => g(|v| Op::Write { vcpu: v, addr: 0, value: 1, shared: false }),
+        OpKind::Touch => g(|v| Op::Touch { vcpu: v, addr: 0 }),
+        OpKind::MapGpa => g(|v| Op::MapGpa { vcpu: v, addr: 0, size: PAGE, private: false }),
+        OpKind::ExpectPages | OpKind::ExpectSept => None,
+    }
+}
+
+/// An address near something that matters: a slot's ends, a 2M or 1G boundary inside it, ±1 page.
+fn gen_addr(u: &mut Unstructured<'_>, ranges: &[(u64, u64)]) -> Result<u64> {
+    let (a, b) = pick(u, ranges)?;
+    let base = match u.int_in_range(0..=5)? {
+        0 => a,
+        1 => b.saturating_sub(PAGE),
+        2 => (a + SZ_2M) & !(SZ_2M - 1),
+        3 => {
+            let pages = ((b - a) / PAGE).max(1);
+            a + u.int_in_range(0..=pages - 1)? * PAGE
+        }
+        4 => {
+            let n2m = ((b - a) / SZ_2M).max(1);
+            (a & !(SZ_2M - 1)) + u.int_in_range(0..=n2m)? * SZ_2M
+        }
+        _ => (a + SZ_1G - 1) & !(SZ_1G - 1),
+    };
+    Ok(match u.int_in_range(0..=7)? {
+        0 => base.wrapping_sub(PAGE),
+        1 => base.wrapping_add(PAGE),
+        2 if u.ratio(1, 8)? => base + 8, // an unaligned address: EINVAL paths
+        _ => base,
+    })
+}
+
+fn gen_size(u: &mut Unstructured<'_>, ranges: &[(u64, u64)], addr: u64) -> Result<u64> {
+    Ok(match u.int_in_range(0..=7)? {
+        0 | 1 => PAGE,
+        2 | 3 => SZ_2M,
+        4 => SZ_2M + PAGE,
+        5 => SZ_2M - PAGE,
+        6 => {
+            // to the end of some slot: straddles slots and folios
+            let (_, b) = pick(u, ranges)?;
+            if b > addr {
+                b - addr
+            } else {
+                PAGE
+            }
+        }
+        _ => pick(u, &[0, SZ_1G, PAGE * 3, 12])?,
+    })
+}
+
+fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]) -> Result<Op> {
+    let vcpu = u.int_in_range(0..=h.vcpus - 1)?;
+    let addr = gen_addr(u, ranges)?;
+    let level = |u: &mut Unstructured<'_>| -> Result<Level> {
+        Ok(match u.int_in_range(0..=9)? {
+            0..=4 => Level::L4K,
+            5..=8 => Level::L2M,
+            _ => Level::L1G,
+        })
+    };
+    let value = |u: &mut Unstructured<'_>| -> Result<u64> { Ok(u.int_in_range(1..=0xffff)?) };
+    Ok(match k {
+        OpKind::SlotAdd => {
+            let g = if h.gmems.is_empty() { None } else { Some(h.gmems[u.choose_index(h.gmems.len())?].clone()) };
+            let id = u.int_in_range(0..=9)?;
+            let gmem = match g {
+                Some(g) if u.ratio(2, 3)? => {
+                    let offset = pick(u, &[0, PAGE, SZ_2M])?;
+                    Some(GmemBinding { gmem: g.name, offset })
+                }
+                _ => None,
+            };
+            let gpa = pick(u, &[addr & !(SZ_2M - 1), addr, 0x3_0000_0000])?;
+            Op::SlotAdd(SlotSpec { id, gpa, size: pick(u, &[SZ_2M, PAGE, 2 * SZ_2M])?, gmem, readonly: u.ratio(1, 8)? })
+        }
+        OpKind::SlotDelete => Op::SlotDelete { id: u.int_in_range(0..=9)? },
+        OpKind::SlotMove => Op::SlotMove { id: u.int_in_range(0..=9)?, gpa: pick(u, &[0x3_0000_0000, addr & !(SZ_2M - 1)])? },
+        OpKind::Private => Op::Private { addr, size: gen_size(u, ranges, addr)? },
+        OpKind::Shared => Op::Shared { addr, size: gen_size(u, ranges, addr)? },
+        OpKind::Punch => Op::Punch { addr, size: gen_size(u, ranges, addr)?, keep_size: !u.ratio(1, 16)? },
+        OpKind::Prefault => Op::Prefault { vcpu, addr, size: gen_size(u, ranges, addr)? },
+        OpKind::HostWrite => Op::HostWrite { addr, value: value(u)? },
+        OpKind::HostRead => Op::HostRead { addr },
+        OpKind::InitMem => Op::InitMem { addr, pages: pick(u, &[1, 2, 512, 0])?, measure: u.ratio(1, 2)? },
+        OpKind::Finalize => Op::Finalize,
+        OpKind::MtrrZap => Op::MtrrZap { addr, size: gen_size(u, ranges, addr)? },
+        OpKind::Inject => Op::Inject(pick(u, &Fault::ALL)?),
+        OpKind::Accept => Op::Accept { vcpu, addr: addr & !(PAGE - 1), level: level(u)? },
+        OpKind::Release => Op::Release { vcpu, addr, level: if u.ratio(1, 2)? { Level::L4K } else { Level::L2M } },
+        OpKind::Read => Op::Read { vcpu, addr, shared: h.vm.has_shared_alias() && u.ratio(1, 4)? },
+        OpKind::Write => Op::Write { vcpu, addr, value: value(u)?, shared: h.vm.has_shared_alias() && u.ratio(1, 4)? },
+        OpKind::Touch => Op::Touch { vcpu, addr },
+        OpKind::MapGpa => Op::MapGpa { vcpu, addr, size: gen_size(u, ranges, addr)?, private: u.ratio(1, 2)? },
+        OpKind::ExpectPages | OpKind::ExpectSept => Op::Finalize,
+    })
+}
+
+/// Make any (mutated) sequence legal: clamp counts, drop what the VM type has no meaning for,
+/// repair references. Idempotent; a legal sequence comes back unchanged.
+pub fn fixup(s: &mut Sequence) {
+    let h = &mut s.header;
+    h.vcpus = h.vcpus.clamp(1, legal::MAX_VCPUS);
+    if h.vm != VmType::Tdx {
+        h.variant = None;
+        h.options.clear();
+    }
+    h.options.sort();
+    h.options.dedup();
+    let vm = h.vm;
+    let mut seen = Vec::new();
+    h.gmems.retain_mut(|g| {
+        if vm.has_private_mem() {
+            g.init_shared = false;
+        }
+        if matches!(vm, VmType::Tdx | VmType::Snp) {
+            g.mmap = false;
+        }
+        let ok = legal::check_gmem(vm, g).is_ok() && !seen.contains(&g.name);
+        seen.push(g.name.clone());
+        ok
+    });
+    h.gmems.truncate(legal::MAX_GMEMS);
+    let names: Vec<String> = h.gmems.iter().map(|g| g.name.clone()).collect();
+    let fix_slot = |sl: &mut SlotSpec| {
+        if sl.gmem.as_ref().is_some_and(|b| !names.contains(&b.gmem)) {
+            sl.gmem = None;
+        }
+    };
+    h.slots.iter_mut().for_each(|sl| fix_slot(sl));
+    h.slots.truncate(legal::MAX_HEADER_SLOTS);
+    let vcpus = h.vcpus;
+    for st in s.steps.iter_mut() {
+        if let Some(v) = st.op.vcpu_mut() {
+            *v %= vcpus;
+        }
+        if let Op::SlotAdd(sl) = &mut st.op {
+            fix_slot(sl);
+        }
+        if let Op::ExpectPages { p4k, p2m, p1g } = &mut st.op {
+            if p4k.is_none() && p2m.is_none() && p1g.is_none() {
+                *p4k = Some(vec![0]);
+            }
+            for set in [p4k, p2m, p1g].into_iter().flatten() {
+                set.sort_unstable();
+                set.dedup();
+                set.truncate(4);
+                if set.is_empty() {
+                    set.push(0);
+                }
+            }
+        }
+    }
+    let h = &s.header;
+    s.steps.retain(|st| legal::check_op(h, &st.op).is_ok());
+    s.steps.truncate(legal::MAX_STEPS);
+}

@@ -1,0 +1,10 @@
+//! The operation language: ops and sequences, their text format, a binary codec for fuzz
+//! inputs, generation and `fixup`, and the table of which ops each VM type gives meaning to.
+
+pub mod codec;
+pub mod gen;
+pub mod legal;
+pub mod op;
+pub mod text;
+
+pub use op::*;

@@ -1,0 +1,89 @@
+//! Delta debugging over a failing sequence, keeping the same finding signature: remove chunks
+//! of steps (halving the chunk size down to one), then header slots and files nothing needs,
+//! then simplify what remains (fewer vCPUs, no options).
+
+use crate::seq::gen::fixup;
+use crate::seq::legal;
+use crate::seq::Sequence;
+
+/// Shrink `seq` while `still_fails` holds. `still_fails(seq)` must be true on entry.
+pub fn shrink(seq: &Sequence, mut still_fails: impl FnMut(&Sequence) -> bool) -> Sequence {
+    let mut best = seq.clone();
+    let mut budget = 4000u32;
+    let mut try_it = |cand: Sequence, best: &mut Sequence, budget: &mut u32| -> bool {
+        if *budget == 0 || legal::check_sequence(&cand).is_err() {
+            return false;
+        }
+        *budget -= 1;
+        if still_fails(&cand) {
+            *best = cand;
+            true
+        } else {
+            false
+        }
+    };
+    loop {
+        let before = (best.steps.len(), best.header.slots.len(), best.header.gmems.len());
+        // Steps: chunks from half the length down to single steps.
+        let mut chunk = best.steps.len().div_ceil(2).max(1);
+        loop {
+            let mut i = 0;
+            while i < best.steps.len() {
+                let mut cand = best.clone();
+                let end = (i + chunk).min(cand.steps.len());
+                cand.steps.drain(i..end);
+                if !try_it(cand, &mut best, &mut budget) {
+                    i += chunk;
+                }
+            }
+            if chunk == 1 {
+                break;
+            }
+            chunk /= 2;
+        }
+        // Expectations that are not needed.
+        for i in 0..best.steps.len() {
+            if best.steps[i].expect.is_some() {
+                let mut cand = best.clone();
+                cand.steps[i].expect = None;
+                try_it(cand, &mut best, &mut budget);
+            }
+        }
+        // Header slots, then files.
+        let mut i = 0;
+        while i < best.header.slots.len() {
+            let mut cand = best.clone();
+            cand.header.slots.remove(i);
+            if !try_it(cand, &mut best, &mut budget) {
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < best.header.gmems.len() {
+            let mut cand = best.clone();
+            cand.header.gmems.remove(i);
+            fixup(&mut cand);
+            if !try_it(cand, &mut best, &mut budget) {
+                i += 1;
+            }
+        }
+        // Options and vCPUs.
+        let mut i = 0;
+        while i < best.header.options.len() {
+            let mut cand = best.clone();
+            cand.header.options.remove(i);
+            if !try_it(cand, &mut best, &mut budget) {
+                i += 1;
+            }
+        }
+        if best.header.vcpus > 1 {
+            let mut cand = best.clone();
+            cand.header.vcpus = 1;
+            fixup(&mut cand);
+            try_it(cand, &mut best, &mut budget);
+        }
+        if (best.steps.len(), best.header.slots.len(), best.header.gmems.len()) == before || budget == 0 {
+            return best;
+        }
+    }
+}
