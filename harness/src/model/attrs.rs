@@ -31,6 +31,11 @@ impl Attrs {
     pub fn uniform(&self, s: u64, e: u64) -> Option<bool> {
         self.private.uniform(s, e)
     }
+    /// The first GFN in `(s, e)` whose attribute differs from `s`'s, or `e`.
+    pub fn next_change(&self, s: u64, e: u64) -> u64 {
+        self.private.next_change(s, e)
+    }
+
     pub fn set(&mut self, s: u64, e: u64, private: bool) {
         self.private.set(s, e, private)
     }

@@ -3,6 +3,7 @@
 
 use super::memory::Memory;
 use crate::seq::{Errno, GmemDecl, Level, PAGE};
+use super::ranges::{Run, RunMap};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,13 +12,36 @@ pub struct Folio {
     pub order: Level,
     /// First frame of the folio; a 2M folio is 512 contiguous, aligned frames.
     pub pfn: u64,
+    /// As a run: this many folios of this order in a row, frames contiguous.
+    pub count: u64,
+}
+
+impl Run for Folio {
+    fn span(&self) -> u64 {
+        self.order.pages() * self.count
+    }
+    fn step(&self) -> u64 {
+        self.order.pages()
+    }
+    fn head(&self, off: u64) -> Self {
+        Folio { count: off / self.order.pages(), ..*self }
+    }
+    fn tail(&self, off: u64) -> Self {
+        Folio { pfn: self.pfn + off, count: self.count - off / self.order.pages(), ..*self }
+    }
+    fn joins(&self, n: &Self) -> bool {
+        n.order == self.order && n.pfn == self.pfn + self.span()
+    }
+    fn join(&self, n: &Self) -> Self {
+        Folio { count: self.count + n.count, ..*self }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Gmem {
     pub decl: GmemDecl,
-    /// Folio start index -> folio. Indices not covered are holes.
-    folios: BTreeMap<u64, Folio>,
+    /// Folio runs by first page index. Indices not covered are holes.
+    folios: RunMap<Folio>,
     /// Bound index ranges: start -> (end, slot id). A range binds to one slot at most.
     bindings: BTreeMap<u64, (u64, u32)>,
 }
@@ -26,7 +50,7 @@ const HUGE_PAGES: u64 = 512;
 
 impl Gmem {
     pub fn new(decl: GmemDecl) -> Gmem {
-        Gmem { decl, folios: BTreeMap::new(), bindings: BTreeMap::new() }
+        Gmem { decl, folios: RunMap::default(), bindings: BTreeMap::new() }
     }
 
     pub fn pages(&self) -> u64 {
@@ -35,13 +59,7 @@ impl Gmem {
 
     /// The folio holding page `idx`, with its first index.
     pub fn folio_at(&self, idx: u64) -> Option<(u64, Folio)> {
-        let (&base, &f) = self.folios.range(..=idx).next_back()?;
-        (idx < base + f.order.pages()).then_some((base, f))
-    }
-
-    /// Whether `[start, end)` holds no folio at all.
-    fn is_hole(&self, start: u64, end: u64) -> bool {
-        self.folio_at(start).is_none() && self.folios.range(start..end).next().is_none()
+        self.folios.item(idx)
     }
 
     /// The folio for page `idx`, allocating one if it is a hole: 2M when the file is huge and
@@ -54,41 +72,74 @@ impl Gmem {
         if let Some(f) = self.folio_at(idx) {
             return Ok(f);
         }
-        let hbase = idx & !(HUGE_PAGES - 1);
-        let f = if self.decl.huge && hbase + HUGE_PAGES <= self.pages() && self.is_hole(hbase, hbase + HUGE_PAGES) {
-            (hbase, Folio { order: Level::L2M, pfn: mem.alloc(HUGE_PAGES) })
-        } else {
-            (idx, Folio { order: Level::L4K, pfn: mem.alloc(1) })
-        };
-        self.folios.insert(f.0, f.1);
-        Ok(f)
+        self.alloc_range(idx, idx + 1, mem);
+        Ok(self.folio_at(idx).expect("just allocated"))
+    }
+
+    /// Allocate folios for every hole in `[s, e)` (clipped to the file), by the same rule as
+    /// [`Gmem::get_or_alloc`], costing one piece per hole rather than one per page.
+    pub fn alloc_range(&mut self, s: u64, e: u64, mem: &mut Memory) {
+        let e = e.min(self.pages());
+        let mut at = s;
+        while at < e {
+            if let Some((fs, f)) = self.folios.get(at) {
+                at = fs + f.span();
+                continue;
+            }
+            // The hole runs to the next folio or the end.
+            let next = self.folios.overlapping(at, e).first().map(|x| x.0).unwrap_or(e).min(e);
+            let hbase = at & !(HUGE_PAGES - 1);
+            if self.decl.huge && at == hbase && hbase + HUGE_PAGES <= self.pages() && !self.folios.has_any(hbase, hbase + HUGE_PAGES) {
+                let pfn = mem.alloc(HUGE_PAGES);
+                self.folios.insert(hbase, Folio { order: Level::L2M, pfn, count: 1 });
+                at = hbase + HUGE_PAGES;
+                continue;
+            }
+            // 4K folios up to the next 2M boundary where a huge folio might start, or the hole's end.
+            let stop = if self.decl.huge { next.min(hbase + HUGE_PAGES) } else { next };
+            if self.decl.huge && at != hbase && !self.folios.has_any(hbase, hbase + HUGE_PAGES) && hbase + HUGE_PAGES <= self.pages() {
+                // The 2M range is wholly a hole: the fault allocates the huge folio.
+                let pfn = mem.alloc(HUGE_PAGES);
+                self.folios.insert(hbase, Folio { order: Level::L2M, pfn, count: 1 });
+                at = hbase + HUGE_PAGES;
+                continue;
+            }
+            let n = stop - at;
+            let pfn = mem.alloc(n);
+            self.folios.insert(at, Folio { order: Level::L4K, pfn, count: n });
+            at = stop;
+        }
+    }
+
+    /// The folio run holding page `idx`, uncut, with its first index.
+    pub fn folio_run(&self, idx: u64) -> Option<(u64, Folio)> {
+        self.folios.get(idx)
     }
 
     /// The frame backing page `idx`, if allocated.
     pub fn pfn_at(&self, idx: u64) -> Option<u64> {
-        self.folio_at(idx).map(|(b, f)| f.pfn + (idx - b))
+        self.folios.get(idx).map(|(b, f)| f.pfn + (idx - b))
     }
 
     /// Free the folios in `[start, end)` (page indices), splitting huge folios that straddle
     /// the ends, as truncation does. Returns the freed frame ranges `(pfn, pages)`.
     pub fn punch(&mut self, start: u64, end: u64, mem: &mut Memory) -> Vec<(u64, u64)> {
         let end = end.min(self.pages());
+        if start >= end {
+            return Vec::new();
+        }
         for edge in [start, end] {
             if let Some((b, f)) = self.folio_at(edge) {
                 if f.order == Level::L2M && b != edge {
-                    self.folios.remove(&b);
-                    for i in 0..HUGE_PAGES {
-                        self.folios.insert(b + i, Folio { order: Level::L4K, pfn: f.pfn + i });
-                    }
+                    self.folios.remove_range(b, b + 1);
+                    self.folios.insert(b, Folio { order: Level::L4K, pfn: f.pfn, count: HUGE_PAGES });
                 }
             }
         }
-        let keys: Vec<u64> = self.folios.range(start..end).map(|(&k, _)| k).collect();
-        let mut freed = Vec::with_capacity(keys.len());
-        for k in keys {
-            let f = self.folios.remove(&k).expect("present");
-            mem.clear(f.pfn, f.order.pages());
-            freed.push((f.pfn, f.order.pages()));
+        let mut freed = Vec::new();
+        for (_, f) in self.folios.remove_range(start, end) {
+            mem.clear(f.pfn, f.span());
+            freed.push((f.pfn, f.span()));
         }
         freed
     }
@@ -126,7 +177,7 @@ impl Gmem {
         v
     }
 
-    pub fn folio_count(&self) -> usize {
-        self.folios.len()
+    pub fn folio_pieces(&self) -> usize {
+        self.folios.pieces()
     }
 }

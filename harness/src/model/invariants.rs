@@ -1,24 +1,47 @@
 //! SPEC.md §9, checked after every step over the GFN ranges the step touched (so a step costs
-//! what it touched, not the size of the VM). The aliasing and freed-page rules are checked where
-//! frames are mapped and freed ([`Model::map_leaf`], [`Model::punch`]); silent data loss and
-//! livelock where guest ops run.
+//! the pieces it touched, not the size of the VM). The aliasing and freed-page rules are
+//! checked where frames are mapped and freed ([`Model::map_leaf`], [`Model::punch`]); silent
+//! data loss and livelock where guest ops run.
 
 use super::*;
 
 pub fn check(m: &mut Model, dirty: &[(u64, u64)]) {
     let mut bad: Vec<(&'static str, String)> = Vec::new();
     let runnable = m.td.as_ref().map(|t| t.runnable());
-    for &(s0, e0) in dirty {
-        let (s, e) = (s0 & !511, (e0 + 511) & !511);
+    // Align to 2M and merge, so a split's touched pages cost one pass.
+    let mut spans: Vec<(u64, u64)> = dirty.iter().map(|&(s, e)| (s & !511, e.saturating_add(511) & !511)).collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    for (s, e) in merged {
         for (root, mirror) in [(&m.shared, false), (&m.mirror, true)] {
-            for (b, l) in root.overlapping(s, e) {
-                let end = b + l.level.pages();
-                let slot = m.slots.find(b);
-                let in_one_slot = slot.is_some_and(|sl| sl.contains(end - 1));
+            for (b, l) in root.runs_in(s, e) {
+                let end = b + l.pages();
+                // A run may cross from one slot into an adjacent one, but no leaf may: walk the
+                // slots under the run; they must cover it, meeting at leaf boundaries.
+                let mut at = b;
+                let mut all_gmem = true;
+                let mut leaf_cut = false;
+                for sl in m.slots.overlapping(b, end) {
+                    if sl.base_gfn > at {
+                        break;
+                    }
+                    all_gmem &= sl.gmem.is_some();
+                    if sl.end_gfn() < end && (sl.end_gfn() - b) % l.level.pages() != 0 {
+                        leaf_cut = true;
+                    }
+                    at = sl.end_gfn();
+                }
+                let covered = at >= end;
                 if l.private {
                     // Every present private leaf lies inside a guest_memfd memslot, and every
                     // GFN under it is PRIVATE.
-                    if !in_one_slot || slot.is_some_and(|sl| sl.gmem.is_none()) {
+                    if !covered || !all_gmem {
                         bad.push(("private-leaf-outside-gmem-slot", format!("private leaf at gfn {b:#x} ({})", l.level.name())));
                     }
                     if m.attrs.uniform(b, end) != Some(true) {
@@ -28,37 +51,48 @@ pub fn check(m: &mut Model, dirty: &[(u64, u64)]) {
                         bad.push(("huge-private-leaf-during-build", format!("{} private leaf at gfn {b:#x} while INITIALIZED", l.level.name())));
                     }
                 }
+                if !covered {
+                    bad.push(("leaf-outside-memslot", format!("{} leaf run at gfn {b:#x} not inside memslots", l.level.name())));
+                }
                 if l.level > Level::L4K {
                     // No huge leaf spans a slot boundary, mixed attributes, or a smaller folio.
-                    if !in_one_slot {
+                    if leaf_cut {
                         bad.push(("huge-leaf-spans-slots", format!("{} leaf at gfn {b:#x}", l.level.name())));
                     }
-                    if m.h.vm.has_private_mem() && m.attrs.uniform(b, end).is_none() {
-                        bad.push(("huge-leaf-mixed-attributes", format!("{} leaf at gfn {b:#x}", l.level.name())));
-                    }
-                    if let Some(sl) = slot {
-                        if let Some((fi, idx)) = sl.gmem_index(b) {
+                    for k in 0..l.count {
+                        let lb = b + k * l.level.pages();
+                        let le = lb + l.level.pages();
+                        let slot = m.slots.find(lb);
+                        if m.h.vm.has_private_mem() && m.attrs.uniform(lb, le).is_none() {
+                            bad.push(("huge-leaf-mixed-attributes", format!("{} leaf at gfn {lb:#x}", l.level.name())));
+                        }
+                        if let Some((fi, idx)) = slot.and_then(|sl| sl.gmem_index(lb)) {
                             let gmem_backed = l.private || m.gmems[fi].decl.init_shared;
                             let folio = m.gmems[fi].folio_at(idx);
                             if gmem_backed && !folio.is_some_and(|(fb, f)| fb == idx && f.order >= l.level) {
-                                bad.push(("leaf-exceeds-folio", format!("{} leaf at gfn {b:#x} over a smaller folio", l.level.name())));
+                                bad.push(("leaf-exceeds-folio", format!("{} leaf at gfn {lb:#x} over a smaller folio", l.level.name())));
                             }
                         }
                     }
                 }
-                if mirror {
-                    // The mirror and the S-EPT agree on every present leaf.
-                    let agree = m.td.as_ref().and_then(|td| td.leaf(b)).is_some_and(|(sb, sl, se)| sb == b && sl == l.level && se.pfn == l.pfn);
-                    if !agree {
-                        bad.push(("mirror-sept-disagree", format!("mirror leaf at gfn {b:#x} ({}) has no matching S-EPT leaf", l.level.name())));
-                    }
+                if mirror && !sept_matches(m, b, &l) {
+                    bad.push(("mirror-sept-disagree", format!("mirror leaves at gfn {b:#x} (+{} {}) differ from the S-EPT", l.count, l.level.name())));
                 }
             }
         }
         if let Some(td) = &m.td {
-            for (b, l, _) in td.leaves_in(s, e) {
-                if m.mirror.get(b).is_none_or(|(mb, ml)| mb != b || ml.level != l) {
-                    bad.push(("mirror-sept-disagree", format!("S-EPT leaf at gfn {b:#x} ({}) missing from the mirror", l.name())));
+            for (b, l, r) in td.leaves_in(s, e) {
+                // Every S-EPT leaf has a mirror leaf at the same level and page.
+                let mut at = b;
+                for (mb, ml) in m.mirror.runs_in(b, b + r.span()) {
+                    let ok = ml.level == l && mb <= at && ml.pfn.wrapping_sub(mb) == r.pfn.wrapping_sub(b);
+                    if !ok {
+                        break;
+                    }
+                    at = mb + ml.pages();
+                }
+                if at < b + r.span() {
+                    bad.push(("mirror-sept-disagree", format!("S-EPT leaf at gfn {at:#x} ({}) missing from the mirror", l.name())));
                 }
             }
         }
@@ -68,4 +102,18 @@ pub fn check(m: &mut Model, dirty: &[(u64, u64)]) {
     for (name, detail) in bad {
         m.violate(ViolationKind::Invariant(name), detail);
     }
+}
+
+/// Whether the S-EPT has the same leaves (level, page) over a mirror run.
+fn sept_matches(m: &Model, b: u64, l: &stage2::Leaf) -> bool {
+    let Some(td) = &m.td else { return false };
+    let end = b + l.pages();
+    let mut at = b;
+    for (rb, r) in td.runs_in(b, end, l.level) {
+        if rb > at || !r.state.is_leaf() || r.pfn.wrapping_sub(rb) != l.pfn.wrapping_sub(b) {
+            return false;
+        }
+        at = rb + r.span();
+    }
+    at >= end
 }

@@ -33,9 +33,7 @@ impl Model {
             // Leaf-first: each private leaf is blocked, tracked and removed by the module.
             self.tdx_zap_private(s, e, false).map_err(|_| Errno::EIO)?;
         }
-        for (b, _) in self.shared.overlapping(s, e) {
-            self.unmap_leaf(false, b);
-        }
+        self.unmap_range(false, s, e);
         if let Some((fi, start)) = old.gmem {
             self.gmems[fi].unbind(start);
         }
@@ -50,9 +48,7 @@ impl Model {
         let Change::Move { old, new_base } = self.slots.check_move(self.h.vm, id, gpa)? else {
             return Ok(());
         };
-        for (b, _) in self.shared.overlapping(old.base_gfn, old.end_gfn()) {
-            self.unmap_leaf(false, b);
-        }
+        self.unmap_range(false, old.base_gfn, old.end_gfn());
         self.guest.forget(old.base_gfn, old.end_gfn());
         self.slots.remove(id);
         let mut moved = old;
@@ -72,9 +68,7 @@ impl Model {
         if self.is_tdx() && !private {
             self.tdx_zap_private(s, e, true)?;
         }
-        for (b, _) in self.shared.overlapping(s, e) {
-            self.unmap_leaf(false, b);
-        }
+        self.unmap_range(false, s, e);
         self.attrs.set(s, e, private);
         self.guest.forget(s, e);
         // Neighbouring huge ranges may now be mixed: check them too.
@@ -118,9 +112,9 @@ impl Model {
                 self.tdx_zap_private(ps, pe, true)?;
             } else {
                 let want_private = !self.gmems[fi].decl.init_shared;
-                for (b, l) in self.shared.overlapping(ps, pe) {
+                for (b, l) in self.shared.runs_in(ps, pe) {
                     if l.private == want_private {
-                        self.unmap_leaf(false, b);
+                        self.unmap_range(false, ps.max(b), pe.min(b + l.pages()));
                     }
                 }
             }
@@ -139,7 +133,8 @@ impl Model {
         Ok(())
     }
 
-    /// KVM_PRE_FAULT_MEMORY, called until the whole range is done or a call fails.
+    /// KVM_PRE_FAULT_MEMORY, called until the whole range is done or a call fails. Costs one
+    /// piece per leaf run or 2M region, not one per page.
     pub(crate) fn prefault(&mut self, addr: u64, size: u64) -> Result<(), Errno> {
         if addr % PAGE != 0 || size % PAGE != 0 || size == 0 || addr.checked_add(size).is_none() {
             return Err(Errno::EINVAL);
@@ -152,13 +147,15 @@ impl Model {
         let (mut gfn, e) = (addr / PAGE, (addr + size) / PAGE);
         let mut tries = 0;
         while gfn < e {
-            if self.slots.find(gfn).is_none() {
+            let Some(slot_end) = self.slots.find(gfn).map(|s| s.end_gfn()) else {
                 return Err(Errno::ENOENT);
-            }
+            };
             let private = self.h.vm.has_private_mem() && self.attrs.is_private(gfn);
-            let root = if private && self.is_tdx() { &self.mirror } else { &self.shared };
-            if let Some((b, l)) = root.get(gfn) {
-                gfn = b + l.level.pages();
+            let mirror = private && self.is_tdx();
+            let root = if mirror { &self.mirror } else { &self.shared };
+            if let Some((rs, run)) = root.runs_in(gfn, gfn + 1).first().copied() {
+                // Already mapped: an expensive no-op, skipped a whole run at a time.
+                gfn = rs + run.pages();
                 tries = 0;
                 continue;
             }
@@ -175,8 +172,55 @@ impl Model {
                 Err(Outcome::Err(e)) => return Err(e),
                 Err(_) => return Err(Errno::EIO),
             }
+            // If that fault mapped 4K, the rest of its 2M region (same slot, same attribute,
+            // nothing mapped yet) takes the same decision: map it as one run.
+            let root = if mirror { &self.mirror } else { &self.shared };
+            if let Some((_, l)) = root.get(gfn) {
+                if l.level == Level::L4K {
+                    let mut stop = e.min(slot_end).min((gfn | 511) + 1);
+                    if let Some((ns, _)) = root.runs_in(gfn + 1, stop).first() {
+                        stop = stop.min((*ns).max(gfn + 1));
+                    }
+                    if self.h.vm.has_private_mem() {
+                        stop = stop.min(self.attrs.next_change(gfn, stop));
+                    }
+                    if stop > gfn + 1 {
+                        self.map_4k_run(gfn + 1, stop, private);
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Map `[s, e)` (one slot, one attribute, inside one 2M region, nothing mapped) at 4K, as
+    /// the faults one page at a time would.
+    fn map_4k_run(&mut self, s: u64, e: u64, private: bool) {
+        let slot = self.slots.find(s).expect("caller checked").clone();
+        let gmem = slot.gmem_index(s).filter(|(fi, _)| private || self.gmems[*fi].decl.init_shared);
+        let Some((fi, idx)) = gmem else {
+            let pfn = slot.uregion + (s - slot.base_gfn);
+            self.map_leaf(false, s, Leaf { count: e - s, ..Leaf::one(Level::L4K, pfn, false, false) });
+            return;
+        };
+        let n = e - s;
+        self.gmems[fi].alloc_range(idx, idx + n, &mut self.mem);
+        let mut g = s;
+        while g < e {
+            let i = idx + (g - s);
+            let (fb, f) = self.gmems[fi].folio_run(i).expect("allocated");
+            let len = (fb + f.span() - i).min(e - g);
+            let pfn = f.pfn + (i - fb);
+            if self.is_tdx() {
+                if self.td.as_mut().expect("tdx").page_aug_range(g, Level::L4K, len, pfn) != TdxStatus::Success {
+                    return; // the page-at-a-time loop picks up from here
+                }
+                self.map_leaf(true, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, true, false) });
+            } else {
+                self.map_leaf(false, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, private, false) });
+            }
+            g += len;
+        }
     }
 
     /// The frame the host reaches at `gfn` through the slot's shared view: guest_memfd's mmap
@@ -321,10 +365,8 @@ impl Model {
         };
         // A huge leaf replaces whatever smaller leaves the range had (the TDP MMU installs it
         // over the old table).
-        for (b, _) in self.shared.overlapping(base, base + level.pages()) {
-            self.unmap_leaf(false, b);
-        }
-        self.map_leaf(false, base, Leaf { level, pfn, private: req.private, thp });
+        self.unmap_range(false, base, base + level.pages());
+        self.map_leaf(false, base, Leaf::one(level, pfn, req.private, thp));
         Ok(())
     }
 }

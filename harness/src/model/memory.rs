@@ -45,6 +45,11 @@ impl Memory {
         }
     }
 
+    /// Non-zero values in `[pfn, pfn + pages)` as (offset, value).
+    pub fn values(&self, pfn: u64, pages: u64) -> Vec<(u64, u64)> {
+        self.contents.range(pfn..pfn + pages).map(|(&k, &v)| (k - pfn, v)).collect()
+    }
+
     /// Copy `pages` frames from `src` to `dst`.
     pub fn copy(&mut self, src: u64, dst: u64, pages: u64) {
         self.clear(dst, pages);

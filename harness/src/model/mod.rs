@@ -26,7 +26,7 @@ use gmem::Gmem;
 use guest::GuestView;
 use memory::Memory;
 use memslot::Slots;
-use ranges::RangeSet;
+use ranges::{RangeSet, Run, RunMap};
 use sept::Td;
 use stage2::LeafMap;
 use std::collections::BTreeMap;
@@ -72,14 +72,43 @@ pub enum Attempt {
 #[derive(Clone, Debug, Default)]
 pub struct Coverage {
     /// (op kind, outcome label) pairs seen.
-    pub outcomes: BTreeMap<(OpKind, String), u64>,
-    /// S-EPT state × level × op kind, sampled at the op's address after the op.
-    pub sept: BTreeMap<(SeptState, Level, OpKind), u64>,
+    pub outcomes: BTreeMap<(OpKind, &'static str), u64>,
+    /// S-EPT state × level × op kind, sampled at the op's address after the op; indexed by
+    /// `[state][level][op kind]` so counting costs no allocation.
+    pub sept: Vec<[[u64; 21]; 3]>,
     pub splits: u64,
     pub split_failures: u64,
     pub promote_attempts: u64,
     pub promote_failures: u64,
     pub partial_conversions: u64,
+}
+
+/// A run of mapped frames and the GFN the first is mapped at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rmap {
+    pub pages: u64,
+    pub gfn: u64,
+}
+
+impl Run for Rmap {
+    fn span(&self) -> u64 {
+        self.pages
+    }
+    fn step(&self) -> u64 {
+        1
+    }
+    fn head(&self, off: u64) -> Self {
+        Rmap { pages: off, gfn: self.gfn }
+    }
+    fn tail(&self, off: u64) -> Self {
+        Rmap { pages: self.pages - off, gfn: self.gfn + off }
+    }
+    fn joins(&self, n: &Self) -> bool {
+        n.gfn == self.gfn + self.pages
+    }
+    fn join(&self, n: &Self) -> Self {
+        Rmap { pages: self.pages + n.pages, gfn: self.gfn }
+    }
 }
 
 pub struct Model {
@@ -100,8 +129,8 @@ pub struct Model {
     /// `inject split-oom`: the next split's allocation fails.
     pub split_oom_next: bool,
     pub dead: bool,
-    /// Mapped frames: first pfn -> (pages, gfn). Catches a host page mapped at two GFNs.
-    rmap: BTreeMap<u64, (u64, u64)>,
+    /// Mapped frames by pfn, as runs. Catches a host page mapped at two GFNs.
+    rmap: RunMap<Rmap>,
     /// GFN ranges the current step touched; invariants are checked there.
     dirty: Vec<(u64, u64)>,
     /// Violations raised by the current step.
@@ -127,7 +156,7 @@ impl Model {
             inhibit: RangeSet::default(),
             split_oom_next: false,
             dead: false,
-            rmap: BTreeMap::new(),
+            rmap: RunMap::default(),
             dirty: Vec::new(),
             violations: Vec::new(),
             cov: Coverage::default(),
@@ -168,43 +197,37 @@ impl Model {
         self.dirty.push((s, e));
     }
 
-    /// Map a leaf in a root, keeping the reverse map that catches aliasing.
+    /// Map a leaf (or run of leaves) in a root, keeping the reverse map that catches aliasing.
     pub(crate) fn map_leaf(&mut self, mirror: bool, base: u64, leaf: stage2::Leaf) {
-        let pages = leaf.level.pages();
-        let alias = self
-            .rmap
-            .range(..leaf.pfn + pages)
-            .next_back()
-            .filter(|(&p, &(n, _))| p + n > leaf.pfn)
-            .map(|(&p, &(_, g))| (p, g));
-        if let Some((p, g)) = alias {
+        let pages = leaf.pages();
+        if let Some((p, r)) = self.rmap.overlapping(leaf.pfn, leaf.pfn + pages).first().copied() {
             self.violate(
                 ViolationKind::Invariant("host-page-aliased"),
-                format!("pfn {:#x} mapped at gfn {base:#x} while already mapped at gfn {g:#x} (pfn {p:#x})", leaf.pfn),
+                format!("pfn {:#x} mapped at gfn {base:#x} while already mapped at gfn {:#x} (pfn {p:#x})", leaf.pfn, r.gfn),
             );
+        } else {
+            self.rmap.insert(leaf.pfn, Rmap { pages, gfn: base });
         }
-        self.rmap.insert(leaf.pfn, (pages, base));
         let root = if mirror { &mut self.mirror } else { &mut self.shared };
         root.insert(base, leaf);
         self.dirty.push((base, base + pages));
     }
 
-    pub(crate) fn unmap_leaf(&mut self, mirror: bool, base: u64) -> Option<stage2::Leaf> {
+    /// Unmap every leaf overlapping `[s, e)` in a root (huge leaves whole); returns the runs.
+    pub(crate) fn unmap_range(&mut self, mirror: bool, s: u64, e: u64) -> Vec<(u64, stage2::Leaf)> {
         let root = if mirror { &mut self.mirror } else { &mut self.shared };
-        let l = root.remove(base)?;
-        if self.rmap.get(&l.pfn).is_some_and(|&(_, g)| g == base) {
-            self.rmap.remove(&l.pfn);
+        let v = root.remove_range(s, e);
+        for (b, l) in &v {
+            self.rmap.remove_range(l.pfn, l.pfn + l.pages());
+            self.dirty.push((*b, b + l.pages()));
         }
-        self.dirty.push((base, base + l.level.pages()));
-        Some(l)
+        v
     }
 
-    /// Whether any mapped frame lies in `[pfn, pfn + pages)`.
+    /// The GFN a frame in `[pfn, pfn + pages)` is mapped at, if any is.
     pub(crate) fn frame_mapped(&self, pfn: u64, pages: u64) -> Option<u64> {
-        if let Some((_, &(_, g))) = self.rmap.range(..pfn + pages).next_back().filter(|(&p, &(n, _))| p + n > pfn) {
-            return Some(g);
-        }
-        None
+        let (p, r) = self.rmap.overlapping(pfn, pfn + pages).first().copied()?;
+        Some(r.gfn + pfn.saturating_sub(p))
     }
 
     /// Run one non-guest op (host op or state check). Guest ops go through [`Model::attempt`]
@@ -300,8 +323,12 @@ impl Model {
         invariants::check(self, &dirty);
         if let Some(td) = &self.td {
             if let Some(a) = op_addr(op) {
+                if self.cov.sept.is_empty() {
+                    self.cov.sept = vec![[[0; 21]; 3]; SeptState::ALL.len()];
+                }
                 for l in Level::ALL {
-                    *self.cov.sept.entry((td.state(a / PAGE, l), l, op.kind())).or_default() += 1;
+                    let st = td.state(a / PAGE, l) as usize;
+                    self.cov.sept[st][l as usize][op.kind() as usize] += 1;
                 }
             }
         }

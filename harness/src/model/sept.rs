@@ -2,8 +2,8 @@
 //! measurement, the host SEAMCALLs with their preconditions and status codes, and the guest's
 //! TDG.MEM.PAGE.ACCEPT walk (SPEC.md §4, module 1.5 `tdh_mem_*.c`, `tdg_mem_page_accept.c`).
 
+use super::ranges::{Run, RunMap};
 use crate::seq::{Level, SeptState, TdxStatus};
-use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpState {
@@ -16,9 +16,45 @@ pub enum OpState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub state: SeptState,
+    /// The page of a leaf (0 for a non-leaf).
     pub pfn: u64,
     /// TLB epoch at which the entry was blocked.
     pub blocked_epoch: u64,
+    /// As a run: this many alike entries in a row at one level; leaves' pages contiguous.
+    pub count: u64,
+    /// Pages per entry (the level's size), so a run knows its own span.
+    pub step: u64,
+}
+
+impl Entry {
+    fn new(state: SeptState, pfn: u64, level: Level) -> Entry {
+        Entry { state, pfn, blocked_epoch: 0, count: 1, step: level.pages() }
+    }
+}
+
+impl Run for Entry {
+    fn span(&self) -> u64 {
+        self.step * self.count
+    }
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn head(&self, off: u64) -> Self {
+        Entry { count: off / self.step, ..*self }
+    }
+    fn tail(&self, off: u64) -> Self {
+        let pfn = if self.state.is_leaf() { self.pfn + off } else { 0 };
+        Entry { pfn, count: self.count - off / self.step, ..*self }
+    }
+    fn joins(&self, n: &Self) -> bool {
+        n.state == self.state
+            && n.step == self.step
+            && n.blocked_epoch == self.blocked_epoch
+            && (!self.state.is_leaf() || n.pfn == self.pfn + self.span())
+    }
+    fn join(&self, n: &Self) -> Self {
+        Entry { count: self.count + n.count, ..*self }
+    }
 }
 
 /// What the guest's ACCEPT walk decides.
@@ -43,9 +79,9 @@ pub enum AccessWalk {
 #[derive(Clone, Debug)]
 pub struct Td {
     pub op_state: OpState,
-    /// Entries per level (index = TDX level), keyed by first GFN. Absent means FREE. The entries
-    /// above 1G (the PML4/PML5 tables) are taken as always present.
-    levels: [BTreeMap<u64, Entry>; 3],
+    /// Entry runs per level (index = TDX level), keyed by first GFN. Absent means FREE. The
+    /// entries above 1G (the PML4/PML5 tables) are taken as always present.
+    levels: [RunMap<Entry>; 3],
     pub epoch: u64,
     /// The epoch every vCPU has been kicked out of: blocked entries with an older epoch are
     /// tracked.
@@ -86,7 +122,7 @@ impl Td {
 
     /// The entry at `level` covering `gfn` (FREE if absent).
     pub fn entry(&self, gfn: u64, level: Level) -> Option<Entry> {
-        self.levels[level as usize].get(&align(gfn, level)).copied()
+        self.levels[level as usize].item(gfn).map(|(_, e)| e)
     }
 
     pub fn state(&self, gfn: u64, level: Level) -> SeptState {
@@ -118,14 +154,12 @@ impl Td {
         None
     }
 
-    /// Leaves whose range overlaps `[s, e)`, in order: `(first gfn, level, entry)`.
+    /// Leaf runs overlapping `[s, e)`, uncut, in order: `(first gfn, level, run)`.
     pub fn leaves_in(&self, s: u64, e: u64) -> Vec<(u64, Level, Entry)> {
         let mut v = Vec::new();
         for l in Level::ALL {
-            let m = &self.levels[l as usize];
-            let lo = align(s, l);
-            for (&b, &en) in m.range(lo..e) {
-                if en.state.is_leaf() && b + l.pages() > s {
+            for (b, en) in self.levels[l as usize].overlapping(s, e) {
+                if en.state.is_leaf() {
                     v.push((b, l, en));
                 }
             }
@@ -134,28 +168,38 @@ impl Td {
         v
     }
 
+    /// Every leaf run.
     pub fn all_leaves(&self) -> impl Iterator<Item = (u64, Level, Entry)> + '_ {
         Level::ALL.into_iter().flat_map(move |l| {
-            self.levels[l as usize].iter().filter(|(_, e)| e.state.is_leaf()).map(move |(&b, &e)| (b, l, e))
+            self.levels[l as usize].iter().filter(|(_, e)| e.state.is_leaf()).map(move |(b, e)| (b, l, e))
         })
+    }
+
+    /// Entry runs at `level` overlapping `[s, e)`, uncut.
+    pub fn runs_in(&self, s: u64, e: u64, level: Level) -> Vec<(u64, Entry)> {
+        self.levels[level as usize].overlapping(s, e)
     }
 
     fn tracked(&self, e: &Entry) -> bool {
         e.blocked_epoch < self.flushed_epoch
     }
 
+    /// Set the entries of `[gfn, gfn + e.span())` at `l` to the run `e`.
     fn set(&mut self, gfn: u64, l: Level, e: Entry) {
-        self.levels[l as usize].insert(align(gfn, l), e);
+        let b = align(gfn, l);
+        self.levels[l as usize].remove_range(b, b + e.span());
+        self.levels[l as usize].insert(b, e);
     }
 
-    fn free(&mut self, gfn: u64, l: Level) {
-        self.levels[l as usize].remove(&align(gfn, l));
+    fn free(&mut self, gfn: u64, l: Level, n: u64) {
+        let b = align(gfn, l);
+        self.levels[l as usize].remove_range(b, b + n * l.pages());
     }
 
     fn children_empty(&self, gfn: u64, l: Level) -> bool {
         let Some(c) = l.below() else { return true };
         let b = align(gfn, l);
-        self.levels[c as usize].range(b..b + l.pages()).next().is_none()
+        !self.levels[c as usize].has_any(b, b + l.pages())
     }
 
     /// Common entry: counts the call and consumes an injected OPERAND_BUSY.
@@ -172,8 +216,32 @@ impl Td {
         r.err().unwrap_or(TdxStatus::Success)
     }
 
+    /// Whether every entry of `[s, s + n * level)` at `level` is free.
+    fn all_free(&self, s: u64, level: Level, n: u64) -> bool {
+        !self.levels[level as usize].has_any(s, s + n * level.pages())
+    }
+
+    /// The entry runs covering `[s, s + n * level)` at `level`, if every entry is present.
+    fn covered(&self, s: u64, level: Level, n: u64) -> Option<Vec<(u64, Entry)>> {
+        let e = s + n * level.pages();
+        let runs = self.levels[level as usize].overlapping(s, e);
+        let mut at = s;
+        for (rs, r) in &runs {
+            if *rs > at {
+                return None;
+            }
+            at = rs + r.span();
+        }
+        (at >= e).then_some(runs)
+    }
+
     /// TDH.MEM.PAGE.ADD: 4K only, build only.
     pub fn page_add(&mut self, gfn: u64, pfn: u64) -> TdxStatus {
+        self.page_add_range(gfn, 1, pfn)
+    }
+
+    /// PAGE.ADD of `n` 4K pages in one 2M table, as KVM issues them one after another.
+    pub fn page_add_range(&mut self, gfn: u64, n: u64, pfn: u64) -> TdxStatus {
         Self::ok((|| {
             self.enter()?;
             if self.op_state != OpState::Initialized {
@@ -182,10 +250,10 @@ impl Td {
             if !self.parent_ok(gfn, Level::L4K) {
                 return Err(TdxStatus::EptWalkFailed);
             }
-            if self.entry(gfn, Level::L4K).is_some() {
+            if !self.all_free(gfn, Level::L4K, n) {
                 return Err(TdxStatus::EptEntryStateIncorrect);
             }
-            self.set(gfn, Level::L4K, Entry { state: SeptState::Mapped, pfn, blocked_epoch: 0 });
+            self.set(gfn, Level::L4K, Entry { count: n, ..Entry::new(SeptState::Mapped, pfn, Level::L4K) });
             Ok(())
         })())
     }
@@ -214,13 +282,18 @@ impl Td {
             if self.entry(gfn, level).is_some() {
                 return Err(TdxStatus::EptEntryStateIncorrect);
             }
-            self.set(gfn, level, Entry { state: SeptState::NlMapped, pfn: 0, blocked_epoch: 0 });
+            self.set(gfn, level, Entry::new(SeptState::NlMapped, 0, level));
             Ok(())
         })())
     }
 
     /// TDH.MEM.PAGE.AUG: a PENDING leaf at exactly `level` (4K or 2M).
     pub fn page_aug(&mut self, gfn: u64, level: Level, pfn: u64) -> TdxStatus {
+        self.page_aug_range(gfn, level, 1, pfn)
+    }
+
+    /// PAGE.AUG of `n` entries at `level` under one parent, one after another.
+    pub fn page_aug_range(&mut self, gfn: u64, level: Level, n: u64, pfn: u64) -> TdxStatus {
         Self::ok((|| {
             self.enter()?;
             if level == Level::L1G {
@@ -229,10 +302,10 @@ impl Td {
             if !self.parent_ok(gfn, level) {
                 return Err(TdxStatus::EptWalkFailed);
             }
-            if self.entry(gfn, level).is_some() {
+            if !self.all_free(align(gfn, level), level, n) {
                 return Err(TdxStatus::EptEntryStateIncorrect);
             }
-            self.set(gfn, level, Entry { state: SeptState::Pending, pfn, blocked_epoch: 0 });
+            self.set(gfn, level, Entry { count: n, ..Entry::new(SeptState::Pending, pfn, level) });
             Ok(())
         })())
     }
@@ -244,17 +317,42 @@ impl Td {
             if !self.parent_ok(gfn, level) {
                 return Err(TdxStatus::EptWalkFailed);
             }
-            let Some(mut e) = self.entry(gfn, level) else {
+            let Some(e) = self.entry(gfn, level) else {
                 return Err(TdxStatus::EptEntryStateIncorrect);
             };
-            e.state = match e.state {
-                SeptState::Mapped => SeptState::Blocked,
-                SeptState::Pending => SeptState::PendingBlocked,
-                SeptState::NlMapped => SeptState::NlBlocked,
-                _ => return Err(TdxStatus::GpaRangeAlreadyBlocked),
-            };
-            e.blocked_epoch = self.epoch;
-            self.set(gfn, level, e);
+            if e.state.is_blocked() {
+                return Err(TdxStatus::GpaRangeAlreadyBlocked);
+            }
+            self.block_runs(align(gfn, level), level, 1);
+            Ok(())
+        })())
+    }
+
+    fn block_runs(&mut self, s: u64, level: Level, n: u64) {
+        let epoch = self.epoch;
+        let runs = self.levels[level as usize].remove_range(s, s + n * level.pages());
+        for (rs, mut r) in runs {
+            if !r.state.is_blocked() {
+                r.state = match r.state {
+                    SeptState::Mapped => SeptState::Blocked,
+                    SeptState::Pending => SeptState::PendingBlocked,
+                    _ => SeptState::NlBlocked,
+                };
+                r.blocked_epoch = epoch;
+            }
+            self.levels[level as usize].insert(rs, r);
+        }
+    }
+
+    /// RANGE.BLOCK of `n` present entries at `level`, one call each as KVM issues them; an
+    /// entry already blocked is skipped (GPA_RANGE_ALREADY_BLOCKED is not an error to KVM).
+    pub fn block_range(&mut self, gfn: u64, level: Level, n: u64) -> TdxStatus {
+        Self::ok((|| {
+            self.enter()?;
+            if self.covered(gfn, level, n).is_none() {
+                return Err(TdxStatus::EptEntryStateIncorrect);
+            }
+            self.block_runs(gfn, level, n);
             Ok(())
         })())
     }
@@ -287,6 +385,7 @@ impl Td {
                 return Err(TdxStatus::TlbTrackingNotDone);
             }
             e.state = unblocked(e.state);
+            e.blocked_epoch = 0;
             self.set(gfn, level, e);
             Ok(())
         })())
@@ -317,12 +416,8 @@ impl Td {
                 return Err(TdxStatus::InterruptedRestartable);
             }
             let base = align(gfn, level);
-            let st = unblocked(e.state);
-            for i in 0..512 {
-                let cb = base + i * child.pages();
-                self.set(cb, child, Entry { state: st, pfn: e.pfn + i * child.pages(), blocked_epoch: 0 });
-            }
-            self.set(base, level, Entry { state: SeptState::NlMapped, pfn: 0, blocked_epoch: 0 });
+            self.set(base, child, Entry { count: 512, ..Entry::new(unblocked(e.state), e.pfn, child) });
+            self.set(base, level, Entry::new(SeptState::NlMapped, 0, level));
             Ok(())
         })())
     }
@@ -348,44 +443,46 @@ impl Td {
                 }
             }
             let base = align(gfn, level);
-            let first = self.entry(base, child).ok_or(TdxStatus::EptInvalidPromoteConditions)?;
+            let runs = self.covered(base, child, 512).ok_or(TdxStatus::EptInvalidPromoteConditions)?;
+            let first = runs[0].1;
             let want = first.state;
             if !matches!(want, SeptState::Mapped | SeptState::Pending) || first.pfn % level.pages() != 0 {
                 return Err(TdxStatus::EptInvalidPromoteConditions);
             }
-            for i in 0..512 {
-                match self.entry(base + i * child.pages(), child) {
-                    Some(c) if c.state == want && c.pfn == first.pfn + i * child.pages() => {}
-                    _ => return Err(TdxStatus::EptInvalidPromoteConditions),
-                }
+            let uniform = runs.iter().all(|(rs, r)| r.state == want && r.pfn.wrapping_sub(*rs) == first.pfn.wrapping_sub(base));
+            if !uniform {
+                return Err(TdxStatus::EptInvalidPromoteConditions);
             }
-            for i in 0..512 {
-                self.free(base + i * child.pages(), child);
-            }
-            self.set(base, level, Entry { state: want, pfn: first.pfn, blocked_epoch: 0 });
+            self.free(base, child, 512);
+            self.set(base, level, Entry::new(want, first.pfn, level));
             Ok(())
         })())
     }
 
     /// TDH.MEM.PAGE.REMOVE: a leaf becomes FREE (blocked and tracked while RUNNABLE).
     pub fn page_remove(&mut self, gfn: u64, level: Level) -> TdxStatus {
+        self.page_remove_range(align(gfn, level), level, 1)
+    }
+
+    /// PAGE.REMOVE of `n` leaves at `level`, one call each as KVM issues them.
+    pub fn page_remove_range(&mut self, gfn: u64, level: Level, n: u64) -> TdxStatus {
         Self::ok((|| {
             self.enter()?;
-            let Some(e) = self.entry(gfn, level) else {
-                return Err(TdxStatus::EptEntryStateIncorrect);
-            };
-            if !e.state.is_leaf() {
-                return Err(TdxStatus::EptEntryStateIncorrect);
-            }
-            if self.runnable() {
-                if !e.state.is_blocked() {
-                    return Err(TdxStatus::GpaRangeNotBlocked);
+            let runs = self.covered(gfn, level, n).ok_or(TdxStatus::EptEntryStateIncorrect)?;
+            for (_, r) in &runs {
+                if !r.state.is_leaf() {
+                    return Err(TdxStatus::EptEntryStateIncorrect);
                 }
-                if !self.tracked(&e) {
-                    return Err(TdxStatus::TlbTrackingNotDone);
+                if self.runnable() {
+                    if !r.state.is_blocked() {
+                        return Err(TdxStatus::GpaRangeNotBlocked);
+                    }
+                    if !self.tracked(r) {
+                        return Err(TdxStatus::TlbTrackingNotDone);
+                    }
                 }
             }
-            self.free(gfn, level);
+            self.free(gfn, level, n);
             Ok(())
         })())
     }
@@ -408,7 +505,7 @@ impl Td {
                     return Err(TdxStatus::TlbTrackingNotDone);
                 }
             }
-            self.free(gfn, level);
+            self.free(gfn, level, 1);
             Ok(())
         })())
     }

@@ -1,26 +1,60 @@
 //! Stage-2 tables as KVM's TDP MMU keeps them: present leaves with their level and frame, per
-//! root (the shared/direct root, and for TDX the mirror root that shadows the S-EPT).
+//! root (the shared/direct root, and for TDX the mirror root that shadows the S-EPT). Leaves
+//! are kept as runs of alike leaves with contiguous frames.
 //!
 //! Only leaves are kept: KVM's page-table pages matter to the model through the S-EPT (TDX),
 //! where the TDX module owns them.
 
+use super::ranges::{Run, RunMap};
 use crate::seq::Level;
-use std::collections::BTreeMap;
 
+/// One leaf, or (as a run) `count` alike leaves in a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leaf {
     pub level: Level,
+    /// Frame of the first leaf; the run's frames are contiguous.
     pub pfn: u64,
     /// Mapped by a private fault (guest_memfd backing).
     pub private: bool,
     /// The level was the model's guess where the host's THP decides: real KVM may have mapped
     /// this range with 4K leaves instead.
     pub thp: bool,
+    pub count: u64,
+}
+
+impl Leaf {
+    pub fn one(level: Level, pfn: u64, private: bool, thp: bool) -> Leaf {
+        Leaf { level, pfn, private, thp, count: 1 }
+    }
+    pub fn pages(&self) -> u64 {
+        self.level.pages() * self.count
+    }
+}
+
+impl Run for Leaf {
+    fn span(&self) -> u64 {
+        self.pages()
+    }
+    fn step(&self) -> u64 {
+        self.level.pages()
+    }
+    fn head(&self, off: u64) -> Self {
+        Leaf { count: off / self.level.pages(), ..*self }
+    }
+    fn tail(&self, off: u64) -> Self {
+        Leaf { pfn: self.pfn + off, count: self.count - off / self.level.pages(), ..*self }
+    }
+    fn joins(&self, n: &Self) -> bool {
+        n.level == self.level && n.private == self.private && n.thp == self.thp && n.pfn == self.pfn + self.pages()
+    }
+    fn join(&self, n: &Self) -> Self {
+        Leaf { count: self.count + n.count, ..*self }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct LeafMap {
-    map: BTreeMap<u64, Leaf>,
+    runs: RunMap<Leaf>,
     counts: [u64; 3],
     thp: u64,
 }
@@ -28,47 +62,32 @@ pub struct LeafMap {
 impl LeafMap {
     /// The leaf mapping `gfn`, with its first GFN.
     pub fn get(&self, gfn: u64) -> Option<(u64, Leaf)> {
-        let (&b, &l) = self.map.range(..=gfn).next_back()?;
-        (gfn < b + l.level.pages()).then_some((b, l))
+        self.runs.item(gfn)
     }
 
-    /// Leaves overlapping `[s, e)`, in order.
-    pub fn overlapping(&self, s: u64, e: u64) -> Vec<(u64, Leaf)> {
-        let mut v = Vec::new();
-        if let Some(x) = self.get(s) {
-            if x.0 < s {
-                v.push(x);
-            }
-        }
-        v.extend(self.map.range(s..e).map(|(&b, &l)| (b, l)));
-        v
+    /// Runs overlapping `[s, e)`, uncut.
+    pub fn runs_in(&self, s: u64, e: u64) -> Vec<(u64, Leaf)> {
+        self.runs.overlapping(s, e)
     }
 
     pub fn has_any(&self, s: u64, e: u64) -> bool {
-        self.get(s).is_some() || self.map.range(s..e).next().is_some()
+        self.runs.has_any(s, e)
     }
 
-    /// Install a leaf; the caller has removed whatever it replaces.
+    /// Install a leaf (or run); the caller has removed whatever it replaces.
     pub fn insert(&mut self, base: u64, leaf: Leaf) {
-        debug_assert!(!self.has_any(base, base + leaf.level.pages()));
-        self.counts[leaf.level as usize] += 1;
-        self.thp += leaf.thp as u64;
-        self.map.insert(base, leaf);
-    }
-
-    pub fn remove(&mut self, base: u64) -> Option<Leaf> {
-        let l = self.map.remove(&base)?;
-        self.counts[l.level as usize] -= 1;
-        self.thp -= l.thp as u64;
-        Some(l)
+        self.counts[leaf.level as usize] += leaf.count;
+        self.thp += leaf.thp as u64 * leaf.count;
+        self.runs.insert(base, leaf);
     }
 
     /// Remove every leaf overlapping `[s, e)` (a huge leaf that overlaps is removed whole, as
-    /// the TDP MMU zaps it). Returns what was removed.
-    pub fn remove_overlapping(&mut self, s: u64, e: u64) -> Vec<(u64, Leaf)> {
-        let v = self.overlapping(s, e);
-        for (b, _) in &v {
-            self.remove(*b);
+    /// the TDP MMU zaps it). Returns the removed runs.
+    pub fn remove_range(&mut self, s: u64, e: u64) -> Vec<(u64, Leaf)> {
+        let v = self.runs.remove_range(s, e);
+        for (_, l) in &v {
+            self.counts[l.level as usize] -= l.count;
+            self.thp -= l.thp as u64 * l.count;
         }
         v
     }
@@ -84,14 +103,10 @@ impl LeafMap {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u64, Leaf)> + '_ {
-        self.map.iter().map(|(&b, &l)| (b, l))
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
+        self.runs.iter()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.runs.is_empty()
     }
 }

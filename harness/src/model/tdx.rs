@@ -185,7 +185,7 @@ impl Model {
         }
         let pfn = self.gmems[fi].pfn_at(idx - (gfn - base)).expect("allocated above");
         match self.td_mut().page_aug(base, level, pfn) {
-            TdxStatus::Success => self.map_leaf(true, base, Leaf { level, pfn, private: true, thp: false }),
+            TdxStatus::Success => self.map_leaf(true, base, Leaf::one(level, pfn, true, false)),
             // The fault path retries on contention.
             TdxStatus::OperandBusy => return Ok(()),
             st => return Err(Outcome::Err(self.tdx_bug("TDH.MEM.PAGE.AUG", st))),
@@ -210,13 +210,9 @@ impl Model {
         }
         match self.seamcall(|td| td.promote(h2, Level::L2M)) {
             TdxStatus::Success => {
-                let mut first = None;
-                for (b, l) in self.mirror.overlapping(h2, h2 + 512) {
-                    first.get_or_insert(l.pfn);
-                    self.unmap_leaf(true, b);
-                }
-                let pfn = self.td_ref().entry(h2, Level::L2M).map(|e| e.pfn).or(first).unwrap_or(0);
-                self.map_leaf(true, h2, Leaf { level: Level::L2M, pfn, private: true, thp: false });
+                self.unmap_range(true, h2, h2 + 512);
+                let pfn = self.td_ref().entry(h2, Level::L2M).map(|e| e.pfn).unwrap_or(0);
+                self.map_leaf(true, h2, Leaf::one(Level::L2M, pfn, true, false));
             }
             _ => {
                 self.cov.promote_failures += 1;
@@ -264,29 +260,28 @@ impl Model {
                 st => return Err(self.tdx_bug("TDH.MEM.PAGE.DEMOTE", st)),
             }
         }
-        let leaf = self.unmap_leaf(true, base).expect("a 2M mirror leaf");
-        for i in 0..512 {
-            self.map_leaf(true, base + i, Leaf { level: Level::L4K, pfn: leaf.pfn + i, ..leaf });
-        }
+        let (_, leaf) = self.unmap_range(true, base, base + 1)[0];
+        self.map_leaf(true, base, Leaf { level: Level::L4K, count: 512, ..leaf });
         Ok(())
     }
 
-    /// Remove one private leaf: BLOCK, TRACK, kick, PAGE.REMOVE, then KVM clears the page.
-    fn tdx_zap_leaf(&mut self, base: u64, level: Level) -> Result<(), Errno> {
+    /// Remove `n` private leaves at `level` from `base`: BLOCK each, TRACK, kick, PAGE.REMOVE
+    /// each, then KVM clears the pages.
+    fn tdx_zap_leaves(&mut self, base: u64, level: Level, n: u64) -> Result<(), Errno> {
         if self.td_ref().runnable() {
-            let st = self.seamcall(|td| td.block(base, level));
-            if !matches!(st, TdxStatus::Success | TdxStatus::GpaRangeAlreadyBlocked) {
+            let st = self.seamcall(|td| td.block_range(base, level, n));
+            if st != TdxStatus::Success {
                 return Err(self.tdx_bug("TDH.MEM.RANGE.BLOCK", st));
             }
             self.seamcall(|td| td.track());
             self.td_mut().kick();
         }
-        let st = self.seamcall(|td| td.page_remove(base, level));
+        let st = self.seamcall(|td| td.page_remove_range(base, level, n));
         if st != TdxStatus::Success {
             return Err(self.tdx_bug("TDH.MEM.PAGE.REMOVE", st));
         }
-        if let Some(l) = self.unmap_leaf(true, base) {
-            self.mem.clear(l.pfn, l.level.pages());
+        for (_, l) in self.unmap_range(true, base, base + n * level.pages()) {
+            self.mem.clear(l.pfn, l.pages());
         }
         Ok(())
     }
@@ -331,14 +326,19 @@ impl Model {
                     return Err(err);
                 }
             }
-            for (b, l) in self.mirror.overlapping(ps, pe) {
-                self.tdx_zap_leaf(b, l.level)?;
+            for (rs, l) in self.mirror.runs_in(ps, pe) {
+                // The leaves of this run that overlap the piece (whole huge leaves).
+                let step = l.level.pages();
+                let first = rs + (ps.max(rs) - rs) / step * step;
+                let last = (rs + l.pages()).min(rs + (pe - rs).div_ceil(step) * step);
+                self.tdx_zap_leaves(first, l.level, (last - first) / step)?;
             }
         }
         Ok(())
     }
 
-    /// KVM_TDX_INIT_MEM_REGION: PAGE.ADD each 4K page from the shared mapping at the same GPA.
+    /// KVM_TDX_INIT_MEM_REGION: PAGE.ADD each 4K page from the shared mapping at the same GPA,
+    /// done a 2M region (one piece) at a time.
     pub(crate) fn init_mem(&mut self, addr: u64, pages: u64, measure: bool) -> Result<(), Errno> {
         if self.td_ref().runnable() || addr % PAGE != 0 || pages == 0 {
             return Err(Errno::EINVAL);
@@ -348,13 +348,17 @@ impl Model {
         if self.attrs.uniform(s, e) != Some(true) {
             return Err(Errno::EINVAL);
         }
-        for gfn in s..e {
+        let mut gfn = s;
+        while gfn < e {
             let slot = self.slots.find(gfn).cloned().ok_or(Errno::EINVAL)?;
             let (fi, idx) = slot.gmem_index(gfn).ok_or(Errno::EINVAL)?;
-            self.gmems[fi].get_or_alloc(idx, &mut self.mem)?;
-            if self.mirror.get(gfn).is_some() {
-                // The folio is already populated.
-                return Err(Errno::EEXIST);
+            let mut stop = e.min(slot.end_gfn()).min((gfn | 511) + 1);
+            if let Some((ms, ml)) = self.mirror.runs_in(gfn, stop).first().copied() {
+                if ms <= gfn || ml.level > Level::L4K {
+                    // The folio is already populated.
+                    return Err(Errno::EEXIST);
+                }
+                stop = ms;
             }
             for tl in [Level::L1G, Level::L2M] {
                 if self.td_ref().entry(gfn, tl).is_none() {
@@ -364,19 +368,35 @@ impl Model {
                     }
                 }
             }
-            let pfn = self.gmems[fi].pfn_at(idx).expect("allocated");
-            let content = self.mem.read(slot.uregion + (gfn - slot.base_gfn));
-            let st = self.seamcall(|td| td.page_add(gfn, pfn));
-            if st != TdxStatus::Success {
-                return Err(Errno::EIO);
+            let n = stop - gfn;
+            self.gmems[fi].alloc_range(idx, idx + n, &mut self.mem);
+            let mut g = gfn;
+            while g < stop {
+                let i = idx + (g - gfn);
+                let (fb, f) = self.gmems[fi].folio_run(i).expect("allocated");
+                let len = (fb + f.span() - i).min(stop - g);
+                let pfn = f.pfn + (i - fb);
+                let st = self.seamcall(|td| td.page_add_range(g, len, pfn));
+                if st != TdxStatus::Success {
+                    return Err(Errno::EIO);
+                }
+                let src = slot.uregion + (g - slot.base_gfn);
+                self.mem.copy(src, pfn, len);
+                self.map_leaf(true, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, true, false) });
+                // The initial image is the guest's own, accepted data.
+                self.guest.accepted(g, g + len);
+                for (off, v) in self.mem.values(src, len) {
+                    self.guest.wrote(g + off, v);
+                }
+                if measure {
+                    for k in 0..len {
+                        let v = self.mem.read(pfn + k);
+                        self.td_mut().mr_extend(g + k, v);
+                    }
+                }
+                g += len;
             }
-            self.mem.write(pfn, content);
-            self.map_leaf(true, gfn, Leaf { level: Level::L4K, pfn, private: true, thp: false });
-            if measure {
-                self.td_mut().mr_extend(gfn, content);
-            }
-            // The initial image is the guest's own, accepted data.
-            self.guest.wrote(gfn, content);
+            gfn = stop;
         }
         Ok(())
     }
@@ -397,9 +417,7 @@ impl Model {
         if self.pol.zap_private_on_mtrr {
             self.tdx_zap_private(s, e, false)?;
         }
-        for (b, _) in self.shared.overlapping(s, e) {
-            self.unmap_leaf(false, b);
-        }
+        self.unmap_range(false, s, e);
         Ok(())
     }
 

@@ -126,7 +126,7 @@ fn run_group(m: &mut Model, seq: &Sequence, start: usize, end: usize, t: &mut Tr
             };
             if let Some(o) = done {
                 t.outcomes[k] = o;
-                *m.cov.outcomes.entry((op.kind(), print_outcome(&o))).or_default() += 1;
+                *m.cov.outcomes.entry((op.kind(), o.label())).or_default() += 1;
             }
             for v in m.end_step(op) {
                 per_step[k].push(Finding::from_violation(v, k, op.kind()));

@@ -101,7 +101,7 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
             s.push(Op::Private { addr: a, size: b - a });
         }
         if u.ratio(1, 3)? {
-            s.push(Op::InitMem { addr: ranges[0].0, pages: pick(u, &[1, 2, 512])?, measure: u.ratio(1, 2)? });
+            s.push(Op::InitMem { addr: ranges[0].0, pages: pick(u, &[1, 2, 16, 512])?, measure: u.ratio(1, 2)? });
         }
         s.push(Op::Finalize);
     } else if vm == VmType::SwProtected && u.ratio(1, 2)? {

@@ -465,6 +465,24 @@ pub enum Outcome {
     VmDead,
 }
 
+impl Outcome {
+    /// The outcome's kind without its payload.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Err(e) => e.name(),
+            Outcome::Tdx(s, _) => s.name(),
+            Outcome::Value(_) => "value",
+            Outcome::Exit(Exit::Mmio) => "exit-mmio",
+            Outcome::Exit(Exit::MemoryFault { private: true }) => "exit-memory-fault-private",
+            Outcome::Exit(Exit::MemoryFault { private: false }) => "exit-memory-fault-shared",
+            Outcome::Ve => "ve",
+            Outcome::Livelock => "livelock",
+            Outcome::VmDead => "vm-dead",
+        }
+    }
+}
+
 /// A set of values for a page counter: `pages_2m=0|1`.
 pub type CountSet = Vec<u64>;
 
