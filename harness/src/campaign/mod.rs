@@ -65,7 +65,14 @@ impl Campaign {
             cfg.gen.max_ops = 24;
         }
         let rng = Rng::new(cfg.seed);
-        Campaign { cfg, rng, buf: vec![0; 1024], cases: 0, ops: 0, seen: HashMap::new() }
+        Campaign {
+            cfg,
+            rng,
+            buf: vec![0; 1024],
+            cases: 0,
+            ops: 0,
+            seen: HashMap::new(),
+        }
     }
 
     /// Generate the next case.
@@ -102,9 +109,19 @@ impl Campaign {
             if *n > 1 {
                 continue;
             }
-            let shrunk = shrink(&s, |c| self.findings_of(c).iter().any(|g| g.signature() == sig));
-            let finding = self.findings_of(&shrunk).into_iter().find(|g| g.signature() == sig).unwrap_or(f);
-            out.push(NewFinding { finding, seq: shrunk, case: self.cases });
+            let shrunk = shrink(&s, |c| {
+                self.findings_of(c).iter().any(|g| g.signature() == sig)
+            });
+            let finding = self
+                .findings_of(&shrunk)
+                .into_iter()
+                .find(|g| g.signature() == sig)
+                .unwrap_or(f);
+            out.push(NewFinding {
+                finding,
+                seq: shrunk,
+                case: self.cases,
+            });
         }
         out
     }

@@ -22,7 +22,15 @@ fn ops_per_sec(cases: &[Sequence], secs: f64) -> f64 {
 }
 
 fn mix(vm: Option<VmType>, seed: u64, n: usize) -> Vec<Sequence> {
-    let mut c = Campaign::new(CampaignConfig { gen: GenConfig { vm, variant: None, max_ops: 48 }, against: None, seed });
+    let mut c = Campaign::new(CampaignConfig {
+        gen: GenConfig {
+            vm,
+            variant: None,
+            max_ops: 48,
+        },
+        against: None,
+        seed,
+    });
     (0..n).map(|_| c.next_case()).collect()
 }
 
@@ -79,7 +87,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     } else {
         println!("model, realistic mix (default/sw-protected/tdx): {model:>12.0} ops/s");
         println!("model, TDX mix:                                   {model_tdx:>12.0} ops/s");
-        println!("range op 64 GiB: {:.0} ns, 2 MiB: {:.0} ns, ratio {ratio:.2}", big * 1e9, small * 1e9);
+        println!(
+            "range op 64 GiB: {:.0} ns, 2 MiB: {:.0} ns, ratio {ratio:.2}",
+            big * 1e9,
+            small * 1e9
+        );
     }
     Ok(0)
 }

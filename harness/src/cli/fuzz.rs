@@ -13,12 +13,16 @@ use std::time::{Duration, Instant};
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
-        &["vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend"],
+        &[
+            "vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend",
+        ],
         &["json"],
     )?;
     if let Some(b) = a.get("backend") {
         if b != "model" {
-            return Err(format!("--backend {b}: only the model backend is built so far"));
+            return Err(format!(
+                "--backend {b}: only the model backend is built so far"
+            ));
         }
     }
     let mut vm = a.get("vm").map(parse_vm).transpose()?;
@@ -40,23 +44,35 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         (t, _) => t.map(Duration::from_secs),
     };
     let seed = a.num("seed")?.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
     });
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
     let json = a.flag("json");
     let cfg = CampaignConfig {
-        gen: GenConfig { vm, variant, max_ops: a.num("max-ops")?.unwrap_or(24) as usize },
+        gen: GenConfig {
+            vm,
+            variant,
+            max_ops: a.num("max-ops")?.unwrap_or(24) as usize,
+        },
         against,
         seed,
     };
-    let replay_args = against.map(|b| format!(" --against {}", b.name())).unwrap_or_default();
+    let replay_args = against
+        .map(|b| format!(" --against {}", b.name()))
+        .unwrap_or_default();
     let mut c = Campaign::new(cfg);
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last = Instant::now();
     let mut written = Vec::new();
     if !json {
-        eprintln!("privmem fuzz: seed {seed}, backend model, findings to {}", out.display());
+        eprintln!(
+            "privmem fuzz: seed {seed}, backend model, findings to {}",
+            out.display()
+        );
     }
     loop {
         if limit_time.is_some_and(|t| start.elapsed() >= t) || runs.is_some_and(|r| c.cases >= r) {
@@ -64,11 +80,20 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         for nf in c.step() {
             let extra = serde_json::json!({"seed": seed, "case": nf.case});
-            let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra).map_err(|e| format!("{}: {e}", out.display()))?;
+            let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
             if json {
-                println!("{}", serde_json::json!({"event": "finding", "signature": nf.finding.signature(), "file": path}));
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "finding", "signature": nf.finding.signature(), "file": path})
+                );
             } else {
-                eprintln!("{}new finding {}  -> {}", if tty { "\r\x1b[K" } else { "" }, nf.finding.signature(), path.display());
+                eprintln!(
+                    "{}new finding {}  -> {}",
+                    if tty { "\r\x1b[K" } else { "" },
+                    nf.finding.signature(),
+                    path.display()
+                );
             }
             written.push(path);
         }

@@ -58,11 +58,19 @@ pub fn load(path: &str) -> Result<Sequence, String> {
 }
 
 pub fn parse_vm(s: &str) -> Result<VmType, String> {
-    VmType::ALL.iter().copied().find(|v| v.name() == s).ok_or(format!("unknown VM type `{s}`"))
+    VmType::ALL
+        .iter()
+        .copied()
+        .find(|v| v.name() == s)
+        .ok_or(format!("unknown VM type `{s}`"))
 }
 
 pub fn parse_variant(s: &str) -> Result<Variant, String> {
-    Variant::ALL.iter().copied().find(|v| v.name() == s).ok_or(format!("unknown variant `{s}`"))
+    Variant::ALL
+        .iter()
+        .copied()
+        .find(|v| v.name() == s)
+        .ok_or(format!("unknown variant `{s}`"))
 }
 
 fn print(argv: &[String]) -> Result<i32, String> {

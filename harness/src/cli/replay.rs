@@ -53,7 +53,17 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
     }
     if !json {
-        println!("{} passed, {} failed", a.positional.len() - failed - bad_input as usize, failed);
+        println!(
+            "{} passed, {} failed",
+            a.positional.len() - failed - bad_input as usize,
+            failed
+        );
     }
-    Ok(if bad_input { 2 } else if failed > 0 { 1 } else { 0 })
+    Ok(if bad_input {
+        2
+    } else if failed > 0 {
+        1
+    } else {
+        0
+    })
 }

@@ -17,7 +17,7 @@ pub fn check_args(addr: u64, size: u64) -> Result<(u64, u64), Errno> {
     if size == 0 || addr.checked_add(size).is_none() {
         return Err(Errno::EINVAL);
     }
-    if addr % PAGE != 0 || size % PAGE != 0 {
+    if !addr.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
         return Err(Errno::EINVAL);
     }
     Ok((addr / PAGE, (addr + size) / PAGE))

@@ -10,7 +10,11 @@ use super::*;
 
 impl Model {
     pub(crate) fn slot_add(&mut self, spec: &SlotSpec) -> Result<(), Errno> {
-        let gm = spec.gmem.as_ref().and_then(|b| self.gmem_index(&b.gmem)).map(|i| (i, &self.gmems[i]));
+        let gm = spec
+            .gmem
+            .as_ref()
+            .and_then(|b| self.gmem_index(&b.gmem))
+            .map(|i| (i, &self.gmems[i]));
         let uregion = self.mem.alloc(spec.size / PAGE);
         match self.slots.check_add(self.h.vm, spec, gm, uregion)? {
             Change::Create(slot) => {
@@ -27,7 +31,9 @@ impl Model {
     }
 
     pub(crate) fn slot_delete(&mut self, id: u32) -> Result<(), Errno> {
-        let Change::Delete(old) = self.slots.check_delete(id)? else { unreachable!() };
+        let Change::Delete(old) = self.slots.check_delete(id)? else {
+            unreachable!()
+        };
         let (s, e) = (old.base_gfn, old.end_gfn());
         if self.is_tdx() {
             // Leaf-first: each private leaf is blocked, tracked and removed by the module.
@@ -59,7 +65,12 @@ impl Model {
         Ok(())
     }
 
-    pub(crate) fn set_attributes(&mut self, addr: u64, size: u64, private: bool) -> Result<(), Errno> {
+    pub(crate) fn set_attributes(
+        &mut self,
+        addr: u64,
+        size: u64,
+        private: bool,
+    ) -> Result<(), Errno> {
         let (s, e) = attrs::check_args(addr, size)?;
         // Nothing to change: KVM returns 0 without zapping anything.
         if self.attrs.uniform(s, e) == Some(private) {
@@ -85,10 +96,13 @@ impl Model {
         if size == 0 {
             return Err(Errno::EINVAL);
         }
-        if addr % PAGE != 0 || size % PAGE != 0 {
+        if !addr.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
             return Err(Errno::EINVAL);
         }
-        let (s, e) = (addr / PAGE, addr.checked_add(size).ok_or(Errno::EINVAL)? / PAGE);
+        let (s, e) = (
+            addr / PAGE,
+            addr.checked_add(size).ok_or(Errno::EINVAL)? / PAGE,
+        );
         // The harness resolves the whole range first: a part with no guest_memfd slot is an
         // error before any call.
         let pieces: Vec<_> = self.slots.overlapping(s, e);
@@ -136,7 +150,11 @@ impl Model {
     /// KVM_PRE_FAULT_MEMORY, called until the whole range is done or a call fails. Costs one
     /// piece per leaf run or 2M region, not one per page.
     pub(crate) fn prefault(&mut self, addr: u64, size: u64) -> Result<(), Errno> {
-        if addr % PAGE != 0 || size % PAGE != 0 || size == 0 || addr.checked_add(size).is_none() {
+        if !addr.is_multiple_of(PAGE)
+            || !size.is_multiple_of(PAGE)
+            || size == 0
+            || addr.checked_add(size).is_none()
+        {
             return Err(Errno::EINVAL);
         }
         if let Some(td) = &self.td {
@@ -161,10 +179,18 @@ impl Model {
             }
             tries += 1;
             if tries > LIVELOCK_EXITS {
-                self.violate(ViolationKind::Livelock, format!("pre-fault of gfn {gfn:#x} retries forever"));
+                self.violate(
+                    ViolationKind::Livelock,
+                    format!("pre-fault of gfn {gfn:#x} retries forever"),
+                );
                 return Err(Errno::EINTR);
             }
-            let req = FaultReq { gfn, private, write: false, accept: None };
+            let req = FaultReq {
+                gfn,
+                private,
+                write: false,
+                accept: None,
+            };
             match self.handle_fault(req, true) {
                 Ok(()) => {}
                 Err(Outcome::Exit(Exit::MemoryFault { .. })) => return Err(Errno::EFAULT),
@@ -197,10 +223,19 @@ impl Model {
     /// the faults one page at a time would.
     fn map_4k_run(&mut self, s: u64, e: u64, private: bool) {
         let slot = self.slots.find(s).expect("caller checked").clone();
-        let gmem = slot.gmem_index(s).filter(|(fi, _)| private || self.gmems[*fi].decl.init_shared);
+        let gmem = slot
+            .gmem_index(s)
+            .filter(|(fi, _)| private || self.gmems[*fi].decl.init_shared);
         let Some((fi, idx)) = gmem else {
             let pfn = slot.uregion + (s - slot.base_gfn);
-            self.map_leaf(false, s, Leaf { count: e - s, ..Leaf::one(Level::L4K, pfn, false, false) });
+            self.map_leaf(
+                false,
+                s,
+                Leaf {
+                    count: e - s,
+                    ..Leaf::one(Level::L4K, pfn, false, false)
+                },
+            );
             return;
         };
         let n = e - s;
@@ -212,12 +247,32 @@ impl Model {
             let len = (fb + f.span() - i).min(e - g);
             let pfn = f.pfn + (i - fb);
             if self.is_tdx() {
-                if self.td.as_mut().expect("tdx").page_aug_range(g, Level::L4K, len, pfn) != TdxStatus::Success {
+                if self
+                    .td
+                    .as_mut()
+                    .expect("tdx")
+                    .page_aug_range(g, Level::L4K, len, pfn)
+                    != TdxStatus::Success
+                {
                     return; // the page-at-a-time loop picks up from here
                 }
-                self.map_leaf(true, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, true, false) });
+                self.map_leaf(
+                    true,
+                    g,
+                    Leaf {
+                        count: len,
+                        ..Leaf::one(Level::L4K, pfn, true, false)
+                    },
+                );
             } else {
-                self.map_leaf(false, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, private, false) });
+                self.map_leaf(
+                    false,
+                    g,
+                    Leaf {
+                        count: len,
+                        ..Leaf::one(Level::L4K, pfn, private, false)
+                    },
+                );
             }
             g += len;
         }
@@ -277,7 +332,12 @@ impl Model {
             Some((b, l)) => Attempt::Done(self.guest_access(op, gfn, l.pfn + (gfn - b))),
             None => {
                 let private = self.h.vm.has_private_mem() && self.attrs.is_private(gfn);
-                Attempt::Exit(FaultReq { gfn, private, write, accept: None })
+                Attempt::Exit(FaultReq {
+                    gfn,
+                    private,
+                    write,
+                    accept: None,
+                })
             }
         }
     }
@@ -359,7 +419,9 @@ impl Model {
         let pfn = match backing {
             Backing::Gmem { idx } => {
                 let fi = gmem_idx.expect("gmem backing").0;
-                self.gmems[fi].pfn_at(idx - (req.gfn - base)).expect("allocated above")
+                self.gmems[fi]
+                    .pfn_at(idx - (req.gfn - base))
+                    .expect("allocated above")
             }
             Backing::User => slot.uregion + (base - slot.base_gfn),
         };

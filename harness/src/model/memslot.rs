@@ -47,7 +47,10 @@ pub struct Slots {
 pub enum Change {
     Create(Slot),
     Delete(Slot),
-    Move { old: Slot, new_base: u64 },
+    Move {
+        old: Slot,
+        new_base: u64,
+    },
     /// Same GPA, same flags: KVM returns 0 and changes nothing.
     Nothing,
 }
@@ -90,7 +93,9 @@ impl Slots {
     }
 
     fn overlaps(&self, base: u64, end: u64, except: Option<u32>) -> bool {
-        self.overlapping(base, end).iter().any(|s| Some(s.id) != except)
+        self.overlapping(base, end)
+            .iter()
+            .any(|s| Some(s.id) != except)
     }
 
     /// KVM's checks for a slot-add (a create, or a modify if the id exists), in KVM's order.
@@ -109,7 +114,7 @@ impl Slots {
         if spec.id >= KVM_USER_MEM_SLOTS {
             return Err(Errno::EINVAL);
         }
-        if spec.size % PAGE != 0 || spec.gpa % PAGE != 0 {
+        if !spec.size.is_multiple_of(PAGE) || !spec.gpa.is_multiple_of(PAGE) {
             return Err(Errno::EINVAL);
         }
         if let Some(b) = &spec.gmem {
@@ -153,14 +158,24 @@ impl Slots {
             (Some(_), None) => return Err(Errno::EBADF),
             _ => None,
         };
-        Ok(Change::Create(Slot { id: spec.id, base_gfn: base, npages, gmem: binding, readonly: spec.readonly, uregion }))
+        Ok(Change::Create(Slot {
+            id: spec.id,
+            base_gfn: base,
+            npages,
+            gmem: binding,
+            readonly: spec.readonly,
+            uregion,
+        }))
     }
 
     pub fn check_delete(&self, id: u32) -> Result<Change, Errno> {
         if id >= KVM_USER_MEM_SLOTS {
             return Err(Errno::EINVAL);
         }
-        self.by_id.get(&id).map(|s| Change::Delete(s.clone())).ok_or(Errno::EINVAL)
+        self.by_id
+            .get(&id)
+            .map(|s| Change::Delete(s.clone()))
+            .ok_or(Errno::EINVAL)
     }
 
     /// A move keeps the userspace address, size and flags and changes the GPA.
@@ -169,7 +184,7 @@ impl Slots {
             // The harness has no size or address to issue the call with.
             return Err(Errno::ENOENT);
         };
-        if gpa % PAGE != 0 {
+        if !gpa.is_multiple_of(PAGE) {
             return Err(Errno::EINVAL);
         }
         if old.gmem.is_some() {
@@ -189,7 +204,10 @@ impl Slots {
         if end > max_gfn(vm) {
             return Err(Errno::EINVAL);
         }
-        Ok(Change::Move { old: old.clone(), new_base: base })
+        Ok(Change::Move {
+            old: old.clone(),
+            new_base: base,
+        })
     }
 
     pub fn insert(&mut self, s: Slot) {

@@ -31,7 +31,10 @@ impl Model {
     /// An unexpected SEAMCALL error: KVM_BUG_ON, the VM is dead.
     fn tdx_bug(&mut self, what: &str, st: TdxStatus) -> Errno {
         self.dead = true;
-        self.violate(ViolationKind::Invariant("seamcall-failed"), format!("{what} returned {}: KVM_BUG_ON, VM dead", st.name()));
+        self.violate(
+            ViolationKind::Invariant("seamcall-failed"),
+            format!("{what} returned {}: KVM_BUG_ON, VM dead", st.name()),
+        );
         Errno::EIO
     }
 
@@ -42,8 +45,18 @@ impl Model {
         }
         match *op {
             Op::Accept { addr, level, .. } => self.tdx_accept(addr, level),
-            Op::MapGpa { addr, size, private, .. } => Attempt::Done(self.map_gpa(addr, size, private)),
-            Op::Read { addr, shared: true, .. } | Op::Write { addr, shared: true, .. } => {
+            Op::MapGpa {
+                addr,
+                size,
+                private,
+                ..
+            } => Attempt::Done(self.map_gpa(addr, size, private)),
+            Op::Read {
+                addr, shared: true, ..
+            }
+            | Op::Write {
+                addr, shared: true, ..
+            } => {
                 let gfn = addr / PAGE;
                 match self.shared.get(gfn) {
                     Some((b, l)) => {
@@ -57,7 +70,12 @@ impl Model {
                             _ => Outcome::Ok,
                         })
                     }
-                    None => Attempt::Exit(FaultReq { gfn, private: false, write: matches!(op, Op::Write { .. }), accept: None }),
+                    None => Attempt::Exit(FaultReq {
+                        gfn,
+                        private: false,
+                        write: matches!(op, Op::Write { .. }),
+                        accept: None,
+                    }),
                 }
             }
             Op::Read { addr, .. } | Op::Write { addr, .. } | Op::Touch { addr, .. } => {
@@ -81,9 +99,12 @@ impl Model {
                             Attempt::Done(Outcome::Ve)
                         }
                     }
-                    AccessWalk::EptViolation => {
-                        Attempt::Exit(FaultReq { gfn, private: true, write: matches!(op, Op::Write { .. }), accept: None })
-                    }
+                    AccessWalk::EptViolation => Attempt::Exit(FaultReq {
+                        gfn,
+                        private: true,
+                        write: matches!(op, Op::Write { .. }),
+                        accept: None,
+                    }),
                 }
             }
             _ => Attempt::Done(Outcome::Err(Errno::EINVAL)),
@@ -91,7 +112,7 @@ impl Model {
     }
 
     fn tdx_accept(&mut self, addr: u64, level: Level) -> Attempt {
-        if level != Level::L1G && addr % level.bytes() != 0 {
+        if level != Level::L1G && !addr.is_multiple_of(level.bytes()) {
             return Attempt::Done(Outcome::Tdx(TdxStatus::OperandInvalid, None));
         }
         let gfn = addr / PAGE;
@@ -109,12 +130,21 @@ impl Model {
                 Attempt::Done(Outcome::Ok)
             }
             AcceptWalk::Status(st, l) => Attempt::Done(Outcome::Tdx(st, l)),
-            AcceptWalk::EptViolation => Attempt::Exit(FaultReq { gfn, private: true, write: false, accept: Some(level) }),
+            AcceptWalk::EptViolation => Attempt::Exit(FaultReq {
+                gfn,
+                private: true,
+                write: false,
+                accept: Some(level),
+            }),
         }
     }
 
     /// A private fault of a TD (the mirror root).
-    pub(crate) fn tdx_private_fault(&mut self, req: FaultReq, prefault: bool) -> Result<(), Outcome> {
+    pub(crate) fn tdx_private_fault(
+        &mut self,
+        req: FaultReq,
+        prefault: bool,
+    ) -> Result<(), Outcome> {
         if !self.attrs.is_private(req.gfn) {
             return Err(Outcome::Exit(Exit::MemoryFault { private: true }));
         }
@@ -149,7 +179,13 @@ impl Model {
             }
             AcceptRule::Ignored => {}
         }
-        let (lp, _) = lpage::max_level(&slot, gfn, Some(&self.attrs), Some(&self.gmems[fi]), Backing::Gmem { idx });
+        let (lp, _) = lpage::max_level(
+            &slot,
+            gfn,
+            Some(&self.attrs),
+            Some(&self.gmems[fi]),
+            Backing::Gmem { idx },
+        );
         max = max.min(lp);
 
         if let Some((b, leaf)) = self.mirror.get(gfn) {
@@ -167,7 +203,12 @@ impl Model {
 
         let mut level = max;
         let mut promote = false;
-        if level == Level::L2M && self.td_ref().entry(gfn, Level::L2M).is_some_and(|e| !e.state.is_leaf()) {
+        if level == Level::L2M
+            && self
+                .td_ref()
+                .entry(gfn, Level::L2M)
+                .is_some_and(|e| !e.state.is_leaf())
+        {
             // A 4K table is already there: no promotion on the mirror root, map 4K (or, with
             // `option promote`, map 4K and then try PAGE.PROMOTE).
             level = Level::L4K;
@@ -183,7 +224,9 @@ impl Model {
                 }
             }
         }
-        let pfn = self.gmems[fi].pfn_at(idx - (gfn - base)).expect("allocated above");
+        let pfn = self.gmems[fi]
+            .pfn_at(idx - (gfn - base))
+            .expect("allocated above");
         match self.td_mut().page_aug(base, level, pfn) {
             TdxStatus::Success => self.map_leaf(true, base, Leaf::one(level, pfn, true, false)),
             // The fault path retries on contention.
@@ -211,7 +254,11 @@ impl Model {
         match self.seamcall(|td| td.promote(h2, Level::L2M)) {
             TdxStatus::Success => {
                 self.unmap_range(true, h2, h2 + 512);
-                let pfn = self.td_ref().entry(h2, Level::L2M).map(|e| e.pfn).unwrap_or(0);
+                let pfn = self
+                    .td_ref()
+                    .entry(h2, Level::L2M)
+                    .map(|e| e.pfn)
+                    .unwrap_or(0);
                 self.map_leaf(true, h2, Leaf::one(Level::L2M, pfn, true, false));
             }
             _ => {
@@ -244,10 +291,15 @@ impl Model {
         loop {
             match self.seamcall(|td| td.demote(base, Level::L2M)) {
                 TdxStatus::Success => break,
-                TdxStatus::InterruptedRestartable if self.pol.demote_retry() == DemoteRetry::Forever => {
+                TdxStatus::InterruptedRestartable
+                    if self.pol.demote_retry() == DemoteRetry::Forever =>
+                {
                     tries += 1;
                     if tries > LIVELOCK_EXITS {
-                        self.violate(ViolationKind::Livelock, format!("DEMOTE at gfn {base:#x} never completes"));
+                        self.violate(
+                            ViolationKind::Livelock,
+                            format!("DEMOTE at gfn {base:#x} never completes"),
+                        );
                         return Err(Errno::EINTR);
                     }
                 }
@@ -261,7 +313,15 @@ impl Model {
             }
         }
         let (_, leaf) = self.unmap_range(true, base, base + 1)[0];
-        self.map_leaf(true, base, Leaf { level: Level::L4K, count: 512, ..leaf });
+        self.map_leaf(
+            true,
+            base,
+            Leaf {
+                level: Level::L4K,
+                count: 512,
+                ..leaf
+            },
+        );
         Ok(())
     }
 
@@ -302,7 +362,12 @@ impl Model {
     /// `kvm_handle_gfn_range` walks them. With `split_ends`, huge leaves straddling a piece's
     /// ends are split first (conversion, punch); without, leaves are zapped whole (memslot
     /// deletion, MTRR zap).
-    pub(crate) fn tdx_zap_private(&mut self, s: u64, e: u64, split_ends: bool) -> Result<(), Errno> {
+    pub(crate) fn tdx_zap_private(
+        &mut self,
+        s: u64,
+        e: u64,
+        split_ends: bool,
+    ) -> Result<(), Errno> {
         let pieces: Vec<(u64, u64)> = self
             .slots
             .overlapping(s, e)
@@ -340,7 +405,7 @@ impl Model {
     /// KVM_TDX_INIT_MEM_REGION: PAGE.ADD each 4K page from the shared mapping at the same GPA,
     /// done a 2M region (one piece) at a time.
     pub(crate) fn init_mem(&mut self, addr: u64, pages: u64, measure: bool) -> Result<(), Errno> {
-        if self.td_ref().runnable() || addr % PAGE != 0 || pages == 0 {
+        if self.td_ref().runnable() || !addr.is_multiple_of(PAGE) || pages == 0 {
             return Err(Errno::EINVAL);
         }
         let s = addr / PAGE;
@@ -382,7 +447,14 @@ impl Model {
                 }
                 let src = slot.uregion + (g - slot.base_gfn);
                 self.mem.copy(src, pfn, len);
-                self.map_leaf(true, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, true, false) });
+                self.map_leaf(
+                    true,
+                    g,
+                    Leaf {
+                        count: len,
+                        ..Leaf::one(Level::L4K, pfn, true, false)
+                    },
+                );
                 // The initial image is the guest's own, accepted data.
                 self.guest.accepted(g, g + len);
                 for (off, v) in self.mem.values(src, len) {
@@ -425,7 +497,11 @@ impl Model {
     /// KVM_HC_MAP_GPA_RANGE one 2M chunk at a time; userspace converts the chunk, then punches
     /// the side it left (guest_memfd when going shared, the shared memory when going private).
     fn map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
-        if addr % PAGE != 0 || size % PAGE != 0 || size == 0 || addr.checked_add(size).is_none() {
+        if !addr.is_multiple_of(PAGE)
+            || !size.is_multiple_of(PAGE)
+            || size == 0
+            || addr.checked_add(size).is_none()
+        {
             return Outcome::Err(Errno::EINVAL);
         }
         let (mut a, end) = (addr, addr + size);

@@ -33,7 +33,13 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
     let mut m = match Model::new(&seq.header) {
         Ok(m) => m,
         Err(e) => {
-            t.findings.push(Finding { kind: FindingKind::Setup, step: None, op: None, state: "header".into(), detail: e });
+            t.findings.push(Finding {
+                kind: FindingKind::Setup,
+                step: None,
+                op: None,
+                state: "header".into(),
+                detail: e,
+            });
             return (t, None);
         }
     };
@@ -48,7 +54,13 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
             let mut j = i;
             let mut used: u64 = 0;
             while j < n {
-                let Some(v) = seq.steps[j].op.vcpu().filter(|_| seq.steps[j].op.kind().is_guest()) else { break };
+                let Some(v) = seq.steps[j]
+                    .op
+                    .vcpu()
+                    .filter(|_| seq.steps[j].op.kind().is_guest())
+                else {
+                    break;
+                };
                 if used & (1 << v) != 0 {
                     break;
                 }
@@ -104,7 +116,14 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
     (t, Some(m.cov))
 }
 
-fn run_group(m: &mut Model, seq: &Sequence, start: usize, end: usize, t: &mut Trace, per_step: &mut [Vec<Finding>]) {
+fn run_group(
+    m: &mut Model,
+    seq: &Sequence,
+    start: usize,
+    end: usize,
+    t: &mut Trace,
+    per_step: &mut [Vec<Finding>],
+) {
     let mut live: Vec<usize> = (start..end).collect();
     while !live.is_empty() {
         live.retain(|&k| {
@@ -116,7 +135,10 @@ fn run_group(m: &mut Model, seq: &Sequence, start: usize, end: usize, t: &mut Tr
                     if t.exits[k] > LIVELOCK_EXITS {
                         m.violate(
                             crate::model::ViolationKind::Livelock,
-                            format!("`{}` did not finish within {LIVELOCK_EXITS} host exits", text::print_op(op)),
+                            format!(
+                                "`{}` did not finish within {LIVELOCK_EXITS} host exits",
+                                text::print_op(op)
+                            ),
                         );
                         Some(Outcome::Livelock)
                     } else {

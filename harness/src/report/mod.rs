@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 /// Write `bytes` to `path` so that a reader (or an interrupted run) sees the old file or the
 /// whole new one, never a part: write a temporary file beside it, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
@@ -46,7 +49,13 @@ pub fn finding_seq_text(f: &Finding, seq: &Sequence, replay_args: &str) -> Strin
 }
 
 /// Write a finding as `<dir>/<kind>-<hash>.seq` and `.json`; returns the `.seq` path.
-pub fn write_finding(dir: &Path, f: &Finding, seq: &Sequence, replay_args: &str, extra: serde_json::Value) -> std::io::Result<PathBuf> {
+pub fn write_finding(
+    dir: &Path,
+    f: &Finding,
+    seq: &Sequence,
+    replay_args: &str,
+    extra: serde_json::Value,
+) -> std::io::Result<PathBuf> {
     let stem = format!("{}-{}", f.kind.name(), &sig_hash(&f.signature())[..12]);
     let seq_path = dir.join(format!("{stem}.seq"));
     write_atomic(&seq_path, finding_seq_text(f, seq, replay_args).as_bytes())?;
@@ -57,6 +66,11 @@ pub fn write_finding(dir: &Path, f: &Finding, seq: &Sequence, replay_args: &str,
         "replay": format!("privmem replay{replay_args} {}", seq_path.display()),
         "extra": extra,
     });
-    write_atomic(&dir.join(format!("{stem}.json")), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+    write_atomic(
+        &dir.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&json)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
     Ok(seq_path)
 }

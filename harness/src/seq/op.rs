@@ -20,7 +20,12 @@ pub enum VmType {
 }
 
 impl VmType {
-    pub const ALL: [VmType; 4] = [VmType::Default, VmType::SwProtected, VmType::Tdx, VmType::Snp];
+    pub const ALL: [VmType; 4] = [
+        VmType::Default,
+        VmType::SwProtected,
+        VmType::Tdx,
+        VmType::Snp,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             VmType::Default => "default",
@@ -58,7 +63,12 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [Variant::Upstream, Variant::HugeV1, Variant::HugeV2, Variant::HugeV3];
+    pub const ALL: [Variant; 4] = [
+        Variant::Upstream,
+        Variant::HugeV1,
+        Variant::HugeV2,
+        Variant::HugeV3,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Variant::Upstream => "upstream",
@@ -163,7 +173,11 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 3] = [Fault::SplitOom, Fault::SeamcallBusy, Fault::DemoteInterrupted];
+    pub const ALL: [Fault; 3] = [
+        Fault::SplitOom,
+        Fault::SeamcallBusy,
+        Fault::DemoteInterrupted,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Fault::SplitOom => "split-oom",
@@ -210,7 +224,14 @@ pub struct Header {
 
 impl Header {
     pub fn new(vm: VmType) -> Header {
-        Header { vm, variant: None, options: Vec::new(), vcpus: 1, gmems: Vec::new(), slots: Vec::new() }
+        Header {
+            vm,
+            variant: None,
+            options: Vec::new(),
+            vcpus: 1,
+            gmems: Vec::new(),
+            slots: Vec::new(),
+        }
     }
     pub fn has(&self, k: Knob) -> bool {
         self.options.contains(&k)
@@ -389,7 +410,10 @@ impl TdxStatus {
     }
     /// KVM compares the class in the upper 32 bits, not the operand id below.
     pub fn from_value(v: u64) -> Option<TdxStatus> {
-        TdxStatus::ALL.iter().copied().find(|s| s.value() >> 32 == v >> 32)
+        TdxStatus::ALL
+            .iter()
+            .copied()
+            .find(|s| s.value() >> 32 == v >> 32)
     }
 }
 
@@ -438,10 +462,16 @@ impl SeptState {
         }
     }
     pub fn is_leaf(self) -> bool {
-        matches!(self, SeptState::Blocked | SeptState::Pending | SeptState::PendingBlocked | SeptState::Mapped)
+        matches!(
+            self,
+            SeptState::Blocked | SeptState::Pending | SeptState::PendingBlocked | SeptState::Mapped
+        )
     }
     pub fn is_blocked(self) -> bool {
-        matches!(self, SeptState::Blocked | SeptState::PendingBlocked | SeptState::NlBlocked)
+        matches!(
+            self,
+            SeptState::Blocked | SeptState::PendingBlocked | SeptState::NlBlocked
+        )
     }
 }
 
@@ -490,30 +520,94 @@ pub type CountSet = Vec<u64>;
 pub enum Op {
     // host
     SlotAdd(SlotSpec),
-    SlotDelete { id: u32 },
-    SlotMove { id: u32, gpa: u64 },
-    Private { addr: u64, size: u64 },
-    Shared { addr: u64, size: u64 },
+    SlotDelete {
+        id: u32,
+    },
+    SlotMove {
+        id: u32,
+        gpa: u64,
+    },
+    Private {
+        addr: u64,
+        size: u64,
+    },
+    Shared {
+        addr: u64,
+        size: u64,
+    },
     /// fallocate(PUNCH_HOLE) on the guest_memfd behind a GPA range; `keep_size: false` drops the
     /// required KEEP_SIZE flag to exercise KVM's flag rule.
-    Punch { addr: u64, size: u64, keep_size: bool },
-    Prefault { vcpu: u32, addr: u64, size: u64 },
-    HostWrite { addr: u64, value: u64 },
-    HostRead { addr: u64 },
-    InitMem { addr: u64, pages: u64, measure: bool },
+    Punch {
+        addr: u64,
+        size: u64,
+        keep_size: bool,
+    },
+    Prefault {
+        vcpu: u32,
+        addr: u64,
+        size: u64,
+    },
+    HostWrite {
+        addr: u64,
+        value: u64,
+    },
+    HostRead {
+        addr: u64,
+    },
+    InitMem {
+        addr: u64,
+        pages: u64,
+        measure: bool,
+    },
     Finalize,
-    MtrrZap { addr: u64, size: u64 },
+    MtrrZap {
+        addr: u64,
+        size: u64,
+    },
     Inject(Fault),
     // guest
-    Accept { vcpu: u32, addr: u64, level: Level },
-    Release { vcpu: u32, addr: u64, level: Level },
-    Read { vcpu: u32, addr: u64, shared: bool },
-    Write { vcpu: u32, addr: u64, value: u64, shared: bool },
-    Touch { vcpu: u32, addr: u64 },
-    MapGpa { vcpu: u32, addr: u64, size: u64, private: bool },
+    Accept {
+        vcpu: u32,
+        addr: u64,
+        level: Level,
+    },
+    Release {
+        vcpu: u32,
+        addr: u64,
+        level: Level,
+    },
+    Read {
+        vcpu: u32,
+        addr: u64,
+        shared: bool,
+    },
+    Write {
+        vcpu: u32,
+        addr: u64,
+        value: u64,
+        shared: bool,
+    },
+    Touch {
+        vcpu: u32,
+        addr: u64,
+    },
+    MapGpa {
+        vcpu: u32,
+        addr: u64,
+        size: u64,
+        private: bool,
+    },
     // state checks
-    ExpectPages { p4k: Option<CountSet>, p2m: Option<CountSet>, p1g: Option<CountSet> },
-    ExpectSept { addr: u64, level: Level, state: SeptState },
+    ExpectPages {
+        p4k: Option<CountSet>,
+        p2m: Option<CountSet>,
+        p1g: Option<CountSet>,
+    },
+    ExpectSept {
+        addr: u64,
+        level: Level,
+        state: SeptState,
+    },
 }
 
 /// The kinds of op, for swarm testing, coverage and finding signatures.
@@ -594,7 +688,12 @@ impl OpKind {
     pub fn is_guest(self) -> bool {
         matches!(
             self,
-            OpKind::Accept | OpKind::Release | OpKind::Read | OpKind::Write | OpKind::Touch | OpKind::MapGpa
+            OpKind::Accept
+                | OpKind::Release
+                | OpKind::Read
+                | OpKind::Write
+                | OpKind::Touch
+                | OpKind::MapGpa
         )
     }
     pub fn is_check(self) -> bool {
@@ -669,7 +768,10 @@ pub struct Sequence {
 
 impl Sequence {
     pub fn new(header: Header) -> Sequence {
-        Sequence { header, steps: Vec::new() }
+        Sequence {
+            header,
+            steps: Vec::new(),
+        }
     }
     pub fn push(&mut self, op: Op) {
         self.steps.push(Step { op, expect: None });

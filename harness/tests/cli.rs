@@ -1,0 +1,171 @@
+//! The `privmem` command end to end: exit codes, findings written as they occur and replaying
+//! to the same signature, shrink, bench's JSON fields.
+
+use std::path::Path;
+use std::process::Command;
+
+fn privmem(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_privmem"))
+        .args(args)
+        .output()
+        .expect("run privmem");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn corpus(p: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../corpus")
+        .join(p)
+        .display()
+        .to_string()
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("privmem-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn replay_exit_codes() {
+    let (code, out, _) = privmem(&["replay", &corpus("hazards/H1-touch-then-accept-4k.seq")]);
+    assert_eq!(code, 0, "{out}");
+    let d = tmpdir("replay");
+    let bad = d.join("bad.seq");
+    std::fs::write(&bad, "vm tdx\nfinalize => tdx\n").unwrap();
+    let (code, _, err) = privmem(&["replay", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.seq:2:16: expected a TDX status name"),
+        "{err}"
+    );
+    let wrong = d.join("wrong.seq");
+    std::fs::write(&wrong, "vm tdx\nfinalize => ok\nfinalize => ok\n").unwrap();
+    let (code, out, _) = privmem(&["replay", wrong.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("expected ok, got err EINVAL"), "{out}");
+    let (code, _, _) = privmem(&["replay", "--no-such-flag"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn fuzz_writes_findings_that_replay_to_the_same_signature() {
+    let d = tmpdir("fuzz");
+    let (code, out, _) = privmem(&[
+        "fuzz",
+        "--vm",
+        "tdx",
+        "--variant",
+        "huge-v1",
+        "--runs",
+        "3000",
+        "--seed",
+        "5",
+        "--out",
+        d.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 1, "huge-v1 must yield findings: {out}");
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(summary["exec_per_sec"].as_f64().unwrap() > 0.0);
+    let mut seen_livelock = false;
+    for e in std::fs::read_dir(&d).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "seq") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let sig = text
+                .lines()
+                .next()
+                .unwrap()
+                .trim_start_matches("# finding: ")
+                .to_string();
+            seen_livelock |= sig.starts_with("livelock:");
+            let (code, out, _) = privmem(&["replay", "--json", p.to_str().unwrap()]);
+            assert_eq!(code, 1, "{}", p.display());
+            let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+            let sigs: Vec<&str> = r["signatures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap())
+                .collect();
+            assert!(
+                sigs.contains(&sig.as_str()),
+                "{} replays to {sigs:?}, not {sig}",
+                p.display()
+            );
+            assert!(p.with_extension("json").exists());
+        }
+    }
+    assert!(
+        seen_livelock,
+        "huge-v1 fuzzing from an empty start reports a livelock"
+    );
+}
+
+#[test]
+fn variant_comparison_finds_differences() {
+    let d = tmpdir("against");
+    let (code, out, _) = privmem(&[
+        "fuzz",
+        "--variant",
+        "huge-v1",
+        "--against",
+        "huge-v3",
+        "--runs",
+        "2000",
+        "--seed",
+        "3",
+        "--out",
+        d.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("variant-diff:"), "{out}");
+    let h1 = corpus("hazards/H1-touch-then-accept-4k.seq");
+    let (code, out, _) = privmem(&["replay", "--against", "huge-v3", &h1]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("variant-diff:accept:huge-v1:livelock/huge-v3:ok"),
+        "{out}"
+    );
+}
+
+#[test]
+fn shrink_keeps_the_finding() {
+    let d = tmpdir("shrink");
+    let big = d.join("big.seq");
+    let src = std::fs::read_to_string(corpus("hazards/H1-touch-then-accept-4k.seq"))
+        .unwrap()
+        .replace(" => livelock", "")
+        + "vcpu0 touch 0x100100000\nhost-read 0x100000000\n";
+    std::fs::write(&big, src).unwrap();
+    let out_path = d.join("small.seq");
+    let (code, out, err) = privmem(&[
+        "shrink",
+        big.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let small = std::fs::read_to_string(&out_path).unwrap();
+    assert!(small.contains("vcpu0 accept 0x100001000 4K"), "{small}");
+    assert!(!small.contains("host-read"), "{small}");
+    let (code, out, _) = privmem(&["replay", out_path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("livelock:accept:no-progress"));
+}
+
+#[test]
+fn bench_json_fields() {
+    let (code, out, _) = privmem(&["bench", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["model_ops_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(v["range_cost_ratio"].as_f64().unwrap() > 0.0);
+}

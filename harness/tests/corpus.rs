@@ -1,0 +1,84 @@
+//! `cargo test` replays every scenario in `corpus/` on the model: every expectation must hold
+//! and no finding may appear that the scenario does not document.
+
+use privmem::oracle::run_model;
+use privmem::seq::text::parse;
+use std::path::{Path, PathBuf};
+
+fn corpus_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    let mut v = Vec::new();
+    let mut stack = vec![root];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("corpus dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "seq") {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn every_corpus_scenario_holds_on_the_model() {
+    let files = corpus_files();
+    assert!(files.len() >= 30, "corpus has {} scenarios", files.len());
+    let mut failures = Vec::new();
+    for f in &files {
+        let src = std::fs::read_to_string(f).unwrap();
+        let seq = parse(&f.display().to_string(), &src).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            seq.steps.iter().any(|s| s.expect.is_some()),
+            "{}: a scenario without expectations",
+            f.display()
+        );
+        let t = run_model(&seq);
+        for finding in t.findings {
+            failures.push(format!(
+                "{}: {} {}",
+                f.display(),
+                finding.signature(),
+                finding.detail
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn hazard_corpus_names_h1_to_h8_and_h10_to_h12() {
+    let names: Vec<String> = corpus_files()
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    for h in [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12] {
+        assert!(
+            names.iter().any(|n| n.starts_with(&format!("H{h}-"))),
+            "no hazard file for H{h}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_expectation_is_reported() {
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/hazards/H1-touch-then-accept-4k.seq"),
+    )
+    .unwrap();
+    // Claim the hazard is absent: the model must disagree.
+    let wrong = src.replace("=> livelock", "=> ok");
+    let t = run_model(&parse("H1-wrong", &wrong).unwrap());
+    let sigs: Vec<String> = t.findings.iter().map(|f| f.signature()).collect();
+    assert!(
+        sigs.contains(&"expectation:accept:expected-ok".to_string()),
+        "{sigs:?}"
+    );
+    assert!(
+        sigs.contains(&"livelock:accept:no-progress".to_string()),
+        "an undocumented livelock is a finding: {sigs:?}"
+    );
+}

@@ -1,0 +1,78 @@
+//! Liveness: from a fixed seed and no corpus, the generator reaches each hazard class within a
+//! bounded number of cases. If a generator change loses one of them, this fails.
+
+use privmem::campaign::{Campaign, CampaignConfig};
+use privmem::oracle::run::run_model_cov;
+use privmem::seq::gen::GenConfig;
+use privmem::seq::{Outcome, TdxStatus, Variant, VmType};
+
+/// How many cases until `hit` holds, or None within `bound`.
+fn cases_until(
+    variant: Option<Variant>,
+    seed: u64,
+    bound: u64,
+    mut hit: impl FnMut(&privmem::seq::Sequence) -> bool,
+) -> Option<u64> {
+    let cfg = CampaignConfig {
+        gen: GenConfig {
+            vm: Some(VmType::Tdx),
+            variant,
+            max_ops: 24,
+        },
+        against: None,
+        seed,
+    };
+    let mut c = Campaign::new(cfg);
+    (1..=bound).find(|_| hit(&c.next_case()))
+}
+
+fn has_finding(s: &privmem::seq::Sequence, prefix: &str) -> bool {
+    run_model_cov(s)
+        .0
+        .findings
+        .iter()
+        .any(|f| f.signature().starts_with(prefix))
+}
+
+#[test]
+fn reaches_livelock() {
+    let n = cases_until(Some(Variant::HugeV1), 1, 2_000, |s| {
+        has_finding(s, "livelock:")
+    });
+    assert!(n.is_some(), "no livelock within 2000 huge-v1 cases");
+    eprintln!("livelock after {n:?} cases");
+}
+
+#[test]
+fn reaches_silent_data_loss() {
+    let n = cases_until(None, 2, 20_000, |s| has_finding(s, "silent-data-loss:"));
+    assert!(n.is_some(), "no silent data loss within 20000 cases");
+    eprintln!("silent data loss after {n:?} cases");
+}
+
+#[test]
+fn reaches_page_size_mismatch() {
+    let n = cases_until(None, 3, 20_000, |s| {
+        run_model_cov(s)
+            .0
+            .outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Tdx(TdxStatus::PageSizeMismatch, _)))
+    });
+    assert!(n.is_some(), "no PAGE_SIZE_MISMATCH within 20000 cases");
+    eprintln!("PAGE_SIZE_MISMATCH after {n:?} cases");
+}
+
+#[test]
+fn reaches_enomem_partial_conversion() {
+    let n = cases_until(Some(Variant::HugeV1), 4, 100_000, |s| {
+        run_model_cov(s)
+            .1
+            .is_some_and(|c| c.partial_conversions > 0)
+    });
+    assert!(
+        n.is_some(),
+        "no partial conversion within 100000 huge-v1 cases"
+    );
+    eprintln!("ENOMEM partial conversion after {n:?} cases");
+}
