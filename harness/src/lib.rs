@@ -8,6 +8,7 @@
 //! - [`report`]: findings on disk
 //! - [`cli`]: the `privmem` command
 
+pub mod backend;
 pub mod campaign;
 pub mod cli;
 pub mod model;

@@ -15,7 +15,8 @@ pub const USAGE: &str = "\
 privmem: fuzzing and conformance harness for confidential-VM private memory under KVM
 
 usage:
-  privmem replay [--against VARIANT] [--json] FILE...
+  privmem replay [--backend model|kvm] [--against VARIANT] [--json] FILE...
+  privmem caps [--json]       what this host's KVM offers
   privmem fuzz [--vm T] [--variant V] [--against V] [--time S | --runs N] [--seed N]
                [--max-ops N] [--out DIR] [--json]
   privmem shrink FILE -o OUT [--json]
@@ -36,6 +37,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         "shrink" => shrink_cmd::run(rest),
         "bench" => bench::run(rest),
         "print" => print(rest),
+        "caps" => caps(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(0)
@@ -71,6 +73,17 @@ pub fn parse_variant(s: &str) -> Result<Variant, String> {
         .copied()
         .find(|v| v.name() == s)
         .ok_or(format!("unknown variant `{s}`"))
+}
+
+fn caps(argv: &[String]) -> Result<i32, String> {
+    let a = Args::parse(argv, &[], &["json"])?;
+    let c = crate::backend::caps::Caps::probe();
+    if a.flag("json") {
+        println!("{}", serde_json::to_string(&c).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", c.words());
+    }
+    Ok(0)
 }
 
 fn print(argv: &[String]) -> Result<i32, String> {

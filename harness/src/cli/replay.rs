@@ -1,11 +1,20 @@
 //! `privmem replay`: run `.seq` files on the model and check every expectation.
 
 use super::{load, parse_variant, Args};
+use crate::backend::kvm::KvmBackend;
+use crate::backend::Backend;
 use crate::oracle::compare::compare_variants;
+use crate::oracle::diff::{diff, error_finding};
 use crate::oracle::run_model;
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["against"], &["json"])?;
+    let a = Args::parse(argv, &["against", "backend"], &["json"])?;
+    let mut kvm = match a.get("backend").unwrap_or("model") {
+        "model" => None,
+        "kvm" => Some(KvmBackend::open()?),
+        other => return Err(format!("unknown backend `{other}` (model, kvm)")),
+    };
+    let mut skipped = 0;
     if a.positional.is_empty() {
         return Err("replay: name at least one FILE".into());
     }
@@ -30,6 +39,25 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         if let (Some(b), Some(av)) = (against, seq.header.variant) {
             t.findings.extend(compare_variants(&seq, av, b));
         }
+        let mut skip = None;
+        if let Some(k) = kvm.as_mut() {
+            match k.run(&seq) {
+                Ok(real) => t.findings.extend(diff(&seq, &t, &real)),
+                Err(e) => match error_finding(&seq, &e) {
+                    Some(f) => t.findings.push(f),
+                    None => skip = Some(e.to_string()),
+                },
+            }
+        }
+        if let Some(why) = &skip {
+            skipped += 1;
+            if json {
+                println!("{}", serde_json::json!({"file": path, "skipped": why}));
+            } else {
+                println!("skip  {path}: {why}");
+            }
+            continue;
+        }
         let ok = t.findings.is_empty();
         failed += (!ok) as usize;
         if json {
@@ -53,11 +81,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
     }
     if !json {
-        println!(
-            "{} passed, {} failed",
-            a.positional.len() - failed - bad_input as usize,
-            failed
-        );
+        let passed = a.positional.len() - failed - skipped - bad_input as usize;
+        println!("{passed} passed, {failed} failed, {skipped} skipped");
     }
     Ok(if bad_input {
         2

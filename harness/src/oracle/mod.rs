@@ -3,6 +3,7 @@
 //! divergence.
 
 pub mod compare;
+pub mod diff;
 pub mod finding;
 pub mod run;
 

@@ -14,6 +14,8 @@ pub struct Trace {
     pub findings: Vec<Finding>,
     /// Host exits taken per step (guest ops).
     pub exits: Vec<u32>,
+    /// At `expect pages_*` steps: the model's counts and how many 2M leaves THP decides.
+    pub pages: Vec<Option<([u64; 3], u64)>>,
 }
 
 impl Trace {
@@ -46,6 +48,7 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
     let n = seq.steps.len();
     t.outcomes = vec![Outcome::Ok; n];
     t.exits = vec![0; n];
+    t.pages = vec![None; n];
     let mut per_step: Vec<Vec<Finding>> = vec![Vec::new(); n];
     let mut i = 0;
     while i < n {
@@ -72,6 +75,9 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
             continue;
         }
         t.outcomes[i] = m.host_op(op);
+        if let Op::ExpectPages { .. } = op {
+            t.pages[i] = Some(m.page_counts());
+        }
         if let Err(why) = m.check(op) {
             per_step[i].push(Finding {
                 kind: FindingKind::Expectation,

@@ -80,7 +80,22 @@ pub fn check_gmem(vm: VmType, g: &GmemDecl) -> Result<(), String> {
     Ok(())
 }
 
+/// The harness guest's memslot id and GPA window: no sequence may use them, so the guest's own
+/// code, stack and command pages cannot be disturbed on a real backend.
+pub use privmem_guest::abi::{HARNESS_GPA, HARNESS_SIZE, HARNESS_SLOT};
+
+fn in_harness_window(addr: u64, size: u64) -> bool {
+    let end = addr.saturating_add(size.max(1));
+    addr < HARNESS_GPA + HARNESS_SIZE && end > HARNESS_GPA
+}
+
 pub fn check_slot(h: &Header, s: &SlotSpec) -> Result<(), String> {
+    if s.id == HARNESS_SLOT {
+        return Err(format!("slot id {HARNESS_SLOT} is reserved for the harness guest"));
+    }
+    if in_harness_window(s.gpa, s.size) {
+        return Err(format!("GPAs {HARNESS_GPA:#x}..{:#x} are reserved for the harness guest", HARNESS_GPA + HARNESS_SIZE));
+    }
     if let Some(b) = &s.gmem {
         if !h.gmems.iter().any(|g| g.name == b.gmem) {
             return Err(format!("no guest_memfd named `{}` in the header", b.gmem));
@@ -95,6 +110,21 @@ pub fn check_op(h: &Header, op: &Op) -> Result<(), String> {
     if let Some(v) = op.vcpu() {
         if v >= h.vcpus {
             return Err(format!("vcpu{v} does not exist (vcpus {})", h.vcpus));
+        }
+    }
+    let window = match *op {
+        Op::SlotMove { id, gpa } => Some((gpa, 1)).filter(|_| id != HARNESS_SLOT).or(Some((HARNESS_GPA, 1))),
+        Op::SlotDelete { id } if id == HARNESS_SLOT => Some((HARNESS_GPA, 1)),
+        Op::Private { addr, size } | Op::Shared { addr, size } | Op::Punch { addr, size, .. } | Op::Prefault { addr, size, .. } | Op::MtrrZap { addr, size } | Op::MapGpa { addr, size, .. } => Some((addr, size)),
+        Op::InitMem { addr, pages, .. } => Some((addr, pages.saturating_mul(4096))),
+        _ => crate::model::op_addr(op).map(|a| (a, 1)),
+    };
+    if let Some((a, sz)) = window {
+        if in_harness_window(a, sz) {
+            return Err(format!(
+                "slot {HARNESS_SLOT} and GPAs {HARNESS_GPA:#x}..{:#x} are reserved for the harness guest",
+                HARNESS_GPA + HARNESS_SIZE
+            ));
         }
     }
     let need = |ok: bool, what: &str| {

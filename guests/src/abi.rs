@@ -1,0 +1,65 @@
+//! The host/guest command ABI. Every address here is a guest-physical address, identity mapped
+//! by the guest's page tables.
+
+/// The harness memslot: page tables, code, stacks, command and result pages. Sequences may not
+/// touch `[HARNESS_GPA, HARNESS_GPA + HARNESS_SIZE)` (the parser refuses it).
+pub const HARNESS_GPA: u64 = 0xf_c000_0000;
+pub const HARNESS_SIZE: u64 = 4 << 20;
+/// The memslot id the harness uses; sequences may not use it.
+pub const HARNESS_SLOT: u32 = 32763;
+/// The guest's page tables identity-map `[0, IDENTITY_LIMIT)` with 2M pages, user-accessible.
+pub const IDENTITY_LIMIT: u64 = 64 << 30;
+
+/// Offsets inside the harness slot.
+pub const PML4_OFF: u64 = 0;
+pub const PDPT_OFF: u64 = 0x1000;
+/// 64 page directories, one per GiB.
+pub const PD_OFF: u64 = 0x2000;
+pub const GDT_OFF: u64 = 0x48000;
+pub const CODE_OFF: u64 = 0x50000;
+/// Per-vCPU stack (grows down from `STACK_OFF + (v + 1) * STACK_SIZE`).
+pub const STACK_OFF: u64 = 0x60000;
+pub const STACK_SIZE: u64 = 0x2000;
+/// Per-vCPU command page and result page.
+pub const CMD_OFF: u64 = 0x100000;
+pub const CMD_STRIDE: u64 = 0x2000;
+pub const MAX_VCPUS: u64 = 8;
+
+/// The command page: `count` at offset 0, commands from offset [`CMD_FIRST`].
+pub const CMD_FIRST: u64 = 64;
+pub const CMD_SIZE: u64 = 32;
+/// The result page follows the command page: one [`RES_SIZE`]-byte result per command.
+pub const RES_SIZE: u64 = 16;
+/// Commands per batch.
+pub const MAX_BATCH: u64 = 120;
+
+/// Command opcodes (`op` field).
+pub const OP_READ: u64 = 1;
+pub const OP_WRITE: u64 = 2;
+pub const OP_TOUCH: u64 = 3;
+
+/// Result status: the command ran to completion.
+pub const ST_DONE: u64 = 1;
+/// The guest did not know the opcode.
+pub const ST_BAD_OP: u64 = 0xbad;
+
+/// The guest writes the batch's end to this port (`out dx, al`): one exit per batch.
+pub const PORT_DONE: u16 = 0xe0;
+
+/// Where in each 4 KiB page the one 64-bit value of the model lives.
+pub const VALUE_OFFSET: u64 = 0;
+
+/// Guest-physical address of vCPU `v`'s command page.
+pub fn cmd_page(v: u64) -> u64 {
+    HARNESS_GPA + CMD_OFF + v * CMD_STRIDE
+}
+
+/// Guest-physical address of vCPU `v`'s result page.
+pub fn res_page(v: u64) -> u64 {
+    cmd_page(v) + 0x1000
+}
+
+/// Guest-physical address of the top of vCPU `v`'s stack.
+pub fn stack_top(v: u64) -> u64 {
+    HARNESS_GPA + STACK_OFF + (v + 1) * STACK_SIZE
+}

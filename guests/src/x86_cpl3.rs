@@ -1,0 +1,93 @@
+//! The x86 guest for default and SW_PROTECTED VMs. It runs at CPL3 with IOPL 3: on this kind
+//! of host, code at CPL0 is emulated and reads a guest_memfd slot through its userspace address,
+//! while CPL3 code sees guest_memfd as hardware does. Port I/O needs no privilege with IOPL 3.
+//!
+//! Registers on entry (set by the host once): `rdi` = command page, `r12` = result page,
+//! `rbx` = index of the next command. After a batch the guest writes [`crate::abi::PORT_DONE`],
+//! resets `rbx` and loops, so the host only writes the next batch and runs the vCPU again. The
+//! code is position independent and uses no data (no jump tables): it is copied to
+//! `HARNESS_GPA + CODE_OFF` as it is.
+
+use core::arch::global_asm;
+
+global_asm!(
+    ".pushsection .rodata.privmem_guest, \"a\"",
+    ".balign 16",
+    ".global privmem_guest_start",
+    "privmem_guest_start:",
+    // loop:
+    "2:",
+    "mov rcx, qword ptr [rdi]",
+    "cmp rbx, rcx",
+    "jae 8f",
+    "mov rax, rbx",
+    "shl rax, 5",
+    "lea rsi, [rdi + rax + 64]",
+    "mov rdx, qword ptr [rsi]",
+    "mov r8, qword ptr [rsi + 8]",
+    "mov r9, qword ptr [rsi + 16]",
+    "mov r10, rbx",
+    "shl r10, 4",
+    "add r10, r12",
+    "cmp rdx, 1",
+    "je 3f",
+    "cmp rdx, 3",
+    "je 3f",
+    "cmp rdx, 2",
+    "je 4f",
+    "mov qword ptr [r10], 0xbad",
+    "jmp 5f",
+    // read / touch
+    "3:",
+    "mov rax, qword ptr [r8]",
+    "mov qword ptr [r10 + 8], rax",
+    "mov qword ptr [r10], 1",
+    "jmp 5f",
+    // write
+    "4:",
+    "mov qword ptr [r8], r9",
+    "mov qword ptr [r10], 1",
+    // next:
+    "5:",
+    "inc rbx",
+    "jmp 2b",
+    // done: one exit for the whole batch
+    "8:",
+    "mov dx, 0xe0",
+    "out dx, al",
+    "xor ebx, ebx",
+    "jmp 2b",
+    ".global privmem_guest_end",
+    "privmem_guest_end:",
+    ".popsection",
+);
+
+extern "C" {
+    static privmem_guest_start: u8;
+    static privmem_guest_end: u8;
+}
+
+/// The guest's machine code.
+pub fn code() -> &'static [u8] {
+    // SAFETY: both symbols delimit one contiguous read-only block emitted above.
+    unsafe {
+        let s = &raw const privmem_guest_start;
+        let e = &raw const privmem_guest_end;
+        core::slice::from_raw_parts(s, e as usize - s as usize)
+    }
+}
+
+/// Offset of the command loop from the start of the code (where the host resumes the guest
+/// after an exit that cannot complete, e.g. KVM_EXIT_MEMORY_FAULT).
+pub const LOOP_OFFSET: u64 = 0;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn code_is_small_and_ends_in_the_loop() {
+        let c = super::code();
+        assert!(c.len() > 40 && c.len() < 256, "{} bytes", c.len());
+        // `out dx, al` is 0xee.
+        assert!(c.contains(&0xee));
+    }
+}

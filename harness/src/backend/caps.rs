@@ -1,0 +1,90 @@
+//! `privmem caps`: what the host's KVM offers, in words and as JSON.
+
+use crate::backend::kvm::raw;
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Caps {
+    pub kvm: bool,
+    pub api_version: i32,
+    /// KVM_CAP_VM_TYPES mask (bit n = VM type n); 1 (default only) if the cap is missing.
+    pub vm_types: u32,
+    pub user_memory2: bool,
+    pub memory_fault_info: bool,
+    pub guest_memfd: bool,
+    /// KVM_CAP_GUEST_MEMFD_FLAGS for a default VM: MMAP 1<<0, INIT_SHARED 1<<1.
+    pub guest_memfd_flags: u64,
+    /// KVM_CAP_MEMORY_ATTRIBUTES for a default VM (PRIVATE = 1<<3).
+    pub memory_attributes: u64,
+    pub pre_fault_memory: bool,
+    pub sw_protected: bool,
+    pub snp: bool,
+    pub tdx: bool,
+    pub error: Option<String>,
+}
+
+impl Caps {
+    pub fn probe() -> Caps {
+        let mut c = Caps::default();
+        let kvm = match kvm_ioctls::Kvm::new() {
+            Ok(k) => k,
+            Err(e) => {
+                c.error = Some(format!("/dev/kvm: {e}"));
+                return c;
+            }
+        };
+        c.kvm = true;
+        c.api_version = kvm.get_api_version();
+        let cap = |n: u32| kvm.check_extension_raw(n as _);
+        let types = cap(raw::KVM_CAP_VM_TYPES);
+        c.vm_types = if types > 0 { types as u32 } else { 1 };
+        c.user_memory2 = cap(raw::KVM_CAP_USER_MEMORY2) > 0;
+        c.memory_fault_info = cap(raw::KVM_CAP_MEMORY_FAULT_INFO) > 0;
+        c.guest_memfd = cap(raw::KVM_CAP_GUEST_MEMFD) > 0;
+        c.pre_fault_memory = cap(raw::KVM_CAP_PRE_FAULT_MEMORY) > 0;
+        c.sw_protected = c.vm_types & (1 << 1) != 0;
+        c.snp = c.vm_types & (1 << 4) != 0;
+        c.tdx = c.vm_types & (1 << 5) != 0;
+        // Per-VM answers come from a default VM.
+        if let Ok(vm) = kvm.create_vm_with_type(0) {
+            c.guest_memfd_flags = vm.check_extension_raw(raw::KVM_CAP_GUEST_MEMFD_FLAGS as _).max(0) as u64;
+            c.memory_attributes = vm.check_extension_raw(raw::KVM_CAP_MEMORY_ATTRIBUTES as _).max(0) as u64;
+            c.pre_fault_memory |= vm.check_extension_raw(raw::KVM_CAP_PRE_FAULT_MEMORY as _) > 0;
+        }
+        c
+    }
+
+    pub fn words(&self) -> String {
+        if !self.kvm {
+            return format!("no KVM: {}\n", self.error.clone().unwrap_or_default());
+        }
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        let mut types = vec!["default"];
+        for (bit, n) in [(1, "sw-protected"), (2, "sev"), (3, "sev-es"), (4, "snp"), (5, "tdx")] {
+            if self.vm_types & (1 << bit) != 0 {
+                types.push(n);
+            }
+        }
+        let mut flags = Vec::new();
+        if self.guest_memfd_flags & 1 != 0 {
+            flags.push("MMAP");
+        }
+        if self.guest_memfd_flags & 2 != 0 {
+            flags.push("INIT_SHARED");
+        }
+        format!(
+            "KVM API version {}\nVM types: {}\nKVM_SET_USER_MEMORY_REGION2: {}\nguest_memfd: {} (flags: {})\n\
+             memory attributes: {}\nmemory fault info: {}\npre-fault memory: {}\nTDX: {}\nSEV-SNP: {}\n",
+            self.api_version,
+            types.join(", "),
+            yn(self.user_memory2),
+            yn(self.guest_memfd),
+            if flags.is_empty() { "none".to_string() } else { flags.join("|") },
+            if self.memory_attributes & (1 << 3) != 0 { "PRIVATE" } else { "none" },
+            yn(self.memory_fault_info),
+            yn(self.pre_fault_memory),
+            yn(self.tdx),
+            yn(self.snp),
+        )
+    }
+}

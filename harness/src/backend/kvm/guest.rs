@@ -1,0 +1,207 @@
+//! Setting up the minimal guest: the harness memslot (page tables, GDT, code), the vCPU's
+//! registers for CPL3 long mode, and running a batch of commands with a per-case timeout.
+
+use super::mem::Mapping;
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use privmem_guest::abi::*;
+use std::sync::{Arc, Condvar, Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// Fill the harness memslot: identity page tables (2M pages, user accessible), a GDT, the code.
+pub fn build_harness(m: &Mapping) {
+    const P_RW_U: u64 = 0x7;
+    const PS: u64 = 0x80;
+    m.write_u64(PML4_OFF, (HARNESS_GPA + PDPT_OFF) | P_RW_U);
+    for g in 0..(IDENTITY_LIMIT >> 30) {
+        let pd = PD_OFF + g * 0x1000;
+        m.write_u64(PDPT_OFF + g * 8, (HARNESS_GPA + pd) | P_RW_U);
+        for j in 0..512u64 {
+            m.write_u64(pd + j * 8, ((g << 30) | (j << 21)) | P_RW_U | PS);
+        }
+    }
+    // GDT: null, kernel code/data, user data (0x1b), user code (0x23), TSS (0x28).
+    let gdt = [0u64, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0x00cf_f200_0000_ffff, 0x00af_fa00_0000_ffff];
+    for (i, d) in gdt.iter().enumerate() {
+        m.write_u64(GDT_OFF + i as u64 * 8, *d);
+    }
+    m.write_bytes(CODE_OFF, privmem_guest::x86_cpl3::code());
+}
+
+fn seg(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
+    kvm_segment { base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl: 3, db, s: 1, l, g: 1, avl: 0, unusable: 0, padding: 0 }
+}
+
+/// Put vCPU `v` in 64-bit mode at CPL3 with IOPL 3, at the start of the command loop.
+pub fn init_vcpu(kvm: &Kvm, vcpu: &VcpuFd, v: u64) -> std::io::Result<()> {
+    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(std::io::Error::from)?;
+    vcpu.set_cpuid2(&cpuid).map_err(std::io::Error::from)?;
+    let mut s: kvm_sregs = vcpu.get_sregs().map_err(std::io::Error::from)?;
+    s.cs = seg(0x23, 11, 1, 0);
+    let data = seg(0x1b, 3, 0, 1);
+    s.ds = data;
+    s.es = data;
+    s.fs = data;
+    s.gs = data;
+    s.ss = data;
+    s.tr = kvm_segment {
+        base: HARNESS_GPA + GDT_OFF + 0x100,
+        limit: 0x67,
+        selector: 0x28,
+        type_: 11,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 0,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    s.ldt = kvm_segment { unusable: 1, ..Default::default() };
+    s.gdt.base = HARNESS_GPA + GDT_OFF;
+    s.gdt.limit = 0x2f;
+    s.idt.base = HARNESS_GPA + GDT_OFF + 0x200;
+    s.idt.limit = 0;
+    s.cr0 = 0x8005_0033;
+    s.cr3 = HARNESS_GPA + PML4_OFF;
+    s.cr4 = 0x20;
+    s.efer = 0x500;
+    vcpu.set_sregs(&s).map_err(std::io::Error::from)?;
+    reset_regs(vcpu, v)
+}
+
+/// Rewrite the guest's registers: start of the command loop, empty batch index.
+pub fn reset_regs(vcpu: &VcpuFd, v: u64) -> std::io::Result<()> {
+    let r = kvm_regs {
+        rip: HARNESS_GPA + CODE_OFF,
+        rsp: stack_top(v),
+        rflags: 0x3002,
+        rdi: cmd_page(v),
+        r12: res_page(v),
+        rbx: 0,
+        ..Default::default()
+    };
+    vcpu.set_regs(&r).map_err(std::io::Error::from)
+}
+
+/// How one command of a batch ended, where it did not simply complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmdExit {
+    Mmio,
+    MemoryFault { private: bool },
+}
+
+#[derive(Debug)]
+pub enum BatchError {
+    Timeout,
+    Guest(String),
+}
+
+/// Kicks a vCPU thread out of KVM_RUN when a case overruns its time: a signal (no SA_RESTART)
+/// makes KVM_RUN return EINTR. It re-fires until disarmed, so a signal that lands just before
+/// KVM_RUN is entered is not lost.
+pub struct Watchdog {
+    state: Arc<(Mutex<Option<(Instant, libc::pthread_t)>>, Condvar)>,
+}
+
+extern "C" fn on_kick(_: libc::c_int) {}
+
+impl Watchdog {
+    pub fn new() -> Watchdog {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            // SAFETY: installing a no-op handler without SA_RESTART.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_kick as *const () as usize;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+            }
+        });
+        let state: Arc<(Mutex<Option<(Instant, libc::pthread_t)>>, Condvar)> = Arc::new((Mutex::new(None), Condvar::new()));
+        let s2 = Arc::clone(&state);
+        std::thread::spawn(move || loop {
+            let (lock, cv) = &*s2;
+            let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+            match *g {
+                None => {
+                    g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                    drop(g);
+                }
+                Some((deadline, tid)) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        // SAFETY: signalling a live thread of this process.
+                        unsafe { libc::pthread_kill(tid, libc::SIGUSR2) };
+                        let _ = cv.wait_timeout(g, Duration::from_millis(50));
+                    } else {
+                        let _ = cv.wait_timeout(g, deadline - now);
+                    }
+                }
+            }
+        });
+        Watchdog { state }
+    }
+
+    pub fn arm(&self, timeout: Duration) {
+        let (lock, cv) = &*self.state;
+        // SAFETY: pthread_self has no preconditions.
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now() + timeout, unsafe { libc::pthread_self() }));
+        cv.notify_all();
+    }
+
+    pub fn disarm(&self) {
+        let (lock, cv) = &*self.state;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        cv.notify_all();
+    }
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog::new()
+    }
+}
+
+/// Run the batch already written to vCPU `v`'s command page until the guest reports it done.
+/// Returns per-command exits (by index) and the number of KVM_RUN returns.
+pub fn run_batch(vcpu: &mut VcpuFd, v: u64, n: u64, deadline: Instant) -> Result<(Vec<(u64, CmdExit)>, u64), BatchError> {
+    let _ = v;
+    let mut exits = Vec::new();
+    let mut runs = 0u64;
+    loop {
+        if Instant::now() > deadline {
+            return Err(BatchError::Timeout);
+        }
+        runs += 1;
+        let r = vcpu.run();
+        let what = match r {
+            Ok(VcpuExit::IoOut(port, _)) if port == PORT_DONE => return Ok((exits, runs)),
+            Ok(VcpuExit::MmioRead(_, data)) => {
+                data.fill(0);
+                Some(CmdExit::Mmio)
+            }
+            Ok(VcpuExit::MmioWrite(..)) => Some(CmdExit::Mmio),
+            Ok(VcpuExit::MemoryFault { flags, .. }) => Some(CmdExit::MemoryFault { private: flags & (1 << 3) != 0 }),
+            Ok(VcpuExit::Intr) => None,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Ok(other) => return Err(BatchError::Guest(format!("unexpected exit {other:?}"))),
+            Err(e) => return Err(BatchError::Guest(format!("KVM_RUN: {e}"))),
+        };
+        let Some(what) = what else { continue };
+        let mut regs = vcpu.get_regs().map_err(|e| BatchError::Guest(format!("KVM_GET_REGS: {e}")))?;
+        let idx = regs.rbx;
+        if idx >= n {
+            return Err(BatchError::Guest(format!("exit {what:?} outside any command (index {idx})")));
+        }
+        exits.push((idx, what));
+        if let CmdExit::MemoryFault { .. } = what {
+            // The access cannot complete: resume at the next command.
+            regs.rbx += 1;
+            regs.rip = HARNESS_GPA + CODE_OFF + privmem_guest::x86_cpl3::LOOP_OFFSET;
+            vcpu.set_regs(&regs).map_err(|e| BatchError::Guest(format!("KVM_SET_REGS: {e}")))?;
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The real KVM backend: runs a sequence on `/dev/kvm` with the minimal guest. One VM is
+//! reused across cases with a full reset (slots deleted, guest_memfd closed, guest registers
+//! rewritten); a fresh VM replaces it whenever the reset cannot be proved clean (the VM's page
+//! counters did not return to their baseline, a case timed out or the guest failed).
+
+pub mod guest;
+pub mod mem;
+pub mod raw;
+
+use super::caps::Caps;
+use super::{Backend, Observed, RealTrace, RunError};
+use crate::seq::*;
+use guest::{BatchError, CmdExit, Watchdog};
+use kvm_bindings::{kvm_create_guest_memfd, kvm_userspace_memory_region2};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use mem::Mapping;
+use privmem_guest::abi::*;
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+struct RGmem {
+    fd: OwnedFd,
+    decl: GmemDecl,
+    /// The file's own mapping, for `mmap` files.
+    map: Option<Mapping>,
+}
+
+struct RSlot {
+    gpa: u64,
+    size: u64,
+    flags: u32,
+    uaddr: u64,
+    /// The slot's anonymous memory, unless its userspace address is guest_memfd's mapping.
+    anon: Option<Mapping>,
+    gmem: Option<(usize, u64)>,
+}
+
+struct VmState {
+    vm: VmFd,
+    vm_type: VmType,
+    vcpus: Vec<VcpuFd>,
+    harness: Mapping,
+    stats: Option<raw::Stats>,
+    /// Page counters with only the harness slot mapped and the guest idle.
+    baseline: Option<[u64; 3]>,
+    slots: BTreeMap<u32, RSlot>,
+    gmems: Vec<RGmem>,
+    /// Cases run on this VM.
+    cases: u64,
+}
+
+pub struct KvmBackend {
+    kvm: Kvm,
+    pub caps: Caps,
+    vm: Option<VmState>,
+    /// Reuse one VM across cases (else a fresh VM per case).
+    pub reuse: bool,
+    pub timeout: Duration,
+    pub fresh_vms: u64,
+    watchdog: Watchdog,
+}
+
+fn errno_of(e: i32) -> Outcome {
+    Outcome::Err(Errno::from_value(e).unwrap_or(Errno::EIO))
+}
+
+impl KvmBackend {
+    pub fn open() -> Result<KvmBackend, String> {
+        let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
+        Ok(KvmBackend {
+            kvm,
+            caps: Caps::probe(),
+            vm: None,
+            reuse: true,
+            timeout: Duration::from_secs(2),
+            fresh_vms: 0,
+            watchdog: Watchdog::new(),
+        })
+    }
+
+    fn fresh_vm(&mut self, vm_type: VmType) -> Result<VmState, RunError> {
+        self.fresh_vms += 1;
+        let vm = self.kvm.create_vm_with_type(vm_type.kvm_type()).map_err(|e| RunError::Setup(format!("KVM_CREATE_VM: {e}")))?;
+        let harness = Mapping::anon(HARNESS_SIZE as usize).map_err(|e| RunError::Setup(format!("mmap: {e}")))?;
+        guest::build_harness(&harness);
+        let region = kvm_userspace_memory_region2 {
+            slot: HARNESS_SLOT,
+            flags: 0,
+            guest_phys_addr: HARNESS_GPA,
+            memory_size: HARNESS_SIZE,
+            userspace_addr: harness.addr(),
+            ..Default::default()
+        };
+        // SAFETY: the mapping outlives the slot (both live in VmState, the slot is dropped
+        // with the VM).
+        unsafe { vm.set_user_memory_region2(region) }.map_err(|e| RunError::Setup(format!("harness slot: {e}")))?;
+        let stats = raw::Stats::open(&vm);
+        Ok(VmState { vm, vm_type, vcpus: Vec::new(), harness, stats, baseline: None, slots: BTreeMap::new(), gmems: Vec::new(), cases: 0 })
+    }
+
+    /// A VM of the right type with `n` vCPUs at the start of the command loop.
+    fn prepare(&mut self, vm_type: VmType, n: u32) -> Result<(), RunError> {
+        // A VM with fewer vCPUs is replaced: new vCPUs would touch harness pages after the
+        // baseline was taken.
+        let reusable = self.reuse && self.vm.as_ref().is_some_and(|s| s.vm_type == vm_type && s.vcpus.len() >= n as usize);
+        if !reusable {
+            self.vm = None;
+            self.vm = Some(self.fresh_vm(vm_type)?);
+        }
+        let st = self.vm.as_mut().expect("just set");
+        while st.vcpus.len() < n as usize {
+            let v = st.vcpus.len() as u64;
+            let vcpu = st.vm.create_vcpu(v).map_err(|e| RunError::Setup(format!("KVM_CREATE_VCPU: {e}")))?;
+            guest::init_vcpu(&self.kvm, &vcpu, v).map_err(|e| RunError::Setup(format!("vCPU init: {e}")))?;
+            st.vcpus.push(vcpu);
+        }
+        for (v, vcpu) in st.vcpus.iter().enumerate() {
+            guest::reset_regs(vcpu, v as u64).map_err(|e| RunError::Setup(format!("KVM_SET_REGS: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Delete the case's slots and close its guest_memfd files; keep the VM only if its page
+    /// counters prove the reset clean.
+    fn reset(&mut self, clean_run: bool) {
+        let Some(st) = self.vm.as_mut() else { return };
+        let ids: Vec<u32> = st.slots.keys().copied().collect();
+        let mut ok = clean_run;
+        for id in ids {
+            let r = kvm_userspace_memory_region2 { slot: id, ..Default::default() };
+            // SAFETY: deleting a slot; no memory is handed to KVM.
+            ok &= unsafe { st.vm.set_user_memory_region2(r) }.is_ok();
+        }
+        st.slots.clear();
+        st.gmems.clear();
+        st.cases += 1;
+        let now = st.stats.as_ref().and_then(|s| s.pages());
+        match (st.baseline, now) {
+            (Some(b), Some(p)) => ok &= p == b,
+            // No counters: nothing proves the reset clean.
+            _ => ok = false,
+        }
+        if !ok || !self.reuse {
+            self.vm = None;
+        }
+    }
+
+    fn gmem_create(st: &mut VmState, g: &GmemDecl) -> Result<(), i32> {
+        let flags = if g.mmap { raw::GUEST_MEMFD_FLAG_MMAP } else { 0 } | if g.init_shared { raw::GUEST_MEMFD_FLAG_INIT_SHARED } else { 0 };
+        let fd = st.vm.create_guest_memfd(kvm_create_guest_memfd { size: g.size, flags, ..Default::default() }).map_err(|e| e.errno())?;
+        // SAFETY: the kernel just handed us this fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let map = if g.mmap { Mapping::file(fd.as_raw_fd(), 0, g.size as usize).ok() } else { None };
+        st.gmems.push(RGmem { fd, decl: g.clone(), map });
+        Ok(())
+    }
+
+    fn slot_add(st: &mut VmState, h: &Header, s: &SlotSpec) -> Outcome {
+        let gmem = s.gmem.as_ref().and_then(|b| h.gmems.iter().position(|g| g.name == b.gmem).map(|i| (i, b.offset)));
+        let mut flags = if s.readonly { raw::KVM_MEM_READONLY } else { 0 };
+        let (mut anon, mut uaddr) = (None, 0);
+        if let Some((fi, off)) = gmem {
+            flags |= raw::KVM_MEM_GUEST_MEMFD;
+            let g = &st.gmems[fi];
+            // A guest_memfd-only slot's userspace address is the file's own mapping.
+            if let (true, Some(m)) = (g.decl.init_shared, &g.map) {
+                if off.checked_add(s.size).is_some_and(|e| e <= m.len as u64) {
+                    uaddr = m.addr() + off;
+                }
+            }
+        }
+        if uaddr == 0 {
+            match Mapping::anon((s.size.min(1 << 40) as usize).div_ceil(4096) * 4096) {
+                Ok(m) => {
+                    uaddr = m.addr();
+                    anon = Some(m);
+                }
+                Err(_) => return Outcome::Err(Errno::ENOMEM),
+            }
+        }
+        let region = kvm_userspace_memory_region2 {
+            slot: s.id,
+            flags,
+            guest_phys_addr: s.gpa,
+            memory_size: s.size,
+            userspace_addr: uaddr,
+            guest_memfd_offset: gmem.map(|g| g.1).unwrap_or(0),
+            guest_memfd: gmem.map(|(fi, _)| st.gmems[fi].fd.as_raw_fd() as u32).unwrap_or(0),
+            ..Default::default()
+        };
+        // SAFETY: the userspace memory lives in the RSlot (or the gmem mapping) for as long as
+        // the slot exists.
+        match unsafe { st.vm.set_user_memory_region2(region) } {
+            Ok(()) if s.size == 0 => {
+                st.slots.remove(&s.id);
+                Outcome::Ok
+            }
+            Ok(()) => {
+                st.slots.insert(s.id, RSlot { gpa: s.gpa, size: s.size, flags, uaddr, anon, gmem });
+                Outcome::Ok
+            }
+            Err(e) => errno_of(e.errno()),
+        }
+    }
+
+    fn slot_region(id: u32, sl: &RSlot, gpa: u64, size: u64, st: &VmState) -> kvm_userspace_memory_region2 {
+        kvm_userspace_memory_region2 {
+            slot: id,
+            flags: sl.flags,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: sl.uaddr,
+            guest_memfd_offset: sl.gmem.map(|g| g.1).unwrap_or(0),
+            guest_memfd: sl.gmem.map(|(fi, _)| st.gmems[fi].fd.as_raw_fd() as u32).unwrap_or(0),
+            ..Default::default()
+        }
+    }
+
+    /// The host's view of the page at `gpa`: (mapping, offset).
+    fn host_view(st: &VmState, gpa: u64) -> Option<(&Mapping, u64)> {
+        let (_, sl) = st.slots.iter().find(|(_, sl)| gpa >= sl.gpa && gpa < sl.gpa + sl.size)?;
+        let off = (gpa & !0xfff) - sl.gpa + VALUE_OFFSET;
+        if let Some(m) = &sl.anon {
+            return Some((m, off));
+        }
+        let (fi, goff) = sl.gmem?;
+        Some((st.gmems[fi].map.as_ref()?, goff + off))
+    }
+
+    fn punch(st: &VmState, addr: u64, size: u64, keep_size: bool) -> Outcome {
+        // Resolve the page-rounded range through the slots first (as the model does).
+        let s = addr & !0xfff;
+        let e = addr.saturating_add(size.max(1)).div_ceil(4096) * 4096;
+        let mut pieces = Vec::new();
+        let mut at = s;
+        while at < e {
+            let Some((_, sl)) = st.slots.iter().find(|(_, sl)| at >= sl.gpa && at < sl.gpa + sl.size && sl.gmem.is_some()) else {
+                return Outcome::Err(Errno::ENOENT);
+            };
+            let end = e.min(sl.gpa + sl.size);
+            let (fi, off) = sl.gmem.expect("filtered");
+            pieces.push((fi, off + (at - sl.gpa), end - at));
+            at = end;
+        }
+        let aligned = addr % 4096 == 0 && size % 4096 == 0 && size > 0;
+        if !aligned || !keep_size {
+            // Let the kernel judge the exact arguments.
+            let (fi, off, _) = pieces[0];
+            let off = off + (addr - s);
+            return match raw::punch_hole(st.gmems[fi].fd.as_raw_fd(), off, size, keep_size) {
+                Ok(()) => Outcome::Ok,
+                Err(e) => errno_of(e),
+            };
+        }
+        for (fi, off, len) in pieces {
+            if let Err(e) = raw::punch_hole(st.gmems[fi].fd.as_raw_fd(), off, len, true) {
+                return errno_of(e);
+            }
+        }
+        Outcome::Ok
+    }
+
+    fn host_op(&mut self, h: &Header, op: &Op) -> Observed {
+        let st = self.vm.as_mut().expect("prepared");
+        let o = match op {
+            Op::SlotAdd(s) => Self::slot_add(st, h, s),
+            Op::SlotDelete { id } => {
+                let r = kvm_userspace_memory_region2 { slot: *id, ..Default::default() };
+                // SAFETY: deleting a slot.
+                match unsafe { st.vm.set_user_memory_region2(r) } {
+                    Ok(()) => {
+                        st.slots.remove(id);
+                        Outcome::Ok
+                    }
+                    Err(e) => errno_of(e.errno()),
+                }
+            }
+            Op::SlotMove { id, gpa } => match st.slots.get(id) {
+                None => Outcome::Err(Errno::ENOENT),
+                Some(sl) => {
+                    let r = Self::slot_region(*id, sl, *gpa, sl.size, st);
+                    // SAFETY: same userspace memory, new GPA.
+                    match unsafe { st.vm.set_user_memory_region2(r) } {
+                        Ok(()) => {
+                            st.slots.get_mut(id).expect("present").gpa = *gpa;
+                            Outcome::Ok
+                        }
+                        Err(e) => errno_of(e.errno()),
+                    }
+                }
+            },
+            Op::Private { addr, size } | Op::Shared { addr, size } => {
+                let attributes = if matches!(op, Op::Private { .. }) { 1 << 3 } else { 0 };
+                let a = kvm_bindings::kvm_memory_attributes { address: *addr, size: *size, attributes, flags: 0 };
+                match st.vm.set_memory_attributes(a) {
+                    Ok(()) => Outcome::Ok,
+                    Err(e) => errno_of(e.errno()),
+                }
+            }
+            Op::Punch { addr, size, keep_size } => Self::punch(st, *addr, *size, *keep_size),
+            Op::Prefault { vcpu, addr, size } => {
+                let (mut gpa, mut left) = (*addr, *size);
+                loop {
+                    match raw::pre_fault(&st.vcpus[*vcpu as usize], gpa, left) {
+                        Ok((_, 0)) => break Outcome::Ok,
+                        Ok((g, l)) => {
+                            gpa = g;
+                            left = l;
+                        }
+                        Err(e) => break errno_of(e),
+                    }
+                }
+            }
+            Op::HostWrite { addr, value } => match Self::host_view(st, *addr) {
+                Some((m, off)) => {
+                    m.write_u64(off, *value);
+                    Outcome::Ok
+                }
+                None => Outcome::Err(Errno::EFAULT),
+            },
+            Op::HostRead { addr } => match Self::host_view(st, *addr) {
+                Some((m, off)) => Outcome::Value(m.read_u64(off)),
+                None => Outcome::Err(Errno::EFAULT),
+            },
+            Op::ExpectPages { .. } => {
+                return match st.stats.as_ref().and_then(|s| s.pages()).zip(st.baseline) {
+                    // Less the harness's own mappings.
+                    Some((p, b)) => Observed::Pages([p[0].saturating_sub(b[0]), p[1].saturating_sub(b[1]), p[2].saturating_sub(b[2])]),
+                    None => Observed::NotChecked,
+                };
+            }
+            Op::ExpectSept { .. } => return Observed::NotChecked,
+            // Refused by `unsupported` before the run.
+            _ => Outcome::Err(Errno::ENOSYS),
+        };
+        Observed::Outcome(o)
+    }
+
+    /// Run consecutive guest ops of one vCPU as one batch.
+    fn guest_batch(&mut self, v: u32, ops: &[(usize, &Op)], t: &mut RealTrace) -> Result<(), RunError> {
+        let st = self.vm.as_mut().expect("prepared");
+        let cmd = CMD_OFF + v as u64 * CMD_STRIDE;
+        let res = cmd + 0x1000;
+        for (i, (_, op)) in ops.iter().enumerate() {
+            let (code, addr, value) = match **op {
+                Op::Read { addr, .. } => (OP_READ, addr, 0),
+                Op::Write { addr, value, .. } => (OP_WRITE, addr, value),
+                Op::Touch { addr, .. } => (OP_TOUCH, addr, 0),
+                _ => return Err(RunError::Unsupported(format!("guest op `{}` on this guest", text::print_op(op)))),
+            };
+            let c = cmd + CMD_FIRST + i as u64 * CMD_SIZE;
+            st.harness.write_u64(c, code);
+            st.harness.write_u64(c + 8, (addr & !0xfff) + VALUE_OFFSET);
+            st.harness.write_u64(c + 16, value);
+            st.harness.write_u64(res + i as u64 * RES_SIZE, 0);
+        }
+        st.harness.write_u64(cmd, ops.len() as u64);
+        let deadline = Instant::now() + self.timeout;
+        self.watchdog.arm(self.timeout);
+        let r = guest::run_batch(&mut st.vcpus[v as usize], v as u64, ops.len() as u64, deadline);
+        self.watchdog.disarm();
+        let first = ops.first().map(|o| o.0).unwrap_or(0);
+        let (exits, runs) = match r {
+            Ok(x) => x,
+            Err(BatchError::Timeout) => return Err(RunError::Timeout { step: first }),
+            Err(BatchError::Guest(d)) => return Err(RunError::Guest { step: first, detail: d }),
+        };
+        t.exits += runs;
+        t.guest_ops += ops.len() as u64;
+        for (i, (step, op)) in ops.iter().enumerate() {
+            let o = match exits.iter().find(|(k, _)| *k == i as u64) {
+                Some((_, CmdExit::Mmio)) => Outcome::Exit(Exit::Mmio),
+                Some((_, CmdExit::MemoryFault { private })) => Outcome::Exit(Exit::MemoryFault { private: *private }),
+                None => {
+                    let status = st.harness.read_u64(res + i as u64 * RES_SIZE);
+                    if status != ST_DONE {
+                        return Err(RunError::Guest { step: *step, detail: format!("command {i} status {status:#x}") });
+                    }
+                    match op {
+                        Op::Read { .. } => Outcome::Value(st.harness.read_u64(res + i as u64 * RES_SIZE + 8)),
+                        _ => Outcome::Ok,
+                    }
+                }
+            };
+            t.observed[*step] = Observed::Outcome(o);
+        }
+        Ok(())
+    }
+
+    /// Let every vCPU run one command against the harness's own memory, so that the code,
+    /// command and result pages (and whatever KVM prefetches around them) are mapped; then
+    /// record the page counters as the baseline a clean reset returns to.
+    fn warm_up(&mut self) -> Result<(), RunError> {
+        let n = self.vm.as_ref().map(|s| s.vcpus.len()).unwrap_or(0);
+        for v in 0..n {
+            let warm = Op::Read { vcpu: v as u32, addr: HARNESS_GPA + CODE_OFF, shared: false };
+            let mut t = RealTrace { observed: vec![Observed::NotChecked], ..Default::default() };
+            self.guest_batch(v as u32, &[(0, &warm)], &mut t)?;
+            if t.observed[0] == Observed::Outcome(Outcome::Exit(Exit::Mmio)) {
+                return Err(RunError::Setup("the guest cannot read its own code page".into()));
+            }
+        }
+        let st = self.vm.as_mut().expect("prepared");
+        st.baseline = st.stats.as_ref().and_then(|s| s.pages());
+        for (v, vcpu) in st.vcpus.iter().enumerate() {
+            guest::reset_regs(vcpu, v as u64).map_err(|e| RunError::Setup(format!("KVM_SET_REGS: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn run_steps(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {
+        let h = &seq.header;
+        let st = self.vm.as_mut().expect("prepared");
+        for g in &h.gmems {
+            Self::gmem_create(st, g).map_err(|e| RunError::Setup(format!("gmem {}: KVM_CREATE_GUEST_MEMFD: errno {e}", g.name)))?;
+        }
+        for s in &h.slots {
+            if let Outcome::Err(e) = Self::slot_add(st, h, s) {
+                return Err(RunError::Setup(format!("slot {}: {}", s.id, e.name())));
+            }
+        }
+        let mut t = RealTrace { observed: vec![Observed::NotChecked; seq.steps.len()], ..Default::default() };
+        let mut i = 0;
+        while i < seq.steps.len() {
+            let op = &seq.steps[i].op;
+            if op.kind().is_guest() {
+                let v = op.vcpu().expect("guest op");
+                let mut batch = vec![(i, op)];
+                while i + batch.len() < seq.steps.len() && batch.len() < MAX_BATCH as usize {
+                    let next = &seq.steps[i + batch.len()].op;
+                    if !next.kind().is_guest() || next.vcpu() != Some(v) {
+                        break;
+                    }
+                    batch.push((i + batch.len(), next));
+                }
+                let n = batch.len();
+                self.guest_batch(v, &batch, &mut t)?;
+                i += n;
+            } else {
+                t.observed[i] = self.host_op(h, op);
+                i += 1;
+            }
+        }
+        Ok(t)
+    }
+}
+
+impl Backend for KvmBackend {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    fn unsupported(&self, seq: &Sequence) -> Option<String> {
+        let h = &seq.header;
+        let c = &self.caps;
+        if !c.kvm {
+            return Some(format!("/dev/kvm ({})", c.error.clone().unwrap_or_default()));
+        }
+        if c.vm_types & (1 << h.vm.kvm_type()) == 0 {
+            return Some(format!("VM type {} ({}) in KVM_CAP_VM_TYPES", h.vm.kvm_type(), h.vm.name()));
+        }
+        if matches!(h.vm, VmType::Tdx | VmType::Snp) {
+            return Some(format!("{} VM setup in the KVM backend (not built yet)", h.vm.name()));
+        }
+        if h.vcpus as u64 > MAX_VCPUS {
+            return Some(format!("more than {MAX_VCPUS} vCPUs in the guest's layout"));
+        }
+        if !h.gmems.is_empty() && !c.guest_memfd {
+            return Some("KVM_CAP_GUEST_MEMFD".into());
+        }
+        for g in &h.gmems {
+            if g.huge {
+                return Some("huge guest_memfd folios (no such guest_memfd flag in this kernel)".into());
+            }
+            if g.mmap && c.guest_memfd_flags & raw::GUEST_MEMFD_FLAG_MMAP == 0 {
+                return Some("GUEST_MEMFD_FLAG_MMAP in KVM_CAP_GUEST_MEMFD_FLAGS".into());
+            }
+            if g.init_shared && c.guest_memfd_flags & raw::GUEST_MEMFD_FLAG_INIT_SHARED == 0 {
+                return Some("GUEST_MEMFD_FLAG_INIT_SHARED in KVM_CAP_GUEST_MEMFD_FLAGS".into());
+            }
+        }
+        for st in &seq.steps {
+            match &st.op {
+                Op::Prefault { .. } if !c.pre_fault_memory => return Some("KVM_CAP_PRE_FAULT_MEMORY".into()),
+                Op::Private { .. } | Op::Shared { .. } if c.memory_attributes & (1 << 3) == 0 => {
+                    return Some("KVM_MEMORY_ATTRIBUTE_PRIVATE in KVM_CAP_MEMORY_ATTRIBUTES".into())
+                }
+                op if op.kind().is_guest() => {
+                    if crate::model::op_addr(op).is_some_and(|a| a >= IDENTITY_LIMIT) {
+                        return Some(format!("guest addresses beyond the guest's {} GiB identity map", IDENTITY_LIMIT >> 30));
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {
+        if let Some(why) = self.unsupported(seq) {
+            return Err(RunError::Unsupported(why));
+        }
+        self.prepare(seq.header.vm, seq.header.vcpus)?;
+        if self.vm.as_ref().is_some_and(|s| s.baseline.is_none()) {
+            self.warm_up()?;
+        }
+        let r = self.run_steps(seq);
+        self.reset(r.is_ok());
+        r
+    }
+}

@@ -1,0 +1,177 @@
+//! What `kvm-ioctls`/`kvm-bindings` lack, as raw ioctls with their structs' sizes asserted:
+//! pre-fault, the stats fd, the capability numbers and guest_memfd flags, and the TDX
+//! sub-commands of KVM_MEMORY_ENCRYPT_OP.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+pub const KVM_CAP_USER_MEMORY2: u32 = 231;
+pub const KVM_CAP_MEMORY_FAULT_INFO: u32 = 232;
+pub const KVM_CAP_MEMORY_ATTRIBUTES: u32 = 233;
+pub const KVM_CAP_GUEST_MEMFD: u32 = 234;
+pub const KVM_CAP_VM_TYPES: u32 = 235;
+pub const KVM_CAP_PRE_FAULT_MEMORY: u32 = 236;
+pub const KVM_CAP_GUEST_MEMFD_FLAGS: u32 = 244;
+
+pub const GUEST_MEMFD_FLAG_MMAP: u64 = 1 << 0;
+pub const GUEST_MEMFD_FLAG_INIT_SHARED: u64 = 1 << 1;
+pub const KVM_MEM_GUEST_MEMFD: u32 = 1 << 2;
+pub const KVM_MEM_READONLY: u32 = 1 << 1;
+
+const KVMIO: u64 = 0xAE;
+
+const fn iowr(nr: u64, size: u64) -> u64 {
+    (3 << 30) | (size << 16) | (KVMIO << 8) | nr
+}
+const fn io(nr: u64) -> u64 {
+    (KVMIO << 8) | nr
+}
+
+/// `struct kvm_pre_fault_memory`.
+#[repr(C)]
+#[derive(Default)]
+pub struct PreFault {
+    pub gpa: u64,
+    pub size: u64,
+    pub flags: u64,
+    pub padding: [u64; 5],
+}
+const _: () = assert!(std::mem::size_of::<PreFault>() == 64);
+pub const KVM_PRE_FAULT_MEMORY: u64 = iowr(0xd5, 64);
+
+/// `struct kvm_tdx_cmd`, the argument of KVM_MEMORY_ENCRYPT_OP for TDX.
+#[repr(C)]
+#[derive(Default)]
+pub struct TdxCmd {
+    pub id: u32,
+    pub flags: u32,
+    pub data: u64,
+    pub hw_error: u64,
+}
+const _: () = assert!(std::mem::size_of::<TdxCmd>() == 24);
+pub const KVM_MEMORY_ENCRYPT_OP: u64 = iowr(0xba, 8);
+pub const KVM_TDX_CAPABILITIES: u32 = 0;
+pub const KVM_TDX_INIT_VM: u32 = 1;
+pub const KVM_TDX_INIT_VCPU: u32 = 2;
+pub const KVM_TDX_INIT_MEM_REGION: u32 = 3;
+pub const KVM_TDX_FINALIZE_VM: u32 = 4;
+
+/// `struct kvm_tdx_init_mem_region`.
+#[repr(C)]
+#[derive(Default)]
+pub struct TdxInitMemRegion {
+    pub source_addr: u64,
+    pub gpa: u64,
+    pub nr_pages: u64,
+}
+const _: () = assert!(std::mem::size_of::<TdxInitMemRegion>() == 24);
+
+pub const KVM_GET_STATS_FD: u64 = io(0xce);
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// KVM_PRE_FAULT_MEMORY once; returns what is left to do.
+pub fn pre_fault(vcpu: &impl AsRawFd, gpa: u64, size: u64) -> Result<(u64, u64), i32> {
+    let mut a = PreFault { gpa, size, ..Default::default() };
+    // SAFETY: the argument is a properly sized, initialised struct the kernel reads and writes.
+    let r = unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_PRE_FAULT_MEMORY as _, &mut a as *mut PreFault) };
+    if r < 0 {
+        return Err(errno());
+    }
+    Ok((a.gpa, a.size))
+}
+
+/// A TDX sub-command on a VM or vCPU fd.
+pub fn tdx_cmd(fd: &impl AsRawFd, id: u32, flags: u32, data: u64) -> Result<(), (i32, u64)> {
+    let mut c = TdxCmd { id, flags, data, hw_error: 0 };
+    // SAFETY: as above.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), KVM_MEMORY_ENCRYPT_OP as _, &mut c as *mut TdxCmd) };
+    if r < 0 {
+        return Err((errno(), c.hw_error));
+    }
+    Ok(())
+}
+
+/// fallocate(PUNCH_HOLE [| KEEP_SIZE]) on a guest_memfd.
+pub fn punch_hole(fd: RawFd, offset: u64, len: u64, keep_size: bool) -> Result<(), i32> {
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | if keep_size { libc::FALLOC_FL_KEEP_SIZE } else { 0 };
+    // SAFETY: plain syscall on an fd we own.
+    let r = unsafe { libc::fallocate(fd, mode, offset as i64, len as i64) };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// The VM stats fd, with the offsets of `pages_4k`, `pages_2m`, `pages_1g` in its data.
+pub struct Stats {
+    fd: RawFd,
+    offsets: [Option<u64>; 3],
+}
+
+impl Stats {
+    pub fn open(vm: &impl AsRawFd) -> Option<Stats> {
+        // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd.
+        let fd = unsafe { libc::ioctl(vm.as_raw_fd(), KVM_GET_STATS_FD as _, 0) };
+        if fd < 0 {
+            return None;
+        }
+        let mut hdr = [0u32; 6];
+        if !pread(fd, bytes_of_mut(&mut hdr), 0) {
+            unsafe { libc::close(fd) };
+            return None;
+        }
+        let [_flags, name_size, num_desc, _id_off, desc_off, data_off] = hdr;
+        let desc_size = 16 + name_size as usize;
+        let mut buf = vec![0u8; desc_size * num_desc as usize];
+        if !pread(fd, &mut buf, desc_off as u64) {
+            unsafe { libc::close(fd) };
+            return None;
+        }
+        let mut offsets = [None; 3];
+        for d in buf.chunks(desc_size) {
+            let off = u32::from_ne_bytes(d[8..12].try_into().unwrap_or_default());
+            let name = &d[16..];
+            let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+            for (i, want) in [b"pages_4k".as_slice(), b"pages_2m", b"pages_1g"].iter().enumerate() {
+                if name == *want {
+                    offsets[i] = Some(data_off as u64 + off as u64);
+                }
+            }
+        }
+        Some(Stats { fd, offsets })
+    }
+
+    /// `[pages_4k, pages_2m, pages_1g]`, or None if the host does not count them.
+    pub fn pages(&self) -> Option<[u64; 3]> {
+        let mut out = [0u64; 3];
+        for (i, o) in self.offsets.iter().enumerate() {
+            let mut v = [0u64; 1];
+            if !pread(self.fd, bytes_of_mut(&mut v), (*o)?) {
+                return None;
+            }
+            out[i] = v[0];
+        }
+        Some(out)
+    }
+}
+
+impl Drop for Stats {
+    fn drop(&mut self) {
+        // SAFETY: we own the fd.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+fn bytes_of_mut<T: Copy>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: plain integer arrays reinterpreted as bytes.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
+}
+
+fn pread(fd: RawFd, buf: &mut [u8], off: u64) -> bool {
+    // SAFETY: reading into a buffer we own.
+    let r = unsafe { libc::pread(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), off as i64) };
+    r == buf.len() as isize
+}

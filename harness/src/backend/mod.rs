@@ -1,0 +1,73 @@
+//! Backends: the model and real KVM behind one trait, picked at run time. A backend runs a
+//! sequence and reports what it observed per step; the differential oracle
+//! ([`crate::oracle::diff`]) holds those observations to what the model allows.
+
+pub mod caps;
+pub mod kvm;
+
+use crate::oracle::run_model;
+use crate::seq::{Outcome, Sequence};
+
+/// What a backend saw at one step.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Observed {
+    Outcome(Outcome),
+    /// VM stats `pages_4k`, `pages_2m`, `pages_1g` at an `expect pages_*` step.
+    Pages([u64; 3]),
+    /// The step has no meaning on this backend (e.g. `expect sept` on real KVM): not checked.
+    NotChecked,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RealTrace {
+    pub observed: Vec<Observed>,
+    /// KVM_RUN returns taken, and guest ops run, for the batching figures.
+    pub exits: u64,
+    pub guest_ops: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunError {
+    /// The host lacks what the sequence needs; names the capability. Not a finding.
+    Unsupported(String),
+    /// The guest did not return within the per-case timeout.
+    Timeout { step: usize },
+    /// The guest failed (shutdown, internal error, unexpected exit) at a step.
+    Guest { step: usize, detail: String },
+    /// Setting up the VM failed for a reason that is not the sequence's doing.
+    Setup(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Unsupported(c) => write!(f, "unsupported by the host: {c}"),
+            RunError::Timeout { step } => write!(f, "guest timed out at step {}", step + 1),
+            RunError::Guest { step, detail } => write!(f, "guest failed at step {}: {detail}", step + 1),
+            RunError::Setup(s) => write!(f, "setup failed: {s}"),
+        }
+    }
+}
+
+pub trait Backend {
+    fn name(&self) -> &'static str;
+    /// Why this backend cannot run `seq`, naming the missing capability; None if it can.
+    fn unsupported(&self, seq: &Sequence) -> Option<String>;
+    fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError>;
+}
+
+/// The model as a backend (what `--backend model` runs).
+pub struct ModelBackend;
+
+impl Backend for ModelBackend {
+    fn name(&self) -> &'static str {
+        "model"
+    }
+    fn unsupported(&self, seq: &Sequence) -> Option<String> {
+        (seq.header.vm == crate::seq::VmType::Snp).then(|| "the SEV-SNP model is not built yet".into())
+    }
+    fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {
+        let t = run_model(seq);
+        Ok(RealTrace { observed: t.outcomes.into_iter().map(Observed::Outcome).collect(), exits: 0, guest_ops: 0 })
+    }
+}
