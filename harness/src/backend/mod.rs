@@ -43,7 +43,9 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::Unsupported(c) => write!(f, "unsupported by the host: {c}"),
             RunError::Timeout { step } => write!(f, "guest timed out at step {}", step + 1),
-            RunError::Guest { step, detail } => write!(f, "guest failed at step {}: {detail}", step + 1),
+            RunError::Guest { step, detail } => {
+                write!(f, "guest failed at step {}: {detail}", step + 1)
+            }
             RunError::Setup(s) => write!(f, "setup failed: {s}"),
         }
     }
@@ -54,6 +56,10 @@ pub trait Backend {
     /// Why this backend cannot run `seq`, naming the missing capability; None if it can.
     fn unsupported(&self, seq: &Sequence) -> Option<String>;
     fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError>;
+    /// A generated case made runnable on this backend (dropping what the host lacks).
+    fn adapt(&self, seq: &Sequence) -> Sequence {
+        seq.clone()
+    }
 }
 
 /// The model as a backend (what `--backend model` runs).
@@ -64,10 +70,15 @@ impl Backend for ModelBackend {
         "model"
     }
     fn unsupported(&self, seq: &Sequence) -> Option<String> {
-        (seq.header.vm == crate::seq::VmType::Snp).then(|| "the SEV-SNP model is not built yet".into())
+        (seq.header.vm == crate::seq::VmType::Snp)
+            .then(|| "the SEV-SNP model is not built yet".into())
     }
     fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {
         let t = run_model(seq);
-        Ok(RealTrace { observed: t.outcomes.into_iter().map(Observed::Outcome).collect(), exits: 0, guest_ops: 0 })
+        Ok(RealTrace {
+            observed: t.outcomes.into_iter().map(Observed::Outcome).collect(),
+            exits: 0,
+            guest_ops: 0,
+        })
     }
 }

@@ -2,7 +2,9 @@
 //! deduplicate findings by signature, shrink new ones. Engine-independent: `privmem fuzz`, the
 //! liveness tests and the cargo-fuzz targets all call into here.
 
+use crate::backend::Backend;
 use crate::oracle::compare::compare_variants;
+use crate::oracle::diff::{diff, error_finding};
 use crate::oracle::{run_model, Finding};
 use crate::seq::gen::{generate, GenConfig};
 use crate::seq::{Sequence, Variant};
@@ -57,6 +59,10 @@ pub struct Campaign {
     pub ops: u64,
     /// Signature -> how many times it was hit.
     pub seen: HashMap<String, u64>,
+    /// A real backend each case also runs on, held to the model by the differential oracle.
+    pub real: Option<Box<dyn Backend>>,
+    /// Cases the real backend could not run (missing capability).
+    pub skipped: u64,
 }
 
 impl Campaign {
@@ -72,6 +78,8 @@ impl Campaign {
             cases: 0,
             ops: 0,
             seen: HashMap::new(),
+            real: None,
+            skipped: 0,
         }
     }
 
@@ -82,16 +90,29 @@ impl Campaign {
             self.rng.fill(&mut self.buf[..len]);
             let mut u = Unstructured::new(&self.buf[..len]);
             if let Ok(s) = generate(&mut u, &self.cfg.gen) {
-                return s;
+                return match &self.real {
+                    Some(b) => b.adapt(&s),
+                    None => s,
+                };
             }
         }
     }
 
     /// The findings of one sequence under this campaign's oracles.
-    pub fn findings_of(&self, s: &Sequence) -> Vec<Finding> {
-        let mut f = run_model(s).findings;
+    pub fn findings_of(&mut self, s: &Sequence) -> Vec<Finding> {
+        let t = run_model(s);
+        let mut f = t.findings.clone();
         if let (Some(b), Some(a)) = (self.cfg.against, s.header.variant) {
             f.extend(compare_variants(s, a, b));
+        }
+        if let Some(real) = self.real.as_mut() {
+            match real.run(s) {
+                Ok(r) => f.extend(diff(s, &t, &r)),
+                Err(e) => match error_finding(s, &e) {
+                    Some(x) => f.push(x),
+                    None => self.skipped += 1,
+                },
+            }
         }
         f
     }

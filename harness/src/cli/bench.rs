@@ -61,10 +61,96 @@ fn range_cost(size: &str) -> f64 {
     ((time(&s) - time(&base)) / 32.0).max(1e-9)
 }
 
+/// A 16-op default-VM case: two guest_memfd slots, host writes, guest reads and writes, a punch.
+fn kvm_case(seed: u64) -> Sequence {
+    let mut src = String::from(
+        "vm default\ngmem a size=2M mmap init-shared\nslot 0 gpa=0x100000000 size=2M gmem=a offset=0\nslot 1 gpa=0x200000 size=2M\n",
+    );
+    for i in 0..16u64 {
+        let page = (seed * 7 + i * 13) % 512;
+        let line = match i % 8 {
+            0 => format!(
+                "host-write {:#x} {:#x}",
+                0x100000000 + page * 4096,
+                seed + i + 1
+            ),
+            3 => format!("punch {:#x} 4K", 0x100000000 + page * 4096),
+            5 => format!("host-read {:#x}", 0x200000 + page * 4096),
+            6 | 7 => format!("vcpu0 read {:#x}", 0x100000000 + page * 4096),
+            _ => format!("vcpu0 write {:#x} {:#x}", 0x200000 + page * 4096, i + 1),
+        };
+        src.push_str(&line);
+        src.push('\n');
+    }
+    parse("bench", &src).expect("bench case parses")
+}
+
+/// A guest-only case: `n` guest reads and writes in a row on one vCPU.
+fn guest_only_case(n: u64) -> Sequence {
+    let mut src = String::from("vm default\ngmem a size=2M mmap init-shared\nslot 0 gpa=0x100000000 size=2M gmem=a offset=0\n");
+    for i in 0..n {
+        let addr = 0x100000000 + (i % 512) * 4096;
+        if i % 2 == 0 {
+            src.push_str(&format!("vcpu0 write {addr:#x} {:#x}\n", i + 1));
+        } else {
+            src.push_str(&format!("vcpu0 read {addr:#x}\n"));
+        }
+    }
+    parse("bench", &src).expect("bench case parses")
+}
+
+fn run_kvm(json: bool) -> Result<i32, String> {
+    use crate::backend::kvm::KvmBackend;
+    use crate::backend::Backend;
+    let mut k = KvmBackend::open()?;
+    k.footing()
+        .map_err(|why| format!("footing check failed: {why}"))?;
+    let exec_per_sec = |k: &mut KvmBackend, reuse: bool, n: u64| -> Result<f64, String> {
+        k.reuse = reuse;
+        let start = Instant::now();
+        for i in 0..n {
+            k.run(&kvm_case(i)).map_err(|e| e.to_string())?;
+        }
+        Ok(n as f64 / start.elapsed().as_secs_f64())
+    };
+    // Warm both paths once, then measure in the same run.
+    exec_per_sec(&mut k, true, 5)?;
+    let fresh = exec_per_sec(&mut k, false, 200)?;
+    let reused = exec_per_sec(&mut k, true, 600)?;
+    k.reuse = true;
+    let (mut exits, mut ops) = (0u64, 0u64);
+    for _ in 0..50 {
+        let t = k.run(&guest_only_case(64)).map_err(|e| e.to_string())?;
+        exits += t.exits;
+        ops += t.guest_ops;
+    }
+    let per_op = exits as f64 / ops.max(1) as f64;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "backend": "kvm",
+                "fresh_vm_exec_per_sec": fresh,
+                "reused_vm_exec_per_sec": reused,
+                "reuse_speedup": reused / fresh,
+                "exits_per_guest_op": per_op,
+                "fresh_vms_created": k.fresh_vms,
+            })
+        );
+    } else {
+        println!("real KVM, 16-op cases: fresh VM per case {fresh:.0} exec/s, reused VM {reused:.0} exec/s, speedup {:.2}x", reused / fresh);
+        println!("guest-only cases of 64 ops: {per_op:.3} exits per guest op ({exits} exits / {ops} ops)");
+        println!("VMs created: {}", k.fresh_vms);
+    }
+    Ok(0)
+}
+
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(argv, &["backend"], &["json"])?;
-    if a.get("backend").is_some_and(|b| b != "model") {
-        return Err("bench --backend: only the model backend is built so far".into());
+    match a.get("backend").unwrap_or("model") {
+        "model" => {}
+        "kvm" => return run_kvm(a.flag("json")),
+        other => return Err(format!("unknown backend `{other}` (model, kvm)")),
     }
     let realistic = mix(None, 1, 400);
     let tdx = mix(Some(VmType::Tdx), 2, 400);

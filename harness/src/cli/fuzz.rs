@@ -2,6 +2,7 @@
 //! written atomically as they occur, and a closing summary.
 
 use super::{parse_variant, parse_vm, Args};
+use crate::backend::kvm::KvmBackend;
 use crate::campaign::{Campaign, CampaignConfig};
 use crate::report::write_finding;
 use crate::seq::gen::GenConfig;
@@ -14,18 +15,36 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
         &[
-            "vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend",
+            "vm",
+            "variant",
+            "against",
+            "time",
+            "runs",
+            "seed",
+            "out",
+            "max-ops",
+            "backend",
+            "timeout-ms",
         ],
         &["json"],
     )?;
-    if let Some(b) = a.get("backend") {
-        if b != "model" {
-            return Err(format!(
-                "--backend {b}: only the model backend is built so far"
-            ));
+    let kvm = match a.get("backend").unwrap_or("model") {
+        "model" => None,
+        "kvm" => {
+            let mut k = KvmBackend::open()?;
+            if let Some(ms) = a.num("timeout-ms")? {
+                k.timeout = Duration::from_millis(ms);
+            }
+            k.footing()
+                .map_err(|why| format!("footing check failed, refusing to fuzz real KVM: {why}"))?;
+            Some(k)
         }
-    }
+        other => return Err(format!("unknown backend `{other}` (model, kvm)")),
+    };
     let mut vm = a.get("vm").map(parse_vm).transpose()?;
+    if kvm.is_some() && vm.is_none() {
+        vm = Some(VmType::Default);
+    }
     let variant = a.get("variant").map(parse_variant).transpose()?;
     let against = a.get("against").map(parse_variant).transpose()?;
     if (variant.is_some() || against.is_some()) && vm.is_none() {
@@ -63,14 +82,19 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let replay_args = against
         .map(|b| format!(" --against {}", b.name()))
         .unwrap_or_default();
+    let backend_name = if kvm.is_some() { "kvm" } else { "model" };
     let mut c = Campaign::new(cfg);
+    if let Some(k) = kvm {
+        c.real = Some(Box::new(k));
+    }
+    let (fds0, rss0) = process_usage();
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last = Instant::now();
     let mut written = Vec::new();
     if !json {
         eprintln!(
-            "privmem fuzz: seed {seed}, backend model, findings to {}",
+            "privmem fuzz: seed {seed}, backend {backend_name}, findings to {}",
             out.display()
         );
     }
@@ -79,7 +103,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             break;
         }
         for nf in c.step() {
-            let extra = serde_json::json!({"seed": seed, "case": nf.case});
+            let extra = serde_json::json!({"seed": seed, "case": nf.case, "backend": backend_name});
             let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
             if json {
@@ -117,13 +141,15 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
     }
     let el = start.elapsed().as_secs_f64().max(1e-9);
+    let (fds1, rss1) = process_usage();
     let mut sigs: Vec<(&String, &u64)> = c.seen.iter().collect();
     sigs.sort();
     if json {
         println!(
             "{}",
             serde_json::json!({
-                "event": "summary", "seed": seed, "cases": c.cases, "ops": c.ops, "seconds": el,
+                "event": "summary", "backend": backend_name, "seed": seed, "cases": c.cases, "ops": c.ops, "seconds": el,
+                "skipped": c.skipped, "open_fds": [fds0, fds1], "rss_kib": [rss0, rss1],
                 "exec_per_sec": c.cases as f64 / el,
                 "findings": sigs.iter().map(|(s, n)| serde_json::json!({"signature": s, "hits": n})).collect::<Vec<_>>(),
                 "files": written,
@@ -140,10 +166,34 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             c.cases as f64 / el,
             c.ops as f64 / el
         );
+        if backend_name == "kvm" {
+            println!(
+                "real KVM: {} cases skipped (host lacks a capability)",
+                c.skipped
+            );
+        }
+        println!("open fds {fds0} -> {fds1}, RSS {rss0} KiB -> {rss1} KiB");
         println!("{} distinct findings", sigs.len());
         for (s, n) in &sigs {
             println!("  {s}  ({n} hits)");
         }
     }
     Ok(if sigs.is_empty() { 0 } else { 1 })
+}
+
+/// Open file descriptors and resident set size (KiB) of this process, for soak runs.
+pub fn process_usage() -> (usize, u64) {
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|pages| pages * 4)
+        .unwrap_or(0);
+    (fds, rss)
 }

@@ -67,6 +67,14 @@ impl Gmem {
         }
     }
 
+    /// Linux 6.18: a slot bound to a file created with GUEST_MEMFD_FLAG_MMAP is
+    /// "guest_memfd only" (KVM_MEMSLOT_GMEM_ONLY): shared faults are served from the file too,
+    /// not from the slot's userspace address. (Observed on 6.18: MMAP without INIT_SHARED is
+    /// enough.)
+    pub fn gmem_only(&self) -> bool {
+        self.decl.mmap
+    }
+
     pub fn pages(&self) -> u64 {
         self.decl.size / PAGE
     }

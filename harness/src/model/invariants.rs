@@ -94,7 +94,7 @@ pub fn check(m: &mut Model, dirty: &[(u64, u64)]) {
                             ));
                         }
                         if let Some((fi, idx)) = slot.and_then(|sl| sl.gmem_index(lb)) {
-                            let gmem_backed = l.private || m.gmems[fi].decl.init_shared;
+                            let gmem_backed = l.private || m.gmems[fi].gmem_only();
                             let folio = m.gmems[fi].folio_at(idx);
                             if gmem_backed
                                 && !folio.is_some_and(|(fb, f)| fb == idx && f.order >= l.level)

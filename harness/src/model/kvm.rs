@@ -90,21 +90,10 @@ impl Model {
     /// fallocate(PUNCH_HOLE|KEEP_SIZE) on the guest_memfd behind `[addr, addr + size)`, one
     /// call per memslot piece, as the selftests' `vm_guest_mem_fallocate` does.
     pub(crate) fn punch(&mut self, addr: u64, size: u64, keep_size: bool) -> Result<(), Errno> {
-        if !keep_size {
-            return Err(Errno::EOPNOTSUPP);
-        }
-        if size == 0 {
-            return Err(Errno::EINVAL);
-        }
-        if !addr.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
-            return Err(Errno::EINVAL);
-        }
-        let (s, e) = (
-            addr / PAGE,
-            addr.checked_add(size).ok_or(Errno::EINVAL)? / PAGE,
-        );
-        // The harness resolves the whole range first: a part with no guest_memfd slot is an
-        // error before any call.
+        // The harness resolves the page-rounded range through the slots first: a part with no
+        // guest_memfd slot is an error before any call.
+        let s = addr / PAGE;
+        let e = addr.saturating_add(size.max(1)).div_ceil(PAGE);
         let pieces: Vec<_> = self.slots.overlapping(s, e);
         let mut covered = s;
         for p in &pieces {
@@ -116,18 +105,30 @@ impl Model {
         if covered < e {
             return Err(Errno::ENOENT);
         }
+        // Then the kernel's checks, in vfs_fallocate's and guest_memfd's order.
+        if size == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if !keep_size {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        if !addr.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
+            return Err(Errno::EINVAL);
+        }
         for p in pieces {
             let (ps, pe) = (s.max(p.base_gfn), e.min(p.end_gfn()));
             let (fi, off) = p.gmem.expect("checked");
             let (is, ie) = (off + (ps - p.base_gfn), off + (pe - p.base_gfn));
-            // kvm_gmem_invalidate_begin: zap what maps this file range (private mappings, or
-            // shared ones for an init-shared file).
+            // kvm_gmem_invalidate_begin: zap what maps this file range: the private mappings,
+            // or on a VM without private memory the shared ones a guest_memfd-only slot made
+            // (observed on 6.18: punching an MMAP file zaps the guest's mapping).
             if self.is_tdx() {
                 self.tdx_zap_private(ps, pe, true)?;
             } else {
-                let want_private = !self.gmems[fi].decl.init_shared;
+                let has_private = self.h.vm.has_private_mem();
+                let gmem_only = self.gmems[fi].gmem_only();
                 for (b, l) in self.shared.runs_in(ps, pe) {
-                    if l.private == want_private {
+                    if (has_private && l.private) || (!has_private && gmem_only) {
                         self.unmap_range(false, ps.max(b), pe.min(b + l.pages()));
                     }
                 }
@@ -225,7 +226,7 @@ impl Model {
         let slot = self.slots.find(s).expect("caller checked").clone();
         let gmem = slot
             .gmem_index(s)
-            .filter(|(fi, _)| private || self.gmems[*fi].decl.init_shared);
+            .filter(|(fi, _)| private || self.gmems[*fi].gmem_only());
         let Some((fi, idx)) = gmem else {
             let pfn = slot.uregion + (s - slot.base_gfn);
             self.map_leaf(
@@ -401,9 +402,9 @@ impl Model {
             Backing::Gmem { idx }
         } else {
             match gmem_idx {
-                // A guest_memfd-only slot (6.18, init-shared on a VM without private memory):
-                // shared faults come from guest_memfd too.
-                Some((fi, idx)) if self.gmems[fi].decl.init_shared => {
+                // A guest_memfd-only slot (6.18, a file created with MMAP): shared faults come
+                // from guest_memfd too.
+                Some((fi, idx)) if self.gmems[fi].gmem_only() => {
                     if self.gmems[fi].get_or_alloc(idx, &mut self.mem).is_err() {
                         return Err(Outcome::Exit(Exit::MemoryFault { private: false }));
                     }

@@ -111,6 +111,10 @@ impl Slots {
         if spec.readonly && matches!(vm, VmType::Tdx | VmType::Snp) {
             return Err(Errno::EINVAL);
         }
+        // Observed on 6.18: KVM_MEM_READONLY together with KVM_MEM_GUEST_MEMFD is EINVAL.
+        if spec.readonly && spec.gmem.is_some() {
+            return Err(Errno::EINVAL);
+        }
         if spec.id >= KVM_USER_MEM_SLOTS {
             return Err(Errno::EINVAL);
         }

@@ -27,22 +27,45 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Vec<Finding> {
             (Observed::NotChecked, _) => continue,
             (Observed::Pages(p), Some(mp)) => {
                 let ([c4, c2, c1], thp) = mp;
-                let allowed = if thp == 0 { fmt_pages([c4, c2, c1]) } else { format!("{} (THP: up to {thp} of the 2M as 4K)", fmt_pages([c4, c2, c1])) };
-                (pages_allowed(mp, *p), allowed, fmt_pages(*p))
+                let allowed = if thp == 0 {
+                    fmt_pages([c4, c2, c1])
+                } else {
+                    format!(
+                        "{} (THP: up to {thp} of the 2M as 4K)",
+                        fmt_pages([c4, c2, c1])
+                    )
+                };
+                (
+                    pages_allowed(mp, *p),
+                    (allowed, "pages"),
+                    (fmt_pages(*p), "pages"),
+                )
             }
             (Observed::Pages(_), None) => continue,
-            (Observed::Outcome(o), _) => (model.outcomes[i] == *o, print_outcome(&model.outcomes[i]), print_outcome(o)),
+            (Observed::Outcome(o), _) => {
+                let mo = &model.outcomes[i];
+                (
+                    mo == o,
+                    (print_outcome(mo), mo.label()),
+                    (print_outcome(o), o.label()),
+                )
+            }
         };
         if ok {
             continue;
         }
-        let label = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join("-");
+        let ((m, ml), (r, rl)) = (m, r);
         out.push(Finding {
             kind: FindingKind::Divergence,
             step: Some(i),
             op: Some(st.op.kind()),
-            state: format!("model:{}/real:{}", label(&m), label(&r)),
-            detail: format!("step {} `{}`: the model allows {m}; real KVM gave {r}", i + 1, print_op(&st.op)),
+            // Labels, not values, so that the signature deduplicates.
+            state: format!("model:{ml}/real:{rl}"),
+            detail: format!(
+                "step {} `{}`: the model allows {m}; real KVM gave {r}",
+                i + 1,
+                print_op(&st.op)
+            ),
         });
     }
     out
@@ -52,9 +75,23 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Vec<Finding> {
 pub fn error_finding(seq: &Sequence, e: &RunError) -> Option<Finding> {
     let (kind, step, state) = match e {
         RunError::Unsupported(_) => return None,
-        RunError::Timeout { step } => (FindingKind::Timeout, Some(*step), "guest-timeout".to_string()),
-        RunError::Guest { step, .. } => (FindingKind::Divergence, Some(*step), "guest-failed".to_string()),
+        RunError::Timeout { step } => (
+            FindingKind::Timeout,
+            Some(*step),
+            "guest-timeout".to_string(),
+        ),
+        RunError::Guest { step, .. } => (
+            FindingKind::Divergence,
+            Some(*step),
+            "guest-failed".to_string(),
+        ),
         RunError::Setup(_) => (FindingKind::Setup, None, "backend-setup".to_string()),
     };
-    Some(Finding { kind, step, op: step.and_then(|s| seq.steps.get(s)).map(|s| s.op.kind()), state, detail: e.to_string() })
+    Some(Finding {
+        kind,
+        step,
+        op: step.and_then(|s| seq.steps.get(s)).map(|s| s.op.kind()),
+        state,
+        detail: e.to_string(),
+    })
 }

@@ -91,10 +91,15 @@ fn in_harness_window(addr: u64, size: u64) -> bool {
 
 pub fn check_slot(h: &Header, s: &SlotSpec) -> Result<(), String> {
     if s.id == HARNESS_SLOT {
-        return Err(format!("slot id {HARNESS_SLOT} is reserved for the harness guest"));
+        return Err(format!(
+            "slot id {HARNESS_SLOT} is reserved for the harness guest"
+        ));
     }
     if in_harness_window(s.gpa, s.size) {
-        return Err(format!("GPAs {HARNESS_GPA:#x}..{:#x} are reserved for the harness guest", HARNESS_GPA + HARNESS_SIZE));
+        return Err(format!(
+            "GPAs {HARNESS_GPA:#x}..{:#x} are reserved for the harness guest",
+            HARNESS_GPA + HARNESS_SIZE
+        ));
     }
     if let Some(b) = &s.gmem {
         if !h.gmems.iter().any(|g| g.name == b.gmem) {
@@ -113,9 +118,16 @@ pub fn check_op(h: &Header, op: &Op) -> Result<(), String> {
         }
     }
     let window = match *op {
-        Op::SlotMove { id, gpa } => Some((gpa, 1)).filter(|_| id != HARNESS_SLOT).or(Some((HARNESS_GPA, 1))),
+        Op::SlotMove { id, gpa } => Some((gpa, 1))
+            .filter(|_| id != HARNESS_SLOT)
+            .or(Some((HARNESS_GPA, 1))),
         Op::SlotDelete { id } if id == HARNESS_SLOT => Some((HARNESS_GPA, 1)),
-        Op::Private { addr, size } | Op::Shared { addr, size } | Op::Punch { addr, size, .. } | Op::Prefault { addr, size, .. } | Op::MtrrZap { addr, size } | Op::MapGpa { addr, size, .. } => Some((addr, size)),
+        Op::Private { addr, size }
+        | Op::Shared { addr, size }
+        | Op::Punch { addr, size, .. }
+        | Op::Prefault { addr, size, .. }
+        | Op::MtrrZap { addr, size }
+        | Op::MapGpa { addr, size, .. } => Some((addr, size)),
         Op::InitMem { addr, pages, .. } => Some((addr, pages.saturating_mul(4096))),
         _ => crate::model::op_addr(op).map(|a| (a, 1)),
     };

@@ -5,7 +5,8 @@ use super::mem::Mapping;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use privmem_guest::abi::*;
-use std::sync::{Arc, Condvar, Mutex, Once};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 /// Fill the harness memslot: identity page tables (2M pages, user accessible), a GDT, the code.
@@ -21,7 +22,13 @@ pub fn build_harness(m: &Mapping) {
         }
     }
     // GDT: null, kernel code/data, user data (0x1b), user code (0x23), TSS (0x28).
-    let gdt = [0u64, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0x00cf_f200_0000_ffff, 0x00af_fa00_0000_ffff];
+    let gdt = [
+        0u64,
+        0x00af_9a00_0000_ffff,
+        0x00cf_9200_0000_ffff,
+        0x00cf_f200_0000_ffff,
+        0x00af_fa00_0000_ffff,
+    ];
     for (i, d) in gdt.iter().enumerate() {
         m.write_u64(GDT_OFF + i as u64 * 8, *d);
     }
@@ -29,12 +36,28 @@ pub fn build_harness(m: &Mapping) {
 }
 
 fn seg(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
-    kvm_segment { base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl: 3, db, s: 1, l, g: 1, avl: 0, unusable: 0, padding: 0 }
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 3,
+        db,
+        s: 1,
+        l,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
 }
 
 /// Put vCPU `v` in 64-bit mode at CPL3 with IOPL 3, at the start of the command loop.
 pub fn init_vcpu(kvm: &Kvm, vcpu: &VcpuFd, v: u64) -> std::io::Result<()> {
-    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(std::io::Error::from)?;
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(std::io::Error::from)?;
     vcpu.set_cpuid2(&cpuid).map_err(std::io::Error::from)?;
     let mut s: kvm_sregs = vcpu.get_sregs().map_err(std::io::Error::from)?;
     s.cs = seg(0x23, 11, 1, 0);
@@ -59,7 +82,10 @@ pub fn init_vcpu(kvm: &Kvm, vcpu: &VcpuFd, v: u64) -> std::io::Result<()> {
         unusable: 0,
         padding: 0,
     };
-    s.ldt = kvm_segment { unusable: 1, ..Default::default() };
+    s.ldt = kvm_segment {
+        unusable: 1,
+        ..Default::default()
+    };
     s.gdt.base = HARNESS_GPA + GDT_OFF;
     s.gdt.limit = 0x2f;
     s.idt.base = HARNESS_GPA + GDT_OFF + 0x200;
@@ -100,10 +126,14 @@ pub enum BatchError {
 }
 
 /// Kicks a vCPU thread out of KVM_RUN when a case overruns its time: a signal (no SA_RESTART)
-/// makes KVM_RUN return EINTR. It re-fires until disarmed, so a signal that lands just before
-/// KVM_RUN is entered is not lost.
+/// makes KVM_RUN return EINTR. Arming and disarming are two atomic stores (no wake-ups on the
+/// hot path); the watchdog thread polls every few milliseconds and re-fires until disarmed, so
+/// a signal that lands just before KVM_RUN is entered is not lost.
 pub struct Watchdog {
-    state: Arc<(Mutex<Option<(Instant, libc::pthread_t)>>, Condvar)>,
+    /// Deadline in nanoseconds since `epoch`, 0 when disarmed.
+    deadline: Arc<AtomicU64>,
+    tid: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 extern "C" fn on_kick(_: libc::c_int) {}
@@ -120,42 +150,38 @@ impl Watchdog {
                 libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
             }
         });
-        let state: Arc<(Mutex<Option<(Instant, libc::pthread_t)>>, Condvar)> = Arc::new((Mutex::new(None), Condvar::new()));
-        let s2 = Arc::clone(&state);
+        let w = Watchdog {
+            deadline: Arc::new(AtomicU64::new(0)),
+            tid: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+        };
+        let (deadline, tid, epoch) = (Arc::clone(&w.deadline), Arc::clone(&w.tid), w.epoch);
         std::thread::spawn(move || loop {
-            let (lock, cv) = &*s2;
-            let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
-            match *g {
-                None => {
-                    g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
-                    drop(g);
-                }
-                Some((deadline, tid)) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        // SAFETY: signalling a live thread of this process.
-                        unsafe { libc::pthread_kill(tid, libc::SIGUSR2) };
-                        let _ = cv.wait_timeout(g, Duration::from_millis(50));
-                    } else {
-                        let _ = cv.wait_timeout(g, deadline - now);
-                    }
-                }
+            std::thread::sleep(Duration::from_millis(5));
+            let d = deadline.load(Ordering::Acquire);
+            if d != 0 && epoch.elapsed().as_nanos() as u64 >= d {
+                // SAFETY: signalling a live thread of this process (the one that armed us).
+                unsafe {
+                    libc::pthread_kill(
+                        tid.load(Ordering::Acquire) as libc::pthread_t,
+                        libc::SIGUSR2,
+                    )
+                };
             }
         });
-        Watchdog { state }
+        w
     }
 
     pub fn arm(&self, timeout: Duration) {
-        let (lock, cv) = &*self.state;
         // SAFETY: pthread_self has no preconditions.
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now() + timeout, unsafe { libc::pthread_self() }));
-        cv.notify_all();
+        self.tid
+            .store(unsafe { libc::pthread_self() } as u64, Ordering::Release);
+        let d = (self.epoch.elapsed() + timeout).as_nanos() as u64;
+        self.deadline.store(d.max(1), Ordering::Release);
     }
 
     pub fn disarm(&self) {
-        let (lock, cv) = &*self.state;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        cv.notify_all();
+        self.deadline.store(0, Ordering::Release);
     }
 }
 
@@ -167,7 +193,12 @@ impl Default for Watchdog {
 
 /// Run the batch already written to vCPU `v`'s command page until the guest reports it done.
 /// Returns per-command exits (by index) and the number of KVM_RUN returns.
-pub fn run_batch(vcpu: &mut VcpuFd, v: u64, n: u64, deadline: Instant) -> Result<(Vec<(u64, CmdExit)>, u64), BatchError> {
+pub fn run_batch(
+    vcpu: &mut VcpuFd,
+    v: u64,
+    n: u64,
+    deadline: Instant,
+) -> Result<(Vec<(u64, CmdExit)>, u64), BatchError> {
     let _ = v;
     let mut exits = Vec::new();
     let mut runs = 0u64;
@@ -184,24 +215,31 @@ pub fn run_batch(vcpu: &mut VcpuFd, v: u64, n: u64, deadline: Instant) -> Result
                 Some(CmdExit::Mmio)
             }
             Ok(VcpuExit::MmioWrite(..)) => Some(CmdExit::Mmio),
-            Ok(VcpuExit::MemoryFault { flags, .. }) => Some(CmdExit::MemoryFault { private: flags & (1 << 3) != 0 }),
+            Ok(VcpuExit::MemoryFault { flags, .. }) => Some(CmdExit::MemoryFault {
+                private: flags & (1 << 3) != 0,
+            }),
             Ok(VcpuExit::Intr) => None,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
             Ok(other) => return Err(BatchError::Guest(format!("unexpected exit {other:?}"))),
             Err(e) => return Err(BatchError::Guest(format!("KVM_RUN: {e}"))),
         };
         let Some(what) = what else { continue };
-        let mut regs = vcpu.get_regs().map_err(|e| BatchError::Guest(format!("KVM_GET_REGS: {e}")))?;
+        let mut regs = vcpu
+            .get_regs()
+            .map_err(|e| BatchError::Guest(format!("KVM_GET_REGS: {e}")))?;
         let idx = regs.rbx;
         if idx >= n {
-            return Err(BatchError::Guest(format!("exit {what:?} outside any command (index {idx})")));
+            return Err(BatchError::Guest(format!(
+                "exit {what:?} outside any command (index {idx})"
+            )));
         }
         exits.push((idx, what));
         if let CmdExit::MemoryFault { .. } = what {
             // The access cannot complete: resume at the next command.
             regs.rbx += 1;
             regs.rip = HARNESS_GPA + CODE_OFF + privmem_guest::x86_cpl3::LOOP_OFFSET;
-            vcpu.set_regs(&regs).map_err(|e| BatchError::Guest(format!("KVM_SET_REGS: {e}")))?;
+            vcpu.set_regs(&regs)
+                .map_err(|e| BatchError::Guest(format!("KVM_SET_REGS: {e}")))?;
         }
     }
 }

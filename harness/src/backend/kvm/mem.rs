@@ -16,11 +16,22 @@ const ALIGN: usize = 2 << 20;
 impl Mapping {
     /// Anonymous shared memory of `len` bytes, 2M aligned.
     pub fn anon(len: usize) -> std::io::Result<Mapping> {
+        Self::anon_with(len, libc::MAP_SHARED)
+    }
+
+    fn anon_with(len: usize, share: libc::c_int) -> std::io::Result<Mapping> {
         let len = len.max(4096);
         let total = len + ALIGN;
         // SAFETY: a fresh anonymous mapping; the excess is unmapped below.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), total, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                share | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
         };
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
@@ -37,17 +48,32 @@ impl Mapping {
                 libc::munmap((start + len) as *mut libc::c_void, tail);
             }
         }
-        Ok(Mapping { ptr: start as *mut u8, len })
+        Ok(Mapping {
+            ptr: start as *mut u8,
+            len,
+        })
     }
 
     /// A shared mapping of `len` bytes of `fd` from `offset`.
     pub fn file(fd: RawFd, offset: u64, len: usize) -> std::io::Result<Mapping> {
         // SAFETY: mapping a file we own; the kernel validates fd and range.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, offset as i64) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                offset as i64,
+            )
+        };
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Mapping { ptr: p as *mut u8, len })
+        Ok(Mapping {
+            ptr: p as *mut u8,
+            len,
+        })
     }
 
     pub fn read_u64(&self, off: u64) -> u64 {

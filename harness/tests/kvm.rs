@@ -1,0 +1,130 @@
+//! The corpus on this host's real KVM: every scenario the host can run must agree with the
+//! model on every op; scenarios it cannot run are skipped naming the missing capability; a
+//! scenario marked `known-divergence: kvm SIGNATURE` must still show that divergence (a real
+//! kernel difference kept as a regression sample). Needs /dev/kvm; without it the tests say so
+//! and pass vacuously.
+
+use privmem::backend::kvm::KvmBackend;
+use privmem::backend::{Backend, RunError};
+use privmem::oracle::diff::diff;
+use privmem::oracle::run_model;
+use privmem::seq::text::parse;
+use std::path::{Path, PathBuf};
+
+fn backend() -> Option<KvmBackend> {
+    match KvmBackend::open() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("skipping: needs /dev/kvm ({e})");
+            None
+        }
+    }
+}
+
+fn corpus_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    let mut v = Vec::new();
+    let mut stack = vec![root];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "seq") {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn footing_holds_on_this_host() {
+    let Some(mut k) = backend() else { return };
+    k.footing()
+        .expect("the guest must read guest_memfd and see zero after a punch");
+}
+
+#[test]
+fn corpus_agrees_with_real_kvm() {
+    let Some(mut k) = backend() else { return };
+    let (mut ran, mut skipped, mut failures) = (0, 0, Vec::new());
+    for f in corpus_files() {
+        let src = std::fs::read_to_string(&f).unwrap();
+        let seq = parse(&f.display().to_string(), &src).unwrap();
+        let known = src
+            .lines()
+            .find_map(|l| l.strip_prefix("# known-divergence: kvm "))
+            .map(str::trim);
+        let model = run_model(&seq);
+        match k.run(&seq) {
+            Err(RunError::Unsupported(why)) => {
+                eprintln!("skip {}: unsupported by the host: {why}", f.display());
+                skipped += 1;
+            }
+            Err(e) => failures.push(format!("{}: {e}", f.display())),
+            Ok(real) => {
+                ran += 1;
+                let sigs: Vec<String> = diff(&seq, &model, &real)
+                    .iter()
+                    .map(|d| format!("{} ({})", d.signature(), d.detail))
+                    .collect();
+                match known {
+                    Some(sig) if !sigs.iter().any(|s| s.starts_with(sig)) => failures.push(format!(
+                        "{}: the known divergence {sig} no longer reproduces (fixed kernel? update the file): {sigs:?}",
+                        f.display()
+                    )),
+                    Some(_) => {}
+                    None if !sigs.is_empty() => failures.push(format!("{}: {}", f.display(), sigs.join("; "))),
+                    None => {}
+                }
+            }
+        }
+    }
+    eprintln!("real KVM: {ran} scenarios ran, {skipped} skipped");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    if k.caps.guest_memfd {
+        assert!(
+            ran >= 8,
+            "only {ran} scenarios ran on a host with guest_memfd"
+        );
+    }
+}
+
+#[test]
+fn reuse_proves_resets_clean() {
+    let Some(mut k) = backend() else { return };
+    let seq = parse("t", "vm default\nslot 1 gpa=0x200000 size=2M\nvcpu0 write 0x200000 5\nvcpu0 read 0x200000 => value 5\n").unwrap();
+    for _ in 0..20 {
+        let t = k.run(&seq).expect("runs");
+        assert_eq!(t.guest_ops, 2);
+        assert_eq!(t.exits, 1, "two guest ops in a row cost one exit");
+    }
+    assert!(
+        k.fresh_vms <= 2,
+        "{} VMs for 20 cases: the reset was never proved clean",
+        k.fresh_vms
+    );
+}
+
+#[test]
+fn unsupported_ops_name_the_capability() {
+    let Some(mut k) = backend() else { return };
+    let seq = parse("t", "vm default\ngmem g size=2M huge mmap init-shared\nslot 0 gpa=0x100000000 size=2M gmem=g offset=0\n").unwrap();
+    match k.run(&seq) {
+        Err(RunError::Unsupported(why)) => assert!(why.contains("huge guest_memfd"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    if !k.caps.pre_fault_memory {
+        let seq = parse(
+            "t",
+            "vm default\nslot 0 gpa=0x100000 size=4K\nprefault vcpu0 0x100000 4K\n",
+        )
+        .unwrap();
+        assert_eq!(
+            k.run(&seq).unwrap_err(),
+            RunError::Unsupported("KVM_CAP_PRE_FAULT_MEMORY".into())
+        );
+    }
+}
