@@ -3,22 +3,22 @@
 
 /// The harness memslot: page tables, code, stacks, command and result pages. Sequences may not
 /// touch `[HARNESS_GPA, HARNESS_GPA + HARNESS_SIZE)` (the parser refuses it).
-pub const HARNESS_GPA: u64 = 0xf_c000_0000;
+pub const HARNESS_GPA: u64 = 0x1f_c000_0000;
 pub const HARNESS_SIZE: u64 = 4 << 20;
 /// The memslot id the harness uses; sequences may not use it.
 pub const HARNESS_SLOT: u32 = 32763;
 /// The guest's page tables identity-map `[0, IDENTITY_LIMIT)` with 2M pages, user-accessible.
-pub const IDENTITY_LIMIT: u64 = 64 << 30;
+pub const IDENTITY_LIMIT: u64 = 128 << 30;
 
 /// Offsets inside the harness slot.
 pub const PML4_OFF: u64 = 0;
 pub const PDPT_OFF: u64 = 0x1000;
-/// 64 page directories, one per GiB.
+/// 128 page directories, one per GiB.
 pub const PD_OFF: u64 = 0x2000;
-pub const GDT_OFF: u64 = 0x48000;
-pub const CODE_OFF: u64 = 0x50000;
+pub const GDT_OFF: u64 = 0x90000;
+pub const CODE_OFF: u64 = 0xa0000;
 /// Per-vCPU stack (grows down from `STACK_OFF + (v + 1) * STACK_SIZE`).
-pub const STACK_OFF: u64 = 0x60000;
+pub const STACK_OFF: u64 = 0xb0000;
 pub const STACK_SIZE: u64 = 0x2000;
 /// Per-vCPU command page and result page.
 pub const CMD_OFF: u64 = 0x100000;

@@ -154,7 +154,9 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
         let nslot = r.byte()? as usize % (legal::MAX_HEADER_SLOTS + 1);
         for _ in 0..nslot {
             let s = decode_slot(r, &h)?;
-            h.slots.push(s);
+            if legal::check_slot(&h, &s).is_ok() {
+                h.slots.push(s);
+            }
         }
         Ok(())
     })();
