@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod campaign;
 pub mod cli;
+pub mod fuzzing;
 pub mod model;
 pub mod oracle;
 pub mod report;

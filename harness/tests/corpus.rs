@@ -82,3 +82,17 @@ fn a_wrong_expectation_is_reported() {
         "an undocumented livelock is a finding: {sigs:?}"
     );
 }
+
+#[test]
+fn exported_seeds_decode_back_to_their_scenarios() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    let out = std::env::temp_dir().join(format!("privmem-seeds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let written = privmem::cli::corpus_cmd::export(&root, &out).unwrap();
+    assert_eq!(written.len(), corpus_files().len());
+    for (seed, scenario) in written.iter().zip(corpus_files()) {
+        let bytes = std::fs::read(seed).unwrap();
+        let want = parse("s", &std::fs::read_to_string(&scenario).unwrap()).unwrap();
+        assert_eq!(privmem::seq::codec::decode(&bytes), want, "{} does not decode back", seed.display());
+    }
+}

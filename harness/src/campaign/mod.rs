@@ -49,6 +49,19 @@ pub struct NewFinding {
     pub finding: Finding,
     pub seq: Sequence,
     pub case: u64,
+    /// Of three replays of the shrunk sequence, how many showed the same signature: 3 is
+    /// reproducible, fewer is flaky.
+    pub confirmed: u32,
+}
+
+impl NewFinding {
+    pub fn label(&self) -> &'static str {
+        match self.confirmed {
+            3 => "reproducible",
+            0 => "not-reproduced",
+            _ => "flaky",
+        }
+    }
 }
 
 pub struct Campaign {
@@ -138,11 +151,10 @@ impl Campaign {
                 .into_iter()
                 .find(|g| g.signature() == sig)
                 .unwrap_or(f);
-            out.push(NewFinding {
-                finding,
-                seq: shrunk,
-                case: self.cases,
-            });
+            let confirmed = (0..3)
+                .filter(|_| self.findings_of(&shrunk).iter().any(|g| g.signature() == sig))
+                .count() as u32;
+            out.push(NewFinding { finding, seq: shrunk, case: self.cases, confirmed });
         }
         out
     }

@@ -103,19 +103,24 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             break;
         }
         for nf in c.step() {
-            let extra = serde_json::json!({"seed": seed, "case": nf.case, "backend": backend_name});
+            let extra = serde_json::json!({
+                "seed": seed, "case": nf.case, "backend": backend_name,
+                "replays_confirmed": nf.confirmed, "label": nf.label(),
+            });
             let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"event": "finding", "signature": nf.finding.signature(), "file": path})
+                    serde_json::json!({"event": "finding", "signature": nf.finding.signature(), "label": nf.label(), "file": path})
                 );
             } else {
                 eprintln!(
-                    "{}new finding {}  -> {}",
+                    "{}new finding {} ({}, {}/3 replays)  -> {}",
                     if tty { "\r\x1b[K" } else { "" },
                     nf.finding.signature(),
+                    nf.label(),
+                    nf.confirmed,
                     path.display()
                 );
             }

@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+pub mod corpus_cmd;
 mod fuzz;
 mod replay;
 mod shrink_cmd;
@@ -17,6 +18,7 @@ privmem: fuzzing and conformance harness for confidential-VM private memory unde
 usage:
   privmem replay [--backend model|kvm] [--against VARIANT] [--json] FILE...
   privmem caps [--json]       what this host's KVM offers
+  privmem corpus export --libfuzzer DIR [ROOT]   corpus files as fuzzer seeds
   privmem fuzz [--vm T] [--variant V] [--against V] [--time S | --runs N] [--seed N]
                [--max-ops N] [--out DIR] [--json]
   privmem shrink FILE -o OUT [--json]
@@ -38,6 +40,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         "bench" => bench::run(rest),
         "print" => print(rest),
         "caps" => caps(rest),
+        "corpus" => corpus_cmd::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(0)

@@ -1,0 +1,4 @@
+//! AFL++ entry point `variants`: the same body as the cargo-fuzz target.
+fn main() {
+    afl::fuzz!(|data: &[u8]| privmem::fuzzing::check(&privmem::fuzzing::variants(data)));
+}

@@ -1,0 +1,57 @@
+//! `privmem corpus export --libfuzzer DIR [ROOT]`: turn `corpus/**/*.seq` into seed inputs for
+//! libFuzzer and AFL (the binary codec), one file per scenario, named after it.
+
+use super::{load, Args};
+use crate::report::write_atomic;
+use crate::seq::codec::encode;
+use std::path::{Path, PathBuf};
+
+/// Every `.seq` file under `root`, sorted.
+pub fn seq_files(root: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "seq") {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Export; returns the files written.
+pub fn export(root: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut written = Vec::new();
+    for f in seq_files(root) {
+        let seq = load(&f.display().to_string())?;
+        let rel = f.strip_prefix(root).unwrap_or(&f).with_extension("");
+        let name = rel.to_string_lossy().replace(['/', '\\'], "__");
+        let dst = out.join(name);
+        write_atomic(&dst, &encode(&seq)).map_err(|e| format!("{}: {e}", dst.display()))?;
+        written.push(dst);
+    }
+    Ok(written)
+}
+
+pub fn run(argv: &[String]) -> Result<i32, String> {
+    let a = Args::parse(argv, &["libfuzzer"], &["json"])?;
+    match a.positional.first().map(String::as_str) {
+        Some("export") => {}
+        _ => return Err("corpus: usage: privmem corpus export --libfuzzer DIR [ROOT]".into()),
+    }
+    let out = a.get("libfuzzer").ok_or("corpus export: --libfuzzer DIR is required")?;
+    let root = a.positional.get(1).map(String::as_str).unwrap_or("corpus");
+    let files = export(Path::new(root), Path::new(out))?;
+    if a.flag("json") {
+        println!("{}", serde_json::json!({"exported": files.len(), "dir": out}));
+    } else {
+        println!("exported {} seeds from {root} to {out}", files.len());
+    }
+    Ok(0)
+}

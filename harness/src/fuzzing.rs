@@ -1,0 +1,174 @@
+//! Engine-independent fuzz target bodies. The cargo-fuzz targets (`fuzz/fuzz_targets/`) and the
+//! AFL entry points (`fuzz/afl/`) are a few lines of glue around these functions, as in
+//! wasmtime's `crates/fuzzing`: inputs are decoded with the binary codec, so every byte string
+//! is a legal sequence and corpus files are seeds.
+
+use crate::backend::kvm::KvmBackend;
+use crate::backend::{Backend, RunError};
+use crate::campaign::Rng;
+use crate::oracle::compare::compare_variants;
+use crate::oracle::diff::{diff, error_finding};
+use crate::oracle::{run_model, Finding};
+use crate::seq::codec::{decode, encode};
+use crate::seq::gen::fixup;
+use crate::seq::text::{parse, print};
+use crate::seq::{Op, Sequence, Variant, VmType};
+use std::sync::Mutex;
+
+/// A fuzz target's verdict: the findings, which the glue turns into a crash (libFuzzer/AFL
+/// report it and keep the input).
+pub fn check(findings: &[Finding]) {
+    if let Some(f) = findings.first() {
+        panic!("privmem finding {}: {}", f.signature(), f.detail);
+    }
+}
+
+/// `model`: invariants, livelock, silent data loss; VM type and variant come from the input.
+pub fn model(data: &[u8]) -> Vec<Finding> {
+    let s = decode(data);
+    if s.header.vm == VmType::Snp {
+        return Vec::new();
+    }
+    run_model(&s).findings
+}
+
+/// `variants`: the input's TDX sequence under two variants chosen by its last byte.
+pub fn variants(data: &[u8]) -> Vec<Finding> {
+    let Some((&pick, rest)) = data.split_last() else { return Vec::new() };
+    let mut s = decode(rest);
+    if s.header.vm != VmType::Tdx {
+        return Vec::new();
+    }
+    let a = Variant::ALL[(pick & 3) as usize];
+    let b = Variant::ALL[((pick >> 2) & 3) as usize];
+    if a == b {
+        return Vec::new();
+    }
+    s.header.variant = Some(a);
+    compare_variants(&s, a, b).into_iter().collect()
+}
+
+/// `text`: the parser never panics, and what parses prints canonically and parses back.
+pub fn text(data: &[u8]) -> Vec<Finding> {
+    let src = String::from_utf8_lossy(data);
+    if let Ok(s) = parse("fuzz", &src) {
+        let printed = print(&s);
+        let back = parse("printed", &printed).expect("printed text parses");
+        assert_eq!(back, s, "parse(print(s)) != s");
+        assert_eq!(print(&back), printed, "printing is not canonical");
+    }
+    Vec::new()
+}
+
+/// `codec`: every byte string decodes to a legal sequence that encodes back exactly.
+pub fn codec(data: &[u8]) -> Vec<Finding> {
+    let s = decode(data);
+    crate::seq::legal::check_sequence(&s).expect("decoded sequences are legal");
+    assert_eq!(decode(&encode(&s)), s, "decode(encode(s)) != s");
+    Vec::new()
+}
+
+/// One KVM backend per process, set up once and reused across inputs.
+static KVM: Mutex<Option<Result<KvmBackend, String>>> = Mutex::new(None);
+
+/// `kvm`: the input's sequence (adapted to what the host offers) on the model and on real KVM;
+/// divergence, timeout and guest failure are findings.
+pub fn kvm(data: &[u8]) -> Vec<Finding> {
+    let mut guard = KVM.lock().unwrap_or_else(|e| e.into_inner());
+    let backend = guard.get_or_insert_with(|| {
+        let mut k = KvmBackend::open()?;
+        k.footing()?;
+        Ok(k)
+    });
+    let Ok(k) = backend.as_mut() else { return Vec::new() };
+    let s = k.adapt(&decode(data));
+    let model = run_model(&s);
+    let mut f = model.findings.clone();
+    match k.run(&s) {
+        Ok(real) => f.extend(diff(&s, &model, &real)),
+        Err(RunError::Unsupported(_)) => {}
+        Err(e) => f.extend(error_finding(&s, &e)),
+    }
+    f
+}
+
+/// The structure-aware mutator: edit the op list (drop, duplicate, swap, nudge an address by a
+/// page or to a 2M boundary, flip a level) and run `fixup`; part of the time fall back to the
+/// engine's byte mutation. Returns the new length written into `data`.
+pub fn mutate(data: &mut [u8], size: usize, max_size: usize, seed: u32, byte_mutate: impl FnOnce(&mut [u8], usize, usize) -> usize) -> usize {
+    let mut rng = Rng::new(seed as u64 ^ 0x5eed);
+    if rng.next_u64() % 4 == 0 {
+        return byte_mutate(data, size, max_size);
+    }
+    let mut s = decode(&data[..size.min(data.len())]);
+    mutate_sequence(&mut s, &mut rng);
+    fixup(&mut s);
+    let bytes = encode(&s);
+    if bytes.len() > max_size {
+        return byte_mutate(data, size, max_size);
+    }
+    data[..bytes.len()].copy_from_slice(&bytes);
+    bytes.len()
+}
+
+/// One structural edit of a sequence.
+pub fn mutate_sequence(s: &mut Sequence, rng: &mut Rng) {
+    let n = s.steps.len();
+    let pick = |rng: &mut Rng, n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
+    match rng.next_u64() % 6 {
+        0 if n > 0 => {
+            s.steps.remove(pick(rng, n));
+        }
+        1 if n > 0 => {
+            let i = pick(rng, n);
+            let st = s.steps[i].clone();
+            s.steps.insert(pick(rng, n + 1), st);
+        }
+        2 if n > 1 => {
+            let (i, j) = (pick(rng, n), pick(rng, n));
+            s.steps.swap(i, j);
+        }
+        3 if n > 0 => {
+            let i = pick(rng, n);
+            let delta = match rng.next_u64() % 4 {
+                0 => 4096i64,
+                1 => -4096,
+                2 => 2 << 20,
+                _ => -(2 << 20),
+            };
+            nudge(&mut s.steps[i].op, delta);
+        }
+        4 if n > 0 => {
+            let i = pick(rng, n);
+            if let Op::Accept { level, .. } = &mut s.steps[i].op {
+                *level = crate::seq::Level::ALL[(rng.next_u64() % 2) as usize];
+            }
+        }
+        _ => {
+            s.header.variant = Some(Variant::ALL[(rng.next_u64() % 4) as usize]);
+        }
+    }
+}
+
+fn nudge(op: &mut Op, delta: i64) {
+    let shift = |a: &mut u64| *a = a.wrapping_add_signed(delta);
+    match op {
+        Op::Private { addr, .. }
+        | Op::Shared { addr, .. }
+        | Op::Punch { addr, .. }
+        | Op::Prefault { addr, .. }
+        | Op::HostWrite { addr, .. }
+        | Op::HostRead { addr }
+        | Op::InitMem { addr, .. }
+        | Op::MtrrZap { addr, .. }
+        | Op::Accept { addr, .. }
+        | Op::Release { addr, .. }
+        | Op::Read { addr, .. }
+        | Op::Write { addr, .. }
+        | Op::Touch { addr, .. }
+        | Op::MapGpa { addr, .. } => shift(addr),
+        Op::SlotAdd(s) => shift(&mut s.gpa),
+        Op::SlotMove { gpa, .. } => shift(gpa),
+        _ => {}
+    }
+}
