@@ -34,7 +34,9 @@ pub fn model(data: &[u8]) -> Vec<Finding> {
 
 /// `variants`: the input's TDX sequence under two variants chosen by its last byte.
 pub fn variants(data: &[u8]) -> Vec<Finding> {
-    let Some((&pick, rest)) = data.split_last() else { return Vec::new() };
+    let Some((&pick, rest)) = data.split_last() else {
+        return Vec::new();
+    };
     let mut s = decode(rest);
     if s.header.vm != VmType::Tdx {
         return Vec::new();
@@ -80,7 +82,9 @@ pub fn kvm(data: &[u8]) -> Vec<Finding> {
         k.footing()?;
         Ok(k)
     });
-    let Ok(k) = backend.as_mut() else { return Vec::new() };
+    let Ok(k) = backend.as_mut() else {
+        return Vec::new();
+    };
     let s = k.adapt(&decode(data));
     let model = run_model(&s);
     let mut f = model.findings.clone();
@@ -95,7 +99,13 @@ pub fn kvm(data: &[u8]) -> Vec<Finding> {
 /// The structure-aware mutator: edit the op list (drop, duplicate, swap, nudge an address by a
 /// page or to a 2M boundary, flip a level) and run `fixup`; part of the time fall back to the
 /// engine's byte mutation. Returns the new length written into `data`.
-pub fn mutate(data: &mut [u8], size: usize, max_size: usize, seed: u32, byte_mutate: impl FnOnce(&mut [u8], usize, usize) -> usize) -> usize {
+pub fn mutate(
+    data: &mut [u8],
+    size: usize,
+    max_size: usize,
+    seed: u32,
+    byte_mutate: impl FnOnce(&mut [u8], usize, usize) -> usize,
+) -> usize {
     let mut rng = Rng::new(seed as u64 ^ 0x5eed);
     if rng.next_u64() % 4 == 0 {
         return byte_mutate(data, size, max_size);

@@ -93,6 +93,11 @@ fn exported_seeds_decode_back_to_their_scenarios() {
     for (seed, scenario) in written.iter().zip(corpus_files()) {
         let bytes = std::fs::read(seed).unwrap();
         let want = parse("s", &std::fs::read_to_string(&scenario).unwrap()).unwrap();
-        assert_eq!(privmem::seq::codec::decode(&bytes), want, "{} does not decode back", seed.display());
+        assert_eq!(
+            privmem::seq::codec::decode(&bytes),
+            want,
+            "{} does not decode back",
+            seed.display()
+        );
     }
 }

@@ -152,9 +152,18 @@ impl Campaign {
                 .find(|g| g.signature() == sig)
                 .unwrap_or(f);
             let confirmed = (0..3)
-                .filter(|_| self.findings_of(&shrunk).iter().any(|g| g.signature() == sig))
+                .filter(|_| {
+                    self.findings_of(&shrunk)
+                        .iter()
+                        .any(|g| g.signature() == sig)
+                })
                 .count() as u32;
-            out.push(NewFinding { finding, seq: shrunk, case: self.cases, confirmed });
+            out.push(NewFinding {
+                finding,
+                seq: shrunk,
+                case: self.cases,
+                confirmed,
+            });
         }
         out
     }

@@ -11,7 +11,9 @@ pub fn seq_files(root: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -45,11 +47,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         Some("export") => {}
         _ => return Err("corpus: usage: privmem corpus export --libfuzzer DIR [ROOT]".into()),
     }
-    let out = a.get("libfuzzer").ok_or("corpus export: --libfuzzer DIR is required")?;
+    let out = a
+        .get("libfuzzer")
+        .ok_or("corpus export: --libfuzzer DIR is required")?;
     let root = a.positional.get(1).map(String::as_str).unwrap_or("corpus");
     let files = export(Path::new(root), Path::new(out))?;
     if a.flag("json") {
-        println!("{}", serde_json::json!({"exported": files.len(), "dir": out}));
+        println!(
+            "{}",
+            serde_json::json!({"exported": files.len(), "dir": out})
+        );
     } else {
         println!("exported {} seeds from {root} to {out}", files.len());
     }

@@ -19,6 +19,7 @@ usage:
   privmem replay [--backend model|kvm] [--against VARIANT] [--json] FILE...
   privmem caps [--json]       what this host's KVM offers
   privmem corpus export --libfuzzer DIR [ROOT]   corpus files as fuzzer seeds
+  privmem export --kselftest FILE -o OUT.c       a standalone C reproducer (default VMs)
   privmem fuzz [--vm T] [--variant V] [--against V] [--time S | --runs N] [--seed N]
                [--max-ops N] [--out DIR] [--json]
   privmem shrink FILE -o OUT [--json]
@@ -41,6 +42,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         "print" => print(rest),
         "caps" => caps(rest),
         "corpus" => corpus_cmd::run(rest),
+        "export" => export(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(0)
@@ -76,6 +78,23 @@ pub fn parse_variant(s: &str) -> Result<Variant, String> {
         .copied()
         .find(|v| v.name() == s)
         .ok_or(format!("unknown variant `{s}`"))
+}
+
+fn export(argv: &[String]) -> Result<i32, String> {
+    let a = Args::parse(argv, &["kselftest", "o", "out"], &[])?;
+    let file = a
+        .get("kselftest")
+        .ok_or("export: usage: privmem export --kselftest FILE -o OUT.c")?;
+    let out = a
+        .get("o")
+        .or(a.get("out"))
+        .ok_or("export: -o OUT.c is required")?;
+    let seq = load(file)?;
+    let c = crate::report::kselftest::export(&seq, file).map_err(|e| format!("{file}: {e}"))?;
+    crate::report::write_atomic(std::path::Path::new(out), c.as_bytes())
+        .map_err(|e| format!("{out}: {e}"))?;
+    println!("wrote {out} ({} steps)", seq.steps.len());
+    Ok(0)
 }
 
 fn caps(argv: &[String]) -> Result<i32, String> {

@@ -1,5 +1,7 @@
 //! Reports: findings written atomically as a replayable `.seq` and a `.json` beside it.
 
+pub mod kselftest;
+
 use crate::oracle::Finding;
 use crate::seq::{text, Sequence};
 use std::io::Write;
