@@ -107,7 +107,7 @@ pub fn mutate(
     byte_mutate: impl FnOnce(&mut [u8], usize, usize) -> usize,
 ) -> usize {
     let mut rng = Rng::new(seed as u64 ^ 0x5eed);
-    if rng.next_u64() % 4 == 0 {
+    if rng.next_u64().is_multiple_of(4) {
         return byte_mutate(data, size, max_size);
     }
     let mut s = decode(&data[..size.min(data.len())]);
