@@ -7,13 +7,13 @@ pub const HARNESS_GPA: u64 = 0x1f_c000_0000;
 pub const HARNESS_SIZE: u64 = 4 << 20;
 /// The memslot id the harness uses; sequences may not use it.
 pub const HARNESS_SLOT: u32 = 32763;
-/// The guest's page tables identity-map `[0, IDENTITY_LIMIT)` with 2M pages, user-accessible.
+/// The guest's page tables identity-map `[0, IDENTITY_LIMIT)` with 1G pages, user-accessible.
 pub const IDENTITY_LIMIT: u64 = 128 << 30;
 
 /// Offsets inside the harness slot.
 pub const PML4_OFF: u64 = 0;
 pub const PDPT_OFF: u64 = 0x1000;
-/// 128 page directories, one per GiB.
+/// One page directory per GiB, used only where the host lacks 1G pages.
 pub const PD_OFF: u64 = 0x2000;
 pub const GDT_OFF: u64 = 0x90000;
 pub const CODE_OFF: u64 = 0xa0000;

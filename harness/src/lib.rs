@@ -12,6 +12,7 @@ pub mod backend;
 pub mod campaign;
 pub mod cli;
 pub mod fuzzing;
+pub mod lab;
 pub mod model;
 pub mod oracle;
 pub mod report;

@@ -14,7 +14,8 @@ pub struct Caps {
     pub guest_memfd: bool,
     /// KVM_CAP_GUEST_MEMFD_FLAGS for a default VM: MMAP 1<<0, INIT_SHARED 1<<1.
     pub guest_memfd_flags: u64,
-    /// KVM_CAP_MEMORY_ATTRIBUTES for a default VM (PRIVATE = 1<<3).
+    /// KVM_CAP_MEMORY_ATTRIBUTES (PRIVATE = 1<<3), asked of a SW_PROTECTED VM where the host
+    /// has them (a default VM has no private memory, so no PRIVATE attribute).
     pub memory_attributes: u64,
     pub pre_fault_memory: bool,
     pub sw_protected: bool,
@@ -42,6 +43,8 @@ impl Caps {
         c.memory_fault_info = cap(raw::KVM_CAP_MEMORY_FAULT_INFO) > 0;
         c.guest_memfd = cap(raw::KVM_CAP_GUEST_MEMFD) > 0;
         c.pre_fault_memory = cap(raw::KVM_CAP_PRE_FAULT_MEMORY) > 0;
+        // Asked of /dev/kvm, KVM answers for VMs that can have private memory.
+        let system_attrs = cap(raw::KVM_CAP_MEMORY_ATTRIBUTES).max(0) as u64;
         c.sw_protected = c.vm_types & (1 << 1) != 0;
         c.snp = c.vm_types & (1 << 4) != 0;
         c.tdx = c.vm_types & (1 << 5) != 0;
@@ -54,6 +57,16 @@ impl Caps {
                 .check_extension_raw(raw::KVM_CAP_MEMORY_ATTRIBUTES as _)
                 .max(0) as u64;
             c.pre_fault_memory |= vm.check_extension_raw(raw::KVM_CAP_PRE_FAULT_MEMORY as _) > 0;
+        }
+        if c.sw_protected {
+            match kvm.create_vm_with_type(1) {
+                Ok(vm) => {
+                    c.memory_attributes |= vm
+                        .check_extension_raw(raw::KVM_CAP_MEMORY_ATTRIBUTES as _)
+                        .max(0) as u64
+                }
+                Err(_) => c.memory_attributes |= system_attrs,
+            }
         }
         c
     }

@@ -112,7 +112,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"event": "finding", "signature": nf.finding.signature(), "label": nf.label(), "file": path})
+                    serde_json::json!({
+                        "event": "finding", "signature": nf.finding.signature(), "label": nf.label(),
+                        "file": path, "sequence": crate::seq::text::print(&nf.seq),
+                    })
                 );
             } else {
                 eprintln!(

@@ -5,6 +5,7 @@ mod args;
 mod bench;
 pub mod corpus_cmd;
 mod fuzz;
+mod lab_cmd;
 mod replay;
 mod shrink_cmd;
 
@@ -20,6 +21,8 @@ usage:
   privmem caps [--json]       what this host's KVM offers
   privmem corpus export --libfuzzer DIR [ROOT]   corpus files as fuzzer seeds
   privmem export --kselftest FILE -o OUT.c       a standalone C reproducer (default VMs)
+  privmem lab [--kernel BZIMAGE] [--init PRIVMEM] [--time S] [--junit F] [FILE...]
+                              the scenarios and a fuzz campaign on a nested KVM (QEMU TCG)
   privmem fuzz [--vm T] [--variant V] [--against V] [--time S | --runs N] [--seed N]
                [--max-ops N] [--out DIR] [--json]
   privmem shrink FILE -o OUT [--json]
@@ -43,6 +46,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         "caps" => caps(rest),
         "corpus" => corpus_cmd::run(rest),
         "export" => export(rest),
+        "lab" => lab_cmd::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(0)

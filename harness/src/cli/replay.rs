@@ -41,8 +41,34 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         let mut skip = None;
         if let Some(k) = kvm.as_mut() {
+            // A scenario may record a real kernel difference it is known to show.
+            let known = std::fs::read_to_string(path).ok().and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("# known-divergence: kvm ")
+                        .map(|x| x.trim().to_string())
+                })
+            });
             match k.run(&seq) {
-                Ok(real) => t.findings.extend(diff(&seq, &t, &real)),
+                Ok(real) => {
+                    let d = diff(&seq, &t, &real);
+                    match &known {
+                        Some(sig) if d.iter().any(|f| f.signature() == *sig) => {
+                            if !json {
+                                println!("known {path}: {sig} (a recorded kernel difference)");
+                            }
+                        }
+                        Some(sig) => t.findings.push(crate::oracle::Finding {
+                            kind: crate::oracle::FindingKind::Divergence,
+                            step: None,
+                            op: None,
+                            state: "known-divergence-gone".into(),
+                            detail: format!(
+                                "the recorded divergence {sig} no longer shows (fixed kernel?)"
+                            ),
+                        }),
+                        None => t.findings.extend(d),
+                    }
+                }
                 Err(e) => match error_finding(&seq, &e) {
                     Some(f) => t.findings.push(f),
                     None => skip = Some(e.to_string()),

@@ -308,6 +308,7 @@ static void setup(void)
 	harness = map_anon(HARNESS_SIZE, &hl);
 	uint64_t *pt = (uint64_t *)harness;
 	pt[PML4_OFF / 8] = (HARNESS_GPA + PDPT_OFF) | 7;
+	/* 2M pages: every x86-64 host has them (1G pages need PDPE1GB). */
 	for (uint64_t g = 0; g < (IDENTITY_LIMIT >> 30); g++) {
 		uint64_t pd = PD_OFF + g * 0x1000;
 		pt[(PDPT_OFF + g * 8) / 8] = (HARNESS_GPA + pd) | 7;

@@ -9,12 +9,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-/// Fill the harness memslot: identity page tables (2M pages, user accessible), a GDT, the code.
-pub fn build_harness(m: &Mapping) {
+/// Fill the harness memslot: identity page tables (1G pages, user accessible), a GDT, the code.
+/// With 1G pages the guest's only page-table pages are the PML4 and the PDPT, both in the
+/// harness slot and mapped by the warm-up: a guest access to a new GiB maps no page-table page
+/// of its own in stage 2, which would otherwise show in `pages_4k` on a TDP host.
+///
+/// Where the vCPU's CPUID lacks 1G pages (PDPE1GB) the map uses 2M pages under one page
+/// directory per GiB; on a TDP host each newly touched GiB then maps its directory page too.
+pub fn build_harness(m: &Mapping, gib_pages: bool) {
     const P_RW_U: u64 = 0x7;
     const PS: u64 = 0x80;
     m.write_u64(PML4_OFF, (HARNESS_GPA + PDPT_OFF) | P_RW_U);
     for g in 0..(IDENTITY_LIMIT >> 30) {
+        if gib_pages {
+            m.write_u64(PDPT_OFF + g * 8, (g << 30) | P_RW_U | PS);
+            continue;
+        }
         let pd = PD_OFF + g * 0x1000;
         m.write_u64(PDPT_OFF + g * 8, (HARNESS_GPA + pd) | P_RW_U);
         for j in 0..512u64 {
@@ -51,6 +61,17 @@ fn seg(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
         unusable: 0,
         padding: 0,
     }
+}
+
+/// Whether the host's supported CPUID offers 1G pages (CPUID 0x80000001 EDX bit 26).
+pub fn has_gib_pages(kvm: &Kvm) -> bool {
+    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map(|c| {
+            c.as_slice()
+                .iter()
+                .any(|e| e.function == 0x8000_0001 && e.edx & (1 << 26) != 0)
+        })
+        .unwrap_or(false)
 }
 
 /// Put vCPU `v` in 64-bit mode at CPL3 with IOPL 3, at the start of the command loop.

@@ -96,7 +96,7 @@ impl KvmBackend {
             .map_err(|e| RunError::Setup(format!("KVM_CREATE_VM: {e}")))?;
         let harness = Mapping::anon(HARNESS_SIZE as usize)
             .map_err(|e| RunError::Setup(format!("mmap: {e}")))?;
-        guest::build_harness(&harness);
+        guest::build_harness(&harness, guest::has_gib_pages(&self.kvm));
         let region = kvm_userspace_memory_region2 {
             slot: HARNESS_SLOT,
             flags: 0,
@@ -779,6 +779,12 @@ impl Backend for KvmBackend {
         }
         if !h.gmems.is_empty() && !c.guest_memfd {
             return Some("KVM_CAP_GUEST_MEMFD".into());
+        }
+        if !h.gmems.is_empty() && h.vm == VmType::Default && c.guest_memfd_flags == 0 {
+            // Before Linux 6.18 only VMs with private memory may bind guest_memfd.
+            return Some(
+                "guest_memfd on a default VM (Linux 6.18+, KVM_CAP_GUEST_MEMFD_FLAGS)".into(),
+            );
         }
         for g in &h.gmems {
             if g.huge {

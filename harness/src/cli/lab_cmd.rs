@@ -1,0 +1,234 @@
+//! `privmem lab [--kernel BZIMAGE] [--init PRIVMEM] [--time S] [--json] [FILE...]`: boot the lab
+//! kernel under QEMU TCG, replay the scenarios against its KVM (default: every default-VM and
+//! SW_PROTECTED scenario of corpus/), then fuzz it for `--time` seconds, and report here.
+
+use super::corpus_cmd::seq_files;
+use super::{load, Args};
+use crate::lab;
+use crate::seq::VmType;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn repo() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    p.canonicalize().unwrap_or(p)
+}
+
+fn default_kernel() -> Result<PathBuf, String> {
+    let script = repo().join("ci/lab/build-kernel.sh");
+    eprintln!(
+        "lab: building (or reusing) the kernel with {}",
+        script.display()
+    );
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed", script.display()));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+pub fn run(argv: &[String]) -> Result<i32, String> {
+    let a = Args::parse(
+        argv,
+        &["kernel", "init", "time", "timeout", "junit"],
+        &["json"],
+    )?;
+    let json = a.flag("json");
+    let user_kernel = a.get("kernel").is_some();
+    let kernel = match a.get("kernel") {
+        Some(k) => PathBuf::from(k),
+        None => default_kernel()?,
+    };
+    let init = a
+        .get("init")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-musl/release/privmem"));
+    let init_bin = std::fs::read(&init).map_err(|e| {
+        format!("{}: {e}; build it with `cargo build --release --target x86_64-unknown-linux-musl -p privmem`", init.display())
+    })?;
+    let files: Vec<PathBuf> = if a.positional.is_empty() {
+        seq_files(&repo().join("corpus"))
+            .into_iter()
+            .filter(|f| {
+                load(&f.display().to_string())
+                    .is_ok_and(|s| matches!(s.header.vm, VmType::Default | VmType::SwProtected))
+            })
+            .collect()
+    } else {
+        a.positional.iter().map(PathBuf::from).collect()
+    };
+    let mut payload = Vec::new();
+    let mut names = Vec::new();
+    for f in &files {
+        load(&f.display().to_string())?;
+        let shown = f.strip_prefix(repo()).unwrap_or(f).display().to_string();
+        let name = shown.replace(['/', '\\'], "__");
+        payload.push((
+            name.clone(),
+            std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?,
+        ));
+        names.push((name, PathBuf::from(shown)));
+    }
+    let time = a.num("time")?.unwrap_or(0);
+    let mut args: Vec<String> = vec![
+        "caps".into(),
+        "--json".into(),
+        "--next--".into(),
+        "replay".into(),
+        "--backend".into(),
+        "kvm".into(),
+        "--json".into(),
+    ];
+    args.extend(names.iter().map(|(n, _)| format!("/corpus/{n}")));
+    if time > 0 {
+        args.extend(
+            [
+                "--next--",
+                "fuzz",
+                "--backend",
+                "kvm",
+                "--vm",
+                "sw-protected",
+                "--json",
+                "--out",
+                "/tmp/findings",
+                "--time",
+            ]
+            .map(String::from),
+        );
+        args.push(time.to_string());
+    }
+    let initrd_bytes = lab::initramfs(&init_bin, &args, &payload);
+    let initrd = std::env::temp_dir().join(format!("privmem-lab-{}.cpio", std::process::id()));
+    std::fs::write(&initrd, &initrd_bytes).map_err(|e| format!("{}: {e}", initrd.display()))?;
+    let limit = Duration::from_secs(a.num("timeout")?.unwrap_or(240 + time));
+    if !json {
+        eprintln!(
+            "lab: booting {} with {} scenarios{}",
+            kernel.display(),
+            files.len(),
+            if time > 0 {
+                format!(", then {time}s of fuzzing")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let lines = lab::boot(&kernel, &initrd, limit, |l| {
+        if std::env::var_os("PRIVMEM_LAB_VERBOSE").is_some() {
+            eprintln!("lab| {l}");
+        }
+    });
+    let _ = std::fs::remove_file(&initrd);
+    let lines = lines?;
+    let (mut passed, mut failed, mut skipped, mut fuzz_findings) = (0, 0, 0, Vec::new());
+    let mut caps_ok = None;
+    let mut results = Vec::new();
+    for l in &lines {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+            continue;
+        };
+        if v.get("api_version").is_some() {
+            let sw = v["sw_protected"].as_bool().unwrap_or(false);
+            let attrs = v["memory_attributes"].as_u64().unwrap_or(0) & 8 != 0;
+            let mut missing = Vec::new();
+            if !sw {
+                missing.push("VM type 1 (KVM_X86_SW_PROTECTED_VM) in KVM_CAP_VM_TYPES");
+            }
+            if !attrs {
+                missing.push("KVM_MEMORY_ATTRIBUTE_PRIVATE in KVM_CAP_MEMORY_ATTRIBUTES");
+            }
+            caps_ok = Some(missing.join("; "));
+        } else if let Some(file) = v["file"].as_str() {
+            let shown = names
+                .iter()
+                .find(|(n, _)| file.ends_with(n.as_str()))
+                .map(|(_, p)| p.display().to_string())
+                .unwrap_or(file.into());
+            if v.get("skipped").is_some() {
+                skipped += 1;
+                if !json {
+                    println!("skip  {shown}: {}", v["skipped"].as_str().unwrap_or(""));
+                }
+            } else if v["ok"].as_bool() == Some(true) {
+                passed += 1;
+                if !json {
+                    println!("ok    {shown}");
+                }
+            } else {
+                failed += 1;
+                if !json {
+                    println!("FAIL  {shown}");
+                    for f in v["findings"].as_array().into_iter().flatten() {
+                        println!("      {}", f["detail"].as_str().unwrap_or(""));
+                    }
+                }
+            }
+            results.push(v);
+        } else if v["event"] == "finding" {
+            if !json {
+                println!(
+                    "fuzz finding {}:\n{}",
+                    v["signature"].as_str().unwrap_or(""),
+                    v["sequence"].as_str().unwrap_or("")
+                );
+            }
+            fuzz_findings.push(v);
+        } else if v["event"] == "summary" && !json {
+            println!(
+                "lab fuzz: {} cases in {:.0}s, {} distinct findings",
+                v["cases"],
+                v["seconds"].as_f64().unwrap_or(0.0),
+                v["findings"].as_array().map(|a| a.len()).unwrap_or(0)
+            );
+        }
+    }
+    let done = lines.iter().any(|l| l.starts_with(lab::DONE));
+    if let Some(missing) = &caps_ok {
+        if !missing.is_empty() {
+            let msg = format!("the lab kernel lacks: {missing}");
+            if user_kernel {
+                return Err(msg);
+            }
+            eprintln!("lab: {msg}");
+        }
+    } else {
+        return Err(format!(
+            "the lab VM printed no capabilities; last lines:\n{}",
+            lines
+                .iter()
+                .rev()
+                .take(15)
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    if let Some(j) = a.get("junit") {
+        crate::report::junit::write(Path::new(j), "privmem-lab", &results)
+            .map_err(|e| format!("{j}: {e}"))?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"passed": passed, "failed": failed, "skipped": skipped, "results": results, "fuzz_findings": fuzz_findings, "completed": done})
+        );
+    } else {
+        println!(
+            "lab: {passed} passed, {failed} failed, {skipped} skipped; {} fuzz findings",
+            fuzz_findings.len()
+        );
+    }
+    Ok(if !done {
+        2
+    } else if failed > 0 || !fuzz_findings.is_empty() {
+        1
+    } else {
+        0
+    })
+}

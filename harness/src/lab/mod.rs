@@ -1,0 +1,204 @@
+//! The lab: private memory on real KVM under QEMU TCG. A small kernel (ci/lab/) boots with an
+//! initramfs holding a static privmem as `/init`, the scenarios and the command to run; privmem
+//! runs them against the nested KVM (SW_PROTECTED VMs, attributes, MEMORY_FAULT, pre-fault)
+//! and prints JSON lines on the serial console, which the host side collects.
+
+pub mod cpio;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The line the guest side prints when it is done, with the command's exit code.
+pub const DONE: &str = "PRIVMEM-LAB-DONE";
+
+/// Build the initramfs: `/init` (a static privmem), `/lab/args` (one argument per line), and
+/// the named files under `/corpus/`.
+pub fn initramfs(init: &[u8], args: &[String], files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut w = cpio::Writer::default();
+    for d in ["dev", "proc", "sys", "tmp", "lab", "corpus"] {
+        w.dir(d);
+    }
+    w.file("init", 0o755, init);
+    w.file("lab/args", 0o644, args.join("\n").as_bytes());
+    for (name, data) in files {
+        w.file(&format!("corpus/{name}"), 0o644, data);
+    }
+    w.finish()
+}
+
+/// PID of the QEMU child, for the Ctrl-C handler (nothing is left running on any exit path).
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_interrupt(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill and _exit are async-signal-safe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    unsafe { libc::_exit(128 + sig) };
+}
+
+/// Boot `kernel` with `initrd` under QEMU TCG and return the serial console's lines. The run is
+/// killed at `limit`; the child also dies with us (PR_SET_PDEATHSIG) and on Ctrl-C.
+pub fn boot(
+    kernel: &Path,
+    initrd: &Path,
+    limit: Duration,
+    mut on_line: impl FnMut(&str),
+) -> Result<Vec<String>, String> {
+    let qemu = std::env::var("PRIVMEM_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+    let mut cmd = Command::new(&qemu);
+    cmd.args([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+    ])
+    .args([
+        "-machine",
+        "pc",
+        "-cpu",
+        "max",
+        "-accel",
+        "tcg",
+        "-m",
+        "2G",
+        "-smp",
+        "1",
+        "-no-reboot",
+    ])
+    .arg("-kernel")
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initrd)
+    .args([
+        "-append",
+        "console=ttyS0 panic=-1 quiet transparent_hugepage=always",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    // SAFETY: prctl in the child before exec only.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        format!("{qemu}: {e} (install qemu-system-x86; ci/lab/build-kernel.sh does)")
+    })?;
+    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    // SAFETY: installing a handler that only kills the child and exits.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut lines = Vec::new();
+    let mut timed_out = false;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) => {
+                let l = l.trim_end_matches('\r').to_string();
+                on_line(&l);
+                let done = l.starts_with(DONE);
+                lines.push(l);
+                if done {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if start.elapsed() > limit {
+            timed_out = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    CHILD.store(0, Ordering::SeqCst);
+    if timed_out {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        return Err(format!(
+            "the lab VM did not finish within {}s (killed){}",
+            limit.as_secs(),
+            if err.is_empty() {
+                String::new()
+            } else {
+                format!("; qemu: {err}")
+            }
+        ));
+    }
+    Ok(lines)
+}
+
+/// When privmem is PID 1 in the lab's initramfs: mount what it needs, run the command in
+/// `/lab/args`, print the done line and power off.
+pub fn init_main() -> ! {
+    let mount = |src: &str, dst: &str, fs: &str| {
+        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+        let (src, dst, fs) = (c(src), c(dst), c(fs));
+        // SAFETY: plain mount(2) with valid C strings.
+        unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    };
+    mount("proc", "/proc", "proc");
+    mount("sysfs", "/sys", "sysfs");
+    mount("devtmpfs", "/dev", "devtmpfs");
+    mount("tmpfs", "/tmp", "tmpfs");
+    // Commands, one argument per line, separated by a line `--next--`.
+    let text = std::fs::read_to_string("/lab/args").unwrap_or_default();
+    let mut rc = 0;
+    for cmd in text.split("\n--next--\n") {
+        let args: Vec<String> = cmd
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if args.is_empty() {
+            continue;
+        }
+        let r = std::panic::catch_unwind(|| crate::cli::main(args.clone())).unwrap_or(101);
+        println!(
+            "PRIVMEM-LAB-CMD {} rc={r}",
+            args.first().map(String::as_str).unwrap_or("")
+        );
+        rc = rc.max(r);
+    }
+    println!("{DONE} rc={rc}");
+    // SAFETY: flushing and powering off the lab VM; nothing else runs.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
