@@ -5,10 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn privmem(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_privmem"))
-        .args(args)
-        .output()
-        .expect("run privmem");
+    let out = Command::new(env!("CARGO_BIN_EXE_privmem")).args(args).output().expect("run privmem");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -17,11 +14,7 @@ fn privmem(args: &[&str]) -> (i32, String, String) {
 }
 
 fn corpus(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../corpus")
-        .join(p)
-        .display()
-        .to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus").join(p).display().to_string()
 }
 
 fn tmpdir(name: &str) -> std::path::PathBuf {
@@ -40,10 +33,7 @@ fn replay_exit_codes() {
     std::fs::write(&bad, "vm tdx\nfinalize => tdx\n").unwrap();
     let (code, _, err) = privmem(&["replay", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(
-        err.contains("bad.seq:2:16: expected a TDX status name"),
-        "{err}"
-    );
+    assert!(err.contains("bad.seq:2:16: expected a TDX status name"), "{err}");
     let wrong = d.join("wrong.seq");
     std::fs::write(&wrong, "vm tdx\nfinalize => ok\nfinalize => ok\n").unwrap();
     let (code, out, _) = privmem(&["replay", wrong.to_str().unwrap()]);
@@ -78,34 +68,17 @@ fn fuzz_writes_findings_that_replay_to_the_same_signature() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "seq") {
             let text = std::fs::read_to_string(&p).unwrap();
-            let sig = text
-                .lines()
-                .next()
-                .unwrap()
-                .trim_start_matches("# finding: ")
-                .to_string();
+            let sig = text.lines().next().unwrap().trim_start_matches("# finding: ").to_string();
             seen_livelock |= sig.starts_with("livelock:");
             let (code, out, _) = privmem(&["replay", "--json", p.to_str().unwrap()]);
             assert_eq!(code, 1, "{}", p.display());
             let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-            let sigs: Vec<&str> = r["signatures"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s.as_str().unwrap())
-                .collect();
-            assert!(
-                sigs.contains(&sig.as_str()),
-                "{} replays to {sigs:?}, not {sig}",
-                p.display()
-            );
+            let sigs: Vec<&str> = r["signatures"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+            assert!(sigs.contains(&sig.as_str()), "{} replays to {sigs:?}, not {sig}", p.display());
             assert!(p.with_extension("json").exists());
         }
     }
-    assert!(
-        seen_livelock,
-        "huge-v1 fuzzing from an empty start reports a livelock"
-    );
+    assert!(seen_livelock, "huge-v1 fuzzing from an empty start reports a livelock");
 }
 
 #[test]
@@ -130,28 +103,19 @@ fn variant_comparison_finds_differences() {
     let h1 = corpus("hazards/H1-touch-then-accept-4k.seq");
     let (code, out, _) = privmem(&["replay", "--against", "huge-v3", &h1]);
     assert_eq!(code, 1);
-    assert!(
-        out.contains("variant-diff:accept:huge-v1:livelock/huge-v3:ok"),
-        "{out}"
-    );
+    assert!(out.contains("variant-diff:accept:huge-v1:livelock/huge-v3:ok"), "{out}");
 }
 
 #[test]
 fn shrink_keeps_the_finding() {
     let d = tmpdir("shrink");
     let big = d.join("big.seq");
-    let src = std::fs::read_to_string(corpus("hazards/H1-touch-then-accept-4k.seq"))
-        .unwrap()
-        .replace(" => livelock", "")
-        + "vcpu0 touch 0x100100000\nhost-read 0x100000000\n";
+    let src =
+        std::fs::read_to_string(corpus("hazards/H1-touch-then-accept-4k.seq")).unwrap().replace(" => livelock", "")
+            + "vcpu0 touch 0x100100000\nhost-read 0x100000000\n";
     std::fs::write(&big, src).unwrap();
     let out_path = d.join("small.seq");
-    let (code, out, err) = privmem(&[
-        "shrink",
-        big.to_str().unwrap(),
-        "-o",
-        out_path.to_str().unwrap(),
-    ]);
+    let (code, out, err) = privmem(&["shrink", big.to_str().unwrap(), "-o", out_path.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     let small = std::fs::read_to_string(&out_path).unwrap();
     assert!(small.contains("vcpu0 accept 0x100001000 4K"), "{small}");

@@ -31,19 +31,10 @@ fn every_corpus_scenario_holds_on_the_model() {
     for f in &files {
         let src = std::fs::read_to_string(f).unwrap();
         let seq = parse(&f.display().to_string(), &src).unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            seq.steps.iter().any(|s| s.expect.is_some()),
-            "{}: a scenario without expectations",
-            f.display()
-        );
+        assert!(seq.steps.iter().any(|s| s.expect.is_some()), "{}: a scenario without expectations", f.display());
         let t = run_model(&seq);
         for finding in t.findings {
-            failures.push(format!(
-                "{}: {} {}",
-                f.display(),
-                finding.signature(),
-                finding.detail
-            ));
+            failures.push(format!("{}: {} {}", f.display(), finding.signature(), finding.detail));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -51,15 +42,10 @@ fn every_corpus_scenario_holds_on_the_model() {
 
 #[test]
 fn hazard_corpus_names_h1_to_h8_and_h10_to_h12() {
-    let names: Vec<String> = corpus_files()
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
+    let names: Vec<String> =
+        corpus_files().iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
     for h in [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12] {
-        assert!(
-            names.iter().any(|n| n.starts_with(&format!("H{h}-"))),
-            "no hazard file for H{h}"
-        );
+        assert!(names.iter().any(|n| n.starts_with(&format!("H{h}-"))), "no hazard file for H{h}");
     }
 }
 
@@ -73,10 +59,7 @@ fn a_wrong_expectation_is_reported() {
     let wrong = src.replace("=> livelock", "=> ok");
     let t = run_model(&parse("H1-wrong", &wrong).unwrap());
     let sigs: Vec<String> = t.findings.iter().map(|f| f.signature()).collect();
-    assert!(
-        sigs.contains(&"expectation:accept:expected-ok".to_string()),
-        "{sigs:?}"
-    );
+    assert!(sigs.contains(&"expectation:accept:expected-ok".to_string()), "{sigs:?}");
     assert!(
         sigs.contains(&"livelock:accept:no-progress".to_string()),
         "an undocumented livelock is a finding: {sigs:?}"
@@ -93,11 +76,6 @@ fn exported_seeds_decode_back_to_their_scenarios() {
     for (seed, scenario) in written.iter().zip(corpus_files()) {
         let bytes = std::fs::read(seed).unwrap();
         let want = parse("s", &std::fs::read_to_string(&scenario).unwrap()).unwrap();
-        assert_eq!(
-            privmem::seq::codec::decode(&bytes),
-            want,
-            "{} does not decode back",
-            seed.display()
-        );
+        assert_eq!(privmem::seq::codec::decode(&bytes), want, "{} does not decode back", seed.display());
     }
 }

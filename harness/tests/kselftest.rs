@@ -38,29 +38,11 @@ fn exported_c_matches_the_kvm_backend() {
         let stem = f.file_stem().unwrap().to_string_lossy().into_owned();
         let (cfile, bin) = (dir.join(format!("{stem}.c")), dir.join(&stem));
         std::fs::write(&cfile, c).unwrap();
-        let cc = Command::new("gcc")
-            .args(["-O2", "-Wall", "-Werror", "-o"])
-            .arg(&bin)
-            .arg(&cfile)
-            .output()
-            .unwrap();
-        assert!(
-            cc.status.success(),
-            "{}: gcc failed:\n{}",
-            f.display(),
-            String::from_utf8_lossy(&cc.stderr)
-        );
+        let cc = Command::new("gcc").args(["-O2", "-Wall", "-Werror", "-o"]).arg(&bin).arg(&cfile).output().unwrap();
+        assert!(cc.status.success(), "{}: gcc failed:\n{}", f.display(), String::from_utf8_lossy(&cc.stderr));
         let out = Command::new(&bin).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            f.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
-            .collect();
+        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+        let got: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
         let want: Vec<String> = real
             .observed
             .iter()
@@ -70,16 +52,8 @@ fn exported_c_matches_the_kvm_backend() {
                 _ => None,
             })
             .collect();
-        assert_eq!(
-            got,
-            want,
-            "{}: the C reproducer and the KVM backend disagree",
-            f.display()
-        );
+        assert_eq!(got, want, "{}: the C reproducer and the KVM backend disagree", f.display());
         compared += 1;
     }
-    assert!(
-        compared >= 6,
-        "only {compared} default-VM scenarios compared"
-    );
+    assert!(compared >= 6, "only {compared} default-VM scenarios compared");
 }

@@ -42,8 +42,7 @@ fn corpus_files() -> Vec<PathBuf> {
 #[test]
 fn footing_holds_on_this_host() {
     let Some(mut k) = backend() else { return };
-    k.footing()
-        .expect("the guest must read guest_memfd and see zero after a punch");
+    k.footing().expect("the guest must read guest_memfd and see zero after a punch");
 }
 
 #[test]
@@ -53,10 +52,7 @@ fn corpus_agrees_with_real_kvm() {
     for f in corpus_files() {
         let src = std::fs::read_to_string(&f).unwrap();
         let seq = parse(&f.display().to_string(), &src).unwrap();
-        let known = src
-            .lines()
-            .find_map(|l| l.strip_prefix("# known-divergence: kvm "))
-            .map(str::trim);
+        let known = src.lines().find_map(|l| l.strip_prefix("# known-divergence: kvm ")).map(str::trim);
         let model = run_model(&seq);
         match k.run(&seq) {
             Err(RunError::Unsupported(why)) => {
@@ -66,10 +62,8 @@ fn corpus_agrees_with_real_kvm() {
             Err(e) => failures.push(format!("{}: {e}", f.display())),
             Ok(real) => {
                 ran += 1;
-                let sigs: Vec<String> = diff(&seq, &model, &real)
-                    .iter()
-                    .map(|d| format!("{} ({})", d.signature(), d.detail))
-                    .collect();
+                let sigs: Vec<String> =
+                    diff(&seq, &model, &real).iter().map(|d| format!("{} ({})", d.signature(), d.detail)).collect();
                 match known {
                     Some(sig) if !sigs.iter().any(|s| s.starts_with(sig)) => failures.push(format!(
                         "{}: the known divergence {sig} no longer reproduces (fixed kernel? update the file): {sigs:?}",
@@ -85,46 +79,38 @@ fn corpus_agrees_with_real_kvm() {
     eprintln!("real KVM: {ran} scenarios ran, {skipped} skipped");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     if k.caps.guest_memfd {
-        assert!(
-            ran >= 8,
-            "only {ran} scenarios ran on a host with guest_memfd"
-        );
+        assert!(ran >= 8, "only {ran} scenarios ran on a host with guest_memfd");
     }
 }
 
 #[test]
 fn reuse_proves_resets_clean() {
     let Some(mut k) = backend() else { return };
-    let seq = parse("t", "vm default\nslot 1 gpa=0x200000 size=2M\nvcpu0 write 0x200000 5\nvcpu0 read 0x200000 => value 5\n").unwrap();
+    let seq =
+        parse("t", "vm default\nslot 1 gpa=0x200000 size=2M\nvcpu0 write 0x200000 5\nvcpu0 read 0x200000 => value 5\n")
+            .unwrap();
     for _ in 0..20 {
         let t = k.run(&seq).expect("runs");
         assert_eq!(t.guest_ops, 2);
         assert_eq!(t.exits, 1, "two guest ops in a row cost one exit");
     }
-    assert!(
-        k.fresh_vms <= 2,
-        "{} VMs for 20 cases: the reset was never proved clean",
-        k.fresh_vms
-    );
+    assert!(k.fresh_vms <= 2, "{} VMs for 20 cases: the reset was never proved clean", k.fresh_vms);
 }
 
 #[test]
 fn unsupported_ops_name_the_capability() {
     let Some(mut k) = backend() else { return };
-    let seq = parse("t", "vm default\ngmem g size=2M huge mmap init-shared\nslot 0 gpa=0x100000000 size=2M gmem=g offset=0\n").unwrap();
+    let seq = parse(
+        "t",
+        "vm default\ngmem g size=2M huge mmap init-shared\nslot 0 gpa=0x100000000 size=2M gmem=g offset=0\n",
+    )
+    .unwrap();
     match k.run(&seq) {
         Err(RunError::Unsupported(why)) => assert!(why.contains("huge guest_memfd"), "{why}"),
         other => panic!("{other:?}"),
     }
     if !k.caps.pre_fault_memory {
-        let seq = parse(
-            "t",
-            "vm default\nslot 0 gpa=0x100000 size=4K\nprefault vcpu0 0x100000 4K\n",
-        )
-        .unwrap();
-        assert_eq!(
-            k.run(&seq).unwrap_err(),
-            RunError::Unsupported("KVM_CAP_PRE_FAULT_MEMORY".into())
-        );
+        let seq = parse("t", "vm default\nslot 0 gpa=0x100000 size=4K\nprefault vcpu0 0x100000 4K\n").unwrap();
+        assert_eq!(k.run(&seq).unwrap_err(), RunError::Unsupported("KVM_CAP_PRE_FAULT_MEMORY".into()));
     }
 }

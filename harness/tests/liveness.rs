@@ -13,32 +13,18 @@ fn cases_until(
     bound: u64,
     mut hit: impl FnMut(&privmem::seq::Sequence) -> bool,
 ) -> Option<u64> {
-    let cfg = CampaignConfig {
-        gen: GenConfig {
-            vm: Some(VmType::Tdx),
-            variant,
-            max_ops: 24,
-        },
-        against: None,
-        seed,
-    };
+    let cfg = CampaignConfig { gen: GenConfig { vm: Some(VmType::Tdx), variant, max_ops: 24 }, against: None, seed };
     let mut c = Campaign::new(cfg);
     (1..=bound).find(|_| hit(&c.next_case()))
 }
 
 fn has_finding(s: &privmem::seq::Sequence, prefix: &str) -> bool {
-    run_model_cov(s)
-        .0
-        .findings
-        .iter()
-        .any(|f| f.signature().starts_with(prefix))
+    run_model_cov(s).0.findings.iter().any(|f| f.signature().starts_with(prefix))
 }
 
 #[test]
 fn reaches_livelock() {
-    let n = cases_until(Some(Variant::HugeV1), 1, 2_000, |s| {
-        has_finding(s, "livelock:")
-    });
+    let n = cases_until(Some(Variant::HugeV1), 1, 2_000, |s| has_finding(s, "livelock:"));
     assert!(n.is_some(), "no livelock within 2000 huge-v1 cases");
     eprintln!("livelock after {n:?} cases");
 }
@@ -53,11 +39,7 @@ fn reaches_silent_data_loss() {
 #[test]
 fn reaches_page_size_mismatch() {
     let n = cases_until(None, 3, 20_000, |s| {
-        run_model_cov(s)
-            .0
-            .outcomes
-            .iter()
-            .any(|o| matches!(o, Outcome::Tdx(TdxStatus::PageSizeMismatch, _)))
+        run_model_cov(s).0.outcomes.iter().any(|o| matches!(o, Outcome::Tdx(TdxStatus::PageSizeMismatch, _)))
     });
     assert!(n.is_some(), "no PAGE_SIZE_MISMATCH within 20000 cases");
     eprintln!("PAGE_SIZE_MISMATCH after {n:?} cases");
@@ -66,13 +48,8 @@ fn reaches_page_size_mismatch() {
 #[test]
 fn reaches_enomem_partial_conversion() {
     let n = cases_until(Some(Variant::HugeV1), 4, 100_000, |s| {
-        run_model_cov(s)
-            .1
-            .is_some_and(|c| c.partial_conversions > 0)
+        run_model_cov(s).1.is_some_and(|c| c.partial_conversions > 0)
     });
-    assert!(
-        n.is_some(),
-        "no partial conversion within 100000 huge-v1 cases"
-    );
+    assert!(n.is_some(), "no partial conversion within 100000 huge-v1 cases");
     eprintln!("ENOMEM partial conversion after {n:?} cases");
 }

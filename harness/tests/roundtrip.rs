@@ -12,10 +12,7 @@ use privmem::seq::text::{parse, print};
 fn generated(n: usize, seed: u64) -> Vec<privmem::seq::Sequence> {
     let mut rng = Rng::new(seed);
     let mut buf = vec![0u8; 1024];
-    let cfg = GenConfig {
-        max_ops: 32,
-        ..Default::default()
-    };
+    let cfg = GenConfig { max_ops: 32, ..Default::default() };
     let mut v = Vec::new();
     while v.len() < n {
         rng.fill(&mut buf);
@@ -76,10 +73,7 @@ fn random_bytes_never_panic_parser_or_codec() {
         assert!(check_sequence(&s).is_ok());
         if i % 8 == 0 {
             let text = print(&s);
-            assert_eq!(
-                parse("decoded", &text).unwrap_or_else(|e| panic!("{e}\n{text}")),
-                s
-            );
+            assert_eq!(parse("decoded", &text).unwrap_or_else(|e| panic!("{e}\n{text}")), s);
             assert_eq!(decode(&encode(&s)), s);
             let _ = run_model(&s);
         }

@@ -23,10 +23,7 @@ fn tdx_status_codes_are_the_spec_values() {
     ];
     assert_eq!(TdxStatus::ALL.len(), spec.len());
     for (name, value) in spec {
-        let s = TdxStatus::ALL
-            .iter()
-            .find(|s| s.name() == name)
-            .unwrap_or_else(|| panic!("{name} missing"));
+        let s = TdxStatus::ALL.iter().find(|s| s.name() == name).unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(s.value(), value, "{name}");
         // KVM compares the upper 32 bits: operand ids in the low bits do not change the class.
         assert_eq!(TdxStatus::from_value(value | 0x12), Some(*s));
@@ -80,13 +77,7 @@ fn errnos_are_linux_x86_64_values() {
 
 #[test]
 fn levels_convert_in_one_place() {
-    assert_eq!(
-        [Level::L4K, Level::L2M, Level::L1G].map(|l| l.tdx_level()),
-        [0, 1, 2]
-    );
-    assert_eq!(
-        [Level::L4K, Level::L2M, Level::L1G].map(|l| l.pg_level()),
-        [1, 2, 3]
-    );
+    assert_eq!([Level::L4K, Level::L2M, Level::L1G].map(|l| l.tdx_level()), [0, 1, 2]);
+    assert_eq!([Level::L4K, Level::L2M, Level::L1G].map(|l| l.pg_level()), [1, 2, 3]);
     assert_eq!(Level::from_tdx_level(1), Some(Level::L2M));
 }

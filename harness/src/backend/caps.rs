@@ -50,20 +50,14 @@ impl Caps {
         c.tdx = c.vm_types & (1 << 5) != 0;
         // Per-VM answers come from a default VM.
         if let Ok(vm) = kvm.create_vm_with_type(0) {
-            c.guest_memfd_flags = vm
-                .check_extension_raw(raw::KVM_CAP_GUEST_MEMFD_FLAGS as _)
-                .max(0) as u64;
-            c.memory_attributes = vm
-                .check_extension_raw(raw::KVM_CAP_MEMORY_ATTRIBUTES as _)
-                .max(0) as u64;
+            c.guest_memfd_flags = vm.check_extension_raw(raw::KVM_CAP_GUEST_MEMFD_FLAGS as _).max(0) as u64;
+            c.memory_attributes = vm.check_extension_raw(raw::KVM_CAP_MEMORY_ATTRIBUTES as _).max(0) as u64;
             c.pre_fault_memory |= vm.check_extension_raw(raw::KVM_CAP_PRE_FAULT_MEMORY as _) > 0;
         }
         if c.sw_protected {
             match kvm.create_vm_with_type(1) {
                 Ok(vm) => {
-                    c.memory_attributes |= vm
-                        .check_extension_raw(raw::KVM_CAP_MEMORY_ATTRIBUTES as _)
-                        .max(0) as u64
+                    c.memory_attributes |= vm.check_extension_raw(raw::KVM_CAP_MEMORY_ATTRIBUTES as _).max(0) as u64
                 }
                 Err(_) => c.memory_attributes |= system_attrs,
             }
@@ -77,13 +71,7 @@ impl Caps {
         }
         let yn = |b: bool| if b { "yes" } else { "no" };
         let mut types = vec!["default"];
-        for (bit, n) in [
-            (1, "sw-protected"),
-            (2, "sev"),
-            (3, "sev-es"),
-            (4, "snp"),
-            (5, "tdx"),
-        ] {
+        for (bit, n) in [(1, "sw-protected"), (2, "sev"), (3, "sev-es"), (4, "snp"), (5, "tdx")] {
             if self.vm_types & (1 << bit) != 0 {
                 types.push(n);
             }

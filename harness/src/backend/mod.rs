@@ -70,15 +70,10 @@ impl Backend for ModelBackend {
         "model"
     }
     fn unsupported(&self, seq: &Sequence) -> Option<String> {
-        (seq.header.vm == crate::seq::VmType::Snp)
-            .then(|| "the SEV-SNP model is not built yet".into())
+        (seq.header.vm == crate::seq::VmType::Snp).then(|| "the SEV-SNP model is not built yet".into())
     }
     fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {
         let t = run_model(seq);
-        Ok(RealTrace {
-            observed: t.outcomes.into_iter().map(Observed::Outcome).collect(),
-            exits: 0,
-            guest_ops: 0,
-        })
+        Ok(RealTrace { observed: t.outcomes.into_iter().map(Observed::Outcome).collect(), exits: 0, guest_ops: 0 })
     }
 }

@@ -84,16 +84,7 @@ impl Campaign {
             cfg.gen.max_ops = 24;
         }
         let rng = Rng::new(cfg.seed);
-        Campaign {
-            cfg,
-            rng,
-            buf: vec![0; 1024],
-            cases: 0,
-            ops: 0,
-            seen: HashMap::new(),
-            real: None,
-            skipped: 0,
-        }
+        Campaign { cfg, rng, buf: vec![0; 1024], cases: 0, ops: 0, seen: HashMap::new(), real: None, skipped: 0 }
     }
 
     /// Generate the next case.
@@ -143,27 +134,11 @@ impl Campaign {
             if *n > 1 {
                 continue;
             }
-            let shrunk = shrink(&s, |c| {
-                self.findings_of(c).iter().any(|g| g.signature() == sig)
-            });
-            let finding = self
-                .findings_of(&shrunk)
-                .into_iter()
-                .find(|g| g.signature() == sig)
-                .unwrap_or(f);
-            let confirmed = (0..3)
-                .filter(|_| {
-                    self.findings_of(&shrunk)
-                        .iter()
-                        .any(|g| g.signature() == sig)
-                })
-                .count() as u32;
-            out.push(NewFinding {
-                finding,
-                seq: shrunk,
-                case: self.cases,
-                confirmed,
-            });
+            let shrunk = shrink(&s, |c| self.findings_of(c).iter().any(|g| g.signature() == sig));
+            let finding = self.findings_of(&shrunk).into_iter().find(|g| g.signature() == sig).unwrap_or(f);
+            let confirmed =
+                (0..3).filter(|_| self.findings_of(&shrunk).iter().any(|g| g.signature() == sig)).count() as u32;
+            out.push(NewFinding { finding, seq: shrunk, case: self.cases, confirmed });
         }
         out
     }

@@ -13,17 +13,10 @@ impl Args {
     /// `valued` names the options that take a value; anything else starting with `--` (or `-o`)
     /// is a flag if listed in `flags`, else an error.
     pub fn parse(argv: &[String], valued: &[&str], flags: &[&str]) -> Result<Args, String> {
-        let mut a = Args {
-            positional: Vec::new(),
-            opts: HashMap::new(),
-            flags: Vec::new(),
-        };
+        let mut a = Args { positional: Vec::new(), opts: HashMap::new(), flags: Vec::new() };
         let mut it = argv.iter();
         while let Some(x) = it.next() {
-            if let Some(name) = x
-                .strip_prefix("--")
-                .or_else(|| x.strip_prefix('-').filter(|n| n.len() == 1))
-            {
+            if let Some(name) = x.strip_prefix("--").or_else(|| x.strip_prefix('-').filter(|n| n.len() == 1)) {
                 let (name, inline) = match name.split_once('=') {
                     Some((n, v)) => (n, Some(v.to_string())),
                     None => (name, None),
@@ -31,10 +24,7 @@ impl Args {
                 if valued.contains(&name) {
                     let v = match inline {
                         Some(v) => v,
-                        None => it
-                            .next()
-                            .cloned()
-                            .ok_or(format!("--{name} needs a value"))?,
+                        None => it.next().cloned().ok_or(format!("--{name} needs a value"))?,
                     };
                     a.opts.insert(name.to_string(), v);
                 } else if flags.contains(&name) && inline.is_none() {

@@ -22,15 +22,8 @@ fn ops_per_sec(cases: &[Sequence], secs: f64) -> f64 {
 }
 
 fn mix(vm: Option<VmType>, seed: u64, n: usize) -> Vec<Sequence> {
-    let mut c = Campaign::new(CampaignConfig {
-        gen: GenConfig {
-            vm,
-            variant: None,
-            max_ops: 48,
-        },
-        against: None,
-        seed,
-    });
+    let mut c =
+        Campaign::new(CampaignConfig { gen: GenConfig { vm, variant: None, max_ops: 48 }, against: None, seed });
     (0..n).map(|_| c.next_case()).collect()
 }
 
@@ -39,7 +32,9 @@ fn range_case(size: &str) -> Sequence {
     let src = format!(
         "vm sw-protected\ngmem g size=64G\nslot 0 gpa=0x100000000 size=64G gmem=g offset=0\n\
          private 0x100000000 64G\nvcpu0 touch 0x100000000\nvcpu0 touch 0x900000000\nvcpu0 touch 0x1000000000\n{}",
-        (0..32).map(|i| format!("{} 0x100000000 {size}\n", if i % 2 == 0 { "shared" } else { "private" })).collect::<String>()
+        (0..32)
+            .map(|i| format!("{} 0x100000000 {size}\n", if i % 2 == 0 { "shared" } else { "private" }))
+            .collect::<String>()
     );
     parse("bench", &src).expect("bench sequence parses")
 }
@@ -69,11 +64,7 @@ fn kvm_case(seed: u64) -> Sequence {
     for i in 0..16u64 {
         let page = (seed * 7 + i * 13) % 512;
         let line = match i % 8 {
-            0 => format!(
-                "host-write {:#x} {:#x}",
-                0x100000000 + page * 4096,
-                seed + i + 1
-            ),
+            0 => format!("host-write {:#x} {:#x}", 0x100000000 + page * 4096, seed + i + 1),
             3 => format!("punch {:#x} 4K", 0x100000000 + page * 4096),
             5 => format!("host-read {:#x}", 0x200000 + page * 4096),
             6 | 7 => format!("vcpu0 read {:#x}", 0x100000000 + page * 4096),
@@ -87,7 +78,8 @@ fn kvm_case(seed: u64) -> Sequence {
 
 /// A guest-only case: `n` guest reads and writes in a row on one vCPU.
 fn guest_only_case(n: u64) -> Sequence {
-    let mut src = String::from("vm default\ngmem a size=2M mmap init-shared\nslot 0 gpa=0x100000000 size=2M gmem=a offset=0\n");
+    let mut src =
+        String::from("vm default\ngmem a size=2M mmap init-shared\nslot 0 gpa=0x100000000 size=2M gmem=a offset=0\n");
     for i in 0..n {
         let addr = 0x100000000 + (i % 512) * 4096;
         if i % 2 == 0 {
@@ -103,8 +95,7 @@ fn run_kvm(json: bool) -> Result<i32, String> {
     use crate::backend::kvm::KvmBackend;
     use crate::backend::Backend;
     let mut k = KvmBackend::open()?;
-    k.footing()
-        .map_err(|why| format!("footing check failed: {why}"))?;
+    k.footing().map_err(|why| format!("footing check failed: {why}"))?;
     let exec_per_sec = |k: &mut KvmBackend, reuse: bool, n: u64| -> Result<f64, String> {
         k.reuse = reuse;
         let start = Instant::now();
@@ -138,7 +129,10 @@ fn run_kvm(json: bool) -> Result<i32, String> {
             })
         );
     } else {
-        println!("real KVM, 16-op cases: fresh VM per case {fresh:.0} exec/s, reused VM {reused:.0} exec/s, speedup {:.2}x", reused / fresh);
+        println!(
+            "real KVM, 16-op cases: fresh VM per case {fresh:.0} exec/s, reused VM {reused:.0} exec/s, speedup {:.2}x",
+            reused / fresh
+        );
         println!("guest-only cases of 64 ops: {per_op:.3} exits per guest op ({exits} exits / {ops} ops)");
         println!("VMs created: {}", k.fresh_vms);
     }
@@ -173,11 +167,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     } else {
         println!("model, realistic mix (default/sw-protected/tdx): {model:>12.0} ops/s");
         println!("model, TDX mix:                                   {model_tdx:>12.0} ops/s");
-        println!(
-            "range op 64 GiB: {:.0} ns, 2 MiB: {:.0} ns, ratio {ratio:.2}",
-            big * 1e9,
-            small * 1e9
-        );
+        println!("range op 64 GiB: {:.0} ns, 2 MiB: {:.0} ns, ratio {ratio:.2}", big * 1e9, small * 1e9);
     }
     Ok(0)
 }

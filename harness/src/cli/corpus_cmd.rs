@@ -47,16 +47,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         Some("export") => {}
         _ => return Err("corpus: usage: privmem corpus export --libfuzzer DIR [ROOT]".into()),
     }
-    let out = a
-        .get("libfuzzer")
-        .ok_or("corpus export: --libfuzzer DIR is required")?;
+    let out = a.get("libfuzzer").ok_or("corpus export: --libfuzzer DIR is required")?;
     let root = a.positional.get(1).map(String::as_str).unwrap_or("corpus");
     let files = export(Path::new(root), Path::new(out))?;
     if a.flag("json") {
-        println!(
-            "{}",
-            serde_json::json!({"exported": files.len(), "dir": out})
-        );
+        println!("{}", serde_json::json!({"exported": files.len(), "dir": out}));
     } else {
         println!("exported {} seeds from {root} to {out}", files.len());
     }

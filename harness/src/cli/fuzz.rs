@@ -14,18 +14,7 @@ use std::time::{Duration, Instant};
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
-        &[
-            "vm",
-            "variant",
-            "against",
-            "time",
-            "runs",
-            "seed",
-            "out",
-            "max-ops",
-            "backend",
-            "timeout-ms",
-        ],
+        &["vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend", "timeout-ms"],
         &["json"],
     )?;
     let kvm = match a.get("backend").unwrap_or("model") {
@@ -35,8 +24,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             if let Some(ms) = a.num("timeout-ms")? {
                 k.timeout = Duration::from_millis(ms);
             }
-            k.footing()
-                .map_err(|why| format!("footing check failed, refusing to fuzz real KVM: {why}"))?;
+            k.footing().map_err(|why| format!("footing check failed, refusing to fuzz real KVM: {why}"))?;
             Some(k)
         }
         other => return Err(format!("unknown backend `{other}` (model, kvm)")),
@@ -63,25 +51,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         (t, _) => t.map(Duration::from_secs),
     };
     let seed = a.num("seed")?.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     });
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
     let json = a.flag("json");
     let cfg = CampaignConfig {
-        gen: GenConfig {
-            vm,
-            variant,
-            max_ops: a.num("max-ops")?.unwrap_or(24) as usize,
-        },
+        gen: GenConfig { vm, variant, max_ops: a.num("max-ops")?.unwrap_or(24) as usize },
         against,
         seed,
     };
-    let replay_args = against
-        .map(|b| format!(" --against {}", b.name()))
-        .unwrap_or_default();
+    let replay_args = against.map(|b| format!(" --against {}", b.name())).unwrap_or_default();
     let backend_name = if kvm.is_some() { "kvm" } else { "model" };
     let mut c = Campaign::new(cfg);
     if let Some(k) = kvm {
@@ -93,10 +72,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let mut last = Instant::now();
     let mut written = Vec::new();
     if !json {
-        eprintln!(
-            "privmem fuzz: seed {seed}, backend {backend_name}, findings to {}",
-            out.display()
-        );
+        eprintln!("privmem fuzz: seed {seed}, backend {backend_name}, findings to {}", out.display());
     }
     loop {
         if limit_time.is_some_and(|t| start.elapsed() >= t) || runs.is_some_and(|r| c.cases >= r) {
@@ -132,12 +108,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         if last.elapsed() >= Duration::from_millis(if tty { 250 } else { 5000 }) {
             last = Instant::now();
             let el = start.elapsed().as_secs_f64();
-            let line = format!(
-                "[{el:6.1}s] {} cases  {:.0} exec/s  {} findings",
-                c.cases,
-                c.cases as f64 / el,
-                c.seen.len()
-            );
+            let line =
+                format!("[{el:6.1}s] {} cases  {:.0} exec/s  {} findings", c.cases, c.cases as f64 / el, c.seen.len());
             if !json {
                 if tty {
                     eprint!("\r\x1b[K{line}");
@@ -175,10 +147,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             c.ops as f64 / el
         );
         if backend_name == "kvm" {
-            println!(
-                "real KVM: {} cases skipped (host lacks a capability)",
-                c.skipped
-            );
+            println!("real KVM: {} cases skipped (host lacks a capability)", c.skipped);
         }
         println!("open fds {fds0} -> {fds1}, RSS {rss0} KiB -> {rss1} KiB");
         println!("{} distinct findings", sigs.len());
@@ -191,16 +160,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
 
 /// Open file descriptors and resident set size (KiB) of this process, for soak runs.
 pub fn process_usage() -> (usize, u64) {
-    let fds = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
     let rss = std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
         .map(|pages| pages * 4)
         .unwrap_or(0);
     (fds, rss)

@@ -16,10 +16,7 @@ fn repo() -> PathBuf {
 
 fn default_kernel() -> Result<PathBuf, String> {
     let script = repo().join("ci/lab/build-kernel.sh");
-    eprintln!(
-        "lab: building (or reusing) the kernel with {}",
-        script.display()
-    );
+    eprintln!("lab: building (or reusing) the kernel with {}", script.display());
     let out = std::process::Command::new("bash")
         .arg(&script)
         .stderr(std::process::Stdio::inherit())
@@ -32,11 +29,7 @@ fn default_kernel() -> Result<PathBuf, String> {
 }
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(
-        argv,
-        &["kernel", "init", "time", "timeout", "junit"],
-        &["json"],
-    )?;
+    let a = Args::parse(argv, &["kernel", "init", "time", "timeout", "junit"], &["json"])?;
     let json = a.flag("json");
     let user_kernel = a.get("kernel").is_some();
     let kernel = match a.get("kernel") {
@@ -48,7 +41,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-musl/release/privmem"));
     let init_bin = std::fs::read(&init).map_err(|e| {
-        format!("{}: {e}; build it with `cargo build --release --target x86_64-unknown-linux-musl -p privmem`", init.display())
+        format!(
+            "{}: {e}; build it with `cargo build --release --target x86_64-unknown-linux-musl -p privmem`",
+            init.display()
+        )
     })?;
     let files: Vec<PathBuf> = if a.positional.is_empty() {
         seq_files(&repo().join("corpus"))
@@ -67,10 +63,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         load(&f.display().to_string())?;
         let shown = f.strip_prefix(repo()).unwrap_or(f).display().to_string();
         let name = shown.replace(['/', '\\'], "__");
-        payload.push((
-            name.clone(),
-            std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?,
-        ));
+        payload.push((name.clone(), std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?));
         names.push((name, PathBuf::from(shown)));
     }
     let time = a.num("time")?.unwrap_or(0);
@@ -111,11 +104,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             "lab: booting {} with {} scenarios{}",
             kernel.display(),
             files.len(),
-            if time > 0 {
-                format!(", then {time}s of fuzzing")
-            } else {
-                String::new()
-            }
+            if time > 0 { format!(", then {time}s of fuzzing") } else { String::new() }
         );
     }
     let lines = lab::boot(&kernel, &initrd, limit, |l| {
@@ -199,19 +188,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     } else {
         return Err(format!(
             "the lab VM printed no capabilities; last lines:\n{}",
-            lines
-                .iter()
-                .rev()
-                .take(15)
-                .rev()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
+            lines.iter().rev().take(15).rev().cloned().collect::<Vec<_>>().join("\n")
         ));
     }
     if let Some(j) = a.get("junit") {
-        crate::report::junit::write(Path::new(j), "privmem-lab", &results)
-            .map_err(|e| format!("{j}: {e}"))?;
+        crate::report::junit::write(Path::new(j), "privmem-lab", &results).map_err(|e| format!("{j}: {e}"))?;
     }
     if json {
         println!(
@@ -219,10 +200,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             serde_json::json!({"passed": passed, "failed": failed, "skipped": skipped, "results": results, "fuzz_findings": fuzz_findings, "completed": done})
         );
     } else {
-        println!(
-            "lab: {passed} passed, {failed} failed, {skipped} skipped; {} fuzz findings",
-            fuzz_findings.len()
-        );
+        println!("lab: {passed} passed, {failed} failed, {skipped} skipped; {} fuzz findings", fuzz_findings.len());
     }
     Ok(if !done {
         2

@@ -69,34 +69,20 @@ pub fn load(path: &str) -> Result<Sequence, String> {
 }
 
 pub fn parse_vm(s: &str) -> Result<VmType, String> {
-    VmType::ALL
-        .iter()
-        .copied()
-        .find(|v| v.name() == s)
-        .ok_or(format!("unknown VM type `{s}`"))
+    VmType::ALL.iter().copied().find(|v| v.name() == s).ok_or(format!("unknown VM type `{s}`"))
 }
 
 pub fn parse_variant(s: &str) -> Result<Variant, String> {
-    Variant::ALL
-        .iter()
-        .copied()
-        .find(|v| v.name() == s)
-        .ok_or(format!("unknown variant `{s}`"))
+    Variant::ALL.iter().copied().find(|v| v.name() == s).ok_or(format!("unknown variant `{s}`"))
 }
 
 fn export(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(argv, &["kselftest", "o", "out"], &[])?;
-    let file = a
-        .get("kselftest")
-        .ok_or("export: usage: privmem export --kselftest FILE -o OUT.c")?;
-    let out = a
-        .get("o")
-        .or(a.get("out"))
-        .ok_or("export: -o OUT.c is required")?;
+    let file = a.get("kselftest").ok_or("export: usage: privmem export --kselftest FILE -o OUT.c")?;
+    let out = a.get("o").or(a.get("out")).ok_or("export: -o OUT.c is required")?;
     let seq = load(file)?;
     let c = crate::report::kselftest::export(&seq, file).map_err(|e| format!("{file}: {e}"))?;
-    crate::report::write_atomic(std::path::Path::new(out), c.as_bytes())
-        .map_err(|e| format!("{out}: {e}"))?;
+    crate::report::write_atomic(std::path::Path::new(out), c.as_bytes()).map_err(|e| format!("{out}: {e}"))?;
     println!("wrote {out} ({} steps)", seq.steps.len());
     Ok(0)
 }

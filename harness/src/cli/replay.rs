@@ -43,10 +43,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         if let Some(k) = kvm.as_mut() {
             // A scenario may record a real kernel difference it is known to show.
             let known = std::fs::read_to_string(path).ok().and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("# known-divergence: kvm ")
-                        .map(|x| x.trim().to_string())
-                })
+                s.lines().find_map(|l| l.strip_prefix("# known-divergence: kvm ").map(|x| x.trim().to_string()))
             });
             match k.run(&seq) {
                 Ok(real) => {
@@ -62,9 +59,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                             step: None,
                             op: None,
                             state: "known-divergence-gone".into(),
-                            detail: format!(
-                                "the recorded divergence {sig} no longer shows (fixed kernel?)"
-                            ),
+                            detail: format!("the recorded divergence {sig} no longer shows (fixed kernel?)"),
                         }),
                         None => t.findings.extend(d),
                     }

@@ -10,35 +10,23 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let [path] = a.positional.as_slice() else {
         return Err("shrink: name exactly one FILE".into());
     };
-    let out = a
-        .get("o")
-        .or(a.get("out"))
-        .ok_or("shrink: -o OUT is required")?;
+    let out = a.get("o").or(a.get("out")).ok_or("shrink: -o OUT is required")?;
     let seq = load(path)?;
     let t = run_model(&seq);
     let Some(f) = t.findings.first().cloned() else {
-        return Err(format!(
-            "{path}: replays without a finding; nothing to shrink"
-        ));
+        return Err(format!("{path}: replays without a finding; nothing to shrink"));
     };
     let sig = f.signature();
     let small = shrink(&seq, |c| run_model(c).has(&sig));
-    write_atomic(
-        std::path::Path::new(out),
-        finding_seq_text(&f, &small, "").as_bytes(),
-    )
-    .map_err(|e| format!("{out}: {e}"))?;
+    write_atomic(std::path::Path::new(out), finding_seq_text(&f, &small, "").as_bytes())
+        .map_err(|e| format!("{out}: {e}"))?;
     if a.flag("json") {
         println!(
             "{}",
             serde_json::json!({"signature": sig, "steps_before": seq.steps.len(), "steps_after": small.steps.len(), "out": out})
         );
     } else {
-        println!(
-            "{sig}: {} -> {} steps, written to {out}",
-            seq.steps.len(),
-            small.steps.len()
-        );
+        println!("{sig}: {} -> {} steps, written to {out}", seq.steps.len(), small.steps.len());
     }
     Ok(0)
 }

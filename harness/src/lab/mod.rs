@@ -51,40 +51,16 @@ pub fn boot(
 ) -> Result<Vec<String>, String> {
     let qemu = std::env::var("PRIVMEM_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
     let mut cmd = Command::new(&qemu);
-    cmd.args([
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-    ])
-    .args([
-        "-machine",
-        "pc",
-        "-cpu",
-        "max",
-        "-accel",
-        "tcg",
-        "-m",
-        "2G",
-        "-smp",
-        "1",
-        "-no-reboot",
-    ])
-    .arg("-kernel")
-    .arg(kernel)
-    .arg("-initrd")
-    .arg(initrd)
-    .args([
-        "-append",
-        "console=ttyS0 panic=-1 quiet transparent_hugepage=always",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none"])
+        .args(["-machine", "pc", "-cpu", "max", "-accel", "tcg", "-m", "2G", "-smp", "1", "-no-reboot"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet transparent_hugepage=always"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // SAFETY: prctl in the child before exec only.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -93,20 +69,13 @@ pub fn boot(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| {
-        format!("{qemu}: {e} (install qemu-system-x86; ci/lab/build-kernel.sh does)")
-    })?;
+    let mut child =
+        cmd.spawn().map_err(|e| format!("{qemu}: {e} (install qemu-system-x86; ci/lab/build-kernel.sh does)"))?;
     CHILD.store(child.id() as i32, Ordering::SeqCst);
     // SAFETY: installing a handler that only kills the child and exits.
     unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
+        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
     }
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -150,11 +119,7 @@ pub fn boot(
         return Err(format!(
             "the lab VM did not finish within {}s (killed){}",
             limit.as_secs(),
-            if err.is_empty() {
-                String::new()
-            } else {
-                format!("; qemu: {err}")
-            }
+            if err.is_empty() { String::new() } else { format!("; qemu: {err}") }
         ));
     }
     Ok(lines)
@@ -177,19 +142,12 @@ pub fn init_main() -> ! {
     let text = std::fs::read_to_string("/lab/args").unwrap_or_default();
     let mut rc = 0;
     for cmd in text.split("\n--next--\n") {
-        let args: Vec<String> = cmd
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
+        let args: Vec<String> = cmd.lines().filter(|l| !l.is_empty()).map(String::from).collect();
         if args.is_empty() {
             continue;
         }
         let r = std::panic::catch_unwind(|| crate::cli::main(args.clone())).unwrap_or(101);
-        println!(
-            "PRIVMEM-LAB-CMD {} rc={r}",
-            args.first().map(String::as_str).unwrap_or("")
-        );
+        println!("PRIVMEM-LAB-CMD {} rc={r}", args.first().map(String::as_str).unwrap_or(""));
         rc = rc.max(r);
     }
     println!("{DONE} rc={rc}");

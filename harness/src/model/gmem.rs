@@ -24,26 +24,16 @@ impl Run for Folio {
         self.order.pages()
     }
     fn head(&self, off: u64) -> Self {
-        Folio {
-            count: off / self.order.pages(),
-            ..*self
-        }
+        Folio { count: off / self.order.pages(), ..*self }
     }
     fn tail(&self, off: u64) -> Self {
-        Folio {
-            pfn: self.pfn + off,
-            count: self.count - off / self.order.pages(),
-            ..*self
-        }
+        Folio { pfn: self.pfn + off, count: self.count - off / self.order.pages(), ..*self }
     }
     fn joins(&self, n: &Self) -> bool {
         n.order == self.order && n.pfn == self.pfn + self.span()
     }
     fn join(&self, n: &Self) -> Self {
-        Folio {
-            count: self.count + n.count,
-            ..*self
-        }
+        Folio { count: self.count + n.count, ..*self }
     }
 }
 
@@ -60,11 +50,7 @@ const HUGE_PAGES: u64 = 512;
 
 impl Gmem {
     pub fn new(decl: GmemDecl) -> Gmem {
-        Gmem {
-            decl,
-            folios: RunMap::default(),
-            bindings: BTreeMap::new(),
-        }
+        Gmem { decl, folios: RunMap::default(), bindings: BTreeMap::new() }
     }
 
     /// Linux 6.18: a slot bound to a file created with GUEST_MEMFD_FLAG_MMAP is
@@ -109,13 +95,7 @@ impl Gmem {
                 continue;
             }
             // The hole runs to the next folio or the end.
-            let next = self
-                .folios
-                .overlapping(at, e)
-                .first()
-                .map(|x| x.0)
-                .unwrap_or(e)
-                .min(e);
+            let next = self.folios.overlapping(at, e).first().map(|x| x.0).unwrap_or(e).min(e);
             let hbase = at & !(HUGE_PAGES - 1);
             if self.decl.huge
                 && at == hbase
@@ -123,23 +103,12 @@ impl Gmem {
                 && !self.folios.has_any(hbase, hbase + HUGE_PAGES)
             {
                 let pfn = mem.alloc(HUGE_PAGES);
-                self.folios.insert(
-                    hbase,
-                    Folio {
-                        order: Level::L2M,
-                        pfn,
-                        count: 1,
-                    },
-                );
+                self.folios.insert(hbase, Folio { order: Level::L2M, pfn, count: 1 });
                 at = hbase + HUGE_PAGES;
                 continue;
             }
             // 4K folios up to the next 2M boundary where a huge folio might start, or the hole's end.
-            let stop = if self.decl.huge {
-                next.min(hbase + HUGE_PAGES)
-            } else {
-                next
-            };
+            let stop = if self.decl.huge { next.min(hbase + HUGE_PAGES) } else { next };
             if self.decl.huge
                 && at != hbase
                 && !self.folios.has_any(hbase, hbase + HUGE_PAGES)
@@ -147,27 +116,13 @@ impl Gmem {
             {
                 // The 2M range is wholly a hole: the fault allocates the huge folio.
                 let pfn = mem.alloc(HUGE_PAGES);
-                self.folios.insert(
-                    hbase,
-                    Folio {
-                        order: Level::L2M,
-                        pfn,
-                        count: 1,
-                    },
-                );
+                self.folios.insert(hbase, Folio { order: Level::L2M, pfn, count: 1 });
                 at = hbase + HUGE_PAGES;
                 continue;
             }
             let n = stop - at;
             let pfn = mem.alloc(n);
-            self.folios.insert(
-                at,
-                Folio {
-                    order: Level::L4K,
-                    pfn,
-                    count: n,
-                },
-            );
+            self.folios.insert(at, Folio { order: Level::L4K, pfn, count: n });
             at = stop;
         }
     }
@@ -193,14 +148,7 @@ impl Gmem {
             if let Some((b, f)) = self.folio_at(edge) {
                 if f.order == Level::L2M && b != edge {
                     self.folios.remove_range(b, b + 1);
-                    self.folios.insert(
-                        b,
-                        Folio {
-                            order: Level::L4K,
-                            pfn: f.pfn,
-                            count: HUGE_PAGES,
-                        },
-                    );
+                    self.folios.insert(b, Folio { order: Level::L4K, pfn: f.pfn, count: HUGE_PAGES });
                 }
             }
         }
@@ -241,11 +189,7 @@ impl Gmem {
                 v.push((s, e, id));
             }
         }
-        v.extend(
-            self.bindings
-                .range(start..end)
-                .map(|(&s, &(e, id))| (s, e, id)),
-        );
+        v.extend(self.bindings.range(start..end).map(|(&s, &(e, id))| (s, e, id)));
         v
     }
 

@@ -9,10 +9,7 @@ pub fn check(m: &mut Model, dirty: &[(u64, u64)]) {
     let mut bad: Vec<(&'static str, String)> = Vec::new();
     let runnable = m.td.as_ref().map(|t| t.runnable());
     // Align to 2M and merge, so a split's touched pages cost one pass.
-    let mut spans: Vec<(u64, u64)> = dirty
-        .iter()
-        .map(|&(s, e)| (s & !511, e.saturating_add(511) & !511))
-        .collect();
+    let mut spans: Vec<(u64, u64)> = dirty.iter().map(|&(s, e)| (s & !511, e.saturating_add(511) & !511)).collect();
     spans.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
     for (s, e) in spans {
@@ -59,52 +56,35 @@ pub fn check(m: &mut Model, dirty: &[(u64, u64)]) {
                     if runnable == Some(false) && l.level != Level::L4K {
                         bad.push((
                             "huge-private-leaf-during-build",
-                            format!(
-                                "{} private leaf at gfn {b:#x} while INITIALIZED",
-                                l.level.name()
-                            ),
+                            format!("{} private leaf at gfn {b:#x} while INITIALIZED", l.level.name()),
                         ));
                     }
                 }
                 if !covered {
                     bad.push((
                         "leaf-outside-memslot",
-                        format!(
-                            "{} leaf run at gfn {b:#x} not inside memslots",
-                            l.level.name()
-                        ),
+                        format!("{} leaf run at gfn {b:#x} not inside memslots", l.level.name()),
                     ));
                 }
                 if l.level > Level::L4K {
                     // No huge leaf spans a slot boundary, mixed attributes, or a smaller folio.
                     if leaf_cut {
-                        bad.push((
-                            "huge-leaf-spans-slots",
-                            format!("{} leaf at gfn {b:#x}", l.level.name()),
-                        ));
+                        bad.push(("huge-leaf-spans-slots", format!("{} leaf at gfn {b:#x}", l.level.name())));
                     }
                     for k in 0..l.count {
                         let lb = b + k * l.level.pages();
                         let le = lb + l.level.pages();
                         let slot = m.slots.find(lb);
                         if m.h.vm.has_private_mem() && m.attrs.uniform(lb, le).is_none() {
-                            bad.push((
-                                "huge-leaf-mixed-attributes",
-                                format!("{} leaf at gfn {lb:#x}", l.level.name()),
-                            ));
+                            bad.push(("huge-leaf-mixed-attributes", format!("{} leaf at gfn {lb:#x}", l.level.name())));
                         }
                         if let Some((fi, idx)) = slot.and_then(|sl| sl.gmem_index(lb)) {
                             let gmem_backed = l.private || m.gmems[fi].gmem_only();
                             let folio = m.gmems[fi].folio_at(idx);
-                            if gmem_backed
-                                && !folio.is_some_and(|(fb, f)| fb == idx && f.order >= l.level)
-                            {
+                            if gmem_backed && !folio.is_some_and(|(fb, f)| fb == idx && f.order >= l.level) {
                                 bad.push((
                                     "leaf-exceeds-folio",
-                                    format!(
-                                        "{} leaf at gfn {lb:#x} over a smaller folio",
-                                        l.level.name()
-                                    ),
+                                    format!("{} leaf at gfn {lb:#x} over a smaller folio", l.level.name()),
                                 ));
                             }
                         }
@@ -113,11 +93,7 @@ pub fn check(m: &mut Model, dirty: &[(u64, u64)]) {
                 if mirror && !sept_matches(m, b, &l) {
                     bad.push((
                         "mirror-sept-disagree",
-                        format!(
-                            "mirror leaves at gfn {b:#x} (+{} {}) differ from the S-EPT",
-                            l.count,
-                            l.level.name()
-                        ),
+                        format!("mirror leaves at gfn {b:#x} (+{} {}) differ from the S-EPT", l.count, l.level.name()),
                     ));
                 }
             }
@@ -127,9 +103,7 @@ pub fn check(m: &mut Model, dirty: &[(u64, u64)]) {
                 // Every S-EPT leaf has a mirror leaf at the same level and page.
                 let mut at = b;
                 for (mb, ml) in m.mirror.runs_in(b, b + r.span()) {
-                    let ok = ml.level == l
-                        && mb <= at
-                        && ml.pfn.wrapping_sub(mb) == r.pfn.wrapping_sub(b);
+                    let ok = ml.level == l && mb <= at && ml.pfn.wrapping_sub(mb) == r.pfn.wrapping_sub(b);
                     if !ok {
                         break;
                     }
@@ -138,10 +112,7 @@ pub fn check(m: &mut Model, dirty: &[(u64, u64)]) {
                 if at < b + r.span() {
                     bad.push((
                         "mirror-sept-disagree",
-                        format!(
-                            "S-EPT leaf at gfn {at:#x} ({}) missing from the mirror",
-                            l.name()
-                        ),
+                        format!("S-EPT leaf at gfn {at:#x} ({}) missing from the mirror", l.name()),
                     ));
                 }
             }

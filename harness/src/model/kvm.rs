@@ -10,11 +10,7 @@ use super::*;
 
 impl Model {
     pub(crate) fn slot_add(&mut self, spec: &SlotSpec) -> Result<(), Errno> {
-        let gm = spec
-            .gmem
-            .as_ref()
-            .and_then(|b| self.gmem_index(&b.gmem))
-            .map(|i| (i, &self.gmems[i]));
+        let gm = spec.gmem.as_ref().and_then(|b| self.gmem_index(&b.gmem)).map(|i| (i, &self.gmems[i]));
         let uregion = self.mem.alloc(spec.size / PAGE);
         match self.slots.check_add(self.h.vm, spec, gm, uregion)? {
             Change::Create(slot) => {
@@ -31,9 +27,7 @@ impl Model {
     }
 
     pub(crate) fn slot_delete(&mut self, id: u32) -> Result<(), Errno> {
-        let Change::Delete(old) = self.slots.check_delete(id)? else {
-            unreachable!()
-        };
+        let Change::Delete(old) = self.slots.check_delete(id)? else { unreachable!() };
         let (s, e) = (old.base_gfn, old.end_gfn());
         if self.is_tdx() {
             // Leaf-first: each private leaf is blocked, tracked and removed by the module.
@@ -65,12 +59,7 @@ impl Model {
         Ok(())
     }
 
-    pub(crate) fn set_attributes(
-        &mut self,
-        addr: u64,
-        size: u64,
-        private: bool,
-    ) -> Result<(), Errno> {
+    pub(crate) fn set_attributes(&mut self, addr: u64, size: u64, private: bool) -> Result<(), Errno> {
         let (s, e) = attrs::check_args(addr, size)?;
         // Nothing to change: KVM returns 0 without zapping anything.
         if self.attrs.uniform(s, e) == Some(private) {
@@ -151,11 +140,7 @@ impl Model {
     /// KVM_PRE_FAULT_MEMORY, called until the whole range is done or a call fails. Costs one
     /// piece per leaf run or 2M region, not one per page.
     pub(crate) fn prefault(&mut self, addr: u64, size: u64) -> Result<(), Errno> {
-        if !addr.is_multiple_of(PAGE)
-            || !size.is_multiple_of(PAGE)
-            || size == 0
-            || addr.checked_add(size).is_none()
-        {
+        if !addr.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) || size == 0 || addr.checked_add(size).is_none() {
             return Err(Errno::EINVAL);
         }
         if let Some(td) = &self.td {
@@ -166,10 +151,11 @@ impl Model {
         let (mut gfn, e) = (addr / PAGE, (addr + size) / PAGE);
         let mut tries = 0;
         while gfn < e {
-            let Some(slot_end) = self.slots.find(gfn).map(|s| s.end_gfn()) else {
-                return Err(Errno::ENOENT);
-            };
             let private = self.h.vm.has_private_mem() && self.attrs.is_private(gfn);
+            let Some(slot_end) = self.slots.find(gfn).map(|s| s.end_gfn()) else {
+                // As for a guest access: a private GFN with no slot is a memory fault (EFAULT).
+                return Err(if private { Errno::EFAULT } else { Errno::ENOENT });
+            };
             let mirror = private && self.is_tdx();
             let root = if mirror { &self.mirror } else { &self.shared };
             if let Some((rs, run)) = root.runs_in(gfn, gfn + 1).first().copied() {
@@ -180,18 +166,10 @@ impl Model {
             }
             tries += 1;
             if tries > LIVELOCK_EXITS {
-                self.violate(
-                    ViolationKind::Livelock,
-                    format!("pre-fault of gfn {gfn:#x} retries forever"),
-                );
+                self.violate(ViolationKind::Livelock, format!("pre-fault of gfn {gfn:#x} retries forever"));
                 return Err(Errno::EINTR);
             }
-            let req = FaultReq {
-                gfn,
-                private,
-                write: false,
-                accept: None,
-            };
+            let req = FaultReq { gfn, private, write: false, accept: None };
             match self.handle_fault(req, true) {
                 Ok(()) => {}
                 Err(Outcome::Exit(Exit::MemoryFault { .. })) => return Err(Errno::EFAULT),
@@ -224,19 +202,10 @@ impl Model {
     /// the faults one page at a time would.
     fn map_4k_run(&mut self, s: u64, e: u64, private: bool) {
         let slot = self.slots.find(s).expect("caller checked").clone();
-        let gmem = slot
-            .gmem_index(s)
-            .filter(|(fi, _)| private || self.gmems[*fi].gmem_only());
+        let gmem = slot.gmem_index(s).filter(|(fi, _)| private || self.gmems[*fi].gmem_only());
         let Some((fi, idx)) = gmem else {
             let pfn = slot.uregion + (s - slot.base_gfn);
-            self.map_leaf(
-                false,
-                s,
-                Leaf {
-                    count: e - s,
-                    ..Leaf::one(Level::L4K, pfn, false, false)
-                },
-            );
+            self.map_leaf(false, s, Leaf { count: e - s, ..Leaf::one(Level::L4K, pfn, false, false) });
             return;
         };
         let n = e - s;
@@ -248,32 +217,12 @@ impl Model {
             let len = (fb + f.span() - i).min(e - g);
             let pfn = f.pfn + (i - fb);
             if self.is_tdx() {
-                if self
-                    .td
-                    .as_mut()
-                    .expect("tdx")
-                    .page_aug_range(g, Level::L4K, len, pfn)
-                    != TdxStatus::Success
-                {
+                if self.td.as_mut().expect("tdx").page_aug_range(g, Level::L4K, len, pfn) != TdxStatus::Success {
                     return; // the page-at-a-time loop picks up from here
                 }
-                self.map_leaf(
-                    true,
-                    g,
-                    Leaf {
-                        count: len,
-                        ..Leaf::one(Level::L4K, pfn, true, false)
-                    },
-                );
+                self.map_leaf(true, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, true, false) });
             } else {
-                self.map_leaf(
-                    false,
-                    g,
-                    Leaf {
-                        count: len,
-                        ..Leaf::one(Level::L4K, pfn, private, false)
-                    },
-                );
+                self.map_leaf(false, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, private, false) });
             }
             g += len;
         }
@@ -323,23 +272,22 @@ impl Model {
             _ => return Attempt::Done(Outcome::Err(Errno::EINVAL)),
         };
         let gfn = addr / PAGE;
+        let private = self.h.vm.has_private_mem() && self.attrs.is_private(gfn);
         let Some(slot) = self.slots.find(gfn) else {
-            return Attempt::Done(Outcome::Exit(Exit::Mmio));
+            // A private GFN needs guest_memfd before it needs a slot: KVM reports the missing
+            // backing as a private memory fault, not MMIO (observed on the lab's 6.12).
+            return Attempt::Done(Outcome::Exit(if private {
+                Exit::MemoryFault { private: true }
+            } else {
+                Exit::Mmio
+            }));
         };
         if write && slot.readonly {
             return Attempt::Done(Outcome::Exit(Exit::Mmio));
         }
         match self.shared.get(gfn) {
             Some((b, l)) => Attempt::Done(self.guest_access(op, gfn, l.pfn + (gfn - b))),
-            None => {
-                let private = self.h.vm.has_private_mem() && self.attrs.is_private(gfn);
-                Attempt::Exit(FaultReq {
-                    gfn,
-                    private,
-                    write,
-                    accept: None,
-                })
-            }
+            None => Attempt::Exit(FaultReq { gfn, private, write, accept: None }),
         }
     }
 
@@ -420,9 +368,7 @@ impl Model {
         let pfn = match backing {
             Backing::Gmem { idx } => {
                 let fi = gmem_idx.expect("gmem backing").0;
-                self.gmems[fi]
-                    .pfn_at(idx - (req.gfn - base))
-                    .expect("allocated above")
+                self.gmems[fi].pfn_at(idx - (req.gfn - base)).expect("allocated above")
             }
             Backing::User => slot.uregion + (base - slot.base_gfn),
         };

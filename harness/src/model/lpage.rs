@@ -18,23 +18,14 @@ pub enum Backing {
 
 /// The largest level KVM may map `gfn` at, and whether that level is the host's THP choice.
 /// `attrs` is given for VMs with private memory (mixed attributes refuse a huge mapping).
-pub fn max_level(
-    slot: &Slot,
-    gfn: u64,
-    attrs: Option<&Attrs>,
-    gmem: Option<&Gmem>,
-    backing: Backing,
-) -> (Level, bool) {
+pub fn max_level(slot: &Slot, gfn: u64, attrs: Option<&Attrs>, gmem: Option<&Gmem>, backing: Backing) -> (Level, bool) {
     // No backing offers 1G (no hugetlbfs, guest_memfd folios are at most 2M), so 2M is the
     // only huge level to consider.
     let l = Level::L2M;
     let base = gfn & !(l.pages() - 1);
     // Head/tail: the huge range must lie inside the slot. The userspace address is 2M aligned,
     // so a slot whose GPA is not is misaligned for every huge page (KVM compares base_gfn ^ ugfn).
-    if base < slot.base_gfn
-        || base + l.pages() > slot.end_gfn()
-        || !slot.base_gfn.is_multiple_of(l.pages())
-    {
+    if base < slot.base_gfn || base + l.pages() > slot.end_gfn() || !slot.base_gfn.is_multiple_of(l.pages()) {
         return (Level::L4K, false);
     }
     if let Some(a) = attrs {

@@ -13,10 +13,7 @@ pub struct Memory {
 
 impl Memory {
     pub fn new() -> Memory {
-        Memory {
-            contents: BTreeMap::new(),
-            next_pfn: 0x100,
-        }
+        Memory { contents: BTreeMap::new(), next_pfn: 0x100 }
     }
 
     /// Allocate `pages` physically contiguous frames, naturally aligned up to 1G, as huge
@@ -42,11 +39,7 @@ impl Memory {
 
     /// Zero `[pfn, pfn + pages)`.
     pub fn clear(&mut self, pfn: u64, pages: u64) {
-        let keys: Vec<u64> = self
-            .contents
-            .range(pfn..pfn.saturating_add(pages))
-            .map(|(&k, _)| k)
-            .collect();
+        let keys: Vec<u64> = self.contents.range(pfn..pfn.saturating_add(pages)).map(|(&k, _)| k).collect();
         for k in keys {
             self.contents.remove(&k);
         }
@@ -54,20 +47,13 @@ impl Memory {
 
     /// Non-zero values in `[pfn, pfn + pages)` as (offset, value).
     pub fn values(&self, pfn: u64, pages: u64) -> Vec<(u64, u64)> {
-        self.contents
-            .range(pfn..pfn + pages)
-            .map(|(&k, &v)| (k - pfn, v))
-            .collect()
+        self.contents.range(pfn..pfn + pages).map(|(&k, &v)| (k - pfn, v)).collect()
     }
 
     /// Copy `pages` frames from `src` to `dst`.
     pub fn copy(&mut self, src: u64, dst: u64, pages: u64) {
         self.clear(dst, pages);
-        let vals: Vec<(u64, u64)> = self
-            .contents
-            .range(src..src + pages)
-            .map(|(&k, &v)| (k - src, v))
-            .collect();
+        let vals: Vec<(u64, u64)> = self.contents.range(src..src + pages).map(|(&k, &v)| (k - src, v)).collect();
         for (off, v) in vals {
             self.contents.insert(dst + off, v);
         }

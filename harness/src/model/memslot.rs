@@ -93,9 +93,7 @@ impl Slots {
     }
 
     fn overlaps(&self, base: u64, end: u64, except: Option<u32>) -> bool {
-        self.overlapping(base, end)
-            .iter()
-            .any(|s| Some(s.id) != except)
+        self.overlapping(base, end).iter().any(|s| Some(s.id) != except)
     }
 
     /// KVM's checks for a slot-add (a create, or a modify if the id exists), in KVM's order.
@@ -176,10 +174,7 @@ impl Slots {
         if id >= KVM_USER_MEM_SLOTS {
             return Err(Errno::EINVAL);
         }
-        self.by_id
-            .get(&id)
-            .map(|s| Change::Delete(s.clone()))
-            .ok_or(Errno::EINVAL)
+        self.by_id.get(&id).map(|s| Change::Delete(s.clone())).ok_or(Errno::EINVAL)
     }
 
     /// A move keeps the userspace address, size and flags and changes the GPA.
@@ -208,10 +203,7 @@ impl Slots {
         if end > max_gfn(vm) {
             return Err(Errno::EINVAL);
         }
-        Ok(Change::Move {
-            old: old.clone(),
-            new_base: base,
-        })
+        Ok(Change::Move { old: old.clone(), new_base: base })
     }
 
     pub fn insert(&mut self, s: Slot) {

@@ -98,25 +98,16 @@ impl Run for Rmap {
         1
     }
     fn head(&self, off: u64) -> Self {
-        Rmap {
-            pages: off,
-            gfn: self.gfn,
-        }
+        Rmap { pages: off, gfn: self.gfn }
     }
     fn tail(&self, off: u64) -> Self {
-        Rmap {
-            pages: self.pages - off,
-            gfn: self.gfn + off,
-        }
+        Rmap { pages: self.pages - off, gfn: self.gfn + off }
     }
     fn joins(&self, n: &Self) -> bool {
         n.gfn == self.gfn + self.pages
     }
     fn join(&self, n: &Self) -> Self {
-        Rmap {
-            pages: self.pages + n.pages,
-            gfn: self.gfn,
-        }
+        Rmap { pages: self.pages + n.pages, gfn: self.gfn }
     }
 }
 
@@ -186,11 +177,7 @@ impl Model {
         }
         for s in &h.slots {
             if let Err(e) = m.slot_add(s) {
-                return Err(format!(
-                    "slot {}: KVM_SET_USER_MEMORY_REGION2 fails with {}",
-                    s.id,
-                    e.name()
-                ));
+                return Err(format!("slot {}: KVM_SET_USER_MEMORY_REGION2 fails with {}", s.id, e.name()));
             }
         }
         m.violations.clear();
@@ -216,35 +203,25 @@ impl Model {
     /// Map a leaf (or run of leaves) in a root, keeping the reverse map that catches aliasing.
     pub(crate) fn map_leaf(&mut self, mirror: bool, base: u64, leaf: stage2::Leaf) {
         let pages = leaf.pages();
-        if let Some((p, r)) = self
-            .rmap
-            .overlapping(leaf.pfn, leaf.pfn + pages)
-            .first()
-            .copied()
-        {
+        if let Some((p, r)) = self.rmap.overlapping(leaf.pfn, leaf.pfn + pages).first().copied() {
             self.violate(
                 ViolationKind::Invariant("host-page-aliased"),
-                format!("pfn {:#x} mapped at gfn {base:#x} while already mapped at gfn {:#x} (pfn {p:#x})", leaf.pfn, r.gfn),
+                format!(
+                    "pfn {:#x} mapped at gfn {base:#x} while already mapped at gfn {:#x} (pfn {p:#x})",
+                    leaf.pfn, r.gfn
+                ),
             );
         } else {
             self.rmap.insert(leaf.pfn, Rmap { pages, gfn: base });
         }
-        let root = if mirror {
-            &mut self.mirror
-        } else {
-            &mut self.shared
-        };
+        let root = if mirror { &mut self.mirror } else { &mut self.shared };
         root.insert(base, leaf);
         self.dirty.push((base, base + pages));
     }
 
     /// Unmap every leaf overlapping `[s, e)` in a root (huge leaves whole); returns the runs.
     pub(crate) fn unmap_range(&mut self, mirror: bool, s: u64, e: u64) -> Vec<(u64, stage2::Leaf)> {
-        let root = if mirror {
-            &mut self.mirror
-        } else {
-            &mut self.shared
-        };
+        let root = if mirror { &mut self.mirror } else { &mut self.shared };
         let v = root.remove_range(s, e);
         for (b, l) in &v {
             self.rmap.remove_range(l.pfn, l.pfn + l.pages());
@@ -271,23 +248,11 @@ impl Model {
             Op::SlotMove { id, gpa } => self.slot_move(*id, *gpa),
             Op::Private { addr, size } => self.set_attributes(*addr, *size, true),
             Op::Shared { addr, size } => self.set_attributes(*addr, *size, false),
-            Op::Punch {
-                addr,
-                size,
-                keep_size,
-            } => self.punch(*addr, *size, *keep_size),
-            Op::Prefault {
-                vcpu: _,
-                addr,
-                size,
-            } => self.prefault(*addr, *size),
+            Op::Punch { addr, size, keep_size } => self.punch(*addr, *size, *keep_size),
+            Op::Prefault { vcpu: _, addr, size } => self.prefault(*addr, *size),
             Op::HostWrite { addr, value } => self.host_write(*addr, *value),
             Op::HostRead { addr } => return self.host_read(*addr),
-            Op::InitMem {
-                addr,
-                pages,
-                measure,
-            } => self.init_mem(*addr, *pages, *measure),
+            Op::InitMem { addr, pages, measure } => self.init_mem(*addr, *pages, *measure),
             Op::Finalize => self.finalize(),
             Op::MtrrZap { addr, size } => self.mtrr_zap(*addr, *size),
             Op::Inject(f) => {
@@ -320,10 +285,7 @@ impl Model {
     pub fn page_counts(&self) -> ([u64; 3], u64) {
         let a = self.shared.counts();
         let b = self.mirror.counts();
-        (
-            [a[0] + b[0], a[1] + b[1], a[2] + b[2]],
-            self.shared.thp_leaves(),
-        )
+        ([a[0] + b[0], a[1] + b[1], a[2] + b[2]], self.shared.thp_leaves())
     }
 
     /// Check an `expect` op against the model's state: `Err` says what the model has.
@@ -333,10 +295,10 @@ impl Model {
                 let ([c4, c2, c1], thp) = self.page_counts();
                 // Where THP decides, each such 2M leaf may instead be up to 512 4K leaves.
                 let ranges = [(c4, c4 + 512 * thp), (c2 - thp, c2), (c1, c1)];
-                let ok = [p4k, p2m, p1g].iter().zip(ranges).all(|(want, (lo, hi))| {
-                    want.as_ref()
-                        .is_none_or(|w| w.iter().any(|v| *v >= lo && *v <= hi))
-                });
+                let ok = [p4k, p2m, p1g]
+                    .iter()
+                    .zip(ranges)
+                    .all(|(want, (lo, hi))| want.as_ref().is_none_or(|w| w.iter().any(|v| *v >= lo && *v <= hi)));
                 if ok {
                     Ok(())
                 } else {
@@ -356,19 +318,11 @@ impl Model {
                 }
             }
             Op::ExpectSept { addr, level, state } => {
-                let got = self
-                    .td
-                    .as_ref()
-                    .map(|td| td.state(addr / PAGE, *level))
-                    .unwrap_or(SeptState::Free);
+                let got = self.td.as_ref().map(|td| td.state(addr / PAGE, *level)).unwrap_or(SeptState::Free);
                 if got == *state {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "S-EPT entry at {addr:#x} level {} is {}",
-                        level.name(),
-                        got.name()
-                    ))
+                    Err(format!("S-EPT entry at {addr:#x} level {} is {}", level.name(), got.name()))
                 }
             }
             _ => Ok(()),

@@ -11,20 +11,12 @@ pub struct RangeSet {
 
 impl RangeSet {
     pub fn contains(&self, x: u64) -> bool {
-        self.map
-            .range(..=x)
-            .next_back()
-            .is_some_and(|(_, &e)| x < e)
+        self.map.range(..=x).next_back().is_some_and(|(_, &e)| x < e)
     }
 
     /// Whether every point of `[s, e)` is in the set.
     pub fn covers(&self, s: u64, e: u64) -> bool {
-        s >= e
-            || self
-                .map
-                .range(..=s)
-                .next_back()
-                .is_some_and(|(_, &end)| end >= e)
+        s >= e || self.map.range(..=s).next_back().is_some_and(|(_, &end)| end >= e)
     }
 
     /// Whether any point of `[s, e)` is in the set.
@@ -160,9 +152,7 @@ pub struct RunMap<R> {
 
 impl<R> Default for RunMap<R> {
     fn default() -> Self {
-        RunMap {
-            map: BTreeMap::new(),
-        }
+        RunMap { map: BTreeMap::new() }
     }
 }
 
@@ -226,9 +216,7 @@ impl<R: Run> RunMap<R> {
             None => e,
         };
         let keys: Vec<u64> = self.map.range(s..e).map(|(&k, _)| k).collect();
-        keys.into_iter()
-            .map(|k| (k, self.map.remove(&k).expect("present")))
-            .collect()
+        keys.into_iter().map(|k| (k, self.map.remove(&k).expect("present"))).collect()
     }
 
     /// Add a run over keys that hold nothing, joining it with its neighbours where they continue.

@@ -28,13 +28,7 @@ pub struct Entry {
 
 impl Entry {
     fn new(state: SeptState, pfn: u64, level: Level) -> Entry {
-        Entry {
-            state,
-            pfn,
-            blocked_epoch: 0,
-            count: 1,
-            step: level.pages(),
-        }
+        Entry { state, pfn, blocked_epoch: 0, count: 1, step: level.pages() }
     }
 }
 
@@ -46,22 +40,11 @@ impl Run for Entry {
         self.step
     }
     fn head(&self, off: u64) -> Self {
-        Entry {
-            count: off / self.step,
-            ..*self
-        }
+        Entry { count: off / self.step, ..*self }
     }
     fn tail(&self, off: u64) -> Self {
-        let pfn = if self.state.is_leaf() {
-            self.pfn + off
-        } else {
-            0
-        };
-        Entry {
-            pfn,
-            count: self.count - off / self.step,
-            ..*self
-        }
+        let pfn = if self.state.is_leaf() { self.pfn + off } else { 0 };
+        Entry { pfn, count: self.count - off / self.step, ..*self }
     }
     fn joins(&self, n: &Self) -> bool {
         n.state == self.state
@@ -70,10 +53,7 @@ impl Run for Entry {
             && (!self.state.is_leaf() || n.pfn == self.pfn + self.span())
     }
     fn join(&self, n: &Self) -> Self {
-        Entry {
-            count: self.count + n.count,
-            ..*self
-        }
+        Entry { count: self.count + n.count, ..*self }
     }
 }
 
@@ -146,9 +126,7 @@ impl Td {
     }
 
     pub fn state(&self, gfn: u64, level: Level) -> SeptState {
-        self.entry(gfn, level)
-            .map(|e| e.state)
-            .unwrap_or(SeptState::Free)
+        self.entry(gfn, level).map(|e| e.state).unwrap_or(SeptState::Free)
     }
 
     /// Whether the walk reaches `level` for `gfn`: every entry above is a non-leaf.
@@ -193,10 +171,7 @@ impl Td {
     /// Every leaf run.
     pub fn all_leaves(&self) -> impl Iterator<Item = (u64, Level, Entry)> + '_ {
         Level::ALL.into_iter().flat_map(move |l| {
-            self.levels[l as usize]
-                .iter()
-                .filter(|(_, e)| e.state.is_leaf())
-                .map(move |(b, e)| (b, l, e))
+            self.levels[l as usize].iter().filter(|(_, e)| e.state.is_leaf()).map(move |(b, e)| (b, l, e))
         })
     }
 
@@ -278,14 +253,7 @@ impl Td {
             if !self.all_free(gfn, Level::L4K, n) {
                 return Err(TdxStatus::EptEntryStateIncorrect);
             }
-            self.set(
-                gfn,
-                Level::L4K,
-                Entry {
-                    count: n,
-                    ..Entry::new(SeptState::Mapped, pfn, Level::L4K)
-                },
-            );
+            self.set(gfn, Level::L4K, Entry { count: n, ..Entry::new(SeptState::Mapped, pfn, Level::L4K) });
             Ok(())
         })())
     }
@@ -337,14 +305,7 @@ impl Td {
             if !self.all_free(align(gfn, level), level, n) {
                 return Err(TdxStatus::EptEntryStateIncorrect);
             }
-            self.set(
-                gfn,
-                level,
-                Entry {
-                    count: n,
-                    ..Entry::new(SeptState::Pending, pfn, level)
-                },
-            );
+            self.set(gfn, level, Entry { count: n, ..Entry::new(SeptState::Pending, pfn, level) });
             Ok(())
         })())
     }
@@ -455,14 +416,7 @@ impl Td {
                 return Err(TdxStatus::InterruptedRestartable);
             }
             let base = align(gfn, level);
-            self.set(
-                base,
-                child,
-                Entry {
-                    count: 512,
-                    ..Entry::new(unblocked(e.state), e.pfn, child)
-                },
-            );
+            self.set(base, child, Entry { count: 512, ..Entry::new(unblocked(e.state), e.pfn, child) });
             self.set(base, level, Entry::new(SeptState::NlMapped, 0, level));
             Ok(())
         })())
@@ -489,19 +443,14 @@ impl Td {
                 }
             }
             let base = align(gfn, level);
-            let runs = self
-                .covered(base, child, 512)
-                .ok_or(TdxStatus::EptInvalidPromoteConditions)?;
+            let runs = self.covered(base, child, 512).ok_or(TdxStatus::EptInvalidPromoteConditions)?;
             let first = runs[0].1;
             let want = first.state;
-            if !matches!(want, SeptState::Mapped | SeptState::Pending)
-                || first.pfn % level.pages() != 0
-            {
+            if !matches!(want, SeptState::Mapped | SeptState::Pending) || first.pfn % level.pages() != 0 {
                 return Err(TdxStatus::EptInvalidPromoteConditions);
             }
-            let uniform = runs.iter().all(|(rs, r)| {
-                r.state == want && r.pfn.wrapping_sub(*rs) == first.pfn.wrapping_sub(base)
-            });
+            let uniform =
+                runs.iter().all(|(rs, r)| r.state == want && r.pfn.wrapping_sub(*rs) == first.pfn.wrapping_sub(base));
             if !uniform {
                 return Err(TdxStatus::EptInvalidPromoteConditions);
             }
@@ -520,9 +469,7 @@ impl Td {
     pub fn page_remove_range(&mut self, gfn: u64, level: Level, n: u64) -> TdxStatus {
         Self::ok((|| {
             self.enter()?;
-            let runs = self
-                .covered(gfn, level, n)
-                .ok_or(TdxStatus::EptEntryStateIncorrect)?;
+            let runs = self.covered(gfn, level, n).ok_or(TdxStatus::EptEntryStateIncorrect)?;
             for (_, r) in &runs {
                 if !r.state.is_leaf() {
                     return Err(TdxStatus::EptEntryStateIncorrect);
@@ -577,27 +524,16 @@ impl Td {
                 return match e.state {
                     SeptState::Pending => {
                         let base = align(gfn, l);
-                        self.set(
-                            base,
-                            l,
-                            Entry {
-                                state: SeptState::Mapped,
-                                ..e
-                            },
-                        );
+                        self.set(base, l, Entry { state: SeptState::Mapped, ..e });
                         AcceptWalk::Accepted { base, pfn: e.pfn }
                     }
-                    SeptState::Mapped => {
-                        AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(l))
-                    }
+                    SeptState::Mapped => AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(l)),
                     SeptState::NlMapped => AcceptWalk::Status(TdxStatus::PageSizeMismatch, Some(l)),
                     _ => AcceptWalk::EptViolation,
                 };
             }
             match e.state {
-                SeptState::Mapped => {
-                    return AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(l))
-                }
+                SeptState::Mapped => return AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(l)),
                 SeptState::NlMapped => {}
                 _ => return AcceptWalk::EptViolation,
             }
@@ -608,9 +544,7 @@ impl Td {
     /// An ordinary private access (not ACCEPT).
     pub fn access(&self, gfn: u64) -> AccessWalk {
         match self.leaf(gfn) {
-            Some((b, _, e)) if e.state == SeptState::Mapped => AccessWalk::Mapped {
-                pfn: e.pfn + (gfn - b),
-            },
+            Some((b, _, e)) if e.state == SeptState::Mapped => AccessWalk::Mapped { pfn: e.pfn + (gfn - b) },
             Some((_, _, e)) if e.state == SeptState::Pending => AccessWalk::Pending,
             _ => AccessWalk::EptViolation,
         }
@@ -646,62 +580,27 @@ mod tests {
         assert_eq!(td.block(0, Level::L2M), TdxStatus::GpaRangeAlreadyBlocked);
         assert_eq!(td.demote(0, Level::L2M), TdxStatus::TlbTrackingNotDone);
         assert_eq!(td.track(), TdxStatus::Success);
-        assert_eq!(
-            td.demote(0, Level::L2M),
-            TdxStatus::TlbTrackingNotDone,
-            "tracked only after the kick"
-        );
+        assert_eq!(td.demote(0, Level::L2M), TdxStatus::TlbTrackingNotDone, "tracked only after the kick");
         td.kick();
         assert_eq!(td.demote(0, Level::L2M), TdxStatus::Success);
         assert_eq!(td.state(0, Level::L2M), SeptState::NlMapped);
-        assert_eq!(
-            td.state(5, Level::L4K),
-            SeptState::Pending,
-            "children carry the unblocked state"
-        );
+        assert_eq!(td.state(5, Level::L4K), SeptState::Pending, "children carry the unblocked state");
         assert_eq!(td.entry(5, Level::L4K).unwrap().pfn, 517);
     }
 
     #[test]
     fn accept_table() {
         let mut td = runnable_td_with_2m_pending();
-        assert_eq!(
-            td.accept(3, Level::L4K),
-            AcceptWalk::EptViolation,
-            "4K inside a PENDING 2M leaf exits"
-        );
-        assert_eq!(
-            td.accept(0, Level::L1G),
-            AcceptWalk::Status(TdxStatus::OperandInvalid, None)
-        );
-        assert!(matches!(
-            td.accept(0, Level::L2M),
-            AcceptWalk::Accepted { base: 0, .. }
-        ));
-        assert_eq!(
-            td.accept(0, Level::L2M),
-            AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(Level::L2M))
-        );
-        assert_eq!(
-            td.accept(7, Level::L4K),
-            AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(Level::L2M))
-        );
-        assert_eq!(
-            td.accept(512, Level::L2M),
-            AcceptWalk::EptViolation,
-            "FREE entry"
-        );
+        assert_eq!(td.accept(3, Level::L4K), AcceptWalk::EptViolation, "4K inside a PENDING 2M leaf exits");
+        assert_eq!(td.accept(0, Level::L1G), AcceptWalk::Status(TdxStatus::OperandInvalid, None));
+        assert!(matches!(td.accept(0, Level::L2M), AcceptWalk::Accepted { base: 0, .. }));
+        assert_eq!(td.accept(0, Level::L2M), AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(Level::L2M)));
+        assert_eq!(td.accept(7, Level::L4K), AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(Level::L2M)));
+        assert_eq!(td.accept(512, Level::L2M), AcceptWalk::EptViolation, "FREE entry");
         // A 4K table under 2M: a 2M accept is a size mismatch.
         assert_eq!(td.sept_add(512, Level::L2M), TdxStatus::Success);
-        assert_eq!(
-            td.accept(512, Level::L2M),
-            AcceptWalk::Status(TdxStatus::PageSizeMismatch, Some(Level::L2M))
-        );
-        assert_eq!(
-            td.page_aug(512, Level::L2M, 0),
-            TdxStatus::EptEntryStateIncorrect,
-            "2M AUG over a 4K table"
-        );
+        assert_eq!(td.accept(512, Level::L2M), AcceptWalk::Status(TdxStatus::PageSizeMismatch, Some(Level::L2M)));
+        assert_eq!(td.page_aug(512, Level::L2M, 0), TdxStatus::EptEntryStateIncorrect, "2M AUG over a 4K table");
     }
 
     #[test]
@@ -711,18 +610,11 @@ mod tests {
         td.track();
         td.kick();
         td.demote(0, Level::L2M);
-        assert!(matches!(
-            td.accept(0, Level::L4K),
-            AcceptWalk::Accepted { .. }
-        ));
+        assert!(matches!(td.accept(0, Level::L4K), AcceptWalk::Accepted { .. }));
         td.block(0, Level::L2M);
         td.track();
         td.kick();
-        assert_eq!(
-            td.promote(0, Level::L2M),
-            TdxStatus::EptInvalidPromoteConditions,
-            "511 PENDING + 1 MAPPED"
-        );
+        assert_eq!(td.promote(0, Level::L2M), TdxStatus::EptInvalidPromoteConditions, "511 PENDING + 1 MAPPED");
         td.busy_next = true;
         assert_eq!(td.page_remove(0, Level::L4K), TdxStatus::OperandBusy);
         assert_eq!(td.page_remove(0, Level::L4K), TdxStatus::GpaRangeNotBlocked);
@@ -738,10 +630,6 @@ mod tests {
         assert_eq!(td.page_add(0, 9), TdxStatus::EptEntryStateIncorrect);
         td.op_state = OpState::Runnable;
         assert_eq!(td.page_add(1, 10), TdxStatus::OpStateIncorrect);
-        assert_eq!(
-            td.sept_remove(0, Level::L2M),
-            TdxStatus::EptEntryStateIncorrect,
-            "table not empty"
-        );
+        assert_eq!(td.sept_remove(0, Level::L2M), TdxStatus::EptEntryStateIncorrect, "table not empty");
     }
 }

@@ -24,13 +24,7 @@ pub struct Leaf {
 
 impl Leaf {
     pub fn one(level: Level, pfn: u64, private: bool, thp: bool) -> Leaf {
-        Leaf {
-            level,
-            pfn,
-            private,
-            thp,
-            count: 1,
-        }
+        Leaf { level, pfn, private, thp, count: 1 }
     }
     pub fn pages(&self) -> u64 {
         self.level.pages() * self.count
@@ -45,29 +39,16 @@ impl Run for Leaf {
         self.level.pages()
     }
     fn head(&self, off: u64) -> Self {
-        Leaf {
-            count: off / self.level.pages(),
-            ..*self
-        }
+        Leaf { count: off / self.level.pages(), ..*self }
     }
     fn tail(&self, off: u64) -> Self {
-        Leaf {
-            pfn: self.pfn + off,
-            count: self.count - off / self.level.pages(),
-            ..*self
-        }
+        Leaf { pfn: self.pfn + off, count: self.count - off / self.level.pages(), ..*self }
     }
     fn joins(&self, n: &Self) -> bool {
-        n.level == self.level
-            && n.private == self.private
-            && n.thp == self.thp
-            && n.pfn == self.pfn + self.pages()
+        n.level == self.level && n.private == self.private && n.thp == self.thp && n.pfn == self.pfn + self.pages()
     }
     fn join(&self, n: &Self) -> Self {
-        Leaf {
-            count: self.count + n.count,
-            ..*self
-        }
+        Leaf { count: self.count + n.count, ..*self }
     }
 }
 

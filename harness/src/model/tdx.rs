@@ -45,18 +45,8 @@ impl Model {
         }
         match *op {
             Op::Accept { addr, level, .. } => self.tdx_accept(addr, level),
-            Op::MapGpa {
-                addr,
-                size,
-                private,
-                ..
-            } => Attempt::Done(self.map_gpa(addr, size, private)),
-            Op::Read {
-                addr, shared: true, ..
-            }
-            | Op::Write {
-                addr, shared: true, ..
-            } => {
+            Op::MapGpa { addr, size, private, .. } => Attempt::Done(self.map_gpa(addr, size, private)),
+            Op::Read { addr, shared: true, .. } | Op::Write { addr, shared: true, .. } => {
                 let gfn = addr / PAGE;
                 match self.shared.get(gfn) {
                     Some((b, l)) => {
@@ -130,21 +120,14 @@ impl Model {
                 Attempt::Done(Outcome::Ok)
             }
             AcceptWalk::Status(st, l) => Attempt::Done(Outcome::Tdx(st, l)),
-            AcceptWalk::EptViolation => Attempt::Exit(FaultReq {
-                gfn,
-                private: true,
-                write: false,
-                accept: Some(level),
-            }),
+            AcceptWalk::EptViolation => {
+                Attempt::Exit(FaultReq { gfn, private: true, write: false, accept: Some(level) })
+            }
         }
     }
 
     /// A private fault of a TD (the mirror root).
-    pub(crate) fn tdx_private_fault(
-        &mut self,
-        req: FaultReq,
-        prefault: bool,
-    ) -> Result<(), Outcome> {
+    pub(crate) fn tdx_private_fault(&mut self, req: FaultReq, prefault: bool) -> Result<(), Outcome> {
         if !self.attrs.is_private(req.gfn) {
             return Err(Outcome::Exit(Exit::MemoryFault { private: true }));
         }
@@ -179,13 +162,7 @@ impl Model {
             }
             AcceptRule::Ignored => {}
         }
-        let (lp, _) = lpage::max_level(
-            &slot,
-            gfn,
-            Some(&self.attrs),
-            Some(&self.gmems[fi]),
-            Backing::Gmem { idx },
-        );
+        let (lp, _) = lpage::max_level(&slot, gfn, Some(&self.attrs), Some(&self.gmems[fi]), Backing::Gmem { idx });
         max = max.min(lp);
 
         if let Some((b, leaf)) = self.mirror.get(gfn) {
@@ -203,12 +180,7 @@ impl Model {
 
         let mut level = max;
         let mut promote = false;
-        if level == Level::L2M
-            && self
-                .td_ref()
-                .entry(gfn, Level::L2M)
-                .is_some_and(|e| !e.state.is_leaf())
-        {
+        if level == Level::L2M && self.td_ref().entry(gfn, Level::L2M).is_some_and(|e| !e.state.is_leaf()) {
             // A 4K table is already there: no promotion on the mirror root, map 4K (or, with
             // `option promote`, map 4K and then try PAGE.PROMOTE).
             level = Level::L4K;
@@ -224,9 +196,7 @@ impl Model {
                 }
             }
         }
-        let pfn = self.gmems[fi]
-            .pfn_at(idx - (gfn - base))
-            .expect("allocated above");
+        let pfn = self.gmems[fi].pfn_at(idx - (gfn - base)).expect("allocated above");
         match self.td_mut().page_aug(base, level, pfn) {
             TdxStatus::Success => self.map_leaf(true, base, Leaf::one(level, pfn, true, false)),
             // The fault path retries on contention.
@@ -254,11 +224,7 @@ impl Model {
         match self.seamcall(|td| td.promote(h2, Level::L2M)) {
             TdxStatus::Success => {
                 self.unmap_range(true, h2, h2 + 512);
-                let pfn = self
-                    .td_ref()
-                    .entry(h2, Level::L2M)
-                    .map(|e| e.pfn)
-                    .unwrap_or(0);
+                let pfn = self.td_ref().entry(h2, Level::L2M).map(|e| e.pfn).unwrap_or(0);
                 self.map_leaf(true, h2, Leaf::one(Level::L2M, pfn, true, false));
             }
             _ => {
@@ -291,15 +257,10 @@ impl Model {
         loop {
             match self.seamcall(|td| td.demote(base, Level::L2M)) {
                 TdxStatus::Success => break,
-                TdxStatus::InterruptedRestartable
-                    if self.pol.demote_retry() == DemoteRetry::Forever =>
-                {
+                TdxStatus::InterruptedRestartable if self.pol.demote_retry() == DemoteRetry::Forever => {
                     tries += 1;
                     if tries > LIVELOCK_EXITS {
-                        self.violate(
-                            ViolationKind::Livelock,
-                            format!("DEMOTE at gfn {base:#x} never completes"),
-                        );
+                        self.violate(ViolationKind::Livelock, format!("DEMOTE at gfn {base:#x} never completes"));
                         return Err(Errno::EINTR);
                     }
                 }
@@ -313,15 +274,7 @@ impl Model {
             }
         }
         let (_, leaf) = self.unmap_range(true, base, base + 1)[0];
-        self.map_leaf(
-            true,
-            base,
-            Leaf {
-                level: Level::L4K,
-                count: 512,
-                ..leaf
-            },
-        );
+        self.map_leaf(true, base, Leaf { level: Level::L4K, count: 512, ..leaf });
         Ok(())
     }
 
@@ -362,12 +315,7 @@ impl Model {
     /// `kvm_handle_gfn_range` walks them. With `split_ends`, huge leaves straddling a piece's
     /// ends are split first (conversion, punch); without, leaves are zapped whole (memslot
     /// deletion, MTRR zap).
-    pub(crate) fn tdx_zap_private(
-        &mut self,
-        s: u64,
-        e: u64,
-        split_ends: bool,
-    ) -> Result<(), Errno> {
+    pub(crate) fn tdx_zap_private(&mut self, s: u64, e: u64, split_ends: bool) -> Result<(), Errno> {
         let pieces: Vec<(u64, u64)> = self
             .slots
             .overlapping(s, e)
@@ -447,14 +395,7 @@ impl Model {
                 }
                 let src = slot.uregion + (g - slot.base_gfn);
                 self.mem.copy(src, pfn, len);
-                self.map_leaf(
-                    true,
-                    g,
-                    Leaf {
-                        count: len,
-                        ..Leaf::one(Level::L4K, pfn, true, false)
-                    },
-                );
+                self.map_leaf(true, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, true, false) });
                 // The initial image is the guest's own, accepted data.
                 self.guest.accepted(g, g + len);
                 for (off, v) in self.mem.values(src, len) {
@@ -497,11 +438,7 @@ impl Model {
     /// KVM_HC_MAP_GPA_RANGE one 2M chunk at a time; userspace converts the chunk, then punches
     /// the side it left (guest_memfd when going shared, the shared memory when going private).
     fn map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
-        if !addr.is_multiple_of(PAGE)
-            || !size.is_multiple_of(PAGE)
-            || size == 0
-            || addr.checked_add(size).is_none()
-        {
+        if !addr.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) || size == 0 || addr.checked_add(size).is_none() {
             return Outcome::Err(Errno::EINVAL);
         }
         let (mut a, end) = (addr, addr + size);

@@ -37,13 +37,7 @@ pub fn compare_variants(seq: &Sequence, a: Variant, b: Variant) -> Option<Findin
             kind: FindingKind::VariantDiff,
             step: Some(i),
             op: Some(st.op.kind()),
-            state: format!(
-                "{}:{}/{}:{}",
-                a.name(),
-                label(&ta.outcomes[i]),
-                b.name(),
-                label(&tb.outcomes[i])
-            ),
+            state: format!("{}:{}/{}:{}", a.name(), label(&ta.outcomes[i]), b.name(), label(&tb.outcomes[i])),
             detail: format!(
                 "step {} `{}`: {} gives {}, {} gives {}",
                 i + 1,

@@ -30,25 +30,14 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Vec<Finding> {
                 let allowed = if thp == 0 {
                     fmt_pages([c4, c2, c1])
                 } else {
-                    format!(
-                        "{} (THP: up to {thp} of the 2M as 4K)",
-                        fmt_pages([c4, c2, c1])
-                    )
+                    format!("{} (THP: up to {thp} of the 2M as 4K)", fmt_pages([c4, c2, c1]))
                 };
-                (
-                    pages_allowed(mp, *p),
-                    (allowed, "pages"),
-                    (fmt_pages(*p), "pages"),
-                )
+                (pages_allowed(mp, *p), (allowed, "pages"), (fmt_pages(*p), "pages"))
             }
             (Observed::Pages(_), None) => continue,
             (Observed::Outcome(o), _) => {
                 let mo = &model.outcomes[i];
-                (
-                    mo == o,
-                    (print_outcome(mo), mo.label()),
-                    (print_outcome(o), o.label()),
-                )
+                (mo == o, (print_outcome(mo), mo.label()), (print_outcome(o), o.label()))
             }
         };
         if ok {
@@ -61,11 +50,7 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Vec<Finding> {
             op: Some(st.op.kind()),
             // Labels, not values, so that the signature deduplicates.
             state: format!("model:{ml}/real:{rl}"),
-            detail: format!(
-                "step {} `{}`: the model allows {m}; real KVM gave {r}",
-                i + 1,
-                print_op(&st.op)
-            ),
+            detail: format!("step {} `{}`: the model allows {m}; real KVM gave {r}", i + 1, print_op(&st.op)),
         });
     }
     out
@@ -75,16 +60,8 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Vec<Finding> {
 pub fn error_finding(seq: &Sequence, e: &RunError) -> Option<Finding> {
     let (kind, step, state) = match e {
         RunError::Unsupported(_) => return None,
-        RunError::Timeout { step } => (
-            FindingKind::Timeout,
-            Some(*step),
-            "guest-timeout".to_string(),
-        ),
-        RunError::Guest { step, .. } => (
-            FindingKind::Divergence,
-            Some(*step),
-            "guest-failed".to_string(),
-        ),
+        RunError::Timeout { step } => (FindingKind::Timeout, Some(*step), "guest-timeout".to_string()),
+        RunError::Guest { step, .. } => (FindingKind::Divergence, Some(*step), "guest-failed".to_string()),
         RunError::Setup(_) => (FindingKind::Setup, None, "backend-setup".to_string()),
     };
     Some(Finding {

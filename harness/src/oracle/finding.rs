@@ -54,38 +54,21 @@ pub struct Finding {
 
 impl Finding {
     pub fn signature(&self) -> String {
-        format!(
-            "{}:{}:{}",
-            self.kind.name(),
-            self.op.map(|o| o.name()).unwrap_or("-"),
-            self.state
-        )
+        format!("{}:{}:{}", self.kind.name(), self.op.map(|o| o.name()).unwrap_or("-"), self.state)
     }
 
     pub fn from_violation(v: Violation, step: usize, op: OpKind) -> Finding {
         let (kind, state) = match v.kind {
             ViolationKind::Invariant(name) => (FindingKind::Invariant, name.to_string()),
             ViolationKind::Livelock => (FindingKind::Livelock, "no-progress".to_string()),
-            ViolationKind::SilentDataLoss => (
-                FindingKind::SilentDataLoss,
-                "accepted-page-lost".to_string(),
-            ),
+            ViolationKind::SilentDataLoss => (FindingKind::SilentDataLoss, "accepted-page-lost".to_string()),
         };
-        Finding {
-            kind,
-            step: Some(step),
-            op: Some(op),
-            state,
-            detail: v.detail,
-        }
+        Finding { kind, step: Some(step), op: Some(op), state, detail: v.detail }
     }
 
     /// Hazards a sequence may document with an expectation (`=> livelock`, `=> ve`): when the
     /// step's expectation holds, such a finding is the documented behaviour, not news.
     pub fn is_hazard(&self) -> bool {
-        matches!(
-            self.kind,
-            FindingKind::Livelock | FindingKind::SilentDataLoss
-        )
+        matches!(self.kind, FindingKind::Livelock | FindingKind::SilentDataLoss)
     }
 }

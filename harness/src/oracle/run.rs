@@ -59,11 +59,7 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
             let mut used: u64 = 0;
             let interleave = seq.header.vm.has_shared_alias();
             while j < n && (interleave || j == i) {
-                let Some(v) = seq.steps[j]
-                    .op
-                    .vcpu()
-                    .filter(|_| seq.steps[j].op.kind().is_guest())
-                else {
+                let Some(v) = seq.steps[j].op.vcpu().filter(|_| seq.steps[j].op.kind().is_guest()) else {
                     break;
                 };
                 if used & (1 << v) != 0 {
@@ -124,14 +120,7 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
     (t, Some(m.cov))
 }
 
-fn run_group(
-    m: &mut Model,
-    seq: &Sequence,
-    start: usize,
-    end: usize,
-    t: &mut Trace,
-    per_step: &mut [Vec<Finding>],
-) {
+fn run_group(m: &mut Model, seq: &Sequence, start: usize, end: usize, t: &mut Trace, per_step: &mut [Vec<Finding>]) {
     let mut live: Vec<usize> = (start..end).collect();
     while !live.is_empty() {
         live.retain(|&k| {
@@ -143,10 +132,7 @@ fn run_group(
                     if t.exits[k] > LIVELOCK_EXITS {
                         m.violate(
                             crate::model::ViolationKind::Livelock,
-                            format!(
-                                "`{}` did not finish within {LIVELOCK_EXITS} host exits",
-                                text::print_op(op)
-                            ),
+                            format!("`{}` did not finish within {LIVELOCK_EXITS} host exits", text::print_op(op)),
                         );
                         Some(Outcome::Livelock)
                     } else {

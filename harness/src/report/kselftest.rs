@@ -11,10 +11,7 @@ use std::fmt::Write as _;
 const PRELUDE: &str = include_str!("kselftest_prelude.c");
 
 fn prelude(source: &str) -> String {
-    let code: Vec<String> = privmem_guest::x86_cpl3::code()
-        .iter()
-        .map(|b| format!("{b:#04x}"))
-        .collect();
+    let code: Vec<String> = privmem_guest::x86_cpl3::code().iter().map(|b| format!("{b:#04x}")).collect();
     let subst: [(&str, String); 21] = [
         ("@SOURCE@", source.replace("*/", "* /")),
         ("@HARNESS_GPA@", format!("{HARNESS_GPA:#x}")),
@@ -49,18 +46,12 @@ fn prelude(source: &str) -> String {
 pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
     let h = &seq.header;
     if h.vm != VmType::Default {
-        return Err(format!(
-            "kselftest export covers default VMs; this sequence is vm {}",
-            h.vm.name()
-        ));
+        return Err(format!("kselftest export covers default VMs; this sequence is vm {}", h.vm.name()));
     }
     let mut out = prelude(source);
     for (i, g) in h.gmems.iter().enumerate() {
         if g.huge {
-            return Err(format!(
-                "gmem {}: huge guest_memfd folios have no kernel flag to export",
-                g.name
-            ));
+            return Err(format!("gmem {}: huge guest_memfd folios have no kernel flag to export", g.name));
         }
         let flags = match (g.mmap, g.init_shared) {
             (false, false) => "0",
@@ -68,25 +59,11 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
             (false, true) => "PM_GMEM_INIT_SHARED",
             (true, true) => "PM_GMEM_MMAP | PM_GMEM_INIT_SHARED",
         };
-        let _ = writeln!(
-            out,
-            "\tgmem_create({i}, {:#x}ull, {flags}); /* gmem {} */",
-            g.size, g.name
-        );
+        let _ = writeln!(out, "\tgmem_create({i}, {:#x}ull, {flags}); /* gmem {} */", g.size, g.name);
     }
-    let gm = |name: &str| {
-        h.gmems
-            .iter()
-            .position(|g| g.name == name)
-            .map(|i| i as i64)
-            .unwrap_or(-1)
-    };
+    let gm = |name: &str| h.gmems.iter().position(|g| g.name == name).map(|i| i as i64).unwrap_or(-1);
     for s in &h.slots {
-        let (g, off) = s
-            .gmem
-            .as_ref()
-            .map(|b| (gm(&b.gmem), b.offset))
-            .unwrap_or((-1, 0));
+        let (g, off) = s.gmem.as_ref().map(|b| (gm(&b.gmem), b.offset)).unwrap_or((-1, 0));
         let _ = writeln!(
             out,
             "\tif (slot_add({}, {:#x}ull, {:#x}ull, {g}, {off:#x}ull, {}))\n\t\tdie(\"header slot {}\");",
@@ -100,10 +77,7 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
         if op.kind().is_guest() {
             let mut cmds = Vec::new();
             let mut j = i;
-            while j < seq.steps.len()
-                && seq.steps[j].op.kind().is_guest()
-                && cmds.len() < MAX_BATCH as usize
-            {
+            while j < seq.steps.len() && seq.steps[j].op.kind().is_guest() && cmds.len() < MAX_BATCH as usize {
                 let c = match seq.steps[j].op {
                     Op::Read { addr, .. } => format!("{{{OP_READ}, {addr:#x}ull, 0, 0}}"),
                     Op::Write { addr, value, .. } => {
@@ -111,19 +85,10 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
                     }
                     Op::Touch { addr, .. } => format!("{{{OP_TOUCH}, {addr:#x}ull, 0, 0}}"),
                     ref other => {
-                        return Err(format!(
-                            "step {}: `{}` has no default-VM guest command",
-                            j + 1,
-                            print_op(other)
-                        ))
+                        return Err(format!("step {}: `{}` has no default-VM guest command", j + 1, print_op(other)))
                     }
                 };
-                let _ = writeln!(
-                    out,
-                    "\t/* step {}: {} */",
-                    j + 1,
-                    print_op(&seq.steps[j].op)
-                );
+                let _ = writeln!(out, "\t/* step {}: {} */", j + 1, print_op(&seq.steps[j].op));
                 cmds.push(c);
                 j += 1;
             }

@@ -11,16 +11,10 @@ use std::path::{Path, PathBuf};
 /// Write `bytes` to `path` so that a reader (or an interrupted run) sees the old file or the
 /// whole new one, never a part: write a temporary file beside it, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
+    let tmp =
+        dir.join(format!(".{}.tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -71,9 +65,7 @@ pub fn write_finding(
     });
     write_atomic(
         &dir.join(format!("{stem}.json")),
-        serde_json::to_string_pretty(&json)
-            .unwrap_or_default()
-            .as_bytes(),
+        serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes(),
     )?;
     Ok(seq_path)
 }

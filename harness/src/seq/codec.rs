@@ -115,16 +115,8 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
         let v = r.byte()? % 5;
         let mask = r.byte()?;
         if h.vm == VmType::Tdx {
-            h.variant = if v == 0 {
-                None
-            } else {
-                Some(Variant::ALL[v as usize - 1])
-            };
-            h.options = Knob::ALL
-                .iter()
-                .copied()
-                .filter(|k| mask & (1 << (*k as u8)) != 0)
-                .collect();
+            h.variant = if v == 0 { None } else { Some(Variant::ALL[v as usize - 1]) };
+            h.options = Knob::ALL.iter().copied().filter(|k| mask & (1 << (*k as u8)) != 0).collect();
         }
         h.vcpus = 1 + (r.byte()? as u32 % legal::MAX_VCPUS);
         let ngmem = r.byte()? as usize % (legal::MAX_GMEMS + 1);
@@ -136,13 +128,7 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
             }
             let size = r.addr()?;
             let f = r.byte()?;
-            let mut g = GmemDecl {
-                name,
-                size,
-                huge: f & 1 != 0,
-                mmap: f & 2 != 0,
-                init_shared: f & 4 != 0,
-            };
+            let mut g = GmemDecl { name, size, huge: f & 1 != 0, mmap: f & 2 != 0, init_shared: f & 4 != 0 };
             if legal::check_gmem(h.vm, &g).is_err() {
                 g.mmap &= !matches!(h.vm, VmType::Tdx | VmType::Snp);
                 g.init_shared &= !h.vm.has_private_mem();
@@ -170,20 +156,11 @@ fn decode_slot(r: &mut Reader<'_>, h: &Header) -> Result<SlotSpec, Eof> {
     let f = r.byte()?;
     let gmem = if f & 1 != 0 && !h.gmems.is_empty() {
         let idx = r.byte()? as usize % h.gmems.len();
-        Some(GmemBinding {
-            gmem: h.gmems[idx].name.clone(),
-            offset: r.addr()?,
-        })
+        Some(GmemBinding { gmem: h.gmems[idx].name.clone(), offset: r.addr()? })
     } else {
         None
     };
-    Ok(SlotSpec {
-        id,
-        gpa,
-        size,
-        gmem,
-        readonly: f & 2 != 0,
-    })
+    Ok(SlotSpec { id, gpa, size, gmem, readonly: f & 2 != 0 })
 }
 
 fn decode_count_set(r: &mut Reader<'_>) -> Result<CountSet, Eof> {
@@ -203,78 +180,24 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
     let vcpu = |r: &mut Reader<'_>| -> Result<u32, Eof> { Ok(r.byte()? as u32 % vcpus) };
     let op = match kind {
         OpKind::SlotAdd => Op::SlotAdd(decode_slot(r, h)?),
-        OpKind::SlotDelete => Op::SlotDelete {
-            id: r.varint()? as u32,
-        },
-        OpKind::SlotMove => Op::SlotMove {
-            id: r.varint()? as u32,
-            gpa: r.addr()?,
-        },
-        OpKind::Private => Op::Private {
-            addr: r.addr()?,
-            size: r.addr()?,
-        },
-        OpKind::Shared => Op::Shared {
-            addr: r.addr()?,
-            size: r.addr()?,
-        },
-        OpKind::Punch => Op::Punch {
-            addr: r.addr()?,
-            size: r.addr()?,
-            keep_size: !r.flag()?,
-        },
-        OpKind::Prefault => Op::Prefault {
-            vcpu: vcpu(r)?,
-            addr: r.addr()?,
-            size: r.addr()?,
-        },
-        OpKind::HostWrite => Op::HostWrite {
-            addr: r.addr()?,
-            value: r.varint()?,
-        },
+        OpKind::SlotDelete => Op::SlotDelete { id: r.varint()? as u32 },
+        OpKind::SlotMove => Op::SlotMove { id: r.varint()? as u32, gpa: r.addr()? },
+        OpKind::Private => Op::Private { addr: r.addr()?, size: r.addr()? },
+        OpKind::Shared => Op::Shared { addr: r.addr()?, size: r.addr()? },
+        OpKind::Punch => Op::Punch { addr: r.addr()?, size: r.addr()?, keep_size: !r.flag()? },
+        OpKind::Prefault => Op::Prefault { vcpu: vcpu(r)?, addr: r.addr()?, size: r.addr()? },
+        OpKind::HostWrite => Op::HostWrite { addr: r.addr()?, value: r.varint()? },
         OpKind::HostRead => Op::HostRead { addr: r.addr()? },
-        OpKind::InitMem => Op::InitMem {
-            addr: r.addr()?,
-            pages: r.varint()?,
-            measure: r.flag()?,
-        },
+        OpKind::InitMem => Op::InitMem { addr: r.addr()?, pages: r.varint()?, measure: r.flag()? },
         OpKind::Finalize => Op::Finalize,
-        OpKind::MtrrZap => Op::MtrrZap {
-            addr: r.addr()?,
-            size: r.addr()?,
-        },
+        OpKind::MtrrZap => Op::MtrrZap { addr: r.addr()?, size: r.addr()? },
         OpKind::Inject => Op::Inject(Fault::ALL[(r.byte()? % 3) as usize]),
-        OpKind::Accept => Op::Accept {
-            vcpu: vcpu(r)?,
-            addr: r.addr()?,
-            level: r.level()?,
-        },
-        OpKind::Release => Op::Release {
-            vcpu: vcpu(r)?,
-            addr: r.addr()?,
-            level: r.level()?,
-        },
-        OpKind::Read => Op::Read {
-            vcpu: vcpu(r)?,
-            addr: r.addr()?,
-            shared: r.flag()?,
-        },
-        OpKind::Write => Op::Write {
-            vcpu: vcpu(r)?,
-            addr: r.addr()?,
-            value: r.varint()?,
-            shared: r.flag()?,
-        },
-        OpKind::Touch => Op::Touch {
-            vcpu: vcpu(r)?,
-            addr: r.addr()?,
-        },
-        OpKind::MapGpa => Op::MapGpa {
-            vcpu: vcpu(r)?,
-            addr: r.addr()?,
-            size: r.addr()?,
-            private: r.flag()?,
-        },
+        OpKind::Accept => Op::Accept { vcpu: vcpu(r)?, addr: r.addr()?, level: r.level()? },
+        OpKind::Release => Op::Release { vcpu: vcpu(r)?, addr: r.addr()?, level: r.level()? },
+        OpKind::Read => Op::Read { vcpu: vcpu(r)?, addr: r.addr()?, shared: r.flag()? },
+        OpKind::Write => Op::Write { vcpu: vcpu(r)?, addr: r.addr()?, value: r.varint()?, shared: r.flag()? },
+        OpKind::Touch => Op::Touch { vcpu: vcpu(r)?, addr: r.addr()? },
+        OpKind::MapGpa => Op::MapGpa { vcpu: vcpu(r)?, addr: r.addr()?, size: r.addr()?, private: r.flag()? },
         OpKind::ExpectPages => {
             let m = r.byte()?;
             let mut sets = [None, None, None];
@@ -289,16 +212,12 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
             let [p4k, p2m, p1g] = sets;
             Op::ExpectPages { p4k, p2m, p1g }
         }
-        OpKind::ExpectSept => Op::ExpectSept {
-            addr: r.addr()?,
-            level: r.level()?,
-            state: SeptState::ALL[(r.byte()? % 7) as usize],
-        },
+        OpKind::ExpectSept => {
+            Op::ExpectSept { addr: r.addr()?, level: r.level()?, state: SeptState::ALL[(r.byte()? % 7) as usize] }
+        }
     };
     let expect = decode_outcome(r)?;
-    Ok(legal::check_op(h, &op)
-        .is_ok()
-        .then_some(Step { op, expect }))
+    Ok(legal::check_op(h, &op).is_ok().then_some(Step { op, expect }))
 }
 
 fn decode_outcome(r: &mut Reader<'_>) -> Result<Option<Outcome>, Eof> {
@@ -309,14 +228,7 @@ fn decode_outcome(r: &mut Reader<'_>) -> Result<Option<Outcome>, Eof> {
         3 => {
             let s = TdxStatus::ALL[r.byte()? as usize % TdxStatus::ALL.len()];
             let l = r.byte()? % 4;
-            Outcome::Tdx(
-                s,
-                if l == 0 {
-                    None
-                } else {
-                    Some(Level::ALL[l as usize - 1])
-                },
-            )
+            Outcome::Tdx(s, if l == 0 { None } else { Some(Level::ALL[l as usize - 1]) })
         }
         4 => Outcome::Value(r.varint()?),
         5 => Outcome::Exit(Exit::Mmio),
@@ -380,11 +292,7 @@ fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
             w.addr(*addr);
             w.addr(*size);
         }
-        Op::Punch {
-            addr,
-            size,
-            keep_size,
-        } => {
+        Op::Punch { addr, size, keep_size } => {
             w.addr(*addr);
             w.addr(*size);
             w.flag(!keep_size);
@@ -399,11 +307,7 @@ fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
             w.varint(*value);
         }
         Op::HostRead { addr } => w.addr(*addr),
-        Op::InitMem {
-            addr,
-            pages,
-            measure,
-        } => {
+        Op::InitMem { addr, pages, measure } => {
             w.addr(*addr);
             w.varint(*pages);
             w.flag(*measure);
@@ -420,12 +324,7 @@ fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
             w.addr(*addr);
             w.flag(*shared);
         }
-        Op::Write {
-            vcpu,
-            addr,
-            value,
-            shared,
-        } => {
+        Op::Write { vcpu, addr, value, shared } => {
             w.byte(*vcpu as u8);
             w.addr(*addr);
             w.varint(*value);
@@ -435,12 +334,7 @@ fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
             w.byte(*vcpu as u8);
             w.addr(*addr);
         }
-        Op::MapGpa {
-            vcpu,
-            addr,
-            size,
-            private,
-        } => {
+        Op::MapGpa { vcpu, addr, size, private } => {
             w.byte(*vcpu as u8);
             w.addr(*addr);
             w.addr(*size);
@@ -448,11 +342,7 @@ fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
         }
         Op::ExpectPages { p4k, p2m, p1g } => {
             let sets = [p4k, p2m, p1g];
-            w.byte(
-                sets.iter()
-                    .enumerate()
-                    .fold(0, |m, (i, s)| m | ((s.is_some() as u8) << i)),
-            );
+            w.byte(sets.iter().enumerate().fold(0, |m, (i, s)| m | ((s.is_some() as u8) << i)));
             for s in sets.into_iter().flatten() {
                 // The decoder reads 1..=4 members; longer sets are clipped by `fixup`.
                 w.byte((s.len().clamp(1, 4) - 1) as u8);

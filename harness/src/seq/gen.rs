@@ -28,15 +28,7 @@ fn pick<T: Copy>(u: &mut Unstructured<'_>, xs: &[T]) -> Result<T> {
 pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
     let vm = match cfg.vm {
         Some(v) => v,
-        None => pick(
-            u,
-            &[
-                VmType::Default,
-                VmType::SwProtected,
-                VmType::Tdx,
-                VmType::Tdx,
-            ],
-        )?,
+        None => pick(u, &[VmType::Default, VmType::SwProtected, VmType::Tdx, VmType::Tdx])?,
     };
     let mut h = Header::new(vm);
     if vm == VmType::Tdx {
@@ -68,13 +60,7 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
             _ => (false, false),
         };
         let name = format!("g{i}");
-        h.gmems.push(GmemDecl {
-            name: name.clone(),
-            size,
-            huge,
-            mmap,
-            init_shared,
-        });
+        h.gmems.push(GmemDecl { name: name.clone(), size, huge, mmap, init_shared });
         let offset = if u.ratio(1, 8)? { PAGE } else { 0 };
         let slot_size = size - offset;
         let misalign = if u.ratio(1, 8)? { PAGE } else { 0 };
@@ -108,48 +94,25 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
         .filter(|k| !k.is_check() && *k != OpKind::Release)
         .filter(|k| sample_op(*k, &h).is_some_and(|op| legal::check_op(&h, &op).is_ok()))
         .collect();
-    let mut enabled: Vec<OpKind> = candidates
-        .iter()
-        .copied()
-        .filter(|_| u.ratio(1, 2).unwrap_or(false))
-        .collect();
+    let mut enabled: Vec<OpKind> = candidates.iter().copied().filter(|_| u.ratio(1, 2).unwrap_or(false)).collect();
     if !enabled.iter().any(|k| k.is_guest()) {
-        enabled.push(if vm == VmType::Tdx {
-            OpKind::Accept
-        } else {
-            OpKind::Read
-        });
+        enabled.push(if vm == VmType::Tdx { OpKind::Accept } else { OpKind::Read });
     }
 
     let mut s = Sequence::new(h);
-    let ranges: Vec<(u64, u64)> = s
-        .header
-        .slots
-        .iter()
-        .map(|sl| (sl.gpa, sl.gpa + sl.size))
-        .collect();
+    let ranges: Vec<(u64, u64)> = s.header.slots.iter().map(|sl| (sl.gpa, sl.gpa + sl.size)).collect();
     // Most TDX hazards live after FINALIZE: usually make the memory private and finalize first.
     if vm == VmType::Tdx && u.ratio(4, 5)? {
         for &(a, b) in ranges.iter().take(2) {
-            s.push(Op::Private {
-                addr: a,
-                size: b - a,
-            });
+            s.push(Op::Private { addr: a, size: b - a });
         }
         if u.ratio(1, 3)? {
-            s.push(Op::InitMem {
-                addr: ranges[0].0,
-                pages: pick(u, &[1, 2, 16, 512])?,
-                measure: u.ratio(1, 2)?,
-            });
+            s.push(Op::InitMem { addr: ranges[0].0, pages: pick(u, &[1, 2, 16, 512])?, measure: u.ratio(1, 2)? });
         }
         s.push(Op::Finalize);
     } else if vm == VmType::SwProtected && u.ratio(1, 2)? {
         let (a, b) = ranges[0];
-        s.push(Op::Private {
-            addr: a,
-            size: b - a,
-        });
+        s.push(Op::Private { addr: a, size: b - a });
     }
     let max = cfg.max_ops.clamp(1, legal::MAX_STEPS - s.steps.len());
     let n = u.int_in_range(1..=max)?;
@@ -170,74 +133,25 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
 fn sample_op(k: OpKind, h: &Header) -> Option<Op> {
     let g = |f: fn(u32) -> Op| Some(f(0));
     match k {
-        OpKind::SlotAdd => Some(Op::SlotAdd(SlotSpec {
-            id: 9,
-            gpa: 0,
-            size: PAGE,
-            gmem: None,
-            readonly: false,
-        })),
+        OpKind::SlotAdd => Some(Op::SlotAdd(SlotSpec { id: 9, gpa: 0, size: PAGE, gmem: None, readonly: false })),
         OpKind::SlotDelete => Some(Op::SlotDelete { id: 0 }),
         OpKind::SlotMove => Some(Op::SlotMove { id: 0, gpa: 0 }),
-        OpKind::Private => Some(Op::Private {
-            addr: 0,
-            size: PAGE,
-        }),
-        OpKind::Shared => Some(Op::Shared {
-            addr: 0,
-            size: PAGE,
-        }),
-        OpKind::Punch => (!h.gmems.is_empty()).then_some(Op::Punch {
-            addr: 0,
-            size: PAGE,
-            keep_size: true,
-        }),
-        OpKind::Prefault => g(|v| Op::Prefault {
-            vcpu: v,
-            addr: 0,
-            size: PAGE,
-        }),
+        OpKind::Private => Some(Op::Private { addr: 0, size: PAGE }),
+        OpKind::Shared => Some(Op::Shared { addr: 0, size: PAGE }),
+        OpKind::Punch => (!h.gmems.is_empty()).then_some(Op::Punch { addr: 0, size: PAGE, keep_size: true }),
+        OpKind::Prefault => g(|v| Op::Prefault { vcpu: v, addr: 0, size: PAGE }),
         OpKind::HostWrite => Some(Op::HostWrite { addr: 0, value: 1 }),
         OpKind::HostRead => Some(Op::HostRead { addr: 0 }),
-        OpKind::InitMem => Some(Op::InitMem {
-            addr: 0,
-            pages: 1,
-            measure: false,
-        }),
+        OpKind::InitMem => Some(Op::InitMem { addr: 0, pages: 1, measure: false }),
         OpKind::Finalize => Some(Op::Finalize),
-        OpKind::MtrrZap => Some(Op::MtrrZap {
-            addr: 0,
-            size: PAGE,
-        }),
+        OpKind::MtrrZap => Some(Op::MtrrZap { addr: 0, size: PAGE }),
         OpKind::Inject => Some(Op::Inject(Fault::SplitOom)),
-        OpKind::Accept => g(|v| Op::Accept {
-            vcpu: v,
-            addr: 0,
-            level: Level::L4K,
-        }),
-        OpKind::Release => g(|v| Op::Release {
-            vcpu: v,
-            addr: 0,
-            level: Level::L4K,
-        }),
-        OpKind::Read => g(|v| Op::Read {
-            vcpu: v,
-            addr: 0,
-            shared: false,
-        }),
-        OpKind::Write => g(|v| Op::Write {
-            vcpu: v,
-            addr: 0,
-            value: 1,
-            shared: false,
-        }),
+        OpKind::Accept => g(|v| Op::Accept { vcpu: v, addr: 0, level: Level::L4K }),
+        OpKind::Release => g(|v| Op::Release { vcpu: v, addr: 0, level: Level::L4K }),
+        OpKind::Read => g(|v| Op::Read { vcpu: v, addr: 0, shared: false }),
+        OpKind::Write => g(|v| Op::Write { vcpu: v, addr: 0, value: 1, shared: false }),
         OpKind::Touch => g(|v| Op::Touch { vcpu: v, addr: 0 }),
-        OpKind::MapGpa => g(|v| Op::MapGpa {
-            vcpu: v,
-            addr: 0,
-            size: PAGE,
-            private: false,
-        }),
+        OpKind::MapGpa => g(|v| Op::MapGpa { vcpu: v, addr: 0, size: PAGE, private: false }),
         OpKind::ExpectPages | OpKind::ExpectSept => None,
     }
 }
@@ -299,104 +213,38 @@ fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]
     let value = |u: &mut Unstructured<'_>| -> Result<u64> { u.int_in_range(1..=0xffff) };
     Ok(match k {
         OpKind::SlotAdd => {
-            let g = if h.gmems.is_empty() {
-                None
-            } else {
-                Some(h.gmems[u.choose_index(h.gmems.len())?].clone())
-            };
+            let g = if h.gmems.is_empty() { None } else { Some(h.gmems[u.choose_index(h.gmems.len())?].clone()) };
             let id = u.int_in_range(0..=9)?;
             let gmem = match g {
                 Some(g) if u.ratio(2, 3)? => {
                     let offset = pick(u, &[0, PAGE, SZ_2M])?;
-                    Some(GmemBinding {
-                        gmem: g.name,
-                        offset,
-                    })
+                    Some(GmemBinding { gmem: g.name, offset })
                 }
                 _ => None,
             };
             let gpa = pick(u, &[addr & !(SZ_2M - 1), addr, 0x3_0000_0000])?;
-            Op::SlotAdd(SlotSpec {
-                id,
-                gpa,
-                size: pick(u, &[SZ_2M, PAGE, 2 * SZ_2M])?,
-                gmem,
-                readonly: u.ratio(1, 8)?,
-            })
+            Op::SlotAdd(SlotSpec { id, gpa, size: pick(u, &[SZ_2M, PAGE, 2 * SZ_2M])?, gmem, readonly: u.ratio(1, 8)? })
         }
-        OpKind::SlotDelete => Op::SlotDelete {
-            id: u.int_in_range(0..=9)?,
-        },
-        OpKind::SlotMove => Op::SlotMove {
-            id: u.int_in_range(0..=9)?,
-            gpa: pick(u, &[0x3_0000_0000, addr & !(SZ_2M - 1)])?,
-        },
-        OpKind::Private => Op::Private {
-            addr,
-            size: gen_size(u, ranges, addr)?,
-        },
-        OpKind::Shared => Op::Shared {
-            addr,
-            size: gen_size(u, ranges, addr)?,
-        },
-        OpKind::Punch => Op::Punch {
-            addr,
-            size: gen_size(u, ranges, addr)?,
-            keep_size: !u.ratio(1, 16)?,
-        },
-        OpKind::Prefault => Op::Prefault {
-            vcpu,
-            addr,
-            size: gen_size(u, ranges, addr)?,
-        },
-        OpKind::HostWrite => Op::HostWrite {
-            addr,
-            value: value(u)?,
-        },
+        OpKind::SlotDelete => Op::SlotDelete { id: u.int_in_range(0..=9)? },
+        OpKind::SlotMove => {
+            Op::SlotMove { id: u.int_in_range(0..=9)?, gpa: pick(u, &[0x3_0000_0000, addr & !(SZ_2M - 1)])? }
+        }
+        OpKind::Private => Op::Private { addr, size: gen_size(u, ranges, addr)? },
+        OpKind::Shared => Op::Shared { addr, size: gen_size(u, ranges, addr)? },
+        OpKind::Punch => Op::Punch { addr, size: gen_size(u, ranges, addr)?, keep_size: !u.ratio(1, 16)? },
+        OpKind::Prefault => Op::Prefault { vcpu, addr, size: gen_size(u, ranges, addr)? },
+        OpKind::HostWrite => Op::HostWrite { addr, value: value(u)? },
         OpKind::HostRead => Op::HostRead { addr },
-        OpKind::InitMem => Op::InitMem {
-            addr,
-            pages: pick(u, &[1, 2, 512, 0])?,
-            measure: u.ratio(1, 2)?,
-        },
+        OpKind::InitMem => Op::InitMem { addr, pages: pick(u, &[1, 2, 512, 0])?, measure: u.ratio(1, 2)? },
         OpKind::Finalize => Op::Finalize,
-        OpKind::MtrrZap => Op::MtrrZap {
-            addr,
-            size: gen_size(u, ranges, addr)?,
-        },
+        OpKind::MtrrZap => Op::MtrrZap { addr, size: gen_size(u, ranges, addr)? },
         OpKind::Inject => Op::Inject(pick(u, &Fault::ALL)?),
-        OpKind::Accept => Op::Accept {
-            vcpu,
-            addr: addr & !(PAGE - 1),
-            level: level(u)?,
-        },
-        OpKind::Release => Op::Release {
-            vcpu,
-            addr,
-            level: if u.ratio(1, 2)? {
-                Level::L4K
-            } else {
-                Level::L2M
-            },
-        },
-        OpKind::Read => Op::Read {
-            vcpu,
-            addr,
-            shared: h.vm.has_shared_alias() && u.ratio(1, 4)?,
-        },
-        OpKind::Write => Op::Write {
-            vcpu,
-            addr,
-            value: value(u)?,
-            shared: h.vm.has_shared_alias() && u.ratio(1, 4)?,
-        },
+        OpKind::Accept => Op::Accept { vcpu, addr: addr & !(PAGE - 1), level: level(u)? },
+        OpKind::Release => Op::Release { vcpu, addr, level: if u.ratio(1, 2)? { Level::L4K } else { Level::L2M } },
+        OpKind::Read => Op::Read { vcpu, addr, shared: h.vm.has_shared_alias() && u.ratio(1, 4)? },
+        OpKind::Write => Op::Write { vcpu, addr, value: value(u)?, shared: h.vm.has_shared_alias() && u.ratio(1, 4)? },
         OpKind::Touch => Op::Touch { vcpu, addr },
-        OpKind::MapGpa => Op::MapGpa {
-            vcpu,
-            addr,
-            size: gen_size(u, ranges, addr)?,
-            private: u.ratio(1, 2)?,
-        },
+        OpKind::MapGpa => Op::MapGpa { vcpu, addr, size: gen_size(u, ranges, addr)?, private: u.ratio(1, 2)? },
         OpKind::ExpectPages | OpKind::ExpectSept => Op::Finalize,
     })
 }

@@ -17,16 +17,10 @@ pub fn check_header(h: &Header) -> Result<(), String> {
         return Err(format!("vcpus must be 1..={MAX_VCPUS}"));
     }
     if h.variant.is_some() && h.vm != VmType::Tdx {
-        return Err(format!(
-            "`variant` selects a KVM TDX variant; vm {} has none",
-            h.vm.name()
-        ));
+        return Err(format!("`variant` selects a KVM TDX variant; vm {} has none", h.vm.name()));
     }
     if !h.options.is_empty() && h.vm != VmType::Tdx {
-        return Err(format!(
-            "`option` knobs are TDX policies; vm {} has none",
-            h.vm.name()
-        ));
+        return Err(format!("`option` knobs are TDX policies; vm {} has none", h.vm.name()));
     }
     if h.gmems.len() > MAX_GMEMS {
         return Err(format!("at most {MAX_GMEMS} guest_memfd files"));
@@ -50,10 +44,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(format!("a name is 1..={MAX_NAME} characters"));
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err("a name is letters, digits, `_` and `-`".into());
     }
     if name.starts_with("vcpu") {
@@ -66,16 +57,10 @@ pub fn check_gmem(vm: VmType, g: &GmemDecl) -> Result<(), String> {
     check_name(&g.name)?;
     if g.init_shared && vm.has_private_mem() {
         // Linux 6.18: GUEST_MEMFD_FLAG_INIT_SHARED only where the VM has no private memory.
-        return Err(format!(
-            "init-shared guest_memfd is only for VMs without private memory, not vm {}",
-            vm.name()
-        ));
+        return Err(format!("init-shared guest_memfd is only for VMs without private memory, not vm {}", vm.name()));
     }
     if g.mmap && matches!(vm, VmType::Tdx | VmType::Snp) {
-        return Err(format!(
-            "mmap of guest_memfd has no meaning for vm {}: its memory is private",
-            vm.name()
-        ));
+        return Err(format!("mmap of guest_memfd has no meaning for vm {}: its memory is private", vm.name()));
     }
     Ok(())
 }
@@ -91,9 +76,7 @@ fn in_harness_window(addr: u64, size: u64) -> bool {
 
 pub fn check_slot(h: &Header, s: &SlotSpec) -> Result<(), String> {
     if s.id == HARNESS_SLOT {
-        return Err(format!(
-            "slot id {HARNESS_SLOT} is reserved for the harness guest"
-        ));
+        return Err(format!("slot id {HARNESS_SLOT} is reserved for the harness guest"));
     }
     if in_harness_window(s.gpa, s.size) {
         return Err(format!(
@@ -118,9 +101,7 @@ pub fn check_op(h: &Header, op: &Op) -> Result<(), String> {
         }
     }
     let window = match *op {
-        Op::SlotMove { id, gpa } => Some((gpa, 1))
-            .filter(|_| id != HARNESS_SLOT)
-            .or(Some((HARNESS_GPA, 1))),
+        Op::SlotMove { id, gpa } => Some((gpa, 1)).filter(|_| id != HARNESS_SLOT).or(Some((HARNESS_GPA, 1))),
         Op::SlotDelete { id } if id == HARNESS_SLOT => Some((HARNESS_GPA, 1)),
         Op::Private { addr, size }
         | Op::Shared { addr, size }
@@ -148,49 +129,27 @@ pub fn check_op(h: &Header, op: &Op) -> Result<(), String> {
     };
     match op {
         Op::SlotAdd(s) => check_slot(h, s),
-        Op::Private { .. } | Op::Shared { .. } => need(
-            vm.has_private_mem(),
-            "memory attributes exist only on VMs with private memory",
-        ),
-        Op::InitMem { .. } => need(
-            vm == VmType::Tdx,
-            "init-mem is the TDX build step (KVM_TDX_INIT_MEM_REGION)",
-        ),
-        Op::Finalize => need(
-            matches!(vm, VmType::Tdx | VmType::Snp),
-            "finalize ends a TDX or SNP build",
-        ),
-        Op::MtrrZap { .. } => need(
-            vm == VmType::Tdx,
-            "mtrr-zap studies zapping TDX private memory",
-        ),
-        Op::Inject(_) => need(
-            vm == VmType::Tdx,
-            "injected faults target TDX SEAMCALLs and splits",
-        ),
-        Op::Accept { .. } => need(
-            matches!(vm, VmType::Tdx | VmType::Snp),
-            "accept is TDX ACCEPT or SNP PVALIDATE",
-        ),
+        Op::Private { .. } | Op::Shared { .. } => {
+            need(vm.has_private_mem(), "memory attributes exist only on VMs with private memory")
+        }
+        Op::InitMem { .. } => need(vm == VmType::Tdx, "init-mem is the TDX build step (KVM_TDX_INIT_MEM_REGION)"),
+        Op::Finalize => need(matches!(vm, VmType::Tdx | VmType::Snp), "finalize ends a TDX or SNP build"),
+        Op::MtrrZap { .. } => need(vm == VmType::Tdx, "mtrr-zap studies zapping TDX private memory"),
+        Op::Inject(_) => need(vm == VmType::Tdx, "injected faults target TDX SEAMCALLs and splits"),
+        Op::Accept { .. } => need(matches!(vm, VmType::Tdx | VmType::Snp), "accept is TDX ACCEPT or SNP PVALIDATE"),
         Op::Release { .. } => need(vm == VmType::Snp, "release is SNP PVALIDATE(rescind)"),
-        Op::MapGpa { .. } => need(
-            matches!(vm, VmType::Tdx | VmType::Snp),
-            "map-gpa is a TDX MapGPA or SNP page-state change",
-        ),
-        Op::Read { shared: true, .. } | Op::Write { shared: true, .. } => need(
-            vm.has_shared_alias(),
-            "a `shared` alias exists only for TDX and SNP guests",
-        ),
+        Op::MapGpa { .. } => {
+            need(matches!(vm, VmType::Tdx | VmType::Snp), "map-gpa is a TDX MapGPA or SNP page-state change")
+        }
+        Op::Read { shared: true, .. } | Op::Write { shared: true, .. } => {
+            need(vm.has_shared_alias(), "a `shared` alias exists only for TDX and SNP guests")
+        }
         Op::ExpectSept { .. } => need(vm == VmType::Tdx, "the S-EPT exists only on TDX"),
         _ => Ok(()),
     }
     .and_then(|_| match op {
-        Op::Release {
-            level: Level::L1G, ..
-        } => Err("PVALIDATE is 4K or 2M".into()),
-        Op::Accept {
-            level: Level::L1G, ..
-        } if vm == VmType::Snp => Err("PVALIDATE is 4K or 2M".into()),
+        Op::Release { level: Level::L1G, .. } => Err("PVALIDATE is 4K or 2M".into()),
+        Op::Accept { level: Level::L1G, .. } if vm == VmType::Snp => Err("PVALIDATE is 4K or 2M".into()),
         _ => Ok(()),
     })
 }

@@ -20,12 +20,7 @@ pub enum VmType {
 }
 
 impl VmType {
-    pub const ALL: [VmType; 4] = [
-        VmType::Default,
-        VmType::SwProtected,
-        VmType::Tdx,
-        VmType::Snp,
-    ];
+    pub const ALL: [VmType; 4] = [VmType::Default, VmType::SwProtected, VmType::Tdx, VmType::Snp];
     pub fn name(self) -> &'static str {
         match self {
             VmType::Default => "default",
@@ -63,12 +58,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
-        Variant::Upstream,
-        Variant::HugeV1,
-        Variant::HugeV2,
-        Variant::HugeV3,
-    ];
+    pub const ALL: [Variant; 4] = [Variant::Upstream, Variant::HugeV1, Variant::HugeV2, Variant::HugeV3];
     pub fn name(self) -> &'static str {
         match self {
             Variant::Upstream => "upstream",
@@ -93,13 +83,8 @@ pub enum Knob {
 }
 
 impl Knob {
-    pub const ALL: [Knob; 5] = [
-        Knob::IgnoreAcceptLevel,
-        Knob::Promote,
-        Knob::ZapPrivateOnMtrr,
-        Knob::NoEnhancedDemote,
-        Knob::SeptVeDisable,
-    ];
+    pub const ALL: [Knob; 5] =
+        [Knob::IgnoreAcceptLevel, Knob::Promote, Knob::ZapPrivateOnMtrr, Knob::NoEnhancedDemote, Knob::SeptVeDisable];
     pub fn name(self) -> &'static str {
         match self {
             Knob::IgnoreAcceptLevel => "ignore-accept-level",
@@ -173,11 +158,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 3] = [
-        Fault::SplitOom,
-        Fault::SeamcallBusy,
-        Fault::DemoteInterrupted,
-    ];
+    pub const ALL: [Fault; 3] = [Fault::SplitOom, Fault::SeamcallBusy, Fault::DemoteInterrupted];
     pub fn name(self) -> &'static str {
         match self {
             Fault::SplitOom => "split-oom",
@@ -224,14 +205,7 @@ pub struct Header {
 
 impl Header {
     pub fn new(vm: VmType) -> Header {
-        Header {
-            vm,
-            variant: None,
-            options: Vec::new(),
-            vcpus: 1,
-            gmems: Vec::new(),
-            slots: Vec::new(),
-        }
+        Header { vm, variant: None, options: Vec::new(), vcpus: 1, gmems: Vec::new(), slots: Vec::new() }
     }
     pub fn has(&self, k: Knob) -> bool {
         self.options.contains(&k)
@@ -410,10 +384,7 @@ impl TdxStatus {
     }
     /// KVM compares the class in the upper 32 bits, not the operand id below.
     pub fn from_value(v: u64) -> Option<TdxStatus> {
-        TdxStatus::ALL
-            .iter()
-            .copied()
-            .find(|s| s.value() >> 32 == v >> 32)
+        TdxStatus::ALL.iter().copied().find(|s| s.value() >> 32 == v >> 32)
     }
 }
 
@@ -462,16 +433,10 @@ impl SeptState {
         }
     }
     pub fn is_leaf(self) -> bool {
-        matches!(
-            self,
-            SeptState::Blocked | SeptState::Pending | SeptState::PendingBlocked | SeptState::Mapped
-        )
+        matches!(self, SeptState::Blocked | SeptState::Pending | SeptState::PendingBlocked | SeptState::Mapped)
     }
     pub fn is_blocked(self) -> bool {
-        matches!(
-            self,
-            SeptState::Blocked | SeptState::PendingBlocked | SeptState::NlBlocked
-        )
+        matches!(self, SeptState::Blocked | SeptState::PendingBlocked | SeptState::NlBlocked)
     }
 }
 
@@ -686,15 +651,7 @@ impl OpKind {
         }
     }
     pub fn is_guest(self) -> bool {
-        matches!(
-            self,
-            OpKind::Accept
-                | OpKind::Release
-                | OpKind::Read
-                | OpKind::Write
-                | OpKind::Touch
-                | OpKind::MapGpa
-        )
+        matches!(self, OpKind::Accept | OpKind::Release | OpKind::Read | OpKind::Write | OpKind::Touch | OpKind::MapGpa)
     }
     pub fn is_check(self) -> bool {
         matches!(self, OpKind::ExpectPages | OpKind::ExpectSept)
@@ -768,10 +725,7 @@ pub struct Sequence {
 
 impl Sequence {
     pub fn new(header: Header) -> Sequence {
-        Sequence {
-            header,
-            steps: Vec::new(),
-        }
+        Sequence { header, steps: Vec::new() }
     }
     pub fn push(&mut self, op: Op) {
         self.steps.push(Step { op, expect: None });

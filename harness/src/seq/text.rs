@@ -39,12 +39,7 @@ struct Line<'a> {
 
 impl<'a> Line<'a> {
     fn err_at(&self, col: usize, msg: String) -> ParseError {
-        ParseError {
-            file: self.file.to_string(),
-            line: self.line,
-            col,
-            msg,
-        }
+        ParseError { file: self.file.to_string(), line: self.line, col, msg }
     }
     fn peek(&self) -> Option<Tok<'a>> {
         self.toks.get(self.pos).copied()
@@ -55,10 +50,7 @@ impl<'a> Line<'a> {
                 self.pos += 1;
                 Ok(t)
             }
-            None => Err(self.err_at(
-                self.end_col,
-                format!("expected {expected}, found end of line"),
-            )),
+            None => Err(self.err_at(self.end_col, format!("expected {expected}, found end of line"))),
         }
     }
     fn fail<T>(&self, t: Tok<'a>, expected: &str) -> Result<T, ParseError> {
@@ -73,33 +65,24 @@ impl<'a> Line<'a> {
     }
     fn number(&mut self, expected: &str) -> Result<u64, ParseError> {
         let t = self.next(expected)?;
-        parse_number(t.text, false)
-            .ok_or(())
-            .or_else(|_| self.fail(t, expected))
+        parse_number(t.text, false).ok_or(()).or_else(|_| self.fail(t, expected))
     }
     fn size(&mut self, expected: &str) -> Result<u64, ParseError> {
         let t = self.next(expected)?;
-        parse_number(t.text, true)
-            .ok_or(())
-            .or_else(|_| self.fail(t, expected))
+        parse_number(t.text, true).ok_or(()).or_else(|_| self.fail(t, expected))
     }
     /// `key=VALUE`, returning the value token.
     fn keyed(&mut self, key: &str) -> Result<Tok<'a>, ParseError> {
         let expected = format!("`{key}=`");
         let t = self.next(&expected)?;
         match t.text.split_once('=') {
-            Some((k, v)) if k == key && !v.is_empty() => Ok(Tok {
-                text: v,
-                col: t.col + k.len() + 1,
-            }),
+            Some((k, v)) if k == key && !v.is_empty() => Ok(Tok { text: v, col: t.col + k.len() + 1 }),
             _ => self.fail(t, &expected),
         }
     }
     fn keyed_size(&mut self, key: &str) -> Result<u64, ParseError> {
         let v = self.keyed(key)?;
-        parse_number(v.text, true)
-            .ok_or(())
-            .or_else(|_| self.fail(v, &format!("a size after `{key}=`")))
+        parse_number(v.text, true).ok_or(()).or_else(|_| self.fail(v, &format!("a size after `{key}=`")))
     }
     fn flag(&mut self, name: &str) -> bool {
         match self.peek() {
@@ -112,11 +95,7 @@ impl<'a> Line<'a> {
     }
     fn vcpu(&mut self) -> Result<u32, ParseError> {
         let t = self.next("`vcpuN`")?;
-        match t
-            .text
-            .strip_prefix("vcpu")
-            .and_then(|n| n.parse::<u32>().ok())
-        {
+        match t.text.strip_prefix("vcpu").and_then(|n| n.parse::<u32>().ok()) {
             Some(n) => Ok(n),
             None => self.fail(t, "`vcpuN`"),
         }
@@ -141,10 +120,7 @@ pub fn parse_number(s: &str, sized: bool) -> Option<u64> {
         b'G' | b'g' if sized => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    let v = if let Some(h) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
+    let v = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
         if h.is_empty() || h.starts_with('+') {
             return None;
         }
@@ -168,20 +144,14 @@ fn tokenize(src: &str) -> Vec<Tok<'_>> {
     for (i, c) in code.char_indices() {
         if c.is_whitespace() {
             if let Some(s) = start.take() {
-                toks.push(Tok {
-                    text: &code[s..i],
-                    col: s + 1,
-                });
+                toks.push(Tok { text: &code[s..i], col: s + 1 });
             }
         } else if start.is_none() {
             start = Some(i);
         }
     }
     if let Some(s) = start {
-        toks.push(Tok {
-            text: &code[s..],
-            col: s + 1,
-        });
+        toks.push(Tok { text: &code[s..], col: s + 1 });
     }
     toks
 }
@@ -200,36 +170,22 @@ pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
             continue;
         }
         let end_col = toks.last().map(|t| t.col + t.text.len()).unwrap_or(1);
-        let mut l = Line {
-            file,
-            line: idx + 1,
-            toks,
-            pos: 0,
-            end_col,
-        };
+        let mut l = Line { file, line: idx + 1, toks, pos: 0, end_col };
         let first = l.peek().expect("non-empty");
         let Some(h) = header.as_mut() else {
             if first.text != "vm" {
                 return l.fail(first, "`vm default|sw-protected|tdx|snp` as the first line");
             }
             l.pos += 1;
-            let i = l.word(
-                "a VM type (default, sw-protected, tdx, snp)",
-                &["default", "sw-protected", "tdx", "snp"],
-            )?;
+            let i =
+                l.word("a VM type (default, sw-protected, tdx, snp)", &["default", "sw-protected", "tdx", "snp"])?;
             l.done()?;
             header = Some(Header::new(VmType::ALL[i]));
             continue;
         };
         if HEADER_WORDS.contains(&first.text) {
             if !steps.is_empty() {
-                return Err(l.err_at(
-                    first.col,
-                    format!(
-                        "`{}` belongs in the header, before the first op",
-                        first.text
-                    ),
-                ));
+                return Err(l.err_at(first.col, format!("`{}` belongs in the header, before the first op", first.text)));
             }
             parse_header_line(&mut l, h)?;
             continue;
@@ -242,10 +198,7 @@ pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
             return Err(l.err_at(op_col, why));
         }
         if steps.len() >= legal::MAX_STEPS {
-            return Err(l.err_at(
-                op_col,
-                format!("at most {} steps in a sequence", legal::MAX_STEPS),
-            ));
+            return Err(l.err_at(op_col, format!("at most {} steps in a sequence", legal::MAX_STEPS)));
         }
         steps.push(Step { op, expect });
     }
@@ -258,12 +211,7 @@ pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
         });
     };
     if let Err(why) = legal::check_header(&header) {
-        return Err(ParseError {
-            file: file.into(),
-            line: 1,
-            col: 1,
-            msg: why,
-        });
+        return Err(ParseError { file: file.into(), line: 1, col: 1, msg: why });
     }
     Ok(Sequence { header, steps })
 }
@@ -273,14 +221,7 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
     match first.text {
         "vm" => return Err(l.err_at(first.col, "`vm` given twice".into())),
         "variant" | "option" if h.vm != VmType::Tdx => {
-            return Err(l.err_at(
-                first.col,
-                format!(
-                    "`{}` is a TDX policy; vm {} has none",
-                    first.text,
-                    h.vm.name()
-                ),
-            ));
+            return Err(l.err_at(first.col, format!("`{}` is a TDX policy; vm {} has none", first.text, h.vm.name())));
         }
         "variant" => {
             let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
@@ -302,10 +243,7 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
             let t = l.peek();
             let n = l.number("a vCPU count")?;
             if n == 0 || n > legal::MAX_VCPUS as u64 {
-                return l.fail(
-                    t.expect("consumed"),
-                    &format!("a vCPU count 1..={}", legal::MAX_VCPUS),
-                );
+                return l.fail(t.expect("consumed"), &format!("a vCPU count 1..={}", legal::MAX_VCPUS));
             }
             h.vcpus = n as u32;
         }
@@ -315,13 +253,7 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
                 return Err(l.err_at(name.col, why));
             }
             let size = l.keyed_size("size")?;
-            let mut g = GmemDecl {
-                name: name.text.to_string(),
-                size,
-                huge: false,
-                mmap: false,
-                init_shared: false,
-            };
+            let mut g = GmemDecl { name: name.text.to_string(), size, huge: false, mmap: false, init_shared: false };
             while let Some(t) = l.peek() {
                 match t.text {
                     "huge" if !g.huge => g.huge = true,
@@ -338,10 +270,7 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
                 return Err(l.err_at(name.col, format!("guest_memfd `{}` declared twice", g.name)));
             }
             if h.gmems.len() >= legal::MAX_GMEMS {
-                return Err(l.err_at(
-                    first.col,
-                    format!("at most {} guest_memfd files", legal::MAX_GMEMS),
-                ));
+                return Err(l.err_at(first.col, format!("at most {} guest_memfd files", legal::MAX_GMEMS)));
             }
             h.gmems.push(g);
         }
@@ -351,10 +280,7 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
                 return Err(l.err_at(first.col, why));
             }
             if h.slots.len() >= legal::MAX_HEADER_SLOTS {
-                return Err(l.err_at(
-                    first.col,
-                    format!("at most {} header slots", legal::MAX_HEADER_SLOTS),
-                ));
+                return Err(l.err_at(first.col, format!("at most {} header slots", legal::MAX_HEADER_SLOTS)));
             }
             h.slots.push(s);
         }
@@ -371,28 +297,17 @@ fn parse_slot_spec(l: &mut Line<'_>) -> Result<SlotSpec, ParseError> {
     }
     let gpa = {
         let v = l.keyed("gpa")?;
-        parse_number(v.text, true)
-            .ok_or(())
-            .or_else(|_| l.fail(v, "an address after `gpa=`"))?
+        parse_number(v.text, true).ok_or(()).or_else(|_| l.fail(v, "an address after `gpa=`"))?
     };
     let size = l.keyed_size("size")?;
     let mut gmem = None;
     if matches!(l.peek(), Some(t) if t.text.starts_with("gmem=")) {
         let name = l.keyed("gmem")?;
         let offset = l.keyed_size("offset")?;
-        gmem = Some(GmemBinding {
-            gmem: name.text.to_string(),
-            offset,
-        });
+        gmem = Some(GmemBinding { gmem: name.text.to_string(), offset });
     }
     let readonly = l.flag("readonly");
-    Ok(SlotSpec {
-        id: id as u32,
-        gpa,
-        size,
-        gmem,
-        readonly,
-    })
+    Ok(SlotSpec { id: id as u32, gpa, size, gmem, readonly })
 }
 
 fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
@@ -404,41 +319,18 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
             &["accept", "release", "read", "write", "touch", "map-gpa"],
         )?;
         return Ok(match what {
-            0 => Op::Accept {
-                vcpu,
-                addr: l.number("an address")?,
-                level: l.level()?,
-            },
-            1 => Op::Release {
-                vcpu,
-                addr: l.number("an address")?,
-                level: l.level()?,
-            },
-            2 => Op::Read {
-                vcpu,
-                addr: l.number("an address")?,
-                shared: l.flag("shared"),
-            },
-            3 => Op::Write {
-                vcpu,
-                addr: l.number("an address")?,
-                value: l.number("a value")?,
-                shared: l.flag("shared"),
-            },
-            4 => Op::Touch {
-                vcpu,
-                addr: l.number("an address")?,
-            },
+            0 => Op::Accept { vcpu, addr: l.number("an address")?, level: l.level()? },
+            1 => Op::Release { vcpu, addr: l.number("an address")?, level: l.level()? },
+            2 => Op::Read { vcpu, addr: l.number("an address")?, shared: l.flag("shared") },
+            3 => {
+                Op::Write { vcpu, addr: l.number("an address")?, value: l.number("a value")?, shared: l.flag("shared") }
+            }
+            4 => Op::Touch { vcpu, addr: l.number("an address")? },
             _ => {
                 let addr = l.number("an address")?;
                 let size = l.size("a size")?;
                 let private = l.word("`private` or `shared`", &["shared", "private"])? == 1;
-                Op::MapGpa {
-                    vcpu,
-                    addr,
-                    size,
-                    private,
-                }
+                Op::MapGpa { vcpu, addr, size, private }
             }
         });
     }
@@ -470,46 +362,22 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
         "slot-move" => {
             let id = slot_id(l)?;
             let v = l.keyed("gpa")?;
-            let gpa = parse_number(v.text, true)
-                .ok_or(())
-                .or_else(|_| l.fail(v, "an address after `gpa=`"))?;
+            let gpa = parse_number(v.text, true).ok_or(()).or_else(|_| l.fail(v, "an address after `gpa=`"))?;
             Op::SlotMove { id, gpa }
         }
-        "private" => Op::Private {
-            addr: l.number("an address")?,
-            size: l.size("a size")?,
-        },
-        "shared" => Op::Shared {
-            addr: l.number("an address")?,
-            size: l.size("a size")?,
-        },
-        "punch" => Op::Punch {
-            addr: l.number("an address")?,
-            size: l.size("a size")?,
-            keep_size: !l.flag("no-keep-size"),
-        },
-        "prefault" => Op::Prefault {
-            vcpu: l.vcpu()?,
-            addr: l.number("an address")?,
-            size: l.size("a size")?,
-        },
-        "host-write" => Op::HostWrite {
-            addr: l.number("an address")?,
-            value: l.number("a value")?,
-        },
-        "host-read" => Op::HostRead {
-            addr: l.number("an address")?,
-        },
-        "init-mem" => Op::InitMem {
-            addr: l.number("an address")?,
-            pages: l.number("a page count")?,
-            measure: l.flag("measure"),
-        },
+        "private" => Op::Private { addr: l.number("an address")?, size: l.size("a size")? },
+        "shared" => Op::Shared { addr: l.number("an address")?, size: l.size("a size")? },
+        "punch" => {
+            Op::Punch { addr: l.number("an address")?, size: l.size("a size")?, keep_size: !l.flag("no-keep-size") }
+        }
+        "prefault" => Op::Prefault { vcpu: l.vcpu()?, addr: l.number("an address")?, size: l.size("a size")? },
+        "host-write" => Op::HostWrite { addr: l.number("an address")?, value: l.number("a value")? },
+        "host-read" => Op::HostRead { addr: l.number("an address")? },
+        "init-mem" => {
+            Op::InitMem { addr: l.number("an address")?, pages: l.number("a page count")?, measure: l.flag("measure") }
+        }
         "finalize" => Op::Finalize,
-        "mtrr-zap" => Op::MtrrZap {
-            addr: l.number("an address")?,
-            size: l.size("a size")?,
-        },
+        "mtrr-zap" => Op::MtrrZap { addr: l.number("an address")?, size: l.size("a size")? },
         "inject" => {
             let i = l.word(
                 "a fault (split-oom, seamcall-busy, demote-interrupted)",
@@ -526,15 +394,8 @@ fn parse_expect_state(l: &mut Line<'_>) -> Result<Op, ParseError> {
         let addr = l.number("an address")?;
         let level = l.level()?;
         let names: Vec<&str> = SeptState::ALL.iter().map(|s| s.name()).collect();
-        let i = l.word(
-            "an S-EPT state (FREE, PENDING, MAPPED, BLOCKED, ...)",
-            &names,
-        )?;
-        return Ok(Op::ExpectSept {
-            addr,
-            level,
-            state: SeptState::ALL[i],
-        });
+        let i = l.word("an S-EPT state (FREE, PENDING, MAPPED, BLOCKED, ...)", &names)?;
+        return Ok(Op::ExpectSept { addr, level, state: SeptState::ALL[i] });
     }
     let (mut p4k, mut p2m, mut p1g) = (None, None, None);
     while let Some(t) = l.peek() {
@@ -562,10 +423,7 @@ fn parse_expect_state(l: &mut Line<'_>) -> Result<Op, ParseError> {
             match parse_number(part, false) {
                 Some(n) => set.push(n),
                 None => {
-                    return Err(l.err_at(
-                        t.col + k.len() + 1,
-                        format!("expected a count or `N|M` set, found `{v}`"),
-                    ))
+                    return Err(l.err_at(t.col + k.len() + 1, format!("expected a count or `N|M` set, found `{v}`")))
                 }
             }
         }
@@ -574,10 +432,7 @@ fn parse_expect_state(l: &mut Line<'_>) -> Result<Op, ParseError> {
         *slot = Some(set);
     }
     if p4k.is_none() && p2m.is_none() && p1g.is_none() {
-        return Err(l.err_at(
-            l.end_col,
-            "expected `sept` or at least one `pages_*=N`, found end of line".into(),
-        ));
+        return Err(l.err_at(l.end_col, "expected `sept` or at least one `pages_*=N`, found end of line".into()));
     }
     Ok(Op::ExpectPages { p4k, p2m, p1g })
 }
@@ -586,13 +441,8 @@ fn parse_expect(l: &mut Line<'_>) -> Result<Option<Outcome>, ParseError> {
     if !l.flag("=>") {
         return Ok(None);
     }
-    let kinds = [
-        "ok", "err", "tdx", "value", "exit", "ve", "livelock", "vm-dead",
-    ];
-    let k = l.word(
-        "an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead)",
-        &kinds,
-    )?;
+    let kinds = ["ok", "err", "tdx", "value", "exit", "ve", "livelock", "vm-dead"];
+    let k = l.word("an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead)", &kinds)?;
     Ok(Some(match kinds[k] {
         "ok" => Outcome::Ok,
         "err" => {
@@ -646,10 +496,7 @@ pub fn fmt_addr(v: u64) -> String {
 }
 
 fn fmt_set(s: &[u64]) -> String {
-    s.iter()
-        .map(|n| n.to_string())
-        .collect::<Vec<_>>()
-        .join("|")
+    s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("|")
 }
 
 fn fmt_slot(s: &SlotSpec) -> String {
@@ -671,33 +518,14 @@ pub fn print_op(op: &Op) -> String {
         Op::SlotMove { id, gpa } => format!("slot-move {id} gpa={}", fmt_addr(*gpa)),
         Op::Private { addr, size } => format!("private {} {}", fmt_addr(*addr), fmt_size(*size)),
         Op::Shared { addr, size } => format!("shared {} {}", fmt_addr(*addr), fmt_size(*size)),
-        Op::Punch {
-            addr,
-            size,
-            keep_size,
-        } => format!(
-            "punch {} {}{}",
-            fmt_addr(*addr),
-            fmt_size(*size),
-            if *keep_size { "" } else { " no-keep-size" }
-        ),
-        Op::Prefault { vcpu, addr, size } => format!(
-            "prefault vcpu{vcpu} {} {}",
-            fmt_addr(*addr),
-            fmt_size(*size)
-        ),
+        Op::Punch { addr, size, keep_size } => {
+            format!("punch {} {}{}", fmt_addr(*addr), fmt_size(*size), if *keep_size { "" } else { " no-keep-size" })
+        }
+        Op::Prefault { vcpu, addr, size } => format!("prefault vcpu{vcpu} {} {}", fmt_addr(*addr), fmt_size(*size)),
         Op::HostWrite { addr, value } => format!("host-write {} {value:#x}", fmt_addr(*addr)),
         Op::HostRead { addr } => format!("host-read {}", fmt_addr(*addr)),
-        Op::InitMem {
-            addr,
-            pages,
-            measure,
-        } => {
-            format!(
-                "init-mem {} {pages}{}",
-                fmt_addr(*addr),
-                if *measure { " measure" } else { "" }
-            )
+        Op::InitMem { addr, pages, measure } => {
+            format!("init-mem {} {pages}{}", fmt_addr(*addr), if *measure { " measure" } else { "" })
         }
         Op::Finalize => "finalize".into(),
         Op::MtrrZap { addr, size } => format!("mtrr-zap {} {}", fmt_addr(*addr), fmt_size(*size)),
@@ -711,25 +539,11 @@ pub fn print_op(op: &Op) -> String {
         Op::Read { vcpu, addr, shared } => {
             format!("vcpu{vcpu} read {}{}", fmt_addr(*addr), sh(*shared))
         }
-        Op::Write {
-            vcpu,
-            addr,
-            value,
-            shared,
-        } => {
-            format!(
-                "vcpu{vcpu} write {} {value:#x}{}",
-                fmt_addr(*addr),
-                sh(*shared)
-            )
+        Op::Write { vcpu, addr, value, shared } => {
+            format!("vcpu{vcpu} write {} {value:#x}{}", fmt_addr(*addr), sh(*shared))
         }
         Op::Touch { vcpu, addr } => format!("vcpu{vcpu} touch {}", fmt_addr(*addr)),
-        Op::MapGpa {
-            vcpu,
-            addr,
-            size,
-            private,
-        } => format!(
+        Op::MapGpa { vcpu, addr, size, private } => format!(
             "vcpu{vcpu} map-gpa {} {} {}",
             fmt_addr(*addr),
             fmt_size(*size),
@@ -745,12 +559,7 @@ pub fn print_op(op: &Op) -> String {
             o
         }
         Op::ExpectSept { addr, level, state } => {
-            format!(
-                "expect sept {} {} {}",
-                fmt_addr(*addr),
-                level.name(),
-                state.name()
-            )
+            format!("expect sept {} {} {}", fmt_addr(*addr), level.name(), state.name())
         }
     }
 }
@@ -764,10 +573,7 @@ pub fn print_outcome(o: &Outcome) -> String {
         Outcome::Value(v) => format!("value {v:#x}"),
         Outcome::Exit(Exit::Mmio) => "exit mmio".into(),
         Outcome::Exit(Exit::MemoryFault { private }) => {
-            format!(
-                "exit memory-fault {}",
-                if *private { "private" } else { "shared" }
-            )
+            format!("exit memory-fault {}", if *private { "private" } else { "shared" })
         }
         Outcome::Ve => "ve".into(),
         Outcome::Livelock => "livelock".into(),
@@ -793,11 +599,7 @@ pub fn print_header(h: &Header) -> String {
     let _ = writeln!(o, "vcpus {}", h.vcpus);
     for g in &h.gmems {
         let _ = write!(o, "gmem {} size={}", g.name, fmt_size(g.size));
-        for (on, w) in [
-            (g.huge, "huge"),
-            (g.mmap, "mmap"),
-            (g.init_shared, "init-shared"),
-        ] {
+        for (on, w) in [(g.huge, "huge"), (g.mmap, "mmap"), (g.init_shared, "init-shared")] {
             if on {
                 let _ = write!(o, " {w}");
             }

@@ -23,11 +23,7 @@ pub fn shrink(seq: &Sequence, mut still_fails: impl FnMut(&Sequence) -> bool) ->
         }
     };
     loop {
-        let before = (
-            best.steps.len(),
-            best.header.slots.len(),
-            best.header.gmems.len(),
-        );
+        let before = (best.steps.len(), best.header.slots.len(), best.header.gmems.len());
         // Steps: chunks from half the length down to single steps.
         let mut chunk = best.steps.len().div_ceil(2).max(1);
         loop {
@@ -86,13 +82,7 @@ pub fn shrink(seq: &Sequence, mut still_fails: impl FnMut(&Sequence) -> bool) ->
             fixup(&mut cand);
             try_it(cand, &mut best, &mut budget);
         }
-        if (
-            best.steps.len(),
-            best.header.slots.len(),
-            best.header.gmems.len(),
-        ) == before
-            || budget == 0
-        {
+        if (best.steps.len(), best.header.slots.len(), best.header.gmems.len()) == before || budget == 0 {
             return best;
         }
     }

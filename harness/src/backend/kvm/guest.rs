@@ -32,13 +32,7 @@ pub fn build_harness(m: &Mapping, gib_pages: bool) {
         }
     }
     // GDT: null, kernel code/data, user data (0x1b), user code (0x23), TSS (0x28).
-    let gdt = [
-        0u64,
-        0x00af_9a00_0000_ffff,
-        0x00cf_9200_0000_ffff,
-        0x00cf_f200_0000_ffff,
-        0x00af_fa00_0000_ffff,
-    ];
+    let gdt = [0u64, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0x00cf_f200_0000_ffff, 0x00af_fa00_0000_ffff];
     for (i, d) in gdt.iter().enumerate() {
         m.write_u64(GDT_OFF + i as u64 * 8, *d);
     }
@@ -66,19 +60,13 @@ fn seg(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
 /// Whether the host's supported CPUID offers 1G pages (CPUID 0x80000001 EDX bit 26).
 pub fn has_gib_pages(kvm: &Kvm) -> bool {
     kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map(|c| {
-            c.as_slice()
-                .iter()
-                .any(|e| e.function == 0x8000_0001 && e.edx & (1 << 26) != 0)
-        })
+        .map(|c| c.as_slice().iter().any(|e| e.function == 0x8000_0001 && e.edx & (1 << 26) != 0))
         .unwrap_or(false)
 }
 
 /// Put vCPU `v` in 64-bit mode at CPL3 with IOPL 3, at the start of the command loop.
 pub fn init_vcpu(kvm: &Kvm, vcpu: &VcpuFd, v: u64) -> std::io::Result<()> {
-    let cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(std::io::Error::from)?;
+    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(std::io::Error::from)?;
     vcpu.set_cpuid2(&cpuid).map_err(std::io::Error::from)?;
     let mut s: kvm_sregs = vcpu.get_sregs().map_err(std::io::Error::from)?;
     s.cs = seg(0x23, 11, 1, 0);
@@ -103,10 +91,7 @@ pub fn init_vcpu(kvm: &Kvm, vcpu: &VcpuFd, v: u64) -> std::io::Result<()> {
         unusable: 0,
         padding: 0,
     };
-    s.ldt = kvm_segment {
-        unusable: 1,
-        ..Default::default()
-    };
+    s.ldt = kvm_segment { unusable: 1, ..Default::default() };
     s.gdt.base = HARNESS_GPA + GDT_OFF;
     s.gdt.limit = 0x2f;
     s.idt.base = HARNESS_GPA + GDT_OFF + 0x200;
@@ -171,23 +156,15 @@ impl Watchdog {
                 libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
             }
         });
-        let w = Watchdog {
-            deadline: Arc::new(AtomicU64::new(0)),
-            tid: Arc::new(AtomicU64::new(0)),
-            epoch: Instant::now(),
-        };
+        let w =
+            Watchdog { deadline: Arc::new(AtomicU64::new(0)), tid: Arc::new(AtomicU64::new(0)), epoch: Instant::now() };
         let (deadline, tid, epoch) = (Arc::clone(&w.deadline), Arc::clone(&w.tid), w.epoch);
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(5));
             let d = deadline.load(Ordering::Acquire);
             if d != 0 && epoch.elapsed().as_nanos() as u64 >= d {
                 // SAFETY: signalling a live thread of this process (the one that armed us).
-                unsafe {
-                    libc::pthread_kill(
-                        tid.load(Ordering::Acquire) as libc::pthread_t,
-                        libc::SIGUSR2,
-                    )
-                };
+                unsafe { libc::pthread_kill(tid.load(Ordering::Acquire) as libc::pthread_t, libc::SIGUSR2) };
             }
         });
         w
@@ -195,8 +172,7 @@ impl Watchdog {
 
     pub fn arm(&self, timeout: Duration) {
         // SAFETY: pthread_self has no preconditions.
-        self.tid
-            .store(unsafe { libc::pthread_self() } as u64, Ordering::Release);
+        self.tid.store(unsafe { libc::pthread_self() } as u64, Ordering::Release);
         let d = (self.epoch.elapsed() + timeout).as_nanos() as u64;
         self.deadline.store(d.max(1), Ordering::Release);
     }
@@ -236,31 +212,24 @@ pub fn run_batch(
                 Some(CmdExit::Mmio)
             }
             Ok(VcpuExit::MmioWrite(..)) => Some(CmdExit::Mmio),
-            Ok(VcpuExit::MemoryFault { flags, .. }) => Some(CmdExit::MemoryFault {
-                private: flags & (1 << 3) != 0,
-            }),
+            Ok(VcpuExit::MemoryFault { flags, .. }) => Some(CmdExit::MemoryFault { private: flags & (1 << 3) != 0 }),
             Ok(VcpuExit::Intr) => None,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
             Ok(other) => return Err(BatchError::Guest(format!("unexpected exit {other:?}"))),
             Err(e) => return Err(BatchError::Guest(format!("KVM_RUN: {e}"))),
         };
         let Some(what) = what else { continue };
-        let mut regs = vcpu
-            .get_regs()
-            .map_err(|e| BatchError::Guest(format!("KVM_GET_REGS: {e}")))?;
+        let mut regs = vcpu.get_regs().map_err(|e| BatchError::Guest(format!("KVM_GET_REGS: {e}")))?;
         let idx = regs.rbx;
         if idx >= n {
-            return Err(BatchError::Guest(format!(
-                "exit {what:?} outside any command (index {idx})"
-            )));
+            return Err(BatchError::Guest(format!("exit {what:?} outside any command (index {idx})")));
         }
         exits.push((idx, what));
         if let CmdExit::MemoryFault { .. } = what {
             // The access cannot complete: resume at the next command.
             regs.rbx += 1;
             regs.rip = HARNESS_GPA + CODE_OFF + privmem_guest::x86_cpl3::LOOP_OFFSET;
-            vcpu.set_regs(&regs)
-                .map_err(|e| BatchError::Guest(format!("KVM_SET_REGS: {e}")))?;
+            vcpu.set_regs(&regs).map_err(|e| BatchError::Guest(format!("KVM_SET_REGS: {e}")))?;
         }
     }
 }

@@ -48,10 +48,7 @@ impl Mapping {
                 libc::munmap((start + len) as *mut libc::c_void, tail);
             }
         }
-        Ok(Mapping {
-            ptr: start as *mut u8,
-            len,
-        })
+        Ok(Mapping { ptr: start as *mut u8, len })
     }
 
     /// A shared mapping of `len` bytes of `fd` from `offset`.
@@ -70,10 +67,7 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Mapping {
-            ptr: p as *mut u8,
-            len,
-        })
+        Ok(Mapping { ptr: p as *mut u8, len })
     }
 
     pub fn read_u64(&self, off: u64) -> u64 {

@@ -50,6 +50,9 @@ struct VmState {
     zaps_all: bool,
     /// The harness's leaves are mapped (the guest ran since the last zap).
     harness_warm: bool,
+    /// GPA ranges the case set PRIVATE: attributes are per VM and outlive slots, so the reset
+    /// must set them back to shared.
+    private_ranges: Vec<(u64, u64)>,
     slots: BTreeMap<u32, RSlot>,
     gmems: Vec<RGmem>,
     /// Cases run on this VM.
@@ -94,8 +97,7 @@ impl KvmBackend {
             .kvm
             .create_vm_with_type(vm_type.kvm_type())
             .map_err(|e| RunError::Setup(format!("KVM_CREATE_VM: {e}")))?;
-        let harness = Mapping::anon(HARNESS_SIZE as usize)
-            .map_err(|e| RunError::Setup(format!("mmap: {e}")))?;
+        let harness = Mapping::anon(HARNESS_SIZE as usize).map_err(|e| RunError::Setup(format!("mmap: {e}")))?;
         guest::build_harness(&harness, guest::has_gib_pages(&self.kvm));
         let region = kvm_userspace_memory_region2 {
             slot: HARNESS_SLOT,
@@ -107,8 +109,7 @@ impl KvmBackend {
         };
         // SAFETY: the mapping outlives the slot (both live in VmState, the slot is dropped
         // with the VM).
-        unsafe { vm.set_user_memory_region2(region) }
-            .map_err(|e| RunError::Setup(format!("harness slot: {e}")))?;
+        unsafe { vm.set_user_memory_region2(region) }.map_err(|e| RunError::Setup(format!("harness slot: {e}")))?;
         let stats = raw::Stats::open(&vm);
         Ok(VmState {
             vm,
@@ -120,6 +121,7 @@ impl KvmBackend {
             post_zap: None,
             zaps_all: false,
             harness_warm: false,
+            private_ranges: Vec::new(),
             slots: BTreeMap::new(),
             gmems: Vec::new(),
             cases: 0,
@@ -130,11 +132,8 @@ impl KvmBackend {
     fn prepare(&mut self, vm_type: VmType, n: u32) -> Result<(), RunError> {
         // A VM with fewer vCPUs is replaced: new vCPUs would touch harness pages after the
         // baseline was taken.
-        let reusable = self.reuse
-            && self
-                .vm
-                .as_ref()
-                .is_some_and(|s| s.vm_type == vm_type && s.vcpus.len() >= n as usize);
+        let reusable =
+            self.reuse && self.vm.as_ref().is_some_and(|s| s.vm_type == vm_type && s.vcpus.len() >= n as usize);
         if !reusable {
             self.vm = None;
             self.vm = Some(self.fresh_vm(vm_type)?);
@@ -142,17 +141,12 @@ impl KvmBackend {
         let st = self.vm.as_mut().expect("just set");
         while st.vcpus.len() < n as usize {
             let v = st.vcpus.len() as u64;
-            let vcpu = st
-                .vm
-                .create_vcpu(v)
-                .map_err(|e| RunError::Setup(format!("KVM_CREATE_VCPU: {e}")))?;
-            guest::init_vcpu(&self.kvm, &vcpu, v)
-                .map_err(|e| RunError::Setup(format!("vCPU init: {e}")))?;
+            let vcpu = st.vm.create_vcpu(v).map_err(|e| RunError::Setup(format!("KVM_CREATE_VCPU: {e}")))?;
+            guest::init_vcpu(&self.kvm, &vcpu, v).map_err(|e| RunError::Setup(format!("vCPU init: {e}")))?;
             st.vcpus.push(vcpu);
         }
         for (v, vcpu) in st.vcpus.iter().enumerate() {
-            guest::reset_regs(vcpu, v as u64)
-                .map_err(|e| RunError::Setup(format!("KVM_SET_REGS: {e}")))?;
+            guest::reset_regs(vcpu, v as u64).map_err(|e| RunError::Setup(format!("KVM_SET_REGS: {e}")))?;
         }
         Ok(())
     }
@@ -166,10 +160,7 @@ impl KvmBackend {
         let ids: Vec<u32> = st.slots.keys().copied().collect();
         let mut ok = clean_run;
         for id in ids {
-            let r = kvm_userspace_memory_region2 {
-                slot: id,
-                ..Default::default()
-            };
+            let r = kvm_userspace_memory_region2 { slot: id, ..Default::default() };
             // SAFETY: deleting a slot; no memory is handed to KVM.
             ok &= unsafe { st.vm.set_user_memory_region2(r) }.is_ok();
             st.harness_warm &= !st.zaps_all;
@@ -177,11 +168,11 @@ impl KvmBackend {
         st.slots.clear();
         st.gmems.clear();
         st.cases += 1;
-        let expected = if st.harness_warm {
-            st.baseline
-        } else {
-            st.post_zap
-        };
+        for (address, size) in std::mem::take(&mut st.private_ranges) {
+            let a = kvm_bindings::kvm_memory_attributes { address, size, attributes: 0, flags: 0 };
+            ok &= st.vm.set_memory_attributes(a).is_ok();
+        }
+        let expected = if st.harness_warm { st.baseline } else { st.post_zap };
         let now = st.stats.as_ref().and_then(|s| s.pages());
         ok &= expected.is_some() && now == expected;
         if std::env::var_os("PRIVMEM_DEBUG_RESET").is_some() {
@@ -193,45 +184,21 @@ impl KvmBackend {
     }
 
     fn gmem_create(st: &mut VmState, g: &GmemDecl) -> Result<(), i32> {
-        let flags = if g.mmap {
-            raw::GUEST_MEMFD_FLAG_MMAP
-        } else {
-            0
-        } | if g.init_shared {
-            raw::GUEST_MEMFD_FLAG_INIT_SHARED
-        } else {
-            0
-        };
+        let flags = if g.mmap { raw::GUEST_MEMFD_FLAG_MMAP } else { 0 }
+            | if g.init_shared { raw::GUEST_MEMFD_FLAG_INIT_SHARED } else { 0 };
         let fd = st
             .vm
-            .create_guest_memfd(kvm_create_guest_memfd {
-                size: g.size,
-                flags,
-                ..Default::default()
-            })
+            .create_guest_memfd(kvm_create_guest_memfd { size: g.size, flags, ..Default::default() })
             .map_err(|e| e.errno())?;
         // SAFETY: the kernel just handed us this fd.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let map = if g.mmap {
-            Mapping::file(fd.as_raw_fd(), 0, g.size as usize).ok()
-        } else {
-            None
-        };
-        st.gmems.push(RGmem {
-            fd,
-            decl: g.clone(),
-            map,
-        });
+        let map = if g.mmap { Mapping::file(fd.as_raw_fd(), 0, g.size as usize).ok() } else { None };
+        st.gmems.push(RGmem { fd, decl: g.clone(), map });
         Ok(())
     }
 
     fn slot_add(st: &mut VmState, h: &Header, s: &SlotSpec) -> Outcome {
-        let gmem = s.gmem.as_ref().and_then(|b| {
-            h.gmems
-                .iter()
-                .position(|g| g.name == b.gmem)
-                .map(|i| (i, b.offset))
-        });
+        let gmem = s.gmem.as_ref().and_then(|b| h.gmems.iter().position(|g| g.name == b.gmem).map(|i| (i, b.offset)));
         let mut flags = if s.readonly { raw::KVM_MEM_READONLY } else { 0 };
         let (mut anon, mut uaddr) = (None, 0);
         if let Some((fi, off)) = gmem {
@@ -260,9 +227,7 @@ impl KvmBackend {
             memory_size: s.size,
             userspace_addr: uaddr,
             guest_memfd_offset: gmem.map(|g| g.1).unwrap_or(0),
-            guest_memfd: gmem
-                .map(|(fi, _)| st.gmems[fi].fd.as_raw_fd() as u32)
-                .unwrap_or(0),
+            guest_memfd: gmem.map(|(fi, _)| st.gmems[fi].fd.as_raw_fd() as u32).unwrap_or(0),
             ..Default::default()
         };
         // SAFETY: the userspace memory lives in the RSlot (or the gmem mapping) for as long as
@@ -274,30 +239,14 @@ impl KvmBackend {
                 Outcome::Ok
             }
             Ok(()) => {
-                st.slots.insert(
-                    s.id,
-                    RSlot {
-                        gpa: s.gpa,
-                        size: s.size,
-                        flags,
-                        uaddr,
-                        anon,
-                        gmem,
-                    },
-                );
+                st.slots.insert(s.id, RSlot { gpa: s.gpa, size: s.size, flags, uaddr, anon, gmem });
                 Outcome::Ok
             }
             Err(e) => errno_of(e.errno()),
         }
     }
 
-    fn slot_region(
-        id: u32,
-        sl: &RSlot,
-        gpa: u64,
-        size: u64,
-        st: &VmState,
-    ) -> kvm_userspace_memory_region2 {
+    fn slot_region(id: u32, sl: &RSlot, gpa: u64, size: u64, st: &VmState) -> kvm_userspace_memory_region2 {
         kvm_userspace_memory_region2 {
             slot: id,
             flags: sl.flags,
@@ -305,20 +254,14 @@ impl KvmBackend {
             memory_size: size,
             userspace_addr: sl.uaddr,
             guest_memfd_offset: sl.gmem.map(|g| g.1).unwrap_or(0),
-            guest_memfd: sl
-                .gmem
-                .map(|(fi, _)| st.gmems[fi].fd.as_raw_fd() as u32)
-                .unwrap_or(0),
+            guest_memfd: sl.gmem.map(|(fi, _)| st.gmems[fi].fd.as_raw_fd() as u32).unwrap_or(0),
             ..Default::default()
         }
     }
 
     /// The host's view of the page at `gpa`: (mapping, offset).
     fn host_view(st: &VmState, gpa: u64) -> Option<(&Mapping, u64)> {
-        let (_, sl) = st
-            .slots
-            .iter()
-            .find(|(_, sl)| gpa >= sl.gpa && gpa < sl.gpa + sl.size)?;
+        let (_, sl) = st.slots.iter().find(|(_, sl)| gpa >= sl.gpa && gpa < sl.gpa + sl.size)?;
         let off = (gpa & !0xfff) - sl.gpa + VALUE_OFFSET;
         if let Some(m) = &sl.anon {
             return Some((m, off));
@@ -334,10 +277,8 @@ impl KvmBackend {
         let mut pieces = Vec::new();
         let mut at = s;
         while at < e {
-            let Some((_, sl)) = st
-                .slots
-                .iter()
-                .find(|(_, sl)| at >= sl.gpa && at < sl.gpa + sl.size && sl.gmem.is_some())
+            let Some((_, sl)) =
+                st.slots.iter().find(|(_, sl)| at >= sl.gpa && at < sl.gpa + sl.size && sl.gmem.is_some())
             else {
                 return Outcome::Err(Errno::ENOENT);
             };
@@ -369,10 +310,7 @@ impl KvmBackend {
         let o = match op {
             Op::SlotAdd(s) => Self::slot_add(st, h, s),
             Op::SlotDelete { id } => {
-                let r = kvm_userspace_memory_region2 {
-                    slot: *id,
-                    ..Default::default()
-                };
+                let r = kvm_userspace_memory_region2 { slot: *id, ..Default::default() };
                 // SAFETY: deleting a slot.
                 match unsafe { st.vm.set_user_memory_region2(r) } {
                     Ok(()) => {
@@ -399,27 +337,19 @@ impl KvmBackend {
                 }
             },
             Op::Private { addr, size } | Op::Shared { addr, size } => {
-                let attributes = if matches!(op, Op::Private { .. }) {
-                    1 << 3
-                } else {
-                    0
-                };
-                let a = kvm_bindings::kvm_memory_attributes {
-                    address: *addr,
-                    size: *size,
-                    attributes,
-                    flags: 0,
-                };
+                let attributes = if matches!(op, Op::Private { .. }) { 1 << 3 } else { 0 };
+                let a = kvm_bindings::kvm_memory_attributes { address: *addr, size: *size, attributes, flags: 0 };
                 match st.vm.set_memory_attributes(a) {
-                    Ok(()) => Outcome::Ok,
+                    Ok(()) => {
+                        if attributes != 0 {
+                            st.private_ranges.push((*addr, *size));
+                        }
+                        Outcome::Ok
+                    }
                     Err(e) => errno_of(e.errno()),
                 }
             }
-            Op::Punch {
-                addr,
-                size,
-                keep_size,
-            } => Self::punch(st, *addr, *size, *keep_size),
+            Op::Punch { addr, size, keep_size } => Self::punch(st, *addr, *size, *keep_size),
             Op::Prefault { vcpu, addr, size } => {
                 let (mut gpa, mut left) = (*addr, *size);
                 loop {
@@ -445,11 +375,7 @@ impl KvmBackend {
                 None => Outcome::Err(Errno::EFAULT),
             },
             Op::ExpectPages { .. } => {
-                let harness = if st.harness_warm {
-                    st.baseline
-                } else {
-                    st.post_zap
-                };
+                let harness = if st.harness_warm { st.baseline } else { st.post_zap };
                 return match st.stats.as_ref().and_then(|s| s.pages()).zip(harness) {
                     // Less the harness's own mappings.
                     Some((p, b)) => Observed::Pages([
@@ -468,12 +394,7 @@ impl KvmBackend {
     }
 
     /// Run consecutive guest ops of one vCPU as one batch.
-    fn guest_batch(
-        &mut self,
-        v: u32,
-        ops: &[(usize, &Op)],
-        t: &mut RealTrace,
-    ) -> Result<(), RunError> {
+    fn guest_batch(&mut self, v: u32, ops: &[(usize, &Op)], t: &mut RealTrace) -> Result<(), RunError> {
         let st = self.vm.as_mut().expect("prepared");
         let cmd = CMD_OFF + v as u64 * CMD_STRIDE;
         let res = cmd + 0x1000;
@@ -482,12 +403,7 @@ impl KvmBackend {
                 Op::Read { addr, .. } => (OP_READ, addr, 0),
                 Op::Write { addr, value, .. } => (OP_WRITE, addr, value),
                 Op::Touch { addr, .. } => (OP_TOUCH, addr, 0),
-                _ => {
-                    return Err(RunError::Unsupported(format!(
-                        "guest op `{}` on this guest",
-                        text::print_op(op)
-                    )))
-                }
+                _ => return Err(RunError::Unsupported(format!("guest op `{}` on this guest", text::print_op(op)))),
             };
             let c = cmd + CMD_FIRST + i as u64 * CMD_SIZE;
             st.harness.write_u64(c, code);
@@ -498,23 +414,13 @@ impl KvmBackend {
         st.harness.write_u64(cmd, ops.len() as u64);
         let deadline = Instant::now() + self.timeout;
         self.watchdog.arm(self.timeout);
-        let r = guest::run_batch(
-            &mut st.vcpus[v as usize],
-            v as u64,
-            ops.len() as u64,
-            deadline,
-        );
+        let r = guest::run_batch(&mut st.vcpus[v as usize], v as u64, ops.len() as u64, deadline);
         self.watchdog.disarm();
         let first = ops.first().map(|o| o.0).unwrap_or(0);
         let (exits, runs) = match r {
             Ok(x) => x,
             Err(BatchError::Timeout) => return Err(RunError::Timeout { step: first }),
-            Err(BatchError::Guest(d)) => {
-                return Err(RunError::Guest {
-                    step: first,
-                    detail: d,
-                })
-            }
+            Err(BatchError::Guest(d)) => return Err(RunError::Guest { step: first, detail: d }),
         };
         t.exits += runs;
         t.guest_ops += ops.len() as u64;
@@ -522,21 +428,14 @@ impl KvmBackend {
         for (i, (step, op)) in ops.iter().enumerate() {
             let o = match exits.iter().find(|(k, _)| *k == i as u64) {
                 Some((_, CmdExit::Mmio)) => Outcome::Exit(Exit::Mmio),
-                Some((_, CmdExit::MemoryFault { private })) => {
-                    Outcome::Exit(Exit::MemoryFault { private: *private })
-                }
+                Some((_, CmdExit::MemoryFault { private })) => Outcome::Exit(Exit::MemoryFault { private: *private }),
                 None => {
                     let status = st.harness.read_u64(res + i as u64 * RES_SIZE);
                     if status != ST_DONE {
-                        return Err(RunError::Guest {
-                            step: *step,
-                            detail: format!("command {i} status {status:#x}"),
-                        });
+                        return Err(RunError::Guest { step: *step, detail: format!("command {i} status {status:#x}") });
                     }
                     match op {
-                        Op::Read { .. } => {
-                            Outcome::Value(st.harness.read_u64(res + i as u64 * RES_SIZE + 8))
-                        }
+                        Op::Read { .. } => Outcome::Value(st.harness.read_u64(res + i as u64 * RES_SIZE + 8)),
                         _ => Outcome::Ok,
                     }
                 }
@@ -566,17 +465,10 @@ impl KvmBackend {
             // Nothing on this host can put a guest_memfd page in front of the guest.
             return Ok(());
         }
-        self.prepare(VmType::Default, 1)
-            .map_err(|e| e.to_string())?;
+        self.prepare(VmType::Default, 1).map_err(|e| e.to_string())?;
         self.ensure_baseline().map_err(|e| e.to_string())?;
         let st = self.vm.as_mut().expect("prepared");
-        let g = GmemDecl {
-            name: "footing".into(),
-            size: 2 << 20,
-            huge: false,
-            mmap: true,
-            init_shared: true,
-        };
+        let g = GmemDecl { name: "footing".into(), size: 2 << 20, huge: false, mmap: true, init_shared: true };
         Self::gmem_create(st, &g).map_err(|e| format!("KVM_CREATE_GUEST_MEMFD: errno {e}"))?;
         let anon = Mapping::anon(2 << 20).map_err(|e| e.to_string())?;
         anon.write_u64(VALUE_OFFSET, IN_UADDR);
@@ -593,8 +485,7 @@ impl KvmBackend {
             ..Default::default()
         };
         // SAFETY: `anon` lives in the RSlot until the reset deletes the slot.
-        unsafe { st.vm.set_user_memory_region2(region) }
-            .map_err(|e| format!("guest_memfd slot: {e}"))?;
+        unsafe { st.vm.set_user_memory_region2(region) }.map_err(|e| format!("guest_memfd slot: {e}"))?;
         st.slots.insert(
             0,
             RSlot {
@@ -606,18 +497,10 @@ impl KvmBackend {
                 gmem: Some((0, 0)),
             },
         );
-        let read = Op::Read {
-            vcpu: 0,
-            addr: GPA,
-            shared: false,
-        };
-        let mut t = RealTrace {
-            observed: vec![Observed::NotChecked],
-            ..Default::default()
-        };
+        let read = Op::Read { vcpu: 0, addr: GPA, shared: false };
+        let mut t = RealTrace { observed: vec![Observed::NotChecked], ..Default::default() };
         let verdict = (|| {
-            self.guest_batch(0, &[(0, &read)], &mut t)
-                .map_err(|e| e.to_string())?;
+            self.guest_batch(0, &[(0, &read)], &mut t).map_err(|e| e.to_string())?;
             match t.observed[0] {
                 Observed::Outcome(Outcome::Value(IN_GMEM)) => {}
                 Observed::Outcome(Outcome::Value(IN_UADDR)) => {
@@ -629,10 +512,8 @@ impl KvmBackend {
                 ref o => return Err(format!("the guest read {o:?} where guest_memfd holds {IN_GMEM:#x}")),
             }
             let st = self.vm.as_ref().expect("prepared");
-            raw::punch_hole(st.gmems[0].fd.as_raw_fd(), 0, 4096, true)
-                .map_err(|e| format!("punch: errno {e}"))?;
-            self.guest_batch(0, &[(0, &read)], &mut t)
-                .map_err(|e| e.to_string())?;
+            raw::punch_hole(st.gmems[0].fd.as_raw_fd(), 0, 4096, true).map_err(|e| format!("punch: errno {e}"))?;
+            self.guest_batch(0, &[(0, &read)], &mut t).map_err(|e| e.to_string())?;
             match t.observed[0] {
                 Observed::Outcome(Outcome::Value(0)) => Ok(()),
                 ref o => Err(format!("a punched guest_memfd page read {o:?}, not zero")),
@@ -661,8 +542,7 @@ impl KvmBackend {
                 ..Default::default()
             };
             // SAFETY: `scratch` outlives the slot, which is deleted right away.
-            unsafe { st.vm.set_user_memory_region2(r) }
-                .map_err(|e| RunError::Setup(format!("scratch slot: {e}")))?;
+            unsafe { st.vm.set_user_memory_region2(r) }.map_err(|e| RunError::Setup(format!("scratch slot: {e}")))?;
         }
         st.post_zap = st.stats.as_ref().and_then(|s| s.pages());
         self.warm_up()?;
@@ -677,27 +557,17 @@ impl KvmBackend {
     fn warm_up(&mut self) -> Result<(), RunError> {
         let n = self.vm.as_ref().map(|s| s.vcpus.len()).unwrap_or(0);
         for v in 0..n {
-            let warm = Op::Read {
-                vcpu: v as u32,
-                addr: HARNESS_GPA + CODE_OFF,
-                shared: false,
-            };
-            let mut t = RealTrace {
-                observed: vec![Observed::NotChecked],
-                ..Default::default()
-            };
+            let warm = Op::Read { vcpu: v as u32, addr: HARNESS_GPA + CODE_OFF, shared: false };
+            let mut t = RealTrace { observed: vec![Observed::NotChecked], ..Default::default() };
             self.guest_batch(v as u32, &[(0, &warm)], &mut t)?;
             if t.observed[0] == Observed::Outcome(Outcome::Exit(Exit::Mmio)) {
-                return Err(RunError::Setup(
-                    "the guest cannot read its own code page".into(),
-                ));
+                return Err(RunError::Setup("the guest cannot read its own code page".into()));
             }
         }
         let st = self.vm.as_mut().expect("prepared");
         st.baseline = st.stats.as_ref().and_then(|s| s.pages());
         for (v, vcpu) in st.vcpus.iter().enumerate() {
-            guest::reset_regs(vcpu, v as u64)
-                .map_err(|e| RunError::Setup(format!("KVM_SET_REGS: {e}")))?;
+            guest::reset_regs(vcpu, v as u64).map_err(|e| RunError::Setup(format!("KVM_SET_REGS: {e}")))?;
         }
         Ok(())
     }
@@ -706,22 +576,15 @@ impl KvmBackend {
         let h = &seq.header;
         let st = self.vm.as_mut().expect("prepared");
         for g in &h.gmems {
-            Self::gmem_create(st, g).map_err(|e| {
-                RunError::Setup(format!(
-                    "gmem {}: KVM_CREATE_GUEST_MEMFD: errno {e}",
-                    g.name
-                ))
-            })?;
+            Self::gmem_create(st, g)
+                .map_err(|e| RunError::Setup(format!("gmem {}: KVM_CREATE_GUEST_MEMFD: errno {e}", g.name)))?;
         }
         for s in &h.slots {
             if let Outcome::Err(e) = Self::slot_add(st, h, s) {
                 return Err(RunError::Setup(format!("slot {}: {}", s.id, e.name())));
             }
         }
-        let mut t = RealTrace {
-            observed: vec![Observed::NotChecked; seq.steps.len()],
-            ..Default::default()
-        };
+        let mut t = RealTrace { observed: vec![Observed::NotChecked; seq.steps.len()], ..Default::default() };
         let mut i = 0;
         while i < seq.steps.len() {
             let op = &seq.steps[i].op;
@@ -756,23 +619,13 @@ impl Backend for KvmBackend {
         let h = &seq.header;
         let c = &self.caps;
         if !c.kvm {
-            return Some(format!(
-                "/dev/kvm ({})",
-                c.error.clone().unwrap_or_default()
-            ));
+            return Some(format!("/dev/kvm ({})", c.error.clone().unwrap_or_default()));
         }
         if c.vm_types & (1 << h.vm.kvm_type()) == 0 {
-            return Some(format!(
-                "VM type {} ({}) in KVM_CAP_VM_TYPES",
-                h.vm.kvm_type(),
-                h.vm.name()
-            ));
+            return Some(format!("VM type {} ({}) in KVM_CAP_VM_TYPES", h.vm.kvm_type(), h.vm.name()));
         }
         if matches!(h.vm, VmType::Tdx | VmType::Snp) {
-            return Some(format!(
-                "{} VM setup in the KVM backend (not built yet)",
-                h.vm.name()
-            ));
+            return Some(format!("{} VM setup in the KVM backend (not built yet)", h.vm.name()));
         }
         if h.vcpus as u64 > MAX_VCPUS {
             return Some(format!("more than {MAX_VCPUS} vCPUs in the guest's layout"));
@@ -782,15 +635,11 @@ impl Backend for KvmBackend {
         }
         if !h.gmems.is_empty() && h.vm == VmType::Default && c.guest_memfd_flags == 0 {
             // Before Linux 6.18 only VMs with private memory may bind guest_memfd.
-            return Some(
-                "guest_memfd on a default VM (Linux 6.18+, KVM_CAP_GUEST_MEMFD_FLAGS)".into(),
-            );
+            return Some("guest_memfd on a default VM (Linux 6.18+, KVM_CAP_GUEST_MEMFD_FLAGS)".into());
         }
         for g in &h.gmems {
             if g.huge {
-                return Some(
-                    "huge guest_memfd folios (no such guest_memfd flag in this kernel)".into(),
-                );
+                return Some("huge guest_memfd folios (no such guest_memfd flag in this kernel)".into());
             }
             if g.mmap && c.guest_memfd_flags & raw::GUEST_MEMFD_FLAG_MMAP == 0 {
                 return Some("GUEST_MEMFD_FLAG_MMAP in KVM_CAP_GUEST_MEMFD_FLAGS".into());
@@ -801,15 +650,11 @@ impl Backend for KvmBackend {
         }
         for st in &seq.steps {
             match &st.op {
-                Op::Prefault { .. } if !c.pre_fault_memory => {
-                    return Some("KVM_CAP_PRE_FAULT_MEMORY".into())
-                }
+                Op::Prefault { .. } if !c.pre_fault_memory => return Some("KVM_CAP_PRE_FAULT_MEMORY".into()),
                 Op::Private { .. } | Op::Shared { .. } if c.memory_attributes & (1 << 3) == 0 => {
                     return Some("KVM_MEMORY_ATTRIBUTE_PRIVATE in KVM_CAP_MEMORY_ATTRIBUTES".into())
                 }
-                op if op.kind().is_guest()
-                    && crate::model::op_addr(op).is_some_and(|a| a >= IDENTITY_LIMIT) =>
-                {
+                op if op.kind().is_guest() && crate::model::op_addr(op).is_some_and(|a| a >= IDENTITY_LIMIT) => {
                     return Some(format!(
                         "guest addresses beyond the guest's {} GiB identity map",
                         IDENTITY_LIMIT >> 30
@@ -827,9 +672,7 @@ impl Backend for KvmBackend {
     fn adapt(&self, seq: &Sequence) -> Sequence {
         let c = &self.caps;
         let mut s = seq.clone();
-        if c.vm_types & (1 << s.header.vm.kvm_type()) == 0
-            || matches!(s.header.vm, VmType::Tdx | VmType::Snp)
-        {
+        if c.vm_types & (1 << s.header.vm.kvm_type()) == 0 || matches!(s.header.vm, VmType::Tdx | VmType::Snp) {
             s.header.vm = VmType::Default;
         }
         for g in &mut s.header.gmems {
@@ -841,10 +684,7 @@ impl Backend for KvmBackend {
         s.steps.retain(|st| match &st.op {
             Op::Prefault { .. } => c.pre_fault_memory,
             Op::Private { .. } | Op::Shared { .. } => c.memory_attributes & (1 << 3) != 0,
-            op => {
-                crate::model::op_addr(op).is_none_or(|a| a < IDENTITY_LIMIT)
-                    || !op.kind().is_guest()
-            }
+            op => crate::model::op_addr(op).is_none_or(|a| a < IDENTITY_LIMIT) || !op.kind().is_guest(),
         });
         crate::seq::gen::fixup(&mut s);
         s
@@ -855,9 +695,7 @@ impl Backend for KvmBackend {
             return Err(RunError::Unsupported(why));
         }
         if let Err(why) = self.footing() {
-            return Err(RunError::Setup(format!(
-                "footing check failed, refusing to run: {why}"
-            )));
+            return Err(RunError::Setup(format!("footing check failed, refusing to run: {why}")));
         }
         self.prepare(seq.header.vm, seq.header.vcpus)?;
         self.ensure_baseline()?;

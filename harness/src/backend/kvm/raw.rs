@@ -68,26 +68,14 @@ const _: () = assert!(std::mem::size_of::<TdxInitMemRegion>() == 24);
 pub const KVM_GET_STATS_FD: u64 = io(0xce);
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// KVM_PRE_FAULT_MEMORY once; returns what is left to do.
 pub fn pre_fault(vcpu: &impl AsRawFd, gpa: u64, size: u64) -> Result<(u64, u64), i32> {
-    let mut a = PreFault {
-        gpa,
-        size,
-        ..Default::default()
-    };
+    let mut a = PreFault { gpa, size, ..Default::default() };
     // SAFETY: the argument is a properly sized, initialised struct the kernel reads and writes.
-    let r = unsafe {
-        libc::ioctl(
-            vcpu.as_raw_fd(),
-            KVM_PRE_FAULT_MEMORY as _,
-            &mut a as *mut PreFault,
-        )
-    };
+    let r = unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_PRE_FAULT_MEMORY as _, &mut a as *mut PreFault) };
     if r < 0 {
         return Err(errno());
     }
@@ -96,20 +84,9 @@ pub fn pre_fault(vcpu: &impl AsRawFd, gpa: u64, size: u64) -> Result<(u64, u64),
 
 /// A TDX sub-command on a VM or vCPU fd.
 pub fn tdx_cmd(fd: &impl AsRawFd, id: u32, flags: u32, data: u64) -> Result<(), (i32, u64)> {
-    let mut c = TdxCmd {
-        id,
-        flags,
-        data,
-        hw_error: 0,
-    };
+    let mut c = TdxCmd { id, flags, data, hw_error: 0 };
     // SAFETY: as above.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            KVM_MEMORY_ENCRYPT_OP as _,
-            &mut c as *mut TdxCmd,
-        )
-    };
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), KVM_MEMORY_ENCRYPT_OP as _, &mut c as *mut TdxCmd) };
     if r < 0 {
         return Err((errno(), c.hw_error));
     }
@@ -118,12 +95,7 @@ pub fn tdx_cmd(fd: &impl AsRawFd, id: u32, flags: u32, data: u64) -> Result<(), 
 
 /// fallocate(PUNCH_HOLE [| KEEP_SIZE]) on a guest_memfd.
 pub fn punch_hole(fd: RawFd, offset: u64, len: u64, keep_size: bool) -> Result<(), i32> {
-    let mode = libc::FALLOC_FL_PUNCH_HOLE
-        | if keep_size {
-            libc::FALLOC_FL_KEEP_SIZE
-        } else {
-            0
-        };
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | if keep_size { libc::FALLOC_FL_KEEP_SIZE } else { 0 };
     // SAFETY: plain syscall on an fd we own.
     let r = unsafe { libc::fallocate(fd, mode, offset as i64, len as i64) };
     if r < 0 {
@@ -163,10 +135,7 @@ impl Stats {
             let off = u32::from_ne_bytes(d[8..12].try_into().unwrap_or_default());
             let name = &d[16..];
             let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
-            for (i, want) in [b"pages_4k".as_slice(), b"pages_2m", b"pages_1g"]
-                .iter()
-                .enumerate()
-            {
+            for (i, want) in [b"pages_4k".as_slice(), b"pages_2m", b"pages_1g"].iter().enumerate() {
                 if name == *want {
                     offsets[i] = Some(data_off as u64 + off as u64);
                 }
@@ -203,13 +172,6 @@ fn bytes_of_mut<T: Copy>(v: &mut [T]) -> &mut [u8] {
 
 fn pread(fd: RawFd, buf: &mut [u8], off: u64) -> bool {
     // SAFETY: reading into a buffer we own.
-    let r = unsafe {
-        libc::pread(
-            fd,
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-            off as i64,
-        )
-    };
+    let r = unsafe { libc::pread(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), off as i64) };
     r == buf.len() as isize
 }
