@@ -15,7 +15,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
         &["vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend", "timeout-ms"],
-        &["json"],
+        &["json", "fresh-vm"],
     )?;
     let kvm = match a.get("backend").unwrap_or("model") {
         "model" => None,
@@ -24,6 +24,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             if let Some(ms) = a.num("timeout-ms")? {
                 k.timeout = Duration::from_millis(ms);
             }
+            // A fresh VM per case instead of a reused one.
+            k.reuse = !a.flag("fresh-vm");
             k.footing().map_err(|why| format!("footing check failed, refusing to fuzz real KVM: {why}"))?;
             Some(k)
         }

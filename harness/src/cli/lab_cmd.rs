@@ -28,8 +28,21 @@ fn default_kernel() -> Result<PathBuf, String> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+/// Whether two divergence signatures differ at most in which guest access showed them (a read,
+/// write or touch of the same GFN takes the same path in KVM).
+fn same_access_divergence(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        let mut p: Vec<&str> = s.splitn(3, ':').collect();
+        if p.len() == 3 && matches!(p[1], "read" | "write" | "touch") {
+            p[1] = "access";
+        }
+        p.join(":")
+    };
+    norm(a) == norm(b)
+}
+
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["kernel", "init", "time", "timeout", "junit"], &["json"])?;
+    let a = Args::parse(argv, &["kernel", "init", "time", "runs", "seed", "timeout", "junit"], &["json", "fresh-vm"])?;
     let json = a.flag("json");
     let user_kernel = a.get("kernel").is_some();
     let kernel = match a.get("kernel") {
@@ -67,6 +80,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         names.push((name, PathBuf::from(shown)));
     }
     let time = a.num("time")?.unwrap_or(0);
+    let runs = a.num("runs")?;
+    let fuzz = time > 0 || runs.is_some();
+    // Divergences the corpus records as known kernel differences do not fail the run.
+    let known: Vec<String> = seq_files(&repo().join("corpus"))
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|s| {
+            s.lines().filter_map(|l| l.strip_prefix("# known-divergence: kvm ").map(|x| x.trim().to_string())).collect::<Vec<_>>()
+        })
+        .collect();
     let mut args: Vec<String> = vec![
         "caps".into(),
         "--json".into(),
@@ -77,7 +100,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         "--json".into(),
     ];
     args.extend(names.iter().map(|(n, _)| format!("/corpus/{n}")));
-    if time > 0 {
+    if fuzz {
         args.extend(
             [
                 "--next--",
@@ -89,22 +112,30 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 "--json",
                 "--out",
                 "/tmp/findings",
-                "--time",
             ]
             .map(String::from),
         );
-        args.push(time.to_string());
+        match runs {
+            Some(r) => args.extend(["--runs".to_string(), r.to_string()]),
+            None => args.extend(["--time".to_string(), time.to_string()]),
+        }
+        if let Some(seed) = a.num("seed")? {
+            args.extend(["--seed".to_string(), seed.to_string()]);
+        }
+        if a.flag("fresh-vm") {
+            args.push("--fresh-vm".into());
+        }
     }
     let initrd_bytes = lab::initramfs(&init_bin, &args, &payload);
     let initrd = std::env::temp_dir().join(format!("privmem-lab-{}.cpio", std::process::id()));
     std::fs::write(&initrd, &initrd_bytes).map_err(|e| format!("{}: {e}", initrd.display()))?;
-    let limit = Duration::from_secs(a.num("timeout")?.unwrap_or(240 + time));
+    let limit = Duration::from_secs(a.num("timeout")?.unwrap_or(240 + time + runs.unwrap_or(0)));
     if !json {
         eprintln!(
             "lab: booting {} with {} scenarios{}",
             kernel.display(),
             files.len(),
-            if time > 0 { format!(", then {time}s of fuzzing") } else { String::new() }
+            if fuzz { ", then a fuzz campaign".to_string() } else { String::new() }
         );
     }
     let lines = lab::boot(&kernel, &initrd, limit, |l| {
@@ -132,7 +163,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 missing.push("KVM_MEMORY_ATTRIBUTE_PRIVATE in KVM_CAP_MEMORY_ATTRIBUTES");
             }
             caps_ok = Some(missing.join("; "));
-        } else if let Some(file) = v["file"].as_str() {
+        } else if let Some(file) = v["file"].as_str().filter(|_| v.get("event").is_none()) {
             let shown = names
                 .iter()
                 .find(|(n, _)| file.ends_with(n.as_str()))
@@ -158,11 +189,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 }
             }
             results.push(v);
+        } else if v["event"] == "finding" && known.iter().any(|k| same_access_divergence(k, v["signature"].as_str().unwrap_or(""))) {
+            if !json {
+                println!("fuzz found the known divergence {}", v["signature"].as_str().unwrap_or(""));
+            }
         } else if v["event"] == "finding" {
             if !json {
                 println!(
-                    "fuzz finding {}:\n{}",
+                    "fuzz finding {} ({}):\n{}",
                     v["signature"].as_str().unwrap_or(""),
+                    v["label"].as_str().unwrap_or(""),
                     v["sequence"].as_str().unwrap_or("")
                 );
             }

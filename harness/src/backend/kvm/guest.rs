@@ -204,6 +204,9 @@ pub fn run_batch(
             return Err(BatchError::Timeout);
         }
         runs += 1;
+        // A stale exit reason from an earlier exit must not be read as this one's: KVM fills
+        // it only for the exits it reports (KVM_EXIT_MEMORY_FAULT comes with -EFAULT).
+        vcpu.get_kvm_run().exit_reason = kvm_bindings::KVM_EXIT_UNKNOWN;
         let r = vcpu.run();
         let what = match r {
             Ok(VcpuExit::IoOut(port, _)) if port == PORT_DONE => return Ok((exits, runs)),
