@@ -17,6 +17,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         &["vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend", "timeout-ms"],
         &["json", "fresh-vm"],
     )?;
+    // Open fds are counted with no backend open at either end, RSS once the backend is set up
+    // and again at the end, so that a soak compares like with like.
+    let (fds0, _) = process_usage();
     let kvm = match a.get("backend").unwrap_or("model") {
         "model" => None,
         "kvm" => {
@@ -64,11 +67,12 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     };
     let replay_args = against.map(|b| format!(" --against {}", b.name())).unwrap_or_default();
     let backend_name = if kvm.is_some() { "kvm" } else { "model" };
+    let (_, rss0) = process_usage();
     let mut c = Campaign::new(cfg);
     if let Some(k) = kvm {
         c.real = Some(Box::new(k));
     }
-    let (fds0, rss0) = process_usage();
+
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last = Instant::now();
@@ -123,7 +127,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
     }
     let el = start.elapsed().as_secs_f64().max(1e-9);
-    let (fds1, rss1) = process_usage();
+    let skipped = c.skipped;
+    let (_, rss1) = process_usage();
+    c.real = None;
+    let (fds1, _) = process_usage();
     let mut sigs: Vec<(&String, &u64)> = c.seen.iter().collect();
     sigs.sort();
     if json {
@@ -131,7 +138,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             "{}",
             serde_json::json!({
                 "event": "summary", "backend": backend_name, "seed": seed, "cases": c.cases, "ops": c.ops, "seconds": el,
-                "skipped": c.skipped, "open_fds": [fds0, fds1], "rss_kib": [rss0, rss1],
+                "skipped": skipped, "open_fds": [fds0, fds1], "rss_kib": [rss0, rss1],
                 "exec_per_sec": c.cases as f64 / el,
                 "findings": sigs.iter().map(|(s, n)| serde_json::json!({"signature": s, "hits": n})).collect::<Vec<_>>(),
                 "files": written,
@@ -149,7 +156,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             c.ops as f64 / el
         );
         if backend_name == "kvm" {
-            println!("real KVM: {} cases skipped (host lacks a capability)", c.skipped);
+            println!("real KVM: {} cases skipped (host lacks a capability)", skipped);
         }
         println!("open fds {fds0} -> {fds1}, RSS {rss0} KiB -> {rss1} KiB");
         println!("{} distinct findings", sigs.len());

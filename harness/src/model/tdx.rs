@@ -443,7 +443,16 @@ impl Model {
         }
         let (mut a, end) = (addr, addr + size);
         while a < end {
-            let next = ((a / SZ_2M) + 1) * SZ_2M;
+            // KVM exits once per 2M chunk. Outside memslots a chunk can neither fail nor punch
+            // anything, so a run of slot-less chunks up to the next slot is taken at once (the
+            // same outcome, in O(slots) rather than O(size / 2M)).
+            let in_slot = self.slots.find(a / PAGE).is_some();
+            let next_slot = self.slots.overlapping(a / PAGE, end.div_ceil(PAGE)).first().map(|s| s.base_gfn * PAGE);
+            let next = if in_slot {
+                ((a / SZ_2M) + 1) * SZ_2M
+            } else {
+                next_slot.filter(|&n| n > a).map(|n| n & !(SZ_2M - 1)).filter(|&n| n > a).unwrap_or(end)
+            };
             let chunk_end = next.min(end);
             if let Err(e) = self.set_attributes(a, chunk_end - a, private) {
                 return Outcome::Err(e);
