@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
-        &["vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend", "timeout-ms"],
+        &["vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend", "timeout-ms", "junit"],
         &["json", "fresh-vm"],
     )?;
     // Open fds are counted with no backend open at either end, RSS once the backend is set up
@@ -133,6 +133,14 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let (fds1, _) = process_usage();
     let mut sigs: Vec<(&String, &u64)> = c.seen.iter().collect();
     sigs.sort();
+    if let Some(j) = a.get("junit") {
+        // One failing test case per distinct finding; none means a clean campaign.
+        let cases: Vec<serde_json::Value> = sigs
+            .iter()
+            .map(|(s, n)| serde_json::json!({"signature": s, "ok": false, "findings": [{"detail": format!("{n} hits; reproducers in {}", out.display())}], "signatures": [s]}))
+            .collect();
+        crate::report::junit::write(std::path::Path::new(j), "privmem-fuzz", &cases).map_err(|e| format!("{j}: {e}"))?;
+    }
     if json {
         println!(
             "{}",

@@ -8,7 +8,8 @@ use crate::oracle::diff::{diff, error_finding};
 use crate::oracle::run_model;
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["against", "backend"], &["json"])?;
+    let a = Args::parse(argv, &["against", "backend", "junit"], &["json"])?;
+    let mut results: Vec<serde_json::Value> = Vec::new();
     let mut kvm = match a.get("backend").unwrap_or("model") {
         "model" => None,
         "kvm" => Some(KvmBackend::open()?),
@@ -72,6 +73,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         if let Some(why) = &skip {
             skipped += 1;
+            results.push(serde_json::json!({"file": path, "skipped": why}));
             if json {
                 println!("{}", serde_json::json!({"file": path, "skipped": why}));
             } else {
@@ -81,17 +83,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         let ok = t.findings.is_empty();
         failed += (!ok) as usize;
+        let record = serde_json::json!({
+            "file": path,
+            "ok": ok,
+            "steps": seq.steps.len(),
+            "findings": t.findings,
+            "signatures": t.findings.iter().map(|f| f.signature()).collect::<Vec<_>>(),
+        });
+        results.push(record.clone());
         if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "file": path,
-                    "ok": ok,
-                    "steps": seq.steps.len(),
-                    "findings": t.findings,
-                    "signatures": t.findings.iter().map(|f| f.signature()).collect::<Vec<_>>(),
-                })
-            );
+            println!("{record}");
         } else if ok {
             println!("ok    {path} ({} steps)", seq.steps.len());
         } else {
@@ -100,6 +101,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 println!("      {}  {}", f.signature(), f.detail);
             }
         }
+    }
+    if let Some(j) = a.get("junit") {
+        crate::report::junit::write(std::path::Path::new(j), "privmem-replay", &results).map_err(|e| format!("{j}: {e}"))?;
     }
     if !json {
         let passed = a.positional.len() - failed - skipped - bad_input as usize;
