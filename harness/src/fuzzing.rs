@@ -23,7 +23,12 @@ use std::sync::Mutex;
 pub fn check(findings: &[Finding]) {
     static IGNORE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let ignore = IGNORE.get_or_init(|| {
-        std::env::var("PRIVMEM_FUZZ_IGNORE").unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(String::from).collect()
+        std::env::var("PRIVMEM_FUZZ_IGNORE")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
     });
     if let Some(f) = findings.iter().find(|f| !ignore.iter().any(|p| f.signature().starts_with(p.as_str()))) {
         panic!("privmem finding {}: {}", f.signature(), f.detail);

@@ -133,3 +133,13 @@ fn bench_json_fields() {
     assert!(v["model_ops_per_sec"].as_f64().unwrap() > 0.0);
     assert!(v["range_cost_ratio"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn coverage_draws_a_page() {
+    let d = tmpdir("coverage");
+    let out = d.join("cov.html");
+    let (code, _, err) = privmem(&["coverage", &corpus("hazards"), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let page = std::fs::read_to_string(&out).unwrap();
+    assert!(page.contains("<svg") && page.contains("PENDING 2M") && page.contains("huge-leaf splits"));
+}

@@ -139,7 +139,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             .iter()
             .map(|(s, n)| serde_json::json!({"signature": s, "ok": false, "findings": [{"detail": format!("{n} hits; reproducers in {}", out.display())}], "signatures": [s]}))
             .collect();
-        crate::report::junit::write(std::path::Path::new(j), "privmem-fuzz", &cases).map_err(|e| format!("{j}: {e}"))?;
+        crate::report::junit::write(std::path::Path::new(j), "privmem-fuzz", &cases)
+            .map_err(|e| format!("{j}: {e}"))?;
     }
     if json {
         println!(

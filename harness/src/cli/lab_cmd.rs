@@ -87,7 +87,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .flat_map(|s| {
-            s.lines().filter_map(|l| l.strip_prefix("# known-divergence: kvm ").map(|x| x.trim().to_string())).collect::<Vec<_>>()
+            s.lines()
+                .filter_map(|l| l.strip_prefix("# known-divergence: kvm ").map(|x| x.trim().to_string()))
+                .collect::<Vec<_>>()
         })
         .collect();
     let mut args: Vec<String> = vec![
@@ -102,18 +104,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     args.extend(names.iter().map(|(n, _)| format!("/corpus/{n}")));
     if fuzz {
         args.extend(
-            [
-                "--next--",
-                "fuzz",
-                "--backend",
-                "kvm",
-                "--vm",
-                "sw-protected",
-                "--json",
-                "--out",
-                "/tmp/findings",
-            ]
-            .map(String::from),
+            ["--next--", "fuzz", "--backend", "kvm", "--vm", "sw-protected", "--json", "--out", "/tmp/findings"]
+                .map(String::from),
         );
         match runs {
             Some(r) => args.extend(["--runs".to_string(), r.to_string()]),
@@ -189,7 +181,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 }
             }
             results.push(v);
-        } else if v["event"] == "finding" && known.iter().any(|k| same_access_divergence(k, v["signature"].as_str().unwrap_or(""))) {
+        } else if v["event"] == "finding"
+            && known.iter().any(|k| same_access_divergence(k, v["signature"].as_str().unwrap_or("")))
+        {
             if !json {
                 println!("fuzz found the known divergence {}", v["signature"].as_str().unwrap_or(""));
             }

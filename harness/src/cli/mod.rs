@@ -47,6 +47,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         "corpus" => corpus_cmd::run(rest),
         "export" => export(rest),
         "lab" => lab_cmd::run(rest),
+        "coverage" => coverage(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(0)
@@ -84,6 +85,49 @@ fn export(argv: &[String]) -> Result<i32, String> {
     let c = crate::report::kselftest::export(&seq, file).map_err(|e| format!("{file}: {e}"))?;
     crate::report::write_atomic(std::path::Path::new(out), c.as_bytes()).map_err(|e| format!("{out}: {e}"))?;
     println!("wrote {out} ({} steps)", seq.steps.len());
+    Ok(0)
+}
+
+/// `privmem coverage [FILE|DIR...] [--runs N --vm T --variant V --seed N] -o OUT.html`
+fn coverage(argv: &[String]) -> Result<i32, String> {
+    use crate::campaign::{Campaign, CampaignConfig};
+    use crate::oracle::run::run_model_cov;
+    let a = Args::parse(argv, &["o", "out", "runs", "vm", "variant", "seed"], &[])?;
+    let out = a.get("o").or(a.get("out")).unwrap_or("coverage.html");
+    let mut seqs = Vec::new();
+    for p in &a.positional {
+        let path = std::path::Path::new(p);
+        if path.is_dir() {
+            for f in corpus_cmd::seq_files(path) {
+                seqs.push(load(&f.display().to_string())?);
+            }
+        } else {
+            seqs.push(load(p)?);
+        }
+    }
+    if let Some(runs) = a.num("runs")? {
+        let gen = crate::seq::gen::GenConfig {
+            vm: a.get("vm").map(parse_vm).transpose()?,
+            variant: a.get("variant").map(parse_variant).transpose()?,
+            max_ops: 24,
+        };
+        let mut c = Campaign::new(CampaignConfig { gen, against: None, seed: a.num("seed")?.unwrap_or(1) });
+        seqs.extend((0..runs).map(|_| c.next_case()));
+    }
+    if seqs.is_empty() {
+        return Err("coverage: name FILEs or DIRs, or --runs N".into());
+    }
+    let mut total = crate::model::Coverage::default();
+    for s in &seqs {
+        if let (_, Some(cov)) = run_model_cov(s) {
+            crate::report::coverage::merge(&mut total, &cov);
+        }
+    }
+    let title =
+        if a.positional.is_empty() { format!("{} generated cases", seqs.len()) } else { a.positional.join(" ") };
+    let page = crate::report::coverage::html(&total, &title, seqs.len());
+    crate::report::write_atomic(std::path::Path::new(out), page.as_bytes()).map_err(|e| format!("{out}: {e}"))?;
+    println!("wrote {out} ({} sequences)", seqs.len());
     Ok(0)
 }
 

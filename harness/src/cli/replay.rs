@@ -103,7 +103,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
     }
     if let Some(j) = a.get("junit") {
-        crate::report::junit::write(std::path::Path::new(j), "privmem-replay", &results).map_err(|e| format!("{j}: {e}"))?;
+        crate::report::junit::write(std::path::Path::new(j), "privmem-replay", &results)
+            .map_err(|e| format!("{j}: {e}"))?;
     }
     if !json {
         let passed = a.positional.len() - failed - skipped - bad_input as usize;
