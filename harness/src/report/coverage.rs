@@ -58,7 +58,7 @@ fn heatmap(title: &str, rows: &[String], cols: &[String], value: impl Fn(usize, 
     for (r, name) in rows.iter().enumerate() {
         let y = top + r * ch;
         let _ = writeln!(s, "<text x=\"4\" y=\"{}\">{name}</text>", y + 13);
-        for c in 0..cols.len() {
+        for (c, col) in cols.iter().enumerate() {
             let n = value(r, c);
             let _ = writeln!(
                 s,
@@ -67,7 +67,7 @@ fn heatmap(title: &str, rows: &[String], cols: &[String], value: impl Fn(usize, 
                 cw - 2,
                 ch - 2,
                 color(n, max),
-                cols[c]
+                col
             );
         }
     }
