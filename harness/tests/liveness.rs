@@ -53,3 +53,17 @@ fn reaches_enomem_partial_conversion() {
     assert!(n.is_some(), "no partial conversion within 100000 huge-v1 cases");
     eprintln!("ENOMEM partial conversion after {n:?} cases");
 }
+
+#[test]
+fn reaches_snp_size_mismatch() {
+    use privmem::seq::PvalidateRc;
+    let cfg =
+        CampaignConfig { gen: GenConfig { vm: Some(VmType::Snp), variant: None, max_ops: 24 }, against: None, seed: 5 };
+    let mut c = Campaign::new(cfg);
+    let n = (1..=20_000u64).find(|_| {
+        let s = c.next_case();
+        run_model_cov(&s).0.outcomes.iter().any(|o| matches!(o, Outcome::Pvalidate(PvalidateRc::FailSizeMismatch, _)))
+    });
+    assert!(n.is_some(), "no FAIL_SIZEMISMATCH within 20000 SNP cases");
+    eprintln!("SNP size mismatch after {n:?} cases");
+}

@@ -81,3 +81,14 @@ fn levels_convert_in_one_place() {
     assert_eq!([Level::L4K, Level::L2M, Level::L1G].map(|l| l.pg_level()), [1, 2, 3]);
     assert_eq!(Level::from_tdx_level(1), Some(Level::L2M));
 }
+
+#[test]
+fn pvalidate_return_codes_are_the_documented_values() {
+    use privmem::seq::PvalidateRc;
+    let spec = [("SUCCESS", 0), ("FAIL_INPUT", 1), ("FAIL_PERMISSION", 2), ("FAIL_SIZEMISMATCH", 6)];
+    assert_eq!(PvalidateRc::ALL.len(), spec.len());
+    for (name, v) in spec {
+        let rc = PvalidateRc::ALL.iter().find(|r| r.name() == name).unwrap();
+        assert_eq!(rc.value(), v, "{name}");
+    }
+}

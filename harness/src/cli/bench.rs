@@ -150,6 +150,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let tdx = mix(Some(VmType::Tdx), 2, 400);
     let model = ops_per_sec(&realistic, 1.0);
     let model_tdx = ops_per_sec(&tdx, 1.0);
+    let snp = mix(Some(VmType::Snp), 3, 400);
+    let model_snp = ops_per_sec(&snp, 1.0);
     let big = range_cost("64G");
     let small = range_cost("2M");
     let ratio = big / small;
@@ -159,6 +161,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             serde_json::json!({
                 "model_ops_per_sec": model,
                 "model_tdx_ops_per_sec": model_tdx,
+                "model_snp_ops_per_sec": model_snp,
                 "range_cost_ratio": ratio,
                 "range_op_64g_ns": big * 1e9,
                 "range_op_2m_ns": small * 1e9,
@@ -167,6 +170,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     } else {
         println!("model, realistic mix (default/sw-protected/tdx): {model:>12.0} ops/s");
         println!("model, TDX mix:                                   {model_tdx:>12.0} ops/s");
+        println!("model, SNP mix:                                   {model_snp:>12.0} ops/s");
         println!("range op 64 GiB: {:.0} ns, 2 MiB: {:.0} ns, ratio {ratio:.2}", big * 1e9, small * 1e9);
     }
     Ok(0)

@@ -43,9 +43,6 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if (variant.is_some() || against.is_some()) && vm.is_none() {
         vm = Some(VmType::Tdx);
     }
-    if vm == Some(VmType::Snp) {
-        return Err("--vm snp: the SEV-SNP model is not built yet".into());
-    }
     if (variant.is_some() || against.is_some()) && vm != Some(VmType::Tdx) {
         return Err("--variant/--against need --vm tdx".into());
     }

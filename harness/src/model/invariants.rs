@@ -90,6 +90,31 @@ pub fn check(m: &mut Model, dirty: &[(u64, u64)]) {
                         }
                     }
                 }
+                if let (Some(rmp), true) = (&m.rmp, l.private) {
+                    // SNP: the NPT level never exceeds the RMP entry's size, and private pages
+                    // are assigned.
+                    for k in 0..l.count.min(1024) {
+                        let pfn = l.pfn + k * l.level.pages();
+                        match rmp.entry(pfn) {
+                            Some((_, e)) if e.size >= l.level => {}
+                            Some(_) => bad.push((
+                                "npt-above-rmp-size",
+                                format!(
+                                    "{} NPT leaf at gfn {:#x} over a smaller RMP entry",
+                                    l.level.name(),
+                                    b + k * l.level.pages()
+                                ),
+                            )),
+                            None => bad.push((
+                                "private-page-not-assigned",
+                                format!(
+                                    "private leaf at gfn {:#x} maps a hypervisor-owned page",
+                                    b + k * l.level.pages()
+                                ),
+                            )),
+                        }
+                    }
+                }
                 if mirror && !sept_matches(m, b, &l) {
                     bad.push((
                         "mirror-sept-disagree",

@@ -123,6 +123,12 @@ impl Model {
                 }
             }
             let freed = self.gmems[fi].punch(is, ie, &mut self.mem);
+            for &(pfn, n) in &freed {
+                // Freed guest_memfd pages go back to the hypervisor in the RMP.
+                if let Some(r) = self.rmp.as_mut() {
+                    r.make_shared(pfn, n);
+                }
+            }
             for (pfn, n) in freed {
                 if let Some(g) = self.frame_mapped(pfn, n) {
                     self.violate(
@@ -147,6 +153,9 @@ impl Model {
             if !td.runnable() {
                 return Err(Errno::EOPNOTSUPP);
             }
+        }
+        if self.rmp.is_some() && !self.snp_launched {
+            return Err(Errno::EOPNOTSUPP);
         }
         let (mut gfn, e) = (addr / PAGE, (addr + size) / PAGE);
         let mut tries = 0;
@@ -222,6 +231,14 @@ impl Model {
                 }
                 self.map_leaf(true, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, true, false) });
             } else {
+                if let Some(rmp) = self.rmp.as_mut().filter(|_| private) {
+                    // SNP: each page's own fault would assign it 4K in the RMP; a page already
+                    // assigned (e.g. under a 2M entry) is left to the page-at-a-time path.
+                    if rmp.any(pfn, len) {
+                        return;
+                    }
+                    rmp.assign(pfn, g, Level::L4K, len);
+                }
                 self.map_leaf(false, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, private, false) });
             }
             g += len;
@@ -265,6 +282,9 @@ impl Model {
         }
         if self.is_tdx() {
             return self.tdx_attempt(op);
+        }
+        if self.rmp.is_some() {
+            return self.snp_attempt(op);
         }
         let (addr, write) = match *op {
             Op::Read { addr, .. } | Op::Touch { addr, .. } => (addr, false),
@@ -320,6 +340,14 @@ impl Model {
     /// guest op with an exit to userspace or an error from KVM_RUN. `prefault` marks the
     /// KVM_PRE_FAULT_MEMORY path (no accept level; `huge-v1` forces 4K there).
     pub fn handle_fault(&mut self, req: FaultReq, prefault: bool) -> Result<(), Outcome> {
+        if self.rmp.is_some() {
+            if req.private {
+                return self.snp_private_fault(req);
+            }
+            if self.attrs.is_private(req.gfn) {
+                return Err(Outcome::Exit(Exit::MemoryFault { private: false }));
+            }
+        }
         if self.is_tdx() {
             if req.private {
                 return self.tdx_private_fault(req, prefault);

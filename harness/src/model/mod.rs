@@ -15,7 +15,9 @@ pub mod lpage;
 pub mod memory;
 pub mod memslot;
 pub mod ranges;
+pub mod rmp;
 pub mod sept;
+pub mod snp;
 pub mod stage2;
 pub mod tdx;
 pub mod variant;
@@ -123,6 +125,9 @@ pub struct Model {
     /// TDX: the mirror root that shadows the S-EPT.
     pub mirror: LeafMap,
     pub td: Option<Td>,
+    /// SEV-SNP: the RMP, and whether SNP_LAUNCH_FINISH ran.
+    pub rmp: Option<rmp::Rmp>,
+    pub snp_launched: bool,
     pub guest: GuestView,
     /// 2M ranges (as 2M-aligned GFN ranges) where the guest's 4K accept inhibits 2M (v2/v3).
     pub inhibit: RangeSet,
@@ -152,6 +157,8 @@ impl Model {
             shared: LeafMap::default(),
             mirror: LeafMap::default(),
             td: None,
+            rmp: None,
+            snp_launched: false,
             guest: GuestView::default(),
             inhibit: RangeSet::default(),
             split_oom_next: false,
@@ -162,7 +169,7 @@ impl Model {
             cov: Coverage::default(),
         };
         if h.vm == VmType::Snp {
-            return Err("vm snp: the SEV-SNP model (RMP, PVALIDATE) is not built yet".into());
+            m.rmp = Some(rmp::Rmp::default());
         }
         if h.vm == VmType::Tdx {
             m.td = Some(Td::new(m.pol.enhanced_demote));

@@ -415,6 +415,14 @@ impl Model {
     }
 
     pub(crate) fn finalize(&mut self) -> Result<(), Errno> {
+        if self.rmp.is_some() {
+            // SNP_LAUNCH_FINISH.
+            if self.snp_launched {
+                return Err(Errno::EINVAL);
+            }
+            self.snp_launched = true;
+            return Ok(());
+        }
         let td = self.td_mut();
         if td.op_state != OpState::Initialized {
             return Err(Errno::EINVAL);
@@ -437,7 +445,7 @@ impl Model {
     /// The guest's MapGPA, as KVM and the selftests handle it: KVM exits to userspace with
     /// KVM_HC_MAP_GPA_RANGE one 2M chunk at a time; userspace converts the chunk, then punches
     /// the side it left (guest_memfd when going shared, the shared memory when going private).
-    fn map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
+    pub(crate) fn map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
         if !addr.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) || size == 0 || addr.checked_add(size).is_none() {
             return Outcome::Err(Errno::EINVAL);
         }

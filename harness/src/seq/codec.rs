@@ -221,7 +221,7 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
 }
 
 fn decode_outcome(r: &mut Reader<'_>) -> Result<Option<Outcome>, Eof> {
-    Ok(Some(match r.byte()? % 11 {
+    Ok(Some(match r.byte()? % 12 {
         0 => return Ok(None),
         1 => Outcome::Ok,
         2 => Outcome::Err(Errno::ALL[r.byte()? as usize % Errno::ALL.len()]),
@@ -236,7 +236,11 @@ fn decode_outcome(r: &mut Reader<'_>) -> Result<Option<Outcome>, Eof> {
         7 => Outcome::Exit(Exit::MemoryFault { private: true }),
         8 => Outcome::Ve,
         9 => Outcome::Livelock,
-        _ => Outcome::VmDead,
+        10 => Outcome::VmDead,
+        _ => {
+            let b = r.byte()?;
+            Outcome::Pvalidate(PvalidateRc::ALL[(b & 3) as usize], b & 4 != 0)
+        }
     }))
 }
 
@@ -386,5 +390,9 @@ fn encode_outcome(w: &mut Writer, o: Option<&Outcome>) {
         Outcome::Ve => w.byte(8),
         Outcome::Livelock => w.byte(9),
         Outcome::VmDead => w.byte(10),
+        Outcome::Pvalidate(rc, no_update) => {
+            w.byte(11);
+            w.byte(*rc as u8 | (*no_update as u8) << 2);
+        }
     }
 }

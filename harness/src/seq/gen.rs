@@ -28,7 +28,7 @@ fn pick<T: Copy>(u: &mut Unstructured<'_>, xs: &[T]) -> Result<T> {
 pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
     let vm = match cfg.vm {
         Some(v) => v,
-        None => pick(u, &[VmType::Default, VmType::SwProtected, VmType::Tdx, VmType::Tdx])?,
+        None => pick(u, &[VmType::Default, VmType::SwProtected, VmType::Tdx, VmType::Tdx, VmType::Snp])?,
     };
     let mut h = Header::new(vm);
     if vm == VmType::Tdx {
@@ -91,7 +91,7 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
     let candidates: Vec<OpKind> = OpKind::ALL
         .iter()
         .copied()
-        .filter(|k| !k.is_check() && *k != OpKind::Release)
+        .filter(|k| !k.is_check())
         .filter(|k| sample_op(*k, &h).is_some_and(|op| legal::check_op(&h, &op).is_ok()))
         .collect();
     let mut enabled: Vec<OpKind> = candidates.iter().copied().filter(|_| u.ratio(1, 2).unwrap_or(false)).collect();
@@ -101,12 +101,12 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
 
     let mut s = Sequence::new(h);
     let ranges: Vec<(u64, u64)> = s.header.slots.iter().map(|sl| (sl.gpa, sl.gpa + sl.size)).collect();
-    // Most TDX hazards live after FINALIZE: usually make the memory private and finalize first.
-    if vm == VmType::Tdx && u.ratio(4, 5)? {
+    // Most TDX and SNP hazards live after FINALIZE: usually make the memory private and finalize first.
+    if matches!(vm, VmType::Tdx | VmType::Snp) && u.ratio(4, 5)? {
         for &(a, b) in ranges.iter().take(2) {
             s.push(Op::Private { addr: a, size: b - a });
         }
-        if u.ratio(1, 3)? {
+        if vm == VmType::Tdx && u.ratio(1, 3)? {
             s.push(Op::InitMem { addr: ranges[0].0, pages: pick(u, &[1, 2, 16, 512])?, measure: u.ratio(1, 2)? });
         }
         s.push(Op::Finalize);
@@ -239,7 +239,11 @@ fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]
         OpKind::Finalize => Op::Finalize,
         OpKind::MtrrZap => Op::MtrrZap { addr, size: gen_size(u, ranges, addr)? },
         OpKind::Inject => Op::Inject(pick(u, &Fault::ALL)?),
-        OpKind::Accept => Op::Accept { vcpu, addr: addr & !(PAGE - 1), level: level(u)? },
+        OpKind::Accept => {
+            let l = level(u)?;
+            let l = if h.vm == VmType::Snp && l == Level::L1G { Level::L4K } else { l };
+            Op::Accept { vcpu, addr: addr & !(PAGE - 1), level: l }
+        }
         OpKind::Release => Op::Release { vcpu, addr, level: if u.ratio(1, 2)? { Level::L4K } else { Level::L2M } },
         OpKind::Read => Op::Read { vcpu, addr, shared: h.vm.has_shared_alias() && u.ratio(1, 4)? },
         OpKind::Write => Op::Write { vcpu, addr, value: value(u)?, shared: h.vm.has_shared_alias() && u.ratio(1, 4)? },

@@ -458,6 +458,38 @@ pub enum Outcome {
     Ve,
     Livelock,
     VmDead,
+    /// SEV-SNP PVALIDATE's return code; `no_update` is the carry flag (nothing changed).
+    Pvalidate(PvalidateRc, bool),
+}
+
+/// PVALIDATE return codes (AMD APM vol. 2; SPEC.md §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum PvalidateRc {
+    Success,
+    FailInput,
+    FailPermission,
+    FailSizeMismatch,
+}
+
+impl PvalidateRc {
+    pub const ALL: [PvalidateRc; 4] =
+        [PvalidateRc::Success, PvalidateRc::FailInput, PvalidateRc::FailPermission, PvalidateRc::FailSizeMismatch];
+    pub fn value(self) -> u32 {
+        match self {
+            PvalidateRc::Success => 0,
+            PvalidateRc::FailInput => 1,
+            PvalidateRc::FailPermission => 2,
+            PvalidateRc::FailSizeMismatch => 6,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            PvalidateRc::Success => "SUCCESS",
+            PvalidateRc::FailInput => "FAIL_INPUT",
+            PvalidateRc::FailPermission => "FAIL_PERMISSION",
+            PvalidateRc::FailSizeMismatch => "FAIL_SIZEMISMATCH",
+        }
+    }
 }
 
 impl Outcome {
@@ -474,6 +506,7 @@ impl Outcome {
             Outcome::Ve => "ve",
             Outcome::Livelock => "livelock",
             Outcome::VmDead => "vm-dead",
+            Outcome::Pvalidate(rc, _) => rc.name(),
         }
     }
 }

@@ -441,8 +441,8 @@ fn parse_expect(l: &mut Line<'_>) -> Result<Option<Outcome>, ParseError> {
     if !l.flag("=>") {
         return Ok(None);
     }
-    let kinds = ["ok", "err", "tdx", "value", "exit", "ve", "livelock", "vm-dead"];
-    let k = l.word("an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead)", &kinds)?;
+    let kinds = ["ok", "err", "tdx", "value", "exit", "ve", "livelock", "vm-dead", "pvalidate"];
+    let k = l.word("an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead, pvalidate)", &kinds)?;
     Ok(Some(match kinds[k] {
         "ok" => Outcome::Ok,
         "err" => {
@@ -471,6 +471,12 @@ fn parse_expect(l: &mut Line<'_>) -> Result<Option<Outcome>, ParseError> {
         }
         "ve" => Outcome::Ve,
         "livelock" => Outcome::Livelock,
+        "pvalidate" => {
+            let names: Vec<&str> = PvalidateRc::ALL.iter().map(|e| e.name()).collect();
+            let i =
+                l.word("a PVALIDATE return code (SUCCESS, FAIL_INPUT, FAIL_PERMISSION, FAIL_SIZEMISMATCH)", &names)?;
+            Outcome::Pvalidate(PvalidateRc::ALL[i], l.flag("no-update"))
+        }
         _ => Outcome::VmDead,
     }))
 }
@@ -578,6 +584,9 @@ pub fn print_outcome(o: &Outcome) -> String {
         Outcome::Ve => "ve".into(),
         Outcome::Livelock => "livelock".into(),
         Outcome::VmDead => "vm-dead".into(),
+        Outcome::Pvalidate(rc, no_update) => {
+            format!("pvalidate {}{}", rc.name(), if *no_update { " no-update" } else { "" })
+        }
     }
 }
 
