@@ -185,24 +185,7 @@ pub fn mutate_sequence(s: &mut Sequence, rng: &mut Rng) {
 }
 
 fn nudge(op: &mut Op, delta: i64) {
-    let shift = |a: &mut u64| *a = a.wrapping_add_signed(delta);
-    match op {
-        Op::Private { addr, .. }
-        | Op::Shared { addr, .. }
-        | Op::Punch { addr, .. }
-        | Op::Prefault { addr, .. }
-        | Op::HostWrite { addr, .. }
-        | Op::HostRead { addr }
-        | Op::InitMem { addr, .. }
-        | Op::MtrrZap { addr, .. }
-        | Op::Accept { addr, .. }
-        | Op::Release { addr, .. }
-        | Op::Read { addr, .. }
-        | Op::Write { addr, .. }
-        | Op::Touch { addr, .. }
-        | Op::MapGpa { addr, .. } => shift(addr),
-        Op::SlotAdd(s) => shift(&mut s.gpa),
-        Op::SlotMove { gpa, .. } => shift(gpa),
-        _ => {}
+    if let Some(a) = op.addr_mut() {
+        *a = a.wrapping_add_signed(delta);
     }
 }

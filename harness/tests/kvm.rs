@@ -22,21 +22,7 @@ fn backend() -> Option<KvmBackend> {
 }
 
 fn corpus_files() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
-    let mut v = Vec::new();
-    let mut stack = vec![root];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "seq") {
-                v.push(p);
-            }
-        }
-    }
-    v.sort();
-    v
+    privmem::cli::corpus_cmd::seq_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus"))
 }
 
 #[test]

@@ -132,6 +132,22 @@ impl Gmem {
         self.folios.get(idx)
     }
 
+    /// Allocate `[idx, idx + n)` and return it as runs of contiguous frames:
+    /// `(offset from idx, pages, first pfn)`, one per folio run.
+    pub fn frame_runs(&mut self, idx: u64, n: u64, mem: &mut Memory) -> Vec<(u64, u64, u64)> {
+        self.alloc_range(idx, idx + n, mem);
+        let mut v = Vec::new();
+        let mut off = 0;
+        while off < n {
+            let i = idx + off;
+            let Some((fb, f)) = self.folio_run(i) else { break };
+            let len = (fb + f.span() - i).min(n - off);
+            v.push((off, len, f.pfn + (i - fb)));
+            off += len;
+        }
+        v
+    }
+
     /// The frame backing page `idx`, if allocated.
     pub fn pfn_at(&self, idx: u64) -> Option<u64> {
         self.folios.get(idx).map(|(b, f)| f.pfn + (idx - b))

@@ -218,13 +218,8 @@ impl Model {
             return;
         };
         let n = e - s;
-        self.gmems[fi].alloc_range(idx, idx + n, &mut self.mem);
-        let mut g = s;
-        while g < e {
-            let i = idx + (g - s);
-            let (fb, f) = self.gmems[fi].folio_run(i).expect("allocated");
-            let len = (fb + f.span() - i).min(e - g);
-            let pfn = f.pfn + (i - fb);
+        for (off, len, pfn) in self.gmems[fi].frame_runs(idx, n, &mut self.mem) {
+            let g = s + off;
             if self.is_tdx() {
                 if self.td.as_mut().expect("tdx").page_aug_range(g, Level::L4K, len, pfn) != TdxStatus::Success {
                     return; // the page-at-a-time loop picks up from here
@@ -241,7 +236,6 @@ impl Model {
                 }
                 self.map_leaf(false, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, private, false) });
             }
-            g += len;
         }
     }
 

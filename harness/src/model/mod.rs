@@ -357,23 +357,5 @@ impl Model {
 
 /// The address an op is about, for coverage sampling.
 pub fn op_addr(op: &Op) -> Option<u64> {
-    match *op {
-        Op::Private { addr, .. }
-        | Op::Shared { addr, .. }
-        | Op::Punch { addr, .. }
-        | Op::Prefault { addr, .. }
-        | Op::HostWrite { addr, .. }
-        | Op::HostRead { addr }
-        | Op::InitMem { addr, .. }
-        | Op::MtrrZap { addr, .. }
-        | Op::Accept { addr, .. }
-        | Op::Release { addr, .. }
-        | Op::Read { addr, .. }
-        | Op::Write { addr, .. }
-        | Op::Touch { addr, .. }
-        | Op::MapGpa { addr, .. }
-        | Op::ExpectSept { addr, .. } => Some(addr),
-        Op::SlotAdd(ref s) => Some(s.gpa),
-        _ => None,
-    }
+    op.addr()
 }

@@ -382,13 +382,8 @@ impl Model {
                 }
             }
             let n = stop - gfn;
-            self.gmems[fi].alloc_range(idx, idx + n, &mut self.mem);
-            let mut g = gfn;
-            while g < stop {
-                let i = idx + (g - gfn);
-                let (fb, f) = self.gmems[fi].folio_run(i).expect("allocated");
-                let len = (fb + f.span() - i).min(stop - g);
-                let pfn = f.pfn + (i - fb);
+            for (off, len, pfn) in self.gmems[fi].frame_runs(idx, n, &mut self.mem) {
+                let g = gfn + off;
                 let st = self.seamcall(|td| td.page_add_range(g, len, pfn));
                 if st != TdxStatus::Success {
                     return Err(Errno::EIO);
@@ -407,7 +402,6 @@ impl Model {
                         self.td_mut().mr_extend(g + k, v);
                     }
                 }
-                g += len;
             }
             gfn = stop;
         }

@@ -717,6 +717,35 @@ impl Op {
             Op::ExpectSept { .. } => OpKind::ExpectSept,
         }
     }
+    /// The guest address an op is about (a slot's GPA for slot ops).
+    pub fn addr(&self) -> Option<u64> {
+        self.clone().addr_mut().map(|a| *a)
+    }
+
+    /// The guest address an op is about, to edit it (mutators, shrinking).
+    pub fn addr_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Op::Private { addr, .. }
+            | Op::Shared { addr, .. }
+            | Op::Punch { addr, .. }
+            | Op::Prefault { addr, .. }
+            | Op::HostWrite { addr, .. }
+            | Op::HostRead { addr }
+            | Op::InitMem { addr, .. }
+            | Op::MtrrZap { addr, .. }
+            | Op::Accept { addr, .. }
+            | Op::Release { addr, .. }
+            | Op::Read { addr, .. }
+            | Op::Write { addr, .. }
+            | Op::Touch { addr, .. }
+            | Op::MapGpa { addr, .. }
+            | Op::ExpectSept { addr, .. } => Some(addr),
+            Op::SlotAdd(s) => Some(&mut s.gpa),
+            Op::SlotMove { gpa, .. } => Some(gpa),
+            _ => None,
+        }
+    }
+
     /// The vCPU a guest op (or pre-fault) runs on.
     pub fn vcpu(&self) -> Option<u32> {
         match *self {
