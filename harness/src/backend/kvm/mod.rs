@@ -177,11 +177,15 @@ impl KvmBackend {
             let a = kvm_bindings::kvm_memory_attributes { address, size, attributes: 0, flags: 0 };
             ok &= st.vm.set_memory_attributes(a).is_ok();
         }
-        // MMIO SPTEs of slot-less GFNs are not leaves and survive the slot deletions above;
-        // adding and deleting a scratch slot makes KVM drop every root (the slot-zap-all
-        // behaviour on x86), so the next case starts with no cached MMIO translation either.
-        ok &= Self::scratch_slot_cycle(st).is_ok();
-        st.harness_warm &= !st.zaps_all;
+        // MMIO SPTEs of slot-less GFNs are not leaves and survive the slot deletions above. On
+        // a default VM a later slot there bumps the MMIO generation and they are refaulted; on
+        // a VM with private memory (never reused today) they would keep answering MMIO for a
+        // GFN converted to private, so drop every root with a scratch slot (x86 zaps all on a
+        // slot deletion).
+        if st.vm_type != VmType::Default {
+            ok &= Self::scratch_slot_cycle(st).is_ok();
+            st.harness_warm &= !st.zaps_all;
+        }
         let expected = if st.harness_warm { st.baseline } else { st.post_zap };
         let now = st.stats.as_ref().and_then(|s| s.pages());
         ok &= expected.is_some() && now == expected;
