@@ -143,3 +143,22 @@ fn coverage_draws_a_page() {
     let page = std::fs::read_to_string(&out).unwrap();
     assert!(page.contains("<svg") && page.contains("PENDING 2M") && page.contains("huge-leaf splits"));
 }
+
+#[test]
+fn fuzzer_artifacts_replay_to_the_same_signature() {
+    // A crash input of the `model` target: H1's sequence in the binary codec.
+    let src = std::fs::read_to_string(corpus("hazards/H1-touch-then-accept-4k.seq")).unwrap();
+    let mut seq = privmem::seq::text::parse("h1", &src).unwrap();
+    seq.steps.iter_mut().for_each(|s| s.expect = None);
+    let bytes = privmem::seq::codec::encode(&seq);
+    let want: Vec<String> = privmem::fuzzing::model(&bytes).iter().map(|f| f.signature()).collect();
+    assert!(want.contains(&"livelock:accept:no-progress".to_string()), "{want:?}");
+    let d = tmpdir("artifact");
+    let art = d.join("crash-h1");
+    std::fs::write(&art, &bytes).unwrap();
+    let (code, out, _) = privmem(&["replay", "--bin", "--json", art.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let got: Vec<&str> = r["signatures"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(want.iter().all(|w| got.contains(&w.as_str())), "{got:?} vs {want:?}");
+}

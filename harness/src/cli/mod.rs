@@ -17,7 +17,7 @@ pub const USAGE: &str = "\
 privmem: fuzzing and conformance harness for confidential-VM private memory under KVM
 
 usage:
-  privmem replay [--backend model|kvm] [--against VARIANT] [--json] FILE...
+  privmem replay [--backend model|kvm] [--against VARIANT] [--bin] [--junit F] [--json] FILE...
   privmem caps [--json]       what this host's KVM offers
   privmem corpus export --libfuzzer DIR [ROOT]   corpus files as fuzzer seeds
   privmem export --kselftest FILE -o OUT.c       a standalone C reproducer (default VMs)

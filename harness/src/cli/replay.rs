@@ -8,7 +8,10 @@ use crate::oracle::diff::{diff, error_finding};
 use crate::oracle::run_model;
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["against", "backend", "junit"], &["json"])?;
+    let a = Args::parse(argv, &["against", "backend", "junit"], &["json", "bin"])?;
+    // `--bin`: the files are fuzzer inputs (cargo-fuzz/AFL crash artifacts) in the binary codec;
+    // they replay as the targets ran them, without expectations.
+    let bin = a.flag("bin");
     let mut results: Vec<serde_json::Value> = Vec::new();
     let mut kvm = match a.get("backend").unwrap_or("model") {
         "model" => None,
@@ -24,7 +27,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let mut failed = 0;
     let mut bad_input = false;
     for path in &a.positional {
-        let seq = match load(path) {
+        let loaded = if bin {
+            std::fs::read(path).map_err(|e| format!("{path}: {e}")).map(|b| {
+                let mut s = crate::seq::codec::decode(&b);
+                s.steps.iter_mut().for_each(|st| st.expect = None);
+                s
+            })
+        } else {
+            load(path)
+        };
+        let seq = match loaded {
             Ok(s) => s,
             Err(e) => {
                 if json {
