@@ -37,6 +37,8 @@ pub const MAX_BATCH: u64 = 120;
 pub const OP_READ: u64 = 1;
 pub const OP_WRITE: u64 = 2;
 pub const OP_TOUCH: u64 = 3;
+/// Spin forever: no sequence op makes it; the backend's self-test of its per-case timeout uses it.
+pub const OP_SPIN: u64 = 4;
 
 /// Result status: the command ran to completion.
 pub const ST_DONE: u64 = 1;

@@ -35,6 +35,8 @@ global_asm!(
     "je 3f",
     "cmp rdx, 2",
     "je 4f",
+    "cmp rdx, 4",
+    "je 6f",
     "mov qword ptr [r10], 0xbad",
     "jmp 5f",
     // read / touch
@@ -57,6 +59,9 @@ global_asm!(
     "out dx, al",
     "xor ebx, ebx",
     "jmp 2b",
+    // spin (the timeout self-test): never returns
+    "6:",
+    "jmp 6b",
     ".global privmem_guest_end",
     "privmem_guest_end:",
     ".popsection",

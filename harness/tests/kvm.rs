@@ -100,3 +100,17 @@ fn unsupported_ops_name_the_capability() {
         assert_eq!(k.run(&seq).unwrap_err(), RunError::Unsupported("KVM_CAP_PRE_FAULT_MEMORY".into()));
     }
 }
+
+#[test]
+fn a_hung_guest_times_out_and_the_backend_goes_on() {
+    let Some(mut k) = backend() else { return };
+    k.timeout = std::time::Duration::from_millis(300);
+    let start = std::time::Instant::now();
+    assert_eq!(k.self_test_timeout().unwrap(), RunError::Timeout { step: 0 });
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "took {:?}", start.elapsed());
+    let seq =
+        parse("t", "vm default\nslot 1 gpa=0x200000 size=2M\nvcpu0 write 0x200000 5\nvcpu0 read 0x200000 => value 5\n")
+            .unwrap();
+    let t = k.run(&seq).expect("the backend runs the next case after a timeout");
+    assert_eq!(t.observed.len(), 2);
+}

@@ -459,6 +459,27 @@ impl KvmBackend {
         Ok(())
     }
 
+    /// Run a guest that never returns (the guest's spin command) and report what the backend
+    /// made of it: the per-case timeout must fire, and the next case must run on a fresh VM.
+    pub fn self_test_timeout(&mut self) -> Result<RunError, String> {
+        self.prepare(VmType::Default, 1).map_err(|e| e.to_string())?;
+        self.ensure_baseline().map_err(|e| e.to_string())?;
+        let st = self.vm.as_mut().expect("prepared");
+        st.harness.write_u64(CMD_OFF + CMD_FIRST, OP_SPIN);
+        st.harness.write_u64(CMD_OFF, 1);
+        let deadline = Instant::now() + self.timeout;
+        self.watchdog.arm(self.timeout);
+        let r = guest::run_batch(&mut st.vcpus[0], 0, 1, deadline);
+        self.watchdog.disarm();
+        let e = match r {
+            Err(BatchError::Timeout) => RunError::Timeout { step: 0 },
+            Err(BatchError::Guest(d)) => RunError::Guest { step: 0, detail: d },
+            Ok(_) => return Err("the spinning guest returned".into()),
+        };
+        self.reset(false);
+        Ok(e)
+    }
+
     /// Prove the ground the backend stands on: the guest reads guest_memfd, not the userspace
     /// address of a guest_memfd slot (different patterns in each), and a punched page reads
     /// zero. `Err` names what the guest saw instead.
