@@ -67,3 +67,26 @@ fn reaches_snp_size_mismatch() {
     assert!(n.is_some(), "no FAIL_SIZEMISMATCH within 20000 SNP cases");
     eprintln!("SNP size mismatch after {n:?} cases");
 }
+
+#[test]
+fn huge_v3_never_livelocks_unless_the_accept_level_is_ignored() {
+    // The fix H1 asks for: under huge-v3 an ACCEPT always finishes, whatever the sequence, as
+    // long as KVM honours the accept level.
+    let cfg = CampaignConfig { gen: GenConfig { vm: Some(VmType::Tdx), variant: Some(Variant::HugeV3), max_ops: 24 }, against: None, seed: 6 };
+    let mut c = Campaign::new(cfg);
+    let mut checked = 0;
+    for _ in 0..20_000 {
+        let s = c.next_case();
+        if s.header.has(privmem::seq::Knob::IgnoreAcceptLevel) {
+            continue;
+        }
+        checked += 1;
+        let t = run_model_cov(&s).0;
+        assert!(
+            !t.findings.iter().any(|f| f.signature().starts_with("livelock:")),
+            "huge-v3 livelocked:\n{}",
+            privmem::seq::text::print(&s)
+        );
+    }
+    assert!(checked > 10_000);
+}
