@@ -72,7 +72,11 @@ fn reaches_snp_size_mismatch() {
 fn huge_v3_never_livelocks_unless_the_accept_level_is_ignored() {
     // The fix H1 asks for: under huge-v3 an ACCEPT always finishes, whatever the sequence, as
     // long as KVM honours the accept level.
-    let cfg = CampaignConfig { gen: GenConfig { vm: Some(VmType::Tdx), variant: Some(Variant::HugeV3), max_ops: 24 }, against: None, seed: 6 };
+    let cfg = CampaignConfig {
+        gen: GenConfig { vm: Some(VmType::Tdx), variant: Some(Variant::HugeV3), max_ops: 24 },
+        against: None,
+        seed: 6,
+    };
     let mut c = Campaign::new(cfg);
     let mut checked = 0;
     for _ in 0..20_000 {

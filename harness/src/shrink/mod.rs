@@ -76,6 +76,16 @@ pub fn shrink(seq: &Sequence, mut still_fails: impl FnMut(&Sequence) -> bool) ->
                 i += 1;
             }
         }
+        // Simpler numbers: small values, page- and 2M-aligned sizes.
+        for i in 0..best.steps.len() {
+            for simpler in simpler_ops(&best.steps[i].op) {
+                let mut cand = best.clone();
+                cand.steps[i].op = simpler;
+                if try_it(cand, &mut best, &mut budget) {
+                    break;
+                }
+            }
+        }
         if best.header.vcpus > 1 {
             let mut cand = best.clone();
             cand.header.vcpus = 1;
@@ -86,4 +96,34 @@ pub fn shrink(seq: &Sequence, mut still_fails: impl FnMut(&Sequence) -> bool) ->
             return best;
         }
     }
+}
+
+/// Candidate simplifications of one op's numbers, most readable first.
+fn simpler_ops(op: &crate::seq::Op) -> Vec<crate::seq::Op> {
+    use crate::seq::{Op, PAGE, SZ_2M};
+    let mut v = Vec::new();
+    let sizes = |size: u64| -> Vec<u64> {
+        [PAGE, SZ_2M, size.next_multiple_of(SZ_2M), size.next_multiple_of(PAGE)]
+            .into_iter()
+            .filter(|&s| s < size || (s != size && s % SZ_2M == 0))
+            .collect()
+    };
+    match op.clone() {
+        Op::Write { vcpu, addr, value, shared } if value > 1 => v.push(Op::Write { vcpu, addr, value: 1, shared }),
+        Op::HostWrite { addr, value } if value > 1 => v.push(Op::HostWrite { addr, value: 1 }),
+        Op::Private { addr, size } => v.extend(sizes(size).into_iter().map(|size| Op::Private { addr, size })),
+        Op::Shared { addr, size } => v.extend(sizes(size).into_iter().map(|size| Op::Shared { addr, size })),
+        Op::Punch { addr, size, keep_size } => {
+            v.extend(sizes(size).into_iter().map(|size| Op::Punch { addr, size, keep_size }))
+        }
+        Op::MtrrZap { addr, size } => v.extend(sizes(size).into_iter().map(|size| Op::MtrrZap { addr, size })),
+        Op::Prefault { vcpu, addr, size } => {
+            v.extend(sizes(size).into_iter().map(|size| Op::Prefault { vcpu, addr, size }))
+        }
+        Op::MapGpa { vcpu, addr, size, private } => {
+            v.extend(sizes(size).into_iter().map(|size| Op::MapGpa { vcpu, addr, size, private }))
+        }
+        _ => {}
+    }
+    v
 }
