@@ -27,7 +27,7 @@ usage:
                [--max-ops N] [--out DIR] [--json]
   privmem shrink FILE -o OUT [--json]
   privmem bench [--json]
-  privmem print FILE          parse and print canonically
+  privmem print [--bin] FILE  parse (or decode a fuzzer input) and print canonically
 
 VM types: default, sw-protected, tdx, snp; variants: upstream, huge-v1, huge-v2, huge-v3.
 Exit status: 0 all held, 1 a finding or failed expectation, 2 bad input or usage.";
@@ -143,9 +143,17 @@ fn caps(argv: &[String]) -> Result<i32, String> {
 }
 
 fn print(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &[], &[])?;
+    let a = Args::parse(argv, &[], &["bin"])?;
     for p in &a.positional {
-        print!("{}", text::print(&load(p)?));
+        let s = if a.flag("bin") {
+            // A fuzzer input, as the targets see it (no expectations).
+            let mut s = crate::seq::codec::decode(&std::fs::read(p).map_err(|e| format!("{p}: {e}"))?);
+            s.steps.iter_mut().for_each(|st| st.expect = None);
+            s
+        } else {
+            load(p)?
+        };
+        print!("{}", text::print(&s));
     }
     Ok(0)
 }

@@ -108,19 +108,15 @@ impl Model {
             let (ps, pe) = (s.max(p.base_gfn), e.min(p.end_gfn()));
             let (fi, off) = p.gmem.expect("checked");
             let (is, ie) = (off + (ps - p.base_gfn), off + (pe - p.base_gfn));
-            // kvm_gmem_invalidate_begin: zap what maps this file range: the private mappings,
-            // or on a VM without private memory the shared ones a guest_memfd-only slot made
-            // (observed on 6.18: punching an MMAP file zaps the guest's mapping).
+            // kvm_gmem_invalidate_begin zaps the bound GFN range. Its private/shared filter
+            // only picks a root where there are two (TDX's mirror); with one root everything
+            // mapped there goes, shared leaves too (observed on 6.18: punching an MMAP file zaps
+            // the guest's shared mapping; found by AFL on the model: a SW_PROTECTED MMAP file
+            // left a shared guest_memfd leaf over a freed page otherwise).
             if self.is_tdx() {
                 self.tdx_zap_private(ps, pe, true)?;
             } else {
-                let has_private = self.h.vm.has_private_mem();
-                let gmem_only = self.gmems[fi].gmem_only();
-                for (b, l) in self.shared.runs_in(ps, pe) {
-                    if (has_private && l.private) || (!has_private && gmem_only) {
-                        self.unmap_range(false, ps.max(b), pe.min(b + l.pages()));
-                    }
-                }
+                self.unmap_range(false, ps, pe);
             }
             let freed = self.gmems[fi].punch(is, ie, &mut self.mem);
             for &(pfn, n) in &freed {
