@@ -83,6 +83,10 @@ pub struct Coverage {
     pub promote_attempts: u64,
     pub promote_failures: u64,
     pub partial_conversions: u64,
+    /// Present leaves per level (4K, 2M, 1G) when each case ended, summed; and how many of the
+    /// 2M ones the host's THP decides.
+    pub final_leaves: [u64; 3],
+    pub final_thp_leaves: u64,
 }
 
 /// A run of mapped frames and the GFN the first is mapped at.

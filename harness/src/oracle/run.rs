@@ -117,6 +117,11 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
             }
         }
     }
+    let (counts, thp) = m.page_counts();
+    for (a, b) in m.cov.final_leaves.iter_mut().zip(counts) {
+        *a += b;
+    }
+    m.cov.final_thp_leaves += thp;
     (t, Some(m.cov))
 }
 

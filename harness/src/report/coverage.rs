@@ -27,6 +27,10 @@ pub fn merge(a: &mut Coverage, b: &Coverage) {
     a.promote_attempts += b.promote_attempts;
     a.promote_failures += b.promote_failures;
     a.partial_conversions += b.partial_conversions;
+    for (x, y) in a.final_leaves.iter_mut().zip(b.final_leaves) {
+        *x += y;
+    }
+    a.final_thp_leaves += b.final_thp_leaves;
 }
 
 fn color(n: u64, max: u64) -> String {
@@ -75,6 +79,28 @@ fn heatmap(title: &str, rows: &[String], cols: &[String], value: impl Fn(usize, 
     s
 }
 
+/// Bars of the stage-2 leaves per level the cases ended with (a log scale: 4K leaves outnumber
+/// huge ones by orders of magnitude).
+fn levels_chart(cov: &Coverage) -> String {
+    let bars = [
+        ("4K", cov.final_leaves[0], "#5b8def"),
+        ("2M", cov.final_leaves[1].saturating_sub(cov.final_thp_leaves), "#e0884b"),
+        ("2M (THP decides)", cov.final_thp_leaves, "#f3c39a"),
+        ("1G", cov.final_leaves[2], "#6bbf59"),
+    ];
+    let max = bars.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64;
+    let mut s = String::from("<h2>Mapping levels: leaves present when the cases ended</h2>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"150\" font-family=\"monospace\" font-size=\"12\">\n");
+    for (i, (name, n, color)) in bars.iter().enumerate() {
+        let y = 10 + i * 32;
+        let w = if *n == 0 { 0.0 } else { 420.0 * (*n as f64).ln_1p() / max.ln_1p() };
+        let _ = writeln!(s, "<text x=\"4\" y=\"{}\">{name}</text>", y + 16);
+        let _ = writeln!(s, "<rect x=\"140\" y=\"{y}\" width=\"{w:.1}\" height=\"22\" fill=\"{color}\"/>");
+        let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{}\">{n}</text>", 146.0 + w, y + 16);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 pub fn html(cov: &Coverage, title: &str, cases: usize) -> String {
     let ops: Vec<OpKind> = OpKind::ALL.to_vec();
     let rows: Vec<String> = ops.iter().map(|o| o.name().to_string()).collect();
@@ -116,6 +142,7 @@ pub fn html(cov: &Coverage, title: &str, cases: usize) -> String {
         let _ = writeln!(s, "<tr><td>{k}</td><td>{v}</td></tr>");
     }
     s.push_str("</table>\n");
+    s.push_str(&levels_chart(cov));
     s.push_str(&heatmap("S-EPT state × level at the op's address, by op kind (TDX)", &rows, &cols, sept));
     s.push_str(&heatmap("Guest-op outcomes", &grows, &gcols, |r, c| {
         by.get(&(guest_ops[r], labels[c])).copied().unwrap_or(0)
