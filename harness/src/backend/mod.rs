@@ -69,8 +69,7 @@ impl Backend for ModelBackend {
     fn name(&self) -> &'static str {
         "model"
     }
-    fn unsupported(&self, seq: &Sequence) -> Option<String> {
-        let _ = seq;
+    fn unsupported(&self, _seq: &Sequence) -> Option<String> {
         None
     }
     fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {

@@ -5,6 +5,7 @@
 use super::corpus_cmd::seq_files;
 use super::{load, Args};
 use crate::lab;
+use crate::oracle::diff::{known_divergences, same_access_divergence};
 use crate::seq::VmType;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,19 +27,6 @@ fn default_kernel() -> Result<PathBuf, String> {
         return Err(format!("{} failed", script.display()));
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-/// Whether two divergence signatures differ at most in which guest access showed them (a read,
-/// write or touch of the same GFN takes the same path in KVM).
-fn same_access_divergence(a: &str, b: &str) -> bool {
-    let norm = |s: &str| {
-        let mut p: Vec<&str> = s.splitn(3, ':').collect();
-        if p.len() == 3 && matches!(p[1], "read" | "write" | "touch") {
-            p[1] = "access";
-        }
-        p.join(":")
-    };
-    norm(a) == norm(b)
 }
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
@@ -86,11 +74,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let known: Vec<String> = seq_files(&repo().join("corpus"))
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|s| {
-            s.lines()
-                .filter_map(|l| l.strip_prefix("# known-divergence: kvm ").map(|x| x.trim().to_string()))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|s| known_divergences(&s))
         .collect();
     let mut args: Vec<String> = vec![
         "caps".into(),

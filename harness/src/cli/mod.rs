@@ -65,8 +65,14 @@ pub fn main(argv: Vec<String>) -> i32 {
 
 /// Read and parse a `.seq` file; the error is ready to print (file:line:col: ...).
 pub fn load(path: &str) -> Result<Sequence, String> {
+    load_source(path).map(|(_, s)| s)
+}
+
+/// Like [`load`], also returning the file's text (its comments carry markers).
+pub fn load_source(path: &str) -> Result<(String, Sequence), String> {
     let src = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    text::parse(path, &src).map_err(|e| e.to_string())
+    let seq = text::parse(path, &src).map_err(|e| e.to_string())?;
+    Ok((src, seq))
 }
 
 pub fn parse_vm(s: &str) -> Result<VmType, String> {

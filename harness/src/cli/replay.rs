@@ -1,10 +1,10 @@
 //! `privmem replay`: run `.seq` files on the model and check every expectation.
 
-use super::{load, parse_variant, Args};
+use super::{load_source, parse_variant, Args};
 use crate::backend::kvm::KvmBackend;
 use crate::backend::Backend;
 use crate::oracle::compare::compare_variants;
-use crate::oracle::diff::{diff, error_finding};
+use crate::oracle::diff::{diff, error_finding, known_divergences};
 use crate::oracle::run_model;
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
@@ -31,13 +31,13 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             std::fs::read(path).map_err(|e| format!("{path}: {e}")).map(|b| {
                 let mut s = crate::seq::codec::decode(&b);
                 s.steps.iter_mut().for_each(|st| st.expect = None);
-                s
+                (String::new(), s)
             })
         } else {
-            load(path)
+            load_source(path)
         };
-        let seq = match loaded {
-            Ok(s) => s,
+        let (src, seq) = match loaded {
+            Ok(x) => x,
             Err(e) => {
                 if json {
                     println!("{}", serde_json::json!({"file": path, "error": e}));
@@ -55,9 +55,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         let mut skip = None;
         if let Some(k) = kvm.as_mut() {
             // A scenario may record a real kernel difference it is known to show.
-            let known = std::fs::read_to_string(path).ok().and_then(|s| {
-                s.lines().find_map(|l| l.strip_prefix("# known-divergence: kvm ").map(|x| x.trim().to_string()))
-            });
+            let known = known_divergences(&src).into_iter().next();
             match k.run(&seq) {
                 Ok(real) => {
                     let d = diff(&seq, &t, &real);

@@ -39,7 +39,4 @@ impl Attrs {
     pub fn set(&mut self, s: u64, e: u64, private: bool) {
         self.private.set(s, e, private)
     }
-    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.private.iter()
-    }
 }

@@ -196,20 +196,4 @@ impl Gmem {
     pub fn unbind(&mut self, start: u64) {
         self.bindings.remove(&start);
     }
-
-    /// Bindings overlapping `[start, end)`: `(start, end, slot)`.
-    pub fn bindings_in(&self, start: u64, end: u64) -> Vec<(u64, u64, u32)> {
-        let mut v: Vec<(u64, u64, u32)> = Vec::new();
-        if let Some((&s, &(e, id))) = self.bindings.range(..start).next_back() {
-            if e > start {
-                v.push((s, e, id));
-            }
-        }
-        v.extend(self.bindings.range(start..end).map(|(&s, &(e, id))| (s, e, id)));
-        v
-    }
-
-    pub fn folio_pieces(&self) -> usize {
-        self.folios.pieces()
-    }
 }

@@ -75,10 +75,6 @@ impl Slots {
         s.contains(gfn).then_some(s)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Slot> {
-        self.by_gfn.values().map(|id| &self.by_id[id])
-    }
-
     /// Slots overlapping `[start, end)`, in GFN order.
     pub fn overlapping(&self, start: u64, end: u64) -> Vec<Slot> {
         let mut v = Vec::new();
@@ -215,13 +211,5 @@ impl Slots {
         let s = self.by_id.remove(&id)?;
         self.by_gfn.remove(&s.base_gfn);
         Some(s)
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
     }
 }

@@ -345,7 +345,7 @@ impl Model {
         let dirty = std::mem::take(&mut self.dirty);
         invariants::check(self, &dirty);
         if let Some(td) = &self.td {
-            if let Some(a) = op_addr(op) {
+            if let Some(a) = op.addr() {
                 if self.cov.sept.is_empty() {
                     self.cov.sept = vec![[[0; 21]; 3]; SeptState::ALL.len()];
                 }
@@ -357,9 +357,4 @@ impl Model {
         }
         std::mem::take(&mut self.violations)
     }
-}
-
-/// The address an op is about, for coverage sampling.
-pub fn op_addr(op: &Op) -> Option<u64> {
-    op.addr()
 }

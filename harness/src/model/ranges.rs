@@ -237,17 +237,4 @@ impl<R: Run> RunMap<R> {
         }
         self.map.insert(start, r);
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = (u64, R)> + '_ {
-        self.map.iter().map(|(&k, &r)| (k, r))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Number of runs (pieces), not items.
-    pub fn pieces(&self) -> usize {
-        self.map.len()
-    }
 }

@@ -93,8 +93,6 @@ pub struct Td {
     /// module has ENHANCED_DEMOTE_INTERRUPTIBILITY.
     pub interrupt_next_demote: bool,
     pub enhanced_demote: bool,
-    /// SEAMCALLs issued, per kind, for coverage.
-    pub calls: u64,
 }
 
 fn align(gfn: u64, l: Level) -> u64 {
@@ -112,7 +110,6 @@ impl Td {
             busy_next: false,
             interrupt_next_demote: false,
             enhanced_demote,
-            calls: 0,
         }
     }
 
@@ -168,13 +165,6 @@ impl Td {
         v
     }
 
-    /// Every leaf run.
-    pub fn all_leaves(&self) -> impl Iterator<Item = (u64, Level, Entry)> + '_ {
-        Level::ALL.into_iter().flat_map(move |l| {
-            self.levels[l as usize].iter().filter(|(_, e)| e.state.is_leaf()).map(move |(b, e)| (b, l, e))
-        })
-    }
-
     /// Entry runs at `level` overlapping `[s, e)`, uncut.
     pub fn runs_in(&self, s: u64, e: u64, level: Level) -> Vec<(u64, Entry)> {
         self.levels[level as usize].overlapping(s, e)
@@ -204,7 +194,6 @@ impl Td {
 
     /// Common entry: counts the call and consumes an injected OPERAND_BUSY.
     fn enter(&mut self) -> Result<(), TdxStatus> {
-        self.calls += 1;
         if self.busy_next {
             self.busy_next = false;
             return Err(TdxStatus::OperandBusy);
@@ -261,7 +250,6 @@ impl Td {
     /// TDH.MR.EXTEND over one page's worth of chunks: fold the page into MRTD.
     pub fn mr_extend(&mut self, gfn: u64, content: u64) {
         for chunk in 0..16u64 {
-            self.calls += 1;
             for b in [gfn, chunk, content] {
                 self.mrtd = (self.mrtd ^ b).wrapping_mul(0x0100_0000_01b3);
             }

@@ -101,12 +101,4 @@ impl LeafMap {
     pub fn thp_leaves(&self) -> u64 {
         self.thp
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = (u64, Leaf)> + '_ {
-        self.runs.iter()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.runs.is_empty()
-    }
 }

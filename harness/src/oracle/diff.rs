@@ -72,3 +72,24 @@ pub fn error_finding(seq: &Sequence, e: &RunError) -> Option<Finding> {
         detail: e.to_string(),
     })
 }
+
+/// The comment line with which a scenario records a real kernel difference it is known to show.
+pub const KNOWN_MARKER: &str = "# known-divergence: kvm ";
+
+/// The divergence signatures a scenario's source records as known.
+pub fn known_divergences(src: &str) -> Vec<String> {
+    src.lines().filter_map(|l| l.strip_prefix(KNOWN_MARKER)).map(|s| s.trim().to_string()).collect()
+}
+
+/// Whether two divergence signatures differ at most in which guest access showed them (a read,
+/// write or touch of the same GFN takes the same path in KVM).
+pub fn same_access_divergence(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        let mut p: Vec<&str> = s.splitn(3, ':').collect();
+        if p.len() == 3 && matches!(p[1], "read" | "write" | "touch") {
+            p[1] = "access";
+        }
+        p.join(":")
+    };
+    norm(a) == norm(b)
+}

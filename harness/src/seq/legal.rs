@@ -110,7 +110,7 @@ pub fn check_op(h: &Header, op: &Op) -> Result<(), String> {
         | Op::MtrrZap { addr, size }
         | Op::MapGpa { addr, size, .. } => Some((addr, size)),
         Op::InitMem { addr, pages, .. } => Some((addr, pages.saturating_mul(4096))),
-        _ => crate::model::op_addr(op).map(|a| (a, 1)),
+        _ => op.addr().map(|a| (a, 1)),
     };
     if let Some((a, sz)) = window {
         if in_harness_window(a, sz) {

@@ -691,6 +691,33 @@ impl OpKind {
     }
 }
 
+/// The field holding an op's guest address, by shared or mutable reference (binding modes
+/// follow the scrutinee), so [`Op::addr`] and [`Op::addr_mut`] share one list of ops.
+macro_rules! op_addr_field {
+    ($op:expr) => {
+        match $op {
+            Op::Private { addr, .. }
+            | Op::Shared { addr, .. }
+            | Op::Punch { addr, .. }
+            | Op::Prefault { addr, .. }
+            | Op::HostWrite { addr, .. }
+            | Op::HostRead { addr }
+            | Op::InitMem { addr, .. }
+            | Op::MtrrZap { addr, .. }
+            | Op::Accept { addr, .. }
+            | Op::Release { addr, .. }
+            | Op::Read { addr, .. }
+            | Op::Write { addr, .. }
+            | Op::Touch { addr, .. }
+            | Op::MapGpa { addr, .. }
+            | Op::ExpectSept { addr, .. }
+            | Op::SlotAdd(SlotSpec { gpa: addr, .. })
+            | Op::SlotMove { gpa: addr, .. } => Some(addr),
+            _ => None,
+        }
+    };
+}
+
 impl Op {
     pub fn kind(&self) -> OpKind {
         match self {
@@ -719,31 +746,12 @@ impl Op {
     }
     /// The guest address an op is about (a slot's GPA for slot ops).
     pub fn addr(&self) -> Option<u64> {
-        self.clone().addr_mut().map(|a| *a)
+        op_addr_field!(self).copied()
     }
 
     /// The guest address an op is about, to edit it (mutators, shrinking).
     pub fn addr_mut(&mut self) -> Option<&mut u64> {
-        match self {
-            Op::Private { addr, .. }
-            | Op::Shared { addr, .. }
-            | Op::Punch { addr, .. }
-            | Op::Prefault { addr, .. }
-            | Op::HostWrite { addr, .. }
-            | Op::HostRead { addr }
-            | Op::InitMem { addr, .. }
-            | Op::MtrrZap { addr, .. }
-            | Op::Accept { addr, .. }
-            | Op::Release { addr, .. }
-            | Op::Read { addr, .. }
-            | Op::Write { addr, .. }
-            | Op::Touch { addr, .. }
-            | Op::MapGpa { addr, .. }
-            | Op::ExpectSept { addr, .. } => Some(addr),
-            Op::SlotAdd(s) => Some(&mut s.gpa),
-            Op::SlotMove { gpa, .. } => Some(gpa),
-            _ => None,
-        }
+        op_addr_field!(self)
     }
 
     /// The vCPU a guest op (or pre-fault) runs on.

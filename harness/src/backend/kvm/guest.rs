@@ -188,15 +188,9 @@ impl Default for Watchdog {
     }
 }
 
-/// Run the batch already written to vCPU `v`'s command page until the guest reports it done.
-/// Returns per-command exits (by index) and the number of KVM_RUN returns.
-pub fn run_batch(
-    vcpu: &mut VcpuFd,
-    v: u64,
-    n: u64,
-    deadline: Instant,
-) -> Result<(Vec<(u64, CmdExit)>, u64), BatchError> {
-    let _ = v;
+/// Run the batch of `n` commands already written to the vCPU's command page until the guest
+/// reports it done. Returns per-command exits (by index) and the number of KVM_RUN returns.
+pub fn run_batch(vcpu: &mut VcpuFd, n: u64, deadline: Instant) -> Result<(Vec<(u64, CmdExit)>, u64), BatchError> {
     let mut exits = Vec::new();
     let mut runs = 0u64;
     loop {

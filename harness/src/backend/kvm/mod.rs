@@ -189,9 +189,6 @@ impl KvmBackend {
         let expected = if st.harness_warm { st.baseline } else { st.post_zap };
         let now = st.stats.as_ref().and_then(|s| s.pages());
         ok &= expected.is_some() && now == expected;
-        if std::env::var_os("PRIVMEM_DEBUG_RESET").is_some() {
-            eprintln!("reset: expected {expected:?} now {now:?}");
-        }
         if !ok || !self.reuse {
             self.vm = None;
         }
@@ -428,7 +425,7 @@ impl KvmBackend {
         st.harness.write_u64(cmd, ops.len() as u64);
         let deadline = Instant::now() + self.timeout;
         self.watchdog.arm(self.timeout);
-        let r = guest::run_batch(&mut st.vcpus[v as usize], v as u64, ops.len() as u64, deadline);
+        let r = guest::run_batch(&mut st.vcpus[v as usize], ops.len() as u64, deadline);
         self.watchdog.disarm();
         let first = ops.first().map(|o| o.0).unwrap_or(0);
         let (exits, runs) = match r {
@@ -469,7 +466,7 @@ impl KvmBackend {
         st.harness.write_u64(CMD_OFF, 1);
         let deadline = Instant::now() + self.timeout;
         self.watchdog.arm(self.timeout);
-        let r = guest::run_batch(&mut st.vcpus[0], 0, 1, deadline);
+        let r = guest::run_batch(&mut st.vcpus[0], 1, deadline);
         self.watchdog.disarm();
         let e = match r {
             Err(BatchError::Timeout) => RunError::Timeout { step: 0 },
@@ -695,7 +692,7 @@ impl Backend for KvmBackend {
                 Op::Private { .. } | Op::Shared { .. } if c.memory_attributes & (1 << 3) == 0 => {
                     return Some("KVM_MEMORY_ATTRIBUTE_PRIVATE in KVM_CAP_MEMORY_ATTRIBUTES".into())
                 }
-                op if op.kind().is_guest() && crate::model::op_addr(op).is_some_and(|a| a >= IDENTITY_LIMIT) => {
+                op if op.kind().is_guest() && op.addr().is_some_and(|a| a >= IDENTITY_LIMIT) => {
                     return Some(format!(
                         "guest addresses beyond the guest's {} GiB identity map",
                         IDENTITY_LIMIT >> 30
@@ -725,7 +722,7 @@ impl Backend for KvmBackend {
         s.steps.retain(|st| match &st.op {
             Op::Prefault { .. } => c.pre_fault_memory,
             Op::Private { .. } | Op::Shared { .. } => c.memory_attributes & (1 << 3) != 0,
-            op => crate::model::op_addr(op).is_none_or(|a| a < IDENTITY_LIMIT) || !op.kind().is_guest(),
+            op => op.addr().is_none_or(|a| a < IDENTITY_LIMIT) || !op.kind().is_guest(),
         });
         crate::seq::gen::fixup(&mut s);
         s
