@@ -32,7 +32,7 @@ cd "$src"
 make -s tinyconfig >&2
 scripts/kconfig/merge_config.sh -m .config "$here/kernel.config" >&2
 make -s olddefconfig >&2
-for opt in KVM KVM_AMD KVM_SW_PROTECTED_VM TRANSPARENT_HUGEPAGE BLK_DEV_INITRD SERIAL_8250_CONSOLE; do
+for opt in KVM KVM_AMD KVM_SW_PROTECTED_VM TRANSPARENT_HUGEPAGE BLK_DEV_INITRD SERIAL_8250_CONSOLE TRACING; do
     grep -q "^CONFIG_$opt=y" .config || { echo "lab: CONFIG_$opt did not stick" >&2; exit 1; }
 done
 make -s -j"$(nproc)" bzImage >&2

@@ -4,10 +4,10 @@
 //! is a legal sequence and corpus files are seeds.
 
 use crate::backend::kvm::KvmBackend;
-use crate::backend::{Backend, RunError};
+use crate::backend::Backend;
 use crate::campaign::Rng;
 use crate::oracle::compare::compare_variants;
-use crate::oracle::diff::{diff, error_finding};
+use crate::oracle::diff::check_real;
 use crate::oracle::{run_model, Finding};
 use crate::seq::codec::{decode, encode};
 use crate::seq::gen::fixup;
@@ -110,13 +110,9 @@ pub fn kvm(data: &[u8]) -> Vec<Finding> {
         return Vec::new();
     };
     let s = k.adapt(&case(data));
-    let model = run_model(&s);
-    let mut f = oracle_findings(model.findings.clone());
-    match k.run(&s) {
-        Ok(real) => f.extend(diff(&s, &model, &real)),
-        Err(RunError::Unsupported(_)) => {}
-        Err(e) => f.extend(error_finding(&s, &e)),
-    }
+    let c = check_real(k, &s);
+    let mut f = oracle_findings(c.model.findings);
+    f.extend(c.diff.findings);
     f
 }
 

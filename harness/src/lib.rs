@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod campaign;
 pub mod cli;
+pub mod corpus;
 pub mod fuzzing;
 pub mod lab;
 pub mod model;

@@ -4,7 +4,7 @@
 use privmem::campaign::{Campaign, CampaignConfig};
 use privmem::oracle::run::run_model_cov;
 use privmem::seq::gen::GenConfig;
-use privmem::seq::{Outcome, TdxStatus, Variant, VmType};
+use privmem::seq::{Knob, Outcome, TdxStatus, Variant, VmType};
 
 /// How many cases until `hit` holds, or None within `bound`.
 fn cases_until(
@@ -13,7 +13,7 @@ fn cases_until(
     bound: u64,
     mut hit: impl FnMut(&privmem::seq::Sequence) -> bool,
 ) -> Option<u64> {
-    let cfg = CampaignConfig { gen: GenConfig { vm: Some(VmType::Tdx), variant, max_ops: 24 }, against: None, seed };
+    let cfg = CampaignConfig { gen: GenConfig { vm: Some(VmType::Tdx), variant, max_ops: 24, hazards: Knob::ALL.to_vec() }, against: None, seed };
     let mut c = Campaign::new(cfg);
     (1..=bound).find(|_| hit(&c.next_case()))
 }
@@ -58,7 +58,7 @@ fn reaches_enomem_partial_conversion() {
 fn reaches_snp_size_mismatch() {
     use privmem::seq::PvalidateRc;
     let cfg =
-        CampaignConfig { gen: GenConfig { vm: Some(VmType::Snp), variant: None, max_ops: 24 }, against: None, seed: 5 };
+        CampaignConfig { gen: GenConfig { vm: Some(VmType::Snp), max_ops: 24, ..Default::default() }, against: None, seed: 5 };
     let mut c = Campaign::new(cfg);
     let n = (1..=20_000u64).find(|_| {
         let s = c.next_case();
@@ -73,7 +73,12 @@ fn huge_v3_never_livelocks_unless_the_accept_level_is_ignored() {
     // The fix H1 asks for: under huge-v3 an ACCEPT always finishes, whatever the sequence, as
     // long as KVM honours the accept level.
     let cfg = CampaignConfig {
-        gen: GenConfig { vm: Some(VmType::Tdx), variant: Some(Variant::HugeV3), max_ops: 24 },
+        gen: GenConfig {
+            vm: Some(VmType::Tdx),
+            variant: Some(Variant::HugeV3),
+            max_ops: 24,
+            hazards: Knob::ALL.to_vec(),
+        },
         against: None,
         seed: 6,
     };

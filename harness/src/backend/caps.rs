@@ -18,6 +18,10 @@ pub struct Caps {
     /// has them (a default VM has no private memory, so no PRIVATE attribute).
     pub memory_attributes: u64,
     pub pre_fault_memory: bool,
+    /// KVM_CAP_DISABLE_QUIRKS2: the quirks userspace may disable (SLOT_ZAP_ALL is 1<<7).
+    pub quirks2: u64,
+    /// The kernel's mapping view the KVM backend reads (tracefs kvmmmu events), in words.
+    pub view: String,
     pub sw_protected: bool,
     pub snp: bool,
     pub tdx: bool,
@@ -43,6 +47,11 @@ impl Caps {
         c.memory_fault_info = cap(raw::KVM_CAP_MEMORY_FAULT_INFO) > 0;
         c.guest_memfd = cap(raw::KVM_CAP_GUEST_MEMFD) > 0;
         c.pre_fault_memory = cap(raw::KVM_CAP_PRE_FAULT_MEMORY) > 0;
+        c.quirks2 = cap(kvm_bindings::KVM_CAP_DISABLE_QUIRKS2).max(0) as u64;
+        c.view = match crate::backend::kvm::trace::TraceView::open(Some(0)) {
+            Ok(v) => format!("tracefs kvmmmu events, {} MMU", if v.mmu == crate::backend::view::Mmu::Tdp { "TDP" } else { "shadow" }),
+            Err(e) => format!("none ({e}); page counters at expect steps only"),
+        };
         // Asked of /dev/kvm, KVM answers for VMs that can have private memory.
         let system_attrs = cap(raw::KVM_CAP_MEMORY_ATTRIBUTES).max(0) as u64;
         c.sw_protected = c.vm_types & (1 << 1) != 0;
@@ -85,7 +94,8 @@ impl Caps {
         }
         format!(
             "KVM API version {}\nVM types: {}\nKVM_SET_USER_MEMORY_REGION2: {}\nguest_memfd: {} (flags: {})\n\
-             memory attributes: {}\nmemory fault info: {}\npre-fault memory: {}\nTDX: {}\nSEV-SNP: {}\n",
+             memory attributes: {}\nmemory fault info: {}\npre-fault memory: {}\nTDX: {}\nSEV-SNP: {}\n\
+             disable SLOT_ZAP_ALL quirk: {}\nmapping view: {}\n",
             self.api_version,
             types.join(", "),
             yn(self.user_memory2),
@@ -96,6 +106,8 @@ impl Caps {
             yn(self.pre_fault_memory),
             yn(self.tdx),
             yn(self.snp),
+            yn(self.quirks2 & kvm_bindings::KVM_X86_QUIRK_SLOT_ZAP_ALL as u64 != 0),
+            self.view,
         )
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod caps;
 pub mod kvm;
+pub mod view;
 
 use crate::oracle::run_model;
 use crate::seq::{Outcome, Sequence};
@@ -24,6 +25,12 @@ pub struct RealTrace {
     /// KVM_RUN returns taken, and guest ops run, for the batching figures.
     pub exits: u64,
     pub guest_ops: u64,
+    /// The kernel's mapping view after each step, where the backend has one.
+    pub views: Vec<Option<view::StepView>>,
+    /// Steps whose view was lost (the kernel dropped trace events).
+    pub views_lost: u64,
+    /// What the backend made of the host memory behind the case's slots.
+    pub host: crate::model::HostFacts,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +81,6 @@ impl Backend for ModelBackend {
     }
     fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {
         let t = run_model(seq);
-        Ok(RealTrace { observed: t.outcomes.into_iter().map(Observed::Outcome).collect(), exits: 0, guest_ops: 0 })
+        Ok(RealTrace { observed: t.outcomes.into_iter().map(Observed::Outcome).collect(), ..Default::default() })
     }
 }

@@ -4,7 +4,8 @@
 
 use crate::backend::Backend;
 use crate::oracle::compare::compare_variants;
-use crate::oracle::diff::{diff, error_finding};
+use crate::oracle::diff::{check_real, same_access_divergence};
+use crate::oracle::finding::signature_covers;
 use crate::oracle::{run_model, Finding};
 use crate::seq::gen::{generate, GenConfig};
 use crate::seq::{Sequence, Variant};
@@ -41,6 +42,8 @@ pub struct CampaignConfig {
     /// Compare against this variant (TDX).
     pub against: Option<Variant>,
     pub seed: u64,
+    /// Signatures (or `kind:op:` prefixes) not to report, as `-ignore` does for the fuzz targets.
+    pub ignore: Vec<String>,
 }
 
 /// A new (first-seen) finding with its shrunk reproducer.
@@ -52,6 +55,8 @@ pub struct NewFinding {
     /// Of three replays of the shrunk sequence, how many showed the same signature: 3 is
     /// reproducible, fewer is flaky.
     pub confirmed: u32,
+    /// A kernel difference the corpus already records.
+    pub known: bool,
 }
 
 impl NewFinding {
@@ -76,6 +81,11 @@ pub struct Campaign {
     pub real: Option<Box<dyn Backend>>,
     /// Cases the real backend could not run (missing capability).
     pub skipped: u64,
+    /// GFN comparisons of the kernel's mapping view with the model, and steps whose view was lost.
+    pub mapping_checks: u64,
+    pub views_lost: u64,
+    /// Known kernel differences (signatures from `# known-divergence` lines): reported as known.
+    pub known: Vec<String>,
 }
 
 impl Campaign {
@@ -84,7 +94,19 @@ impl Campaign {
             cfg.gen.max_ops = 24;
         }
         let rng = Rng::new(cfg.seed);
-        Campaign { cfg, rng, buf: vec![0; 1024], cases: 0, ops: 0, seen: HashMap::new(), real: None, skipped: 0 }
+        Campaign {
+            cfg,
+            rng,
+            buf: vec![0; 1024],
+            cases: 0,
+            ops: 0,
+            seen: HashMap::new(),
+            real: None,
+            skipped: 0,
+            mapping_checks: 0,
+            views_lost: 0,
+            known: Vec::new(),
+        }
     }
 
     /// Generate the next case.
@@ -104,21 +126,28 @@ impl Campaign {
 
     /// The findings of one sequence under this campaign's oracles.
     pub fn findings_of(&mut self, s: &Sequence) -> Vec<Finding> {
-        let t = run_model(s);
-        let mut f = t.findings.clone();
+        let mut f = match self.real.as_mut() {
+            Some(real) => {
+                let c = check_real(real.as_mut(), s);
+                self.skipped += c.unsupported.is_some() as u64;
+                self.mapping_checks += c.diff.mapping_checks;
+                self.views_lost += c.diff.views_lost;
+                let mut f = c.model.findings;
+                f.extend(c.diff.findings);
+                f
+            }
+            None => run_model(s).findings,
+        };
         if let (Some(b), Some(a)) = (self.cfg.against, s.header.variant) {
             f.extend(compare_variants(s, a, b));
         }
-        if let Some(real) = self.real.as_mut() {
-            match real.run(s) {
-                Ok(r) => f.extend(diff(s, &t, &r)),
-                Err(e) => match error_finding(s, &e) {
-                    Some(x) => f.push(x),
-                    None => self.skipped += 1,
-                },
-            }
-        }
+        f.retain(|x| !self.cfg.ignore.iter().any(|i| signature_covers(i, &x.signature())));
         f
+    }
+
+    /// Whether a finding is one the corpus records as a known kernel difference.
+    pub fn is_known(&self, f: &Finding) -> bool {
+        self.known.iter().any(|k| same_access_divergence(k, &f.signature()))
     }
 
     /// Run one case; returns the findings never seen before, shrunk.
@@ -138,7 +167,8 @@ impl Campaign {
             let finding = self.findings_of(&shrunk).into_iter().find(|g| g.signature() == sig).unwrap_or(f);
             let confirmed =
                 (0..3).filter(|_| self.findings_of(&shrunk).iter().any(|g| g.signature() == sig)).count() as u32;
-            out.push(NewFinding { finding, seq: shrunk, case: self.cases, confirmed });
+            let known = self.is_known(&finding);
+            out.push(NewFinding { finding, seq: shrunk, case: self.cases, confirmed, known });
         }
         out
     }

@@ -23,7 +23,7 @@ fn ops_per_sec(cases: &[Sequence], secs: f64) -> f64 {
 
 fn mix(vm: Option<VmType>, seed: u64, n: usize) -> Vec<Sequence> {
     let mut c =
-        Campaign::new(CampaignConfig { gen: GenConfig { vm, variant: None, max_ops: 48 }, against: None, seed });
+        Campaign::new(CampaignConfig { gen: GenConfig { vm, max_ops: 48, ..Default::default() }, seed, ..Default::default() });
     (0..n).map(|_| c.next_case()).collect()
 }
 
@@ -111,9 +111,9 @@ fn run_kvm(json: bool) -> Result<i32, String> {
     // Generated cases as a campaign runs them: default VMs, 16 ops each, adapted to the host.
     let generated: Vec<Sequence> = {
         let mut c = Campaign::new(CampaignConfig {
-            gen: GenConfig { vm: Some(VmType::Default), variant: None, max_ops: 16 },
-            against: None,
+            gen: GenConfig { vm: Some(VmType::Default), max_ops: 16, ..Default::default() },
             seed: 4,
+            ..Default::default()
         });
         let mut v = Vec::new();
         while v.len() < 600 {

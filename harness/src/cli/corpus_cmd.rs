@@ -6,26 +6,7 @@ use crate::report::write_atomic;
 use crate::seq::codec::encode;
 use std::path::{Path, PathBuf};
 
-/// Every `.seq` file under `root`, sorted.
-pub fn seq_files(root: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "seq") {
-                v.push(p);
-            }
-        }
-    }
-    v.sort();
-    v
-}
+pub use crate::corpus::seq_files;
 
 /// Export; returns the files written.
 pub fn export(root: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
-        &["vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend", "timeout-ms", "junit"],
+        &["vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend", "timeout-ms", "junit", "hazards", "ignore"],
         &["json", "fresh-vm"],
     )?;
     // Open fds are counted with no backend open at either end, RSS once the backend is set up
@@ -58,15 +58,23 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
     let json = a.flag("json");
     let cfg = CampaignConfig {
-        gen: GenConfig { vm, variant, max_ops: a.num("max-ops")?.unwrap_or(24) as usize },
+        gen: GenConfig {
+            vm,
+            variant,
+            max_ops: a.num("max-ops")?.unwrap_or(24) as usize,
+            hazards: super::parse_hazards(a.get("hazards"))?,
+        },
         against,
         seed,
+        ignore: a.get("ignore").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default(),
     };
     let replay_args = against.map(|b| format!(" --against {}", b.name())).unwrap_or_default();
     let backend_name = if kvm.is_some() { "kvm" } else { "model" };
     let (_, rss0) = process_usage();
     let mut c = Campaign::new(cfg);
     if let Some(k) = kvm {
+        // Known kernel differences the corpus records are reported as known, not as new.
+        c.known = crate::corpus::known_signatures(&crate::corpus::root());
         c.real = Some(Box::new(k));
     }
 
@@ -74,6 +82,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let tty = std::io::stderr().is_terminal();
     let mut last = Instant::now();
     let mut written = Vec::new();
+    let mut known_hits: Vec<String> = Vec::new();
     if !json {
         eprintln!("privmem fuzz: seed {seed}, backend {backend_name}, findings to {}", out.display());
     }
@@ -82,9 +91,12 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             break;
         }
         for nf in c.step() {
+            if nf.known {
+                known_hits.push(nf.finding.signature());
+            }
             let extra = serde_json::json!({
                 "seed": seed, "case": nf.case, "backend": backend_name,
-                "replays_confirmed": nf.confirmed, "label": nf.label(),
+                "replays_confirmed": nf.confirmed, "label": nf.label(), "known": nf.known,
             });
             let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
@@ -93,13 +105,14 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                     "{}",
                     serde_json::json!({
                         "event": "finding", "signature": nf.finding.signature(), "label": nf.label(),
-                        "file": path, "sequence": crate::seq::text::print(&nf.seq),
+                        "known": nf.known, "file": path, "sequence": crate::seq::text::print(&nf.seq),
                     })
                 );
             } else {
                 eprintln!(
-                    "{}new finding {} ({}, {}/3 replays)  -> {}",
+                    "{}{} {} ({}, {}/3 replays)  -> {}",
                     if tty { "\r\x1b[K" } else { "" },
+                    if nf.known { "known kernel difference" } else { "new finding" },
                     nf.finding.signature(),
                     nf.label(),
                     nf.confirmed,
@@ -128,7 +141,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let (_, rss1) = process_usage();
     c.real = None;
     let (fds1, _) = process_usage();
-    let mut sigs: Vec<(&String, &u64)> = c.seen.iter().collect();
+    let mut sigs: Vec<(&String, &u64)> = c.seen.iter().filter(|(s, _)| !known_hits.contains(s)).collect();
     sigs.sort();
     if let Some(j) = a.get("junit") {
         // One failing test case per distinct finding; none means a clean campaign.
@@ -145,6 +158,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             serde_json::json!({
                 "event": "summary", "backend": backend_name, "seed": seed, "cases": c.cases, "ops": c.ops, "seconds": el,
                 "skipped": skipped, "open_fds": [fds0, fds1], "rss_kib": [rss0, rss1],
+                "mapping_checks": c.mapping_checks, "views_lost": c.views_lost, "known": known_hits,
                 "exec_per_sec": c.cases as f64 / el,
                 "findings": sigs.iter().map(|(s, n)| serde_json::json!({"signature": s, "hits": n})).collect::<Vec<_>>(),
                 "files": written,
@@ -163,9 +177,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         );
         if backend_name == "kvm" {
             println!("real KVM: {} cases skipped (host lacks a capability)", skipped);
+            println!(
+                "mapping view: {} GFN comparisons, {} steps whose view was lost",
+                c.mapping_checks, c.views_lost
+            );
+            for k in &known_hits {
+                println!("  known kernel difference: {k}");
+            }
         }
         println!("open fds {fds0} -> {fds1}, RSS {rss0} KiB -> {rss1} KiB");
-        println!("{} distinct findings", sigs.len());
+        println!("{} distinct new findings", sigs.len());
         for (s, n) in &sigs {
             println!("  {s}  ({n} hits)");
         }

@@ -11,7 +11,7 @@ mod shrink_cmd;
 
 pub use args::Args;
 
-use crate::seq::{text, Sequence, Variant, VmType};
+use crate::seq::{text, Knob, Sequence, Variant, VmType};
 
 pub const USAGE: &str = "\
 privmem: fuzzing and conformance harness for confidential-VM private memory under KVM
@@ -83,6 +83,24 @@ pub fn parse_variant(s: &str) -> Result<Variant, String> {
     Variant::ALL.iter().copied().find(|v| v.name() == s).ok_or(format!("unknown variant `{s}`"))
 }
 
+/// `--hazards all|NAME,NAME`: the hazard knobs a campaign may turn on (none by default).
+pub fn parse_hazards(s: Option<&str>) -> Result<Vec<Knob>, String> {
+    let hazards = || Knob::ALL.into_iter().filter(|k| k.is_hazard());
+    match s {
+        None => Ok(Vec::new()),
+        Some("all") => Ok(hazards().collect()),
+        Some(list) => list
+            .split(',')
+            .map(|n| {
+                hazards().find(|k| k.name() == n).ok_or_else(|| {
+                    let names: Vec<_> = hazards().map(Knob::name).collect();
+                    format!("--hazards: unknown hazard `{n}` (all, {})", names.join(", "))
+                })
+            })
+            .collect(),
+    }
+}
+
 fn export(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(argv, &["kselftest", "o", "out"], &[])?;
     let file = a.get("kselftest").ok_or("export: usage: privmem export --kselftest FILE -o OUT.c")?;
@@ -98,7 +116,7 @@ fn export(argv: &[String]) -> Result<i32, String> {
 fn coverage(argv: &[String]) -> Result<i32, String> {
     use crate::campaign::{Campaign, CampaignConfig};
     use crate::oracle::run::run_model_cov;
-    let a = Args::parse(argv, &["o", "out", "runs", "vm", "variant", "seed"], &[])?;
+    let a = Args::parse(argv, &["o", "out", "runs", "vm", "variant", "seed", "hazards"], &[])?;
     let out = a.get("o").or(a.get("out")).unwrap_or("coverage.html");
     let mut seqs = Vec::new();
     for p in &a.positional {
@@ -116,8 +134,9 @@ fn coverage(argv: &[String]) -> Result<i32, String> {
             vm: a.get("vm").map(parse_vm).transpose()?,
             variant: a.get("variant").map(parse_variant).transpose()?,
             max_ops: 24,
+            hazards: parse_hazards(a.get("hazards"))?,
         };
-        let mut c = Campaign::new(CampaignConfig { gen, against: None, seed: a.num("seed")?.unwrap_or(1) });
+        let mut c = Campaign::new(CampaignConfig { gen, against: None, seed: a.num("seed")?.unwrap_or(1), ..Default::default() });
         seqs.extend((0..runs).map(|_| c.next_case()));
     }
     if seqs.is_empty() {

@@ -2,9 +2,8 @@
 
 use super::{load_source, parse_variant, Args};
 use crate::backend::kvm::KvmBackend;
-use crate::backend::Backend;
 use crate::oracle::compare::compare_variants;
-use crate::oracle::diff::{diff, error_finding, known_divergences};
+use crate::oracle::diff::{check_real, known_divergences, same_access_divergence};
 use crate::oracle::run_model;
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
@@ -25,7 +24,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let against = a.get("against").map(parse_variant).transpose()?;
     let json = a.flag("json");
     let mut failed = 0;
-    let mut bad_input = false;
+    let mut bad_input = 0;
+    let mut total_mapping_checks = 0;
     for path in &a.positional {
         let loaded = if bin {
             std::fs::read(path).map_err(|e| format!("{path}: {e}")).map(|b| {
@@ -44,28 +44,33 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 } else {
                     eprintln!("{e}");
                 }
-                bad_input = true;
+                bad_input += 1;
                 continue;
             }
         };
-        let mut t = run_model(&seq);
-        if let (Some(b), Some(av)) = (against, seq.header.variant) {
-            t.findings.extend(compare_variants(&seq, av, b));
-        }
         let mut skip = None;
-        if let Some(k) = kvm.as_mut() {
-            // A scenario may record a real kernel difference it is known to show.
-            let known = known_divergences(&src).into_iter().next();
-            match k.run(&seq) {
-                Ok(real) => {
-                    let d = diff(&seq, &t, &real);
+        let mut mapping_checks = None;
+        let mut t = match kvm.as_mut() {
+            None => run_model(&seq),
+            Some(k) => {
+                let c = check_real(k, &seq);
+                mapping_checks = Some(c.diff.mapping_checks);
+                total_mapping_checks += c.diff.mapping_checks;
+                let mut t = c.model;
+                // A scenario may record a real kernel difference it is known to show.
+                let known = known_divergences(&src).into_iter().next();
+                let d = c.diff.findings;
+                if let Some(why) = c.unsupported {
+                    skip = Some(why);
+                } else {
                     match &known {
-                        Some(sig) if d.iter().any(|f| f.signature() == *sig) => {
+                        Some(sig) if d.iter().any(|f| same_access_divergence(sig, &f.signature())) => {
                             if !json {
                                 println!("known {path}: {sig} (a recorded kernel difference)");
                             }
                         }
                         Some(sig) => t.findings.push(crate::oracle::Finding {
+                            context: String::new(),
                             kind: crate::oracle::FindingKind::Divergence,
                             step: None,
                             op: None,
@@ -75,11 +80,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                         None => t.findings.extend(d),
                     }
                 }
-                Err(e) => match error_finding(&seq, &e) {
-                    Some(f) => t.findings.push(f),
-                    None => skip = Some(e.to_string()),
-                },
+                t
             }
+        };
+        if let (Some(b), Some(av)) = (against, seq.header.variant) {
+            t.findings.extend(compare_variants(&seq, av, b));
         }
         if let Some(why) = &skip {
             skipped += 1;
@@ -97,6 +102,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             "file": path,
             "ok": ok,
             "steps": seq.steps.len(),
+            "mapping_checks": mapping_checks,
             "findings": t.findings,
             "signatures": t.findings.iter().map(|f| f.signature()).collect::<Vec<_>>(),
         });
@@ -117,10 +123,17 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             .map_err(|e| format!("{j}: {e}"))?;
     }
     if !json {
-        let passed = a.positional.len() - failed - skipped - bad_input as usize;
-        println!("{passed} passed, {failed} failed, {skipped} skipped");
+        let passed = a.positional.len() - failed - skipped - bad_input;
+        if kvm.is_some() {
+            println!("mapping view: {}, {total_mapping_checks} GFN comparisons", kvm.as_ref().map(|k| k.view_name()).unwrap_or_default());
+        }
+        if bad_input > 0 {
+            println!("{passed} passed, {failed} failed, {skipped} skipped, {bad_input} unreadable");
+        } else {
+            println!("{passed} passed, {failed} failed, {skipped} skipped");
+        }
     }
-    Ok(if bad_input {
+    Ok(if bad_input > 0 {
         2
     } else if failed > 0 {
         1

@@ -33,7 +33,7 @@ impl Model {
             // Leaf-first: each private leaf is blocked, tracked and removed by the module.
             self.tdx_zap_private(s, e, false).map_err(|_| Errno::EIO)?;
         }
-        self.unmap_range(false, s, e);
+        self.flush_shadow_memslot(s, e);
         if let Some((fi, start)) = old.gmem {
             self.gmems[fi].unbind(start);
         }
@@ -44,11 +44,22 @@ impl Model {
         Ok(())
     }
 
+    /// `kvm_arch_flush_shadow_memslot()` for a slot going away (DELETE or MOVE): on a default
+    /// VM with `KVM_X86_QUIRK_SLOT_ZAP_ALL` (on unless userspace disables it; 6.12 and later)
+    /// every root is zapped, all leaves of every slot with it; otherwise only the slot's range.
+    fn flush_shadow_memslot(&mut self, s: u64, e: u64) {
+        if self.h.vm == VmType::Default && !self.h.has(Knob::NoSlotZapAll) {
+            self.unmap_range(false, 0, u64::MAX);
+        } else {
+            self.unmap_range(false, s, e);
+        }
+    }
+
     pub(crate) fn slot_move(&mut self, id: u32, gpa: u64) -> Result<(), Errno> {
         let Change::Move { old, new_base } = self.slots.check_move(self.h.vm, id, gpa)? else {
             return Ok(());
         };
-        self.unmap_range(false, old.base_gfn, old.end_gfn());
+        self.flush_shadow_memslot(old.base_gfn, old.end_gfn());
         self.guest.forget(old.base_gfn, old.end_gfn());
         self.slots.remove(id);
         let mut moved = old;
@@ -376,7 +387,7 @@ impl Model {
                     }
                     Backing::Gmem { idx }
                 }
-                _ => Backing::User,
+                _ => Backing::User(self.host.backing(slot.gmem.is_some())),
             }
         };
         let gm = gmem_idx.map(|(fi, _)| &self.gmems[fi]);
@@ -388,7 +399,7 @@ impl Model {
                 let fi = gmem_idx.expect("gmem backing").0;
                 self.gmems[fi].pfn_at(idx - (req.gfn - base)).expect("allocated above")
             }
-            Backing::User => slot.uregion + (base - slot.base_gfn),
+            Backing::User(_) => slot.uregion + (base - slot.base_gfn),
         };
         // A huge leaf replaces whatever smaller leaves the range had (the TDP MMU installs it
         // over the old table).

@@ -5,6 +5,7 @@
 use super::attrs::Attrs;
 use super::gmem::Gmem;
 use super::memslot::Slot;
+use crate::backend::view::UserBacking;
 use crate::seq::Level;
 
 /// The backing a fault resolved to.
@@ -12,8 +13,9 @@ use crate::seq::Level;
 pub enum Backing {
     /// guest_memfd page index (in `Slot::gmem`'s file).
     Gmem { idx: u64 },
-    /// The slot's userspace mapping: its level depends on the host's THP.
-    User,
+    /// The slot's userspace mapping: its level is what the host's page tables map there,
+    /// known when the backend made and checked that memory, else the host's THP choice.
+    User(UserBacking),
 }
 
 /// The largest level KVM may map `gfn` at, and whether that level is the host's THP choice.
@@ -34,7 +36,9 @@ pub fn max_level(slot: &Slot, gfn: u64, attrs: Option<&Attrs>, gmem: Option<&Gme
         }
     }
     match backing {
-        Backing::User => (l, true),
+        Backing::User(UserBacking::Unknown) => (l, true),
+        Backing::User(UserBacking::Huge) => (l, false),
+        Backing::User(UserBacking::Small) => (Level::L4K, false),
         Backing::Gmem { idx } => {
             let first = idx - (gfn - base);
             match gmem.and_then(|g| g.folio_at(idx)) {

@@ -22,6 +22,7 @@ pub mod stage2;
 pub mod tdx;
 pub mod variant;
 
+use crate::backend::view::UserBacking;
 use crate::seq::*;
 use attrs::Attrs;
 use gmem::Gmem;
@@ -117,6 +118,26 @@ impl Run for Rmap {
     }
 }
 
+/// Facts about the host a real backend established for a case, which the model cannot know
+/// by itself: the page size behind each kind of slot's userspace memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HostFacts {
+    /// Slots with no guest_memfd.
+    pub plain: UserBacking,
+    /// The userspace (shared) side of guest_memfd slots.
+    pub gmem_shared: UserBacking,
+}
+
+impl HostFacts {
+    pub fn backing(&self, gmem_slot: bool) -> UserBacking {
+        if gmem_slot {
+            self.gmem_shared
+        } else {
+            self.plain
+        }
+    }
+}
+
 pub struct Model {
     pub h: Header,
     pub pol: Policy,
@@ -144,6 +165,8 @@ pub struct Model {
     dirty: Vec<(u64, u64)>,
     /// Violations raised by the current step.
     pub violations: Vec<Violation>,
+    /// What a real backend made of the host memory behind slots (unknown on the model alone).
+    pub host: HostFacts,
     pub cov: Coverage,
 }
 
@@ -170,6 +193,7 @@ impl Model {
             rmap: RunMap::default(),
             dirty: Vec::new(),
             violations: Vec::new(),
+            host: HostFacts::default(),
             cov: Coverage::default(),
         };
         if h.vm == VmType::Snp {

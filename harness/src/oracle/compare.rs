@@ -34,6 +34,7 @@ pub fn compare_variants(seq: &Sequence, a: Variant, b: Variant) -> Option<Findin
             continue;
         }
         return Some(Finding {
+            context: super::finding::context_of(&seq.header),
             kind: FindingKind::VariantDiff,
             step: Some(i),
             op: Some(st.op.kind()),

@@ -2,7 +2,7 @@
 //! the state that broke) and stays the same when the sequence is shrunk or replayed.
 
 use crate::model::{Violation, ViolationKind};
-use crate::seq::OpKind;
+use crate::seq::{Header, OpKind};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -50,11 +50,52 @@ pub struct Finding {
     /// The state that broke: an invariant's name, an outcome pair, ...
     pub state: String,
     pub detail: String,
+    /// The VM type, variant and options the finding arose under (`tdx/huge-v3+promote`), so
+    /// that a new bug under one configuration never hides behind a documented hazard of another.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub context: String,
+}
+
+/// The configuration part of a signature: `vm[/variant][+option...]`.
+pub fn context_of(h: &Header) -> String {
+    let mut s = h.vm.name().to_string();
+    if let Some(v) = h.variant {
+        s += "/";
+        s += v.name();
+    }
+    for k in &h.options {
+        s += "+";
+        s += k.name();
+    }
+    s
+}
+
+/// Tag findings with the configuration they arose under.
+pub fn set_context(findings: &mut [Finding], h: &Header) {
+    let c = context_of(h);
+    for f in findings {
+        f.context.clone_from(&c);
+    }
+}
+
+/// Whether a signature a person recorded (a known divergence, `--ignore`) covers `actual`: a
+/// recorded signature without `@context` covers every configuration; a recorded prefix ending
+/// in `:` covers every state under it.
+pub fn signature_covers(recorded: &str, actual: &str) -> bool {
+    let base = |s: &str| s.split_once('@').map(|(b, _)| b.to_string()).unwrap_or(s.to_string());
+    let (r, a) = if recorded.contains('@') { (recorded.to_string(), actual.to_string()) } else { (base(recorded), base(actual)) };
+    r == a || (r.ends_with(':') && a.starts_with(&r))
 }
 
 impl Finding {
+    /// `kind:op:state@context`; the context is left out where it is not known.
     pub fn signature(&self) -> String {
-        format!("{}:{}:{}", self.kind.name(), self.op.map(|o| o.name()).unwrap_or("-"), self.state)
+        let base = format!("{}:{}:{}", self.kind.name(), self.op.map(|o| o.name()).unwrap_or("-"), self.state);
+        if self.context.is_empty() {
+            base
+        } else {
+            format!("{base}@{}", self.context)
+        }
     }
 
     pub fn from_violation(v: Violation, step: usize, op: OpKind) -> Finding {
@@ -63,7 +104,7 @@ impl Finding {
             ViolationKind::Livelock => (FindingKind::Livelock, "no-progress".to_string()),
             ViolationKind::SilentDataLoss => (FindingKind::SilentDataLoss, "accepted-page-lost".to_string()),
         };
-        Finding { kind, step: Some(step), op: Some(op), state, detail: v.detail }
+        Finding { kind, step: Some(step), op: Some(op), state, detail: v.detail, context: String::new() }
     }
 
     /// Hazards a sequence may document with an expectation (`=> livelock`, `=> ve`): when the

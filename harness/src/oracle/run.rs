@@ -3,7 +3,9 @@
 //! EPT-violation round trip), so races such as H10 can be written down. On default and
 //! SW_PROTECTED VMs, where no ACCEPT makes such a race meaningful, guest ops run in order.
 
-use super::finding::{Finding, FindingKind};
+use super::finding::{set_context, Finding, FindingKind};
+use crate::model::stage2::Leaf;
+use crate::model::HostFacts;
 use crate::model::{Attempt, Coverage, Model, LIVELOCK_EXITS};
 use crate::seq::text::print_outcome;
 use crate::seq::*;
@@ -17,6 +19,24 @@ pub struct Trace {
     pub exits: Vec<u32>,
     /// At `expect pages_*` steps: the model's counts and how many 2M leaves THP decides.
     pub pages: Vec<Option<([u64; 3], u64)>>,
+    /// The model's stage-2 leaves (every root) after the steps [`RunOpts::leaves_at`] asked for,
+    /// for the kernel's mapping view.
+    pub leaves: Vec<Option<Vec<(u64, Leaf)>>>,
+}
+
+/// How to run the model: host facts a real backend established, and where to snapshot leaves.
+#[derive(Clone, Debug, Default)]
+pub struct RunOpts {
+    pub host: HostFacts,
+    /// Steps after which the leaves are wanted (empty: none).
+    pub leaves_at: Vec<bool>,
+}
+
+fn snapshot(m: &Model) -> Vec<(u64, Leaf)> {
+    let mut v = m.shared.runs_in(0, u64::MAX);
+    v.extend(m.mirror.runs_in(0, u64::MAX));
+    v.sort_by_key(|(b, _)| *b);
+    v
 }
 
 impl Trace {
@@ -32,24 +52,34 @@ pub fn run_model(seq: &Sequence) -> Trace {
 
 /// Run `seq` and also return what the model covered.
 pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
+    run_model_with(seq, &RunOpts::default())
+}
+
+/// Run `seq` with host facts and leaf snapshots.
+pub fn run_model_with(seq: &Sequence, opts: &RunOpts) -> (Trace, Option<Coverage>) {
     let mut t = Trace::default();
     let mut m = match Model::new(&seq.header) {
         Ok(m) => m,
         Err(e) => {
             t.findings.push(Finding {
+                context: String::new(),
                 kind: FindingKind::Setup,
                 step: None,
                 op: None,
                 state: "header".into(),
                 detail: e,
             });
+            set_context(&mut t.findings, &seq.header);
             return (t, None);
         }
     };
+    m.host = opts.host;
+    let want = |k: usize| opts.leaves_at.get(k).copied().unwrap_or(false);
     let n = seq.steps.len();
     t.outcomes = vec![Outcome::Ok; n];
     t.exits = vec![0; n];
     t.pages = vec![None; n];
+    t.leaves = vec![None; n];
     let mut per_step: Vec<Vec<Finding>> = vec![Vec::new(); n];
     let mut i = 0;
     while i < n {
@@ -69,6 +99,9 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
                 j += 1;
             }
             run_group(&mut m, seq, i, j, &mut t, &mut per_step);
+            for k in (i..j).filter(|&k| want(k)) {
+                t.leaves[k] = Some(snapshot(&m));
+            }
             i = j;
             continue;
         }
@@ -78,6 +111,7 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
         }
         if let Err(why) = m.check(op) {
             per_step[i].push(Finding {
+                context: String::new(),
                 kind: FindingKind::Expectation,
                 step: Some(i),
                 op: Some(op.kind()),
@@ -88,12 +122,16 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
         for v in m.end_step(op) {
             per_step[i].push(Finding::from_violation(v, i, op.kind()));
         }
+        if want(i) {
+            t.leaves[i] = Some(snapshot(&m));
+        }
         i += 1;
     }
     for (i, st) in seq.steps.iter().enumerate() {
         let held = match &st.expect {
             Some(e) if *e != t.outcomes[i] => {
                 per_step[i].push(Finding {
+                    context: String::new(),
                     kind: FindingKind::Expectation,
                     step: Some(i),
                     op: Some(st.op.kind()),
@@ -117,6 +155,7 @@ pub fn run_model_cov(seq: &Sequence) -> (Trace, Option<Coverage>) {
             }
         }
     }
+    set_context(&mut t.findings, &seq.header);
     let (counts, thp) = m.page_counts();
     for (a, b) in m.cov.final_leaves.iter_mut().zip(counts) {
         *a += b;

@@ -116,8 +116,9 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
         let mask = r.byte()?;
         if h.vm == VmType::Tdx {
             h.variant = if v == 0 { None } else { Some(Variant::ALL[v as usize - 1]) };
-            h.options = Knob::ALL.iter().copied().filter(|k| mask & (1 << (*k as u8)) != 0).collect();
         }
+        let vm = h.vm;
+        h.options = Knob::ALL.iter().copied().filter(|k| mask & (1 << (*k as u8)) != 0 && k.vm() == vm).collect();
         h.vcpus = 1 + (r.byte()? as u32 % legal::MAX_VCPUS);
         let ngmem = r.byte()? as usize % (legal::MAX_GMEMS + 1);
         for _ in 0..ngmem {

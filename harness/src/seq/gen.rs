@@ -15,6 +15,9 @@ use arbitrary::{Result, Unstructured};
 pub struct GenConfig {
     pub vm: Option<VmType>,
     pub variant: Option<Variant>,
+    /// Hazard knobs ([`Knob::is_hazard`]) the generator may turn on; none unless asked, so that
+    /// a documented hazard's findings never stand in front of a new bug.
+    pub hazards: Vec<Knob>,
     /// Upper bound on generated ops.
     pub max_ops: usize,
 }
@@ -36,10 +39,11 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
             Some(v) => v,
             None => pick(u, &Variant::ALL)?,
         });
-        for k in Knob::ALL {
-            if u.ratio(1, 6)? {
-                h.options.push(k);
-            }
+    }
+    for k in Knob::ALL {
+        let wanted = !k.is_hazard() || cfg.hazards.contains(&k);
+        if k.vm() == vm && u.ratio(1, 6)? && wanted {
+            h.options.push(k);
         }
     }
     h.vcpus = if u.ratio(1, 3)? { 2 } else { 1 };
@@ -260,8 +264,9 @@ pub fn fixup(s: &mut Sequence) {
     h.vcpus = h.vcpus.clamp(1, legal::MAX_VCPUS);
     if h.vm != VmType::Tdx {
         h.variant = None;
-        h.options.clear();
     }
+    let vm = h.vm;
+    h.options.retain(|k| k.vm() == vm);
     h.options.sort();
     h.options.dedup();
     let vm = h.vm;

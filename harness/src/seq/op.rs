@@ -80,11 +80,21 @@ pub enum Knob {
     ZapPrivateOnMtrr,
     NoEnhancedDemote,
     SeptVeDisable,
+    /// Disable `KVM_X86_QUIRK_SLOT_ZAP_ALL` (KVM_CAP_DISABLE_QUIRKS2): a memslot DELETE/MOVE
+    /// then zaps only the slot's own range. Not a TDX proposal: the quirk is real uAPI and
+    /// exists on default VMs only (`kvm_arch_flush_shadow_memslot()`, 6.12).
+    NoSlotZapAll,
 }
 
 impl Knob {
-    pub const ALL: [Knob; 5] =
-        [Knob::IgnoreAcceptLevel, Knob::Promote, Knob::ZapPrivateOnMtrr, Knob::NoEnhancedDemote, Knob::SeptVeDisable];
+    pub const ALL: [Knob; 6] = [
+        Knob::IgnoreAcceptLevel,
+        Knob::Promote,
+        Knob::ZapPrivateOnMtrr,
+        Knob::NoEnhancedDemote,
+        Knob::SeptVeDisable,
+        Knob::NoSlotZapAll,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Knob::IgnoreAcceptLevel => "ignore-accept-level",
@@ -92,7 +102,22 @@ impl Knob {
             Knob::ZapPrivateOnMtrr => "zap-private-on-mtrr",
             Knob::NoEnhancedDemote => "no-enhanced-demote",
             Knob::SeptVeDisable => "sept-ve-disable",
+            Knob::NoSlotZapAll => "no-slot-zap-all",
         }
+    }
+
+    /// The VM type a knob has a meaning on.
+    pub fn vm(self) -> VmType {
+        match self {
+            Knob::NoSlotZapAll => VmType::Default,
+            _ => VmType::Tdx,
+        }
+    }
+
+    /// A hazard: a proposal whose documented findings (livelock, data loss) would arrive first
+    /// in any campaign that turns it on, so campaigns turn it on only when asked.
+    pub fn is_hazard(self) -> bool {
+        matches!(self, Knob::IgnoreAcceptLevel | Knob::ZapPrivateOnMtrr)
     }
 }
 

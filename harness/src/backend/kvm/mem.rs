@@ -1,6 +1,7 @@
 //! Host memory for the guest: anonymous 2M-aligned mappings (so the host's THP can back them
 //! with huge pages, as the model assumes) and mappings of guest_memfd files.
 
+use crate::backend::view::UserBacking;
 use std::os::fd::RawFd;
 
 pub struct Mapping {
@@ -12,6 +13,51 @@ pub struct Mapping {
 unsafe impl Send for Mapping {}
 
 const ALIGN: usize = 2 << 20;
+/// Slot memory larger than this is not faulted in ahead (its page size stays the host's choice).
+const PREFAULT_LIMIT: usize = 256 << 20;
+
+fn sysfs_choice(path: &str) -> Option<String> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let a = s.find('[')? + 1;
+    Some(s[a..a + s[a..].find(']')?].to_string())
+}
+
+/// Whether anonymous memory can get transparent huge pages with MADV_HUGEPAGE.
+fn thp_possible() -> bool {
+    matches!(sysfs_choice("/sys/kernel/mm/transparent_hugepage/enabled").as_deref(), Some("always" | "madvise"))
+}
+
+/// What backs MAP_SHARED|MAP_ANONYMOUS memory (shmem): small pages where shmem's huge pages are
+/// off, else the host's choice.
+pub fn shmem_backing() -> UserBacking {
+    static ONCE: std::sync::OnceLock<UserBacking> = std::sync::OnceLock::new();
+    *ONCE.get_or_init(shmem_backing_now)
+}
+
+fn shmem_backing_now() -> UserBacking {
+    let top = sysfs_choice("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+    let per_size = sysfs_choice("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled");
+    let top_off = matches!(top.as_deref(), Some("never" | "deny"));
+    let size_off = matches!(per_size.as_deref(), None | Some("never" | "inherit"));
+    if top_off && size_off {
+        UserBacking::Small
+    } else {
+        UserBacking::Unknown
+    }
+}
+
+/// `AnonHugePages` of the mapping that starts at `addr`, in KiB, from /proc/self/smaps.
+fn anon_huge_kib(addr: u64) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let head = format!("{addr:x}-");
+    let at = smaps.lines().position(|l| l.starts_with(&head))?;
+    smaps
+        .lines()
+        .skip(at + 1)
+        .take_while(|l| !l.contains('-') || l.contains(':'))
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
 
 impl Mapping {
     /// Anonymous shared memory of `len` bytes, 2M aligned.
@@ -49,6 +95,38 @@ impl Mapping {
             }
         }
         Ok(Mapping { ptr: start as *mut u8, len })
+    }
+
+    /// Private anonymous memory whose page size is known: with huge pages where the host's THP
+    /// allows them (MADV_HUGEPAGE, each 2M faulted in now and checked in /proc/self/smaps), else
+    /// small pages only (MADV_NOHUGEPAGE). Memory too large to fault in ahead is left to the
+    /// host's choice and says so.
+    pub fn anon_known(len: usize) -> std::io::Result<(Mapping, UserBacking)> {
+        let m = Self::anon_with(len, libc::MAP_PRIVATE)?;
+        let huge = thp_possible();
+        let advice = if huge { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
+        // SAFETY: advice on our own mapping.
+        if unsafe { libc::madvise(m.ptr as *mut libc::c_void, m.len, advice) } != 0 {
+            return Ok((m, UserBacking::Unknown));
+        }
+        if !huge {
+            return Ok((m, UserBacking::Small));
+        }
+        if m.len > PREFAULT_LIMIT {
+            return Ok((m, UserBacking::Unknown));
+        }
+        let chunks = m.len / ALIGN;
+        for c in 0..chunks {
+            // A write (a read would map the huge zero page) faults in one THP; zero keeps the
+            // memory's contents what a fresh slot has.
+            m.write_u64((c * ALIGN) as u64, 0);
+        }
+        let backing = if anon_huge_kib(m.addr()) == Some((chunks * ALIGN / 1024) as u64) {
+            UserBacking::Huge
+        } else {
+            UserBacking::Unknown
+        };
+        Ok((m, backing))
     }
 
     /// A shared mapping of `len` bytes of `fd` from `offset`.

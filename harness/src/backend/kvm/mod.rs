@@ -6,11 +6,15 @@
 pub mod guest;
 pub mod mem;
 pub mod raw;
+pub mod trace;
 
 use super::caps::Caps;
 use super::{Backend, Observed, RealTrace, RunError};
 use crate::seq::*;
+use super::view::{Mmu, StepView, UserBacking};
+use crate::model::HostFacts;
 use guest::{BatchError, CmdExit, Watchdog};
+use trace::TraceView;
 use kvm_bindings::{kvm_create_guest_memfd, kvm_userspace_memory_region2};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use mem::Mapping;
@@ -57,6 +61,10 @@ struct VmState {
     gmems: Vec<RGmem>,
     /// Cases run on this VM.
     cases: u64,
+    /// `KVM_X86_QUIRK_SLOT_ZAP_ALL` was disabled on this VM (`option no-slot-zap-all`).
+    slot_zap_all_off: bool,
+    /// What each plain slot's memory of the case turned out to be (checked in smaps).
+    plain_backing: Vec<UserBacking>,
 }
 
 pub struct KvmBackend {
@@ -70,6 +78,9 @@ pub struct KvmBackend {
     watchdog: Watchdog,
     /// The footing check's verdict, taken before the first run.
     footing: Option<Result<(), String>>,
+    /// The kernel's mapping view (tracefs), and why there is none where there is none.
+    view: Option<TraceView>,
+    pub view_error: Option<String>,
 }
 
 fn errno_of(e: i32) -> Outcome {
@@ -88,15 +99,68 @@ impl KvmBackend {
             fresh_vms: 0,
             watchdog: Watchdog::new(),
             footing: None,
-        })
+            view: None,
+            view_error: None,
+        }
+        .with_view())
     }
 
-    fn fresh_vm(&mut self, vm_type: VmType) -> Result<VmState, RunError> {
+    /// Open the kernel's mapping view: a tracefs instance limited to this thread, or to every
+    /// task when privmem is the lab's PID 1 (nothing else runs VMs there). `PRIVMEM_VIEW=off`
+    /// turns it off.
+    fn with_view(mut self) -> KvmBackend {
+        if std::env::var("PRIVMEM_VIEW").is_ok_and(|v| v == "off") {
+            self.view_error = Some("turned off (PRIVMEM_VIEW=off)".into());
+            return self;
+        }
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let pid = (std::process::id() != 1).then_some(tid);
+        match TraceView::open(pid) {
+            Ok(v) => self.view = Some(v),
+            Err(e) => self.view_error = Some(e),
+        }
+        self
+    }
+
+    /// Which view of the kernel's mappings this backend has, in words.
+    pub fn view_name(&self) -> String {
+        match (&self.view, &self.view_error) {
+            (Some(v), _) if v.mmu == Mmu::Tdp => "tracefs, TDP MMU (every leaf, exact)".into(),
+            (Some(_), _) => "tracefs, shadow MMU (leaves installed per step; zaps are not traced)".into(),
+            (None, Some(e)) => format!("none: {e}"),
+            (None, None) => "none".into(),
+        }
+    }
+
+    /// The view after a step (None where the backend has none).
+    fn step_view(&mut self) -> Option<StepView> {
+        let v = self.view.as_mut()?;
+        v.drain();
+        let limit = HARNESS_GPA >> 12;
+        match v.mmu {
+            Mmu::Tdp => v.leaves(limit).map(StepView::Leaves),
+            Mmu::Shadow => v.take_installed(limit).map(StepView::Installed),
+        }
+    }
+
+    fn fresh_vm(&mut self, vm_type: VmType, slot_zap_all_off: bool) -> Result<VmState, RunError> {
         self.fresh_vms += 1;
+        if let Some(v) = self.view.as_mut() {
+            v.reset();
+        }
         let vm = self
             .kvm
             .create_vm_with_type(vm_type.kvm_type())
             .map_err(|e| RunError::Setup(format!("KVM_CREATE_VM: {e}")))?;
+        if slot_zap_all_off {
+            let cap = kvm_bindings::kvm_enable_cap {
+                cap: kvm_bindings::KVM_CAP_DISABLE_QUIRKS2,
+                args: [kvm_bindings::KVM_X86_QUIRK_SLOT_ZAP_ALL as u64, 0, 0, 0],
+                ..Default::default()
+            };
+            vm.enable_cap(&cap).map_err(|e| RunError::Setup(format!("KVM_CAP_DISABLE_QUIRKS2: {e}")))?;
+        }
         let harness = Mapping::anon(HARNESS_SIZE as usize).map_err(|e| RunError::Setup(format!("mmap: {e}")))?;
         guest::build_harness(&harness, guest::has_gib_pages(&self.kvm));
         let region = kvm_userspace_memory_region2 {
@@ -125,11 +189,13 @@ impl KvmBackend {
             slots: BTreeMap::new(),
             gmems: Vec::new(),
             cases: 0,
+            slot_zap_all_off,
+            plain_backing: Vec::new(),
         })
     }
 
     /// A VM of the right type with `n` vCPUs at the start of the command loop.
-    fn prepare(&mut self, vm_type: VmType, n: u32) -> Result<(), RunError> {
+    fn prepare(&mut self, vm_type: VmType, n: u32, slot_zap_all_off: bool) -> Result<(), RunError> {
         // A VM with fewer vCPUs is replaced: new vCPUs would touch harness pages after the
         // baseline was taken.
         // Only default VMs are reused: on VMs with private memory the lab's kernel showed state
@@ -138,10 +204,12 @@ impl KvmBackend {
         // proved clean there and each case gets a fresh VM.
         let reusable = self.reuse
             && vm_type == VmType::Default
-            && self.vm.as_ref().is_some_and(|s| s.vm_type == vm_type && s.vcpus.len() >= n as usize);
+            && self.vm.as_ref().is_some_and(|s| {
+                s.vm_type == vm_type && s.vcpus.len() >= n as usize && s.slot_zap_all_off == slot_zap_all_off
+            });
         if !reusable {
             self.vm = None;
-            self.vm = Some(self.fresh_vm(vm_type)?);
+            self.vm = Some(self.fresh_vm(vm_type, slot_zap_all_off)?);
         }
         let st = self.vm.as_mut().expect("just set");
         while st.vcpus.len() < n as usize {
@@ -189,6 +257,12 @@ impl KvmBackend {
         let expected = if st.harness_warm { st.baseline } else { st.post_zap };
         let now = st.stats.as_ref().and_then(|s| s.pages());
         ok &= expected.is_some() && now == expected;
+        // Where the view sees every leaf (TDP MMU), it proves the reset too: no leaf of the
+        // case's memory is left.
+        if let Some(v) = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp) {
+            v.drain();
+            ok &= !v.lost() && !v.any_leaf_below(HARNESS_GPA >> 12);
+        }
         if !ok || !self.reuse {
             self.vm = None;
         }
@@ -223,7 +297,18 @@ impl KvmBackend {
             }
         }
         if uaddr == 0 {
-            match Mapping::anon((s.size.min(1 << 40) as usize).div_ceil(4096) * 4096) {
+            let len = (s.size.min(1 << 40) as usize).div_ceil(4096) * 4096;
+            // Plain slots get memory whose page size is known (the model is told); a
+            // guest_memfd slot's shared side stays shmem, as the C reproducer has it.
+            let m = if gmem.is_none() {
+                Mapping::anon_known(len).map(|(m, b)| {
+                    st.plain_backing.push(b);
+                    m
+                })
+            } else {
+                Mapping::anon(len)
+            };
+            match m {
                 Ok(m) => {
                     uaddr = m.addr();
                     anon = Some(m);
@@ -459,7 +544,7 @@ impl KvmBackend {
     /// Run a guest that never returns (the guest's spin command) and report what the backend
     /// made of it: the per-case timeout must fire, and the next case must run on a fresh VM.
     pub fn self_test_timeout(&mut self) -> Result<RunError, String> {
-        self.prepare(VmType::Default, 1).map_err(|e| e.to_string())?;
+        self.prepare(VmType::Default, 1, false).map_err(|e| e.to_string())?;
         self.ensure_baseline().map_err(|e| e.to_string())?;
         let st = self.vm.as_mut().expect("prepared");
         st.harness.write_u64(CMD_OFF + CMD_FIRST, OP_SPIN);
@@ -497,7 +582,7 @@ impl KvmBackend {
             // Nothing on this host can put a guest_memfd page in front of the guest.
             return Ok(());
         }
-        self.prepare(VmType::Default, 1).map_err(|e| e.to_string())?;
+        self.prepare(VmType::Default, 1, false).map_err(|e| e.to_string())?;
         self.ensure_baseline().map_err(|e| e.to_string())?;
         let st = self.vm.as_mut().expect("prepared");
         let g = GmemDecl { name: "footing".into(), size: 2 << 20, huge: false, mmap: true, init_shared: true };
@@ -613,6 +698,7 @@ impl KvmBackend {
     fn run_steps(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {
         let h = &seq.header;
         let st = self.vm.as_mut().expect("prepared");
+        st.plain_backing.clear();
         for g in &h.gmems {
             Self::gmem_create(st, g)
                 .map_err(|e| RunError::Setup(format!("gmem {}: KVM_CREATE_GUEST_MEMFD: errno {e}", g.name)))?;
@@ -622,7 +708,13 @@ impl KvmBackend {
                 return Err(RunError::Setup(format!("slot {}: {}", s.id, e.name())));
             }
         }
-        let mut t = RealTrace { observed: vec![Observed::NotChecked; seq.steps.len()], ..Default::default() };
+        let mut t = RealTrace {
+            observed: vec![Observed::NotChecked; seq.steps.len()],
+            views: vec![None; seq.steps.len()],
+            ..Default::default()
+        };
+        // The header's slots are in place: what the kernel mapped so far is not the case's.
+        let _ = self.step_view();
         let mut i = 0;
         while i < seq.steps.len() {
             let op = &seq.steps[i].op;
@@ -639,11 +731,28 @@ impl KvmBackend {
                 let n = batch.len();
                 self.guest_batch(v, &batch, &mut t)?;
                 i += n;
+                t.views[i - 1] = self.step_view();
             } else {
                 t.observed[i] = self.host_op(h, op);
+                t.views[i] = self.step_view();
                 i += 1;
             }
         }
+        if self.view.as_ref().is_some_and(|v| v.lost()) {
+            // Events were dropped somewhere in the case: no view of it is trustworthy.
+            t.views_lost = t.views.iter().filter(|v| v.is_some()).count() as u64;
+            t.views.iter_mut().for_each(|v| *v = None);
+        }
+        let st = self.vm.as_mut().expect("prepared");
+        let plain = std::mem::take(&mut st.plain_backing);
+        t.host = HostFacts {
+            // One fact for all plain slots of the case: where they differ, the host's choice.
+            plain: match plain.split_first() {
+                Some((first, rest)) if rest.iter().all(|b| b == first) => *first,
+                _ => UserBacking::Unknown,
+            },
+            gmem_shared: mem::shmem_backing(),
+        };
         Ok(t)
     }
 }
@@ -664,6 +773,9 @@ impl Backend for KvmBackend {
         }
         if matches!(h.vm, VmType::Tdx | VmType::Snp) {
             return Some(format!("{} VM setup in the KVM backend (not built yet)", h.vm.name()));
+        }
+        if h.has(Knob::NoSlotZapAll) && c.quirks2 & kvm_bindings::KVM_X86_QUIRK_SLOT_ZAP_ALL as u64 == 0 {
+            return Some("KVM_X86_QUIRK_SLOT_ZAP_ALL in KVM_CAP_DISABLE_QUIRKS2".into());
         }
         if h.vcpus as u64 > MAX_VCPUS {
             return Some(format!("more than {MAX_VCPUS} vCPUs in the guest's layout"));
@@ -735,7 +847,7 @@ impl Backend for KvmBackend {
         if let Err(why) = self.footing() {
             return Err(RunError::Setup(format!("footing check failed, refusing to run: {why}")));
         }
-        self.prepare(seq.header.vm, seq.header.vcpus)?;
+        self.prepare(seq.header.vm, seq.header.vcpus, seq.header.has(Knob::NoSlotZapAll))?;
         self.ensure_baseline()?;
         let r = self.run_steps(seq);
         self.reset(r.is_ok());

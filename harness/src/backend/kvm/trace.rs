@@ -1,0 +1,255 @@
+//! The kernel's own view of its stage-2 mappings, read from the `kvmmmu` tracepoints through a
+//! private tracefs instance (so that the global buffer and anyone else's tracing are left
+//! alone).
+//!
+//! - TDP MMU (the lab, TDX and SNP hosts): every SPTE change goes through
+//!   `handle_changed_spte()`, which fires `kvm_tdp_mmu_spte_changed` (gfn, level, old and new
+//!   SPTE, address space); removed page tables report each child. Replaying the events gives
+//!   the exact set of present leaves.
+//! - Shadow MMU (this PVM host, `kvm.tdp_mmu=N`): `kvm_mmu_set_spte` fires for every leaf
+//!   installed, with its level, but rmap-based zaps (`kvm_zap_rmap()`, mmu notifiers) fire
+//!   nothing. So on the shadow MMU the view is the leaves installed during a step (their level
+//!   is exact), not the whole map.
+
+use crate::backend::view::{KLeaf, Mmu};
+use crate::seq::Level;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// `SPTE_MMU_PRESENT_MASK` (arch/x86/kvm/mmu/spte.h, 6.1 and later): set in every present SPTE,
+/// clear in MMIO, removed (frozen) and non-present ones.
+const SPTE_PRESENT: u64 = 1 << 11;
+/// `PT_PAGE_SIZE_MASK`: a present SPTE above 4K with this bit is a huge leaf.
+const SPTE_LARGE: u64 = 1 << 7;
+
+/// Which MMU the host's KVM runs: `kvm.tdp_mmu` says (the TDP MMU needs EPT/NPT, which the
+/// module parameter already accounts for at load).
+pub fn host_mmu() -> Mmu {
+    match std::fs::read_to_string("/sys/module/kvm/parameters/tdp_mmu") {
+        Ok(s) if s.trim() == "Y" => Mmu::Tdp,
+        _ => Mmu::Shadow,
+    }
+}
+
+/// A tracefs instance with the `kvmmmu` leaf events on, read after every step.
+pub struct TraceView {
+    dir: PathBuf,
+    /// Taken in `drop`: tracefs refuses to remove an instance with an open file.
+    pipe: Option<std::fs::File>,
+    pub mmu: Mmu,
+    /// TDP: present leaves by (address space, gfn).
+    leaves: BTreeMap<(u8, u64), Level>,
+    /// Shadow: leaves installed since the last [`TraceView::take_installed`].
+    installed: Vec<KLeaf>,
+    /// Events the kernel dropped (ring buffer overrun); a view with losses is not compared.
+    lost: bool,
+    buf: Vec<u8>,
+    partial: String,
+}
+
+fn write(p: &Path, s: &str) -> Result<(), String> {
+    std::fs::write(p, s).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Mount tracefs where it is not mounted yet (the lab's initramfs, a fresh host).
+fn ensure_tracefs() -> Result<(), String> {
+    if Path::new(TRACEFS).join("instances").is_dir() {
+        return Ok(());
+    }
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (src, dst, fs) = (c("nodev"), c(TRACEFS), c("tracefs"));
+    // SAFETY: mount(2) with valid C strings and no data.
+    let r = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    if r != 0 || !Path::new(TRACEFS).join("instances").is_dir() {
+        return Err(format!("no tracefs at {TRACEFS} ({})", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+impl TraceView {
+    /// Open a private instance; `pid` limits events to that thread (None: every task, as in the
+    /// lab, where this process is the only user of KVM).
+    pub fn open(pid: Option<i32>) -> Result<TraceView, String> {
+        ensure_tracefs()?;
+        let events = Path::new(TRACEFS).join("events/kvmmmu");
+        if !events.join("kvm_mmu_set_spte").is_dir() {
+            return Err("the kernel has no kvmmmu trace events".into());
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = Path::new(TRACEFS).join(format!("instances/privmem-{}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mmu = host_mmu();
+        let names: &[&str] = match mmu {
+            Mmu::Tdp => &["kvm_tdp_mmu_spte_changed"],
+            Mmu::Shadow => &["kvm_mmu_set_spte"],
+        };
+        let setup = || -> Result<std::fs::File, String> {
+            // Large enough for a 1G pre-fault's worth of 4K leaves per CPU is not possible;
+            // overruns are detected and the case's view dropped instead.
+            write(&dir.join("buffer_size_kb"), "8192")?;
+            if let Some(p) = pid {
+                write(&dir.join("set_event_pid"), &p.to_string())?;
+            }
+            for e in names {
+                write(&dir.join(format!("events/kvmmmu/{e}/enable")), "1")?;
+            }
+            let pipe = dir.join("trace_pipe");
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&pipe)
+                .map_err(|e| format!("{}: {e}", pipe.display()))
+        };
+        let pipe = match setup() {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(e);
+            }
+        };
+        Ok(TraceView {
+            dir,
+            pipe: Some(pipe),
+            mmu,
+            leaves: BTreeMap::new(),
+            installed: Vec::new(),
+            lost: false,
+            buf: vec![0; 1 << 16],
+            partial: String::new(),
+        })
+    }
+
+    /// Forget everything (a fresh VM: no leaf of the old one can matter).
+    pub fn reset(&mut self) {
+        self.drain();
+        self.leaves.clear();
+        self.installed.clear();
+        self.lost = false;
+    }
+
+    fn overruns(&self) -> u64 {
+        let Ok(rd) = std::fs::read_dir(self.dir.join("per_cpu")) else { return 0 };
+        rd.flatten()
+            .filter_map(|d| std::fs::read_to_string(d.path().join("stats")).ok())
+            .flat_map(|s| {
+                s.lines()
+                    .filter_map(|l| l.strip_prefix("overrun: ").and_then(|n| n.trim().parse::<u64>().ok()))
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
+
+    /// Read every event the kernel has committed so far and apply it.
+    pub fn drain(&mut self) {
+        let Some(mut pipe) = self.pipe.take() else { return };
+        loop {
+            match pipe.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let text = String::from_utf8_lossy(&self.buf[..n]).into_owned();
+                    self.partial.push_str(&text);
+                    let mut rest = String::new();
+                    let complete = self.partial.ends_with('\n');
+                    let lines: Vec<String> = self.partial.lines().map(String::from).collect();
+                    for (i, l) in lines.iter().enumerate() {
+                        if i + 1 == lines.len() && !complete {
+                            rest = l.clone();
+                        } else {
+                            self.apply(l);
+                        }
+                    }
+                    self.partial = rest;
+                }
+                Err(_) => break, // EAGAIN: nothing more committed.
+            }
+        }
+        self.pipe = Some(pipe);
+        if self.overruns() > 0 {
+            self.lost = true;
+        }
+    }
+
+    fn apply(&mut self, line: &str) {
+        let field = |name: &str| -> Option<u64> {
+            let at = line.find(&format!(" {name} "))? + name.len() + 2;
+            let v = line[at..].split_whitespace().next()?;
+            if name == "level" || name == "id" {
+                v.parse().ok()
+            } else {
+                u64::from_str_radix(v, 16).ok()
+            }
+        };
+        let level = |l: u64| match l {
+            1 => Some(Level::L4K),
+            2 => Some(Level::L2M),
+            3 => Some(Level::L1G),
+            _ => None,
+        };
+        if line.contains("kvm_tdp_mmu_spte_changed:") {
+            let (Some(asid), Some(gfn), Some(lv), Some(old), Some(new)) =
+                (field("id"), field("gfn"), field("level"), field("old_spte"), field("new_spte"))
+            else {
+                return;
+            };
+            let Some(l) = level(lv) else { return };
+            let leaf = |s: u64| s & SPTE_PRESENT != 0 && (l == Level::L4K || s & SPTE_LARGE != 0);
+            let key = (asid as u8, gfn);
+            if leaf(old) {
+                self.leaves.remove(&key);
+            }
+            if leaf(new) {
+                self.leaves.insert(key, l);
+            }
+        } else if line.contains("kvm_mmu_set_spte:") {
+            let (Some(gfn), Some(lv)) = (field("gfn"), field("level")) else { return };
+            if let Some(l) = level(lv) {
+                self.installed.push(KLeaf { gfn, level: l, root: 0 });
+            }
+        }
+    }
+
+    /// The present leaves below `limit_gfn` (TDP), in GFN order; None if events were lost.
+    pub fn leaves(&self, limit_gfn: u64) -> Option<Vec<KLeaf>> {
+        if self.lost {
+            return None;
+        }
+        Some(
+            self.leaves
+                .iter()
+                .filter(|((_, g), _)| *g < limit_gfn)
+                .map(|(&(root, gfn), &level)| KLeaf { gfn, level, root })
+                .collect(),
+        )
+    }
+
+    /// The leaves installed since the last call (shadow MMU), below `limit_gfn`.
+    pub fn take_installed(&mut self, limit_gfn: u64) -> Option<Vec<KLeaf>> {
+        let v = std::mem::take(&mut self.installed);
+        if self.lost {
+            return None;
+        }
+        Some(v.into_iter().filter(|l| l.gfn < limit_gfn).collect())
+    }
+
+    /// Whether any present leaf is left below `limit_gfn` (TDP): a reset is clean only if not.
+    pub fn any_leaf_below(&self, limit_gfn: u64) -> bool {
+        self.leaves.keys().any(|(_, g)| *g < limit_gfn)
+    }
+
+    pub fn lost(&self) -> bool {
+        self.lost
+    }
+}
+
+impl Drop for TraceView {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("events/enable"), "0");
+        self.pipe = None;
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
