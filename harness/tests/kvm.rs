@@ -6,8 +6,8 @@
 
 use privmem::backend::kvm::KvmBackend;
 use privmem::backend::{Backend, RunError};
-use privmem::oracle::diff::diff;
-use privmem::oracle::run_model;
+use privmem::oracle::diff::{check_real, diff, same_access_divergence};
+use privmem::oracle::run::{run_model_with, RunOpts};
 use privmem::seq::text::parse;
 use std::path::{Path, PathBuf};
 
@@ -34,25 +34,25 @@ fn footing_holds_on_this_host() {
 #[test]
 fn corpus_agrees_with_real_kvm() {
     let Some(mut k) = backend() else { return };
-    let (mut ran, mut skipped, mut failures) = (0, 0, Vec::new());
+    let (mut ran, mut skipped, mut failures, mut mapping_checks) = (0, 0, Vec::new(), 0);
     for f in corpus_files() {
         let src = std::fs::read_to_string(&f).unwrap();
         let seq = parse(&f.display().to_string(), &src).unwrap();
         let known = privmem::oracle::diff::known_divergences(&src).into_iter().next();
         let known = known.as_deref();
-        let model = run_model(&seq);
-        match k.run(&seq) {
-            Err(RunError::Unsupported(why)) => {
-                eprintln!("skip {}: unsupported by the host: {why}", f.display());
+        let c = check_real(&mut k, &seq);
+        match c.unsupported {
+            Some(why) => {
+                eprintln!("skip {}: {why}", f.display());
                 skipped += 1;
             }
-            Err(e) => failures.push(format!("{}: {e}", f.display())),
-            Ok(real) => {
+            None => {
                 ran += 1;
+                mapping_checks += c.diff.mapping_checks;
                 let sigs: Vec<String> =
-                    diff(&seq, &model, &real).iter().map(|d| format!("{} ({})", d.signature(), d.detail)).collect();
+                    c.diff.findings.iter().map(|d| format!("{} ({})", d.signature(), d.detail)).collect();
                 match known {
-                    Some(sig) if !sigs.iter().any(|s| s.starts_with(sig)) => failures.push(format!(
+                    Some(sig) if !sigs.iter().any(|s| same_access_divergence(sig, s.split(' ').next().unwrap_or(""))) => failures.push(format!(
                         "{}: the known divergence {sig} no longer reproduces (fixed kernel? update the file): {sigs:?}",
                         f.display()
                     )),
@@ -63,8 +63,11 @@ fn corpus_agrees_with_real_kvm() {
             }
         }
     }
-    eprintln!("real KVM: {ran} scenarios ran, {skipped} skipped");
+    eprintln!("real KVM: {ran} scenarios ran, {skipped} skipped, {mapping_checks} GFN comparisons ({})", k.view_name());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    if k.view_error.is_none() {
+        assert!(mapping_checks > 0, "the mapping view compared nothing over the corpus");
+    }
     if k.caps.guest_memfd {
         assert!(ran >= 8, "only {ran} scenarios ran on a host with guest_memfd");
     }
@@ -114,4 +117,40 @@ fn a_hung_guest_times_out_and_the_backend_goes_on() {
             .unwrap();
     let t = k.run(&seq).expect("the backend runs the next case after a timeout");
     assert_eq!(t.observed.len(), 2);
+}
+
+/// The kernel's view sees the level it mapped, and the oracle holds the model to it: a plain
+/// slot on memory the backend made huge maps the written GFN with a 2M leaf; a model told the
+/// memory was small (so it expects a 4K leaf) must then show a `mapping` divergence naming
+/// the GFN.
+#[test]
+fn the_mapping_view_sees_levels_and_the_oracle_compares_them() {
+    let Some(mut k) = backend() else { return };
+    if let Some(why) = &k.view_error {
+        eprintln!("skipping: no mapping view on this host ({why})");
+        return;
+    }
+    let seq = parse("t", "vm default\nslot 1 gpa=0x40000000 size=4M\nvcpu0 write 0x40201000 5\nhost-read 0x40201000 => value 5\n").unwrap();
+    let real = k.run(&seq).expect("runs");
+    use privmem::backend::view::{StepView, UserBacking};
+    assert_eq!(real.host.plain, UserBacking::Huge, "the backend could not make the slot's memory huge");
+    let leaves = match &real.views[0] {
+        Some(StepView::Installed(l)) | Some(StepView::Leaves(l)) => l.clone(),
+        None => panic!("no view after the guest write"),
+    };
+    let gfn = 0x40201000u64 >> 12;
+    let hit = leaves.iter().find(|l| gfn >= l.gfn && gfn < l.gfn + l.level.pages()).expect("the written GFN has a leaf");
+    assert_eq!(hit.level, privmem::seq::Level::L2M, "the kernel mapped huge memory with {hit:?}");
+    // The right facts: no divergence, and comparisons were made.
+    let opts = RunOpts { host: real.host, leaves_at: real.views.iter().map(Option::is_some).collect() };
+    let d = diff(&seq, &run_model_with(&seq, &opts).0, &real);
+    assert!(d.findings.is_empty(), "{:?}", d.findings);
+    assert!(d.mapping_checks > 0);
+    // Wrong facts: the model expects 4K, the kernel has 2M.
+    let mut wrong = opts.clone();
+    wrong.host.plain = UserBacking::Small;
+    let d = diff(&seq, &run_model_with(&seq, &wrong).0, &real);
+    let f = d.findings.iter().find(|f| f.state.starts_with("mapping:")).expect("a mapping divergence");
+    assert_eq!(f.state, "mapping:model:4k/real:2m");
+    assert!(f.detail.contains(&format!("{:#x}", gfn)), "{}", f.detail);
 }

@@ -128,13 +128,15 @@ pub fn compare_leaves(model: &[(u64, Leaf)], kernel: &[KLeaf]) -> (u64, Option<M
 pub fn compare_installed(model: &[(u64, Leaf)], kernel: &[KLeaf]) -> (u64, Option<Mismatch>) {
     let mut checks = 0;
     for k in kernel {
-        let Some((b, l)) = model.iter().find(|(b, l)| k.gfn >= *b && k.gfn < b + l.pages()) else {
+        let ke = k.gfn + k.level.pages();
+        let Some((b, l)) = model.iter().find(|(b, l)| k.gfn < b + l.pages() && *b < ke) else {
             continue;
         };
         checks += 1;
         let ok = k.level == l.level || (l.thp && k.level == Level::L4K);
         if !ok {
-            let base = b + (k.gfn - b) / l.level.pages() * l.level.pages();
+            let at = k.gfn.max(*b);
+            let base = b + (at - b) / l.level.pages() * l.level.pages();
             let (m, ml) = describe(model, base);
             let kl = level_label(k.level);
             let kd = format!("installed a {} leaf at gfn {:#x}", k.level.name(), k.gfn);

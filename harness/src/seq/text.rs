@@ -220,7 +220,7 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
     let first = l.next("a header item")?;
     match first.text {
         "vm" => return Err(l.err_at(first.col, "`vm` given twice".into())),
-        "variant" | "option" if h.vm != VmType::Tdx => {
+        "variant" if h.vm != VmType::Tdx => {
             return Err(l.err_at(first.col, format!("`{}` is a TDX policy; vm {} has none", first.text, h.vm.name())));
         }
         "variant" => {
@@ -233,7 +233,12 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
         }
         "option" => {
             let names: Vec<&str> = Knob::ALL.iter().map(|v| v.name()).collect();
+            let at = l.peek().map(|t| t.col).unwrap_or(first.col);
             let i = l.word(&format!("an option ({})", names.join(", ")), &names)?;
+            let k = Knob::ALL[i];
+            if k.vm() != h.vm {
+                return Err(l.err_at(at, format!("`option {}` has a meaning on vm {} only", k.name(), k.vm().name())));
+            }
             if !h.options.contains(&Knob::ALL[i]) {
                 h.options.push(Knob::ALL[i]);
                 h.options.sort();
