@@ -52,10 +52,14 @@ fn corpus_agrees_with_real_kvm() {
                 let sigs: Vec<String> =
                     c.diff.findings.iter().map(|d| format!("{} ({})", d.signature(), d.detail)).collect();
                 match known {
-                    Some(sig) if !sigs.iter().any(|s| same_access_divergence(sig, s.split(' ').next().unwrap_or(""))) => failures.push(format!(
+                    Some(sig)
+                        if !sigs.iter().any(|s| same_access_divergence(sig, s.split(' ').next().unwrap_or(""))) =>
+                    {
+                        failures.push(format!(
                         "{}: the known divergence {sig} no longer reproduces (fixed kernel? update the file): {sigs:?}",
                         f.display()
-                    )),
+                    ))
+                    }
                     Some(_) => {}
                     None if !sigs.is_empty() => failures.push(format!("{}: {}", f.display(), sigs.join("; "))),
                     None => {}
@@ -130,7 +134,11 @@ fn the_mapping_view_sees_levels_and_the_oracle_compares_them() {
         eprintln!("skipping: no mapping view on this host ({why})");
         return;
     }
-    let seq = parse("t", "vm default\nslot 1 gpa=0x40000000 size=4M\nvcpu0 write 0x40201000 5\nhost-read 0x40201000 => value 5\n").unwrap();
+    let seq = parse(
+        "t",
+        "vm default\nslot 1 gpa=0x40000000 size=4M\nvcpu0 write 0x40201000 5\nhost-read 0x40201000 => value 5\n",
+    )
+    .unwrap();
     let real = k.run(&seq).expect("runs");
     use privmem::backend::view::{StepView, UserBacking};
     assert_eq!(real.host.plain, UserBacking::Huge, "the backend could not make the slot's memory huge");
@@ -139,7 +147,8 @@ fn the_mapping_view_sees_levels_and_the_oracle_compares_them() {
         None => panic!("no view after the guest write"),
     };
     let gfn = 0x40201000u64 >> 12;
-    let hit = leaves.iter().find(|l| gfn >= l.gfn && gfn < l.gfn + l.level.pages()).expect("the written GFN has a leaf");
+    let hit =
+        leaves.iter().find(|l| gfn >= l.gfn && gfn < l.gfn + l.level.pages()).expect("the written GFN has a leaf");
     assert_eq!(hit.level, privmem::seq::Level::L2M, "the kernel mapped huge memory with {hit:?}");
     // The right facts: no divergence, and comparisons were made.
     let opts = RunOpts { host: real.host, leaves_at: real.views.iter().map(Option::is_some).collect() };

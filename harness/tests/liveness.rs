@@ -13,7 +13,11 @@ fn cases_until(
     bound: u64,
     mut hit: impl FnMut(&privmem::seq::Sequence) -> bool,
 ) -> Option<u64> {
-    let cfg = CampaignConfig { gen: GenConfig { vm: Some(VmType::Tdx), variant, max_ops: 24, hazards: Knob::ALL.to_vec() }, against: None, seed };
+    let cfg = CampaignConfig {
+        gen: GenConfig { vm: Some(VmType::Tdx), variant, max_ops: 24, hazards: Knob::ALL.to_vec() },
+        against: None,
+        seed,
+    };
     let mut c = Campaign::new(cfg);
     (1..=bound).find(|_| hit(&c.next_case()))
 }
@@ -57,8 +61,11 @@ fn reaches_enomem_partial_conversion() {
 #[test]
 fn reaches_snp_size_mismatch() {
     use privmem::seq::PvalidateRc;
-    let cfg =
-        CampaignConfig { gen: GenConfig { vm: Some(VmType::Snp), max_ops: 24, ..Default::default() }, against: None, seed: 5 };
+    let cfg = CampaignConfig {
+        gen: GenConfig { vm: Some(VmType::Snp), max_ops: 24, ..Default::default() },
+        against: None,
+        seed: 5,
+    };
     let mut c = Campaign::new(cfg);
     let n = (1..=20_000u64).find(|_| {
         let s = c.next_case();

@@ -49,7 +49,10 @@ impl Caps {
         c.pre_fault_memory = cap(raw::KVM_CAP_PRE_FAULT_MEMORY) > 0;
         c.quirks2 = cap(kvm_bindings::KVM_CAP_DISABLE_QUIRKS2).max(0) as u64;
         c.view = match crate::backend::kvm::trace::TraceView::open(Some(0)) {
-            Ok(v) => format!("tracefs kvmmmu events, {} MMU", if v.mmu == crate::backend::view::Mmu::Tdp { "TDP" } else { "shadow" }),
+            Ok(v) => format!(
+                "tracefs kvmmmu events, {} MMU",
+                if v.mmu == crate::backend::view::Mmu::Tdp { "TDP" } else { "shadow" }
+            ),
             Err(e) => format!("none ({e}); page counters at expect steps only"),
         };
         // Asked of /dev/kvm, KVM answers for VMs that can have private memory.

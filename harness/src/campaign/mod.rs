@@ -84,6 +84,9 @@ pub struct Campaign {
     /// GFN comparisons of the kernel's mapping view with the model, and steps whose view was lost.
     pub mapping_checks: u64,
     pub views_lost: u64,
+    /// Cases in which the kernel mapped something, and those of them with no GFN comparison.
+    pub mapped_cases: u64,
+    pub mapped_unchecked: u64,
     /// Known kernel differences (signatures from `# known-divergence` lines): reported as known.
     pub known: Vec<String>,
 }
@@ -105,6 +108,8 @@ impl Campaign {
             skipped: 0,
             mapping_checks: 0,
             views_lost: 0,
+            mapped_cases: 0,
+            mapped_unchecked: 0,
             known: Vec::new(),
         }
     }
@@ -132,6 +137,8 @@ impl Campaign {
                 self.skipped += c.unsupported.is_some() as u64;
                 self.mapping_checks += c.diff.mapping_checks;
                 self.views_lost += c.diff.views_lost;
+                self.mapped_cases += c.diff.kernel_mapped as u64;
+                self.mapped_unchecked += (c.diff.kernel_mapped && c.diff.mapping_checks == 0) as u64;
                 let mut f = c.model.findings;
                 f.extend(c.diff.findings);
                 f

@@ -22,8 +22,11 @@ fn ops_per_sec(cases: &[Sequence], secs: f64) -> f64 {
 }
 
 fn mix(vm: Option<VmType>, seed: u64, n: usize) -> Vec<Sequence> {
-    let mut c =
-        Campaign::new(CampaignConfig { gen: GenConfig { vm, max_ops: 48, ..Default::default() }, seed, ..Default::default() });
+    let mut c = Campaign::new(CampaignConfig {
+        gen: GenConfig { vm, max_ops: 48, ..Default::default() },
+        seed,
+        ..Default::default()
+    });
     (0..n).map(|_| c.next_case()).collect()
 }
 

@@ -14,7 +14,21 @@ use std::time::{Duration, Instant};
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
-        &["vm", "variant", "against", "time", "runs", "seed", "out", "max-ops", "backend", "timeout-ms", "junit", "hazards", "ignore"],
+        &[
+            "vm",
+            "variant",
+            "against",
+            "time",
+            "runs",
+            "seed",
+            "out",
+            "max-ops",
+            "backend",
+            "timeout-ms",
+            "junit",
+            "hazards",
+            "ignore",
+        ],
         &["json", "fresh-vm"],
     )?;
     // Open fds are counted with no backend open at either end, RSS once the backend is set up
@@ -68,8 +82,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         seed,
         ignore: a.get("ignore").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default(),
     };
-    let replay_args = against.map(|b| format!(" --against {}", b.name())).unwrap_or_default();
     let backend_name = if kvm.is_some() { "kvm" } else { "model" };
+    // The replay line names the backend: a divergence from real KVM cannot show on the model.
+    let replay_args = against.map(|b| format!(" --against {}", b.name())).unwrap_or_default()
+        + if kvm.is_some() { " --backend kvm" } else { "" };
     let (_, rss0) = process_usage();
     let mut c = Campaign::new(cfg);
     if let Some(k) = kvm {
@@ -106,6 +122,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                     serde_json::json!({
                         "event": "finding", "signature": nf.finding.signature(), "label": nf.label(),
                         "known": nf.known, "file": path, "sequence": crate::seq::text::print(&nf.seq),
+                        "detail": nf.finding.detail, "finding": nf.finding,
                     })
                 );
             } else {
@@ -158,7 +175,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             serde_json::json!({
                 "event": "summary", "backend": backend_name, "seed": seed, "cases": c.cases, "ops": c.ops, "seconds": el,
                 "skipped": skipped, "open_fds": [fds0, fds1], "rss_kib": [rss0, rss1],
-                "mapping_checks": c.mapping_checks, "views_lost": c.views_lost, "known": known_hits,
+                "mapping_checks": c.mapping_checks, "views_lost": c.views_lost,
+                "mapped_cases": c.mapped_cases, "mapped_unchecked": c.mapped_unchecked, "known": known_hits,
                 "exec_per_sec": c.cases as f64 / el,
                 "findings": sigs.iter().map(|(s, n)| serde_json::json!({"signature": s, "hits": n})).collect::<Vec<_>>(),
                 "files": written,
@@ -178,8 +196,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         if backend_name == "kvm" {
             println!("real KVM: {} cases skipped (host lacks a capability)", skipped);
             println!(
-                "mapping view: {} GFN comparisons, {} steps whose view was lost",
-                c.mapping_checks, c.views_lost
+                "mapping view: {} GFN comparisons; {} cases mapped something, {} of them unchecked; {} steps' view lost",
+                c.mapping_checks, c.mapped_cases, c.mapped_unchecked, c.views_lost
             );
             for k in &known_hits {
                 println!("  known kernel difference: {k}");

@@ -30,7 +30,12 @@ fn default_kernel() -> Result<PathBuf, String> {
 }
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["kernel", "init", "time", "runs", "seed", "timeout", "junit"], &["json", "fresh-vm"])?;
+    let a = Args::parse(
+        argv,
+        &["kernel", "init", "time", "runs", "seed", "timeout", "junit", "out"],
+        &["json", "fresh-vm"],
+    )?;
+    let out = PathBuf::from(a.get("out").unwrap_or("findings"));
     let json = a.flag("json");
     let user_kernel = a.get("kernel").is_some();
     let kernel = match a.get("kernel") {
@@ -122,7 +127,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let _ = std::fs::remove_file(&initrd);
     let lines = lines?;
     let (mut passed, mut failed, mut skipped, mut fuzz_findings) = (0, 0, 0, Vec::new());
+    let (mut mapping_checks, mut mapped_unchecked, mut written) = (0u64, 0u64, Vec::new());
+    let replay_cmd = format!("privmem lab --kernel {}", kernel.display());
     let mut caps_ok = None;
+    let mut fuzz_summary = serde_json::Value::Null;
     let mut results = Vec::new();
     for l in &lines {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
@@ -145,6 +153,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 .find(|(n, _)| file.ends_with(n.as_str()))
                 .map(|(_, p)| p.display().to_string())
                 .unwrap_or(file.into());
+            mapping_checks += v["mapping_checks"].as_u64().unwrap_or(0);
             if v.get("skipped").is_some() {
                 skipped += 1;
                 if !json {
@@ -172,6 +181,18 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 println!("fuzz found the known divergence {}", v["signature"].as_str().unwrap_or(""));
             }
         } else if v["event"] == "finding" {
+            // Written here as `privmem fuzz` writes its own, atomically, as they arrive.
+            let path = crate::report::write_finding_files(
+                &out,
+                v["signature"].as_str().unwrap_or(""),
+                v["detail"].as_str().unwrap_or(""),
+                v["sequence"].as_str().unwrap_or(""),
+                &replay_cmd,
+                v["finding"].clone(),
+                serde_json::json!({"kernel": kernel.display().to_string(), "label": v["label"], "backend": "lab"}),
+            )
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+            written.push(path.display().to_string());
             if !json {
                 println!(
                     "fuzz finding {} ({}):\n{}",
@@ -181,13 +202,18 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 );
             }
             fuzz_findings.push(v);
-        } else if v["event"] == "summary" && !json {
-            println!(
-                "lab fuzz: {} cases in {:.0}s, {} distinct findings",
-                v["cases"],
-                v["seconds"].as_f64().unwrap_or(0.0),
-                v["findings"].as_array().map(|a| a.len()).unwrap_or(0)
-            );
+        } else if v["event"] == "summary" {
+            mapping_checks += v["mapping_checks"].as_u64().unwrap_or(0);
+            mapped_unchecked += v["mapped_unchecked"].as_u64().unwrap_or(0);
+            if !json {
+                println!(
+                    "lab fuzz: {} cases in {:.0}s, {} distinct findings",
+                    v["cases"],
+                    v["seconds"].as_f64().unwrap_or(0.0),
+                    v["findings"].as_array().map(|a| a.len()).unwrap_or(0)
+                );
+            }
+            fuzz_summary = v;
         }
     }
     let done = lines.iter().any(|l| l.starts_with(lab::DONE));
@@ -211,9 +237,19 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if json {
         println!(
             "{}",
-            serde_json::json!({"passed": passed, "failed": failed, "skipped": skipped, "results": results, "fuzz_findings": fuzz_findings, "completed": done})
+            serde_json::json!({
+                "passed": passed, "failed": failed, "skipped": skipped, "results": results,
+                "fuzz_findings": fuzz_findings, "fuzz": fuzz_summary, "completed": done,
+                "mapping_checks": mapping_checks, "mapped_unchecked": mapped_unchecked, "files": written,
+            })
         );
     } else {
+        println!(
+            "lab: mapping view: {mapping_checks} GFN comparisons, {mapped_unchecked} fuzz cases mapped but unchecked"
+        );
+        for w in &written {
+            println!("lab: finding written to {w}");
+        }
         println!("lab: {passed} passed, {failed} failed, {skipped} skipped; {} fuzz findings", fuzz_findings.len());
     }
     Ok(if !done {

@@ -136,7 +136,12 @@ fn coverage(argv: &[String]) -> Result<i32, String> {
             max_ops: 24,
             hazards: parse_hazards(a.get("hazards"))?,
         };
-        let mut c = Campaign::new(CampaignConfig { gen, against: None, seed: a.num("seed")?.unwrap_or(1), ..Default::default() });
+        let mut c = Campaign::new(CampaignConfig {
+            gen,
+            against: None,
+            seed: a.num("seed")?.unwrap_or(1),
+            ..Default::default()
+        });
         seqs.extend((0..runs).map(|_| c.next_case()));
     }
     if seqs.is_empty() {

@@ -125,7 +125,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if !json {
         let passed = a.positional.len() - failed - skipped - bad_input;
         if kvm.is_some() {
-            println!("mapping view: {}, {total_mapping_checks} GFN comparisons", kvm.as_ref().map(|k| k.view_name()).unwrap_or_default());
+            println!(
+                "mapping view: {}, {total_mapping_checks} GFN comparisons",
+                kvm.as_ref().map(|k| k.view_name()).unwrap_or_default()
+            );
         }
         if bad_input > 0 {
             println!("{passed} passed, {failed} failed, {skipped} skipped, {bad_input} unreadable");

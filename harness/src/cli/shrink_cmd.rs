@@ -18,8 +18,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     };
     let sig = f.signature();
     let small = shrink(&seq, |c| run_model(c).has(&sig));
-    write_atomic(std::path::Path::new(out), finding_seq_text(&f, &small, "").as_bytes())
-        .map_err(|e| format!("{out}: {e}"))?;
+    write_atomic(
+        std::path::Path::new(out),
+        finding_seq_text(&f.signature(), &f.detail, &crate::seq::text::print(&small), "privmem replay").as_bytes(),
+    )
+    .map_err(|e| format!("{out}: {e}"))?;
     if a.flag("json") {
         println!(
             "{}",

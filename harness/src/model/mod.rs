@@ -138,6 +138,16 @@ impl HostFacts {
     }
 }
 
+/// The one rule for page counters where the host's THP decides some 2M leaves: each such leaf
+/// is either that 2M leaf or between 1 and 512 4K leaves (the guest touched at least the page
+/// that faulted). `want` gives, per level (4K, 2M, 1G), the counts that would do (None: any).
+/// Whether some choice of THP outcomes gives counts that all do.
+pub fn pages_feasible(model: ([u64; 3], u64), want: [Option<&[u64]>; 3]) -> bool {
+    let ([c4, c2, c1], thp) = model;
+    let ok = |w: Option<&[u64]>, lo: u64, hi: u64| w.is_none_or(|w| w.iter().any(|v| (lo..=hi).contains(v)));
+    ok(want[2], c1, c1) && (0..=thp.min(c2)).any(|taken| ok(want[1], c2 - taken, c2 - taken) && ok(want[0], c4 + taken, c4 + 512 * taken))
+}
+
 pub struct Model {
     pub h: Header,
     pub pol: Policy,
@@ -328,13 +338,8 @@ impl Model {
         match op {
             Op::ExpectPages { p4k, p2m, p1g } => {
                 let ([c4, c2, c1], thp) = self.page_counts();
-                // Where THP decides, each such 2M leaf may instead be up to 512 4K leaves.
                 let ranges = [(c4, c4 + 512 * thp), (c2 - thp, c2), (c1, c1)];
-                let ok = [p4k, p2m, p1g]
-                    .iter()
-                    .zip(ranges)
-                    .all(|(want, (lo, hi))| want.as_ref().is_none_or(|w| w.iter().any(|v| *v >= lo && *v <= hi)));
-                if ok {
+                if pages_feasible(self.page_counts(), [p4k.as_deref(), p2m.as_deref(), p1g.as_deref()]) {
                     Ok(())
                 } else {
                     let r = |(lo, hi): (u64, u64)| {

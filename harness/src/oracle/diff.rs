@@ -5,15 +5,13 @@ use super::finding::{set_context, signature_covers, Finding, FindingKind};
 use super::run::{run_model_with, RunOpts, Trace};
 use crate::backend::view::{compare_installed, compare_leaves, StepView};
 use crate::backend::{Backend, Observed, RealTrace, RunError};
+use crate::model::pages_feasible;
 use crate::seq::text::{print_op, print_outcome};
 use crate::seq::Sequence;
 
-/// Whether real page counters fall inside what the model allows (THP may turn each of its
-/// THP-decided 2M leaves into up to 512 4K leaves).
+/// Whether real page counters are ones the model allows ([`pages_feasible`]).
 pub fn pages_allowed(model: ([u64; 3], u64), real: [u64; 3]) -> bool {
-    let ([c4, c2, c1], thp) = model;
-    let taken = c2 - real[1].min(c2);
-    real[1] <= c2 && taken <= thp && real[0] >= c4 && real[0] <= c4 + 512 * taken && real[2] == c1
+    pages_feasible(model, [Some(&[real[0]]), Some(&[real[1]]), Some(&[real[2]])])
 }
 
 fn fmt_pages(p: [u64; 3]) -> String {
@@ -28,6 +26,8 @@ pub struct Diff {
     pub mapping_checks: u64,
     /// Steps whose view could not be compared (events lost).
     pub views_lost: u64,
+    /// The kernel's view showed a leaf of the case's memory at some step.
+    pub kernel_mapped: bool,
 }
 
 /// Divergence findings of a real run against the model's trace of the same sequence: every
@@ -37,6 +37,9 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Diff {
     let mut d = Diff::default();
     let mut mapping_seen = false;
     for (i, st) in seq.steps.iter().enumerate() {
+        if let Some(Some(StepView::Leaves(k) | StepView::Installed(k))) = real.views.get(i) {
+            d.kernel_mapped |= !k.is_empty();
+        }
         if let (Some(Some(v)), Some(Some(leaves))) = (real.views.get(i), model.leaves.get(i)) {
             let (checks, mismatch) = match v {
                 StepView::Leaves(k) => compare_leaves(leaves, k),
@@ -69,7 +72,7 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Diff {
                 let allowed = if thp == 0 {
                     fmt_pages([c4, c2, c1])
                 } else {
-                    format!("{} (THP: up to {thp} of the 2M as 4K)", fmt_pages([c4, c2, c1]))
+                    format!("{} (THP: up to {thp} of the 2M as 1 to 512 4K each)", fmt_pages([c4, c2, c1]))
                 };
                 (pages_allowed(mp, *p), (allowed, "pages"), (fmt_pages(*p), "pages"))
             }

@@ -83,7 +83,11 @@ pub fn set_context(findings: &mut [Finding], h: &Header) {
 /// in `:` covers every state under it.
 pub fn signature_covers(recorded: &str, actual: &str) -> bool {
     let base = |s: &str| s.split_once('@').map(|(b, _)| b.to_string()).unwrap_or(s.to_string());
-    let (r, a) = if recorded.contains('@') { (recorded.to_string(), actual.to_string()) } else { (base(recorded), base(actual)) };
+    let (r, a) = if recorded.contains('@') {
+        (recorded.to_string(), actual.to_string())
+    } else {
+        (base(recorded), base(actual))
+    };
     r == a || (r.ends_with(':') && a.starts_with(&r))
 }
 

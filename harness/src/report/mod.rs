@@ -33,16 +33,16 @@ pub fn sig_hash(sig: &str) -> String {
     format!("{h:016x}")
 }
 
-/// The text of a finding's reproducer: comments saying what it shows and how to replay it,
-/// then the sequence.
-pub fn finding_seq_text(f: &Finding, seq: &Sequence, replay_args: &str) -> String {
+/// The text of a finding's reproducer: comments saying what it shows and how to replay it
+/// (`replay` is the command, the file's path last), then the sequence.
+pub fn finding_seq_text(signature: &str, detail: &str, sequence: &str, replay: &str) -> String {
     let mut o = String::new();
-    o.push_str(&format!("# finding: {}\n", f.signature()));
-    for line in f.detail.lines() {
+    o.push_str(&format!("# finding: {signature}\n"));
+    for line in detail.lines() {
         o.push_str(&format!("# {line}\n"));
     }
-    o.push_str(&format!("# replay: privmem replay{replay_args} FILE\n"));
-    o.push_str(&text::print(seq));
+    o.push_str(&format!("# replay: {replay} FILE\n"));
+    o.push_str(sequence);
     o
 }
 
@@ -54,14 +54,30 @@ pub fn write_finding(
     replay_args: &str,
     extra: serde_json::Value,
 ) -> std::io::Result<PathBuf> {
-    let stem = format!("{}-{}", f.kind.name(), &sig_hash(&f.signature())[..12]);
+    let replay = format!("privmem replay{replay_args}");
+    let finding = serde_json::to_value(f).unwrap_or_default();
+    write_finding_files(dir, &f.signature(), &f.detail, &text::print(seq), &replay, finding, extra)
+}
+
+/// The one writer of finding files, for findings made here and those a lab VM reported.
+pub fn write_finding_files(
+    dir: &Path,
+    signature: &str,
+    detail: &str,
+    sequence: &str,
+    replay: &str,
+    finding: serde_json::Value,
+    extra: serde_json::Value,
+) -> std::io::Result<PathBuf> {
+    let kind = signature.split(':').next().unwrap_or("finding");
+    let stem = format!("{kind}-{}", &sig_hash(signature)[..12]);
     let seq_path = dir.join(format!("{stem}.seq"));
-    write_atomic(&seq_path, finding_seq_text(f, seq, replay_args).as_bytes())?;
+    write_atomic(&seq_path, finding_seq_text(signature, detail, sequence, replay).as_bytes())?;
     let json = serde_json::json!({
-        "signature": f.signature(),
-        "finding": f,
-        "sequence": text::print(seq),
-        "replay": format!("privmem replay{replay_args} {}", seq_path.display()),
+        "signature": signature,
+        "finding": finding,
+        "sequence": sequence,
+        "replay": format!("{replay} {}", seq_path.display()),
         "extra": extra,
     });
     write_atomic(

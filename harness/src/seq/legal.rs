@@ -20,7 +20,12 @@ pub fn check_header(h: &Header) -> Result<(), String> {
         return Err(format!("`variant` selects a KVM TDX variant; vm {} has none", h.vm.name()));
     }
     if let Some(k) = h.options.iter().find(|k| k.vm() != h.vm) {
-        return Err(format!("`option {}` has a meaning on vm {} only, not on vm {}", k.name(), k.vm().name(), h.vm.name()));
+        return Err(format!(
+            "`option {}` has a meaning on vm {} only, not on vm {}",
+            k.name(),
+            k.vm().name(),
+            h.vm.name()
+        ));
     }
     if h.gmems.len() > MAX_GMEMS {
         return Err(format!("at most {MAX_GMEMS} guest_memfd files"));

@@ -9,12 +9,11 @@ pub mod raw;
 pub mod trace;
 
 use super::caps::Caps;
-use super::{Backend, Observed, RealTrace, RunError};
-use crate::seq::*;
 use super::view::{Mmu, StepView, UserBacking};
+use super::{Backend, Observed, RealTrace, RunError};
 use crate::model::HostFacts;
+use crate::seq::*;
 use guest::{BatchError, CmdExit, Watchdog};
-use trace::TraceView;
 use kvm_bindings::{kvm_create_guest_memfd, kvm_userspace_memory_region2};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use mem::Mapping;
@@ -22,6 +21,7 @@ use privmem_guest::abi::*;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+use trace::TraceView;
 
 struct RGmem {
     fd: OwnedFd,
