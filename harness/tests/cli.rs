@@ -152,7 +152,7 @@ fn fuzzer_artifacts_replay_to_the_same_signature() {
     seq.steps.iter_mut().for_each(|s| s.expect = None);
     let bytes = privmem::seq::codec::encode(&seq);
     let want: Vec<String> = privmem::fuzzing::model(&bytes).iter().map(|f| f.signature()).collect();
-    assert!(want.contains(&"livelock:accept:no-progress".to_string()), "{want:?}");
+    assert!(want.contains(&"livelock:accept:no-progress@tdx/huge-v1".to_string()), "{want:?}");
     let d = tmpdir("artifact");
     let art = d.join("crash-h1");
     std::fs::write(&art, &bytes).unwrap();

@@ -45,9 +45,9 @@ fn a_wrong_expectation_is_reported() {
     let wrong = src.replace("=> livelock", "=> ok");
     let t = run_model(&parse("H1-wrong", &wrong).unwrap());
     let sigs: Vec<String> = t.findings.iter().map(|f| f.signature()).collect();
-    assert!(sigs.contains(&"expectation:accept:expected-ok".to_string()), "{sigs:?}");
+    assert!(sigs.contains(&"expectation:accept:expected-ok@tdx/huge-v1".to_string()), "{sigs:?}");
     assert!(
-        sigs.contains(&"livelock:accept:no-progress".to_string()),
+        sigs.contains(&"livelock:accept:no-progress@tdx/huge-v1".to_string()),
         "an undocumented livelock is a finding: {sigs:?}"
     );
 }

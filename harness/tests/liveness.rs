@@ -16,6 +16,7 @@ fn cases_until(
     let cfg = CampaignConfig {
         gen: GenConfig { vm: Some(VmType::Tdx), variant, max_ops: 24, hazards: Knob::ALL.to_vec() },
         against: None,
+        ignore: Vec::new(),
         seed,
     };
     let mut c = Campaign::new(cfg);
@@ -64,6 +65,7 @@ fn reaches_snp_size_mismatch() {
     let cfg = CampaignConfig {
         gen: GenConfig { vm: Some(VmType::Snp), max_ops: 24, ..Default::default() },
         against: None,
+        ignore: Vec::new(),
         seed: 5,
     };
     let mut c = Campaign::new(cfg);
@@ -87,6 +89,7 @@ fn huge_v3_never_livelocks_unless_the_accept_level_is_ignored() {
             hazards: Knob::ALL.to_vec(),
         },
         against: None,
+        ignore: Vec::new(),
         seed: 6,
     };
     let mut c = Campaign::new(cfg);

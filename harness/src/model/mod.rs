@@ -145,7 +145,9 @@ impl HostFacts {
 pub fn pages_feasible(model: ([u64; 3], u64), want: [Option<&[u64]>; 3]) -> bool {
     let ([c4, c2, c1], thp) = model;
     let ok = |w: Option<&[u64]>, lo: u64, hi: u64| w.is_none_or(|w| w.iter().any(|v| (lo..=hi).contains(v)));
-    ok(want[2], c1, c1) && (0..=thp.min(c2)).any(|taken| ok(want[1], c2 - taken, c2 - taken) && ok(want[0], c4 + taken, c4 + 512 * taken))
+    ok(want[2], c1, c1)
+        && (0..=thp.min(c2))
+            .any(|taken| ok(want[1], c2 - taken, c2 - taken) && ok(want[0], c4 + taken, c4 + 512 * taken))
 }
 
 pub struct Model {
