@@ -28,6 +28,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             "junit",
             "hazards",
             "ignore",
+            "plant",
         ],
         &["json", "fresh-vm"],
     )?;
@@ -59,6 +60,12 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     }
     if (variant.is_some() || against.is_some()) && vm != Some(VmType::Tdx) {
         return Err("--variant/--against need --vm tdx".into());
+    }
+    if let Some(p) = a.get("plant") {
+        use crate::model::seeded::{plant, SeededBug};
+        let names: Vec<_> = SeededBug::ALL.iter().map(|b| b.name()).collect();
+        let bug = SeededBug::ALL.into_iter().find(|b| b.name() == p);
+        plant(Some(bug.ok_or(format!("--plant: unknown seeded bug `{p}` ({})", names.join(", ")))?));
     }
     let time = a.num("time")?;
     let runs = a.num("runs")?;

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod memslot;
 pub mod ranges;
 pub mod rmp;
+pub mod seeded;
 pub mod sept;
 pub mod snp;
 pub mod stage2;

@@ -83,6 +83,9 @@ impl Policy {
             Variant::Upstream => FaultSplit::Never,
             Variant::HugeV1 => FaultSplit::Ignore,
             Variant::HugeV2 => FaultSplit::Refuse,
+            Variant::HugeV3 if super::seeded::planted() == Some(super::seeded::SeededBug::HugeV3SplitIgnored) => {
+                FaultSplit::Ignore
+            }
             Variant::HugeV3 => FaultSplit::WriteLock,
         }
     }
