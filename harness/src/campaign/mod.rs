@@ -170,6 +170,11 @@ impl Campaign {
             if *n > 1 {
                 continue;
             }
+            if self.is_known(&f) {
+                // A recorded kernel difference: reported as known, not shrunk again.
+                out.push(NewFinding { finding: f, seq: s.clone(), case: self.cases, confirmed: 1, known: true });
+                continue;
+            }
             let shrunk = shrink(&s, |c| self.findings_of(c).iter().any(|g| g.signature() == sig));
             let finding = self.findings_of(&shrunk).into_iter().find(|g| g.signature() == sig).unwrap_or(f);
             let confirmed =

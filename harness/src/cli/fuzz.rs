@@ -183,6 +183,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 "event": "summary", "backend": backend_name, "seed": seed, "cases": c.cases, "ops": c.ops, "seconds": el,
                 "skipped": skipped, "open_fds": [fds0, fds1], "rss_kib": [rss0, rss1],
                 "mapping_checks": c.mapping_checks, "views_lost": c.views_lost,
+                "real_seconds": crate::oracle::diff::REAL_NANOS.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9,
+                "phase_seconds": crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9).collect::<Vec<_>>(),
                 "mapped_cases": c.mapped_cases, "mapped_unchecked": c.mapped_unchecked, "known": known_hits,
                 "exec_per_sec": c.cases as f64 / el,
                 "findings": sigs.iter().map(|(s, n)| serde_json::json!({"signature": s, "hits": n})).collect::<Vec<_>>(),

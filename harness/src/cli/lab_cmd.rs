@@ -32,7 +32,7 @@ fn default_kernel() -> Result<PathBuf, String> {
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
-        &["kernel", "init", "time", "runs", "seed", "timeout", "junit", "out"],
+        &["kernel", "init", "time", "runs", "seed", "timeout", "junit", "out", "jobs"],
         &["json", "fresh-vm"],
     )?;
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
@@ -81,56 +81,81 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .flat_map(|s| known_divergences(&s))
         .collect();
-    let mut args: Vec<String> = vec![
-        "caps".into(),
-        "--json".into(),
-        "--next--".into(),
-        "replay".into(),
-        "--backend".into(),
-        "kvm".into(),
-        "--json".into(),
-    ];
-    args.extend(names.iter().map(|(n, _)| format!("/corpus/{n}")));
-    if fuzz {
-        args.extend(
-            ["--next--", "fuzz", "--backend", "kvm", "--vm", "sw-protected", "--json", "--out", "/tmp/findings"]
-                .map(String::from),
-        );
-        match runs {
-            Some(r) => args.extend(["--runs".to_string(), r.to_string()]),
-            None => args.extend(["--time".to_string(), time.to_string()]),
+    // As many lab VMs at once as the machine has cores (TCG is CPU bound): the first replays
+    // the scenarios, and the campaign's runs are split between all, each with its own seed.
+    let jobs =
+        a.num("jobs")?.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1));
+    let jobs = jobs.clamp(1, if fuzz { 16 } else { 1 });
+    let seed = a.num("seed")?;
+    let per_job_args = |j: u64| -> Vec<String> {
+        let mut args: Vec<String> = vec!["caps".into(), "--json".into()];
+        if j == 0 {
+            args.extend(["--next--", "replay", "--backend", "kvm", "--json"].map(String::from));
+            args.extend(names.iter().map(|(n, _)| format!("/corpus/{n}")));
         }
-        if let Some(seed) = a.num("seed")? {
-            args.extend(["--seed".to_string(), seed.to_string()]);
+        if fuzz {
+            args.extend(
+                ["--next--", "fuzz", "--backend", "kvm", "--vm", "sw-protected", "--json", "--out", "/tmp/findings"]
+                    .map(String::from),
+            );
+            match runs {
+                Some(r) => args.extend(["--runs".to_string(), (r / jobs + (j < r % jobs) as u64).to_string()]),
+                None => args.extend(["--time".to_string(), time.to_string()]),
+            }
+            if let Some(seed) = seed {
+                args.extend(["--seed".to_string(), seed.wrapping_add(j).to_string()]);
+            }
+            if a.flag("fresh-vm") {
+                args.push("--fresh-vm".into());
+            }
         }
-        if a.flag("fresh-vm") {
-            args.push("--fresh-vm".into());
-        }
-    }
-    let initrd_bytes = lab::initramfs(&init_bin, &args, &payload);
-    let initrd = std::env::temp_dir().join(format!("privmem-lab-{}.cpio", std::process::id()));
-    std::fs::write(&initrd, &initrd_bytes).map_err(|e| format!("{}: {e}", initrd.display()))?;
+        args
+    };
     let limit = Duration::from_secs(a.num("timeout")?.unwrap_or(240 + time + runs.unwrap_or(0)));
     if !json {
         eprintln!(
-            "lab: booting {} with {} scenarios{}",
+            "lab: booting {} with {} scenarios{} ({jobs} lab VM{} at once)",
             kernel.display(),
             files.len(),
-            if fuzz { ", then a fuzz campaign".to_string() } else { String::new() }
+            if fuzz { ", then a fuzz campaign".to_string() } else { String::new() },
+            if jobs > 1 { "s" } else { "" }
         );
     }
-    let lines = lab::boot(&kernel, &initrd, limit, |l| {
-        if std::env::var_os("PRIVMEM_LAB_VERBOSE").is_some() {
-            eprintln!("lab| {l}");
-        }
+    let started = std::time::Instant::now();
+    let boots: Vec<Result<Vec<String>, String>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..jobs)
+            .map(|j| {
+                let initrd_bytes = lab::initramfs(&init_bin, &per_job_args(j), &payload);
+                let kernel = &kernel;
+                sc.spawn(move || {
+                    let initrd = std::env::temp_dir().join(format!("privmem-lab-{}-{j}.cpio", std::process::id()));
+                    std::fs::write(&initrd, &initrd_bytes).map_err(|e| format!("{}: {e}", initrd.display()))?;
+                    let lines = lab::boot(kernel, &initrd, limit, |l| {
+                        if std::env::var_os("PRIVMEM_LAB_VERBOSE").is_some() {
+                            eprintln!("lab{j}| {l}");
+                        }
+                    });
+                    let _ = std::fs::remove_file(&initrd);
+                    lines
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("lab VM thread panicked".into()))).collect()
     });
-    let _ = std::fs::remove_file(&initrd);
-    let lines = lines?;
+    let wall = started.elapsed().as_secs_f64();
+    let mut lines = Vec::new();
+    let mut completed = 0;
+    for b in boots {
+        let l = b?;
+        completed += l.iter().any(|x| x.starts_with(lab::DONE)) as u64;
+        lines.extend(l);
+    }
+
     let (mut passed, mut failed, mut skipped, mut fuzz_findings) = (0, 0, 0, Vec::new());
     let (mut mapping_checks, mut mapped_unchecked, mut written) = (0u64, 0u64, Vec::new());
     let replay_cmd = format!("privmem lab --kernel {}", kernel.display());
     let mut caps_ok = None;
-    let mut fuzz_summary = serde_json::Value::Null;
+    let mut fuzz_summaries = Vec::new();
     let mut results = Vec::new();
     for l in &lines {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
@@ -213,10 +238,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                     v["findings"].as_array().map(|a| a.len()).unwrap_or(0)
                 );
             }
-            fuzz_summary = v;
+            fuzz_summaries.push(v);
         }
     }
-    let done = lines.iter().any(|l| l.starts_with(lab::DONE));
+    let done = completed == jobs;
     if let Some(missing) = &caps_ok {
         if !missing.is_empty() {
             let msg = format!("the lab kernel lacks: {missing}");
@@ -231,6 +256,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             lines.iter().rev().take(15).rev().cloned().collect::<Vec<_>>().join("\n")
         ));
     }
+    let fuzz_cases: u64 = fuzz_summaries.iter().map(|v| v["cases"].as_u64().unwrap_or(0)).sum();
     if let Some(j) = a.get("junit") {
         crate::report::junit::write(Path::new(j), "privmem-lab", &results).map_err(|e| format!("{j}: {e}"))?;
     }
@@ -239,7 +265,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             "{}",
             serde_json::json!({
                 "passed": passed, "failed": failed, "skipped": skipped, "results": results,
-                "fuzz_findings": fuzz_findings, "fuzz": fuzz_summary, "completed": done,
+                "fuzz_findings": fuzz_findings, "fuzz": fuzz_summaries, "completed": done,
+                "jobs": jobs, "wall_seconds": wall, "fuzz_cases": fuzz_cases,
                 "mapping_checks": mapping_checks, "mapped_unchecked": mapped_unchecked, "files": written,
             })
         );
@@ -247,6 +274,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         println!(
             "lab: mapping view: {mapping_checks} GFN comparisons, {mapped_unchecked} fuzz cases mapped but unchecked"
         );
+        if fuzz {
+            println!("lab: {fuzz_cases} fuzz cases on {jobs} lab VMs, {wall:.1}s wall time in all (boot and corpus included)");
+        }
         for w in &written {
             println!("lab: finding written to {w}");
         }

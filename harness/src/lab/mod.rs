@@ -29,16 +29,24 @@ pub fn initramfs(init: &[u8], args: &[String], files: &[(String, Vec<u8>)]) -> V
     w.finish()
 }
 
-/// PID of the QEMU child, for the Ctrl-C handler (nothing is left running on any exit path).
-static CHILD: AtomicI32 = AtomicI32::new(0);
+/// PIDs of the QEMU children (one per lab VM running at once), for the Ctrl-C handler: nothing
+/// is left running on any exit path. Atomics, because a signal handler may not take a lock.
+static CHILDREN: [AtomicI32; 16] = [const { AtomicI32::new(0) }; 16];
 
 extern "C" fn on_interrupt(sig: libc::c_int) {
-    let pid = CHILD.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill and _exit are async-signal-safe.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+    for c in &CHILDREN {
+        let pid = c.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill and _exit are async-signal-safe.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
     unsafe { libc::_exit(128 + sig) };
+}
+
+/// Remember a child in a free slot; returns the slot.
+fn register(pid: i32) -> Option<usize> {
+    CHILDREN.iter().position(|c| c.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst).is_ok())
 }
 
 /// Boot `kernel` with `initrd` under QEMU TCG and return the serial console's lines. The run is
@@ -71,7 +79,7 @@ pub fn boot(
     }
     let mut child =
         cmd.spawn().map_err(|e| format!("{qemu}: {e} (install qemu-system-x86; ci/lab/build-kernel.sh does)"))?;
-    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    let slot = register(child.id() as i32);
     // SAFETY: installing a handler that only kills the child and exits.
     unsafe {
         libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
@@ -110,7 +118,9 @@ pub fn boot(
     }
     let _ = child.kill();
     let _ = child.wait();
-    CHILD.store(0, Ordering::SeqCst);
+    if let Some(s) = slot {
+        CHILDREN[s].store(0, Ordering::SeqCst);
+    }
     if timed_out {
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {

@@ -67,6 +67,10 @@ struct VmState {
     plain_backing: Vec<UserBacking>,
 }
 
+/// Time spent in set-up, steps and reset, summed over cases (where a case's time goes).
+pub static PHASE_NANOS: [std::sync::atomic::AtomicU64; 3] =
+    [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+
 pub struct KvmBackend {
     kvm: Kvm,
     pub caps: Caps,
@@ -198,12 +202,14 @@ impl KvmBackend {
     fn prepare(&mut self, vm_type: VmType, n: u32, slot_zap_all_off: bool) -> Result<(), RunError> {
         // A VM with fewer vCPUs is replaced: new vCPUs would touch harness pages after the
         // baseline was taken.
-        // Only default VMs are reused: on VMs with private memory the lab's kernel showed state
-        // surviving every reset this backend can do (the memory-fault flags of a slot-less
-        // private GFN changed with what an earlier case had done), so the reset cannot be
-        // proved clean there and each case gets a fresh VM.
+        // On VMs with private memory the lab's kernel showed state surviving the reset (the
+        // memory-fault flags of a slot-less private GFN changed with what an earlier case had
+        // done: a cached MMIO SPTE outlives slot deletions). Page counters cannot see that, so
+        // such VMs are reused only where the view sees every SPTE (TDP MMU) and the reset then
+        // proves that no leaf and no MMIO SPTE of the case is left; else a fresh VM per case.
+        let proved = self.view.as_ref().is_some_and(|v| v.mmu == Mmu::Tdp);
         let reusable = self.reuse
-            && vm_type == VmType::Default
+            && (vm_type == VmType::Default || (vm_type == VmType::SwProtected && proved))
             && self.vm.as_ref().is_some_and(|s| {
                 s.vm_type == vm_type && s.vcpus.len() >= n as usize && s.slot_zap_all_off == slot_zap_all_off
             });
@@ -245,15 +251,11 @@ impl KvmBackend {
             let a = kvm_bindings::kvm_memory_attributes { address, size, attributes: 0, flags: 0 };
             ok &= st.vm.set_memory_attributes(a).is_ok();
         }
-        // MMIO SPTEs of slot-less GFNs are not leaves and survive the slot deletions above. On
-        // a default VM a later slot there bumps the MMIO generation and they are refaulted; on
-        // a VM with private memory (never reused today) they would keep answering MMIO for a
-        // GFN converted to private, so drop every root with a scratch slot (x86 zaps all on a
-        // slot deletion).
-        if st.vm_type != VmType::Default {
-            ok &= Self::scratch_slot_cycle(st).is_ok();
-            st.harness_warm &= !st.zaps_all;
-        }
+        // MMIO SPTEs of slot-less GFNs are not leaves and survive the slot deletions above
+        // (6.12 zaps every root on a slot deletion for default VMs only). On a default VM a
+        // later slot there bumps the MMIO generation and they are refaulted; on a VM with
+        // private memory they would keep answering MMIO for a GFN converted to private, so such
+        // a VM is kept only if the view below proves none is left (`prepare`).
         let expected = if st.harness_warm { st.baseline } else { st.post_zap };
         let now = st.stats.as_ref().and_then(|s| s.pages());
         ok &= expected.is_some() && now == expected;
@@ -261,7 +263,7 @@ impl KvmBackend {
         // case's memory is left.
         if let Some(v) = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp) {
             v.drain();
-            ok &= !v.lost() && !v.any_leaf_below(HARNESS_GPA >> 12);
+            ok &= !v.lost() && !v.any_left_below(HARNESS_GPA >> 12);
         }
         if !ok || !self.reuse {
             self.vm = None;
@@ -738,7 +740,7 @@ impl KvmBackend {
                 i += 1;
             }
         }
-        if self.view.as_ref().is_some_and(|v| v.lost()) {
+        if self.view.as_mut().is_some_and(|v| v.check_lost()) {
             // Events were dropped somewhere in the case: no view of it is trustworthy.
             t.views_lost = t.views.iter().filter(|v| v.is_some()).count() as u64;
             t.views.iter_mut().for_each(|v| *v = None);
@@ -847,10 +849,17 @@ impl Backend for KvmBackend {
         if let Err(why) = self.footing() {
             return Err(RunError::Setup(format!("footing check failed, refusing to run: {why}")));
         }
+        let t0 = Instant::now();
         self.prepare(seq.header.vm, seq.header.vcpus, seq.header.has(Knob::NoSlotZapAll))?;
         self.ensure_baseline()?;
+        let t1 = Instant::now();
         let r = self.run_steps(seq);
+        let t2 = Instant::now();
         self.reset(r.is_ok());
+        let t3 = Instant::now();
+        for (i, d) in [t1 - t0, t2 - t1, t3 - t2].iter().enumerate() {
+            PHASE_NANOS[i].fetch_add(d.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         r
     }
 }

@@ -25,6 +25,14 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 const SPTE_PRESENT: u64 = 1 << 11;
 /// `PT_PAGE_SIZE_MASK`: a present SPTE above 4K with this bit is a huge leaf.
 const SPTE_LARGE: u64 = 1 << 7;
+/// `SHADOW_NONPRESENT_VALUE` (64-bit) and `FROZEN_SPTE`: the two non-present values that cache
+/// nothing. Any other non-present, non-zero SPTE caches an MMIO access.
+const NONPRESENT: u64 = 1 << 63;
+const FROZEN: u64 = NONPRESENT | 0x5a0;
+
+fn is_mmio(spte: u64) -> bool {
+    spte & SPTE_PRESENT == 0 && spte != 0 && spte != NONPRESENT && spte != FROZEN
+}
 
 /// Which MMU the host's KVM runs: `kvm.tdp_mmu` says (the TDP MMU needs EPT/NPT, which the
 /// module parameter already accounts for at load).
@@ -43,6 +51,8 @@ pub struct TraceView {
     pub mmu: Mmu,
     /// TDP: present leaves by (address space, gfn).
     leaves: BTreeMap<(u8, u64), Level>,
+    /// TDP: cached MMIO SPTEs, which outlive memslot changes (only their generation goes stale).
+    mmio: std::collections::BTreeSet<(u8, u64)>,
     /// Shadow: leaves installed since the last [`TraceView::take_installed`].
     installed: Vec<KLeaf>,
     /// Events the kernel dropped (ring buffer overrun); a view with losses is not compared.
@@ -117,6 +127,7 @@ impl TraceView {
             pipe: Some(pipe),
             mmu,
             leaves: BTreeMap::new(),
+            mmio: Default::default(),
             installed: Vec::new(),
             lost: false,
             buf: vec![0; 1 << 16],
@@ -128,6 +139,7 @@ impl TraceView {
     pub fn reset(&mut self) {
         self.drain();
         self.leaves.clear();
+        self.mmio.clear();
         self.installed.clear();
         self.lost = false;
     }
@@ -169,9 +181,12 @@ impl TraceView {
             }
         }
         self.pipe = Some(pipe);
-        if self.overruns() > 0 {
-            self.lost = true;
-        }
+    }
+
+    /// Check the ring buffer for dropped events (once a case: it reads a file per CPU).
+    pub fn check_lost(&mut self) -> bool {
+        self.lost |= self.overruns() > 0;
+        self.lost
     }
 
     fn apply(&mut self, line: &str) {
@@ -205,6 +220,11 @@ impl TraceView {
             if leaf(new) {
                 self.leaves.insert(key, l);
             }
+            if is_mmio(new) {
+                self.mmio.insert(key);
+            } else {
+                self.mmio.remove(&key);
+            }
         } else if line.contains("kvm_mmu_set_spte:") {
             let (Some(gfn), Some(lv)) = (field("gfn"), field("level")) else { return };
             if let Some(l) = level(lv) {
@@ -236,9 +256,10 @@ impl TraceView {
         Some(v.into_iter().filter(|l| l.gfn < limit_gfn).collect())
     }
 
-    /// Whether any present leaf is left below `limit_gfn` (TDP): a reset is clean only if not.
-    pub fn any_leaf_below(&self, limit_gfn: u64) -> bool {
-        self.leaves.keys().any(|(_, g)| *g < limit_gfn)
+    /// Whether any present leaf or cached MMIO SPTE is left below `limit_gfn` (TDP): a reset
+    /// is proved clean only if not.
+    pub fn any_left_below(&self, limit_gfn: u64) -> bool {
+        self.leaves.keys().chain(self.mmio.iter()).any(|(_, g)| *g < limit_gfn)
     }
 
     pub fn lost(&self) -> bool {
