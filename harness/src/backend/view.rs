@@ -90,34 +90,38 @@ fn describe_kernel(k: &[KLeaf], s: u64, e: u64) -> (String, &'static str) {
 /// host's THP decides may be a 2M leaf or any non-empty set of 4K leaves inside it; every other
 /// leaf must be the same leaf. Returns the comparisons made and the first mismatch.
 pub fn compare_leaves(model: &[(u64, Leaf)], kernel: &[KLeaf]) -> (u64, Option<Mismatch>) {
+    // Both sides are sorted and their leaves do not overlap, so one walk compares them: the
+    // kernel leaves inside a model leaf's range must be exactly that leaf (or, where THP
+    // decides, 4K leaves only), and every kernel leaf must fall in some model leaf's range.
     let mut checks = 0;
-    let mut covered = vec![false; kernel.len()];
-    let in_range = |s: u64, e: u64| kernel.partition_point(|k| k.gfn < s)..kernel.partition_point(|k| k.gfn < e);
+    let mut next = 0; // first kernel leaf not yet matched
+    let mismatch = |checks, at: u64, e: u64| {
+        let (m, ml) = describe(model, at);
+        let (k, kl) = describe_kernel(kernel, at, e);
+        (checks, Some(Mismatch { gfn: at, model: m, kernel: k, labels: (ml, kl) }))
+    };
     for (base, run) in model {
         let step = run.level.pages();
         for i in 0..run.count {
             let b = base + i * step;
             checks += 1;
-            let r = in_range(b, b + step);
-            let found: Vec<usize> = r.clone().collect();
-            let exact = found.len() == 1 && kernel[found[0]].gfn == b && kernel[found[0]].level == run.level;
-            let thp_small = run.thp && !found.is_empty() && found.iter().all(|&j| kernel[j].level == Level::L4K);
-            // A huge kernel leaf that starts before `b` and covers it.
-            if exact || thp_small {
-                found.iter().for_each(|&j| covered[j] = true);
-                continue;
+            if next < kernel.len() && kernel[next].gfn < b {
+                // A kernel leaf before this model leaf that no model leaf covers.
+                let g = kernel[next].gfn;
+                return mismatch(checks, g, g + kernel[next].level.pages());
             }
-            let (m, ml) = describe(model, b);
-            let (k, kl) = describe_kernel(kernel, b, b + step);
-            return (checks, Some(Mismatch { gfn: b, model: m, kernel: k, labels: (ml, kl) }));
+            let end = kernel[next..].partition_point(|k| k.gfn < b + step) + next;
+            let inside = &kernel[next..end];
+            let exact = matches!(inside, [k] if k.gfn == b && k.level == run.level);
+            let thp_small = run.thp && !inside.is_empty() && inside.iter().all(|k| k.level == Level::L4K);
+            if !(exact || thp_small) {
+                return mismatch(checks, b, b + step);
+            }
+            next = end;
         }
     }
-    if let Some(j) = covered.iter().position(|c| !c) {
-        checks += 1;
-        let g = kernel[j].gfn;
-        let (m, ml) = describe(model, g);
-        let (k, kl) = describe_kernel(kernel, g, g + kernel[j].level.pages());
-        return (checks, Some(Mismatch { gfn: g, model: m, kernel: k, labels: (ml, kl) }));
+    if let Some(k) = kernel.get(next) {
+        return mismatch(checks + 1, k.gfn, k.gfn + k.level.pages());
     }
     (checks + kernel.len() as u64, None)
 }

@@ -173,12 +173,55 @@ fn run_kvm(json: bool) -> Result<i32, String> {
     Ok(0)
 }
 
+/// `bench --backend lab`: the same seeded lab campaign on today's path (one lab VM, a fresh VM
+/// per case, no view) and on the new one (reused VMs proved clean by the view, as many lab VMs
+/// as cores), in one run; the ratio of fuzz cases per second (boot excluded).
+fn run_lab(json: bool, kernel: Option<&str>) -> Result<i32, String> {
+    const RUNS: u64 = 300;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let lab = |extra: &[&str]| -> Result<(f64, u64, u64), String> {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["lab", "--json", "--runs", &RUNS.to_string(), "--seed", "1"]).args(extra);
+        if let Some(k) = kernel {
+            cmd.args(["--kernel", k]);
+        }
+        let out = cmd.stderr(std::process::Stdio::inherit()).output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value =
+            serde_json::from_str(text.lines().last().unwrap_or("")).map_err(|e| format!("lab output: {e}: {text}"))?;
+        let fuzz = v["fuzz"].as_array().cloned().unwrap_or_default();
+        let cases: u64 = fuzz.iter().map(|f| f["cases"].as_u64().unwrap_or(0)).sum();
+        let secs = fuzz.iter().map(|f| f["seconds"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+        Ok((cases as f64 / secs.max(1e-9), cases, v["mapping_checks"].as_u64().unwrap_or(0)))
+    };
+    let (base, base_cases, _) = lab(&["--jobs", "1", "--fresh-vm", "--no-view"])?;
+    let (new, new_cases, checks) = lab(&[])?;
+    let ratio = new / base;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "lab_fresh_cases_per_sec": base, "lab_cases_per_sec": new, "lab_speedup": ratio,
+                "cases": [base_cases, new_cases], "mapping_checks": checks,
+            })
+        );
+    } else {
+        println!("lab, one VM, fresh VM per case, no view:   {base:8.1} cases/s ({base_cases} cases)");
+        println!(
+            "lab, parallel VMs, reused VMs, with view: {new:8.1} cases/s ({new_cases} cases, {checks} GFN comparisons)"
+        );
+        println!("lab speedup: {ratio:.2}");
+    }
+    Ok(0)
+}
+
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["backend"], &["json"])?;
+    let a = Args::parse(argv, &["backend", "kernel"], &["json"])?;
     match a.get("backend").unwrap_or("model") {
         "model" => {}
         "kvm" => return run_kvm(a.flag("json")),
-        other => return Err(format!("unknown backend `{other}` (model, kvm)")),
+        "lab" => return run_lab(a.flag("json"), a.get("kernel")),
+        other => return Err(format!("unknown backend `{other}` (model, kvm, lab)")),
     }
     let realistic = mix(None, 1, 400);
     let tdx = mix(Some(VmType::Tdx), 2, 400);

@@ -30,7 +30,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             "ignore",
             "plant",
         ],
-        &["json", "fresh-vm"],
+        &["json", "fresh-vm", "no-view"],
     )?;
     // Open fds are counted with no backend open at either end, RSS once the backend is set up
     // and again at the end, so that a soak compares like with like.
@@ -38,7 +38,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let kvm = match a.get("backend").unwrap_or("model") {
         "model" => None,
         "kvm" => {
-            let mut k = KvmBackend::open()?;
+            let mut k = KvmBackend::open_with(!a.flag("no-view"))?;
             if let Some(ms) = a.num("timeout-ms")? {
                 k.timeout = Duration::from_millis(ms);
             }

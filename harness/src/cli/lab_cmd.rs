@@ -33,7 +33,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
         &["kernel", "init", "time", "runs", "seed", "timeout", "junit", "out", "jobs"],
-        &["json", "fresh-vm"],
+        &["json", "fresh-vm", "no-view"],
     )?;
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
     let json = a.flag("json");
@@ -107,6 +107,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             }
             if a.flag("fresh-vm") {
                 args.push("--fresh-vm".into());
+            }
+            if a.flag("no-view") {
+                args.push("--no-view".into());
             }
         }
         args

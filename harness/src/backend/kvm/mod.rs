@@ -92,7 +92,13 @@ fn errno_of(e: i32) -> Outcome {
 }
 
 impl KvmBackend {
+    /// A backend with the kernel's mapping view where the host has one.
     pub fn open() -> Result<KvmBackend, String> {
+        Self::open_with(true)
+    }
+
+    /// `view: false` runs without the mapping view (the baseline of `bench --backend lab`).
+    pub fn open_with(view: bool) -> Result<KvmBackend, String> {
         let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
         Ok(KvmBackend {
             kvm,
@@ -104,7 +110,7 @@ impl KvmBackend {
             watchdog: Watchdog::new(),
             footing: None,
             view: None,
-            view_error: None,
+            view_error: if view { None } else { Some("turned off (--no-view)".into()) },
         }
         .with_view())
     }
@@ -113,6 +119,9 @@ impl KvmBackend {
     /// task when privmem is the lab's PID 1 (nothing else runs VMs there). `PRIVMEM_VIEW=off`
     /// turns it off.
     fn with_view(mut self) -> KvmBackend {
+        if self.view_error.is_some() {
+            return self;
+        }
         if std::env::var("PRIVMEM_VIEW").is_ok_and(|v| v == "off") {
             self.view_error = Some("turned off (PRIVMEM_VIEW=off)".into());
             return self;

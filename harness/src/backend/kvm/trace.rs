@@ -190,9 +190,11 @@ impl TraceView {
     }
 
     fn apply(&mut self, line: &str) {
+        // `... event: name value name value ...`: the value after a field's name; levels and
+        // address-space ids are decimal, everything else hex (the events' print formats).
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
         let field = |name: &str| -> Option<u64> {
-            let at = line.find(&format!(" {name} "))? + name.len() + 2;
-            let v = line[at..].split_whitespace().next()?;
+            let v = words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1))?;
             if name == "level" || name == "id" {
                 v.parse().ok()
             } else {
