@@ -61,6 +61,9 @@ pub struct NewFinding {
 
 impl NewFinding {
     pub fn label(&self) -> &'static str {
+        if self.known {
+            return "known";
+        }
         match self.confirmed {
             3 => "reproducible",
             0 => "not-reproduced",

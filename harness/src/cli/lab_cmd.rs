@@ -245,6 +245,22 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
     }
     let done = completed == jobs;
+    // A lab whose first case could not run at all is broken, not a kernel with N bugs: say so
+    // with the console, and do not count findings.
+    let first = results.iter().find(|v| v.get("skipped").is_none());
+    let setup_failed = first.is_some_and(|v| {
+        v["signatures"].as_array().is_some_and(|s| {
+            s.iter().any(|x| x.as_str().is_some_and(|x| x.starts_with("timeout:") || x.starts_with("setup:")))
+        })
+    });
+    if setup_failed {
+        let console: Vec<&String> = lines.iter().filter(|l| !l.starts_with('{')).collect();
+        let tail = console.iter().rev().take(40).rev().map(|l| l.as_str()).collect::<Vec<_>>().join("\n");
+        return Err(format!(
+            "the lab could not run its first case ({}); a setup error, not a finding. Console:\n{tail}",
+            first.and_then(|v| v["findings"][0]["detail"].as_str()).unwrap_or("?")
+        ));
+    }
     if let Some(missing) = &caps_ok {
         if !missing.is_empty() {
             let msg = format!("the lab kernel lacks: {missing}");

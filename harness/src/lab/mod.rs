@@ -65,7 +65,7 @@ pub fn boot(
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet transparent_hugepage=always"])
+        .args(["-append", "console=ttyS0 panic=-1 transparent_hugepage=always"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

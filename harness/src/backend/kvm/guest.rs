@@ -188,14 +188,50 @@ impl Default for Watchdog {
     }
 }
 
+/// A slow guest is not a hung one (the lab runs under TCG, on a loaded machine): a batch times
+/// out only after `window` with no progress, and in any case after this many windows.
+const MAX_WINDOWS: u32 = 20;
+
 /// Run the batch of `n` commands already written to the vCPU's command page until the guest
 /// reports it done. Returns per-command exits (by index) and the number of KVM_RUN returns.
-pub fn run_batch(vcpu: &mut VcpuFd, n: u64, deadline: Instant) -> Result<(Vec<(u64, CmdExit)>, u64), BatchError> {
+/// `progress` counts the commands the guest has finished; the batch times out when neither it
+/// nor an exit moved for `window` (the watchdog kicks KVM_RUN out to look).
+pub fn run_batch(
+    vcpu: &mut VcpuFd,
+    n: u64,
+    window: Duration,
+    watchdog: &Watchdog,
+    progress: impl Fn() -> u64,
+) -> Result<(Vec<(u64, CmdExit)>, u64), BatchError> {
+    let r = run_batch_inner(vcpu, n, window, watchdog, progress);
+    watchdog.disarm();
+    r
+}
+
+fn run_batch_inner(
+    vcpu: &mut VcpuFd,
+    n: u64,
+    window: Duration,
+    watchdog: &Watchdog,
+    progress: impl Fn() -> u64,
+) -> Result<(Vec<(u64, CmdExit)>, u64), BatchError> {
     let mut exits = Vec::new();
     let mut runs = 0u64;
+    let cap = Instant::now() + window * MAX_WINDOWS;
+    let (mut seen, mut since) = (progress(), Instant::now());
+    watchdog.arm(window);
     loop {
-        if Instant::now() > deadline {
+        let now = Instant::now();
+        if now >= cap {
             return Err(BatchError::Timeout);
+        }
+        if now.duration_since(since) >= window {
+            let p = progress();
+            if p == seen {
+                return Err(BatchError::Timeout);
+            }
+            (seen, since) = (p, now);
+            watchdog.arm(window);
         }
         runs += 1;
         // A stale exit reason from an earlier exit must not be read as this one's: KVM fills
@@ -216,6 +252,9 @@ pub fn run_batch(vcpu: &mut VcpuFd, n: u64, deadline: Instant) -> Result<(Vec<(u
             Err(e) => return Err(BatchError::Guest(format!("KVM_RUN: {e}"))),
         };
         let Some(what) = what else { continue };
+        // An exit is progress.
+        since = Instant::now();
+        watchdog.arm(window);
         let mut regs = vcpu.get_regs().map_err(|e| BatchError::Guest(format!("KVM_GET_REGS: {e}")))?;
         let idx = regs.rbx;
         if idx >= n {
