@@ -149,3 +149,61 @@ pub fn compare_installed(model: &[(u64, Leaf)], kernel: &[KLeaf]) -> (u64, Optio
     }
     (checks, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(gfn: u64, level: Level) -> KLeaf {
+        KLeaf { gfn, level, root: 0 }
+    }
+
+    fn m(base: u64, level: Level, count: u64, thp: bool) -> (u64, Leaf) {
+        (base, Leaf { level, pfn: 0, private: false, thp, count })
+    }
+
+    #[test]
+    fn the_same_leaves_agree() {
+        let model = [m(0x100, Level::L4K, 2, false), m(0x200, Level::L2M, 1, false)];
+        let kernel = [k(0x100, Level::L4K), k(0x101, Level::L4K), k(0x200, Level::L2M)];
+        let (checks, mm) = compare_leaves(&model, &kernel);
+        assert!(mm.is_none());
+        assert_eq!(checks, 6);
+    }
+
+    #[test]
+    fn a_lost_promotion_is_a_mismatch() {
+        // The model maps 2M (no THP choice); the kernel made 4K leaves.
+        let model = [m(0x200, Level::L2M, 1, false)];
+        let kernel = [k(0x200, Level::L4K), k(0x201, Level::L4K)];
+        let mm = compare_leaves(&model, &kernel).1.expect("mismatch");
+        assert_eq!((mm.gfn, mm.labels), (0x200, ("2m", "4k")));
+    }
+
+    #[test]
+    fn where_thp_decides_4k_leaves_stand_for_the_2m() {
+        let model = [m(0x200, Level::L2M, 1, true)];
+        assert!(compare_leaves(&model, &[k(0x205, Level::L4K), k(0x2ff, Level::L4K)]).1.is_none());
+        assert!(compare_leaves(&model, &[k(0x200, Level::L2M)]).1.is_none());
+        // But not nothing at all.
+        assert_eq!(compare_leaves(&model, &[]).1.expect("mismatch").labels, ("2m", "none"));
+    }
+
+    #[test]
+    fn a_leaf_the_model_does_not_have_is_a_mismatch() {
+        let model = [m(0x100, Level::L4K, 1, false)];
+        let mm = compare_leaves(&model, &[k(0x100, Level::L4K), k(0x400, Level::L4K)]).1.expect("mismatch");
+        assert_eq!((mm.gfn, mm.labels), (0x400, ("none", "4k")));
+        let mm = compare_leaves(&model, &[k(0x50, Level::L4K), k(0x100, Level::L4K)]).1.expect("mismatch");
+        assert_eq!(mm.gfn, 0x50);
+    }
+
+    #[test]
+    fn installed_leaves_are_held_to_the_model_where_it_maps() {
+        let model = [m(0x200, Level::L2M, 1, false)];
+        // A prefetched neighbour the model does not map is not compared.
+        assert_eq!(compare_installed(&model, &[k(0x600, Level::L4K)]).0, 0);
+        let (checks, mm) = compare_installed(&model, &[k(0x201, Level::L4K)]);
+        assert_eq!((checks, mm.expect("mismatch").labels), (1, ("2m", "4k")));
+    }
+}

@@ -276,3 +276,55 @@ impl Drop for TraceView {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(mmu: Mmu) -> TraceView {
+        TraceView {
+            dir: PathBuf::new(),
+            pipe: None,
+            mmu,
+            leaves: BTreeMap::new(),
+            mmio: Default::default(),
+            installed: Vec::new(),
+            lost: false,
+            buf: Vec::new(),
+            partial: String::new(),
+        }
+    }
+
+    // Lines as trace_pipe prints them (the events' print formats, Linux 6.12).
+    const MAP_2M: &str = " privmem-1 [000] ..... 12.5: kvm_tdp_mmu_spte_changed: as id 0 gfn 40200 level 2 \
+                          old_spte 8000000000000000 new_spte 600000000abc08f7";
+    const ZAP_2M: &str = " privmem-1 [000] ..... 12.6: kvm_tdp_mmu_spte_changed: as id 0 gfn 40200 level 2 \
+                          old_spte 600000000abc08f7 new_spte 8000000000000000";
+    const MMIO: &str = " privmem-1 [000] ..... 12.7: kvm_tdp_mmu_spte_changed: as id 0 gfn 90000 level 1 \
+                        old_spte 8000000000000000 new_spte 8010000000000006";
+    const TABLE: &str = " privmem-1 [000] ..... 12.8: kvm_tdp_mmu_spte_changed: as id 0 gfn 40000 level 3 \
+                         old_spte 8000000000000000 new_spte 6000000001234807";
+
+    #[test]
+    fn tdp_events_rebuild_the_leaves() {
+        let mut v = view(Mmu::Tdp);
+        v.apply(MAP_2M);
+        v.apply(TABLE); // a page table, not a leaf
+        assert_eq!(v.leaves(u64::MAX), Some(vec![KLeaf { gfn: 0x40200, level: Level::L2M, root: 0 }]));
+        v.apply(MMIO);
+        assert!(v.any_left_below(u64::MAX));
+        v.apply(ZAP_2M);
+        assert_eq!(v.leaves(u64::MAX), Some(vec![]));
+        assert!(v.any_left_below(0x90001), "the MMIO SPTE is still cached");
+        assert!(!v.any_left_below(0x90000));
+    }
+
+    #[test]
+    fn shadow_events_list_installed_leaves() {
+        let mut v = view(Mmu::Shadow);
+        v.apply(" privmem-1 [001] ..... 3.1: kvm_mmu_set_spte: gfn 100000 spte 80000001234567 (rw-u) level 2 at ffff888104a3c000");
+        v.apply(" privmem-1 [001] ..... 3.2: kvm_mmu_set_spte: gfn 1fc0000 spte 8000000abcd007 (rw-u) level 1 at ffff888104a3c008");
+        assert_eq!(v.take_installed(0x1fc0000), Some(vec![KLeaf { gfn: 0x100000, level: Level::L2M, root: 0 }]));
+        assert_eq!(v.take_installed(u64::MAX), Some(vec![]), "taken once");
+    }
+}
