@@ -29,6 +29,43 @@ fn default_kernel() -> Result<PathBuf, String> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+const BUILD_INIT: &str = "build it with `rustup target add x86_64-unknown-linux-musl && \
+     cargo build --release --target x86_64-unknown-linux-musl -p privmem`, or name one with --init";
+
+/// The static privmem the lab runs as `/init`, built from this checkout so that it is never
+/// older than the privmem reading its output: the musl target installed first (a fresh
+/// machine has the pinned toolchain but not its targets), then an incremental build.
+fn build_init() -> Result<PathBuf, String> {
+    let out = repo().join("target/x86_64-unknown-linux-musl/release/privmem");
+    if !repo().join("Cargo.toml").is_file() {
+        return Ok(out); // not a checkout: whatever is there, or the error names the command
+    }
+    let run = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .current_dir(repo())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+    };
+    let target = "x86_64-unknown-linux-musl";
+    let installed =
+        std::process::Command::new("rustup").args(["target", "list", "--installed"]).current_dir(repo()).output();
+    // No rustup: the toolchain came some other way and must bring its own targets.
+    if let Ok(o) = installed {
+        if !String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == target) {
+            eprintln!("lab: installing the {target} target (rustup target add {target})");
+            if !run("rustup", &["target", "add", target]).unwrap_or(false) {
+                return Err(format!("rustup target add {target} failed; {BUILD_INIT}"));
+            }
+        }
+    }
+    match run("cargo", &["build", "--release", "--quiet", "--target", target, "-p", "privmem"]) {
+        Ok(true) => Ok(out),
+        _ => Err(format!("building the lab's static privmem failed; {BUILD_INIT}")),
+    }
+}
+
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
@@ -42,16 +79,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         Some(k) => PathBuf::from(k),
         None => default_kernel()?,
     };
-    let init = a
-        .get("init")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-musl/release/privmem"));
-    let init_bin = std::fs::read(&init).map_err(|e| {
-        format!(
-            "{}: {e}; build it with `cargo build --release --target x86_64-unknown-linux-musl -p privmem`",
-            init.display()
-        )
-    })?;
+    let init = match a.get("init") {
+        Some(i) => PathBuf::from(i),
+        None => build_init()?,
+    };
+    let init_bin = std::fs::read(&init).map_err(|e| format!("{}: {e}; {BUILD_INIT}", init.display()))?;
     let files: Vec<PathBuf> = if a.positional.is_empty() {
         seq_files(&repo().join("corpus"))
             .into_iter()

@@ -43,11 +43,136 @@ pub fn host_mmu() -> Mmu {
     }
 }
 
-/// A tracefs instance with the `kvmmmu` leaf events on, read after every step.
+/// Where an event's fields are in its binary record, from the event's `format` file (offsets
+/// can differ between kernels).
+#[derive(Clone, Copy, Debug, Default)]
+struct Format {
+    id: u16,
+    gfn: usize,
+    level: usize,
+    /// TDP: old and new SPTE and the address space; shadow: unused.
+    old: usize,
+    new: usize,
+    as_id: usize,
+}
+
+impl Format {
+    fn read(dir: &Path) -> Result<Format, String> {
+        let text = std::fs::read_to_string(dir.join("format")).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let offset = |name: &str| -> usize {
+            text.lines()
+                .find(|l| l.contains(&format!(" {name};")))
+                .and_then(|l| l.split("offset:").nth(1))
+                .and_then(|r| r.split(';').next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let id = std::fs::read_to_string(dir.join("id")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        Ok(Format {
+            id,
+            gfn: offset("gfn"),
+            level: offset("level"),
+            old: offset("old_spte"),
+            new: offset("new_spte"),
+            as_id: offset("as_id"),
+        })
+    }
+}
+
+/// One event, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    SpteChanged { as_id: u8, gfn: u64, level: u8, old: u64, new: u64 },
+    SetSpte { gfn: u64, level: u8 },
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes"))).unwrap_or(0)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes"))).unwrap_or(0)
+}
+
+/// `RB_MISSED_EVENTS` in a page's commit word: the kernel dropped events before this page.
+const RB_MISSED_EVENTS: u64 = 1 << 31;
+
+/// Decode one ring-buffer page as `trace_pipe_raw` hands it out (`events/header_page` and
+/// `header_event`): a timestamp, a commit word (data length, and flags in its high bits), then
+/// records with a 32-bit header of 5 bits type/length and 27 bits time delta. Pushes
+/// (timestamp, event); returns whether events were missed.
+fn decode_page(page: &[u8], tdp: &Format, set: &Format, out: &mut Vec<(u64, Event)>) -> bool {
+    let mut ts = u64_at(page, 0);
+    let commit = u64_at(page, 8);
+    let len = (commit & 0x0fff_ffff) as usize;
+    let data = &page[16.min(page.len())..(16 + len).min(page.len())];
+    let mut off = 0;
+    while off + 4 <= data.len() {
+        let h = u32_at(data, off);
+        let (kind, delta) = (h & 0x1f, (h >> 5) as u64);
+        let (rec, next) = match kind {
+            29 => {
+                // Padding; a zero one ends the page.
+                let a0 = u32_at(data, off + 4) as usize;
+                if delta == 0 && a0 == 0 {
+                    break;
+                }
+                (None, off + 4 + a0)
+            }
+            30 => {
+                ts += (u32_at(data, off + 4) as u64) << 27 | delta;
+                (None, off + 8)
+            }
+            31 => {
+                ts = (u32_at(data, off + 4) as u64) << 27 | delta;
+                (None, off + 8)
+            }
+            0 => {
+                ts += delta;
+                let a0 = u32_at(data, off + 4) as usize;
+                (Some(off + 8..off + 4 + a0), off + 4 + a0)
+            }
+            n => {
+                ts += delta;
+                (Some(off + 4..off + 4 + n as usize * 4), off + 4 + n as usize * 4)
+            }
+        };
+        if let Some(r) = rec.filter(|r| r.end <= data.len() && r.start < r.end) {
+            let e = &data[r];
+            let id = u16::from_le_bytes([e[0], e.get(1).copied().unwrap_or(0)]);
+            if id == tdp.id && tdp.id != 0 {
+                out.push((
+                    ts,
+                    Event::SpteChanged {
+                        as_id: e.get(tdp.as_id).copied().unwrap_or(0),
+                        gfn: u64_at(e, tdp.gfn),
+                        level: e.get(tdp.level).copied().unwrap_or(0),
+                        old: u64_at(e, tdp.old),
+                        new: u64_at(e, tdp.new),
+                    },
+                ));
+            } else if id == set.id && set.id != 0 {
+                out.push((
+                    ts,
+                    Event::SetSpte { gfn: u64_at(e, set.gfn), level: e.get(set.level).copied().unwrap_or(0) },
+                ));
+            }
+        }
+        off = next.max(off + 4);
+    }
+    commit & RB_MISSED_EVENTS != 0
+}
+
+/// A tracefs instance with the `kvmmmu` leaf events on, read after every step. The binary
+/// per-CPU pipes are read, not `trace_pipe`: the kernel then formats no text (in the lab,
+/// under TCG, that formatting cost more than the comparison itself).
 pub struct TraceView {
     dir: PathBuf,
-    /// Taken in `drop`: tracefs refuses to remove an instance with an open file.
-    pipe: Option<std::fs::File>,
+    /// One per CPU (a vCPU thread may migrate: events are merged by timestamp). Taken in `drop`:
+    /// tracefs refuses to remove an instance with an open file.
+    pipes: Vec<std::fs::File>,
+    tdp_fmt: Format,
+    set_fmt: Format,
     pub mmu: Mmu,
     /// TDP: present leaves by (address space, gfn).
     leaves: BTreeMap<(u8, u64), Level>,
@@ -57,8 +182,8 @@ pub struct TraceView {
     installed: Vec<KLeaf>,
     /// Events the kernel dropped (ring buffer overrun); a view with losses is not compared.
     lost: bool,
-    buf: Vec<u8>,
-    partial: String,
+    page: Vec<u8>,
+    events: Vec<(u64, Event)>,
 }
 
 fn write(p: &Path, s: &str) -> Result<(), String> {
@@ -94,28 +219,39 @@ impl TraceView {
         let dir = Path::new(TRACEFS).join(format!("instances/privmem-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mmu = host_mmu();
-        let names: &[&str] = match mmu {
-            Mmu::Tdp => &["kvm_tdp_mmu_spte_changed"],
-            Mmu::Shadow => &["kvm_mmu_set_spte"],
+        let name = match mmu {
+            Mmu::Tdp => "kvm_tdp_mmu_spte_changed",
+            Mmu::Shadow => "kvm_mmu_set_spte",
         };
-        let setup = || -> Result<std::fs::File, String> {
-            // Large enough for a 1G pre-fault's worth of 4K leaves per CPU is not possible;
-            // overruns are detected and the case's view dropped instead.
+        let setup = || -> Result<(Vec<std::fs::File>, Format, Format), String> {
+            // A 1G pre-fault's worth of 4K leaves does not fit: overruns are detected and the
+            // case's view dropped instead.
             write(&dir.join("buffer_size_kb"), "8192")?;
             if let Some(p) = pid {
                 write(&dir.join("set_event_pid"), &p.to_string())?;
             }
-            for e in names {
-                write(&dir.join(format!("events/kvmmmu/{e}/enable")), "1")?;
+            write(&dir.join(format!("events/kvmmmu/{name}/enable")), "1")?;
+            let tdp = Format::read(&events.join("kvm_tdp_mmu_spte_changed"))?;
+            let set = Format::read(&events.join("kvm_mmu_set_spte"))?;
+            let mut pipes = Vec::new();
+            let mut cpus: Vec<PathBuf> = std::fs::read_dir(dir.join("per_cpu"))
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .flatten()
+                .map(|d| d.path())
+                .collect();
+            cpus.sort();
+            for c in cpus {
+                let p = c.join("trace_pipe_raw");
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&p)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                pipes.push(f);
             }
-            let pipe = dir.join("trace_pipe");
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(&pipe)
-                .map_err(|e| format!("{}: {e}", pipe.display()))
+            Ok((pipes, tdp, set))
         };
-        let pipe = match setup() {
+        let (pipes, tdp_fmt, set_fmt) = match setup() {
             Ok(p) => p,
             Err(e) => {
                 let _ = std::fs::remove_dir(&dir);
@@ -124,14 +260,17 @@ impl TraceView {
         };
         Ok(TraceView {
             dir,
-            pipe: Some(pipe),
+            pipes,
+            tdp_fmt,
+            set_fmt,
             mmu,
             leaves: BTreeMap::new(),
             mmio: Default::default(),
             installed: Vec::new(),
             lost: false,
-            buf: vec![0; 1 << 16],
-            partial: String::new(),
+            // A read hands out one sub-buffer (a page unless buffer_subbuf_size_kb grew it).
+            page: vec![0; 1 << 16],
+            events: Vec::new(),
         })
     }
 
@@ -156,31 +295,25 @@ impl TraceView {
             .sum()
     }
 
-    /// Read every event the kernel has committed so far and apply it.
+    /// Read every event the kernel has committed so far, on every CPU, and apply them in
+    /// timestamp order.
     pub fn drain(&mut self) {
-        let Some(mut pipe) = self.pipe.take() else { return };
-        loop {
-            match pipe.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let text = String::from_utf8_lossy(&self.buf[..n]).into_owned();
-                    self.partial.push_str(&text);
-                    let mut rest = String::new();
-                    let complete = self.partial.ends_with('\n');
-                    let lines: Vec<String> = self.partial.lines().map(String::from).collect();
-                    for (i, l) in lines.iter().enumerate() {
-                        if i + 1 == lines.len() && !complete {
-                            rest = l.clone();
-                        } else {
-                            self.apply(l);
-                        }
-                    }
-                    self.partial = rest;
+        self.events.clear();
+        for pipe in &mut self.pipes {
+            // A read returns one page (or the part of one the writer has committed).
+            while let Ok(n) = pipe.read(&mut self.page) {
+                if n == 0 {
+                    break;
                 }
-                Err(_) => break, // EAGAIN: nothing more committed.
+                self.lost |= decode_page(&self.page[..n], &self.tdp_fmt, &self.set_fmt, &mut self.events);
             }
         }
-        self.pipe = Some(pipe);
+        let mut events = std::mem::take(&mut self.events);
+        events.sort_by_key(|(ts, _)| *ts);
+        for (_, e) in &events {
+            self.apply(*e);
+        }
+        self.events = events;
     }
 
     /// Check the ring buffer for dropped events (once a case: it reads a file per CPU).
@@ -189,48 +322,34 @@ impl TraceView {
         self.lost
     }
 
-    fn apply(&mut self, line: &str) {
-        // `... event: name value name value ...`: the value after a field's name; levels and
-        // address-space ids are decimal, everything else hex (the events' print formats).
-        let words: Vec<&str> = line.split_ascii_whitespace().collect();
-        let field = |name: &str| -> Option<u64> {
-            let v = words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1))?;
-            if name == "level" || name == "id" {
-                v.parse().ok()
-            } else {
-                u64::from_str_radix(v, 16).ok()
-            }
-        };
-        let level = |l: u64| match l {
+    fn apply(&mut self, e: Event) {
+        let level = |l: u8| match l {
             1 => Some(Level::L4K),
             2 => Some(Level::L2M),
             3 => Some(Level::L1G),
             _ => None,
         };
-        if line.contains("kvm_tdp_mmu_spte_changed:") {
-            let (Some(asid), Some(gfn), Some(lv), Some(old), Some(new)) =
-                (field("id"), field("gfn"), field("level"), field("old_spte"), field("new_spte"))
-            else {
-                return;
-            };
-            let Some(l) = level(lv) else { return };
-            let leaf = |s: u64| s & SPTE_PRESENT != 0 && (l == Level::L4K || s & SPTE_LARGE != 0);
-            let key = (asid as u8, gfn);
-            if leaf(old) {
-                self.leaves.remove(&key);
+        match e {
+            Event::SpteChanged { as_id, gfn, level: lv, old, new } => {
+                let Some(l) = level(lv) else { return };
+                let leaf = |s: u64| s & SPTE_PRESENT != 0 && (l == Level::L4K || s & SPTE_LARGE != 0);
+                let key = (as_id, gfn);
+                if leaf(old) {
+                    self.leaves.remove(&key);
+                }
+                if leaf(new) {
+                    self.leaves.insert(key, l);
+                }
+                if is_mmio(new) {
+                    self.mmio.insert(key);
+                } else {
+                    self.mmio.remove(&key);
+                }
             }
-            if leaf(new) {
-                self.leaves.insert(key, l);
-            }
-            if is_mmio(new) {
-                self.mmio.insert(key);
-            } else {
-                self.mmio.remove(&key);
-            }
-        } else if line.contains("kvm_mmu_set_spte:") {
-            let (Some(gfn), Some(lv)) = (field("gfn"), field("level")) else { return };
-            if let Some(l) = level(lv) {
-                self.installed.push(KLeaf { gfn, level: l, root: 0 });
+            Event::SetSpte { gfn, level: lv } => {
+                if let Some(l) = level(lv) {
+                    self.installed.push(KLeaf { gfn, level: l, root: 0 });
+                }
             }
         }
     }
@@ -272,7 +391,7 @@ impl TraceView {
 impl Drop for TraceView {
     fn drop(&mut self) {
         let _ = std::fs::write(self.dir.join("events/enable"), "0");
-        self.pipe = None;
+        self.pipes.clear();
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -284,36 +403,32 @@ mod tests {
     fn view(mmu: Mmu) -> TraceView {
         TraceView {
             dir: PathBuf::new(),
-            pipe: None,
+            pipes: Vec::new(),
+            tdp_fmt: Format::default(),
+            set_fmt: Format::default(),
             mmu,
             leaves: BTreeMap::new(),
             mmio: Default::default(),
             installed: Vec::new(),
             lost: false,
-            buf: Vec::new(),
-            partial: String::new(),
+            page: Vec::new(),
+            events: Vec::new(),
         }
     }
 
-    // Lines as trace_pipe prints them (the events' print formats, Linux 6.12).
-    const MAP_2M: &str = " privmem-1 [000] ..... 12.5: kvm_tdp_mmu_spte_changed: as id 0 gfn 40200 level 2 \
-                          old_spte 8000000000000000 new_spte 600000000abc08f7";
-    const ZAP_2M: &str = " privmem-1 [000] ..... 12.6: kvm_tdp_mmu_spte_changed: as id 0 gfn 40200 level 2 \
-                          old_spte 600000000abc08f7 new_spte 8000000000000000";
-    const MMIO: &str = " privmem-1 [000] ..... 12.7: kvm_tdp_mmu_spte_changed: as id 0 gfn 90000 level 1 \
-                        old_spte 8000000000000000 new_spte 8010000000000006";
-    const TABLE: &str = " privmem-1 [000] ..... 12.8: kvm_tdp_mmu_spte_changed: as id 0 gfn 40000 level 3 \
-                         old_spte 8000000000000000 new_spte 6000000001234807";
+    fn changed(gfn: u64, level: u8, old: u64, new: u64) -> Event {
+        Event::SpteChanged { as_id: 0, gfn, level, old, new }
+    }
 
     #[test]
     fn tdp_events_rebuild_the_leaves() {
         let mut v = view(Mmu::Tdp);
-        v.apply(MAP_2M);
-        v.apply(TABLE); // a page table, not a leaf
+        v.apply(changed(0x40200, 2, NONPRESENT, 0x6000_0000_0abc_08f7)); // a 2M leaf
+        v.apply(changed(0x40000, 3, NONPRESENT, 0x6000_0000_0123_4807)); // a page table
         assert_eq!(v.leaves(u64::MAX), Some(vec![KLeaf { gfn: 0x40200, level: Level::L2M, root: 0 }]));
-        v.apply(MMIO);
+        v.apply(changed(0x90000, 1, NONPRESENT, 0x8010_0000_0000_0006)); // an MMIO SPTE
         assert!(v.any_left_below(u64::MAX));
-        v.apply(ZAP_2M);
+        v.apply(changed(0x40200, 2, 0x6000_0000_0abc_08f7, NONPRESENT));
         assert_eq!(v.leaves(u64::MAX), Some(vec![]));
         assert!(v.any_left_below(0x90001), "the MMIO SPTE is still cached");
         assert!(!v.any_left_below(0x90000));
@@ -322,9 +437,48 @@ mod tests {
     #[test]
     fn shadow_events_list_installed_leaves() {
         let mut v = view(Mmu::Shadow);
-        v.apply(" privmem-1 [001] ..... 3.1: kvm_mmu_set_spte: gfn 100000 spte 80000001234567 (rw-u) level 2 at ffff888104a3c000");
-        v.apply(" privmem-1 [001] ..... 3.2: kvm_mmu_set_spte: gfn 1fc0000 spte 8000000abcd007 (rw-u) level 1 at ffff888104a3c008");
+        v.apply(Event::SetSpte { gfn: 0x100000, level: 2 });
+        v.apply(Event::SetSpte { gfn: 0x1fc0000, level: 1 });
         assert_eq!(v.take_installed(0x1fc0000), Some(vec![KLeaf { gfn: 0x100000, level: Level::L2M, root: 0 }]));
         assert_eq!(v.take_installed(u64::MAX), Some(vec![]), "taken once");
+    }
+
+    /// A page as `trace_pipe_raw` gives it: one small record, one with a length word, a time
+    /// extend, then zero padding; the missed-events flag in the commit word.
+    #[test]
+    fn ring_buffer_pages_decode() {
+        let tdp = Format { id: 117, gfn: 8, old: 16, new: 24, level: 32, as_id: 33 };
+        let set = Format { id: 118, gfn: 8, level: 32, ..Default::default() };
+        let rec = |id: u16, gfn: u64, level: u8| {
+            let mut r = vec![0u8; 36];
+            r[0..2].copy_from_slice(&id.to_le_bytes());
+            r[8..16].copy_from_slice(&gfn.to_le_bytes());
+            r[24..32].copy_from_slice(&0x6000_0000_0000_0807u64.to_le_bytes());
+            r[32] = level;
+            r
+        };
+        let mut data = Vec::new();
+        // type_len 9 (36 bytes), delta 5.
+        data.extend_from_slice(&(9u32 | 5 << 5).to_le_bytes());
+        data.extend(rec(117, 0x1234, 1));
+        // A time extend of 1 << 27.
+        data.extend_from_slice(&(30u32).to_le_bytes());
+        data.extend_from_slice(&1u32.to_le_bytes());
+        // type_len 0: the length word (36 + 4) first.
+        data.extend_from_slice(&(7u32 << 5).to_le_bytes());
+        data.extend_from_slice(&40u32.to_le_bytes());
+        data.extend(rec(118, 0x5678, 2));
+        let mut page = vec![0u8; 4096];
+        page[0..8].copy_from_slice(&1000u64.to_le_bytes());
+        page[8..16].copy_from_slice(&(data.len() as u64 | RB_MISSED_EVENTS).to_le_bytes());
+        page[16..16 + data.len()].copy_from_slice(&data);
+        let mut out = Vec::new();
+        assert!(decode_page(&page, &tdp, &set, &mut out), "the missed-events flag");
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0],
+            (1005, Event::SpteChanged { as_id: 0, gfn: 0x1234, level: 1, old: 0, new: 0x6000_0000_0000_0807 })
+        );
+        assert_eq!(out[1], (1005 + (1 << 27) + 7, Event::SetSpte { gfn: 0x5678, level: 2 }));
     }
 }
