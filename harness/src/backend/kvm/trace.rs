@@ -283,18 +283,6 @@ impl TraceView {
         self.lost = false;
     }
 
-    fn overruns(&self) -> u64 {
-        let Ok(rd) = std::fs::read_dir(self.dir.join("per_cpu")) else { return 0 };
-        rd.flatten()
-            .filter_map(|d| std::fs::read_to_string(d.path().join("stats")).ok())
-            .flat_map(|s| {
-                s.lines()
-                    .filter_map(|l| l.strip_prefix("overrun: ").and_then(|n| n.trim().parse::<u64>().ok()))
-                    .collect::<Vec<_>>()
-            })
-            .sum()
-    }
-
     /// Read every event the kernel has committed so far, on every CPU, and apply them in
     /// timestamp order.
     pub fn drain(&mut self) {
@@ -316,9 +304,10 @@ impl TraceView {
         self.events = events;
     }
 
-    /// Check the ring buffer for dropped events (once a case: it reads a file per CPU).
+    /// Whether the kernel dropped events since the last reset (a page came with
+    /// `RB_MISSED_EVENTS`: the writer overran the reader).
     pub fn check_lost(&mut self) -> bool {
-        self.lost |= self.overruns() > 0;
+        self.drain();
         self.lost
     }
 
