@@ -203,18 +203,14 @@ pub fn run_batch(
     watchdog: &Watchdog,
     progress: impl Fn() -> u64,
 ) -> Result<(Vec<(u64, CmdExit)>, u64), BatchError> {
-    let r = run_batch_inner(vcpu, n, window, watchdog, progress);
-    watchdog.disarm();
-    r
-}
-
-fn run_batch_inner(
-    vcpu: &mut VcpuFd,
-    n: u64,
-    window: Duration,
-    watchdog: &Watchdog,
-    progress: impl Fn() -> u64,
-) -> Result<(Vec<(u64, CmdExit)>, u64), BatchError> {
+    /// Disarms the watchdog on every way out.
+    struct Disarm<'a>(&'a Watchdog);
+    impl Drop for Disarm<'_> {
+        fn drop(&mut self) {
+            self.0.disarm();
+        }
+    }
+    let _disarm = Disarm(watchdog);
     let mut exits = Vec::new();
     let mut runs = 0u64;
     let cap = Instant::now() + window * MAX_WINDOWS;
