@@ -1,10 +1,30 @@
 #!/usr/bin/env bash
-# Build (or reuse) the lab kernel: tinyconfig plus kernel.config, from Debian's linux-source-6.12.
-# Prints the bzImage path. The cache key is the source package version and the fragment's hash,
-# so a second run does not rebuild.
+# Build (or reuse) a lab kernel from Debian's linux-source-6.12: tinyconfig plus kernel.config,
+# plus debug.config with --debug (the options KVM developers run: KVM_PROVE_MMU, DEBUG_VM,
+# PROVE_LOCKING, DEBUG_LIST, KASAN, and KCOV for kernel coverage), plus one patch from
+# planted/ with --planted NAME (a bug planted on purpose: the harness's own test).
+#
+# Prints the bzImage path; its vmlinux (for addr2line) sits beside it as vmlinux-KEY. The cache
+# key is the source package version, the fragments' and the patch's hashes, so a second run
+# does not rebuild. A planted kernel is built from a copy of its flavour's built tree, so only
+# the patched files and the link are redone.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PRIVMEM_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/privmem-lab}
+flavour=stock
+patch=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --debug) flavour=debug ;;
+        --planted)
+            shift
+            patch="$here/planted/${1%.patch}.patch"
+            [ -f "$patch" ] || { echo "lab: no planted bug $1 (see $here/planted/)" >&2; exit 2; }
+            ;;
+        *) echo "usage: build-kernel.sh [--debug] [--planted NAME]" >&2; exit 2 ;;
+    esac
+    shift
+done
 mkdir -p "$cache"
 need=()
 for p in qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils; do
@@ -16,25 +36,56 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
 ver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
-key=$( (echo "$ver"; cat "$here/kernel.config") | sha256sum | cut -c1-16)
+fragments=("$here/kernel.config")
+[ "$flavour" = debug ] && fragments+=("$here/debug.config")
+base_key=$( (echo "$ver"; cat "${fragments[@]}") | sha256sum | cut -c1-16)
+key=$base_key
+[ -n "$patch" ] && key=$( (echo "$base_key"; cat "$patch") | sha256sum | cut -c1-16)
 out="$cache/bzImage-$key"
 if [ -f "$out" ]; then
     echo "$out"
     exit 0
 fi
-src="$cache/linux-source-6.12-$ver"
+
+# The flavour's tree: extracted once per source version, configured and built once per key.
+src="$cache/linux-$ver-$flavour"
 if [ ! -f "$src/Makefile" ]; then
     rm -rf "$src.tmp" && mkdir -p "$src.tmp"
     tar -xf /usr/src/linux-source-6.12.tar.xz -C "$src.tmp" --strip-components=1
     mv "$src.tmp" "$src"
 fi
-cd "$src"
-make -s tinyconfig >&2
-scripts/kconfig/merge_config.sh -m .config "$here/kernel.config" >&2
-make -s olddefconfig >&2
-for opt in KVM KVM_AMD KVM_SW_PROTECTED_VM TRANSPARENT_HUGEPAGE BLK_DEV_INITRD SERIAL_8250_CONSOLE TRACING; do
-    grep -q "^CONFIG_$opt=y" .config || { echo "lab: CONFIG_$opt did not stick" >&2; exit 1; }
-done
-make -s -j"$(nproc)" bzImage >&2
-cp arch/x86/boot/bzImage "$out.tmp" && mv "$out.tmp" "$out"
+build() { # DIR: configure from the fragments and build bzImage there
+    (
+        cd "$1"
+        if [ ! -f .privmem-key ] || [ "$(cat .privmem-key)" != "$base_key" ]; then
+            make -s tinyconfig >&2
+            for f in "${fragments[@]}"; do
+                scripts/kconfig/merge_config.sh -m .config "$f" >&2
+            done
+            make -s olddefconfig >&2
+            opts="KVM KVM_AMD KVM_SW_PROTECTED_VM TRANSPARENT_HUGEPAGE BLK_DEV_INITRD SERIAL_8250_CONSOLE TRACING"
+            [ "$flavour" = debug ] && opts="$opts KVM_PROVE_MMU DEBUG_VM PROVE_LOCKING DEBUG_LIST KASAN KCOV"
+            for opt in $opts; do
+                grep -q "^CONFIG_$opt=y" .config || { echo "lab: CONFIG_$opt did not stick" >&2; exit 1; }
+            done
+            echo "$base_key" > .privmem-key
+        fi
+        make -s -j"$(nproc)" bzImage >&2
+    )
+}
+if [ -z "$patch" ]; then
+    build "$src"
+    tree=$src
+else
+    # Build the flavour first, then a copy of its tree with the patch: an incremental build.
+    [ -f "$cache/bzImage-$base_key" ] || bash "$0" $([ "$flavour" = debug ] && echo --debug) >/dev/null
+    tree="$cache/planted-$key"
+    rm -rf "$tree"
+    cp -a "$src" "$tree"
+    patch -s -p1 -d "$tree" < "$patch"
+    build "$tree"
+fi
+cp "$tree/vmlinux" "$cache/vmlinux-$key.tmp" && mv "$cache/vmlinux-$key.tmp" "$cache/vmlinux-$key"
+cp "$tree/arch/x86/boot/bzImage" "$out.tmp" && mv "$out.tmp" "$out"
+[ -n "$patch" ] && rm -rf "$tree"
 echo "$out"

@@ -31,6 +31,8 @@ pub struct RealTrace {
     pub views_lost: u64,
     /// What the backend made of the host memory behind the case's slots.
     pub host: crate::model::HostFacts,
+    /// Kernel reports (WARNING, BUG, KASAN, lockdep) printed during a step, by step.
+    pub splats: Vec<(usize, kvm::kmsg::Splat)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -49,8 +49,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         other => return Err(format!("unknown backend `{other}` (model, kvm)")),
     };
-    let mut vm = a.get("vm").map(parse_vm).transpose()?;
-    if kvm.is_some() && vm.is_none() {
+    // `--vm any`: every VM type, each adapted to what the backend's host can run.
+    let any = a.get("vm") == Some("any");
+    let mut vm = a.get("vm").filter(|_| !any).map(parse_vm).transpose()?;
+    if kvm.is_some() && vm.is_none() && !any {
         vm = Some(VmType::Default);
     }
     let variant = a.get("variant").map(parse_variant).transpose()?;

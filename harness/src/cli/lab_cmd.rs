@@ -127,7 +127,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         if fuzz {
             args.extend(
-                ["--next--", "fuzz", "--backend", "kvm", "--vm", "sw-protected", "--json", "--out", "/tmp/findings"]
+                ["--next--", "fuzz", "--backend", "kvm", "--vm", "any", "--json", "--out", "/tmp/findings"]
                     .map(String::from),
             );
             match runs {

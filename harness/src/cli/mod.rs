@@ -21,12 +21,14 @@ usage:
   privmem caps [--json]       what this host's KVM offers
   privmem corpus export --libfuzzer DIR [ROOT]   corpus files as fuzzer seeds
   privmem export --kselftest FILE -o OUT.c       a standalone C reproducer (default VMs)
-  privmem lab [--kernel BZIMAGE] [--init PRIVMEM] [--time S] [--junit F] [FILE...]
+  privmem lab [--kernel BZIMAGE] [--init PRIVMEM] [--time S | --runs N] [--seed N] [--jobs N]
+              [--out DIR] [--timeout S] [--fresh-vm] [--no-view] [--junit F] [--json] [FILE...]
                               the scenarios and a fuzz campaign on a nested KVM (QEMU TCG)
-  privmem fuzz [--vm T] [--variant V] [--against V] [--time S | --runs N] [--seed N]
-               [--max-ops N] [--out DIR] [--json]
+  privmem fuzz [--vm T|any] [--variant V] [--against V] [--time S | --runs N] [--seed N]
+               [--max-ops N] [--out DIR] [--backend model|kvm] [--timeout-ms N] [--fresh-vm]
+               [--no-view] [--hazards all|H,H] [--ignore SIG,SIG] [--plant BUG] [--junit F] [--json]
   privmem shrink FILE -o OUT [--json]
-  privmem bench [--json]
+  privmem bench [--backend model|kvm|lab] [--kernel BZIMAGE] [--json]
   privmem print [--bin] FILE  parse (or decode a fuzzer input) and print canonically
 
 VM types: default, sw-protected, tdx, snp; variants: upstream, huge-v1, huge-v2, huge-v3.

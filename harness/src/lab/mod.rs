@@ -207,6 +207,8 @@ pub fn init_main() -> ! {
     mount("sysfs", "/sys", "sysfs");
     mount("devtmpfs", "/dev", "devtmpfs");
     mount("tmpfs", "/tmp", "tmpfs");
+    // Where the kernel has debugfs (the debug flavour): clear_warn_once and KCOV live there.
+    mount("debugfs", "/sys/kernel/debug", "debugfs");
     // Commands, one argument per line, separated by a line `--next--`.
     let text = std::fs::read_to_string("/lab/args").unwrap_or_default();
     let mut rc = 0;

@@ -96,6 +96,21 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Diff {
             detail: format!("step {} `{}`: the model allows {m}; real KVM gave {r}", i + 1, print_op(&st.op)),
         });
     }
+    for (i, s) in &real.splats {
+        d.findings.push(Finding {
+            context: String::new(),
+            kind: FindingKind::KernelSplat,
+            step: Some(*i),
+            op: seq.steps.get(*i).map(|st| st.op.kind()),
+            state: s.title.clone(),
+            detail: format!(
+                "step {} `{}`: the kernel reported:\n{}",
+                i + 1,
+                seq.steps.get(*i).map(|st| print_op(&st.op)).unwrap_or_default(),
+                s.excerpt.join("\n")
+            ),
+        });
+    }
     d.views_lost = real.views_lost;
     set_context(&mut d.findings, &seq.header);
     d

@@ -24,6 +24,8 @@ pub enum FindingKind {
     Timeout,
     /// The header could not be set up.
     Setup,
+    /// The kernel printed a WARNING, BUG, KASAN or lockdep report during a step.
+    KernelSplat,
 }
 
 impl FindingKind {
@@ -37,6 +39,7 @@ impl FindingKind {
             FindingKind::VariantDiff => "variant-diff",
             FindingKind::Timeout => "timeout",
             FindingKind::Setup => "setup",
+            FindingKind::KernelSplat => "kernel-splat",
         }
     }
 }

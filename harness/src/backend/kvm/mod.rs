@@ -4,6 +4,7 @@
 //! counters did not return to their baseline, a case timed out or the guest failed).
 
 pub mod guest;
+pub mod kmsg;
 pub mod mem;
 pub mod raw;
 pub mod trace;
@@ -90,6 +91,8 @@ pub struct KvmBackend {
     /// The kernel's mapping view (tracefs), and why there is none where there is none.
     view: Option<TraceView>,
     pub view_error: Option<String>,
+    /// The kernel's own reports (/dev/kmsg), where this process may read them.
+    kmsg: Option<kmsg::Kmsg>,
 }
 
 fn errno_of(e: i32) -> Outcome {
@@ -118,6 +121,7 @@ impl KvmBackend {
             footing: None,
             view: None,
             view_error: if view { None } else { Some("turned off (--no-view)".into()) },
+            kmsg: kmsg::Kmsg::open().ok(),
         }
         .with_view())
     }
@@ -150,6 +154,14 @@ impl KvmBackend {
             (Some(_), _) => "tracefs, shadow MMU (leaves installed per step; zaps are not traced)".into(),
             (None, Some(e)) => format!("none: {e}"),
             (None, None) => "none".into(),
+        }
+    }
+
+    /// What the kernel says after step `i`: its mappings, and any report it printed.
+    fn observe(&mut self, t: &mut RealTrace, i: usize) {
+        t.views[i] = self.step_view();
+        if let Some(k) = self.kmsg.as_mut() {
+            t.splats.extend(k.splats().into_iter().map(|s| (i, s)));
         }
     }
 
@@ -735,6 +747,10 @@ impl KvmBackend {
         };
         // The header's slots are in place: what the kernel mapped so far is not the case's.
         let _ = self.step_view();
+        // Reports before the first step (slot set-up) count against the first.
+        if let Some(k) = self.kmsg.as_mut() {
+            t.splats.extend(k.splats().into_iter().map(|s| (0, s)));
+        }
         let mut i = 0;
         while i < seq.steps.len() {
             let op = &seq.steps[i].op;
@@ -751,10 +767,10 @@ impl KvmBackend {
                 let n = batch.len();
                 self.guest_batch(v, &batch, &mut t)?;
                 i += n;
-                t.views[i - 1] = self.step_view();
+                self.observe(&mut t, i - 1);
             } else {
                 t.observed[i] = self.host_op(h, op);
-                t.views[i] = self.step_view();
+                self.observe(&mut t, i);
                 i += 1;
             }
         }

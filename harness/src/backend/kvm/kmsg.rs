@@ -1,0 +1,178 @@
+//! The kernel's own alarm: `WARNING:`, `BUG:`, KASAN and lockdep reports, read from
+//! `/dev/kmsg` after every step, as syzkaller reads the console. A report whose text names KVM
+//! (a `kvm` path or symbol anywhere in it) is the case's: on a shared host other drivers' warnings
+//! are not ours, and in the lab everything that warns during a step came from our ioctls.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+/// The first line of each kind of report the kernel prints, and the kind's short name.
+const STARTS: [(&str, &str); 8] = [
+    ("WARNING: possible circular locking dependency", "lockdep"),
+    ("WARNING: inconsistent lock state", "lockdep"),
+    ("WARNING: suspicious RCU usage", "lockdep"),
+    ("BUG: KASAN:", "KASAN"),
+    ("WARNING:", "WARNING"),
+    ("kernel BUG at", "BUG"),
+    ("BUG:", "BUG"),
+    ("general protection fault", "GPF"),
+];
+
+/// Lines kept after a report's first line: enough for the call trace.
+const EXCERPT_LINES: usize = 60;
+
+/// A report found during a step.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Splat {
+    /// `KIND@where`: the kind and the code it names, without offsets or line numbers, so that
+    /// the same report deduplicates across runs and kernels builds.
+    pub title: String,
+    /// The report as the kernel printed it.
+    pub excerpt: Vec<String>,
+}
+
+pub struct Kmsg {
+    file: std::fs::File,
+    buf: Vec<u8>,
+}
+
+impl Kmsg {
+    /// Open `/dev/kmsg` at its end: only what the kernel prints from now on is read.
+    pub fn open() -> Result<Kmsg, String> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/kmsg")
+            .map_err(|e| format!("/dev/kmsg: {e}"))?;
+        // SAFETY: lseek on our own fd; /dev/kmsg takes SEEK_END as "from now on".
+        unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_END) };
+        Ok(Kmsg { file, buf: vec![0; 16 << 10] })
+    }
+
+    /// The message lines printed since the last call (one record per read; EAGAIN ends).
+    fn new_lines(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            match self.file.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let rec = String::from_utf8_lossy(&self.buf[..n]);
+                    // `prio,seq,ts,flags;text` then dictionary lines that start with a space.
+                    if let Some(first) = rec.lines().next() {
+                        if let Some((_, text)) = first.split_once(';') {
+                            out.push(text.to_string());
+                        }
+                    }
+                }
+                // EPIPE: records were overwritten before we read them; go on from here.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// The KVM reports printed since the last call. Where debugfs offers it, `WARN_ON_ONCE`
+    /// is re-armed, so that a replay of the same case warns again and confirms the finding.
+    pub fn splats(&mut self) -> Vec<Splat> {
+        let lines = self.new_lines();
+        let found = find_splats(&lines);
+        if !found.is_empty() {
+            let _ = std::fs::write("/sys/kernel/debug/clear_warn_once", "1");
+        }
+        found
+    }
+}
+
+/// The reports in a run of console lines.
+pub fn find_splats(lines: &[String]) -> Vec<Splat> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let Some((_, kind)) = STARTS.iter().find(|(s, _)| lines[i].trim_start().starts_with(s)) else {
+            i += 1;
+            continue;
+        };
+        let end = lines[i + 1..]
+            .iter()
+            .position(|l| STARTS.iter().any(|(s, _)| l.trim_start().starts_with(s)) || l.contains("---[ end trace"))
+            .map(|p| i + 1 + p + lines[i + 1 + p].contains("---[ end trace") as usize)
+            .unwrap_or(lines.len())
+            .min(i + EXCERPT_LINES);
+        let excerpt: Vec<String> = lines[i..end].to_vec();
+        if excerpt.iter().any(|l| l.contains("kvm")) {
+            out.push(Splat { title: title(kind, &lines[i]), excerpt });
+        }
+        i = end.max(i + 1);
+    }
+    out
+}
+
+/// `WARNING: CPU: 0 PID: 1 at arch/x86/kvm/mmu/mmu.c:6300 kvm_zap_gfn_range+0x3a/0x90` becomes
+/// `WARNING@arch/x86/kvm/mmu/mmu.c:kvm_zap_gfn_range`; `BUG: KASAN: slab-use-after-free in
+/// kvm_gmem_get_pfn+0x1c/0x80` becomes `KASAN:slab-use-after-free@kvm_gmem_get_pfn`.
+fn title(kind: &str, line: &str) -> String {
+    let sym = |s: &str| s.split('+').next().unwrap_or(s).to_string();
+    if let Some((_, rest)) = line.split_once(" at ") {
+        let mut w = rest.split_whitespace();
+        let file = w.next().unwrap_or("").split(':').next().unwrap_or("").trim_end_matches('!');
+        return match w.next() {
+            Some(f) => format!("{kind}@{file}:{}", sym(f)),
+            None => format!("{kind}@{file}"),
+        };
+    }
+    if let Some((what, rest)) = line.split_once(" in ") {
+        let what = what.rsplit(':').next().unwrap_or("").trim().replace(' ', "-");
+        return format!("{kind}:{what}@{}", sym(rest.split_whitespace().next().unwrap_or("")));
+    }
+    let what = line.split_once(':').map(|(_, r)| r).unwrap_or(line);
+    format!("{kind}:{}", what.trim().replace(' ', "-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(s: &str) -> Vec<String> {
+        s.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn a_kvm_warning_is_a_splat_with_a_stable_title() {
+        let log = lines(
+            "other: hello\n\
+             WARNING: CPU: 0 PID: 1 at arch/x86/kvm/mmu/mmu.c:6300 kvm_zap_gfn_range+0x3a/0x90\n\
+             Modules linked in:\n\
+             Call Trace:\n \
+             kvm_vm_ioctl+0x123/0x456\n\
+             ---[ end trace 0000000000000000 ]---\n\
+             later line",
+        );
+        let s = find_splats(&log);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].title, "WARNING@arch/x86/kvm/mmu/mmu.c:kvm_zap_gfn_range");
+        assert_eq!(s[0].excerpt.len(), 5, "{:?}", s[0].excerpt);
+    }
+
+    #[test]
+    fn kasan_and_lockdep_reports_are_named() {
+        let log = lines(
+            "BUG: KASAN: slab-use-after-free in kvm_gmem_get_pfn+0x1c/0x80\n\
+             Read of size 8\n\
+             WARNING: possible circular locking dependency detected\n\
+             kvm/1234 is trying to acquire lock:",
+        );
+        let t: Vec<String> = find_splats(&log).into_iter().map(|s| s.title).collect();
+        assert_eq!(
+            t,
+            ["KASAN:slab-use-after-free@kvm_gmem_get_pfn", "lockdep:possible-circular-locking-dependency-detected"]
+        );
+    }
+
+    #[test]
+    fn a_warning_that_does_not_name_kvm_is_not_ours() {
+        let log = lines("WARNING: CPU: 1 PID: 7 at drivers/net/foo.c:12 foo_xmit+0x1/0x2\nCall Trace:\n foo_xmit");
+        assert!(find_splats(&log).is_empty());
+    }
+}
