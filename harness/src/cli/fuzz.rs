@@ -131,6 +131,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                     serde_json::json!({
                         "event": "finding", "signature": nf.finding.signature(), "label": nf.label(),
                         "known": nf.known, "file": path, "sequence": crate::seq::text::print(&nf.seq),
+                        "seconds": start.elapsed().as_secs_f64(),
                         "detail": nf.finding.detail, "finding": nf.finding,
                     })
                 );

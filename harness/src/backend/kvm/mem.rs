@@ -102,6 +102,11 @@ impl Mapping {
     /// small pages only (MADV_NOHUGEPAGE). Memory too large to fault in ahead is left to the
     /// host's choice and says so.
     pub fn anon_known(len: usize) -> std::io::Result<(Mapping, UserBacking)> {
+        if len > PREFAULT_LIMIT {
+            // Shared memory, as before: private memory not faulted in ahead would back a guest
+            // read with the zero page, which a later host write replaces (COW) and KVM unmaps.
+            return Ok((Self::anon(len)?, UserBacking::Unknown));
+        }
         let m = Self::anon_with(len, libc::MAP_PRIVATE)?;
         let huge = thp_possible();
         let advice = if huge { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
@@ -109,17 +114,19 @@ impl Mapping {
         if unsafe { libc::madvise(m.ptr as *mut libc::c_void, m.len, advice) } != 0 {
             return Ok((m, UserBacking::Unknown));
         }
+        // Every page is written now (zero: what a fresh slot holds). A write, not a read: a
+        // read maps the (huge) zero page, which a later host write would replace by COW,
+        // unmapping it from the guest behind the model's back. One write per 2M faults in a
+        // whole THP; the tail beyond the last 2M is small pages.
+        let chunks = m.len / ALIGN;
+        let step = if huge { ALIGN } else { 4096 };
+        let mut off = 0;
+        while off < m.len {
+            m.write_u64(off as u64, 0);
+            off += if off + ALIGN <= chunks * ALIGN { step } else { 4096 };
+        }
         if !huge {
             return Ok((m, UserBacking::Small));
-        }
-        if m.len > PREFAULT_LIMIT {
-            return Ok((m, UserBacking::Unknown));
-        }
-        let chunks = m.len / ALIGN;
-        for c in 0..chunks {
-            // A write (a read would map the huge zero page) faults in one THP; zero keeps the
-            // memory's contents what a fresh slot has.
-            m.write_u64((c * ALIGN) as u64, 0);
         }
         let backing = if anon_huge_kib(m.addr()) == Some((chunks * ALIGN / 1024) as u64) {
             UserBacking::Huge

@@ -886,10 +886,21 @@ impl Backend for KvmBackend {
         let t0 = Instant::now();
         self.prepare(seq.header.vm, seq.header.vcpus, seq.header.has(Knob::NoSlotZapAll))?;
         self.ensure_baseline()?;
+        // What the kernel reported while an earlier VM of another type went away is not this
+        // case's: say so rather than blame the case (its own replay will show it again).
+        for s in self.kmsg.as_mut().map(|k| k.splats()).unwrap_or_default() {
+            eprintln!("privmem: kernel report between cases (an earlier VM's teardown): {}", s.title);
+        }
         let t1 = Instant::now();
-        let r = self.run_steps(seq);
+        let mut r = self.run_steps(seq);
         let t2 = Instant::now();
         self.reset(r.is_ok());
+        // The reset (slot deletions, and the VM's teardown where it was not proved clean) is
+        // the case's own doing: what the kernel reported there is the case's, at its last step.
+        if let (Ok(t), Some(k)) = (r.as_mut(), self.kmsg.as_mut()) {
+            let last = seq.steps.len().saturating_sub(1);
+            t.splats.extend(k.splats().into_iter().map(|s| (last, s)));
+        }
         let t3 = Instant::now();
         for (i, d) in [t1 - t0, t2 - t1, t3 - t2].iter().enumerate() {
             PHASE_NANOS[i].fetch_add(d.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
