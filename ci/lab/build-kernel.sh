@@ -86,6 +86,7 @@ else
     build "$tree"
 fi
 cp "$tree/vmlinux" "$cache/vmlinux-$key.tmp" && mv "$cache/vmlinux-$key.tmp" "$cache/vmlinux-$key"
+echo "$src" > "$cache/tree-$key"   # the source the vmlinux's lines refer to
 cp "$tree/arch/x86/boot/bzImage" "$out.tmp" && mv "$out.tmp" "$out"
 [ -n "$patch" ] && rm -rf "$tree"
 echo "$out"

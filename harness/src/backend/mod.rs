@@ -33,6 +33,8 @@ pub struct RealTrace {
     pub host: crate::model::HostFacts,
     /// Kernel reports (WARNING, BUG, KASAN, lockdep) printed during a step, by step.
     pub splats: Vec<(usize, kvm::kmsg::Splat)>,
+    /// The distinct kernel PCs the case ran (KCOV), where the backend has coverage.
+    pub pcs: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use crate::seq::gen::{generate, GenConfig};
 use crate::seq::{Sequence, Variant};
 use crate::shrink::shrink;
 use arbitrary::Unstructured;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// SplitMix64: small, fast, and the same stream on every machine for a given seed.
 #[derive(Clone, Debug)]
@@ -92,6 +92,15 @@ pub struct Campaign {
     pub mapped_unchecked: u64,
     /// Known kernel differences (signatures from `# known-divergence` lines): reported as known.
     pub known: Vec<String>,
+    /// Coverage-guided: keep the cases that reach kernel PCs no earlier case reached, and draw
+    /// half the new cases by mutating them (where the real backend records coverage).
+    pub feedback: bool,
+    /// Every kernel PC the campaign's cases reached.
+    pub covered: HashSet<u64>,
+    /// The kept cases.
+    pub corpus: Vec<Sequence>,
+    /// The last real run's PCs.
+    last_pcs: Vec<u64>,
 }
 
 impl Campaign {
@@ -114,11 +123,27 @@ impl Campaign {
             mapped_cases: 0,
             mapped_unchecked: 0,
             known: Vec::new(),
+            feedback: true,
+            covered: HashSet::new(),
+            corpus: Vec::new(),
+            last_pcs: Vec::new(),
         }
     }
 
-    /// Generate the next case.
+    /// Generate the next case: half the time, once the corpus has cases, a mutation of one.
     pub fn next_case(&mut self) -> Sequence {
+        if self.feedback && !self.corpus.is_empty() && self.rng.next_u64().is_multiple_of(2) {
+            let i = (self.rng.next_u64() % self.corpus.len() as u64) as usize;
+            let mut s = self.corpus[i].clone();
+            for _ in 0..1 + self.rng.next_u64() % 3 {
+                crate::fuzzing::mutate_sequence(&mut s, &mut self.rng);
+            }
+            crate::seq::gen::fixup(&mut s);
+            return match &self.real {
+                Some(b) => b.adapt(&s),
+                None => s,
+            };
+        }
         loop {
             let len = 64 + (self.rng.next_u64() % 900) as usize;
             self.rng.fill(&mut self.buf[..len]);
@@ -142,6 +167,7 @@ impl Campaign {
                 self.views_lost += c.diff.views_lost;
                 self.mapped_cases += c.diff.kernel_mapped as u64;
                 self.mapped_unchecked += (c.diff.kernel_mapped && c.diff.mapping_checks == 0) as u64;
+                self.last_pcs = c.pcs;
                 let mut f = c.model.findings;
                 f.extend(c.diff.findings);
                 f
@@ -166,7 +192,14 @@ impl Campaign {
         self.cases += 1;
         self.ops += s.steps.len() as u64;
         let mut out = Vec::new();
-        for f in self.findings_of(&s) {
+        let found = self.findings_of(&s);
+        // Coverage of the case itself (shrinking below runs other cases).
+        let before = self.covered.len();
+        self.covered.extend(std::mem::take(&mut self.last_pcs));
+        if self.feedback && self.covered.len() > before {
+            self.corpus.push(s.clone());
+        }
+        for f in found {
             let sig = f.signature();
             let n = self.seen.entry(sig.clone()).or_insert(0);
             *n += 1;

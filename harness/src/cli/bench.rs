@@ -176,10 +176,10 @@ fn run_kvm(json: bool) -> Result<i32, String> {
 /// `bench --backend lab`: the same seeded lab campaign on today's path (one lab VM, a fresh VM
 /// per case, no view) and on the new one (reused VMs proved clean by the view, as many lab VMs
 /// as cores), in one run; the ratio of fuzz cases per second (boot excluded).
-fn run_lab(json: bool, kernel: Option<&str>) -> Result<i32, String> {
+fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Result<i32, String> {
     const RUNS: u64 = 300;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let lab = |extra: &[&str]| -> Result<(f64, u64, u64), String> {
+    let lab_on = |kernel: Option<&str>, extra: &[&str]| -> Result<(f64, u64, u64), String> {
         let mut cmd = std::process::Command::new(&exe);
         cmd.args(["lab", "--json", "--runs", &RUNS.to_string(), "--seed", "1"]).args(extra);
         if let Some(k) = kernel {
@@ -194,14 +194,18 @@ fn run_lab(json: bool, kernel: Option<&str>) -> Result<i32, String> {
         let secs = fuzz.iter().map(|f| f["seconds"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
         Ok((cases as f64 / secs.max(1e-9), cases, v["mapping_checks"].as_u64().unwrap_or(0)))
     };
+    let lab = |extra: &[&str]| lab_on(kernel, extra);
     let (base, base_cases, _) = lab(&["--jobs", "1", "--fresh-vm", "--no-view"])?;
     let (new, new_cases, checks) = lab(&[])?;
     let ratio = new / base;
+    // The debug options' cost: the same campaign on the debug flavour (KASAN, lockdep, KCOV...).
+    let debug = debug_kernel.map(|k| lab_on(Some(k), &[])).transpose()?.map(|(d, _, _)| d);
     if json {
         println!(
             "{}",
             serde_json::json!({
                 "lab_fresh_cases_per_sec": base, "lab_cases_per_sec": new, "lab_speedup": ratio,
+                "lab_debug_cases_per_sec": debug, "debug_cost_ratio": debug.map(|d| new / d),
                 "cases": [base_cases, new_cases], "mapping_checks": checks,
             })
         );
@@ -211,16 +215,19 @@ fn run_lab(json: bool, kernel: Option<&str>) -> Result<i32, String> {
             "lab, parallel VMs, reused VMs, with view: {new:8.1} cases/s ({new_cases} cases, {checks} GFN comparisons)"
         );
         println!("lab speedup: {ratio:.2}");
+        if let Some(d) = debug {
+            println!("lab on the debug flavour:                  {d:8.1} cases/s (debug options cost {:.2}x)", new / d);
+        }
     }
     Ok(0)
 }
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["backend", "kernel"], &["json"])?;
+    let a = Args::parse(argv, &["backend", "kernel", "debug-kernel"], &["json"])?;
     match a.get("backend").unwrap_or("model") {
         "model" => {}
         "kvm" => return run_kvm(a.flag("json")),
-        "lab" => return run_lab(a.flag("json"), a.get("kernel")),
+        "lab" => return run_lab(a.flag("json"), a.get("kernel"), a.get("debug-kernel")),
         other => return Err(format!("unknown backend `{other}` (model, kvm, lab)")),
     }
     let realistic = mix(None, 1, 400);

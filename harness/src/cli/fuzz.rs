@@ -30,7 +30,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             "ignore",
             "plant",
         ],
-        &["json", "fresh-vm", "no-view"],
+        &["json", "fresh-vm", "no-view", "no-feedback"],
     )?;
     // Open fds are counted with no backend open at either end, RSS once the backend is set up
     // and again at the end, so that a soak compares like with like.
@@ -97,6 +97,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         + if kvm.is_some() { " --backend kvm" } else { "" };
     let (_, rss0) = process_usage();
     let mut c = Campaign::new(cfg);
+    c.feedback = !a.flag("no-feedback");
     if let Some(k) = kvm {
         // Known kernel differences the corpus records are reported as known, not as new.
         c.known = crate::corpus::known_signatures(&crate::corpus::root());
@@ -179,6 +180,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         crate::report::junit::write(std::path::Path::new(j), "privmem-fuzz", &cases)
             .map_err(|e| format!("{j}: {e}"))?;
     }
+    if json && !c.covered.is_empty() {
+        println!("{}", coverage_event("fuzz", c.covered.iter().copied()));
+    }
     if json {
         println!(
             "{}",
@@ -188,6 +192,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 "mapping_checks": c.mapping_checks, "views_lost": c.views_lost,
                 "real_seconds": crate::oracle::diff::REAL_NANOS.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9,
                 "phase_seconds": crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9).collect::<Vec<_>>(),
+                "pcs": c.covered.len(), "corpus": c.corpus.len(), "feedback": c.feedback,
                 "mapped_cases": c.mapped_cases, "mapped_unchecked": c.mapped_unchecked, "known": known_hits,
                 "exec_per_sec": c.cases as f64 / el,
                 "findings": sigs.iter().map(|(s, n)| serde_json::json!({"signature": s, "hits": n})).collect::<Vec<_>>(),
@@ -233,4 +238,12 @@ pub fn process_usage() -> (usize, u64) {
         .map(|pages| pages * 4)
         .unwrap_or(0);
     (fds, rss)
+}
+
+/// The kernel PCs a command reached, as one JSON line (hex), for `privmem lab --coverage`.
+pub fn coverage_event(source: &str, pcs: impl Iterator<Item = u64>) -> serde_json::Value {
+    let mut v: Vec<u64> = pcs.collect();
+    v.sort_unstable();
+    let hex: Vec<String> = v.iter().map(|p| format!("{p:x}")).collect();
+    serde_json::json!({"event": "coverage", "source": source, "pcs": hex})
 }

@@ -69,8 +69,8 @@ fn build_init() -> Result<PathBuf, String> {
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
-        &["kernel", "init", "time", "runs", "seed", "timeout", "junit", "out", "jobs"],
-        &["json", "fresh-vm", "no-view"],
+        &["kernel", "init", "time", "runs", "seed", "timeout", "junit", "out", "jobs", "coverage"],
+        &["json", "fresh-vm", "no-view", "no-feedback"],
     )?;
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
     let json = a.flag("json");
@@ -143,6 +143,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             if a.flag("no-view") {
                 args.push("--no-view".into());
             }
+            if a.flag("no-feedback") {
+                args.push("--no-feedback".into());
+            }
         }
         args
     };
@@ -191,6 +194,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let replay_cmd = format!("privmem lab --kernel {}", kernel.display());
     let mut caps_ok = None;
     let mut fuzz_summaries = Vec::new();
+    let mut reached = std::collections::BTreeSet::new();
     let mut results = Vec::new();
     for l in &lines {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
@@ -262,6 +266,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 );
             }
             fuzz_findings.push(v);
+        } else if v["event"] == "coverage" {
+            reached.extend(
+                v["pcs"].as_array().into_iter().flatten().filter_map(|p| u64::from_str_radix(p.as_str()?, 16).ok()),
+            );
         } else if v["event"] == "summary" {
             mapping_checks += v["mapping_checks"].as_u64().unwrap_or(0);
             mapped_unchecked += v["mapped_unchecked"].as_u64().unwrap_or(0);
@@ -308,6 +316,23 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         ));
     }
     let fuzz_cases: u64 = fuzz_summaries.iter().map(|v| v["cases"].as_u64().unwrap_or(0)).sum();
+    let mut coverage = serde_json::Value::Null;
+    if let Some(page) = a.get("coverage") {
+        coverage = coverage_page(&kernel, &reached, Path::new(page))?;
+        if !json {
+            println!("lab: kernel coverage: {} distinct PCs; page written to {page}", reached.len());
+            for f in coverage["files"].as_array().into_iter().flatten() {
+                println!(
+                    "lab:   {:32} lines {:>5}/{:<5} functions {:>4}/{}",
+                    f["file"].as_str().unwrap_or(""),
+                    f["lines_covered"],
+                    f["lines"],
+                    f["functions_reached"],
+                    f["functions"]
+                );
+            }
+        }
+    }
     if let Some(j) = a.get("junit") {
         crate::report::junit::write(Path::new(j), "privmem-lab", &results).map_err(|e| format!("{j}: {e}"))?;
     }
@@ -318,6 +343,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 "passed": passed, "failed": failed, "skipped": skipped, "results": results,
                 "fuzz_findings": fuzz_findings, "fuzz": fuzz_summaries, "completed": done,
                 "jobs": jobs, "wall_seconds": wall, "fuzz_cases": fuzz_cases,
+                "pcs": reached.len(), "coverage": coverage,
                 "mapping_checks": mapping_checks, "mapped_unchecked": mapped_unchecked, "files": written,
             })
         );
@@ -340,4 +366,32 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     } else {
         0
     })
+}
+
+/// `--coverage PAGE`: the PCs the run reached, as lines of the lab kernel's KVM sources. The
+/// kernel must be a KCOV build (`build-kernel.sh --debug`): its vmlinux and source tree sit
+/// beside it in the cache.
+fn coverage_page(
+    kernel: &Path,
+    reached: &std::collections::BTreeSet<u64>,
+    page: &Path,
+) -> Result<serde_json::Value, String> {
+    if reached.is_empty() {
+        return Err("--coverage: the lab kernel recorded no coverage (build it with `ci/lab/build-kernel.sh --debug`, which has KCOV)".into());
+    }
+    let name = kernel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let key = name
+        .strip_prefix("bzImage-")
+        .ok_or(format!("--coverage: {} is not a lab build (bzImage-KEY)", kernel.display()))?;
+    let dir = kernel.parent().unwrap_or(Path::new("."));
+    let vmlinux = dir.join(format!("vmlinux-{key}"));
+    let tree = std::fs::read_to_string(dir.join(format!("tree-{key}")))
+        .map_err(|e| format!("--coverage: the build's source tree: {e}"))?;
+    let s = lab::coverage::write_page(&vmlinux, Path::new(tree.trim()), reached, page)?;
+    let files: Vec<serde_json::Value> = s
+        .files
+        .iter()
+        .map(|(f, c, t, fr, ft)| serde_json::json!({"file": f, "lines_covered": c, "lines": t, "functions_reached": fr, "functions": ft}))
+        .collect();
+    Ok(serde_json::json!({"page": page.display().to_string(), "files": files}))
 }

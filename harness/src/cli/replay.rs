@@ -26,6 +26,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let mut failed = 0;
     let mut bad_input = 0;
     let mut total_mapping_checks = 0;
+    let mut covered = std::collections::BTreeSet::new();
     for path in &a.positional {
         let loaded = if bin {
             std::fs::read(path).map_err(|e| format!("{path}: {e}")).map(|b| {
@@ -54,6 +55,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             None => run_model(&seq),
             Some(k) => {
                 let c = check_real(k, &seq);
+                covered.extend(c.pcs.iter().copied());
                 mapping_checks = Some(c.diff.mapping_checks);
                 total_mapping_checks += c.diff.mapping_checks;
                 let mut t = c.model;
@@ -117,6 +119,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 println!("      {}  {}", f.signature(), f.detail);
             }
         }
+    }
+    if json && !covered.is_empty() {
+        println!("{}", super::fuzz::coverage_event("replay", covered.into_iter()));
     }
     if let Some(j) = a.get("junit") {
         crate::report::junit::write(std::path::Path::new(j), "privmem-replay", &results)

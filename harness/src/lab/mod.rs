@@ -3,6 +3,7 @@
 //! runs them against the nested KVM (SW_PROTECTED VMs, attributes, MEMORY_FAULT, pre-fault)
 //! and prints JSON lines on the serial console, which the host side collects.
 
+pub mod coverage;
 pub mod cpio;
 
 use std::io::{BufRead, BufReader, Read};

@@ -144,6 +144,8 @@ pub struct RealCheck {
     pub diff: Diff,
     /// Why the backend could not run the sequence (a missing capability); not a finding.
     pub unsupported: Option<String>,
+    /// The kernel PCs the case ran, where the backend records coverage.
+    pub pcs: Vec<u64>,
 }
 
 pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
@@ -155,13 +157,13 @@ pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
             let opts = RunOpts { host: real.host, leaves_at: real.views.iter().map(Option::is_some).collect() };
             let model = run_model_with(seq, &opts).0;
             let diff = diff(seq, &model, &real);
-            RealCheck { model, diff, unsupported: None }
+            RealCheck { model, diff, unsupported: None, pcs: real.pcs }
         }
         Err(e) => {
             let model = run_model_with(seq, &RunOpts::default()).0;
             let unsupported = matches!(e, RunError::Unsupported(_)).then(|| e.to_string());
             let diff = Diff { findings: error_finding(seq, &e).into_iter().collect(), ..Default::default() };
-            RealCheck { model, diff, unsupported }
+            RealCheck { model, diff, unsupported, pcs: Vec::new() }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! counters did not return to their baseline, a case timed out or the guest failed).
 
 pub mod guest;
+pub mod kcov;
 pub mod kmsg;
 pub mod mem;
 pub mod raw;
@@ -93,6 +94,8 @@ pub struct KvmBackend {
     pub view_error: Option<String>,
     /// The kernel's own reports (/dev/kmsg), where this process may read them.
     kmsg: Option<kmsg::Kmsg>,
+    /// The kernel's coverage of this thread (KCOV), where the kernel has it.
+    kcov: Option<kcov::Kcov>,
 }
 
 fn errno_of(e: i32) -> Outcome {
@@ -122,6 +125,7 @@ impl KvmBackend {
             view: None,
             view_error: if view { None } else { Some("turned off (--no-view)".into()) },
             kmsg: kmsg::Kmsg::open().ok(),
+            kcov: kcov::Kcov::open().ok(),
         }
         .with_view())
     }
@@ -145,6 +149,11 @@ impl KvmBackend {
             Err(e) => self.view_error = Some(e),
         }
         self
+    }
+
+    /// Whether the backend records kernel coverage (KCOV).
+    pub fn has_coverage(&self) -> bool {
+        self.kcov.is_some()
     }
 
     /// Which view of the kernel's mappings this backend has, in words.
@@ -884,6 +893,9 @@ impl Backend for KvmBackend {
             return Err(RunError::Setup(format!("footing check failed, refusing to run: {why}")));
         }
         let t0 = Instant::now();
+        if let Some(k) = self.kcov.as_mut() {
+            k.start();
+        }
         self.prepare(seq.header.vm, seq.header.vcpus, seq.header.has(Knob::NoSlotZapAll))?;
         self.ensure_baseline()?;
         // What the kernel reported while an earlier VM of another type went away is not this
@@ -900,6 +912,9 @@ impl Backend for KvmBackend {
         if let (Ok(t), Some(k)) = (r.as_mut(), self.kmsg.as_mut()) {
             let last = seq.steps.len().saturating_sub(1);
             t.splats.extend(k.splats().into_iter().map(|s| (last, s)));
+        }
+        if let (Ok(t), Some(k)) = (r.as_mut(), self.kcov.as_mut()) {
+            t.pcs = k.collect();
         }
         let t3 = Instant::now();
         for (i, d) in [t1 - t0, t2 - t1, t3 - t2].iter().enumerate() {

@@ -1,0 +1,89 @@
+//! Kernel coverage: the PCs the kernel ran for this thread (KVM's ioctls and KVM_RUN's fault
+//! path run in it), through KCOV where the kernel has it (the lab's debug flavour). The
+//! campaign keeps the cases that reach new PCs; `privmem lab --coverage` maps them to lines.
+
+use std::collections::HashSet;
+use std::os::fd::AsRawFd;
+
+/// `KCOV_INIT_TRACE` = _IOR('c', 1, unsigned long), `KCOV_ENABLE` = _IO('c', 100),
+/// `KCOV_DISABLE` = _IO('c', 101) (include/uapi/linux/kcov.h); `KCOV_TRACE_PC` = 0.
+const KCOV_INIT_TRACE: libc::c_ulong = 0x8008_6301;
+const KCOV_ENABLE: libc::c_ulong = 0x6364;
+const KCOV_DISABLE: libc::c_ulong = 0x6365;
+const KCOV_TRACE_PC: libc::c_ulong = 0;
+
+/// PCs one case may record (duplicates included; a case that overflows keeps its first ones).
+const AREA_WORDS: usize = 1 << 20;
+
+pub struct Kcov {
+    file: std::fs::File,
+    area: *mut u64,
+}
+
+// The area is plain memory owned by this value, written only by the kernel for our thread.
+unsafe impl Send for Kcov {}
+
+impl Kcov {
+    /// Trace this thread's PCs, where the kernel has KCOV (debugfs mounted).
+    pub fn open() -> Result<Kcov, String> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/sys/kernel/debug/kcov")
+            .map_err(|e| format!("/sys/kernel/debug/kcov: {e}"))?;
+        let fd = file.as_raw_fd();
+        // SAFETY: the KCOV protocol on our own fd: size the area, map it, enable it for this
+        // thread. The mapping lives as long as `self` (unmapped in drop).
+        unsafe {
+            if libc::ioctl(fd, KCOV_INIT_TRACE, AREA_WORDS as libc::c_ulong) != 0 {
+                return Err(format!("KCOV_INIT_TRACE: {}", std::io::Error::last_os_error()));
+            }
+            let area = libc::mmap(
+                std::ptr::null_mut(),
+                AREA_WORDS * 8,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            if area == libc::MAP_FAILED {
+                return Err(format!("kcov mmap: {}", std::io::Error::last_os_error()));
+            }
+            if libc::ioctl(fd, KCOV_ENABLE, KCOV_TRACE_PC) != 0 {
+                libc::munmap(area, AREA_WORDS * 8);
+                return Err(format!("KCOV_ENABLE: {}", std::io::Error::last_os_error()));
+            }
+            Ok(Kcov { file, area: area as *mut u64 })
+        }
+    }
+
+    /// Start a new case: forget the PCs recorded so far.
+    pub fn start(&mut self) {
+        // SAFETY: word 0 of the area is the count; the kernel appends after it.
+        unsafe { std::ptr::write_volatile(self.area, 0) };
+    }
+
+    /// The distinct PCs recorded since [`Kcov::start`].
+    pub fn collect(&mut self) -> Vec<u64> {
+        // SAFETY: the count and the PCs the kernel wrote, bounded by the area's size.
+        let n = (unsafe { std::ptr::read_volatile(self.area) } as usize).min(AREA_WORDS - 1);
+        let mut seen = HashSet::with_capacity(n);
+        for i in 1..=n {
+            // SAFETY: i is inside the area.
+            seen.insert(unsafe { std::ptr::read_volatile(self.area.add(i)) });
+        }
+        let mut v: Vec<u64> = seen.into_iter().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+impl Drop for Kcov {
+    fn drop(&mut self) {
+        // SAFETY: disabling and unmapping what `open` set up.
+        unsafe {
+            libc::ioctl(self.file.as_raw_fd(), KCOV_DISABLE, 0);
+            libc::munmap(self.area as *mut libc::c_void, AREA_WORDS * 8);
+        }
+    }
+}
