@@ -7,9 +7,10 @@ use std::os::fd::AsRawFd;
 
 /// `KCOV_INIT_TRACE` = _IOR('c', 1, unsigned long), `KCOV_ENABLE` = _IO('c', 100),
 /// `KCOV_DISABLE` = _IO('c', 101) (include/uapi/linux/kcov.h); `KCOV_TRACE_PC` = 0.
-const KCOV_INIT_TRACE: libc::c_ulong = 0x8008_6301;
-const KCOV_ENABLE: libc::c_ulong = 0x6364;
-const KCOV_DISABLE: libc::c_ulong = 0x6365;
+// `Ioctl` is c_ulong on glibc and c_int on musl (the lab's static build).
+const KCOV_INIT_TRACE: libc::Ioctl = 0x8008_6301u32 as libc::Ioctl;
+const KCOV_ENABLE: libc::Ioctl = 0x6364;
+const KCOV_DISABLE: libc::Ioctl = 0x6365;
 const KCOV_TRACE_PC: libc::c_ulong = 0;
 
 /// PCs one case may record (duplicates included; a case that overflows keeps its first ones).
