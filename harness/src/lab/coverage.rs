@@ -102,16 +102,32 @@ fn locate(vmlinux: &Path, pcs: &[u64]) -> Result<Vec<Loc>, String> {
         .map(|c| {
             let func = c[0].to_string();
             let (file, line) = c.get(1).and_then(|l| l.rsplit_once(':')).unwrap_or(("?", "0"));
-            // Relative to the tree: the part from the first top-level directory we know.
+            // Relative to the tree (virt/kvm is built from arch/x86/kvm as ../../../virt/kvm).
+            let file = normalize(file);
             let file = ["arch/", "virt/", "mm/", "include/", "kernel/", "lib/"]
                 .iter()
-                .filter_map(|d| file.find(&format!("/{d}")).map(|i| &file[i + 1..]))
+                .filter_map(|d| file.find(&format!("/{d}")).map(|i| file[i + 1..].to_string()))
                 .next()
                 .unwrap_or(file);
             let line = line.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0);
             Loc { file: file.to_string(), line, func }
         })
         .collect())
+}
+
+/// `a/b/../c` as `a/c`.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in path.split('/') {
+        match p {
+            ".." => {
+                parts.pop();
+            }
+            "." => {}
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
 }
 
 #[derive(Default)]
