@@ -160,8 +160,31 @@ fn sample_op(k: OpKind, h: &Header) -> Option<Op> {
     }
 }
 
-/// An address near something that matters: a slot's ends, a 2M or 1G boundary inside it, ±1 page.
+/// Where the kernel's arithmetic breaks, as syzkaller's special values: the sign bit of a
+/// 64-bit offset and a page below it, the top page of the address space, the guest physical
+/// address widths (TDX's 48 and 52 bits) and the shared bits they imply.
+pub const INT_EDGES: [u64; 8] =
+    [(1 << 63) - PAGE, 1 << 63, 0u64.wrapping_sub(PAGE), 1 << 47, 1 << 48, (1 << 48) - PAGE, 1 << 51, 1 << 52];
+
+/// An integer edge relative to `base` (a slot end, a file size): exactly there, a page either
+/// side, or the size whose sum with `base` wraps to zero or just past it.
+fn gen_edge(u: &mut Unstructured<'_>, base: u64) -> Result<u64> {
+    Ok(match u.int_in_range(0..=5)? {
+        0 => pick(u, &INT_EDGES)?,
+        1 => base,
+        2 => base.wrapping_add(PAGE),
+        3 => base.wrapping_sub(PAGE),
+        4 => 0u64.wrapping_sub(base),
+        _ => 0u64.wrapping_sub(base).wrapping_add(PAGE),
+    })
+}
+
+/// An address near something that matters: a slot's ends, a 2M or 1G boundary inside it, ±1
+/// page; now and then an integer edge.
 fn gen_addr(u: &mut Unstructured<'_>, ranges: &[(u64, u64)]) -> Result<u64> {
+    if u.ratio(1, 24)? {
+        return pick(u, &INT_EDGES);
+    }
     let (a, b) = pick(u, ranges)?;
     let base = match u.int_in_range(0..=5)? {
         0 => a,
@@ -186,6 +209,10 @@ fn gen_addr(u: &mut Unstructured<'_>, ranges: &[(u64, u64)]) -> Result<u64> {
 }
 
 fn gen_size(u: &mut Unstructured<'_>, ranges: &[(u64, u64)], addr: u64) -> Result<u64> {
+    if u.ratio(1, 24)? {
+        // Sizes whose sum with the start wraps, or that end at or just past an edge.
+        return gen_edge(u, addr);
+    }
     Ok(match u.int_in_range(0..=7)? {
         0 | 1 => PAGE,
         2 | 3 => SZ_2M,
@@ -221,13 +248,17 @@ fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]
             let id = u.int_in_range(0..=9)?;
             let gmem = match g {
                 Some(g) if u.ratio(2, 3)? => {
-                    let offset = pick(u, &[0, PAGE, SZ_2M])?;
+                    // Now and then an offset at an edge: the file's size ± a page, 2^63 - 4K
+                    // (which a signed `offset + size > i_size` lets through), 2^64 - 4K.
+                    let offset = if u.ratio(1, 8)? { gen_edge(u, g.size)? } else { pick(u, &[0, PAGE, SZ_2M])? };
                     Some(GmemBinding { gmem: g.name, offset })
                 }
                 _ => None,
             };
             let gpa = pick(u, &[addr & !(SZ_2M - 1), addr, 0x3_0000_0000])?;
-            Op::SlotAdd(SlotSpec { id, gpa, size: pick(u, &[SZ_2M, PAGE, 2 * SZ_2M])?, gmem, readonly: u.ratio(1, 8)? })
+            let size =
+                if u.ratio(1, 16)? { gen_edge(u, gpa)? & !(PAGE - 1) } else { pick(u, &[SZ_2M, PAGE, 2 * SZ_2M])? };
+            Op::SlotAdd(SlotSpec { id, gpa, size, gmem, readonly: u.ratio(1, 8)? })
         }
         OpKind::SlotDelete => Op::SlotDelete { id: u.int_in_range(0..=9)? },
         OpKind::SlotMove => {

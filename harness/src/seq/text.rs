@@ -488,10 +488,12 @@ fn parse_expect(l: &mut Line<'_>) -> Result<Option<Outcome>, ParseError> {
 
 // ---------------------------------------------------------------- printing
 
+/// A size in the unit a person would write (`2M`, `4K`, `3G`), or in hex where no unit gives a
+/// small number: the integer edges the generator draws (2^63, 2^64 - 4K) read as what they are.
 pub fn fmt_size(v: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
     for (m, u) in UNITS {
-        if v != 0 && v.is_multiple_of(m) {
+        if v != 0 && v.is_multiple_of(m) && v / m < 1 << 20 {
             return format!("{}{u}", v / m);
         }
     }
