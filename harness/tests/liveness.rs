@@ -52,10 +52,10 @@ fn reaches_page_size_mismatch() {
 
 #[test]
 fn reaches_enomem_partial_conversion() {
-    let n = cases_until(Some(Variant::HugeV1), 4, 100_000, |s| {
+    let n = cases_until(Some(Variant::HugeV1), 4, 400_000, |s| {
         run_model_cov(s).1.is_some_and(|c| c.partial_conversions > 0)
     });
-    assert!(n.is_some(), "no partial conversion within 100000 huge-v1 cases");
+    assert!(n.is_some(), "no partial conversion within 400000 huge-v1 cases");
     eprintln!("ENOMEM partial conversion after {n:?} cases");
 }
 
