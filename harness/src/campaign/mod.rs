@@ -101,6 +101,8 @@ pub struct Campaign {
     pub corpus: Vec<Sequence>,
     /// The last real run's PCs.
     last_pcs: Vec<u64>,
+    /// Print each case to stderr before it runs.
+    pub print_cases: bool,
 }
 
 impl Campaign {
@@ -127,6 +129,7 @@ impl Campaign {
             covered: HashSet::new(),
             corpus: Vec::new(),
             last_pcs: Vec::new(),
+            print_cases: false,
         }
     }
 
@@ -192,6 +195,9 @@ impl Campaign {
         self.cases += 1;
         self.ops += s.steps.len() as u64;
         let mut out = Vec::new();
+        if self.print_cases {
+            eprintln!("case {}:\n{}", self.cases, crate::seq::text::print(&s));
+        }
         let found = self.findings_of(&s);
         // Coverage of the case itself (shrinking below runs other cases).
         let before = self.covered.len();

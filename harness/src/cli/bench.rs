@@ -190,7 +190,9 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
         let v: serde_json::Value =
             serde_json::from_str(text.lines().last().unwrap_or("")).map_err(|e| format!("lab output: {e}: {text}"))?;
         let fuzz = v["fuzz"].as_array().cloned().unwrap_or_default();
-        let cases: u64 = fuzz.iter().map(|f| f["cases"].as_u64().unwrap_or(0)).sum();
+        // Cases that ran: the ones the lab kernel could not run (skipped) cost next to nothing.
+        let cases: u64 =
+            fuzz.iter().map(|f| f["cases"].as_u64().unwrap_or(0) - f["skipped"].as_u64().unwrap_or(0)).sum();
         let secs = fuzz.iter().map(|f| f["seconds"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
         Ok((cases as f64 / secs.max(1e-9), cases, v["mapping_checks"].as_u64().unwrap_or(0)))
     };

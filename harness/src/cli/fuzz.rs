@@ -30,7 +30,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             "ignore",
             "plant",
         ],
-        &["json", "fresh-vm", "no-view", "no-feedback"],
+        &["json", "fresh-vm", "no-view", "no-feedback", "print-cases"],
     )?;
     // Open fds are counted with no backend open at either end, RSS once the backend is set up
     // and again at the end, so that a soak compares like with like.
@@ -98,6 +98,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let (_, rss0) = process_usage();
     let mut c = Campaign::new(cfg);
     c.feedback = !a.flag("no-feedback");
+    // Each case on stderr before it runs: what a hung lab VM was doing.
+    c.print_cases = a.flag("print-cases");
     if let Some(k) = kvm {
         // Known kernel differences the corpus records are reported as known, not as new.
         c.known = crate::corpus::known_signatures(&crate::corpus::root());

@@ -69,7 +69,7 @@ fn build_init() -> Result<PathBuf, String> {
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
-        &["kernel", "init", "time", "runs", "seed", "timeout", "junit", "out", "jobs", "coverage"],
+        &["kernel", "init", "time", "runs", "seed", "timeout", "junit", "out", "jobs", "coverage", "vm"],
         &["json", "fresh-vm", "no-view", "no-feedback"],
     )?;
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
@@ -126,10 +126,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             args.extend(names.iter().map(|(n, _)| format!("/corpus/{n}")));
         }
         if fuzz {
-            args.extend(
-                ["--next--", "fuzz", "--backend", "kvm", "--vm", "any", "--json", "--out", "/tmp/findings"]
-                    .map(String::from),
-            );
+            args.extend(["--next--", "fuzz", "--backend", "kvm", "--json", "--out", "/tmp/findings"].map(String::from));
+            args.extend(["--vm".to_string(), a.get("vm").unwrap_or("sw-protected").to_string()]);
             match runs {
                 Some(r) => args.extend(["--runs".to_string(), (r / jobs + (j < r % jobs) as u64).to_string()]),
                 None => args.extend(["--time".to_string(), time.to_string()]),
@@ -145,6 +143,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             }
             if a.flag("no-feedback") {
                 args.push("--no-feedback".into());
+            }
+            if std::env::var_os("PRIVMEM_LAB_VERBOSE").is_some() {
+                args.push("--print-cases".into());
             }
         }
         args
@@ -183,9 +184,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let wall = started.elapsed().as_secs_f64();
     let mut lines = Vec::new();
     let mut completed = 0;
-    for b in boots {
+    for (j, b) in boots.into_iter().enumerate() {
         let l = b?;
-        completed += l.iter().any(|x| x.starts_with(lab::DONE)) as u64;
+        if l.iter().any(|x| x.starts_with(lab::DONE)) {
+            completed += 1;
+        } else {
+            // The VM died before its commands finished (a kernel panic, most likely): show why.
+            let console: Vec<&String> = l.iter().filter(|x| !x.starts_with('{')).collect();
+            let tail: Vec<&str> = console.iter().rev().take(30).rev().map(|x| x.as_str()).collect();
+            eprintln!("lab: VM {j} stopped before its commands finished; its console ends:\n{}", tail.join("\n"));
+        }
         lines.extend(l);
     }
 

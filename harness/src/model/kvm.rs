@@ -12,7 +12,7 @@ impl Model {
     pub(crate) fn slot_add(&mut self, spec: &SlotSpec) -> Result<(), Errno> {
         let gm = spec.gmem.as_ref().and_then(|b| self.gmem_index(&b.gmem)).map(|i| (i, &self.gmems[i]));
         let uregion = self.mem.alloc(spec.size / PAGE);
-        match self.slots.check_add(self.h.vm, spec, gm, uregion)? {
+        match self.slots.check_add(self.h.vm, spec, gm, uregion, self.host.phys_bits)? {
             Change::Create(slot) => {
                 if let Some((fi, start)) = slot.gmem {
                     self.gmems[fi].bind(start, start + slot.npages, slot.id);
@@ -56,7 +56,7 @@ impl Model {
     }
 
     pub(crate) fn slot_move(&mut self, id: u32, gpa: u64) -> Result<(), Errno> {
-        let Change::Move { old, new_base } = self.slots.check_move(self.h.vm, id, gpa)? else {
+        let Change::Move { old, new_base } = self.slots.check_move(self.h.vm, id, gpa, self.host.phys_bits)? else {
             return Ok(());
         };
         self.flush_shadow_memslot(old.base_gfn, old.end_gfn());

@@ -57,10 +57,13 @@ pub enum Change {
 
 /// Highest GFN + 1 a slot may reach: 52-bit guest physical addresses, and below the shared bit
 /// (bit 47, GPAW 48) for TDX.
-pub fn max_gfn(vm: VmType) -> u64 {
+/// One past the last GFN a memslot may reach (`kvm_arch_prepare_memory_region()` against
+/// `kvm_mmu_max_gfn()`): with TDP, the host's physical address width (`shadow_phys_bits`,
+/// which a real backend reports); 52 bits with shadow paging or where it is not known.
+pub fn max_gfn(vm: VmType, phys_bits: Option<u8>) -> u64 {
     match vm {
         VmType::Tdx => 1 << (47 - 12),
-        _ => 1 << (52 - 12),
+        _ => 1 << (phys_bits.unwrap_or(52).clamp(13, 52) - 12),
     }
 }
 
@@ -100,6 +103,7 @@ impl Slots {
         spec: &SlotSpec,
         gmem: Option<(usize, &Gmem)>,
         uregion: u64,
+        phys_bits: Option<u8>,
     ) -> Result<Change, Errno> {
         // check_memory_region_flags: no READONLY for VMs with protected state.
         if spec.readonly && matches!(vm, VmType::Tdx | VmType::Snp) {
@@ -142,7 +146,7 @@ impl Slots {
         if self.overlaps(base, end / PAGE, None) {
             return Err(Errno::EEXIST);
         }
-        if end / PAGE > max_gfn(vm) {
+        if end / PAGE > max_gfn(vm, phys_bits) {
             return Err(Errno::EINVAL);
         }
         let binding = match (&spec.gmem, gmem) {
@@ -174,7 +178,7 @@ impl Slots {
     }
 
     /// A move keeps the userspace address, size and flags and changes the GPA.
-    pub fn check_move(&self, vm: VmType, id: u32, gpa: u64) -> Result<Change, Errno> {
+    pub fn check_move(&self, vm: VmType, id: u32, gpa: u64, phys_bits: Option<u8>) -> Result<Change, Errno> {
         let Some(old) = self.by_id.get(&id) else {
             // The harness has no size or address to issue the call with.
             return Err(Errno::ENOENT);
@@ -196,7 +200,7 @@ impl Slots {
         if self.overlaps(base, end, Some(id)) {
             return Err(Errno::EEXIST);
         }
-        if end > max_gfn(vm) {
+        if end > max_gfn(vm, phys_bits) {
             return Err(Errno::EINVAL);
         }
         Ok(Change::Move { old: old.clone(), new_base: base })

@@ -127,6 +127,8 @@ pub struct HostFacts {
     pub plain: UserBacking,
     /// The userspace (shared) side of guest_memfd slots.
     pub gmem_shared: UserBacking,
+    /// The GPA width KVM allows memslots up to (`kvm_mmu_max_gfn()`); None: 52 bits.
+    pub phys_bits: Option<u8>,
 }
 
 impl HostFacts {

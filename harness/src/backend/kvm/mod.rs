@@ -75,6 +75,18 @@ struct VmState {
 pub static PHASE_NANOS: [std::sync::atomic::AtomicU64; 3] =
     [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
 
+/// The largest attribute range a generated case sets on a real kernel (4M pages).
+const MAX_ATTR_RANGE: u64 = 16 << 30;
+/// The largest range a generated case pre-faults on a real kernel.
+const MAX_PREFAULT: u64 = 64 << 20;
+
+/// The CPU's physical address width, from /proc/cpuinfo (`address sizes : 40 bits physical`).
+fn cpu_phys_bits() -> Option<u8> {
+    let s = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let l = s.lines().find(|l| l.starts_with("address sizes"))?;
+    l.split(':').nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
 /// Privmem is the lab VM's init: the machine is disposable.
 fn in_lab() -> bool {
     std::process::id() == 1
@@ -122,6 +134,9 @@ pub struct KvmBackend {
     kmsg: Option<kmsg::Kmsg>,
     /// The kernel's coverage of this thread (KCOV), where the kernel has it.
     kcov: Option<kcov::Kcov>,
+    /// The GPA width memslots may reach: `kvm_mmu_max_gfn()` is the CPU's physical address
+    /// width with TDP (the lab), 52 bits with shadow paging (this host).
+    max_gpa_bits: Option<u8>,
 }
 
 fn errno_of(e: i32) -> Outcome {
@@ -152,6 +167,10 @@ impl KvmBackend {
             view_error: if view { None } else { Some("turned off (--no-view)".into()) },
             kmsg: kmsg::Kmsg::open().ok(),
             kcov: kcov::Kcov::open().ok(),
+            max_gpa_bits: match trace::host_mmu() {
+                Mmu::Tdp => cpu_phys_bits(),
+                Mmu::Shadow => Some(52),
+            },
         }
         .with_view())
     }
@@ -829,6 +848,7 @@ impl KvmBackend {
                 _ => UserBacking::Unknown,
             },
             gmem_shared: mem::shmem_backing(),
+            phys_bits: self.max_gpa_bits,
         };
         Ok(t)
     }
@@ -914,8 +934,26 @@ impl Backend for KvmBackend {
                 g.mmap |= g.init_shared;
             }
         }
+        if s.header.vm == VmType::Default && (c.guest_memfd_flags == 0 || !c.guest_memfd) {
+            // Before 6.18 a default VM cannot bind guest_memfd: plain slots instead, so the
+            // case runs rather than being skipped whole.
+            s.header.gmems.clear();
+            s.header.slots.iter_mut().for_each(|sl| sl.gmem = None);
+            s.steps.iter_mut().for_each(|st| {
+                if let Op::SlotAdd(sl) = &mut st.op {
+                    sl.gmem = None;
+                }
+            });
+        }
         s.steps.retain(|st| match &st.op {
+            // A pre-fault maps every page of its range: over a huge slot that is gigabytes of
+            // page tables and memory, and minutes.
+            Op::Prefault { size, .. } if *size > MAX_PREFAULT => false,
             Op::Prefault { .. } => c.pre_fault_memory,
+            // Linux stores attributes page by page (6.12: an xa_reserve per page before
+            // anything else): a range of 2^47 bytes is allocated until the lab kernel runs out
+            // of memory and panics. Such ranges stay on the model.
+            Op::Private { size, .. } | Op::Shared { size, .. } if *size > MAX_ATTR_RANGE => false,
             Op::Private { .. } | Op::Shared { .. } => c.memory_attributes & (1 << 3) != 0,
             op => op.addr().is_none_or(|a| a < IDENTITY_LIMIT) || !op.kind().is_guest(),
         });

@@ -174,8 +174,10 @@ pub struct TraceView {
     tdp_fmt: Format,
     set_fmt: Format,
     pub mmu: Mmu,
-    /// TDP: present leaves by (address space, gfn).
-    leaves: BTreeMap<(u8, u64), Level>,
+    /// TDP: present leaves by (address space, gfn, level). The level is part of the key: when
+    /// a 2M leaf replaces a page table, its event comes first and the removed 4K children's
+    /// after, at the same GFN.
+    leaves: BTreeMap<(u8, u64, Level), ()>,
     /// TDP: cached MMIO SPTEs, which outlive memslot changes (only their generation goes stale).
     mmio: std::collections::BTreeSet<(u8, u64)>,
     /// Shadow: leaves installed since the last [`TraceView::take_installed`].
@@ -322,16 +324,16 @@ impl TraceView {
             Event::SpteChanged { as_id, gfn, level: lv, old, new } => {
                 let Some(l) = level(lv) else { return };
                 let leaf = |s: u64| s & SPTE_PRESENT != 0 && (l == Level::L4K || s & SPTE_LARGE != 0);
-                let key = (as_id, gfn);
                 if leaf(old) {
-                    self.leaves.remove(&key);
+                    self.leaves.remove(&(as_id, gfn, l));
                 }
                 if leaf(new) {
-                    self.leaves.insert(key, l);
+                    self.leaves.insert((as_id, gfn, l), ());
                 }
+                let key = (as_id, gfn);
                 if is_mmio(new) {
                     self.mmio.insert(key);
-                } else {
+                } else if l == Level::L4K {
                     self.mmio.remove(&key);
                 }
             }
@@ -348,13 +350,14 @@ impl TraceView {
         if self.lost {
             return None;
         }
-        Some(
-            self.leaves
-                .iter()
-                .filter(|((_, g), _)| *g < limit_gfn)
-                .map(|(&(root, gfn), &level)| KLeaf { gfn, level, root })
-                .collect(),
-        )
+        let mut v: Vec<KLeaf> = self
+            .leaves
+            .keys()
+            .filter(|(_, g, _)| *g < limit_gfn)
+            .map(|&(root, gfn, level)| KLeaf { gfn, level, root })
+            .collect();
+        v.sort_by_key(|k| (k.gfn, k.root));
+        Some(v)
     }
 
     /// The leaves installed since the last call (shadow MMU), below `limit_gfn`.
@@ -369,7 +372,7 @@ impl TraceView {
     /// Whether any present leaf or cached MMIO SPTE is left below `limit_gfn` (TDP): a reset
     /// is proved clean only if not.
     pub fn any_left_below(&self, limit_gfn: u64) -> bool {
-        self.leaves.keys().chain(self.mmio.iter()).any(|(_, g)| *g < limit_gfn)
+        self.leaves.keys().any(|(_, g, _)| *g < limit_gfn) || self.mmio.iter().any(|(_, g)| *g < limit_gfn)
     }
 
     pub fn lost(&self) -> bool {
@@ -419,8 +422,14 @@ mod tests {
         assert!(v.any_left_below(u64::MAX));
         v.apply(changed(0x40200, 2, 0x6000_0000_0abc_08f7, NONPRESENT));
         assert_eq!(v.leaves(u64::MAX), Some(vec![]));
+        // A 2M leaf over a page table: its event first, then the removed 4K child's, at the
+        // same GFN; the 2M leaf stays.
+        v.apply(changed(0x80200, 1, NONPRESENT, 0x6000_0000_0abc_0807));
+        v.apply(changed(0x80200, 2, 0x6000_0000_0123_4807, 0x6000_0000_0abc_08f7));
+        v.apply(changed(0x80200, 1, 0x6000_0000_0abc_0807, FROZEN));
+        assert_eq!(v.leaves(u64::MAX), Some(vec![KLeaf { gfn: 0x80200, level: Level::L2M, root: 0 }]));
         assert!(v.any_left_below(0x90001), "the MMIO SPTE is still cached");
-        assert!(!v.any_left_below(0x90000));
+        assert!(!v.any_left_below(0x80200));
     }
 
     #[test]
