@@ -540,8 +540,12 @@ impl KvmBackend {
             }
             Op::Punch { addr, size, keep_size } => Self::punch(st, *addr, *size, *keep_size),
             Op::Prefault { vcpu, addr, size } => {
+                // The kernel's pre-fault loop stops on a signal (-EINTR) and nowhere else: the
+                // watchdog turns a pre-fault that never ends (6.12 on an obsolete root, found by
+                // the lab) into an EINTR outcome instead of a hung lab.
+                self.watchdog.arm(self.timeout);
                 let (mut gpa, mut left) = (*addr, *size);
-                loop {
+                let o = loop {
                     match raw::pre_fault(&st.vcpus[*vcpu as usize], gpa, left) {
                         Ok((_, 0)) => break Outcome::Ok,
                         Ok((g, l)) => {
@@ -550,7 +554,9 @@ impl KvmBackend {
                         }
                         Err(e) => break errno_of(e),
                     }
-                }
+                };
+                self.watchdog.disarm();
+                o
             }
             Op::HostWrite { addr, value } => match Self::host_view(st, *addr) {
                 Some((m, off)) => {
