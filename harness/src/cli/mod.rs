@@ -22,7 +22,8 @@ usage:
   privmem corpus export --libfuzzer DIR [ROOT]   corpus files as fuzzer seeds
   privmem export --kselftest FILE -o OUT.c       a standalone C reproducer (default VMs)
   privmem lab [--kernel BZIMAGE] [--init PRIVMEM] [--time S | --runs N] [--seed N] [--jobs N]
-              [--out DIR] [--timeout S] [--fresh-vm] [--no-view] [--junit F] [--json] [FILE...]
+              [--out DIR] [--timeout S] [--vm T|any] [--fresh-vm] [--no-view] [--no-feedback]
+              [--coverage PAGE] [--junit F] [--json] [FILE...]
                               the scenarios and a fuzz campaign on a nested KVM (QEMU TCG)
   privmem fuzz [--vm T|any] [--variant V] [--against V] [--time S | --runs N] [--seed N]
                [--max-ops N] [--out DIR] [--backend model|kvm] [--timeout-ms N] [--fresh-vm]
