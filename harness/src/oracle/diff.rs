@@ -149,10 +149,7 @@ pub struct RealCheck {
 }
 
 pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
-    let t0 = std::time::Instant::now();
-    let r = b.run(seq);
-    REAL_NANOS.fetch_add(t0.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-    match r {
+    match b.run(seq) {
         Ok(real) => {
             let opts = RunOpts { host: real.host, leaves_at: real.views.iter().map(Option::is_some).collect() };
             let model = run_model_with(seq, &opts).0;
@@ -167,9 +164,6 @@ pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
         }
     }
 }
-
-/// Time spent in real backends' runs (for the campaign's summary: where a lab case's time goes).
-pub static REAL_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The comment line with which a scenario records a real kernel difference it is known to show.
 pub const KNOWN_MARKER: &str = "# known-divergence: kvm ";

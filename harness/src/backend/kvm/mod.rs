@@ -100,17 +100,24 @@ fn is_access(op: &Op) -> bool {
 /// Whether a slot binds guest_memfd past the file's end (`offset + size` beyond it, or
 /// wrapping): Linux 6.18 accepts some such bindings (a signed `offset + size > i_size`), and
 /// memory behind them is nobody's to touch on a shared host.
-fn past_file_binding(seq: &Sequence) -> bool {
-    let h = &seq.header;
-    let slots = h.slots.iter().chain(seq.steps.iter().filter_map(|st| match &st.op {
+fn binds_past_file(h: &Header, s: &SlotSpec) -> bool {
+    let Some(b) = &s.gmem else { return false };
+    let file = h.gmems.iter().find(|g| g.name == b.gmem).map(|g| g.size).unwrap_or(0);
+    b.offset.checked_add(s.size).is_none_or(|e| e > file)
+}
+
+/// A slot-add step's slot, if the step is one.
+fn added_slot(op: &Op) -> Option<&SlotSpec> {
+    match op {
         Op::SlotAdd(s) => Some(s),
         _ => None,
-    }));
-    slots.into_iter().any(|s| {
-        let Some(b) = &s.gmem else { return false };
-        let file = h.gmems.iter().find(|g| g.name == b.gmem).map(|g| g.size).unwrap_or(0);
-        b.offset.checked_add(s.size).is_none_or(|e| e > file)
-    })
+    }
+}
+
+/// Whether any slot of the sequence, in its header or added by a step, binds past its file.
+fn past_file_binding(seq: &Sequence) -> bool {
+    let h = &seq.header;
+    h.slots.iter().chain(seq.steps.iter().filter_map(|st| added_slot(&st.op))).any(|s| binds_past_file(h, s))
 }
 
 /// The most PRIVATE pages a reset sets back to shared before it prefers a fresh VM.
@@ -967,14 +974,12 @@ impl Backend for KvmBackend {
         // takes it is the finding (6.18 does: corpus/known/kvm-gmem-binding-offset-overflow),
         // and nothing may touch memory behind it. In the lab everything after it runs too.
         if !in_lab() {
-            let header = Sequence { header: s.header.clone(), steps: Vec::new() };
-            if past_file_binding(&header) {
+            let h = &s.header;
+            if h.slots.iter().any(|sl| binds_past_file(h, sl)) {
                 s.steps.retain(|st| !is_access(&st.op));
             }
-            let first = s.steps.iter().position(|st| {
-                matches!(&st.op, Op::SlotAdd(_))
-                    && past_file_binding(&Sequence { header: s.header.clone(), steps: vec![st.clone()] })
-            });
+            let h = &s.header;
+            let first = s.steps.iter().position(|st| added_slot(&st.op).is_some_and(|sl| binds_past_file(h, sl)));
             if let Some(i) = first {
                 s.steps.truncate(i + 1);
             }
