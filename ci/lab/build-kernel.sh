@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build (or reuse) a lab kernel from Debian's linux-source-6.12: tinyconfig plus kernel.config,
+# Build (or reuse) a lab kernel from Debian's linux-source-6.12 (the release's own suite) or,
+# with --version 7.3, linux-source-7.3 from Debian's trixie-backports: tinyconfig plus kernel.config,
 # plus debug.config with --debug (the options KVM developers run: KVM_PROVE_MMU, DEBUG_VM,
 # PROVE_LOCKING, DEBUG_LIST, KASAN, and KCOV for kernel coverage), plus one patch from
 # planted/ with --planted NAME (a bug planted on purpose: the harness's own test).
@@ -13,29 +14,63 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${PRIVMEM_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/privmem-lab}
 flavour=stock
 patch=
+version=6.12
 while [ $# -gt 0 ]; do
     case "$1" in
         --debug) flavour=debug ;;
+        --version)
+            shift
+            case "${1:-}" in 6.12|7.3) version=$1 ;; *) echo "lab: --version takes 6.12 or 7.3" >&2; exit 2 ;; esac
+            ;;
         --planted)
             shift
             patch="$here/planted/${1%.patch}.patch"
             [ -f "$patch" ] || { echo "lab: no planted bug $1 (see $here/planted/)" >&2; exit 2; }
             ;;
-        *) echo "usage: build-kernel.sh [--debug] [--planted NAME]" >&2; exit 2 ;;
+        *) echo "usage: build-kernel.sh [--version 6.12|7.3] [--debug] [--planted NAME]" >&2; exit 2 ;;
     esac
     shift
 done
 mkdir -p "$cache"
 need=()
-for p in qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils; do
+for p in qemu-system-x86 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
+[ "$version" = 6.12 ] && ! dpkg-query -W -f='${Status}' linux-source-6.12 2>/dev/null | grep -q "install ok installed" && need+=(linux-source-6.12)
 if [ ${#need[@]} -gt 0 ]; then
     echo "lab: installing ${need[*]}" >&2
     apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
-ver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
+if [ "$version" = 6.12 ]; then
+    ver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
+    tarball=/usr/src/linux-source-6.12.tar.xz
+else
+    # 7.3 comes from trixie-backports, which this bookworm machine's apt does not list. A private
+    # apt state (its own source list, lists and cache under the lab cache) downloads the package
+    # without touching the machine's apt configuration or dpkg database; the mirror is the one
+    # the machine's own sources already use for Debian.
+    suite=trixie-backports
+    aptdir="$cache/apt-$suite"
+    mirror=$(grep -rhoE '^(URIs:|deb)[[:space:]]+[^[:space:]]+/debian/?([[:space:]]|$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+        | grep -v -- '-security' | awk '{print $2}' | head -1 || true)
+    [ -n "$mirror" ] || { echo "lab: no Debian mirror in /etc/apt/sources.list{,.d} to fetch $suite from" >&2; exit 1; }
+    mkdir -p "$aptdir/lists/partial" "$aptdir/archives/partial"
+    echo "deb ${mirror%/} $suite main" > "$aptdir/sources.list"
+    apt_private=(-o Dir::Etc::SourceList="$aptdir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o Dir::State="$aptdir" -o Dir::State::Status=/dev/null -o Dir::Cache="$aptdir" -o Debug::NoLocking=1)
+    apt-get "${apt_private[@]}" update -qq >&2
+    ver=$(apt-cache "${apt_private[@]}" show linux-source-7.3 | sed -n 's/^Version: //p' | sort -V | tail -1)
+    [ -n "$ver" ] || { echo "lab: $suite has no linux-source-7.3" >&2; exit 1; }
+    tarball="$aptdir/linux-source-7.3-$ver.tar.xz"
+    if [ ! -f "$tarball" ]; then
+        echo "lab: downloading linux-source-7.3 $ver from $suite" >&2
+        (cd "$aptdir/archives" && apt-get "${apt_private[@]}" download -qq "linux-source-7.3=$ver" >&2)
+        deb=$(ls "$aptdir"/archives/linux-source-7.3_*.deb | head -1)
+        dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/src/linux-source-7.3.tar.xz > "$tarball.tmp"
+        mv "$tarball.tmp" "$tarball" && rm -f "$deb"
+    fi
+fi
 fragments=("$here/kernel.config")
 [ "$flavour" = debug ] && fragments+=("$here/debug.config")
 base_key=$( (echo "$ver"; cat "${fragments[@]}") | sha256sum | cut -c1-16)
@@ -51,7 +86,7 @@ fi
 src="$cache/linux-$ver-$flavour"
 if [ ! -f "$src/Makefile" ]; then
     rm -rf "$src.tmp" && mkdir -p "$src.tmp"
-    tar -xf /usr/src/linux-source-6.12.tar.xz -C "$src.tmp" --strip-components=1
+    tar -xf "$tarball" -C "$src.tmp" --strip-components=1
     mv "$src.tmp" "$src"
 fi
 build() { # DIR: configure from the fragments and build bzImage there
@@ -78,7 +113,7 @@ if [ -z "$patch" ]; then
     tree=$src
 else
     # Build the flavour first, then a copy of its tree with the patch: an incremental build.
-    [ -f "$cache/bzImage-$base_key" ] || bash "$0" $([ "$flavour" = debug ] && echo --debug) >/dev/null
+    [ -f "$cache/bzImage-$base_key" ] || bash "$0" --version "$version" $([ "$flavour" = debug ] && echo --debug) >/dev/null
     tree="$cache/planted-$key"
     rm -rf "$tree"
     cp -a "$src" "$tree"

@@ -25,12 +25,22 @@ pub struct Caps {
     pub sw_protected: bool,
     pub snp: bool,
     pub tdx: bool,
+    /// `uname -r`, and the named kernel the model runs as here (None: older than every one).
+    pub release: String,
+    pub kernel: Option<crate::seq::Kernel>,
     pub error: Option<String>,
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 impl Caps {
     pub fn probe() -> Caps {
         let mut c = Caps::default();
+        c.release = kernel_release();
+        c.kernel = crate::seq::Kernel::from_release(&c.release);
         let kvm = match kvm_ioctls::Kvm::new() {
             Ok(k) => k,
             Err(e) => {
@@ -95,8 +105,12 @@ impl Caps {
         if self.guest_memfd_flags & 2 != 0 {
             flags.push("INIT_SHARED");
         }
+        let kernel = match self.kernel {
+            Some(k) => format!("Linux {}, modelled as {}", self.release, k.name()),
+            None => format!("Linux {}, older than every modelled kernel", self.release),
+        };
         format!(
-            "KVM API version {}\nVM types: {}\nKVM_SET_USER_MEMORY_REGION2: {}\nguest_memfd: {} (flags: {})\n\
+            "kernel: {kernel}\nKVM API version {}\nVM types: {}\nKVM_SET_USER_MEMORY_REGION2: {}\nguest_memfd: {} (flags: {})\n\
              memory attributes: {}\nmemory fault info: {}\npre-fault memory: {}\nTDX: {}\nSEV-SNP: {}\n\
              disable SLOT_ZAP_ALL quirk: {}\nmapping view: {}\n",
             self.api_version,

@@ -7,14 +7,29 @@ use crate::oracle::diff::{check_real, known_divergences, same_access_divergence}
 use crate::oracle::run_model;
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["against", "backend", "junit"], &["json", "bin"])?;
+    let a = Args::parse(argv, &["against", "backend", "junit", "kernel"], &["json", "bin"])?;
+    let kernel = a
+        .get("kernel")
+        .map(|v| {
+            crate::seq::Kernel::from_name(v).ok_or_else(|| format!("--kernel: `{v}` is none of 6.12, 6.18, 7.3, next"))
+        })
+        .transpose()?;
     // `--bin`: the files are fuzzer inputs (cargo-fuzz/AFL crash artifacts) in the binary codec;
     // they replay as the targets ran them, without expectations.
     let bin = a.flag("bin");
     let mut results: Vec<serde_json::Value> = Vec::new();
     let mut kvm = match a.get("backend").unwrap_or("model") {
         "model" => None,
-        "kvm" => Some(KvmBackend::open()?),
+        "kvm" => {
+            let mut k = KvmBackend::open()?;
+            if let Some(v) = kernel {
+                k.caps.kernel = Some(v);
+            }
+            if !a.flag("json") {
+                println!("{}", k.kernel_words());
+            }
+            Some(k)
+        }
         other => return Err(format!("unknown backend `{other}` (model, kvm)")),
     };
     let mut skipped = 0;
@@ -37,7 +52,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         } else {
             load_source(path)
         };
-        let (src, seq) = match loaded {
+        let (src, mut seq) = match loaded {
             Ok(x) => x,
             Err(e) => {
                 if json {
@@ -50,8 +65,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             }
         };
         let mut skip = None;
+        // `--kernel` on the model: run the scenario as that kernel, if it holds there.
+        if let (Some(v), None) = (kernel, kvm.as_ref()) {
+            if !crate::model::kernel::kernels_for(&seq.header).contains(&v) {
+                skip = Some(format!("the scenario does not hold on Linux {}", v.name()));
+            }
+            seq.header.set_kernel(v);
+        }
         let mut mapping_checks = None;
         let mut t = match kvm.as_mut() {
+            _ if skip.is_some() => crate::oracle::run::Trace::default(),
             None => run_model(&seq),
             Some(k) => {
                 let c = check_real(k, &seq);

@@ -177,8 +177,14 @@ impl Gmem {
     }
 
     /// Whether `[start, end)` can be bound: inside the file and not bound to another slot.
+    /// Whether `[start, end)` lies inside the file (`kvm_gmem_bind()`'s size check).
+    pub fn inside(&self, start: u64, end: u64) -> bool {
+        end <= self.pages() && start < end
+    }
+
+    /// Whether `[start, end)` is inside the file and no slot holds any of it.
     pub fn can_bind(&self, start: u64, end: u64) -> bool {
-        if end > self.pages() || start >= end {
+        if !self.inside(start, end) {
             return false;
         }
         if let Some((_, &(e, _))) = self.bindings.range(..=start).next_back() {

@@ -12,7 +12,7 @@ impl Model {
     pub(crate) fn slot_add(&mut self, spec: &SlotSpec) -> Result<(), Errno> {
         let gm = spec.gmem.as_ref().and_then(|b| self.gmem_index(&b.gmem)).map(|i| (i, &self.gmems[i]));
         let uregion = self.mem.alloc(spec.size / PAGE);
-        match self.slots.check_add(self.h.vm, spec, gm, uregion, self.host.phys_bits)? {
+        match self.slots.check_add(self.h.vm, spec, gm, uregion, self.host.phys_bits, self.kernel)? {
             Change::Create(slot) => {
                 if let Some((fi, start)) = slot.gmem {
                     self.gmems[fi].bind(start, start + slot.npages, slot.id);

@@ -1,7 +1,7 @@
 //! Memslots (`virt/kvm/kvm_main.c`, `__kvm_set_memory_region`) and KVM's errno rules for them.
 
 use super::gmem::Gmem;
-use crate::seq::{Errno, SlotSpec, VmType, PAGE};
+use crate::seq::{Errno, Kernel, SlotSpec, VmType, PAGE};
 use std::collections::BTreeMap;
 
 /// x86: KVM_MEM_SLOTS_NUM (SHRT_MAX) less the internal slots.
@@ -104,7 +104,13 @@ impl Slots {
         gmem: Option<(usize, &Gmem)>,
         uregion: u64,
         phys_bits: Option<u8>,
+        kernel: Kernel,
     ) -> Result<Change, Errno> {
+        use super::kernel::Rule;
+        // check_memory_region_flags: guest_memfd only where the VM type allows it.
+        if spec.gmem.is_some() && !vm.has_private_mem() && !Rule::GmemOnDefaultVm.holds(kernel) {
+            return Err(Errno::EINVAL);
+        }
         // check_memory_region_flags: no READONLY for VMs with protected state.
         if spec.readonly && matches!(vm, VmType::Tdx | VmType::Snp) {
             return Err(Errno::EINVAL);
@@ -152,8 +158,11 @@ impl Slots {
         let binding = match (&spec.gmem, gmem) {
             (Some(b), Some((fi, g))) => {
                 let start = b.offset / PAGE;
-                if !g.can_bind(start, start + npages) {
+                if !g.inside(start, start + npages) {
                     return Err(Errno::EINVAL);
+                }
+                if !g.can_bind(start, start + npages) {
+                    return Err(if Rule::GmemRebindEexist.holds(kernel) { Errno::EEXIST } else { Errno::EINVAL });
                 }
                 Some((fi, start))
             }

@@ -10,6 +10,7 @@ pub mod attrs;
 pub mod gmem;
 pub mod guest;
 pub mod invariants;
+pub mod kernel;
 pub mod kvm;
 pub mod lpage;
 pub mod memory;
@@ -155,6 +156,8 @@ pub fn pages_feasible(model: ([u64; 3], u64), want: [Option<&[u64]>; 3]) -> bool
 
 pub struct Model {
     pub h: Header,
+    /// The kernel the model behaves as (`Header::kernel`): see [`kernel::RULES`].
+    pub kernel: Kernel,
     pub pol: Policy,
     pub mem: Memory,
     pub gmems: Vec<Gmem>,
@@ -189,8 +192,11 @@ impl Model {
     /// A model for `h`, with the header's guest_memfd files and slots created. A header slot
     /// that KVM would refuse is an error naming it.
     pub fn new(h: &Header) -> Result<Model, String> {
+        let kernel = h.kernel();
+        kernel::header_allows(h, kernel)?;
         let mut m = Model {
             h: h.clone(),
+            kernel,
             pol: Policy::new(h),
             mem: Memory::new(),
             gmems: h.gmems.iter().cloned().map(Gmem::new).collect(),

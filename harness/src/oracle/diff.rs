@@ -149,6 +149,27 @@ pub struct RealCheck {
 }
 
 pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
+    // The model runs as the kernel the backend is on; a scenario that holds on other kernels
+    // only is not this kernel's to check.
+    let mut as_kernel;
+    let seq = match b.kernel() {
+        Some(k) if !seq.header.names_kernel(k) => {
+            let names: Vec<&str> = seq.header.kernels.iter().map(|k| k.name()).collect();
+            let why = format!("the scenario holds on Linux {} only; this is {}", names.join(", "), k.name());
+            return RealCheck {
+                model: run_model_with(seq, &RunOpts::default()).0,
+                diff: Diff::default(),
+                unsupported: Some(RunError::Unsupported(why).to_string()),
+                pcs: Vec::new(),
+            };
+        }
+        Some(k) => {
+            as_kernel = seq.clone();
+            as_kernel.header.set_kernel(k);
+            &as_kernel
+        }
+        None => seq,
+    };
     match b.run(seq) {
         Ok(real) => {
             let opts = RunOpts { host: real.host, leaves_at: real.views.iter().map(Option::is_some).collect() };

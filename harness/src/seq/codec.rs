@@ -4,10 +4,11 @@
 //! are dropped, a truncated op is dropped), and every legal sequence encodes to bytes that decode
 //! back to it exactly, so corpus files become libFuzzer and AFL seeds.
 //!
-//! Layout: `vm variant options vcpus ngmem {gmem} nslot {slot} {op expect}`. Numbers are LEB128;
+//! Layout: `vm variant+5*kernels options vcpus ngmem {gmem} nslot {slot} {op expect}`. Numbers are LEB128;
 //! addresses and sizes are page numbers when page aligned (low bit 0), else a tagged pair.
 
 use super::legal;
+use super::kernel::Kernel;
 use super::op::*;
 
 const NAME_CHARS: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
@@ -112,7 +113,11 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
     let mut h = Header::new(VmType::Tdx);
     let _ = (|| -> Result<(), Eof> {
         h.vm = VmType::ALL[(r.byte()? % 4) as usize];
-        let v = r.byte()? % 5;
+        // The variant byte's quotient by 5 is the mask of kernels the case holds on.
+        let vb = r.byte()?;
+        let v = vb % 5;
+        let kmask = vb / 5;
+        h.kernels = Kernel::ALL.iter().copied().filter(|k| kmask & (1 << (*k as u8)) != 0).collect();
         let mask = r.byte()?;
         if h.vm == VmType::Tdx {
             h.variant = if v == 0 { None } else { Some(Variant::ALL[v as usize - 1]) };
@@ -147,6 +152,9 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
         }
         Ok(())
     })();
+    // Only kernels the header can be set up on; none left means every kernel.
+    let hh = h.clone();
+    h.kernels.retain(|&k| crate::model::kernel::header_allows(&hh, k).is_ok());
     h
 }
 
@@ -250,7 +258,8 @@ pub fn encode(s: &Sequence) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64 + s.steps.len() * 6));
     let h = &s.header;
     w.byte(VmType::ALL.iter().position(|v| *v == h.vm).unwrap_or(0) as u8);
-    w.byte(h.variant.map(|v| v as u8 + 1).unwrap_or(0));
+    let kmask: u8 = h.kernels.iter().map(|k| 1 << (*k as u8)).sum();
+    w.byte(h.variant.map(|v| v as u8 + 1).unwrap_or(0) + 5 * kmask);
     w.byte(knob_mask(&h.options));
     w.byte((h.vcpus.saturating_sub(1)) as u8);
     w.byte(h.gmems.len() as u8);

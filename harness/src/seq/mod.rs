@@ -3,8 +3,10 @@
 
 pub mod codec;
 pub mod gen;
+pub mod kernel;
 pub mod legal;
 pub mod op;
 pub mod text;
 
+pub use kernel::Kernel;
 pub use op::*;

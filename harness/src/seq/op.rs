@@ -5,6 +5,7 @@
 //! author expects. State checks (`expect pages_*`, `expect sept`) are steps too, so they sit at
 //! the point of the sequence where they are meant.
 
+use super::kernel::Kernel;
 use serde::Serialize;
 
 pub const PAGE: u64 = 4096;
@@ -226,11 +227,34 @@ pub struct Header {
     pub vcpus: u32,
     pub gmems: Vec<GmemDecl>,
     pub slots: Vec<SlotSpec>,
+    /// The kernels the sequence holds on (`kernel 6.12 6.18`), sorted; empty: every kernel.
+    pub kernels: Vec<Kernel>,
 }
 
 impl Header {
     pub fn new(vm: VmType) -> Header {
-        Header { vm, variant: None, options: Vec::new(), vcpus: 1, gmems: Vec::new(), slots: Vec::new() }
+        Header {
+            vm,
+            variant: None,
+            options: Vec::new(),
+            vcpus: 1,
+            gmems: Vec::new(),
+            slots: Vec::new(),
+            kernels: Vec::new(),
+        }
+    }
+    /// The kernel the model runs the sequence as: the newest it names, else the newest
+    /// mainline.
+    pub fn kernel(&self) -> Kernel {
+        self.kernels.last().copied().unwrap_or(Kernel::NEWEST_MAINLINE)
+    }
+    /// Whether the sequence names `k` among the kernels it holds on (or names none).
+    pub fn names_kernel(&self, k: Kernel) -> bool {
+        self.kernels.is_empty() || self.kernels.contains(&k)
+    }
+    /// Run the sequence as `k` from now on.
+    pub fn set_kernel(&mut self, k: Kernel) {
+        self.kernels = vec![k];
     }
     pub fn has(&self, k: Knob) -> bool {
         self.options.contains(&k)

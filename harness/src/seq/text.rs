@@ -3,6 +3,7 @@
 //! canonical, and `parse(print(s)) == s` for every legal sequence.
 
 use super::legal;
+use super::kernel::Kernel;
 use super::op::*;
 use std::fmt::{self, Write as _};
 
@@ -156,7 +157,7 @@ fn tokenize(src: &str) -> Vec<Tok<'_>> {
     toks
 }
 
-const HEADER_WORDS: [&str; 6] = ["vm", "variant", "option", "vcpus", "gmem", "slot"];
+const HEADER_WORDS: [&str; 7] = ["vm", "variant", "option", "vcpus", "gmem", "slot", "kernel"];
 
 /// Parse a whole `.seq` file. `file` names it in errors.
 pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
@@ -243,6 +244,22 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
                 h.options.push(Knob::ALL[i]);
                 h.options.sort();
             }
+        }
+        "kernel" => {
+            if !h.kernels.is_empty() {
+                return Err(l.err_at(first.col, "`kernel` given twice".into()));
+            }
+            let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+            loop {
+                let i = l.word(&format!("a kernel ({})", names.join(", ")), &names)?;
+                if !h.kernels.contains(&Kernel::ALL[i]) {
+                    h.kernels.push(Kernel::ALL[i]);
+                }
+                if l.peek().is_none() {
+                    break;
+                }
+            }
+            h.kernels.sort();
         }
         "vcpus" => {
             let t = l.peek();
@@ -611,6 +628,10 @@ pub fn print_header(h: &Header) -> String {
     }
     for k in &h.options {
         let _ = writeln!(o, "option {}", k.name());
+    }
+    if !h.kernels.is_empty() {
+        let names: Vec<&str> = h.kernels.iter().map(|k| k.name()).collect();
+        let _ = writeln!(o, "kernel {}", names.join(" "));
     }
     let _ = writeln!(o, "vcpus {}", h.vcpus);
     for g in &h.gmems {

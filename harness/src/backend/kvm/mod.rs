@@ -151,6 +151,14 @@ fn errno_of(e: i32) -> Outcome {
 }
 
 impl KvmBackend {
+    /// Which kernel this is and which the model runs as, in words.
+    pub fn kernel_words(&self) -> String {
+        match self.caps.kernel {
+            Some(k) => format!("kernel: Linux {}, modelled as {}", self.caps.release, k.name()),
+            None => format!("kernel: Linux {}, older than every modelled kernel; modelled as each scenario says", self.caps.release),
+        }
+    }
+
     /// A backend with the kernel's mapping view where the host has one.
     pub fn open() -> Result<KvmBackend, String> {
         Self::open_with(true)
@@ -870,6 +878,10 @@ impl KvmBackend {
 impl Backend for KvmBackend {
     fn name(&self) -> &'static str {
         "kvm"
+    }
+
+    fn kernel(&self) -> Option<Kernel> {
+        self.caps.kernel
     }
 
     fn unsupported(&self, seq: &Sequence) -> Option<String> {
