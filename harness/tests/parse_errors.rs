@@ -16,7 +16,7 @@ fn errors_name_file_line_column_and_expectation() {
     );
     assert_eq!(
         err("vm tdx\nfinalize => maybe\n"),
-        "t.seq:2:13: expected an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead, pvalidate), found `maybe`"
+        "t.seq:2:13: expected an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead, pvalidate, vmcall), found `maybe`"
     );
     assert_eq!(err("vm tdx\nprivate 0x1000\n"), "t.seq:2:15: expected a size, found end of line");
     assert_eq!(

@@ -76,10 +76,14 @@ impl Model {
         if self.attrs.uniform(s, e) == Some(private) {
             return Ok(());
         }
+        // kvm_arch_pre_set_memory_attributes() zaps the old attribute's mappings only: on a TD,
+        // going shared zaps the mirror root and going private the direct (shared) root, through
+        // kvm_gfn_range_filter_to_root_types() (D1). Other VMs have the one root.
         if self.is_tdx() && !private {
             self.tdx_zap_private(s, e, true)?;
+        } else {
+            self.unmap_range(false, s, e);
         }
-        self.unmap_range(false, s, e);
         self.attrs.set(s, e, private);
         self.guest.forget(s, e);
         // Neighbouring huge ranges may now be mixed: check them too.
@@ -159,6 +163,10 @@ impl Model {
         if let Some(td) = &self.td {
             if !td.runnable() {
                 return Err(Errno::EOPNOTSUPP);
+            }
+            // kvm_arch_vcpu_pre_fault_memory(): a GFN with the shared bit is an alias (D5).
+            if addr & super::tdx::TD_SHARED_BIT != 0 {
+                return Err(Errno::EINVAL);
             }
         }
         if self.rmp.is_some() && !self.snp_launched {

@@ -55,14 +55,13 @@ pub enum Change {
     Nothing,
 }
 
-/// Highest GFN + 1 a slot may reach: 52-bit guest physical addresses, and below the shared bit
-/// (bit 47, GPAW 48) for TDX.
 /// One past the last GFN a memslot may reach (`kvm_arch_prepare_memory_region()` against
 /// `kvm_mmu_max_gfn()`): with TDP, the host's physical address width (`shadow_phys_bits`,
-/// which a real backend reports); 52 bits with shadow paging or where it is not known.
+/// which a real backend reports); 52 bits with shadow paging or where it is not known. A TD's
+/// slots stay below its shared bit.
 pub fn max_gfn(vm: VmType, phys_bits: Option<u8>) -> u64 {
     match vm {
-        VmType::Tdx => 1 << (47 - 12),
+        VmType::Tdx => super::tdx::TD_SHARED_BIT / crate::seq::PAGE,
         _ => 1 << (phys_bits.unwrap_or(52).clamp(13, 52) - 12),
     }
 }

@@ -499,7 +499,12 @@ impl Td {
         })())
     }
 
-    /// TDG.MEM.PAGE.ACCEPT's walk, per the table of SPEC.md §4.
+    /// TDG.MEM.PAGE.ACCEPT's walk (`tdg_mem_page_accept.c`, `check_tdaccept_failure()`): the
+    /// walk stops at the requested level or at the first entry it cannot pass. Above the
+    /// requested level a guest-accessible leaf is PAGE_ALREADY_ACCEPTED at its level and
+    /// anything else but a mapped non-leaf is an EPT violation; at the requested level a
+    /// non-free non-leaf (mapped or blocked) is PAGE_SIZE_MISMATCH (D10), a guest-accessible
+    /// leaf PAGE_ALREADY_ACCEPTED, PENDING is accepted, the rest an EPT violation.
     pub fn accept(&mut self, gfn: u64, level: Level) -> AcceptWalk {
         if level == Level::L1G {
             return AcceptWalk::Status(TdxStatus::OperandInvalid, None);
@@ -516,8 +521,10 @@ impl Td {
                         AcceptWalk::Accepted { base, pfn: e.pfn }
                     }
                     SeptState::Mapped => AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(l)),
-                    SeptState::NlMapped => AcceptWalk::Status(TdxStatus::PageSizeMismatch, Some(l)),
-                    _ => AcceptWalk::EptViolation,
+                    SeptState::NlMapped | SeptState::NlBlocked => {
+                        AcceptWalk::Status(TdxStatus::PageSizeMismatch, Some(l))
+                    }
+                    SeptState::Free | SeptState::Blocked | SeptState::PendingBlocked => AcceptWalk::EptViolation,
                 };
             }
             match e.state {
@@ -551,6 +558,69 @@ pub fn unblocked(s: SeptState) -> SeptState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rows of `check_tdaccept_failure()` (TDX module 1.5, `tdg_mem_page_accept.c`): the
+    /// requested size (4K or 2M) against every S-EPT state, at the requested level and at the
+    /// level above it, with the walk's answer.
+    #[test]
+    fn accept_walk_follows_the_module_table() {
+        use SeptState::*;
+        #[derive(Debug, PartialEq)]
+        enum Want {
+            Ok,
+            Violation,
+            Already(Level),
+            SizeMismatch(Level),
+        }
+        let at_level = |st: SeptState, l: Level| match st {
+            Pending => Want::Ok,
+            Mapped => Want::Already(l),
+            NlMapped | NlBlocked => Want::SizeMismatch(l),
+            Free | Blocked | PendingBlocked => Want::Violation,
+        };
+        let above = |st: SeptState, l: Level| match st {
+            Mapped => Want::Already(l),
+            // A mapped non-leaf is walked through: the outcome is the requested level's.
+            NlMapped => Want::Ok,
+            _ => Want::Violation,
+        };
+        let mut rows = 0;
+        for req in [Level::L4K, Level::L2M] {
+            let up = req.above().expect("4K and 2M have a level above");
+            for (where_, l) in [("at", req), ("above", up)] {
+                for st in SeptState::ALL {
+                    let mut td = Td::new(true);
+                    td.op_state = OpState::Runnable;
+                    // Mapped non-leaves from the top down to `l`, then the state under test;
+                    // below it (when the walk passes through) a PENDING leaf at `req`.
+                    let mut x = Level::L1G;
+                    while x > l {
+                        td.set(0, x, Entry::new(NlMapped, 0, x));
+                        x = x.below().unwrap();
+                    }
+                    if st != Free {
+                        td.set(0, l, Entry::new(st, if st.is_leaf() { 0x1000 } else { 0 }, l));
+                    }
+                    if l != req && st == NlMapped {
+                        td.set(0, req, Entry::new(Pending, 0x2000, req));
+                    }
+                    let want = if where_ == "at" { at_level(st, l) } else { above(st, l) };
+                    let got = match td.accept(0, req) {
+                        AcceptWalk::Accepted { .. } => Want::Ok,
+                        AcceptWalk::EptViolation => Want::Violation,
+                        AcceptWalk::Status(TdxStatus::PageAlreadyAccepted, Some(gl)) => Want::Already(gl),
+                        AcceptWalk::Status(TdxStatus::PageSizeMismatch, Some(gl)) => Want::SizeMismatch(gl),
+                        AcceptWalk::Status(other, l) => panic!("{req:?} {where_} {st:?}: {other:?} {l:?}"),
+                    };
+                    assert_eq!(got, want, "ACCEPT {} with {} {where_} the requested level", req.name(), st.name());
+                    rows += 1;
+                }
+            }
+        }
+        assert_eq!(rows, 2 * 2 * SeptState::ALL.len());
+        // 1G is not an ACCEPT size in 1.5 (verify_page_info_input(.., LVL_PT, LVL_PD)).
+        assert_eq!(Td::new(true).accept(0, Level::L1G), AcceptWalk::Status(TdxStatus::OperandInvalid, None));
+    }
 
     fn runnable_td_with_2m_pending() -> Td {
         let mut td = Td::new(true);

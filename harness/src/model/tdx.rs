@@ -9,6 +9,10 @@ use super::stage2::Leaf;
 use super::variant::{AcceptRule, DemoteRetry, FaultSplit};
 use super::*;
 
+/// The shared bit of a TD's GPAs: the model's TDs have a 48-bit GPA width (GPAW 48), so it
+/// is bit 47. A GPA with it set is the shared alias.
+pub const TD_SHARED_BIT: u64 = 1 << 47;
+
 impl Model {
     fn td_mut(&mut self) -> &mut Td {
         self.td.as_mut().expect("TDX model")
@@ -45,7 +49,7 @@ impl Model {
         }
         match *op {
             Op::Accept { addr, level, .. } => self.tdx_accept(addr, level),
-            Op::MapGpa { addr, size, private, .. } => Attempt::Done(self.map_gpa(addr, size, private)),
+            Op::MapGpa { addr, size, private, .. } => Attempt::Done(self.tdx_map_gpa(addr, size, private)),
             Op::Read { addr, shared: true, .. } | Op::Write { addr, shared: true, .. } => {
                 let gfn = addr / PAGE;
                 match self.shared.get(gfn) {
@@ -102,6 +106,11 @@ impl Model {
     }
 
     fn tdx_accept(&mut self, addr: u64, level: Level) -> Attempt {
+        // tdg_mem_page_accept.c checks the GPA before any walk: a shared-bit GPA is not a
+        // private page (D4).
+        if addr & TD_SHARED_BIT != 0 {
+            return Attempt::Done(Outcome::Tdx(TdxStatus::OperandInvalid, None));
+        }
         if level != Level::L1G && !addr.is_multiple_of(level.bytes()) {
             return Attempt::Done(Outcome::Tdx(TdxStatus::OperandInvalid, None));
         }
@@ -350,26 +359,35 @@ impl Model {
         Ok(())
     }
 
-    /// KVM_TDX_INIT_MEM_REGION: PAGE.ADD each 4K page from the shared mapping at the same GPA,
-    /// done a 2M region (one piece) at a time.
+    /// KVM_TDX_INIT_MEM_REGION (`tdx_vcpu_init_mem_region()`): after the argument checks, one
+    /// `kvm_gmem_populate()` per 4K page, so a page that cannot be added (no guest_memfd slot,
+    /// not PRIVATE, already added) ends the call with the pages before it added (D3). The model
+    /// takes the pages a 2M region (one piece) at a time up to the first such page.
     pub(crate) fn init_mem(&mut self, addr: u64, pages: u64, measure: bool) -> Result<(), Errno> {
         if self.td_ref().runnable() || !addr.is_multiple_of(PAGE) || pages == 0 {
             return Err(Errno::EINVAL);
         }
         let s = addr / PAGE;
-        let e = s.checked_add(pages).ok_or(Errno::EINVAL)?;
-        if self.attrs.uniform(s, e) != Some(true) {
+        let e = s.checked_add(pages).filter(|&e| e.checked_mul(PAGE).is_some()).ok_or(Errno::EINVAL)?;
+        // vt_is_tdx_private_gpa() on the first and last page: no shared bit.
+        if addr & TD_SHARED_BIT != 0 || ((e - 1) * PAGE) & TD_SHARED_BIT != 0 {
             return Err(Errno::EINVAL);
         }
         let mut gfn = s;
         while gfn < e {
+            // kvm_gmem_populate(): the slot must be a guest_memfd one, the page PRIVATE.
             let slot = self.slots.find(gfn).cloned().ok_or(Errno::EINVAL)?;
             let (fi, idx) = slot.gmem_index(gfn).ok_or(Errno::EINVAL)?;
+            if !self.attrs.is_private(gfn) {
+                return Err(Errno::EINVAL);
+            }
             let mut stop = e.min(slot.end_gfn()).min((gfn | 511) + 1);
+            stop = stop.min(self.attrs.next_change(gfn, stop));
             if let Some((ms, ml)) = self.mirror.runs_in(gfn, stop).first().copied() {
                 if ms <= gfn || ml.level > Level::L4K {
-                    // The folio is already populated.
-                    return Err(Errno::EEXIST);
+                    // Already added: the folio is up to date (EEXIST until 6.18); from 7.3 the
+                    // map comes back spurious (EIO).
+                    return Err(if self.rule(super::kernel::Rule::InitMemAddedEio) { Errno::EIO } else { Errno::EEXIST });
                 }
                 stop = ms;
             }
@@ -436,13 +454,46 @@ impl Model {
         Ok(())
     }
 
+    /// TDG.VP.VMCALL<MapGPA> as `tdx_map_gpa()` takes it: the argument checks answer the guest
+    /// with a TDVMCALL status and KVM_RUN goes on (D9); then KVM exits to userspace with
+    /// KVM_HC_MAP_GPA_RANGE for chunks of at most 2M counted from the GPA, and userspace
+    /// converts each (see [`Model::map_gpa`]). The op's address has no shared bit; `private`
+    /// chooses which alias the guest names.
+    pub(crate) fn tdx_map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
+        let gpa = if private { addr } else { addr | TD_SHARED_BIT };
+        // GPAW 48: a legal GPA is below 2^48; both ends must name the same alias.
+        let legal = |g: u64| g < TD_SHARED_BIT << 1;
+        let Some(last) = gpa.checked_add(size).filter(|&e| e > gpa).map(|e| e - 1) else {
+            return Outcome::Vmcall(VmcallStatus::InvalidOperand);
+        };
+        if !legal(gpa) || !legal(last) || (gpa & TD_SHARED_BIT) != (last & TD_SHARED_BIT) {
+            return Outcome::Vmcall(VmcallStatus::InvalidOperand);
+        }
+        if !gpa.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
+            return Outcome::Vmcall(VmcallStatus::AlignError);
+        }
+        match self.map_gpa_chunks(addr, size, private, addr) {
+            // Userspace answers a chunk it could not convert with EINVAL, which KVM passes on to
+            // the guest as INVALID_OPERAND.
+            Outcome::Err(_) => Outcome::Vmcall(VmcallStatus::InvalidOperand),
+            o => o,
+        }
+    }
+
     /// The guest's MapGPA, as KVM and the selftests handle it: KVM exits to userspace with
     /// KVM_HC_MAP_GPA_RANGE one 2M chunk at a time; userspace converts the chunk, then punches
     /// the side it left (guest_memfd when going shared, the shared memory when going private).
+    /// Chunks here end on 2M boundaries (SNP); a TD's are counted from its GPA.
     pub(crate) fn map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
         if !addr.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) || size == 0 || addr.checked_add(size).is_none() {
             return Outcome::Err(Errno::EINVAL);
         }
+        self.map_gpa_chunks(addr, size, private, 0)
+    }
+
+    /// Convert `[addr, addr + size)` chunk by chunk, chunks being 2M long from `origin`.
+    fn map_gpa_chunks(&mut self, addr: u64, size: u64, private: bool, origin: u64) -> Outcome {
+        let chunk_after = |a: u64| origin + ((a - origin) / SZ_2M + 1) * SZ_2M;
         let (mut a, end) = (addr, addr + size);
         while a < end {
             // KVM exits once per 2M chunk. Outside memslots a chunk can neither fail nor punch
@@ -451,9 +502,14 @@ impl Model {
             let in_slot = self.slots.find(a / PAGE).is_some();
             let next_slot = self.slots.overlapping(a / PAGE, end.div_ceil(PAGE)).first().map(|s| s.base_gfn * PAGE);
             let next = if in_slot {
-                ((a / SZ_2M) + 1) * SZ_2M
+                chunk_after(a)
             } else {
-                next_slot.filter(|&n| n > a).map(|n| n & !(SZ_2M - 1)).filter(|&n| n > a).unwrap_or(end)
+                match next_slot.filter(|&n| n > a) {
+                    // The start of the chunk holding the next slot's first page.
+                    Some(n) if n - a >= SZ_2M => origin + ((n - origin) / SZ_2M) * SZ_2M,
+                    Some(_) => chunk_after(a),
+                    None => end,
+                }
             };
             let chunk_end = next.min(end);
             if let Err(e) = self.set_attributes(a, chunk_end - a, private) {

@@ -230,7 +230,7 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
 }
 
 fn decode_outcome(r: &mut Reader<'_>) -> Result<Option<Outcome>, Eof> {
-    Ok(Some(match r.byte()? % 12 {
+    Ok(Some(match r.byte()? % 13 {
         0 => return Ok(None),
         1 => Outcome::Ok,
         2 => Outcome::Err(Errno::ALL[r.byte()? as usize % Errno::ALL.len()]),
@@ -246,10 +246,11 @@ fn decode_outcome(r: &mut Reader<'_>) -> Result<Option<Outcome>, Eof> {
         8 => Outcome::Ve,
         9 => Outcome::Livelock,
         10 => Outcome::VmDead,
-        _ => {
+        11 => {
             let b = r.byte()?;
             Outcome::Pvalidate(PvalidateRc::ALL[(b & 3) as usize], b & 4 != 0)
         }
+        _ => Outcome::Vmcall(VmcallStatus::ALL[r.byte()? as usize % VmcallStatus::ALL.len()]),
     }))
 }
 
@@ -403,6 +404,10 @@ fn encode_outcome(w: &mut Writer, o: Option<&Outcome>) {
         Outcome::Pvalidate(rc, no_update) => {
             w.byte(11);
             w.byte(*rc as u8 | (*no_update as u8) << 2);
+        }
+        Outcome::Vmcall(st) => {
+            w.byte(12);
+            w.byte(*st as u8);
         }
     }
 }

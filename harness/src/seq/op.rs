@@ -509,6 +509,39 @@ pub enum Outcome {
     VmDead,
     /// SEV-SNP PVALIDATE's return code; `no_update` is the carry flag (nothing changed).
     Pvalidate(PvalidateRc, bool),
+    /// A TDVMCALL status KVM returned to the guest (R10), KVM_RUN going on (D9: MapGPA's
+    /// argument errors and retries reach the guest, not the VMM).
+    Vmcall(VmcallStatus),
+}
+
+/// TDVMCALL statuses (`arch/x86/include/asm/shared/tdx.h`), the failing ones KVM returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum VmcallStatus {
+    Retry,
+    InvalidOperand,
+    AlignError,
+    SubfuncUnsupported,
+}
+
+impl VmcallStatus {
+    pub const ALL: [VmcallStatus; 4] =
+        [VmcallStatus::Retry, VmcallStatus::InvalidOperand, VmcallStatus::AlignError, VmcallStatus::SubfuncUnsupported];
+    pub fn value(self) -> u64 {
+        match self {
+            VmcallStatus::Retry => 1,
+            VmcallStatus::InvalidOperand => 0x8000_0000_0000_0000,
+            VmcallStatus::AlignError => 0x8000_0000_0000_0002,
+            VmcallStatus::SubfuncUnsupported => 0x8000_0000_0000_0003,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            VmcallStatus::Retry => "RETRY",
+            VmcallStatus::InvalidOperand => "INVALID_OPERAND",
+            VmcallStatus::AlignError => "ALIGN_ERROR",
+            VmcallStatus::SubfuncUnsupported => "SUBFUNC_UNSUPPORTED",
+        }
+    }
 }
 
 /// PVALIDATE return codes (AMD APM vol. 2; SPEC.md §7).
@@ -556,6 +589,7 @@ impl Outcome {
             Outcome::Livelock => "livelock",
             Outcome::VmDead => "vm-dead",
             Outcome::Pvalidate(rc, _) => rc.name(),
+            Outcome::Vmcall(st) => st.name(),
         }
     }
 }

@@ -463,8 +463,8 @@ fn parse_expect(l: &mut Line<'_>) -> Result<Option<Outcome>, ParseError> {
     if !l.flag("=>") {
         return Ok(None);
     }
-    let kinds = ["ok", "err", "tdx", "value", "exit", "ve", "livelock", "vm-dead", "pvalidate"];
-    let k = l.word("an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead, pvalidate)", &kinds)?;
+    let kinds = ["ok", "err", "tdx", "value", "exit", "ve", "livelock", "vm-dead", "pvalidate", "vmcall"];
+    let k = l.word("an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead, pvalidate, vmcall)", &kinds)?;
     Ok(Some(match kinds[k] {
         "ok" => Outcome::Ok,
         "err" => {
@@ -498,6 +498,11 @@ fn parse_expect(l: &mut Line<'_>) -> Result<Option<Outcome>, ParseError> {
             let i =
                 l.word("a PVALIDATE return code (SUCCESS, FAIL_INPUT, FAIL_PERMISSION, FAIL_SIZEMISMATCH)", &names)?;
             Outcome::Pvalidate(PvalidateRc::ALL[i], l.flag("no-update"))
+        }
+        "vmcall" => {
+            let names: Vec<&str> = VmcallStatus::ALL.iter().map(|e| e.name()).collect();
+            let i = l.word("a TDVMCALL status (RETRY, INVALID_OPERAND, ALIGN_ERROR, SUBFUNC_UNSUPPORTED)", &names)?;
+            Outcome::Vmcall(VmcallStatus::ALL[i])
         }
         _ => Outcome::VmDead,
     }))
@@ -611,6 +616,7 @@ pub fn print_outcome(o: &Outcome) -> String {
         Outcome::Pvalidate(rc, no_update) => {
             format!("pvalidate {}{}", rc.name(), if *no_update { " no-update" } else { "" })
         }
+        Outcome::Vmcall(st) => format!("vmcall {}", st.name()),
     }
 }
 
