@@ -1,8 +1,8 @@
 //! KVM's SEV-SNP side (`arch/x86/kvm/svm/sev.c`) and the guest's PVALIDATE: private faults
 //! assign guest_memfd pages in the RMP at the largest size the folio allows, the NPT level never
 //! exceeds the RMP entry's size, a 4K PVALIDATE inside a 2M entry (or an NPT mapping smaller
-//! than a 2M entry) makes KVM PSMASH and zap the 2M range, and a 2M PVALIDATE over 4K entries
-//! is FAIL_SIZEMISMATCH to the guest.
+//! than a 2M entry) makes KVM PSMASH and zap the 512 pages from the faulting one, and a 2M
+//! PVALIDATE over 4K entries is FAIL_SIZEMISMATCH to the guest.
 
 use super::lpage::{self, Backing};
 use super::stage2::Leaf;
@@ -109,10 +109,10 @@ impl Model {
                 let rmp = self.rmp.as_mut().expect("snp");
                 if let Some((rb, e)) = rmp.entry(pfn) {
                     if e.size == Level::L2M {
-                        // Size mismatch: PSMASH the 2M entry and zap the 2M range.
+                        // Size mismatch: sev_handle_rmp_fault() PSMASHes the 2M entry and
+                        // zaps [gfn, gfn + 512) from the faulting page, not from a 2M base (D6).
                         rmp.psmash(rb);
-                        let h = gfn & !511;
-                        self.unmap_range(false, h, h + 512);
+                        self.unmap_range(false, gfn, gfn + 512);
                     }
                     // Already 4K: a spurious race; the guest retries.
                 }
@@ -126,9 +126,13 @@ impl Model {
         let rmp = self.rmp.as_mut().expect("snp");
         match rmp.entry(pfn + (gfn - base_gfn)) {
             None => {
-                // Prepare the folio: assign it at the size the mapping can have.
+                // Prepare the page (sev_gmem_prepare(), sev_gmem_make_private() in 7.3): one
+                // 2M entry only where the folio is 2M and none of its 2M range is assigned
+                // (is_large_rmp_possible()); else the faulting page alone, leaving the assigned
+                // and validated pages beside it as they are (D11: the firmware would refuse a
+                // 2M RMPUPDATE over them).
                 let (fb, f) = self.gmems[fi].folio_at(idx).expect("allocated");
-                if f.order == Level::L2M && level == Level::L2M {
+                if f.order == Level::L2M && level == Level::L2M && !rmp.any(f.pfn, 512) {
                     rmp.assign(f.pfn, base_gfn, Level::L2M, 1);
                 } else {
                     level = Level::L4K;
@@ -140,8 +144,11 @@ impl Model {
                 if e.size == Level::L4K {
                     level = Level::L4K;
                 } else if level == Level::L4K {
-                    // An NPT mapping smaller than the 2M entry: PSMASH first.
+                    // An NPT mapping smaller than the 2M entry: the access takes an RMP #NPF,
+                    // and sev_handle_rmp_fault() PSMASHes and zaps [gfn, gfn + 512) (D6)
+                    // before the 4K mapping is made again.
                     rmp.psmash(rb);
+                    self.unmap_range(false, gfn, gfn + 512);
                 }
             }
         }
