@@ -34,7 +34,8 @@ pub fn seq_files(root: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Every `# known-divergence` signature the scenarios under `root` record.
-pub fn known_signatures(root: &Path) -> Vec<String> {
-    seq_files(root).iter().filter_map(|f| std::fs::read_to_string(f).ok()).flat_map(|s| known_divergences(&s)).collect()
+/// Every `# known-divergence` signature the scenarios under `root` record for kernel `k`
+/// (None: for any kernel).
+pub fn known_signatures(root: &Path, k: Option<crate::seq::Kernel>) -> Vec<String> {
+    seq_files(root).iter().filter_map(|f| std::fs::read_to_string(f).ok()).flat_map(|s| known_divergences(&s, k)).collect()
 }

@@ -102,7 +102,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     c.print_cases = a.flag("print-cases");
     if let Some(k) = kvm {
         // Known kernel differences the corpus records are reported as known, not as new.
-        c.known = crate::corpus::known_signatures(&crate::corpus::root());
+        c.known = crate::corpus::known_signatures(&crate::corpus::root(), k.caps.kernel);
         c.real = Some(Box::new(k));
     }
 

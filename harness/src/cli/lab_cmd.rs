@@ -15,17 +15,22 @@ fn repo() -> PathBuf {
     p.canonicalize().unwrap_or(p)
 }
 
-fn default_kernel() -> Result<PathBuf, String> {
+/// The lab kernel of a version (6.12: Debian's own; 7.3: trixie-backports), built or reused by
+/// `ci/lab/build-kernel.sh`; the time it took is printed, so a cold build shows its cost.
+pub fn default_kernel(version: &str) -> Result<PathBuf, String> {
     let script = repo().join("ci/lab/build-kernel.sh");
-    eprintln!("lab: building (or reusing) the kernel with {}", script.display());
+    eprintln!("lab: building (or reusing) the {version} kernel with {}", script.display());
+    let t0 = std::time::Instant::now();
     let out = std::process::Command::new("bash")
         .arg(&script)
+        .args(["--version", version])
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| format!("{}: {e}", script.display()))?;
     if !out.status.success() {
-        return Err(format!("{} failed", script.display()));
+        return Err(format!("{} --version {version} failed", script.display()));
     }
+    eprintln!("lab: kernel {version} ready in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
@@ -69,15 +74,33 @@ fn build_init() -> Result<PathBuf, String> {
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
-        &["kernel", "init", "time", "runs", "seed", "timeout", "junit", "out", "jobs", "coverage", "vm"],
+        &[
+            "kernel",
+            "kernel-version",
+            "baseline",
+            "init",
+            "time",
+            "runs",
+            "seed",
+            "timeout",
+            "junit",
+            "out",
+            "jobs",
+            "coverage",
+            "vm",
+        ],
         &["json", "fresh-vm", "no-view", "no-feedback"],
     )?;
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
     let json = a.flag("json");
     let user_kernel = a.get("kernel").is_some();
+    let version = a.get("kernel-version").unwrap_or("6.12");
+    if !matches!(version, "6.12" | "7.3") {
+        return Err(format!("--kernel-version: `{version}` is not a lab kernel (6.12, 7.3)"));
+    }
     let kernel = match a.get("kernel") {
         Some(k) => PathBuf::from(k),
-        None => default_kernel()?,
+        None => default_kernel(version)?,
     };
     let init = match a.get("init") {
         Some(i) => PathBuf::from(i),
@@ -111,7 +134,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let known: Vec<String> = seq_files(&repo().join("corpus"))
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|s| known_divergences(&s))
+        .flat_map(|s| known_divergences(&s, if user_kernel { None } else { crate::seq::Kernel::from_name(version) }))
         .collect();
     // As many lab VMs at once as the machine has cores (TCG is CPU bound): the first replays
     // the scenarios, and the campaign's runs are split between all, each with its own seed.

@@ -83,7 +83,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 total_mapping_checks += c.diff.mapping_checks;
                 let mut t = c.model;
                 // A scenario may record a real kernel difference it is known to show.
-                let known = known_divergences(&src).into_iter().next();
+                let known = known_divergences(&src, k.caps.kernel).into_iter().next();
                 let d = c.diff.findings;
                 if let Some(why) = c.unsupported {
                     skip = Some(why);

@@ -189,9 +189,24 @@ pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
 /// The comment line with which a scenario records a real kernel difference it is known to show.
 pub const KNOWN_MARKER: &str = "# known-divergence: kvm ";
 
-/// The divergence signatures a scenario's source records as known.
-pub fn known_divergences(src: &str) -> Vec<String> {
-    src.lines().filter_map(|l| l.strip_prefix(KNOWN_MARKER)).map(|s| s.trim().to_string()).collect()
+/// The divergence signatures a scenario's source records as known on kernel `k`. A marker may
+/// end with `on 6.12 6.18`: the kernels that show it (elsewhere the scenario must pass as it
+/// stands). None: every marker, whatever kernel it names.
+pub fn known_divergences(src: &str, k: Option<crate::seq::Kernel>) -> Vec<String> {
+    src.lines()
+        .filter_map(|l| l.strip_prefix(KNOWN_MARKER))
+        .filter_map(|rest| {
+            let (sig, on) = match rest.split_once(" on ") {
+                Some((sig, on)) => (sig, Some(on)),
+                None => (rest, None),
+            };
+            let shows = match (k, on) {
+                (Some(k), Some(on)) => on.split_whitespace().any(|n| n == k.name()),
+                _ => true,
+            };
+            shows.then(|| sig.trim().to_string())
+        })
+        .collect()
 }
 
 /// Whether a recorded known divergence covers a signature, up to which guest access showed it
