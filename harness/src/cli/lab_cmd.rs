@@ -10,7 +10,7 @@ use crate::seq::VmType;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     p.canonicalize().unwrap_or(p)
 }
@@ -40,7 +40,7 @@ const BUILD_INIT: &str = "build it with `rustup target add x86_64-unknown-linux-
 /// The static privmem the lab runs as `/init`, built from this checkout so that it is never
 /// older than the privmem reading its output: the musl target installed first (a fresh
 /// machine has the pinned toolchain but not its targets), then an incremental build.
-fn build_init() -> Result<PathBuf, String> {
+pub fn build_init() -> Result<PathBuf, String> {
     let out = repo().join("target/x86_64-unknown-linux-musl/release/privmem");
     if !repo().join("Cargo.toml").is_file() {
         return Ok(out); // not a checkout: whatever is there, or the error names the command
@@ -71,6 +71,22 @@ fn build_init() -> Result<PathBuf, String> {
     }
 }
 
+/// The scenarios a lab run replays: the FILEs named, or every default and SW_PROTECTED one of
+/// corpus/ (the VM types a lab kernel under TCG has).
+pub fn lab_files(named: &[String]) -> Result<Vec<PathBuf>, String> {
+    Ok(if named.is_empty() {
+        seq_files(&repo().join("corpus"))
+            .into_iter()
+            .filter(|f| {
+                load(&f.display().to_string())
+                    .is_ok_and(|s| matches!(s.header.vm, VmType::Default | VmType::SwProtected))
+            })
+            .collect()
+    } else {
+        named.iter().map(PathBuf::from).collect()
+    })
+}
+
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
@@ -91,6 +107,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         ],
         &["json", "fresh-vm", "no-view", "no-feedback"],
     )?;
+    if a.get("baseline").is_some() {
+        return super::lab_baseline::run(&a);
+    }
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
     let json = a.flag("json");
     let user_kernel = a.get("kernel").is_some();
@@ -107,17 +126,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         None => build_init()?,
     };
     let init_bin = std::fs::read(&init).map_err(|e| format!("{}: {e}; {BUILD_INIT}", init.display()))?;
-    let files: Vec<PathBuf> = if a.positional.is_empty() {
-        seq_files(&repo().join("corpus"))
-            .into_iter()
-            .filter(|f| {
-                load(&f.display().to_string())
-                    .is_ok_and(|s| matches!(s.header.vm, VmType::Default | VmType::SwProtected))
-            })
-            .collect()
-    } else {
-        a.positional.iter().map(PathBuf::from).collect()
-    };
+    let files = lab_files(&a.positional)?;
     let mut payload = Vec::new();
     let mut names = Vec::new();
     for f in &files {

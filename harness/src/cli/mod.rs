@@ -5,6 +5,7 @@ mod args;
 mod bench;
 pub mod corpus_cmd;
 mod fuzz;
+mod lab_baseline;
 mod lab_cmd;
 mod replay;
 mod shrink_cmd;

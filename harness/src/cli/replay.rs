@@ -7,7 +7,7 @@ use crate::oracle::diff::{check_real, known_divergences, same_access_divergence}
 use crate::oracle::run_model;
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["against", "backend", "junit", "kernel"], &["json", "bin"])?;
+    let a = Args::parse(argv, &["against", "backend", "junit", "kernel"], &["json", "bin", "adapt"])?;
     let kernel = a
         .get("kernel")
         .map(|v| {
@@ -73,11 +73,17 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             seq.header.set_kernel(v);
         }
         let mut mapping_checks = None;
+        let mut real_steps = None;
+        // `--adapt`: generated cases made runnable here as a campaign would (`lab --baseline`).
+        if let (true, Some(k)) = (a.flag("adapt"), kvm.as_ref()) {
+            seq = crate::backend::Backend::adapt(k, &seq);
+        }
         let mut t = match kvm.as_mut() {
             _ if skip.is_some() => crate::oracle::run::Trace::default(),
             None => run_model(&seq),
             Some(k) => {
                 let c = check_real(k, &seq);
+                real_steps = Some(c.steps.clone());
                 covered.extend(c.pcs.iter().copied());
                 mapping_checks = Some(c.diff.mapping_checks);
                 total_mapping_checks += c.diff.mapping_checks;
@@ -128,6 +134,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             "ok": ok,
             "steps": seq.steps.len(),
             "mapping_checks": mapping_checks,
+            "real": real_steps,
+            "adapted": a.flag("adapt").then(|| crate::seq::text::print(&seq)),
             "findings": t.findings,
             "signatures": t.findings.iter().map(|f| f.signature()).collect::<Vec<_>>(),
         });

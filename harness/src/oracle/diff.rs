@@ -146,6 +146,35 @@ pub struct RealCheck {
     pub unsupported: Option<String>,
     /// The kernel PCs the case ran, where the backend records coverage.
     pub pcs: Vec<u64>,
+    /// What the kernel did, step by step: its outcome, and the leaves per level (4K, 2M, 1G)
+    /// its view saw, where it had one. What `lab --baseline` compares between two kernels.
+    pub steps: Vec<RealStep>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RealStep {
+    pub outcome: String,
+    pub leaves: Option<[u64; 3]>,
+}
+
+fn real_steps(real: &RealTrace) -> Vec<RealStep> {
+    real.observed
+        .iter()
+        .enumerate()
+        .map(|(i, o)| RealStep {
+            outcome: match o {
+                Observed::Outcome(o) => crate::seq::text::print_outcome(o),
+                Observed::Pages(p) => format!("pages_4k={} pages_2m={} pages_1g={}", p[0], p[1], p[2]),
+                Observed::NotChecked => "-".into(),
+            },
+            leaves: real.views.get(i).and_then(|v| v.as_ref()).map(|v| {
+                let (StepView::Leaves(l) | StepView::Installed(l)) = v;
+                let mut n = [0u64; 3];
+                l.iter().for_each(|k| n[k.level as usize] += 1);
+                n
+            }),
+        })
+        .collect()
 }
 
 pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
@@ -161,6 +190,7 @@ pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
                 diff: Diff::default(),
                 unsupported: Some(RunError::Unsupported(why).to_string()),
                 pcs: Vec::new(),
+                steps: Vec::new(),
             };
         }
         Some(k) => {
@@ -175,13 +205,14 @@ pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
             let opts = RunOpts { host: real.host, leaves_at: real.views.iter().map(Option::is_some).collect() };
             let model = run_model_with(seq, &opts).0;
             let diff = diff(seq, &model, &real);
-            RealCheck { model, diff, unsupported: None, pcs: real.pcs }
+            let steps = real_steps(&real);
+            RealCheck { model, diff, unsupported: None, pcs: real.pcs, steps }
         }
         Err(e) => {
             let model = run_model_with(seq, &RunOpts::default()).0;
             let unsupported = matches!(e, RunError::Unsupported(_)).then(|| e.to_string());
             let diff = Diff { findings: error_finding(seq, &e).into_iter().collect(), ..Default::default() };
-            RealCheck { model, diff, unsupported, pcs: Vec::new() }
+            RealCheck { model, diff, unsupported, pcs: Vec::new(), steps: Vec::new() }
         }
     }
 }

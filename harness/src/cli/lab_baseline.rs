@@ -1,0 +1,204 @@
+//! `privmem lab --kernel A --baseline B [--runs N --seed S] [FILE...]`: the same cases (the
+//! corpus's default and SW_PROTECTED scenarios, or the FILEs, plus N cases generated from seed S)
+//! on two lab kernels side by side, reporting only the cases whose kernel outcomes or mapping
+//! levels differ between them: what a developer of a patch series runs before posting it. A
+//! difference the model predicts too (a rule of `model/kernel.rs` differs between the two) is
+//! marked as explained; the others are what to look at.
+//!
+//! Exit codes, for `git bisect run`: 0 no unexplained difference, 1 some, 2 the run failed.
+
+use super::lab_cmd::{default_kernel, lab_files, repo};
+use super::Args;
+use crate::campaign::{Campaign, CampaignConfig};
+use crate::lab;
+use crate::oracle::diff::RealStep;
+use crate::oracle::run_model;
+use crate::seq::gen::GenConfig;
+use crate::seq::{text, Kernel, VmType};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A kernel named by lab version (`6.12`, `7.3`) or by a bzImage path; the named kernel the
+/// model runs as (None for a path: the lab says it, from `uname -r`).
+fn resolve(k: &str) -> Result<(PathBuf, Option<Kernel>), String> {
+    match k {
+        "6.12" | "7.3" => Ok((default_kernel(k)?, Kernel::from_name(k))),
+        path => Ok((PathBuf::from(path), None)),
+    }
+}
+
+/// One kernel's results: per file, the case as that lab adapted it and its per-step real
+/// outcomes, or why it was skipped.
+type Results = BTreeMap<String, Result<(String, Vec<RealStep>), String>>;
+
+fn run_on(kernel: &std::path::Path, init: &[u8], payload: &[(String, Vec<u8>)], limit: Duration) -> Result<Results, String> {
+    let mut args: Vec<String> = ["replay", "--backend", "kvm", "--json", "--adapt"].map(String::from).to_vec();
+    args.extend(payload.iter().map(|(n, _)| format!("/corpus/{n}")));
+    let initrd_bytes = lab::initramfs(init, &args, payload);
+    let initrd = std::env::temp_dir().join(format!(
+        "privmem-lab-baseline-{}-{}.cpio",
+        std::process::id(),
+        kernel.file_name().and_then(|n| n.to_str()).unwrap_or("k")
+    ));
+    std::fs::write(&initrd, &initrd_bytes).map_err(|e| format!("{}: {e}", initrd.display()))?;
+    let lines = lab::boot(kernel, &initrd, limit, |_| {});
+    let _ = std::fs::remove_file(&initrd);
+    let lines = lines?;
+    if !lines.iter().any(|l| l.starts_with(lab::DONE)) {
+        let tail: Vec<&str> = lines.iter().rev().take(30).rev().map(String::as_str).collect();
+        return Err(format!("the lab VM on {} stopped early; its console ends:\n{}", kernel.display(), tail.join("\n")));
+    }
+    let mut r = Results::new();
+    for l in &lines {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { continue };
+        let Some(file) = v["file"].as_str() else { continue };
+        let name = file.trim_start_matches("/corpus/").to_string();
+        let entry = match v["skipped"].as_str() {
+            Some(why) => Err(why.to_string()),
+            None => Ok((
+                v["adapted"].as_str().unwrap_or("").to_string(),
+                serde_json::from_value(v["real"].clone()).unwrap_or_default(),
+            )),
+        };
+        r.insert(name, entry);
+    }
+    Ok(r)
+}
+
+pub fn run(a: &Args) -> Result<i32, String> {
+    let (ka, na) = resolve(a.get("kernel").unwrap_or("6.12"))?;
+    let (kb, nb) = resolve(a.get("baseline").expect("caller checked"))?;
+    let init = super::lab_cmd::build_init()?;
+    let init = std::fs::read(&init).map_err(|e| format!("{}: {e}", init.display()))?;
+    let json = a.flag("json");
+    // The cases: scenarios by file, then generated ones, all as text.
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for f in lab_files(&a.positional)? {
+        let src = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let shown = f.strip_prefix(repo()).unwrap_or(&f).display().to_string();
+        super::load(&f.display().to_string())?;
+        cases.push((shown.replace(['/', '\\'], "__"), src));
+    }
+    let runs = a.num("runs")?.unwrap_or(0);
+    let seed = a.num("seed")?.unwrap_or(1);
+    let vm = match a.get("vm").unwrap_or("sw-protected") {
+        "default" => VmType::Default,
+        "sw-protected" => VmType::SwProtected,
+        other => return Err(format!("--vm: the lab runs default or sw-protected VMs, not `{other}`")),
+    };
+    let gen = GenConfig { vm: Some(vm), variant: None, max_ops: 24, hazards: Vec::new() };
+    let mut c = Campaign::new(CampaignConfig { gen, against: None, seed, ignore: Vec::new() });
+    c.feedback = false;
+    for i in 0..runs {
+        let s = c.next_case();
+        cases.push((format!("generated__seed{seed}-case{i:04}.seq"), text::print(&s)));
+    }
+    let payload: Vec<(String, Vec<u8>)> = cases.iter().map(|(n, src)| (n.clone(), src.clone().into_bytes())).collect();
+    let limit = Duration::from_secs(a.num("timeout")?.unwrap_or(240 + runs));
+    if !json {
+        eprintln!("lab: {} cases on {} and on {} (baseline), side by side", cases.len(), ka.display(), kb.display());
+    }
+    let (ra, rb) = std::thread::scope(|sc| {
+        let ha = sc.spawn(|| run_on(&ka, &init, &payload, limit));
+        let hb = sc.spawn(|| run_on(&kb, &init, &payload, limit));
+        (ha.join().unwrap_or(Err("lab thread panicked".into())), hb.join().unwrap_or(Err("lab thread panicked".into())))
+    });
+    let (ra, rb) = (ra?, rb?);
+    let (mut compared, mut explained, mut unexplained, mut one_sided) = (0, 0, 0, 0);
+    let mut diffs = Vec::new();
+    for (name, _) in &cases {
+        let (Some(x), Some(y)) = (ra.get(name), rb.get(name)) else {
+            return Err(format!("{name}: a lab VM gave no result for it"));
+        };
+        let ((sx, x), (sy, y)) = match (x, y) {
+            (Ok(x), Ok(y)) => (x, y),
+            (Err(_), Err(_)) => continue,
+            (x, y) => {
+                one_sided += 1;
+                diffs.push(serde_json::json!({"case": name, "runs_on_one_only": true,
+                    "kernel": x.as_ref().err(), "baseline": y.as_ref().err()}));
+                continue;
+            }
+        };
+        // Each lab made the case runnable on its kernel; where they made it differently there is
+        // no like-for-like comparison.
+        if sx != sy {
+            one_sided += 1;
+            diffs.push(serde_json::json!({"case": name, "runs_on_one_only": true,
+                "kernel": "adapted to its kernel differently", "baseline": "adapted to its kernel differently"}));
+            continue;
+        }
+        let seq = text::parse(name, sx).map_err(|e| format!("the lab's adapted case: {e}"))?;
+        compared += 1;
+        let Some(step) = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i)) else { continue };
+        // Explained: the model, run as each kernel, differs at or before that step too.
+        let model_as = |k: Option<Kernel>| {
+            k.map(|k| {
+                let mut s = seq.clone();
+                s.header.set_kernel(k);
+                run_model(&s).outcomes.iter().take(step + 1).map(text::print_outcome).collect::<Vec<_>>()
+            })
+        };
+        let why = match (model_as(na), model_as(nb)) {
+            (Some(p), Some(q)) if p != q => Some("the model's kernel rules differ here"),
+            _ => None,
+        };
+        if why.is_some() {
+            explained += 1;
+        } else {
+            unexplained += 1;
+        }
+        let op = seq.steps.get(step).map(|s| text::print_op(&s.op)).unwrap_or_default();
+        diffs.push(serde_json::json!({
+            "case": name, "step": step + 1, "op": op, "kernel": x.get(step), "baseline": y.get(step),
+            "explained": why, "sequence": text::print(&seq),
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"kernel": ka.display().to_string(), "baseline": kb.display().to_string(),
+                "cases": cases.len(), "compared": compared, "explained": explained,
+                "unexplained": unexplained, "one_sided": one_sided, "differences": diffs})
+        );
+    } else {
+        for d in &diffs {
+            if d["runs_on_one_only"] == true {
+                println!("only one kernel runs {}: {} / {}", d["case"], d["kernel"], d["baseline"]);
+                continue;
+            }
+            let side = |v: &serde_json::Value| {
+                let leaves = v["leaves"]
+                    .as_array()
+                    .map(|l| {
+                        let n: Vec<String> = l.iter().map(|x| x.to_string()).collect();
+                        format!(" (leaves 4K/2M/1G: {})", n.join("/"))
+                    })
+                    .unwrap_or_default();
+                format!("{}{leaves}", v["outcome"].as_str().unwrap_or("-"))
+            };
+            println!(
+                "{} {} step {}: `{}`\n  {}: {}\n  {}: {}",
+                if d["explained"].is_null() { "DIFF " } else { "rule " },
+                d["case"].as_str().unwrap_or(""),
+                d["step"],
+                d["op"].as_str().unwrap_or(""),
+                ka.display(),
+                side(&d["kernel"]),
+                kb.display(),
+                side(&d["baseline"])
+            );
+            if d["explained"].is_null() {
+                for l in d["sequence"].as_str().unwrap_or("").lines() {
+                    println!("      {l}");
+                }
+            }
+        }
+        println!(
+            "lab baseline: {} cases, {compared} run on both: {unexplained} differ unexplained, {explained} differ as the model's kernel rules say, {one_sided} run on one kernel only",
+            cases.len()
+        );
+    }
+    Ok(if unexplained > 0 { 1 } else { 0 })
+}
