@@ -58,8 +58,13 @@ else
     mkdir -p "$aptdir/lists/partial" "$aptdir/archives/partial"
     echo "deb ${mirror%/} $suite main" > "$aptdir/sources.list"
     apt_private=(-o Dir::Etc::SourceList="$aptdir/sources.list" -o Dir::Etc::SourceParts=/dev/null
-        -o Dir::State="$aptdir" -o Dir::State::Status=/dev/null -o Dir::Cache="$aptdir" -o Debug::NoLocking=1)
-    apt-get "${apt_private[@]}" update -qq >&2
+        -o Dir::State="$aptdir" -o Dir::State::Status=/dev/null -o Dir::Cache="$aptdir" -o Debug::NoLocking=1
+        -o APT::Sandbox::User=root)
+    # The suite's lists are fetched again once a day (its version rotates); a warm run within
+    # the day needs no network.
+    if [ -z "$(find "$aptdir/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
+        apt-get "${apt_private[@]}" update -qq >&2
+    fi
     ver=$(apt-cache "${apt_private[@]}" show linux-source-7.3 | sed -n 's/^Version: //p' | sort -V | tail -1)
     [ -n "$ver" ] || { echo "lab: $suite has no linux-source-7.3" >&2; exit 1; }
     tarball="$aptdir/linux-source-7.3-$ver.tar.xz"

@@ -37,5 +37,9 @@ pub fn seq_files(root: &Path) -> Vec<PathBuf> {
 /// Every `# known-divergence` signature the scenarios under `root` record for kernel `k`
 /// (None: for any kernel).
 pub fn known_signatures(root: &Path, k: Option<crate::seq::Kernel>) -> Vec<String> {
-    seq_files(root).iter().filter_map(|f| std::fs::read_to_string(f).ok()).flat_map(|s| known_divergences(&s, k)).collect()
+    seq_files(root)
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|s| known_divergences(&s, k))
+        .collect()
 }

@@ -93,8 +93,14 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     };
     let backend_name = if kvm.is_some() { "kvm" } else { "model" };
     // The replay line names the backend: a divergence from real KVM cannot show on the model.
-    let replay_args = against.map(|b| format!(" --against {}", b.name())).unwrap_or_default()
+    // The replay line names the backend and the kernel the model ran as: a divergence from
+    // real KVM cannot show on the model, and a kernel rule may decide the outcome.
+    let caps = kvm.as_ref().map(|k| k.caps.clone());
+    let mut replay_args = against.map(|b| format!(" --against {}", b.name())).unwrap_or_default()
         + if kvm.is_some() { " --backend kvm" } else { "" };
+    if let Some(k) = caps.as_ref().and_then(|c| c.kernel) {
+        replay_args += &format!(" --kernel {}", k.name());
+    }
     let (_, rss0) = process_usage();
     let mut c = Campaign::new(cfg);
     c.feedback = !a.flag("no-feedback");
@@ -122,10 +128,17 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             if nf.known {
                 known_hits.push(nf.finding.signature());
             }
+            let model_kernel = caps.as_ref().and_then(|c| c.kernel).unwrap_or(nf.seq.header.kernel());
             let extra = serde_json::json!({
                 "seed": seed, "case": nf.case, "backend": backend_name,
                 "replays_confirmed": nf.confirmed, "label": nf.label(), "known": nf.known,
+                "found_on": crate::report::provenance(model_kernel, caps.as_ref()),
             });
+            let replay_args = if caps.is_none() {
+                format!("{replay_args} --kernel {}", model_kernel.name())
+            } else {
+                replay_args.clone()
+            };
             let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
             if json {

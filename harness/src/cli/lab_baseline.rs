@@ -32,7 +32,12 @@ fn resolve(k: &str) -> Result<(PathBuf, Option<Kernel>), String> {
 /// outcomes, or why it was skipped.
 type Results = BTreeMap<String, Result<(String, Vec<RealStep>), String>>;
 
-fn run_on(kernel: &std::path::Path, init: &[u8], payload: &[(String, Vec<u8>)], limit: Duration) -> Result<Results, String> {
+fn run_on(
+    kernel: &std::path::Path,
+    init: &[u8],
+    payload: &[(String, Vec<u8>)],
+    limit: Duration,
+) -> Result<Results, String> {
     let mut args: Vec<String> = ["replay", "--backend", "kvm", "--json", "--adapt"].map(String::from).to_vec();
     args.extend(payload.iter().map(|(n, _)| format!("/corpus/{n}")));
     let initrd_bytes = lab::initramfs(init, &args, payload);
@@ -47,7 +52,11 @@ fn run_on(kernel: &std::path::Path, init: &[u8], payload: &[(String, Vec<u8>)], 
     let lines = lines?;
     if !lines.iter().any(|l| l.starts_with(lab::DONE)) {
         let tail: Vec<&str> = lines.iter().rev().take(30).rev().map(String::as_str).collect();
-        return Err(format!("the lab VM on {} stopped early; its console ends:\n{}", kernel.display(), tail.join("\n")));
+        return Err(format!(
+            "the lab VM on {} stopped early; its console ends:\n{}",
+            kernel.display(),
+            tail.join("\n")
+        ));
     }
     let mut r = Results::new();
     for l in &lines {
@@ -107,7 +116,7 @@ pub fn run(a: &Args) -> Result<i32, String> {
     let (ra, rb) = (ra?, rb?);
     let (mut compared, mut explained, mut unexplained, mut one_sided) = (0, 0, 0, 0);
     let mut diffs = Vec::new();
-    for (name, _) in &cases {
+    for (name, src) in &cases {
         let (Some(x), Some(y)) = (ra.get(name), rb.get(name)) else {
             return Err(format!("{name}: a lab VM gave no result for it"));
         };
@@ -140,8 +149,12 @@ pub fn run(a: &Args) -> Result<i32, String> {
                 run_model(&s).outcomes.iter().take(step + 1).map(text::print_outcome).collect::<Vec<_>>()
             })
         };
+        let known = |k: Option<Kernel>| crate::oracle::diff::known_divergences(src, k);
         let why = match (model_as(na), model_as(nb)) {
             (Some(p), Some(q)) if p != q => Some("the model's kernel rules differ here"),
+            _ if na.is_some() && nb.is_some() && known(na) != known(nb) => {
+                Some("corpus/known records a kernel bug on one of the two")
+            }
             _ => None,
         };
         if why.is_some() {
@@ -180,7 +193,7 @@ pub fn run(a: &Args) -> Result<i32, String> {
             };
             println!(
                 "{} {} step {}: `{}`\n  {}: {}\n  {}: {}",
-                if d["explained"].is_null() { "DIFF " } else { "rule " },
+                if d["explained"].is_null() { "DIFF " } else { "known" },
                 d["case"].as_str().unwrap_or(""),
                 d["step"],
                 d["op"].as_str().unwrap_or(""),
@@ -189,14 +202,16 @@ pub fn run(a: &Args) -> Result<i32, String> {
                 kb.display(),
                 side(&d["baseline"])
             );
-            if d["explained"].is_null() {
+            if !d["explained"].is_null() {
+                println!("  ({})", d["explained"].as_str().unwrap_or(""));
+            } else {
                 for l in d["sequence"].as_str().unwrap_or("").lines() {
                     println!("      {l}");
                 }
             }
         }
         println!(
-            "lab baseline: {} cases, {compared} run on both: {unexplained} differ unexplained, {explained} differ as the model's kernel rules say, {one_sided} run on one kernel only",
+            "lab baseline: {} cases, {compared} run on both: {unexplained} differ unexplained, {explained} differ as the model's kernel rules or corpus/known say, {one_sided} run on one kernel only",
             cases.len()
         );
     }

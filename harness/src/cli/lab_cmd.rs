@@ -231,7 +231,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
 
     let (mut passed, mut failed, mut skipped, mut fuzz_findings) = (0, 0, 0, Vec::new());
     let (mut mapping_checks, mut mapped_unchecked, mut written) = (0u64, 0u64, Vec::new());
-    let replay_cmd = format!("privmem lab --kernel {}", kernel.display());
+    // A lab finding replays in the lab, on the same kernel.
+    let replay_cmd = if user_kernel {
+        format!("privmem lab --kernel {}", kernel.display())
+    } else {
+        format!("privmem lab --kernel-version {version}")
+    };
+    // The build's key (the source package version and config fragments' hash) names the config.
+    let config_key =
+        kernel.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("bzImage-")).map(String::from);
+    let mut lab_caps = serde_json::Value::Null;
     let mut caps_ok = None;
     let mut fuzz_summaries = Vec::new();
     let mut reached = std::collections::BTreeSet::new();
@@ -241,6 +250,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             continue;
         };
         if v.get("api_version").is_some() {
+            lab_caps = v.clone();
             let sw = v["sw_protected"].as_bool().unwrap_or(false);
             let attrs = v["memory_attributes"].as_u64().unwrap_or(0) & 8 != 0;
             let mut missing = Vec::new();
@@ -293,7 +303,14 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 v["sequence"].as_str().unwrap_or(""),
                 &replay_cmd,
                 v["finding"].clone(),
-                serde_json::json!({"kernel": kernel.display().to_string(), "label": v["label"], "backend": "lab"}),
+                serde_json::json!({
+                    "kernel": kernel.display().to_string(), "label": v["label"], "backend": "lab",
+                    "found_on": {
+                        "privmem": crate::report::privmem_version(),
+                        "kernel_release": lab_caps["release"], "model_kernel": lab_caps["kernel"],
+                        "lab_config": config_key, "caps": lab_caps,
+                    },
+                }),
             )
             .map_err(|e| format!("{}: {e}", out.display()))?;
             written.push(path.display().to_string());

@@ -90,7 +90,12 @@ pub fn header_allows(h: &Header, k: Kernel) -> Result<(), String> {
     }
     if !h.vm.has_private_mem() && !Rule::GmemOnDefaultVm.holds(k) {
         if let Some(s) = h.slots.iter().find(|s| s.gmem.is_some()) {
-            return Err(format!("slot {}: Linux {} has no guest_memfd slots on vm {} (EINVAL)", s.id, k.name(), h.vm.name()));
+            return Err(format!(
+                "slot {}: Linux {} has no guest_memfd slots on vm {} (EINVAL)",
+                s.id,
+                k.name(),
+                h.vm.name()
+            ));
         }
     }
     Ok(())

@@ -387,7 +387,11 @@ impl Model {
                 if ms <= gfn || ml.level > Level::L4K {
                     // Already added: the folio is up to date (EEXIST until 6.18); from 7.3 the
                     // map comes back spurious (EIO).
-                    return Err(if self.rule(super::kernel::Rule::InitMemAddedEio) { Errno::EIO } else { Errno::EEXIST });
+                    return Err(if self.rule(super::kernel::Rule::InitMemAddedEio) {
+                        Errno::EIO
+                    } else {
+                        Errno::EEXIST
+                    });
                 }
                 stop = ms;
             }

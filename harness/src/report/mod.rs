@@ -24,6 +24,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// privmem's own version for a finding: `git describe` of the checkout it was built from, or
+/// the crate version outside a checkout (an installed binary, the lab's static one).
+pub fn privmem_version() -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--tags"])
+        .current_dir(&repo)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success() && repo.join(".git").exists())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| format!("privmem {} (no checkout)", env!("CARGO_PKG_VERSION")))
+}
+
+/// What a finding was found on, for its `.json`: privmem's version, the kernel (release and
+/// the named kernel the model ran as), and, on a real backend, its capabilities.
+pub fn provenance(model_kernel: crate::seq::Kernel, caps: Option<&crate::backend::caps::Caps>) -> serde_json::Value {
+    serde_json::json!({
+        "privmem": privmem_version(),
+        "model_kernel": model_kernel.name(),
+        "kernel_release": caps.map(|c| c.release.clone()),
+        "caps": caps,
+    })
+}
+
 /// A stable short name for a signature: FNV-1a, hex.
 pub fn sig_hash(sig: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -2,8 +2,8 @@
 //! with K/M/G suffixes. Parsing reports file, line, column and what was expected; printing is
 //! canonical, and `parse(print(s)) == s` for every legal sequence.
 
-use super::legal;
 use super::kernel::Kernel;
+use super::legal;
 use super::op::*;
 use std::fmt::{self, Write as _};
 

@@ -155,7 +155,10 @@ impl KvmBackend {
     pub fn kernel_words(&self) -> String {
         match self.caps.kernel {
             Some(k) => format!("kernel: Linux {}, modelled as {}", self.caps.release, k.name()),
-            None => format!("kernel: Linux {}, older than every modelled kernel; modelled as each scenario says", self.caps.release),
+            None => format!(
+                "kernel: Linux {}, older than every modelled kernel; modelled as each scenario says",
+                self.caps.release
+            ),
         }
     }
 
