@@ -251,6 +251,13 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         };
         if v.get("api_version").is_some() {
             lab_caps = v.clone();
+            if !json {
+                println!(
+                    "lab: kernel Linux {}, modelled as {}",
+                    v["release"].as_str().unwrap_or("?"),
+                    v["kernel"].as_str().unwrap_or("each scenario's kernel")
+                );
+            }
             let sw = v["sw_protected"].as_bool().unwrap_or(false);
             let attrs = v["memory_attributes"].as_u64().unwrap_or(0) & 8 != 0;
             let mut missing = Vec::new();

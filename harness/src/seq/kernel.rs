@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 /// Ordered by age: a rule that holds "since" a kernel holds for every later one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kernel {
     /// Debian 12's 6.12 LTS: the lab's first kernel.
     V6_12,
@@ -47,6 +47,13 @@ impl Kernel {
             .into_iter()
             .find(|(_, at)| v >= *at)
             .map(|(k, _)| k)
+    }
+}
+
+/// Written as its name (`"6.12"`), as the sequence language writes it.
+impl Serialize for Kernel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
