@@ -11,6 +11,21 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Where the real backend's step time went, by op kind (guest batches under their first op),
+/// and in reading the kernel's view.
+fn op_seconds() -> serde_json::Value {
+    use crate::backend::kvm::OP_NANOS;
+    let secs = |i: usize| OP_NANOS[i].load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9;
+    let mut m = serde_json::Map::new();
+    for k in crate::seq::OpKind::ALL {
+        if secs(k as usize) > 0.0 {
+            m.insert(k.name().into(), secs(k as usize).into());
+        }
+    }
+    m.insert("view".into(), secs(OP_NANOS.len() - 1).into());
+    serde_json::Value::Object(m)
+}
+
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = Args::parse(
         argv,
@@ -206,6 +221,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 "skipped": skipped, "open_fds": [fds0, fds1], "rss_kib": [rss0, rss1],
                 "mapping_checks": c.mapping_checks, "views_lost": c.views_lost,
                                 "phase_seconds": crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9).collect::<Vec<_>>(),
+                                "op_seconds": op_seconds(),
                 "pcs": c.covered.len(), "corpus": c.corpus.len(), "feedback": c.feedback,
                 "mapped_cases": c.mapped_cases, "mapped_unchecked": c.mapped_unchecked, "known": known_hits,
                 "exec_per_sec": c.cases as f64 / el,
