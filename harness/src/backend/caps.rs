@@ -25,6 +25,8 @@ pub struct Caps {
     pub sw_protected: bool,
     pub snp: bool,
     pub tdx: bool,
+    /// KVM_CAP_MULTI_ADDRESS_SPACE of a default VM: memslot address spaces (2 with KVM_SMM).
+    pub address_spaces: u16,
     /// `uname -r`, and the named kernel the model runs as here (None: older than every one).
     pub release: String,
     pub kernel: Option<crate::seq::Kernel>,
@@ -75,6 +77,7 @@ impl Caps {
             c.guest_memfd_flags = vm.check_extension_raw(raw::KVM_CAP_GUEST_MEMFD_FLAGS as _).max(0) as u64;
             c.memory_attributes = vm.check_extension_raw(raw::KVM_CAP_MEMORY_ATTRIBUTES as _).max(0) as u64;
             c.pre_fault_memory |= vm.check_extension_raw(raw::KVM_CAP_PRE_FAULT_MEMORY as _) > 0;
+            c.address_spaces = vm.check_extension_raw(kvm_bindings::KVM_CAP_MULTI_ADDRESS_SPACE as _).max(1) as u16;
         }
         if c.sw_protected {
             match kvm.create_vm_with_type(1) {

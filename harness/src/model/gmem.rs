@@ -199,6 +199,19 @@ impl Gmem {
         self.bindings.insert(start, (end, slot));
     }
 
+    /// The bound ranges overlapping `[start, end)`: (range start, range end, slot id).
+    pub fn bindings_in(&self, start: u64, end: u64) -> Vec<(u64, u64, u32)> {
+        if start >= end {
+            return Vec::new();
+        }
+        let first = self.bindings.range(..=start).next_back().filter(|(_, &(e, _))| e > start).map(|(&b, _)| b);
+        self.bindings
+            .range(first.unwrap_or(start)..end)
+            .map(|(&b, &(e, id))| (b, e, id))
+            .filter(|&(b, e, _)| b < end && e > start)
+            .collect()
+    }
+
     pub fn unbind(&mut self, start: u64) {
         self.bindings.remove(&start);
     }

@@ -4,15 +4,29 @@
 
 use super::attrs;
 use super::lpage::{self, Backing};
-use super::memslot::Change;
+use super::memslot::{self, Change};
 use super::stage2::Leaf;
 use super::*;
+
+/// `kvm_gmem_create()`'s checks for `decl` (plus `raw` flag bits) on a VM of type `vm` under
+/// kernel `k`.
+pub fn check_gmem_create(k: Kernel, vm: VmType, decl: &GmemDecl, raw: u64) -> Result<(), Errno> {
+    let flags = raw | decl.mmap as u64 | (decl.init_shared as u64) << 1;
+    let supported = if super::kernel::Rule::GmemMmapFlags.holds(k) { 1 | (!vm.has_private_mem() as u64) << 1 } else { 0 };
+    if flags & !supported != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if (decl.size as i64) <= 0 || !decl.size.is_multiple_of(PAGE) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
 
 impl Model {
     pub(crate) fn slot_add(&mut self, spec: &SlotSpec) -> Result<(), Errno> {
         let gm = spec.gmem.as_ref().and_then(|b| self.gmem_index(&b.gmem)).map(|i| (i, &self.gmems[i]));
         let uregion = self.mem.alloc(spec.size / PAGE);
-        match self.slots.check_add(self.h.vm, spec, gm, uregion, self.host.phys_bits, self.kernel)? {
+        match self.slots.check_add(self.h.vm, spec, gm, uregion, self.host.phys_bits, self.kernel, self.host.address_spaces(self.h.vm))? {
             Change::Create(slot) => {
                 if let Some((fi, start)) = slot.gmem {
                     self.gmems[fi].bind(start, start + slot.npages, slot.id);
@@ -33,7 +47,7 @@ impl Model {
             // Leaf-first: each private leaf is blocked, tracked and removed by the module.
             self.tdx_zap_private(s, e, false).map_err(|_| Errno::EIO)?;
         }
-        self.flush_shadow_memslot(s, e);
+        self.flush_shadow_memslot(id, s, e);
         if let Some((fi, start)) = old.gmem {
             self.gmems[fi].unbind(start);
         }
@@ -47,10 +61,11 @@ impl Model {
     /// `kvm_arch_flush_shadow_memslot()` for a slot going away (DELETE or MOVE): on a default
     /// VM with `KVM_X86_QUIRK_SLOT_ZAP_ALL` (on unless userspace disables it; 6.12 and later)
     /// every root is zapped, all leaves of every slot with it; otherwise only the slot's range.
-    fn flush_shadow_memslot(&mut self, s: u64, e: u64) {
+    /// Only address space 0 is the model's to map: an SMM slot's own range is in the other.
+    fn flush_shadow_memslot(&mut self, id: u32, s: u64, e: u64) {
         if self.h.vm == VmType::Default && !self.h.has(Knob::NoSlotZapAll) {
             self.unmap_range(false, 0, u64::MAX);
-        } else {
+        } else if memslot::as_id(id) == 0 {
             self.unmap_range(false, s, e);
         }
     }
@@ -59,7 +74,7 @@ impl Model {
         let Change::Move { old, new_base } = self.slots.check_move(self.h.vm, id, gpa, self.host.phys_bits)? else {
             return Ok(());
         };
-        self.flush_shadow_memslot(old.base_gfn, old.end_gfn());
+        self.flush_shadow_memslot(id, old.base_gfn, old.end_gfn());
         self.guest.forget(old.base_gfn, old.end_gfn());
         self.slots.remove(id);
         let mut moved = old;
@@ -122,35 +137,95 @@ impl Model {
         for p in pieces {
             let (ps, pe) = (s.max(p.base_gfn), e.min(p.end_gfn()));
             let (fi, off) = p.gmem.expect("checked");
-            let (is, ie) = (off + (ps - p.base_gfn), off + (pe - p.base_gfn));
-            // kvm_gmem_invalidate_begin zaps the bound GFN range. Its private/shared filter
-            // only picks a root where there are two (TDX's mirror); with one root everything
-            // mapped there goes, shared leaves too (observed on 6.18: punching an MMAP file zaps
-            // the guest's shared mapping; found by AFL on the model: a SW_PROTECTED MMAP file
-            // left a shared guest_memfd leaf over a freed page otherwise).
+            self.punch_file(fi, off + (ps - p.base_gfn), off + (pe - p.base_gfn))?;
+        }
+        Ok(())
+    }
+
+    /// `kvm_gmem_punch_hole()` over file pages `[is, ie)`: the GFNs bound there are zapped
+    /// (kvm_gmem_invalidate_begin), then the folios are freed.
+    fn punch_file(&mut self, fi: usize, is: u64, ie: u64) -> Result<(), Errno> {
+        let mut zapped = Vec::new();
+        for (bs, be, id) in self.gmems[fi].bindings_in(is, ie) {
+            let Some(slot) = self.slots.get(id) else { continue };
+            let (ps, pe) = (slot.base_gfn + (is.max(bs) - bs), slot.base_gfn + (ie.min(be) - bs));
+            // Its private/shared filter only picks a root where there are two (TDX's mirror);
+            // with one root everything mapped there goes, shared leaves too (observed on 6.18:
+            // punching an MMAP file zaps the guest's shared mapping; found by AFL on the model:
+            // a SW_PROTECTED MMAP file left a shared guest_memfd leaf over a freed page).
             if self.is_tdx() {
                 self.tdx_zap_private(ps, pe, true)?;
             } else {
                 self.unmap_range(false, ps, pe);
             }
-            let freed = self.gmems[fi].punch(is, ie, &mut self.mem);
-            for &(pfn, n) in &freed {
-                // Freed guest_memfd pages go back to the hypervisor in the RMP.
-                if let Some(r) = self.rmp.as_mut() {
-                    r.make_shared(pfn, n);
-                }
+            zapped.push((ps, pe));
+        }
+        let freed = self.gmems[fi].punch(is, ie, &mut self.mem);
+        for &(pfn, n) in &freed {
+            // Freed guest_memfd pages go back to the hypervisor in the RMP.
+            if let Some(r) = self.rmp.as_mut() {
+                r.make_shared(pfn, n);
             }
-            for (pfn, n) in freed {
-                if let Some(g) = self.frame_mapped(pfn, n) {
-                    self.violate(
-                        ViolationKind::Invariant("freed-page-still-mapped"),
-                        format!("guest_memfd freed pfn {pfn:#x} (+{n}) but it stays mapped at gfn {g:#x}"),
-                    );
-                }
+        }
+        for (pfn, n) in freed {
+            if let Some(g) = self.frame_mapped(pfn, n) {
+                self.violate(
+                    ViolationKind::Invariant("freed-page-still-mapped"),
+                    format!("guest_memfd freed pfn {pfn:#x} (+{n}) but it stays mapped at gfn {g:#x}"),
+                );
             }
+        }
+        for (ps, pe) in zapped {
             self.guest.forget(ps, pe);
             self.touch_range(ps, pe);
         }
+        Ok(())
+    }
+
+    /// KVM_CREATE_GUEST_MEMFD (`kvm_gmem_create()`): the flags against what the kernel supports
+    /// for this VM (none before 6.18; MMAP, and INIT_SHARED where the VM has no private memory,
+    /// from `kvm_gmem_get_supported_flags()`), then a size that is positive as a signed `loff_t`
+    /// and page aligned.
+    pub(crate) fn gmem_create(&mut self, decl: &GmemDecl, raw: u64) -> Result<(), Errno> {
+        check_gmem_create(self.kernel, self.h.vm, decl, raw)?;
+        let g = Gmem::new(decl.clone());
+        match self.gmem_index(&decl.name) {
+            // The name is the harness's: a second file of that name takes it over.
+            Some(i) => self.gmems[i] = g,
+            None => self.gmems.push(g),
+        }
+        Ok(())
+    }
+
+    /// fallocate(2) on a guest_memfd at file offsets, in `vfs_fallocate()`'s order, then
+    /// `kvm_gmem_fallocate()`'s, then `kvm_gmem_allocate()`'s size rule (punching past the end
+    /// is fine).
+    pub(crate) fn fallocate(&mut self, name: &str, offset: u64, len: u64, punch: bool, keep: bool) -> Result<(), Errno> {
+        let fi = self.gmem_index(name).ok_or(Errno::EBADF)?;
+        if (offset as i64) < 0 || (len as i64) <= 0 {
+            return Err(Errno::EINVAL);
+        }
+        if punch && !keep {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        // check_add_overflow() on loff_t, then s_maxbytes (MAX_LFS_FILESIZE, the same bound).
+        if (offset as i64).checked_add(len as i64).is_none() {
+            return Err(Errno::EFBIG);
+        }
+        if !keep {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        if !offset.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            return Err(Errno::EINVAL);
+        }
+        let (is, ie) = (offset / PAGE, (offset + len) / PAGE);
+        if punch {
+            return self.punch_file(fi, is, ie.min(self.gmems[fi].pages()));
+        }
+        if offset + len > self.gmems[fi].decl.size {
+            return Err(Errno::EINVAL);
+        }
+        self.gmems[fi].alloc_range(is, ie, &mut self.mem);
         Ok(())
     }
 

@@ -22,6 +22,12 @@ pub struct Slot {
     pub uregion: u64,
 }
 
+/// The address space a slot number names (bits 16 and up: 1 is x86's SMM address space), and
+/// its id within it (the low 16 bits), as `kvm_set_memory_region()` splits `slot`.
+pub fn as_id(slot: u32) -> u16 {
+    (slot >> 16) as u16
+}
+
 impl Slot {
     pub fn end_gfn(&self) -> u64 {
         self.base_gfn + self.npages
@@ -38,8 +44,11 @@ impl Slot {
 #[derive(Clone, Debug, Default)]
 pub struct Slots {
     by_id: BTreeMap<u32, Slot>,
-    /// base GFN -> id, for lookup by address.
+    /// base GFN -> id, for lookup by address: the guest's address space (0).
     by_gfn: BTreeMap<u64, u32>,
+    /// The same for address space 1 (SMM, default VMs with KVM_SMM): slots there may overlap
+    /// address space 0's and are never what a (non-SMM) guest access finds.
+    smm_by_gfn: BTreeMap<u64, u32>,
 }
 
 /// What a successful KVM_SET_USER_MEMORY_REGION2 call changes.
@@ -77,21 +86,36 @@ impl Slots {
         s.contains(gfn).then_some(s)
     }
 
-    /// Slots overlapping `[start, end)`, in GFN order.
+    /// Slots of the guest's address space overlapping `[start, end)`, in GFN order.
     pub fn overlapping(&self, start: u64, end: u64) -> Vec<Slot> {
-        let mut v = Vec::new();
-        if let Some(s) = self.find(start) {
-            v.push(s.clone());
+        self.overlapping_in(0, start, end)
+    }
+
+    fn gfn_map(&self, as_id: u16) -> &BTreeMap<u64, u32> {
+        if as_id == 0 {
+            &self.by_gfn
+        } else {
+            &self.smm_by_gfn
         }
-        for (&b, id) in self.by_gfn.range(start.saturating_add(1)..end) {
-            let _ = b;
+    }
+
+    fn overlapping_in(&self, as_id: u16, start: u64, end: u64) -> Vec<Slot> {
+        let map = self.gfn_map(as_id);
+        let mut v = Vec::new();
+        if let Some((_, id)) = map.range(..=start).next_back() {
+            let s = &self.by_id[id];
+            if s.contains(start) {
+                v.push(s.clone());
+            }
+        }
+        for (_, id) in map.range(start.saturating_add(1)..end) {
             v.push(self.by_id[id].clone());
         }
         v
     }
 
-    fn overlaps(&self, base: u64, end: u64, except: Option<u32>) -> bool {
-        self.overlapping(base, end).iter().any(|s| Some(s.id) != except)
+    fn overlaps(&self, as_id: u16, base: u64, end: u64, except: Option<u32>) -> bool {
+        self.overlapping_in(as_id, base, end).iter().any(|s| Some(s.id) != except)
     }
 
     /// KVM's checks for a slot-add (a create, or a modify if the id exists), in KVM's order.
@@ -104,8 +128,14 @@ impl Slots {
         uregion: u64,
         phys_bits: Option<u8>,
         kernel: Kernel,
+        address_spaces: u16,
     ) -> Result<Change, Errno> {
         use super::kernel::Rule;
+        // kvm_vm_ioctl_set_memory_region(): the id within its address space, before any other
+        // check.
+        if spec.id as u16 as u32 >= KVM_USER_MEM_SLOTS {
+            return Err(Errno::EINVAL);
+        }
         // check_memory_region_flags: guest_memfd only where the VM type allows it.
         if spec.gmem.is_some() && !vm.has_private_mem() && !Rule::GmemOnDefaultVm.holds(kernel) {
             return Err(Errno::EINVAL);
@@ -118,9 +148,6 @@ impl Slots {
         if spec.readonly && spec.gmem.is_some() {
             return Err(Errno::EINVAL);
         }
-        if spec.id >= KVM_USER_MEM_SLOTS {
-            return Err(Errno::EINVAL);
-        }
         if !spec.size.is_multiple_of(PAGE) || !spec.gpa.is_multiple_of(PAGE) {
             return Err(Errno::EINVAL);
         }
@@ -128,6 +155,11 @@ impl Slots {
             if b.offset % PAGE != 0 || b.offset.checked_add(spec.size).is_none() {
                 return Err(Errno::EINVAL);
             }
+        }
+        // kvm_set_memory_region(): an address space the VM has (two on x86 with SMM, one where
+        // the VM has private memory).
+        if as_id(spec.id) >= address_spaces {
+            return Err(Errno::EINVAL);
         }
         let Some(end) = spec.gpa.checked_add(spec.size) else {
             return Err(Errno::EINVAL);
@@ -148,7 +180,7 @@ impl Slots {
         if spec.size == 0 {
             return Err(Errno::EINVAL);
         }
-        if self.overlaps(base, end / PAGE, None) {
+        if self.overlaps(as_id(spec.id), base, end / PAGE, None) {
             return Err(Errno::EEXIST);
         }
         if end / PAGE > max_gfn(vm, phys_bits) {
@@ -179,7 +211,7 @@ impl Slots {
     }
 
     pub fn check_delete(&self, id: u32) -> Result<Change, Errno> {
-        if id >= KVM_USER_MEM_SLOTS {
+        if id as u16 as u32 >= KVM_USER_MEM_SLOTS {
             return Err(Errno::EINVAL);
         }
         self.by_id.get(&id).map(|s| Change::Delete(s.clone())).ok_or(Errno::EINVAL)
@@ -205,7 +237,7 @@ impl Slots {
         if base == old.base_gfn {
             return Ok(Change::Nothing);
         }
-        if self.overlaps(base, end, Some(id)) {
+        if self.overlaps(as_id(id), base, end, Some(id)) {
             return Err(Errno::EEXIST);
         }
         if end > max_gfn(vm, phys_bits) {
@@ -215,13 +247,15 @@ impl Slots {
     }
 
     pub fn insert(&mut self, s: Slot) {
-        self.by_gfn.insert(s.base_gfn, s.id);
+        let map = if as_id(s.id) == 0 { &mut self.by_gfn } else { &mut self.smm_by_gfn };
+        map.insert(s.base_gfn, s.id);
         self.by_id.insert(s.id, s);
     }
 
     pub fn remove(&mut self, id: u32) -> Option<Slot> {
         let s = self.by_id.remove(&id)?;
-        self.by_gfn.remove(&s.base_gfn);
+        let map = if as_id(s.id) == 0 { &mut self.by_gfn } else { &mut self.smm_by_gfn };
+        map.remove(&s.base_gfn);
         Some(s)
     }
 }

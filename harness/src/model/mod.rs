@@ -80,7 +80,7 @@ pub struct Coverage {
     pub outcomes: BTreeMap<(OpKind, &'static str), u64>,
     /// S-EPT state × level × op kind, sampled at the op's address after the op; indexed by
     /// `[state][level][op kind]` so counting costs no allocation.
-    pub sept: Vec<[[u64; 21]; 3]>,
+    pub sept: Vec<[[u64; 23]; 3]>,
     pub splits: u64,
     pub split_failures: u64,
     pub promote_attempts: u64,
@@ -130,9 +130,21 @@ pub struct HostFacts {
     pub gmem_shared: UserBacking,
     /// The GPA width KVM allows memslots up to (`kvm_mmu_max_gfn()`); None: 52 bits.
     pub phys_bits: Option<u8>,
+    /// Memslot address spaces of a default VM (KVM_CAP_MULTI_ADDRESS_SPACE: 2 with KVM_SMM, the
+    /// upstream default, else 1); None: 2.
+    pub address_spaces: Option<u16>,
 }
 
 impl HostFacts {
+    /// `kvm_arch_nr_memslot_as_ids()`: one address space where the VM has private memory.
+    pub fn address_spaces(&self, vm: VmType) -> u16 {
+        if vm.has_private_mem() {
+            1
+        } else {
+            self.address_spaces.unwrap_or(2)
+        }
+    }
+
     pub fn backing(&self, gmem_slot: bool) -> UserBacking {
         if gmem_slot {
             self.gmem_shared
@@ -224,11 +236,8 @@ impl Model {
             m.td = Some(Td::new(m.pol.enhanced_demote));
         }
         for g in &h.gmems {
-            if g.size == 0 || g.size % PAGE != 0 {
-                return Err(format!(
-                    "gmem {}: KVM_CREATE_GUEST_MEMFD needs a non-zero page-aligned size (EINVAL)",
-                    g.name
-                ));
+            if let Err(e) = kvm::check_gmem_create(kernel, h.vm, g, 0) {
+                return Err(format!("gmem {}: KVM_CREATE_GUEST_MEMFD fails with {}", g.name, e.name()));
             }
         }
         for s in &h.slots {
@@ -327,6 +336,10 @@ impl Model {
                 }
                 Ok(())
             }
+            Op::GmemCreate { decl, raw } => self.gmem_create(decl, *raw),
+            Op::Fallocate { gmem, offset, len, punch, keep_size } => {
+                self.fallocate(gmem, *offset, *len, *punch, *keep_size)
+            }
             Op::ExpectPages { .. } | Op::ExpectSept { .. } => Ok(()),
             _ => unreachable!("guest ops run through attempt()"),
         };
@@ -387,7 +400,7 @@ impl Model {
         if let Some(td) = &self.td {
             if let Some(a) = op.addr() {
                 if self.cov.sept.is_empty() {
-                    self.cov.sept = vec![[[0; 21]; 3]; SeptState::ALL.len()];
+                    self.cov.sept = vec![[[0; 23]; 3]; SeptState::ALL.len()];
                 }
                 for l in Level::ALL {
                     let st = td.state(a / PAGE, l) as usize;

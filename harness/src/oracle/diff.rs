@@ -182,8 +182,8 @@ pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
     // only is not this kernel's to check.
     let mut as_kernel;
     let seq = match b.kernel() {
-        Some(k) if !seq.header.names_kernel(k) => {
-            let names: Vec<&str> = seq.header.kernels.iter().map(|k| k.name()).collect();
+        Some(k) if !crate::model::kernel::kernels_for(&seq.header).contains(&k) => {
+            let names: Vec<&str> = crate::model::kernel::kernels_for(&seq.header).iter().map(|k| k.name()).collect();
             let why = format!("the scenario holds on Linux {} only; this is {}", names.join(", "), k.name());
             return RealCheck {
                 model: run_model_with(seq, &RunOpts::default()).0,

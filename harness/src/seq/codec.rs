@@ -109,6 +109,23 @@ pub fn decode(bytes: &[u8]) -> Sequence {
     seq
 }
 
+/// A guest_memfd name: a length byte, then one byte per character of [`NAME_CHARS`].
+fn decode_name(r: &mut Reader<'_>) -> Result<String, Eof> {
+    let len = 1 + r.byte()? as usize % legal::MAX_NAME;
+    let mut name = String::with_capacity(len);
+    for _ in 0..len {
+        name.push(NAME_CHARS[(r.byte()? % 64) as usize] as char);
+    }
+    Ok(name)
+}
+
+fn encode_name(w: &mut Writer, name: &str) {
+    w.byte((name.len() - 1) as u8);
+    for b in name.bytes() {
+        w.byte(NAME_CHARS.iter().position(|c| *c == b).unwrap_or(0) as u8);
+    }
+}
+
 fn decode_header(r: &mut Reader<'_>) -> Header {
     let mut h = Header::new(VmType::Tdx);
     let _ = (|| -> Result<(), Eof> {
@@ -127,11 +144,7 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
         h.vcpus = 1 + (r.byte()? as u32 % legal::MAX_VCPUS);
         let ngmem = r.byte()? as usize % (legal::MAX_GMEMS + 1);
         for _ in 0..ngmem {
-            let len = 1 + r.byte()? as usize % legal::MAX_NAME;
-            let mut name = String::with_capacity(len);
-            for _ in 0..len {
-                name.push(NAME_CHARS[(r.byte()? % 64) as usize] as char);
-            }
+            let name = decode_name(r)?;
             let size = r.addr()?;
             let f = r.byte()?;
             let mut g = GmemDecl { name, size, huge: f & 1 != 0, mmap: f & 2 != 0, init_shared: f & 4 != 0 };
@@ -221,6 +234,19 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
             let [p4k, p2m, p1g] = sets;
             Op::ExpectPages { p4k, p2m, p1g }
         }
+        OpKind::GmemCreate => {
+            let name = decode_name(r)?;
+            let size = r.addr()?;
+            let f = r.byte()?;
+            let decl = GmemDecl { name, size, huge: f & 1 != 0, mmap: f & 2 != 0, init_shared: f & 4 != 0 };
+            Op::GmemCreate { decl, raw: r.varint()? }
+        }
+        OpKind::Fallocate => {
+            let gmem = decode_name(r)?;
+            let (offset, len) = (r.addr()?, r.addr()?);
+            let f = r.byte()?;
+            Op::Fallocate { gmem, offset, len, punch: f & 1 != 0, keep_size: f & 2 == 0 }
+        }
         OpKind::ExpectSept => {
             Op::ExpectSept { addr: r.addr()?, level: r.level()?, state: SeptState::ALL[(r.byte()? % 7) as usize] }
         }
@@ -265,10 +291,7 @@ pub fn encode(s: &Sequence) -> Vec<u8> {
     w.byte((h.vcpus.saturating_sub(1)) as u8);
     w.byte(h.gmems.len() as u8);
     for g in &h.gmems {
-        w.byte((g.name.len() - 1) as u8);
-        for b in g.name.bytes() {
-            w.byte(NAME_CHARS.iter().position(|c| *c == b).unwrap_or(0) as u8);
-        }
+        encode_name(&mut w, &g.name);
         w.addr(g.size);
         w.byte(g.huge as u8 | (g.mmap as u8) << 1 | (g.init_shared as u8) << 2);
     }
@@ -298,6 +321,18 @@ fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
     w.byte(OpKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u8);
     match &st.op {
         Op::SlotAdd(s) => encode_slot(w, h, s),
+        Op::GmemCreate { decl, raw } => {
+            encode_name(w, &decl.name);
+            w.addr(decl.size);
+            w.byte(decl.huge as u8 | (decl.mmap as u8) << 1 | (decl.init_shared as u8) << 2);
+            w.varint(*raw);
+        }
+        Op::Fallocate { gmem, offset, len, punch, keep_size } => {
+            encode_name(w, gmem);
+            w.addr(*offset);
+            w.addr(*len);
+            w.byte(*punch as u8 | (!*keep_size as u8) << 1);
+        }
         Op::SlotDelete { id } => w.varint(*id as u64),
         Op::SlotMove { id, gpa } => {
             w.varint(*id as u64);

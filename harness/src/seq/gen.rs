@@ -156,6 +156,17 @@ fn sample_op(k: OpKind, h: &Header) -> Option<Op> {
         OpKind::Write => g(|v| Op::Write { vcpu: v, addr: 0, value: 1, shared: false }),
         OpKind::Touch => g(|v| Op::Touch { vcpu: v, addr: 0 }),
         OpKind::MapGpa => g(|v| Op::MapGpa { vcpu: v, addr: 0, size: PAGE, private: false }),
+        OpKind::GmemCreate => Some(Op::GmemCreate {
+            decl: GmemDecl { name: "x".into(), size: PAGE, huge: false, mmap: false, init_shared: false },
+            raw: 0,
+        }),
+        OpKind::Fallocate => h.gmems.first().map(|g| Op::Fallocate {
+            gmem: g.name.clone(),
+            offset: 0,
+            len: PAGE,
+            punch: false,
+            keep_size: true,
+        }),
         OpKind::ExpectPages | OpKind::ExpectSept => None,
     }
 }
@@ -284,6 +295,20 @@ fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]
         OpKind::Write => Op::Write { vcpu, addr, value: value(u)?, shared: h.vm.has_shared_alias() && u.ratio(1, 4)? },
         OpKind::Touch => Op::Touch { vcpu, addr },
         OpKind::MapGpa => Op::MapGpa { vcpu, addr, size: gen_size(u, ranges, addr)?, private: u.ratio(1, 2)? },
+        OpKind::GmemCreate => {
+            // A fresh name; sizes and flags at the edges of KVM_CREATE_GUEST_MEMFD's checks.
+            let name = format!("x{}", u.int_in_range(0..=999)?);
+            let size = if u.ratio(1, 4)? { gen_edge(u, SZ_2M)? } else { pick(u, &[PAGE, SZ_2M, 0, 0x1800])? };
+            let raw = if u.ratio(1, 8)? { 1 << u.int_in_range(2..=63)? } else { 0 };
+            let (mmap, init_shared) = (u.ratio(1, 3)?, u.ratio(1, 4)?);
+            Op::GmemCreate { decl: GmemDecl { name, size, huge: false, mmap, init_shared }, raw }
+        }
+        OpKind::Fallocate => {
+            let g = &h.gmems[u.choose_index(h.gmems.len().max(1))?.min(h.gmems.len().saturating_sub(1))];
+            let offset = if u.ratio(1, 4)? { gen_edge(u, g.size)? } else { pick(u, &[0, PAGE, g.size - PAGE])? };
+            let len = if u.ratio(1, 4)? { gen_edge(u, g.size)? } else { pick(u, &[PAGE, SZ_2M, g.size, 0])? };
+            Op::Fallocate { gmem: g.name.clone(), offset, len, punch: u.ratio(1, 2)?, keep_size: !u.ratio(1, 16)? }
+        }
         OpKind::ExpectPages | OpKind::ExpectSept => Op::Finalize,
     })
 }

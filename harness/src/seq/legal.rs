@@ -150,6 +150,13 @@ pub fn check_op(h: &Header, op: &Op) -> Result<(), String> {
             need(vm.has_shared_alias(), "a `shared` alias exists only for TDX and SNP guests")
         }
         Op::ExpectSept { .. } => need(vm == VmType::Tdx, "the S-EPT exists only on TDX"),
+        Op::GmemCreate { decl, .. } => match check_name(&decl.name) {
+            Err(e) => Err(e),
+            Ok(()) if h.gmems.iter().any(|g| g.name == decl.name) => {
+                Err(format!("guest_memfd `{}` is a header file; gmem-create needs a new name", decl.name))
+            }
+            Ok(()) => Ok(()),
+        },
         _ => Ok(()),
     }
     .and_then(|_| match op {

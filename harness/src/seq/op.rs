@@ -280,6 +280,7 @@ pub enum Errno {
     EBUSY,
     EEXIST,
     EINVAL,
+    EFBIG,
     ENOSPC,
     ENOTTY,
     ERANGE,
@@ -288,7 +289,7 @@ pub enum Errno {
 }
 
 impl Errno {
-    pub const ALL: [Errno; 17] = [
+    pub const ALL: [Errno; 18] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::EINTR,
@@ -301,6 +302,7 @@ impl Errno {
         Errno::EBUSY,
         Errno::EEXIST,
         Errno::EINVAL,
+        Errno::EFBIG,
         Errno::ENOSPC,
         Errno::ENOTTY,
         Errno::ERANGE,
@@ -321,6 +323,7 @@ impl Errno {
             Errno::EBUSY => 16,
             Errno::EEXIST => 17,
             Errno::EINVAL => 22,
+            Errno::EFBIG => 27,
             Errno::ENOSPC => 28,
             Errno::ENOTTY => 25,
             Errno::ERANGE => 34,
@@ -345,6 +348,7 @@ impl Errno {
             Errno::EBUSY => "EBUSY",
             Errno::EEXIST => "EEXIST",
             Errno::EINVAL => "EINVAL",
+            Errno::EFBIG => "EFBIG",
             Errno::ENOSPC => "ENOSPC",
             Errno::ENOTTY => "ENOTTY",
             Errno::ERANGE => "ERANGE",
@@ -646,6 +650,21 @@ pub enum Op {
         size: u64,
     },
     Inject(Fault),
+    /// KVM_CREATE_GUEST_MEMFD as an op with an outcome: the declared flags plus `raw` bits
+    /// (flags no kernel knows, to hit the flag check). Named like a header `gmem`.
+    GmemCreate {
+        decl: GmemDecl,
+        raw: u64,
+    },
+    /// fallocate(2) on a guest_memfd by name at a file offset: allocating (mode KEEP_SIZE) or
+    /// punching (PUNCH_HOLE|KEEP_SIZE); `keep_size: false` drops KEEP_SIZE.
+    Fallocate {
+        gmem: String,
+        offset: u64,
+        len: u64,
+        punch: bool,
+        keep_size: bool,
+    },
     // guest
     Accept {
         vcpu: u32,
@@ -715,10 +734,12 @@ pub enum OpKind {
     MapGpa,
     ExpectPages,
     ExpectSept,
+    GmemCreate,
+    Fallocate,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 21] = [
+    pub const ALL: [OpKind; 23] = [
         OpKind::SlotAdd,
         OpKind::SlotDelete,
         OpKind::SlotMove,
@@ -740,6 +761,8 @@ impl OpKind {
         OpKind::MapGpa,
         OpKind::ExpectPages,
         OpKind::ExpectSept,
+        OpKind::GmemCreate,
+        OpKind::Fallocate,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -764,6 +787,8 @@ impl OpKind {
             OpKind::MapGpa => "map-gpa",
             OpKind::ExpectPages => "expect-pages",
             OpKind::ExpectSept => "expect-sept",
+            OpKind::GmemCreate => "gmem-create",
+            OpKind::Fallocate => "fallocate",
         }
     }
     pub fn is_guest(self) -> bool {
@@ -825,6 +850,8 @@ impl Op {
             Op::MapGpa { .. } => OpKind::MapGpa,
             Op::ExpectPages { .. } => OpKind::ExpectPages,
             Op::ExpectSept { .. } => OpKind::ExpectSept,
+            Op::GmemCreate { .. } => OpKind::GmemCreate,
+            Op::Fallocate { .. } => OpKind::Fallocate,
         }
     }
     /// The guest address an op is about (a slot's GPA for slot ops).

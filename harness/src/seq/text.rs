@@ -270,26 +270,12 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
             h.vcpus = n as u32;
         }
         "gmem" => {
-            let name = l.next("a guest_memfd name")?;
-            if let Err(why) = legal::check_name(name.text) {
-                return Err(l.err_at(name.col, why));
-            }
-            let size = l.keyed_size("size")?;
-            let mut g = GmemDecl { name: name.text.to_string(), size, huge: false, mmap: false, init_shared: false };
-            while let Some(t) = l.peek() {
-                match t.text {
-                    "huge" if !g.huge => g.huge = true,
-                    "mmap" if !g.mmap => g.mmap = true,
-                    "init-shared" if !g.init_shared => g.init_shared = true,
-                    _ => return l.fail(t, "`huge`, `mmap`, `init-shared` or end of line"),
-                }
-                l.pos += 1;
-            }
+            let (g, _) = parse_gmem_decl(l, false)?;
             if let Err(why) = legal::check_gmem(h.vm, &g) {
                 return Err(l.err_at(first.col, why));
             }
             if h.gmems.iter().any(|o| o.name == g.name) {
-                return Err(l.err_at(name.col, format!("guest_memfd `{}` declared twice", g.name)));
+                return Err(l.err_at(first.col, format!("guest_memfd `{}` declared twice", g.name)));
             }
             if h.gmems.len() >= legal::MAX_GMEMS {
                 return Err(l.err_at(first.col, format!("at most {} guest_memfd files", legal::MAX_GMEMS)));
@@ -309,6 +295,34 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
         _ => unreachable!("caller checked HEADER_WORDS"),
     }
     l.done()
+}
+
+/// `NAME size=S [huge] [mmap] [init-shared]`, and with `raw` a `flags=N` of extra flag bits
+/// (a header `gmem` line, or a `gmem-create` op).
+fn parse_gmem_decl(l: &mut Line<'_>, raw: bool) -> Result<(GmemDecl, u64), ParseError> {
+    let name = l.next("a guest_memfd name")?;
+    if let Err(why) = legal::check_name(name.text) {
+        return Err(l.err_at(name.col, why));
+    }
+    let size = l.keyed_size("size")?;
+    let mut g = GmemDecl { name: name.text.to_string(), size, huge: false, mmap: false, init_shared: false };
+    let mut flags = 0;
+    while let Some(t) = l.peek() {
+        match t.text {
+            "huge" if !g.huge => g.huge = true,
+            "mmap" if !g.mmap => g.mmap = true,
+            "init-shared" if !g.init_shared => g.init_shared = true,
+            "=>" if raw => break,
+            f if raw && f.starts_with("flags=") => {
+                flags = l.keyed_size("flags")?;
+                continue;
+            }
+            _ if raw => return l.fail(t, "`huge`, `mmap`, `init-shared`, `flags=N` or `=>`"),
+            _ => return l.fail(t, "`huge`, `mmap`, `init-shared` or end of line"),
+        }
+        l.pos += 1;
+    }
+    Ok((g, flags))
 }
 
 fn parse_slot_spec(l: &mut Line<'_>) -> Result<SlotSpec, ParseError> {
@@ -356,8 +370,10 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
             }
         });
     }
-    const OPS: [&str; 14] = [
+    const OPS: [&str; 16] = [
         "slot-add",
+        "gmem-create",
+        "fallocate",
         "slot-delete",
         "slot-move",
         "private",
@@ -380,6 +396,17 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
     };
     Ok(match OPS[i] {
         "slot-add" => Op::SlotAdd(parse_slot_spec(l)?),
+        "gmem-create" => {
+            let (decl, raw) = parse_gmem_decl(l, true)?;
+            Op::GmemCreate { decl, raw }
+        }
+        "fallocate" => {
+            let name = l.next("a guest_memfd name")?;
+            let gmem = name.text.to_string();
+            let (offset, len) = (l.number("a file offset")?, l.size("a length")?);
+            let punch = l.flag("punch");
+            Op::Fallocate { gmem, offset, len, punch, keep_size: !l.flag("no-keep-size") }
+        }
         "slot-delete" => Op::SlotDelete { id: slot_id(l)? },
         "slot-move" => {
             let id = slot_id(l)?;
@@ -596,7 +623,32 @@ pub fn print_op(op: &Op) -> String {
         Op::ExpectSept { addr, level, state } => {
             format!("expect sept {} {} {}", fmt_addr(*addr), level.name(), state.name())
         }
+        Op::GmemCreate { decl, raw } => {
+            let mut o = format!("gmem-create {}", fmt_gmem(decl));
+            if *raw != 0 {
+                let _ = write!(o, " flags={raw:#x}");
+            }
+            o
+        }
+        Op::Fallocate { gmem, offset, len, punch, keep_size } => format!(
+            "fallocate {gmem} {} {}{}{}",
+            fmt_addr(*offset),
+            fmt_size(*len),
+            if *punch { " punch" } else { "" },
+            if *keep_size { "" } else { " no-keep-size" }
+        ),
     }
+}
+
+/// `NAME size=S [huge] [mmap] [init-shared]`, as a header `gmem` line and `gmem-create` write it.
+fn fmt_gmem(g: &GmemDecl) -> String {
+    let mut o = format!("{} size={}", g.name, fmt_size(g.size));
+    for (on, w) in [(g.huge, "huge"), (g.mmap, "mmap"), (g.init_shared, "init-shared")] {
+        if on {
+            let _ = write!(o, " {w}");
+        }
+    }
+    o
 }
 
 pub fn print_outcome(o: &Outcome) -> String {
@@ -641,13 +693,7 @@ pub fn print_header(h: &Header) -> String {
     }
     let _ = writeln!(o, "vcpus {}", h.vcpus);
     for g in &h.gmems {
-        let _ = write!(o, "gmem {} size={}", g.name, fmt_size(g.size));
-        for (on, w) in [(g.huge, "huge"), (g.mmap, "mmap"), (g.init_shared, "init-shared")] {
-            if on {
-                let _ = write!(o, " {w}");
-            }
-        }
-        o.push('\n');
+        let _ = writeln!(o, "gmem {}", fmt_gmem(g));
     }
     for s in &h.slots {
         let _ = writeln!(o, "slot {}", fmt_slot(s));

@@ -620,6 +620,34 @@ impl KvmBackend {
                 };
             }
             Op::ExpectSept { .. } => return Observed::NotChecked,
+            Op::GmemCreate { decl, raw } => {
+                let flags = *raw
+                    | if decl.mmap { raw::GUEST_MEMFD_FLAG_MMAP } else { 0 }
+                    | if decl.init_shared { raw::GUEST_MEMFD_FLAG_INIT_SHARED } else { 0 };
+                let args = kvm_create_guest_memfd { size: decl.size, flags, ..Default::default() };
+                match st.vm.create_guest_memfd(args) {
+                    Ok(fd) => {
+                        // SAFETY: the kernel just handed us this fd.
+                        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                        // Named for `fallocate`; slots bind header files only.
+                        st.gmems.push(RGmem { fd, decl: decl.clone(), map: None });
+                        Outcome::Ok
+                    }
+                    Err(e) => errno_of(e.errno()),
+                }
+            }
+            Op::Fallocate { gmem, offset, len, punch, keep_size } => {
+                // A name the case never created is fd -1: the kernel's EBADF, as the model says.
+                let fd = st.gmems.iter().rev().find(|g| g.decl.name == *gmem).map(|g| g.fd.as_raw_fd()).unwrap_or(-1);
+                let mode = if *keep_size { libc::FALLOC_FL_KEEP_SIZE } else { 0 }
+                    | if *punch { libc::FALLOC_FL_PUNCH_HOLE } else { 0 };
+                // SAFETY: fallocate(2) on an fd of ours (or -1); no memory is passed.
+                if unsafe { libc::fallocate(fd, mode, *offset as i64, *len as i64) } == 0 {
+                    Outcome::Ok
+                } else {
+                    errno_of(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+                }
+            }
             // Refused by `unsupported` before the run.
             _ => Outcome::Err(Errno::ENOSYS),
         };
@@ -894,6 +922,7 @@ impl KvmBackend {
         let st = self.vm.as_mut().expect("prepared");
         let plain = std::mem::take(&mut st.plain_backing);
         t.host = HostFacts {
+            address_spaces: Some(self.caps.address_spaces.max(1)),
             // One fact for all plain slots of the case: where they differ, the host's choice.
             plain: match plain.split_first() {
                 Some((first, rest)) if rest.iter().all(|b| b == first) => *first,
@@ -959,6 +988,20 @@ impl Backend for KvmBackend {
         }
         for st in &seq.steps {
             match &st.op {
+                Op::GmemCreate { decl, .. } if decl.huge => {
+                    return Some("huge guest_memfd folios (no such guest_memfd flag in this kernel)".into())
+                }
+                Op::GmemCreate { .. } if !c.guest_memfd => return Some("KVM_CAP_GUEST_MEMFD".into()),
+                // A scenario's expectations assume the upstream default (KVM_SMM: two address
+                // spaces on default VMs); the model knows the host's, but the text does not.
+                Op::SlotAdd(sl)
+                    if crate::model::memslot::as_id(sl.id) > 0
+                        && h.vm == VmType::Default
+                        && c.address_spaces < 2
+                        && st.expect.is_some() =>
+                {
+                    return Some("a second memslot address space (KVM_CAP_MULTI_ADDRESS_SPACE 2: CONFIG_KVM_SMM)".into())
+                }
                 Op::Prefault { .. } if !c.pre_fault_memory => return Some("KVM_CAP_PRE_FAULT_MEMORY".into()),
                 Op::Private { .. } | Op::Shared { .. } if c.memory_attributes & (1 << 3) == 0 => {
                     return Some("KVM_MEMORY_ATTRIBUTE_PRIVATE in KVM_CAP_MEMORY_ATTRIBUTES".into())
@@ -983,6 +1026,11 @@ impl Backend for KvmBackend {
         let mut s = seq.clone();
         if c.vm_types & (1 << s.header.vm.kvm_type()) == 0 || matches!(s.header.vm, VmType::Tdx | VmType::Snp) {
             s.header.vm = VmType::Default;
+        }
+        for st in &mut s.steps {
+            if let Op::GmemCreate { decl, .. } = &mut st.op {
+                decl.huge = false;
+            }
         }
         for g in &mut s.header.gmems {
             g.huge = false;
