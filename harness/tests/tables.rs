@@ -62,6 +62,7 @@ fn errnos_are_linux_x86_64_values() {
         (Errno::EBUSY, libc::EBUSY),
         (Errno::EEXIST, libc::EEXIST),
         (Errno::EINVAL, libc::EINVAL),
+        (Errno::EFBIG, libc::EFBIG),
         (Errno::ENOSPC, libc::ENOSPC),
         (Errno::ENOTTY, libc::ENOTTY),
         (Errno::ERANGE, libc::ERANGE),

@@ -77,7 +77,8 @@ pub static PHASE_NANOS: [std::sync::atomic::AtomicU64; 3] =
 
 /// Time per op kind (guest batches under their first op's kind), and in the view's reading
 /// (the last slot): where a step's time goes, for `fuzz --json`'s summary.
-pub static OP_NANOS: [std::sync::atomic::AtomicU64; 22] = [const { std::sync::atomic::AtomicU64::new(0) }; 22];
+pub static OP_NANOS: [std::sync::atomic::AtomicU64; OpKind::ALL.len() + 1] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; OpKind::ALL.len() + 1];
 
 fn count_time(slot: usize, since: Instant) {
     OP_NANOS[slot].fetch_add(since.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
