@@ -18,11 +18,14 @@ pub const USAGE: &str = "\
 privmem: fuzzing and conformance harness for confidential-VM private memory under KVM
 
 usage:
-  privmem replay [--backend model|kvm] [--against VARIANT] [--bin] [--junit F] [--json] FILE...
+  privmem replay [--backend model|kvm] [--kernel 6.12|6.18|7.3|next] [--against VARIANT] [--bin]
+                 [--adapt] [--junit F] [--json] FILE...
+  privmem argcheck [--emit DIR]  the ioctls' argument checks in kernel order (Markdown), or
+                              their generated family of scenarios
   privmem caps [--json]       what this host's KVM offers
   privmem corpus export --libfuzzer DIR [ROOT]   corpus files as fuzzer seeds
   privmem export --kselftest FILE -o OUT.c       a standalone C reproducer (default VMs)
-  privmem lab [--kernel BZIMAGE] [--init PRIVMEM] [--time S | --runs N] [--seed N] [--jobs N]
+  privmem lab [--kernel BZIMAGE|6.12|7.3 | --kernel-version 6.12|7.3] [--baseline K] [--init PRIVMEM] [--time S | --runs N] [--seed N] [--jobs N]
               [--out DIR] [--timeout S] [--vm T|any] [--fresh-vm] [--no-view] [--no-feedback]
               [--coverage PAGE] [--junit F] [--json] [FILE...]
                               the scenarios and a fuzz campaign on a nested KVM (QEMU TCG)
@@ -52,6 +55,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         "export" => export(rest),
         "lab" => lab_cmd::run(rest),
         "coverage" => coverage(rest),
+        "argcheck" => argcheck(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(0)
@@ -162,6 +166,22 @@ fn coverage(argv: &[String]) -> Result<i32, String> {
     let page = crate::report::coverage::html(&total, &title, seqs.len());
     crate::report::write_atomic(std::path::Path::new(out), page.as_bytes()).map_err(|e| format!("{out}: {e}"))?;
     println!("wrote {out} ({} sequences)", seqs.len());
+    Ok(0)
+}
+
+/// `privmem argcheck [--emit DIR]`: the tables of `model/argcheck.rs`, or their family.
+fn argcheck(argv: &[String]) -> Result<i32, String> {
+    let a = Args::parse(argv, &["emit"], &[])?;
+    match a.get("emit") {
+        Some(dir) => {
+            for (name, text) in crate::model::argcheck::family() {
+                let p = std::path::Path::new(dir).join(&name);
+                crate::report::write_atomic(&p, text.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            println!("wrote the argument-check family to {dir}");
+        }
+        None => print!("{}", crate::model::argcheck::markdown()),
+    }
     Ok(0)
 }
 

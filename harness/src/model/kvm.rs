@@ -12,7 +12,8 @@ use super::*;
 /// kernel `k`.
 pub fn check_gmem_create(k: Kernel, vm: VmType, decl: &GmemDecl, raw: u64) -> Result<(), Errno> {
     let flags = raw | decl.mmap as u64 | (decl.init_shared as u64) << 1;
-    let supported = if super::kernel::Rule::GmemMmapFlags.holds(k) { 1 | (!vm.has_private_mem() as u64) << 1 } else { 0 };
+    let supported =
+        if super::kernel::Rule::GmemMmapFlags.holds(k) { 1 | (!vm.has_private_mem() as u64) << 1 } else { 0 };
     if flags & !supported != 0 {
         return Err(Errno::EINVAL);
     }
@@ -23,10 +24,20 @@ pub fn check_gmem_create(k: Kernel, vm: VmType, decl: &GmemDecl, raw: u64) -> Re
 }
 
 impl Model {
+    fn vm_facts(&self) -> memslot::VmFacts {
+        memslot::VmFacts {
+            vm: self.h.vm,
+            phys_bits: self.host.phys_bits,
+            kernel: self.kernel,
+            address_spaces: self.host.address_spaces(self.h.vm),
+        }
+    }
+
     pub(crate) fn slot_add(&mut self, spec: &SlotSpec) -> Result<(), Errno> {
         let gm = spec.gmem.as_ref().and_then(|b| self.gmem_index(&b.gmem)).map(|i| (i, &self.gmems[i]));
         let uregion = self.mem.alloc(spec.size / PAGE);
-        match self.slots.check_add(self.h.vm, spec, gm, uregion, self.host.phys_bits, self.kernel, self.host.address_spaces(self.h.vm))? {
+        let facts = self.vm_facts();
+        match self.slots.check_add(&facts, spec, gm, uregion)? {
             Change::Create(slot) => {
                 if let Some((fi, start)) = slot.gmem {
                     self.gmems[fi].bind(start, start + slot.npages, slot.id);
@@ -200,7 +211,14 @@ impl Model {
     /// fallocate(2) on a guest_memfd at file offsets, in `vfs_fallocate()`'s order, then
     /// `kvm_gmem_fallocate()`'s, then `kvm_gmem_allocate()`'s size rule (punching past the end
     /// is fine).
-    pub(crate) fn fallocate(&mut self, name: &str, offset: u64, len: u64, punch: bool, keep: bool) -> Result<(), Errno> {
+    pub(crate) fn fallocate(
+        &mut self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        punch: bool,
+        keep: bool,
+    ) -> Result<(), Errno> {
         let fi = self.gmem_index(name).ok_or(Errno::EBADF)?;
         if (offset as i64) < 0 || (len as i64) <= 0 {
             return Err(Errno::EINVAL);

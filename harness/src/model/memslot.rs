@@ -22,6 +22,16 @@ pub struct Slot {
     pub uregion: u64,
 }
 
+/// What a memslot's checks depend on beyond the slots: the VM type, the host's GPA width, the
+/// kernel the model runs as, and the VM's memslot address spaces.
+#[derive(Clone, Copy, Debug)]
+pub struct VmFacts {
+    pub vm: VmType,
+    pub phys_bits: Option<u8>,
+    pub kernel: Kernel,
+    pub address_spaces: u16,
+}
+
 /// The address space a slot number names (bits 16 and up: 1 is x86's SMM address space), and
 /// its id within it (the low 16 bits), as `kvm_set_memory_region()` splits `slot`.
 pub fn as_id(slot: u32) -> u16 {
@@ -122,14 +132,12 @@ impl Slots {
     /// `gmem` resolves the binding's file. Returns the change to apply.
     pub fn check_add(
         &self,
-        vm: VmType,
+        vm: &VmFacts,
         spec: &SlotSpec,
         gmem: Option<(usize, &Gmem)>,
         uregion: u64,
-        phys_bits: Option<u8>,
-        kernel: Kernel,
-        address_spaces: u16,
     ) -> Result<Change, Errno> {
+        let VmFacts { vm, phys_bits, kernel, address_spaces } = *vm;
         use super::kernel::Rule;
         // kvm_vm_ioctl_set_memory_region(): the id within its address space, before any other
         // check.

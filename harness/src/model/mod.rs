@@ -6,6 +6,7 @@
 //! invariants ([`invariants`]) after every step; a broken invariant is a [`Violation`], never
 //! a panic.
 
+pub mod argcheck;
 pub mod attrs;
 pub mod gmem;
 pub mod guest;

@@ -403,7 +403,7 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
         "fallocate" => {
             let name = l.next("a guest_memfd name")?;
             let gmem = name.text.to_string();
-            let (offset, len) = (l.number("a file offset")?, l.size("a length")?);
+            let (offset, len) = (l.size("a file offset")?, l.size("a length")?);
             let punch = l.flag("punch");
             Op::Fallocate { gmem, offset, len, punch, keep_size: !l.flag("no-keep-size") }
         }

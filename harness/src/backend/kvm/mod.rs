@@ -582,7 +582,7 @@ impl KvmBackend {
                 // costs a second, not a whole guest window.
                 let (mut gpa, mut left) = (*addr, *size);
                 let mut stalled = Duration::ZERO;
-                let o = loop {
+                loop {
                     self.watchdog.arm(PREFAULT_TICK);
                     let r = raw::pre_fault(&st.vcpus[*vcpu as usize], gpa, left);
                     self.watchdog.disarm();
@@ -594,8 +594,7 @@ impl KvmBackend {
                         Err(e) if e == libc::EINTR && stalled < PREFAULT_STALL => stalled += PREFAULT_TICK,
                         Err(e) => break errno_of(e),
                     }
-                };
-                o
+                }
             }
             Op::HostWrite { addr, value } => match Self::host_view(st, *addr) {
                 Some((m, off)) => {
@@ -1001,7 +1000,9 @@ impl Backend for KvmBackend {
                         && c.address_spaces < 2
                         && st.expect.is_some() =>
                 {
-                    return Some("a second memslot address space (KVM_CAP_MULTI_ADDRESS_SPACE 2: CONFIG_KVM_SMM)".into())
+                    return Some(
+                        "a second memslot address space (KVM_CAP_MULTI_ADDRESS_SPACE 2: CONFIG_KVM_SMM)".into(),
+                    )
                 }
                 Op::Prefault { .. } if !c.pre_fault_memory => return Some("KVM_CAP_PRE_FAULT_MEMORY".into()),
                 Op::Private { .. } | Op::Shared { .. } if c.memory_attributes & (1 << 3) == 0 => {
