@@ -82,7 +82,7 @@ base_key=$( (echo "$ver"; cat "${fragments[@]}") | sha256sum | cut -c1-16)
 key=$base_key
 [ -n "$patch" ] && key=$( (echo "$base_key"; cat "$patch") | sha256sum | cut -c1-16)
 out="$cache/bzImage-$key"
-if [ -f "$out" ]; then
+if [ -f "$out" ] && [ -f "$cache/headers-$ver/include/linux/kvm.h" ]; then
     echo "$out"
     exit 0
 fi
@@ -126,6 +126,12 @@ else
     build "$tree"
 fi
 cp "$tree/vmlinux" "$cache/vmlinux-$key.tmp" && mv "$cache/vmlinux-$key.tmp" "$cache/vmlinux-$key"
+# The tree's uAPI headers, sanitized for userspace (what tests/uapi_layout.rs compiles against).
+if [ ! -f "$cache/headers-$ver/include/linux/kvm.h" ]; then
+    rm -rf "$cache/headers-$ver.tmp"
+    make -s -C "$src" headers_install INSTALL_HDR_PATH="$cache/headers-$ver.tmp" >&2
+    rm -rf "$cache/headers-$ver" && mv "$cache/headers-$ver.tmp" "$cache/headers-$ver"
+fi
 echo "$src" > "$cache/tree-$key"   # the source the vmlinux's lines refer to
 cp "$tree/arch/x86/boot/bzImage" "$out.tmp" && mv "$out.tmp" "$out"
 [ -n "$patch" ] && rm -rf "$tree"

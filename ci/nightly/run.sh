@@ -29,6 +29,8 @@ if grep -q '"tdx":true' "$artifacts/caps.json"; then vm=tdx; fi
 if grep -q '"snp":true' "$artifacts/caps.json"; then vm=${vm:-snp}; fi
 if [ "$dry" = 1 ] || [ -z "$vm" ]; then
     echo "nightly: dry run (no TDX/SNP on this machine, or --dry-run): the corpus runs on the model and on whatever KVM offers; the hardware steps are skipped"
+    echo "nightly: the set-up a TDX and an SNP host would be given (docs/cvm-setup.md):"
+    $pm plan corpus/tdx/shared-alias.seq corpus/snp/validate-then-access.seq
     $pm replay --junit "$artifacts/corpus-model.xml" corpus/*/*.seq
     $pm replay --backend kvm --junit "$artifacts/corpus-kvm.xml" corpus/*/*.seq || true
     $pm fuzz --runs 2000 --seed 1 --out "$artifacts/findings" --junit "$artifacts/fuzz-model.xml" --json > "$artifacts/fuzz-model.jsonl" || true

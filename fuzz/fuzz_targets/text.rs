@@ -3,4 +3,3 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| privmem::fuzzing::check(&privmem::fuzzing::text(data)));
-

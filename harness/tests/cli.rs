@@ -162,3 +162,16 @@ fn fuzzer_artifacts_replay_to_the_same_signature() {
     let got: Vec<&str> = r["signatures"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     assert!(want.iter().all(|w| got.contains(&w.as_str())), "{got:?} vs {want:?}");
 }
+
+#[test]
+fn the_cvm_plan_is_the_one_the_docs_write_down() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/cvm-setup.md")).unwrap();
+    let block = doc.split("```\n").nth(1).expect("a fenced block in docs/cvm-setup.md");
+    // The docs name the files relative to the repository, as the nightly dry run does.
+    let (code, out, err) = privmem(&["plan", &corpus("tdx/shared-alias.seq"), &corpus("snp/validate-then-access.seq")]);
+    assert_eq!(code, 0, "{err}");
+    let out = out.replace(&format!("{}/", root.join("corpus").display()), "corpus/");
+    assert_eq!(out, block, "docs/cvm-setup.md and `privmem plan` disagree");
+    assert!(out.contains("KVM_TDX_INIT_MEM_REGION") && out.contains("KVM_SEV_SNP_LAUNCH_UPDATE"));
+}

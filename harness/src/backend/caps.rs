@@ -27,10 +27,56 @@ pub struct Caps {
     pub tdx: bool,
     /// KVM_CAP_MULTI_ADDRESS_SPACE of a default VM: memslot address spaces (2 with KVM_SMM).
     pub address_spaces: u16,
+    /// What this host lacks for TDX and for SEV-SNP VMs, piece by piece (empty where the VM
+    /// type is offered).
+    pub missing_tdx: Vec<String>,
+    pub missing_snp: Vec<String>,
     /// `uname -r`, and the named kernel the model runs as here (None: older than every one).
     pub release: String,
     pub kernel: Option<crate::seq::Kernel>,
     pub error: Option<String>,
+}
+
+/// Each piece a TDX or SNP VM needs that this host does not show: the CPU feature, the KVM
+/// module parameter, the firmware (the TDX module; the SEV firmware behind `/dev/sev`).
+fn missing_cvm_pieces(tdx: bool, snp: bool) -> (Vec<String>, Vec<String>) {
+    let flags = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("flags")).map(|l| l.to_string()))
+        .unwrap_or_default();
+    let has_flag = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let param = |m: &str, p: &str| {
+        std::fs::read_to_string(format!("/sys/module/{m}/parameters/{p}")).ok().map(|v| v.trim().to_string())
+    };
+    let mut t = Vec::new();
+    if !tdx {
+        if !has_flag("tdx_host_platform") {
+            t.push("an Intel CPU with TDX enabled by the BIOS (/proc/cpuinfo flag tdx_host_platform)".into());
+        }
+        match param("kvm_intel", "tdx") {
+            None => t.push("kvm_intel with TDX support loaded (/sys/module/kvm_intel/parameters/tdx missing)".into()),
+            Some(v) if v != "Y" => t.push(format!("kvm_intel.tdx=Y (it is {v})")),
+            Some(_) => {}
+        }
+        t.push("the TDX module, loaded and initialized by the kernel (dmesg: virt/tdx)".into());
+    }
+    let mut s = Vec::new();
+    if !snp {
+        if !has_flag("sev_snp") {
+            s.push("an AMD CPU with SEV-SNP enabled (/proc/cpuinfo flag sev_snp)".into());
+        }
+        match param("kvm_amd", "sev_snp") {
+            None => {
+                s.push("kvm_amd with SEV-SNP support loaded (/sys/module/kvm_amd/parameters/sev_snp missing)".into())
+            }
+            Some(v) if v != "Y" && v != "1" => s.push(format!("kvm_amd.sev_snp=Y (it is {v})")),
+            Some(_) => {}
+        }
+        if !std::path::Path::new("/dev/sev").exists() {
+            s.push("/dev/sev (the ccp driver and the SEV firmware)".into());
+        }
+    }
+    (t, s)
 }
 
 /// The running kernel's release (`uname -r`).
@@ -72,6 +118,7 @@ impl Caps {
         c.sw_protected = c.vm_types & (1 << 1) != 0;
         c.snp = c.vm_types & (1 << 4) != 0;
         c.tdx = c.vm_types & (1 << 5) != 0;
+        (c.missing_tdx, c.missing_snp) = missing_cvm_pieces(c.tdx, c.snp);
         // Per-VM answers come from a default VM.
         if let Ok(vm) = kvm.create_vm_with_type(0) {
             c.guest_memfd_flags = vm.check_extension_raw(raw::KVM_CAP_GUEST_MEMFD_FLAGS as _).max(0) as u64;
@@ -124,8 +171,8 @@ impl Caps {
             if self.memory_attributes & (1 << 3) != 0 { "PRIVATE" } else { "none" },
             yn(self.memory_fault_info),
             yn(self.pre_fault_memory),
-            yn(self.tdx),
-            yn(self.snp),
+            if self.tdx { "yes".to_string() } else { format!("no; missing: {}", self.missing_tdx.join("; ")) },
+            if self.snp { "yes".to_string() } else { format!("no; missing: {}", self.missing_snp.join("; ")) },
             yn(self.quirks2 & kvm_bindings::KVM_X86_QUIRK_SLOT_ZAP_ALL as u64 != 0),
             self.view,
         )

@@ -20,6 +20,7 @@ privmem: fuzzing and conformance harness for confidential-VM private memory unde
 usage:
   privmem replay [--backend model|kvm] [--kernel 6.12|6.18|7.3|next] [--against VARIANT] [--bin]
                  [--adapt] [--junit F] [--json] FILE...
+  privmem plan FILE...         the ioctls that set up a scenario's TD or SNP guest, in order
   privmem argcheck [--emit DIR]  the ioctls' argument checks in kernel order (Markdown), or
                               their generated family of scenarios
   privmem caps [--json]       what this host's KVM offers
@@ -56,6 +57,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         "lab" => lab_cmd::run(rest),
         "coverage" => coverage(rest),
         "argcheck" => argcheck(rest),
+        "plan" => plan(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(0)
@@ -166,6 +168,22 @@ fn coverage(argv: &[String]) -> Result<i32, String> {
     let page = crate::report::coverage::html(&total, &title, seqs.len());
     crate::report::write_atomic(std::path::Path::new(out), page.as_bytes()).map_err(|e| format!("{out}: {e}"))?;
     println!("wrote {out} ({} sequences)", seqs.len());
+    Ok(0)
+}
+
+/// `privmem plan FILE...`: the TDX or SNP set-up of each scenario (`backend/kvm/cvm.rs`).
+fn plan(argv: &[String]) -> Result<i32, String> {
+    let a = Args::parse(argv, &[], &[])?;
+    if a.positional.is_empty() {
+        return Err("plan: name at least one FILE".into());
+    }
+    for p in &a.positional {
+        let s = load(p)?;
+        match crate::backend::kvm::cvm::plan_text(&s) {
+            Some(t) => print!("# {p}: vm {}\n{t}", s.header.vm.name()),
+            None => println!("# {p}: vm {} needs no confidential-VM set-up", s.header.vm.name()),
+        }
+    }
     Ok(0)
 }
 

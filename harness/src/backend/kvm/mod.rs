@@ -3,6 +3,7 @@
 //! rewritten); a fresh VM replaces it whenever the reset cannot be proved clean (the VM's page
 //! counters did not return to their baseline, a case timed out or the guest failed).
 
+pub mod cvm;
 pub mod guest;
 pub mod kcov;
 pub mod kmsg;

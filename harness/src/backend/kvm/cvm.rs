@@ -1,0 +1,239 @@
+//! TDX and SEV-SNP VM set-up (`arch/x86/kvm/vmx/tdx.c`, `arch/x86/kvm/svm/sev.c`, Linux 7.3):
+//! the uAPI structs kvm-bindings lacks (TDX's), the ioctl numbers, and the exact sequence of
+//! ioctls that sets up a sequence's TD or SNP guest. `privmem plan FILE` prints the sequence;
+//! `docs/cvm-setup.md` writes it down and a test holds the two together; `tests/uapi_layout.rs`
+//! checks every struct and constant here against the 7.3 headers with a C probe.
+//!
+//! What waits for hardware: no machine here has TDX or SNP, so the sequence is built and
+//! checked but never issued, and the TD/SNP guest shims it would load do not exist yet.
+
+use crate::seq::{Op, Sequence, VmType, PAGE};
+use std::fmt::Write as _;
+
+/// `struct kvm_tdx_cmd`: every TDX command through KVM_MEMORY_ENCRYPT_OP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KvmTdxCmd {
+    pub id: u32,
+    pub flags: u32,
+    pub data: u64,
+    pub hw_error: u64,
+}
+
+/// `struct kvm_tdx_init_mem_region`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KvmTdxInitMemRegion {
+    pub source_addr: u64,
+    pub gpa: u64,
+    pub nr_pages: u64,
+}
+
+/// `struct kvm_tdx_capabilities` up to its trailing `struct kvm_cpuid2` (whose entries follow).
+#[repr(C)]
+#[derive(Debug)]
+pub struct KvmTdxCapabilities {
+    pub supported_attrs: u64,
+    pub supported_xfam: u64,
+    pub kernel_tdvmcallinfo_1_r11: u64,
+    pub user_tdvmcallinfo_1_r11: u64,
+    pub kernel_tdvmcallinfo_1_r12: u64,
+    pub user_tdvmcallinfo_1_r12: u64,
+    pub reserved: [u64; 250],
+    pub cpuid: kvm_bindings::kvm_cpuid2,
+}
+
+/// `struct kvm_tdx_init_vm` up to its trailing `struct kvm_cpuid2`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct KvmTdxInitVm {
+    pub attributes: u64,
+    pub xfam: u64,
+    pub mrconfigid: [u64; 6],
+    pub mrowner: [u64; 6],
+    pub mrownerconfig: [u64; 6],
+    pub reserved: [u64; 12],
+    pub cpuid: kvm_bindings::kvm_cpuid2,
+}
+
+// Sizes as the 7.3 headers have them (tests/uapi_layout.rs compares with a C probe).
+const _: () = assert!(std::mem::size_of::<KvmTdxCmd>() == 24);
+const _: () = assert!(std::mem::size_of::<KvmTdxInitMemRegion>() == 24);
+const _: () = assert!(std::mem::size_of::<KvmTdxCapabilities>() == 2056);
+const _: () = assert!(std::mem::size_of::<KvmTdxInitVm>() == 264);
+
+/// `enum kvm_tdx_cmd_id`.
+pub const KVM_TDX_CAPABILITIES: u32 = 0;
+pub const KVM_TDX_INIT_VM: u32 = 1;
+pub const KVM_TDX_INIT_VCPU: u32 = 2;
+pub const KVM_TDX_INIT_MEM_REGION: u32 = 3;
+pub const KVM_TDX_FINALIZE_VM: u32 = 4;
+pub const KVM_TDX_GET_CPUID: u32 = 5;
+pub const KVM_TDX_MEASURE_MEMORY_REGION: u32 = 1;
+pub const KVM_EXIT_TDX: u32 = 40;
+pub const KVM_SYSTEM_EVENT_TDX_FATAL: u32 = 7;
+pub const KVM_HC_MAP_GPA_RANGE: u32 = 12;
+pub const KVM_CAP_EXIT_HYPERCALL: u32 = 201;
+pub const KVM_CAP_SPLIT_IRQCHIP: u32 = kvm_bindings::KVM_CAP_SPLIT_IRQCHIP;
+pub const KVM_X86_TDX_VM: u32 = kvm_bindings::KVM_X86_TDX_VM;
+pub const KVM_X86_SNP_VM: u32 = kvm_bindings::KVM_X86_SNP_VM;
+pub const KVM_SEV_INIT2: u32 = kvm_bindings::sev_cmd_id_KVM_SEV_INIT2;
+pub const KVM_SEV_SNP_LAUNCH_START: u32 = kvm_bindings::sev_cmd_id_KVM_SEV_SNP_LAUNCH_START;
+pub const KVM_SEV_SNP_LAUNCH_UPDATE: u32 = kvm_bindings::sev_cmd_id_KVM_SEV_SNP_LAUNCH_UPDATE;
+pub const KVM_SEV_SNP_LAUNCH_FINISH: u32 = kvm_bindings::sev_cmd_id_KVM_SEV_SNP_LAUNCH_FINISH;
+/// `KVM_SEV_SNP_PAGE_TYPE_NORMAL`: the launch image's pages.
+pub const KVM_SEV_SNP_PAGE_TYPE_NORMAL: u8 = 1;
+
+/// `_IOC(dir, 0xAE, nr, size)` as `include/uapi/asm-generic/ioctl.h` builds it.
+const fn kvm_ioc(dir: u64, nr: u64, size: u64) -> u64 {
+    (dir << 30) | (size << 16) | (0xAE << 8) | nr
+}
+const W: u64 = 1;
+const RW: u64 = 3;
+
+/// The ioctls of the set-up, by name, with their numbers.
+pub const IOCTLS: [(&str, u64); 10] = [
+    ("KVM_CREATE_VM", kvm_ioc(0, 0x01, 0)),
+    ("KVM_CREATE_VCPU", kvm_ioc(0, 0x41, 0)),
+    ("KVM_ENABLE_CAP", kvm_ioc(W, 0xa3, 104)),
+    ("KVM_SET_CPUID2", kvm_ioc(W, 0x90, 8)),
+    ("KVM_MEMORY_ENCRYPT_OP", kvm_ioc(RW, 0xba, 8)),
+    ("KVM_CREATE_GUEST_MEMFD", kvm_ioc(RW, 0xd4, 64)),
+    ("KVM_SET_USER_MEMORY_REGION2", kvm_ioc(W, 0x49, 160)),
+    ("KVM_SET_MEMORY_ATTRIBUTES", kvm_ioc(W, 0xd2, 32)),
+    ("KVM_SET_REGS", kvm_ioc(W, 0x82, 144)),
+    ("KVM_SET_SREGS", kvm_ioc(W, 0x84, 312)),
+];
+
+/// The address the guest shim is loaded at, and its size: the TD's reset vector page sits at
+/// the top of 4 GiB, so the shim occupies the last 64K below it.
+pub const SHIM_GPA: u64 = 0xffff_0000;
+pub const SHIM_SIZE: u64 = 64 << 10;
+
+/// One ioctl of the set-up: which fd it goes to, its name and its argument, in words.
+pub struct Call {
+    pub fd: String,
+    pub ioctl: &'static str,
+    pub arg: String,
+}
+
+/// The set-up of `seq`'s TD or SNP guest, in issue order, up to its first op; its ops then run
+/// as on any VM (`finalize` is KVM_TDX_FINALIZE_VM or SNP_LAUNCH_FINISH where it stands).
+/// None for other VM types.
+pub fn plan(seq: &Sequence) -> Option<Vec<Call>> {
+    let h = &seq.header;
+    let mut v = Vec::new();
+    let mut call = |fd: &str, ioctl: &'static str, arg: String| v.push(Call { fd: fd.into(), ioctl, arg });
+    let enc = |id: &str, data: &str| format!("{{id {id}, data {data}}}");
+    match h.vm {
+        VmType::Tdx => {
+            call("/dev/kvm", "KVM_CREATE_VM", format!("type {KVM_X86_TDX_VM} (KVM_X86_TDX_VM)"));
+            // The full in-kernel irqchip is refused: a split one, 24 routes.
+            call("vm", "KVM_ENABLE_CAP", format!("KVM_CAP_SPLIT_IRQCHIP ({KVM_CAP_SPLIT_IRQCHIP}), args[0] 24"));
+            call("vm", "KVM_MEMORY_ENCRYPT_OP", enc("KVM_TDX_CAPABILITIES", "&kvm_tdx_capabilities, cpuid.nent 256"));
+            call(
+                "vm",
+                "KVM_MEMORY_ENCRYPT_OP",
+                enc(
+                    "KVM_TDX_INIT_VM",
+                    "&kvm_tdx_init_vm: attributes, xfam from the capabilities, CPUID filtered by them, GPAW 48",
+                ),
+            );
+            call("vm", "KVM_ENABLE_CAP", format!("KVM_CAP_EXIT_HYPERCALL ({KVM_CAP_EXIT_HYPERCALL}), args[0] 1 << KVM_HC_MAP_GPA_RANGE ({KVM_HC_MAP_GPA_RANGE})"));
+        }
+        VmType::Snp => {
+            call("/dev/kvm", "KVM_CREATE_VM", format!("type {KVM_X86_SNP_VM} (KVM_X86_SNP_VM)"));
+            call(
+                "vm",
+                "KVM_MEMORY_ENCRYPT_OP",
+                "{id KVM_SEV_INIT2, data &kvm_sev_init {vmsa_features 0, ghcb_version 2}, sev_fd /dev/sev}".into(),
+            );
+            call("vm", "KVM_ENABLE_CAP", format!("KVM_CAP_EXIT_HYPERCALL ({KVM_CAP_EXIT_HYPERCALL}), args[0] 1 << KVM_HC_MAP_GPA_RANGE ({KVM_HC_MAP_GPA_RANGE})"));
+        }
+        _ => return None,
+    }
+    // The shim's own private memory, then the sequence's files and slots.
+    call("vm", "KVM_CREATE_GUEST_MEMFD", format!("{{size {SHIM_SIZE:#x}, flags 0}} -> shim"));
+    call("vm", "KVM_SET_USER_MEMORY_REGION2", format!("{{slot 32763, flags KVM_MEM_GUEST_MEMFD, gpa {SHIM_GPA:#x}, size {SHIM_SIZE:#x}, guest_memfd shim, offset 0}}"));
+    for g in &h.gmems {
+        call("vm", "KVM_CREATE_GUEST_MEMFD", format!("{{size {:#x}, flags 0}} -> {}", g.size, g.name));
+    }
+    for s in &h.slots {
+        let (flags, gm) = match &s.gmem {
+            Some(b) => ("KVM_MEM_GUEST_MEMFD", format!(", guest_memfd {}, offset {:#x}", b.gmem, b.offset)),
+            None => ("0", String::new()),
+        };
+        call(
+            "vm",
+            "KVM_SET_USER_MEMORY_REGION2",
+            format!("{{slot {}, flags {flags}, gpa {:#x}, size {:#x}{gm}}}", s.id, s.gpa, s.size),
+        );
+    }
+    call(
+        "vm",
+        "KVM_SET_MEMORY_ATTRIBUTES",
+        format!("{{address {SHIM_GPA:#x}, size {SHIM_SIZE:#x}, attributes PRIVATE}}"),
+    );
+    for i in 0..h.vcpus {
+        let vcpu = format!("vcpu{i}");
+        call("vm", "KVM_CREATE_VCPU", format!("{i}"));
+        match h.vm {
+            VmType::Tdx => {
+                call(&vcpu, "KVM_MEMORY_ENCRYPT_OP", enc("KVM_TDX_GET_CPUID", "&kvm_cpuid2"));
+                call(&vcpu, "KVM_SET_CPUID2", "the CPUID KVM_TDX_GET_CPUID returned".into());
+                call(&vcpu, "KVM_MEMORY_ENCRYPT_OP", enc("KVM_TDX_INIT_VCPU", "0 (initial RCX)"));
+            }
+            _ => {
+                call(&vcpu, "KVM_SET_CPUID2", "KVM_GET_SUPPORTED_CPUID".into());
+                // SNP guest state is set with the ordinary register ioctls before LAUNCH_FINISH:
+                // the shim starts in 64-bit mode.
+                call(
+                    &vcpu,
+                    "KVM_SET_SREGS",
+                    "64-bit mode: CR0.PG|PE, CR4.PAE, EFER.LME|LMA, CR3 the shim's page tables".into(),
+                );
+                call(&vcpu, "KVM_SET_REGS", format!("{{rip {SHIM_GPA:#x}, rsp {:#x}}}", SHIM_GPA + SHIM_SIZE));
+            }
+        }
+    }
+    match h.vm {
+        VmType::Tdx => call(
+            "vcpu0",
+            "KVM_MEMORY_ENCRYPT_OP",
+            format!(
+                "{{id KVM_TDX_INIT_MEM_REGION, flags KVM_TDX_MEASURE_MEMORY_REGION, data &{{source shim image, gpa {SHIM_GPA:#x}, nr_pages {}}}}}",
+                SHIM_SIZE / PAGE
+            ),
+        ),
+        _ => {
+            call("vm", "KVM_MEMORY_ENCRYPT_OP", "{id KVM_SEV_SNP_LAUNCH_START, data &{policy 0x30000}, sev_fd /dev/sev}".into());
+            call(
+                "vm",
+                "KVM_MEMORY_ENCRYPT_OP",
+                format!("{{id KVM_SEV_SNP_LAUNCH_UPDATE, data &{{gfn_start {:#x}, uaddr shim image, len {SHIM_SIZE:#x}, type NORMAL}}, sev_fd /dev/sev}}", SHIM_GPA / PAGE),
+            );
+        }
+    }
+    // `finalize` in the sequence is where the build ends; without one it ends here.
+    if !seq.steps.iter().any(|s| matches!(s.op, Op::Finalize)) {
+        match h.vm {
+            VmType::Tdx => call("vm", "KVM_MEMORY_ENCRYPT_OP", enc("KVM_TDX_FINALIZE_VM", "0")),
+            _ => call(
+                "vm",
+                "KVM_MEMORY_ENCRYPT_OP",
+                "{id KVM_SEV_SNP_LAUNCH_FINISH, data &kvm_sev_snp_launch_finish {}, sev_fd /dev/sev}".into(),
+            ),
+        }
+    }
+    Some(v)
+}
+
+/// The plan as text: one line per ioctl, with its number.
+pub fn plan_text(seq: &Sequence) -> Option<String> {
+    let mut o = String::new();
+    for (i, c) in plan(seq)?.iter().enumerate() {
+        let nr = IOCTLS.iter().find(|(n, _)| *n == c.ioctl).map(|(_, v)| *v).unwrap_or(0);
+        let _ = writeln!(o, "{:2}. {:9} {} ({nr:#x}) {}", i + 1, c.fd, c.ioctl, c.arg);
+    }
+    Some(o)
+}
