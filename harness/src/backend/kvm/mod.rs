@@ -87,14 +87,14 @@ fn count_time(slot: usize, since: Instant) {
 
 /// A pre-fault is looked at this often, and given up (EINTR) after this long with no page done.
 const PREFAULT_TICK: Duration = Duration::from_millis(100);
-const PREFAULT_STALL: Duration = Duration::from_secs(1);
+const PREFAULT_STALL: Duration = Duration::from_millis(300);
 
 /// The largest attribute range a generated case sets on a real kernel (4M pages), and in the
-/// lab (256K pages): Linux stores attributes page by page, and under TCG a 16G conversion
-/// costs seconds; a few such ops were half a lab campaign's time. Larger ranges stay on the
-/// model and in scenarios.
+/// lab (16K pages, as pre-faults): Linux stores attributes page by page, and under TCG a 16G
+/// conversion costs seconds; a few such ops were half a lab campaign's time, and ranges from
+/// 64M to 1G still a third. Larger ranges stay on the model, in scenarios and on a host.
 const MAX_ATTR_RANGE: u64 = 16 << 30;
-const MAX_ATTR_RANGE_LAB: u64 = 1 << 30;
+const MAX_ATTR_RANGE_LAB: u64 = 64 << 20;
 /// The largest range a generated case pre-faults on a real kernel.
 const MAX_PREFAULT: u64 = 64 << 20;
 
