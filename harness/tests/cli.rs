@@ -175,3 +175,36 @@ fn the_cvm_plan_is_the_one_the_docs_write_down() {
     assert_eq!(out, block, "docs/cvm-setup.md and `privmem plan` disagree");
     assert!(out.contains("KVM_TDX_INIT_MEM_REGION") && out.contains("KVM_SEV_SNP_LAUNCH_UPDATE"));
 }
+
+#[test]
+fn every_command_answers_help_with_every_option_its_parser_takes() {
+    for sp in privmem::cli::spec::SPECS {
+        let (code, out, err) = privmem(&[sp.name, "--help"]);
+        assert_eq!(code, 0, "privmem {} --help: {err}", sp.name);
+        for o in sp.opts {
+            let dash = if o.name.len() == 1 { "-" } else { "--" };
+            assert!(
+                out.contains(&format!("{dash}{} ", o.name)) || out.contains(&format!("{dash}{}\n", o.name)),
+                "privmem {} --help lacks {dash}{}:\n{out}",
+                sp.name,
+                o.name
+            );
+        }
+        // The parser takes exactly those: an option not in the table is refused, pointing at --help.
+        let (code, _, err) = privmem(&[sp.name, "--no-such-option"]);
+        assert_eq!(code, 2, "privmem {}", sp.name);
+        assert!(err.contains("--help"), "{err}");
+        let (_, top, _) = privmem(&["--help"]);
+        assert!(top.contains(&format!("privmem {}", sp.name)), "the top-level usage lacks {}", sp.name);
+    }
+}
+
+#[test]
+fn replay_tap_exits_4_when_everything_is_skipped() {
+    let (code, out, _) = privmem(&["replay", "--tap", "--kernel", "6.12", &corpus("tdx/shared-alias.seq")]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.starts_with("TAP version 13\n1..1\nok 1 - "), "{out}");
+    assert!(out.contains("# SKIP"), "{out}");
+    let (code, out, _) = privmem(&["replay", "--tap", &corpus("default/slot-errno.seq")]);
+    assert_eq!(code, 0, "{out}");
+}

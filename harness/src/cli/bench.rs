@@ -1,7 +1,6 @@
 //! `privmem bench`: model speed on realistic mixes, and what a huge range op costs next to a
 //! small one. Ratios are measured in the same run.
 
-use super::Args;
 use crate::campaign::{Campaign, CampaignConfig};
 use crate::oracle::run_model;
 use crate::seq::gen::GenConfig;
@@ -225,7 +224,7 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
 }
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["backend", "kernel", "debug-kernel"], &["json"])?;
+    let a = super::spec::Spec::get("bench").parse(argv)?;
     match a.get("backend").unwrap_or("model") {
         "model" => {}
         "kvm" => return run_kvm(a.flag("json")),

@@ -1,7 +1,7 @@
 //! `privmem corpus export --libfuzzer DIR [ROOT]`: turn `corpus/**/*.seq` into seed inputs for
 //! libFuzzer and AFL (the binary codec), one file per scenario, named after it.
 
-use super::{load, Args};
+use super::load;
 use crate::report::write_atomic;
 use crate::seq::codec::encode;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ pub fn export(root: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["libfuzzer"], &["json"])?;
+    let a = super::spec::Spec::get("corpus").parse(argv)?;
     match a.positional.first().map(String::as_str) {
         Some("export") => {}
         _ => return Err("corpus: usage: privmem corpus export --libfuzzer DIR [ROOT]".into()),

@@ -1,7 +1,7 @@
 //! `privmem fuzz`: an in-process campaign on the model with a progress line, findings shrunk and
 //! written atomically as they occur, and a closing summary.
 
-use super::{parse_variant, parse_vm, Args};
+use super::{parse_variant, parse_vm};
 use crate::backend::kvm::KvmBackend;
 use crate::campaign::{Campaign, CampaignConfig};
 use crate::report::write_finding;
@@ -27,26 +27,7 @@ fn op_seconds() -> serde_json::Value {
 }
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(
-        argv,
-        &[
-            "vm",
-            "variant",
-            "against",
-            "time",
-            "runs",
-            "seed",
-            "out",
-            "max-ops",
-            "backend",
-            "timeout-ms",
-            "junit",
-            "hazards",
-            "ignore",
-            "plant",
-        ],
-        &["json", "fresh-vm", "no-view", "no-feedback", "print-cases"],
-    )?;
+    let a = super::spec::Spec::get("fuzz").parse(argv)?;
     // Open fds are counted with no backend open at either end, RSS once the backend is set up
     // and again at the end, so that a soak compares like with like.
     let (fds0, _) = process_usage();

@@ -3,7 +3,7 @@
 //! SW_PROTECTED scenario of corpus/), then fuzz it for `--time` seconds, and report here.
 
 use super::corpus_cmd::seq_files;
-use super::{load, Args};
+use super::load;
 use crate::lab;
 use crate::oracle::diff::{known_divergences, same_access_divergence};
 use crate::seq::VmType;
@@ -88,38 +88,24 @@ pub fn lab_files(named: &[String]) -> Result<Vec<PathBuf>, String> {
 }
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(
-        argv,
-        &[
-            "kernel",
-            "kernel-version",
-            "baseline",
-            "init",
-            "time",
-            "runs",
-            "seed",
-            "timeout",
-            "junit",
-            "out",
-            "jobs",
-            "coverage",
-            "vm",
-        ],
-        &["json", "fresh-vm", "no-view", "no-feedback"],
-    )?;
+    let a = super::spec::Spec::get("lab").parse(argv)?;
     if a.get("baseline").is_some() {
         return super::lab_baseline::run(&a);
     }
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
-    let json = a.flag("json");
-    let user_kernel = a.get("kernel").is_some();
-    let version = a.get("kernel-version").unwrap_or("6.12");
+    // TAP replaces the per-scenario lines and the summary.
+    let tap = a.flag("tap");
+    let json = a.flag("json") || tap;
+    let user_kernel = a.get("kernel").is_some_and(|k| !matches!(k, "6.12" | "7.3"));
+    // `--kernel 6.12` names a lab version, as `--baseline` takes it.
+    let version =
+        a.get("kernel-version").or(a.get("kernel").filter(|k| matches!(*k, "6.12" | "7.3"))).unwrap_or("6.12");
     if !matches!(version, "6.12" | "7.3") {
         return Err(format!("--kernel-version: `{version}` is not a lab kernel (6.12, 7.3)"));
     }
     let kernel = match a.get("kernel") {
-        Some(k) => PathBuf::from(k),
-        None => default_kernel(version)?,
+        Some(k) if user_kernel => PathBuf::from(k),
+        _ => default_kernel(version)?,
     };
     let init = match a.get("init") {
         Some(i) => PathBuf::from(i),
@@ -400,7 +386,24 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if let Some(j) = a.get("junit") {
         crate::report::junit::write(Path::new(j), "privmem-lab", &results).map_err(|e| format!("{j}: {e}"))?;
     }
-    if json {
+    if tap {
+        // Shown by their corpus path, as the scenarios were named.
+        let shown: Vec<serde_json::Value> = results
+            .iter()
+            .map(|v| {
+                let mut v = v.clone();
+                if let Some(f) = v["file"].as_str() {
+                    let p = names.iter().find(|(n, _)| f.ends_with(n.as_str())).map(|(_, p)| p.display().to_string());
+                    v["file"] = p.unwrap_or(f.to_string()).into();
+                }
+                v
+            })
+            .collect();
+        print!("{}", crate::report::tap::tap(&shown));
+        if crate::report::tap::all_skipped(&shown) && fuzz_findings.is_empty() {
+            return Ok(4);
+        }
+    } else if json {
         println!(
             "{}",
             serde_json::json!({

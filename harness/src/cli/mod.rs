@@ -9,42 +9,41 @@ mod lab_baseline;
 mod lab_cmd;
 mod replay;
 mod shrink_cmd;
+pub mod spec;
 
 pub use args::Args;
 
 use crate::seq::{text, Knob, Sequence, Variant, VmType};
 
-pub const USAGE: &str = "\
-privmem: fuzzing and conformance harness for confidential-VM private memory under KVM
-
-usage:
-  privmem replay [--backend model|kvm] [--kernel 6.12|6.18|7.3|next] [--against VARIANT] [--bin]
-                 [--adapt] [--junit F] [--json] FILE...
-  privmem plan FILE...         the ioctls that set up a scenario's TD or SNP guest, in order
-  privmem argcheck [--emit DIR]  the ioctls' argument checks in kernel order (Markdown), or
-                              their generated family of scenarios
-  privmem caps [--json]       what this host's KVM offers
-  privmem corpus export --libfuzzer DIR [ROOT]   corpus files as fuzzer seeds
-  privmem export --kselftest FILE -o OUT.c       a standalone C reproducer (default VMs)
-  privmem lab [--kernel BZIMAGE|6.12|7.3 | --kernel-version 6.12|7.3] [--baseline K] [--init PRIVMEM] [--time S | --runs N] [--seed N] [--jobs N]
-              [--out DIR] [--timeout S] [--vm T|any] [--fresh-vm] [--no-view] [--no-feedback]
-              [--coverage PAGE] [--junit F] [--json] [FILE...]
-                              the scenarios and a fuzz campaign on a nested KVM (QEMU TCG)
-  privmem fuzz [--vm T|any] [--variant V] [--against V] [--time S | --runs N] [--seed N]
-               [--max-ops N] [--out DIR] [--backend model|kvm] [--timeout-ms N] [--fresh-vm]
-               [--no-view] [--hazards all|H,H] [--ignore SIG,SIG] [--plant BUG] [--junit F] [--json]
-  privmem shrink FILE -o OUT [--json]
-  privmem bench [--backend model|kvm|lab] [--kernel BZIMAGE] [--json]
-  privmem print [--bin] FILE  parse (or decode a fuzzer input) and print canonically
-
-VM types: default, sw-protected, tdx, snp; variants: upstream, huge-v1, huge-v2, huge-v3.
-Exit status: 0 all held, 1 a finding or failed expectation, 2 bad input or usage.";
+/// The top-level usage, made from the commands' own option tables.
+pub fn usage() -> String {
+    let mut o = String::from(
+        "privmem: fuzzing and conformance harness for confidential-VM private memory under KVM\n\nusage:\n",
+    );
+    for sp in spec::SPECS {
+        o.push_str(&sp.summary());
+        o.push('\n');
+    }
+    o.push_str(
+        "\n`privmem CMD --help` lists a command's options.\n\
+         VM types: default, sw-protected, tdx, snp; variants: upstream, huge-v1, huge-v2, huge-v3.\n\
+         Exit status: 0 all held, 1 a finding or failed expectation, 2 bad input or usage, 4 everything skipped (--tap).",
+    );
+    o
+}
 
 pub fn main(argv: Vec<String>) -> i32 {
     let Some((cmd, rest)) = argv.split_first() else {
-        eprintln!("{USAGE}");
+        eprintln!("{}", usage());
         return 2;
     };
+    // `privmem CMD --help`: the command's own option table.
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        if let Some(sp) = spec::SPECS.iter().find(|s| s.name == cmd) {
+            print!("{}", sp.usage());
+            return 0;
+        }
+    }
     let r = match cmd.as_str() {
         "replay" => replay::run(rest),
         "fuzz" => fuzz::run(rest),
@@ -59,7 +58,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         "argcheck" => argcheck(rest),
         "plan" => plan(rest),
         "help" | "--help" | "-h" => {
-            println!("{USAGE}");
+            println!("{}", usage());
             Ok(0)
         }
         other => Err(format!("unknown command `{other}`")),
@@ -112,7 +111,7 @@ pub fn parse_hazards(s: Option<&str>) -> Result<Vec<Knob>, String> {
 }
 
 fn export(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["kselftest", "o", "out"], &[])?;
+    let a = spec::Spec::get("export").parse(argv)?;
     let file = a.get("kselftest").ok_or("export: usage: privmem export --kselftest FILE -o OUT.c")?;
     let out = a.get("o").or(a.get("out")).ok_or("export: -o OUT.c is required")?;
     let seq = load(file)?;
@@ -126,7 +125,7 @@ fn export(argv: &[String]) -> Result<i32, String> {
 fn coverage(argv: &[String]) -> Result<i32, String> {
     use crate::campaign::{Campaign, CampaignConfig};
     use crate::oracle::run::run_model_cov;
-    let a = Args::parse(argv, &["o", "out", "runs", "vm", "variant", "seed", "hazards"], &[])?;
+    let a = spec::Spec::get("coverage").parse(argv)?;
     let out = a.get("o").or(a.get("out")).unwrap_or("coverage.html");
     let mut seqs = Vec::new();
     for p in &a.positional {
@@ -173,7 +172,7 @@ fn coverage(argv: &[String]) -> Result<i32, String> {
 
 /// `privmem plan FILE...`: the TDX or SNP set-up of each scenario (`backend/kvm/cvm.rs`).
 fn plan(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &[], &[])?;
+    let a = spec::Spec::get("plan").parse(argv)?;
     if a.positional.is_empty() {
         return Err("plan: name at least one FILE".into());
     }
@@ -189,7 +188,7 @@ fn plan(argv: &[String]) -> Result<i32, String> {
 
 /// `privmem argcheck [--emit DIR]`: the tables of `model/argcheck.rs`, or their family.
 fn argcheck(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["emit"], &[])?;
+    let a = spec::Spec::get("argcheck").parse(argv)?;
     match a.get("emit") {
         Some(dir) => {
             for (name, text) in crate::model::argcheck::family() {
@@ -204,7 +203,7 @@ fn argcheck(argv: &[String]) -> Result<i32, String> {
 }
 
 fn caps(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &[], &["json"])?;
+    let a = spec::Spec::get("caps").parse(argv)?;
     let c = crate::backend::caps::Caps::probe();
     if a.flag("json") {
         println!("{}", serde_json::to_string(&c).map_err(|e| e.to_string())?);
@@ -215,7 +214,7 @@ fn caps(argv: &[String]) -> Result<i32, String> {
 }
 
 fn print(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &[], &["bin"])?;
+    let a = spec::Spec::get("print").parse(argv)?;
     for p in &a.positional {
         let s = if a.flag("bin") {
             // A fuzzer input, as the targets see it (no expectations).

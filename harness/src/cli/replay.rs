@@ -1,13 +1,13 @@
 //! `privmem replay`: run `.seq` files on the model and check every expectation.
 
-use super::{load_source, parse_variant, Args};
+use super::{load_source, parse_variant};
 use crate::backend::kvm::KvmBackend;
 use crate::oracle::compare::compare_variants;
 use crate::oracle::diff::{check_real, known_divergences, same_access_divergence};
 use crate::oracle::run_model;
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["against", "backend", "junit", "kernel"], &["json", "bin", "adapt"])?;
+    let a = super::spec::Spec::get("replay").parse(argv)?;
     let kernel = a
         .get("kernel")
         .map(|v| {
@@ -25,7 +25,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             if let Some(v) = kernel {
                 k.caps.kernel = Some(v);
             }
-            if !a.flag("json") {
+            if !a.flag("json") && !a.flag("tap") {
                 println!("{}", k.kernel_words());
             }
             Some(k)
@@ -37,6 +37,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         return Err("replay: name at least one FILE".into());
     }
     let against = a.get("against").map(parse_variant).transpose()?;
+    // TAP replaces the per-file lines; the JSON records are its source.
+    let tap = a.flag("tap");
     let json = a.flag("json");
     let mut failed = 0;
     let mut bad_input = 0;
@@ -55,7 +57,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         let (src, mut seq) = match loaded {
             Ok(x) => x,
             Err(e) => {
-                if json {
+                if tap {
+                    results.push(serde_json::json!({"file": path, "ok": false, "findings": [{"detail": e}]}));
+                } else if json {
                     println!("{}", serde_json::json!({"file": path, "error": e}));
                 } else {
                     eprintln!("{e}");
@@ -96,7 +100,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 } else {
                     match &known {
                         Some(sig) if d.iter().any(|f| same_access_divergence(sig, &f.signature())) => {
-                            if !json {
+                            if !json && !tap {
                                 println!("known {path}: {sig} (a recorded kernel difference)");
                             }
                         }
@@ -122,7 +126,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             results.push(serde_json::json!({"file": path, "skipped": why}));
             if json {
                 println!("{}", serde_json::json!({"file": path, "skipped": why}));
-            } else {
+            } else if !tap {
                 println!("skip  {path}: {why}");
             }
             continue;
@@ -140,7 +144,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             "signatures": t.findings.iter().map(|f| f.signature()).collect::<Vec<_>>(),
         });
         results.push(record.clone());
-        if json {
+        if tap {
+        } else if json {
             println!("{record}");
         } else if ok {
             println!("ok    {path} ({} steps)", seq.steps.len());
@@ -151,14 +156,20 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             }
         }
     }
-    if json && !covered.is_empty() {
+    if tap {
+        // Files that could not be read are failed test points too.
+        print!("{}", crate::report::tap::tap(&results));
+        if bad_input == 0 && crate::report::tap::all_skipped(&results) {
+            return Ok(4);
+        }
+    } else if json && !covered.is_empty() {
         println!("{}", super::fuzz::coverage_event("replay", covered.into_iter()));
     }
     if let Some(j) = a.get("junit") {
         crate::report::junit::write(std::path::Path::new(j), "privmem-replay", &results)
             .map_err(|e| format!("{j}: {e}"))?;
     }
-    if !json {
+    if !json && !tap {
         let passed = a.positional.len() - failed - skipped - bad_input;
         if kvm.is_some() {
             println!(

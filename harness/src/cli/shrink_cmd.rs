@@ -1,12 +1,12 @@
 //! `privmem shrink FILE -o OUT`: shrink a sequence while it keeps its first finding.
 
-use super::{load, Args};
+use super::load;
 use crate::oracle::run_model;
 use crate::report::{finding_seq_text, write_atomic};
 use crate::shrink::shrink;
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = Args::parse(argv, &["o", "out"], &["json"])?;
+    let a = super::spec::Spec::get("shrink").parse(argv)?;
     let [path] = a.positional.as_slice() else {
         return Err("shrink: name exactly one FILE".into());
     };

@@ -3,6 +3,7 @@
 pub mod coverage;
 pub mod junit;
 pub mod kselftest;
+pub mod tap;
 
 use crate::oracle::Finding;
 use crate::seq::{text, Sequence};

@@ -1,0 +1,190 @@
+//! Every subcommand's options, in one table: the parser takes exactly these (`Spec::parse`),
+//! `privmem CMD --help` prints them, and the top-level usage is made from them, so the three
+//! cannot drift apart.
+
+use super::Args;
+use std::fmt::Write as _;
+
+pub struct Opt {
+    pub name: &'static str,
+    /// The value's name for an option that takes one; None for a flag.
+    pub value: Option<&'static str>,
+    pub help: &'static str,
+}
+
+pub struct Spec {
+    pub name: &'static str,
+    pub args: &'static str,
+    pub about: &'static str,
+    pub opts: &'static [Opt],
+}
+
+const fn v(name: &'static str, value: &'static str, help: &'static str) -> Opt {
+    Opt { name, value: Some(value), help }
+}
+const fn f(name: &'static str, help: &'static str) -> Opt {
+    Opt { name, value: None, help }
+}
+
+const JSON: Opt = f("json", "machine-readable output, one JSON record per line");
+
+pub const SPECS: &[Spec] = &[
+    Spec {
+        name: "replay",
+        args: "FILE...",
+        about: "run scenarios and check every expectation",
+        opts: &[
+            v("backend", "model|kvm", "where to run them (default: model)"),
+            v("kernel", "6.12|6.18|7.3|next", "the kernel the model runs as"),
+            v("against", "VARIANT", "also compare two TDX variants"),
+            v("junit", "FILE", "write JUnit XML"),
+            f("bin", "the files are fuzzer inputs in the binary codec"),
+            f("adapt", "make generated cases runnable on this backend first"),
+            f("tap", "TAP 13 output; exit 4 when everything was skipped"),
+            JSON,
+        ],
+    },
+    Spec {
+        name: "fuzz",
+        args: "",
+        about: "a fuzz campaign on the model or on real KVM",
+        opts: &[
+            v("vm", "T|any", "VM type of the generated cases"),
+            v("variant", "V", "TDX variant"),
+            v("against", "V", "compare with another TDX variant"),
+            v("time", "S", "run for S seconds"),
+            v("runs", "N", "run N cases"),
+            v("seed", "N", "seed of the case stream"),
+            v("out", "DIR", "where findings are written (default: findings)"),
+            v("max-ops", "N", "ops per generated case at most"),
+            v("backend", "model|kvm", "where cases run"),
+            v("timeout-ms", "N", "real KVM: a guest window without progress"),
+            v("junit", "FILE", "write JUnit XML"),
+            v("hazards", "all|H,H", "hazard options the generator may turn on"),
+            v("ignore", "SIG,SIG", "signatures not to report"),
+            v("plant", "BUG", "plant a seeded model bug"),
+            f("fresh-vm", "real KVM: a fresh VM per case"),
+            f("no-view", "real KVM: without the kernel's mapping view"),
+            f("no-feedback", "no coverage-guided mutation"),
+            f("print-cases", "print each case before it runs"),
+            JSON,
+        ],
+    },
+    Spec {
+        name: "lab",
+        args: "[FILE...]",
+        about: "the scenarios and a fuzz campaign on a nested KVM under QEMU TCG",
+        opts: &[
+            v("kernel", "BZIMAGE|6.12|7.3", "the lab kernel (default: Debian's 6.12, built)"),
+            v("kernel-version", "6.12|7.3", "build (or reuse) and boot that version"),
+            v("baseline", "K", "run the same cases on kernel K too and list the differences"),
+            v("init", "PRIVMEM", "the static privmem to run as init"),
+            v("time", "S", "fuzz for S seconds"),
+            v("runs", "N", "fuzz N cases"),
+            v("seed", "N", "seed of the campaign"),
+            v("timeout", "S", "kill the lab VM after S seconds"),
+            v("junit", "FILE", "write JUnit XML"),
+            v("out", "DIR", "where findings are written (default: findings)"),
+            v("jobs", "N", "lab VMs at once (default: the cores)"),
+            v("coverage", "PAGE", "write the kernel coverage page (debug kernel)"),
+            v("vm", "T|any", "VM type of the campaign (default: sw-protected)"),
+            f("fresh-vm", "a fresh VM per case"),
+            f("no-view", "without the kernel's mapping view"),
+            f("no-feedback", "no coverage-guided mutation"),
+            f("tap", "TAP 13 output for the scenarios; exit 4 when everything was skipped"),
+            JSON,
+        ],
+    },
+    Spec {
+        name: "shrink",
+        args: "FILE",
+        about: "shrink a finding's sequence",
+        opts: &[v("o", "OUT", "output file"), v("out", "OUT", "output file"), JSON],
+    },
+    Spec {
+        name: "bench",
+        args: "",
+        about: "throughput figures, as ratios against a baseline in the same run",
+        opts: &[
+            v("backend", "model|kvm|lab", "what to measure (default: model)"),
+            v("kernel", "BZIMAGE", "lab: the kernel"),
+            v("debug-kernel", "BZIMAGE", "lab: also the debug flavour"),
+            JSON,
+        ],
+    },
+    Spec { name: "print", args: "FILE...", about: "parse and print canonically", opts: &[f("bin", "fuzzer inputs")] },
+    Spec { name: "caps", args: "", about: "what this host's KVM offers, and what it lacks", opts: &[JSON] },
+    Spec {
+        name: "corpus",
+        args: "export [ROOT]",
+        about: "corpus files as fuzzer seeds",
+        opts: &[v("libfuzzer", "DIR", "where the seeds go"), JSON],
+    },
+    Spec {
+        name: "export",
+        args: "",
+        about: "a C reproducer",
+        opts: &[
+            v("kselftest", "FILE", "the scenario to export"),
+            v("o", "OUT.c", "output file"),
+            v("out", "OUT.c", "output file"),
+        ],
+    },
+    Spec {
+        name: "coverage",
+        args: "[FILE|DIR...]",
+        about: "a page of the model states the cases reach",
+        opts: &[
+            v("o", "OUT.html", "output page"),
+            v("out", "OUT.html", "output page"),
+            v("runs", "N", "generated cases"),
+            v("vm", "T", "their VM type"),
+            v("variant", "V", "their TDX variant"),
+            v("seed", "N", "their seed"),
+            v("hazards", "all|H,H", "hazard options they may turn on"),
+        ],
+    },
+    Spec {
+        name: "argcheck",
+        args: "",
+        about: "the ioctls' argument checks in kernel order, or their scenario family",
+        opts: &[v("emit", "DIR", "write the family there")],
+    },
+    Spec { name: "plan", args: "FILE...", about: "the ioctls that set up a TD or SNP guest", opts: &[] },
+];
+
+impl Spec {
+    pub fn get(name: &str) -> &'static Spec {
+        SPECS.iter().find(|s| s.name == name).expect("every command has a spec")
+    }
+
+    /// Parse `argv` with exactly this command's options.
+    pub fn parse(&self, argv: &[String]) -> Result<Args, String> {
+        let valued: Vec<&str> = self.opts.iter().filter(|o| o.value.is_some()).map(|o| o.name).collect();
+        let flags: Vec<&str> = self.opts.iter().filter(|o| o.value.is_none()).map(|o| o.name).collect();
+        Args::parse(argv, &valued, &flags).map_err(|e| format!("{e} (privmem {} --help)", self.name))
+    }
+
+    /// `privmem NAME --help`.
+    pub fn usage(&self) -> String {
+        let mut o =
+            format!("privmem {}: {}\n\nusage: privmem {} [OPTIONS] {}\n", self.name, self.about, self.name, self.args);
+        if !self.opts.is_empty() {
+            o.push_str("\noptions:\n");
+        }
+        for opt in self.opts {
+            let dash = if opt.name.len() == 1 { "-" } else { "--" };
+            let left = match opt.value {
+                Some(v) => format!("{dash}{} {v}", opt.name),
+                None => format!("{dash}{}", opt.name),
+            };
+            let _ = writeln!(o, "  {left:30} {}", opt.help);
+        }
+        o
+    }
+
+    /// One line of the top-level usage.
+    pub fn summary(&self) -> String {
+        format!("  privmem {:9} {:18} {}", self.name, self.args, self.about)
+    }
+}
