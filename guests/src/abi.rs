@@ -39,6 +39,13 @@ pub const OP_WRITE: u64 = 2;
 pub const OP_TOUCH: u64 = 3;
 /// Spin forever: no sequence op makes it; the backend's self-test of its per-case timeout uses it.
 pub const OP_SPIN: u64 = 4;
+/// The KVM_HC_MAP_GPA_RANGE hypercall (`vmmcall`, rax 12): the command's address is the GPA,
+/// its value the page count, its third word the attributes; the hypercall's return (rax) is
+/// the result's value. Only at CPL0 (the lab): at CPL3 KVM answers -KVM_EPERM.
+pub const OP_MAP_GPA: u64 = 5;
+pub const KVM_HC_MAP_GPA_RANGE: u64 = 12;
+/// `KVM_MAP_GPA_RANGE_ENCRYPTED` (`KVM_MAP_GPA_RANGE_ENC_STAT(1)`): to private.
+pub const MAP_GPA_ENCRYPTED: u64 = 1 << 4;
 
 /// Result status: the command ran to completion.
 pub const ST_DONE: u64 = 1;

@@ -1,6 +1,8 @@
-//! The x86 guest for default and SW_PROTECTED VMs. It runs at CPL3 with IOPL 3: on this kind
-//! of host, code at CPL0 is emulated and reads a guest_memfd slot through its userspace address,
-//! while CPL3 code sees guest_memfd as hardware does. Port I/O needs no privilege with IOPL 3.
+//! The x86 guest for default and SW_PROTECTED VMs. It runs at CPL3 with IOPL 3 on a host: on
+//! this kind of host, code at CPL0 is emulated and reads a guest_memfd slot through its
+//! userspace address, while CPL3 code sees guest_memfd as hardware does. Port I/O needs no
+//! privilege with IOPL 3. In the lab (nested SVM under QEMU TCG) the same code runs at CPL0,
+//! where its hypercall (map-gpa) is allowed.
 //!
 //! Registers on entry (set by the host once): `rdi` = command page, `r12` = result page,
 //! `rbx` = index of the next command. After a batch the guest writes [`crate::abi::PORT_DONE`],
@@ -37,6 +39,8 @@ global_asm!(
     "je 4f",
     "cmp rdx, 4",
     "je 6f",
+    "cmp rdx, 5",
+    "je 7f",
     "mov qword ptr [r10], 0xbad",
     "jmp 5f",
     // read / touch
@@ -62,6 +66,19 @@ global_asm!(
     // spin (the timeout self-test): never returns
     "6:",
     "jmp 6b",
+    // map-gpa: KVM_HC_MAP_GPA_RANGE with rbx = GPA, rcx = pages, rdx = attributes; rax comes
+    // back as the result's value. rbx (the command index) is kept across the call.
+    "7:",
+    "push rbx",
+    "mov rbx, r8",
+    "mov rcx, r9",
+    "mov rdx, qword ptr [rsi + 24]",
+    "mov eax, 12",
+    "vmmcall",
+    "pop rbx",
+    "mov qword ptr [r10 + 8], rax",
+    "mov qword ptr [r10], 1",
+    "jmp 5b",
     ".global privmem_guest_end",
     "privmem_guest_end:",
     ".popsection",

@@ -391,6 +391,7 @@ impl Model {
         let (addr, write) = match *op {
             Op::Read { addr, .. } | Op::Touch { addr, .. } => (addr, false),
             Op::Write { addr, .. } => (addr, true),
+            Op::MapGpa { addr, size, private, .. } => return Attempt::Done(self.hc_map_gpa(addr, size, private)),
             _ => return Attempt::Done(Outcome::Err(Errno::EINVAL)),
         };
         let gfn = addr / PAGE;

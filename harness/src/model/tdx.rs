@@ -495,6 +495,26 @@ impl Model {
         self.map_gpa_chunks(addr, size, private, 0)
     }
 
+    /// KVM_HC_MAP_GPA_RANGE from a SW_PROTECTED guest (`__kvm_emulate_hypercall()`): the
+    /// guest passes the GPA and `size / 4K` pages; an unaligned GPA, no pages or a wrapping
+    /// range is -KVM_EINVAL to the guest without an exit; else one exit with the whole range,
+    /// which userspace converts (as `private_mem_conversions_test.c` does) and answers 0.
+    pub(crate) fn hc_map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
+        let pages = size / PAGE;
+        let gfn = addr / PAGE;
+        if !addr.is_multiple_of(PAGE) || pages == 0 || gfn.checked_add(pages).is_none() {
+            return Outcome::Err(Errno::EINVAL);
+        }
+        // Userspace cannot set attributes over a range whose end wraps in bytes: EINVAL back.
+        let Some(end) = addr.checked_add(pages * PAGE) else {
+            return Outcome::Err(Errno::EINVAL);
+        };
+        match self.convert_for_guest(addr, end, private) {
+            Ok(()) => Outcome::Ok,
+            Err(e) => Outcome::Err(e),
+        }
+    }
+
     /// Convert `[addr, addr + size)` chunk by chunk, chunks being 2M long from `origin`.
     fn map_gpa_chunks(&mut self, addr: u64, size: u64, private: bool, origin: u64) -> Outcome {
         let chunk_after = |a: u64| origin + ((a - origin) / SZ_2M + 1) * SZ_2M;
@@ -516,23 +536,28 @@ impl Model {
                 }
             };
             let chunk_end = next.min(end);
-            if let Err(e) = self.set_attributes(a, chunk_end - a, private) {
+            if let Err(e) = self.convert_for_guest(a, chunk_end, private) {
                 return Outcome::Err(e);
             }
-            let (s, e) = (a / PAGE, chunk_end / PAGE);
-            for sl in self.slots.overlapping(s, e) {
-                let (ps, pe) = (s.max(sl.base_gfn), e.min(sl.end_gfn()));
-                if private {
-                    self.mem.clear(sl.uregion + (ps - sl.base_gfn), pe - ps);
-                } else if sl.gmem.is_some() {
-                    if let Err(err) = self.punch(ps * PAGE, (pe - ps) * PAGE, true) {
-                        return Outcome::Err(err);
-                    }
-                }
-            }
-            self.guest.forget(s, e);
             a = chunk_end;
         }
         Outcome::Ok
+    }
+
+    /// Userspace's conversion of `[a, e)` for the guest: the attributes, then the side left is
+    /// dropped (guest_memfd punched going shared, the shared memory cleared going private).
+    fn convert_for_guest(&mut self, a: u64, e: u64, private: bool) -> Result<(), Errno> {
+        self.set_attributes(a, e - a, private)?;
+        let (s, e) = (a / PAGE, e / PAGE);
+        for sl in self.slots.overlapping(s, e) {
+            let (ps, pe) = (s.max(sl.base_gfn), e.min(sl.end_gfn()));
+            if private {
+                self.mem.clear(sl.uregion + (ps - sl.base_gfn), pe - ps);
+            } else if sl.gmem.is_some() {
+                self.punch(ps * PAGE, (pe - ps) * PAGE, true)?;
+            }
+        }
+        self.guest.forget(s, e);
+        Ok(())
     }
 }

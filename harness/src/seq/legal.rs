@@ -143,9 +143,10 @@ pub fn check_op(h: &Header, op: &Op) -> Result<(), String> {
         Op::Inject(_) => need(vm == VmType::Tdx, "injected faults target TDX SEAMCALLs and splits"),
         Op::Accept { .. } => need(matches!(vm, VmType::Tdx | VmType::Snp), "accept is TDX ACCEPT or SNP PVALIDATE"),
         Op::Release { .. } => need(vm == VmType::Snp, "release is SNP PVALIDATE(rescind)"),
-        Op::MapGpa { .. } => {
-            need(matches!(vm, VmType::Tdx | VmType::Snp), "map-gpa is a TDX MapGPA or SNP page-state change")
-        }
+        Op::MapGpa { .. } => need(
+            matches!(vm, VmType::Tdx | VmType::Snp | VmType::SwProtected),
+            "map-gpa is a TDX MapGPA, an SNP page-state change or a SW_PROTECTED guest's KVM_HC_MAP_GPA_RANGE",
+        ),
         Op::Read { shared: true, .. } | Op::Write { shared: true, .. } => {
             need(vm.has_shared_alias(), "a `shared` alias exists only for TDX and SNP guests")
         }

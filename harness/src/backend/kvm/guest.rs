@@ -46,7 +46,7 @@ fn seg(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
         selector,
         type_,
         present: 1,
-        dpl: 3,
+        dpl: (selector & 3) as u8,
         db,
         s: 1,
         l,
@@ -64,13 +64,15 @@ pub fn has_gib_pages(kvm: &Kvm) -> bool {
         .unwrap_or(false)
 }
 
-/// Put vCPU `v` in 64-bit mode at CPL3 with IOPL 3, at the start of the command loop.
-pub fn init_vcpu(kvm: &Kvm, vcpu: &VcpuFd, v: u64) -> std::io::Result<()> {
+/// Put vCPU `v` in 64-bit mode at CPL3 with IOPL 3 (or at CPL0 with `cpl0`: the GDT's kernel
+/// code and data), at the start of the command loop.
+pub fn init_vcpu(kvm: &Kvm, vcpu: &VcpuFd, v: u64, cpl0: bool) -> std::io::Result<()> {
     let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(std::io::Error::from)?;
     vcpu.set_cpuid2(&cpuid).map_err(std::io::Error::from)?;
     let mut s: kvm_sregs = vcpu.get_sregs().map_err(std::io::Error::from)?;
-    s.cs = seg(0x23, 11, 1, 0);
-    let data = seg(0x1b, 3, 0, 1);
+    let (code_sel, data_sel) = if cpl0 { (0x08, 0x10) } else { (0x23, 0x1b) };
+    s.cs = seg(code_sel, 11, 1, 0);
+    let data = seg(data_sel, 3, 0, 1);
     s.ds = data;
     s.es = data;
     s.fs = data;
@@ -125,10 +127,21 @@ pub enum CmdExit {
     MemoryFault { private: bool },
 }
 
+/// A KVM_HC_MAP_GPA_RANGE exit: the batch stops there; the caller converts, sets the
+/// hypercall's return in `kvm_run` and runs the batch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapGpaExit {
+    pub gpa: u64,
+    pub pages: u64,
+    pub attrs: u64,
+}
+
 #[derive(Debug)]
 pub enum BatchError {
     Timeout,
     Guest(String),
+    /// Not an error: the batch stopped at a MapGPA exit (with the exits and runs so far).
+    MapGpa(MapGpaExit, Vec<(u64, CmdExit)>, u64),
 }
 
 /// Kicks a vCPU thread out of KVM_RUN when a case overruns its time: a signal (no SA_RESTART)
@@ -242,6 +255,10 @@ pub fn run_batch(
             }
             Ok(VcpuExit::MmioWrite(..)) => Some(CmdExit::Mmio),
             Ok(VcpuExit::MemoryFault { flags, .. }) => Some(CmdExit::MemoryFault { private: flags & (1 << 3) != 0 }),
+            Ok(VcpuExit::Hypercall(h)) if h.nr == privmem_guest::abi::KVM_HC_MAP_GPA_RANGE => {
+                let m = MapGpaExit { gpa: h.args[0], pages: h.args[1], attrs: h.args[2] };
+                return Err(BatchError::MapGpa(m, exits, runs));
+            }
             Ok(VcpuExit::Intr) => None,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
             Ok(other) => return Err(BatchError::Guest(format!("unexpected exit {other:?}"))),

@@ -283,6 +283,18 @@ impl KvmBackend {
             };
             vm.enable_cap(&cap).map_err(|e| RunError::Setup(format!("KVM_CAP_DISABLE_QUIRKS2: {e}")))?;
         }
+        // The guest's MapGPA reaches userspace as KVM_EXIT_HYPERCALL (KVM_HC_MAP_GPA_RANGE), as
+        // in private_mem_conversions_test.c; where the kernel offers it.
+        if vm_type == VmType::SwProtected
+            && vm.check_extension_raw(cvm::KVM_CAP_EXIT_HYPERCALL as _) as u64 & (1 << cvm::KVM_HC_MAP_GPA_RANGE) != 0
+        {
+            let cap = kvm_bindings::kvm_enable_cap {
+                cap: cvm::KVM_CAP_EXIT_HYPERCALL,
+                args: [1 << cvm::KVM_HC_MAP_GPA_RANGE, 0, 0, 0],
+                ..Default::default()
+            };
+            vm.enable_cap(&cap).map_err(|e| RunError::Setup(format!("KVM_CAP_EXIT_HYPERCALL: {e}")))?;
+        }
         let harness = Mapping::anon(HARNESS_SIZE as usize).map_err(|e| RunError::Setup(format!("mmap: {e}")))?;
         guest::build_harness(&harness, guest::has_gib_pages(&self.kvm));
         let region = kvm_userspace_memory_region2 {
@@ -339,7 +351,9 @@ impl KvmBackend {
         while st.vcpus.len() < n as usize {
             let v = st.vcpus.len() as u64;
             let vcpu = st.vm.create_vcpu(v).map_err(|e| RunError::Setup(format!("KVM_CREATE_VCPU: {e}")))?;
-            guest::init_vcpu(&self.kvm, &vcpu, v).map_err(|e| RunError::Setup(format!("vCPU init: {e}")))?;
+            // CPL0 in the lab, where it runs properly (and the guest's hypercall needs it);
+            // CPL3 on a host, where CPL0 code is emulated and reads the userspace address.
+            guest::init_vcpu(&self.kvm, &vcpu, v, in_lab()).map_err(|e| RunError::Setup(format!("vCPU init: {e}")))?;
             st.vcpus.push(vcpu);
         }
         for (v, vcpu) in st.vcpus.iter().enumerate() {
@@ -655,35 +669,94 @@ impl KvmBackend {
         Observed::Outcome(o)
     }
 
+    /// Userspace's handling of KVM_HC_MAP_GPA_RANGE, as the selftests' and the model's: set the
+    /// attributes, then drop the side the range left (punch guest_memfd going shared, zero the
+    /// shared memory going private). Returns the hypercall's return for the guest.
+    fn map_gpa_exit(st: &mut VmState, m: guest::MapGpaExit) -> u64 {
+        let private = m.attrs & MAP_GPA_ENCRYPTED != 0;
+        let Some(end) = m.pages.checked_mul(4096).and_then(|len| m.gpa.checked_add(len)) else {
+            return -(libc::EINVAL as i64) as u64;
+        };
+        let a = kvm_bindings::kvm_memory_attributes {
+            address: m.gpa,
+            size: end - m.gpa,
+            attributes: if private { 1 << 3 } else { 0 },
+            flags: 0,
+        };
+        if let Err(e) = st.vm.set_memory_attributes(a) {
+            return -(e.errno() as i64) as u64;
+        }
+        st.private.set(m.gpa, end, private);
+        for sl in st.slots.values() {
+            let (s, e) = (m.gpa.max(sl.gpa), end.min(sl.gpa + sl.size));
+            if s >= e {
+                continue;
+            }
+            match (private, sl.gmem, &sl.anon) {
+                (false, Some((fi, off)), _) => {
+                    let _ = raw::punch_hole(st.gmems[fi].fd.as_raw_fd(), off + (s - sl.gpa), e - s, true);
+                }
+                (true, _, Some(anon)) => {
+                    for p in (s..e).step_by(4096) {
+                        anon.write_u64(p - sl.gpa + VALUE_OFFSET, 0);
+                    }
+                }
+                _ => {}
+            }
+        }
+        0
+    }
+
     /// Run consecutive guest ops of one vCPU as one batch.
     fn guest_batch(&mut self, v: u32, ops: &[(usize, &Op)], t: &mut RealTrace) -> Result<(), RunError> {
         let st = self.vm.as_mut().expect("prepared");
         let cmd = CMD_OFF + v as u64 * CMD_STRIDE;
         let res = cmd + 0x1000;
         for (i, (_, op)) in ops.iter().enumerate() {
-            let (code, addr, value) = match **op {
-                Op::Read { addr, .. } => (OP_READ, addr, 0),
-                Op::Write { addr, value, .. } => (OP_WRITE, addr, value),
-                Op::Touch { addr, .. } => (OP_TOUCH, addr, 0),
+            let (code, addr, value, attrs) = match **op {
+                Op::Read { addr, .. } => (OP_READ, (addr & !0xfff) + VALUE_OFFSET, 0, 0),
+                Op::Write { addr, value, .. } => (OP_WRITE, (addr & !0xfff) + VALUE_OFFSET, value, 0),
+                Op::Touch { addr, .. } => (OP_TOUCH, (addr & !0xfff) + VALUE_OFFSET, 0, 0),
+                // The GPA as it is (KVM checks its alignment), the size in pages.
+                Op::MapGpa { addr, size, private, .. } => {
+                    (OP_MAP_GPA, addr, size / 4096, if private { MAP_GPA_ENCRYPTED } else { 0 })
+                }
                 _ => return Err(RunError::Unsupported(format!("guest op `{}` on this guest", text::print_op(op)))),
             };
             let c = cmd + CMD_FIRST + i as u64 * CMD_SIZE;
             st.harness.write_u64(c, code);
-            st.harness.write_u64(c + 8, (addr & !0xfff) + VALUE_OFFSET);
+            st.harness.write_u64(c + 8, addr);
             st.harness.write_u64(c + 16, value);
+            st.harness.write_u64(c + 24, attrs);
             st.harness.write_u64(res + i as u64 * RES_SIZE, 0);
         }
         st.harness.write_u64(cmd, ops.len() as u64);
         let n = ops.len() as u64;
-        let harness = &st.harness;
-        let done = || (0..n).filter(|i| harness.read_u64(res + i * RES_SIZE) == ST_DONE).count() as u64;
-        let r = guest::run_batch(&mut st.vcpus[v as usize], n, self.timeout, &self.watchdog, done);
         let first = ops.first().map(|o| o.0).unwrap_or(0);
-        let (exits, runs) = match r {
-            Ok(x) => x,
-            Err(BatchError::Timeout) => return Err(RunError::Timeout { step: first }),
-            Err(BatchError::Guest(d)) => return Err(RunError::Guest { step: first, detail: d }),
-        };
+        let (mut exits, mut runs) = (Vec::new(), 0);
+        loop {
+            let harness = &st.harness;
+            let done = || (0..n).filter(|i| harness.read_u64(res + i * RES_SIZE) == ST_DONE).count() as u64;
+            let r = guest::run_batch(&mut st.vcpus[v as usize], n, self.timeout, &self.watchdog, done);
+            match r {
+                Ok((e, r)) => {
+                    exits.extend(e);
+                    runs += r;
+                    break;
+                }
+                Err(BatchError::MapGpa(m, e, r)) => {
+                    exits.extend(e);
+                    runs += r;
+                    // Userspace's half of the guest's MapGPA: convert, answer, run on.
+                    let ret = Self::map_gpa_exit(st, m);
+                    // The exit was KVM_EXIT_HYPERCALL, so `hypercall` is the union's live field; KVM
+                    // reads `ret` back into the guest's rax on the next run.
+                    st.vcpus[v as usize].get_kvm_run().__bindgen_anon_1.hypercall.ret = ret;
+                }
+                Err(BatchError::Timeout) => return Err(RunError::Timeout { step: first }),
+                Err(BatchError::Guest(d)) => return Err(RunError::Guest { step: first, detail: d }),
+            }
+        }
         t.exits += runs;
         t.guest_ops += ops.len() as u64;
         st.harness_warm = true;
@@ -696,8 +769,11 @@ impl KvmBackend {
                     if status != ST_DONE {
                         return Err(RunError::Guest { step: *step, detail: format!("command {i} status {status:#x}") });
                     }
+                    let value = st.harness.read_u64(res + i as u64 * RES_SIZE + 8);
                     match op {
-                        Op::Read { .. } => Outcome::Value(st.harness.read_u64(res + i as u64 * RES_SIZE + 8)),
+                        Op::Read { .. } => Outcome::Value(value),
+                        // The hypercall's return: 0, or a negative KVM errno.
+                        Op::MapGpa { .. } if value != 0 => errno_of((value as i64).unsigned_abs() as i32),
                         _ => Outcome::Ok,
                     }
                 }
@@ -721,6 +797,9 @@ impl KvmBackend {
         let e = match r {
             Err(BatchError::Timeout) => RunError::Timeout { step: 0 },
             Err(BatchError::Guest(d)) => RunError::Guest { step: 0, detail: d },
+            Err(BatchError::MapGpa(..)) => {
+                RunError::Guest { step: 0, detail: "a MapGPA exit from the spinning guest".into() }
+            }
             Ok(_) => return Err("the spinning guest returned".into()),
         };
         self.reset(false);
@@ -993,6 +1072,11 @@ impl Backend for KvmBackend {
                     return Some("huge guest_memfd folios (no such guest_memfd flag in this kernel)".into())
                 }
                 Op::GmemCreate { .. } if !c.guest_memfd => return Some("KVM_CAP_GUEST_MEMFD".into()),
+                Op::MapGpa { .. } if !in_lab() => {
+                    return Some(
+                        "map-gpa: the guest's hypercall needs CPL0, which runs properly in the lab only".into(),
+                    )
+                }
                 // A scenario's expectations assume the upstream default (KVM_SMM: two address
                 // spaces on default VMs); the model knows the host's, but the text does not.
                 Op::SlotAdd(sl)
@@ -1009,7 +1093,11 @@ impl Backend for KvmBackend {
                 Op::Private { .. } | Op::Shared { .. } if c.memory_attributes & (1 << 3) == 0 => {
                     return Some("KVM_MEMORY_ATTRIBUTE_PRIVATE in KVM_CAP_MEMORY_ATTRIBUTES".into())
                 }
-                op if op.kind().is_guest() && op.addr().is_some_and(|a| a >= IDENTITY_LIMIT) => {
+                // A map-gpa only names its range; the guest does not touch it.
+                op if op.kind().is_guest()
+                    && !matches!(op, Op::MapGpa { .. })
+                    && op.addr().is_some_and(|a| a >= IDENTITY_LIMIT) =>
+                {
                     return Some(format!(
                         "guest addresses beyond the guest's {} GiB identity map",
                         IDENTITY_LIMIT >> 30
@@ -1066,7 +1154,9 @@ impl Backend for KvmBackend {
                 false
             }
             Op::Private { .. } | Op::Shared { .. } => c.memory_attributes & (1 << 3) != 0,
-            op => op.addr().is_none_or(|a| a < IDENTITY_LIMIT) || !op.kind().is_guest(),
+            op => {
+                op.addr().is_none_or(|a| a < IDENTITY_LIMIT) || !op.kind().is_guest() || matches!(op, Op::MapGpa { .. })
+            }
         });
         // On a shared host a case ends at a binding past the file's end: whether the kernel
         // takes it is the finding (6.18 does: corpus/known/kvm-gmem-binding-offset-overflow),
