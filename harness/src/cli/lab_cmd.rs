@@ -112,11 +112,15 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         None => build_init()?,
     };
     let init_bin = std::fs::read(&init).map_err(|e| format!("{}: {e}; {BUILD_INIT}", init.display()))?;
-    let files = lab_files(&a.positional)?;
+    // `--exec`: the FILEs are programs to run in the lab, not scenarios.
+    let exec = a.flag("exec");
+    let files = if exec { a.positional.iter().map(PathBuf::from).collect() } else { lab_files(&a.positional)? };
     let mut payload = Vec::new();
     let mut names = Vec::new();
     for f in &files {
-        load(&f.display().to_string())?;
+        if !exec {
+            load(&f.display().to_string())?;
+        }
         let shown = f.strip_prefix(repo()).unwrap_or(f).display().to_string();
         let name = shown.replace(['/', '\\'], "__");
         payload.push((name.clone(), std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?));
@@ -140,7 +144,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let per_job_args = |j: u64| -> Vec<String> {
         let mut args: Vec<String> = vec!["caps".into(), "--json".into()];
         if j == 0 {
-            args.extend(["--next--", "replay", "--backend", "kvm", "--json"].map(String::from));
+            if exec {
+                args.extend(["--next--", "exec"].map(String::from));
+            } else {
+                args.extend(["--next--", "replay", "--backend", "kvm", "--json"].map(String::from));
+            }
             args.extend(names.iter().map(|(n, _)| format!("/corpus/{n}")));
         }
         if fuzz {
@@ -316,6 +324,31 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 );
             }
             fuzz_findings.push(v);
+        } else if v["event"] == "exec" {
+            let shown = names
+                .iter()
+                .find(|(n, _)| v["file"].as_str().is_some_and(|f| f.ends_with(n.as_str())))
+                .map(|(_, p)| p.display().to_string())
+                .unwrap_or_default();
+            let (label, r) = match v["exit"].as_i64() {
+                Some(0) => ("ok   ", serde_json::json!({"file": shown, "ok": true})),
+                Some(4) => ("skip ", serde_json::json!({"file": shown, "skipped": "the program skipped (exit 4)"})),
+                _ => ("FAIL ", serde_json::json!({"file": shown, "ok": false, "findings": [{"detail": v["output"]}]})),
+            };
+            match label {
+                "ok   " => passed += 1,
+                "skip " => skipped += 1,
+                _ => failed += 1,
+            }
+            if !json {
+                println!("{label} {shown} (exit {})", v["exit"]);
+                if label == "FAIL " {
+                    for l in v["output"].as_str().unwrap_or("").lines().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
+                        println!("      {l}");
+                    }
+                }
+            }
+            results.push(r);
         } else if v["event"] == "coverage" {
             reached.extend(
                 v["pcs"].as_array().into_iter().flatten().filter_map(|p| u64::from_str_radix(p.as_str()?, 16).ok()),

@@ -57,6 +57,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         "coverage" => coverage(rest),
         "argcheck" => argcheck(rest),
         "plan" => plan(rest),
+        "exec" => exec(rest),
         "help" | "--help" | "-h" => {
             println!("{}", usage());
             Ok(0)
@@ -112,12 +113,24 @@ pub fn parse_hazards(s: Option<&str>) -> Result<Vec<Knob>, String> {
 
 fn export(argv: &[String]) -> Result<i32, String> {
     let a = spec::Spec::get("export").parse(argv)?;
-    let file = a.get("kselftest").ok_or("export: usage: privmem export --kselftest FILE -o OUT.c")?;
+    // `--kselftest=upstream FILE` or `--kselftest=standalone FILE`; `--kselftest FILE` is the
+    // standalone flavour, as before.
+    let (flavour, file) = match a.get("kselftest") {
+        Some(f @ ("upstream" | "standalone")) => {
+            (f, a.positional.first().map(String::as_str).ok_or("export: name the scenario FILE")?)
+        }
+        Some(file) => ("standalone", file),
+        None => return Err("export: usage: privmem export --kselftest=upstream|standalone FILE -o OUT.c".into()),
+    };
     let out = a.get("o").or(a.get("out")).ok_or("export: -o OUT.c is required")?;
-    let seq = load(file)?;
-    let c = crate::report::kselftest::export(&seq, file).map_err(|e| format!("{file}: {e}"))?;
+    let (src, seq) = load_source(file)?;
+    let c = match flavour {
+        "upstream" => crate::report::kselftest_upstream::export(&seq, file, &src),
+        _ => crate::report::kselftest::export(&seq, file),
+    }
+    .map_err(|e| format!("{file}: {e}"))?;
     crate::report::write_atomic(std::path::Path::new(out), c.as_bytes()).map_err(|e| format!("{out}: {e}"))?;
-    println!("wrote {out} ({} steps)", seq.steps.len());
+    println!("wrote {out} ({flavour}, {} steps)", seq.steps.len());
     Ok(0)
 }
 
@@ -184,6 +197,51 @@ fn plan(argv: &[String]) -> Result<i32, String> {
         }
     }
     Ok(0)
+}
+
+/// `privmem exec PROGRAM...`: run each program (made executable first: the lab's initramfs
+/// carries them as plain files) and print one JSON record per program with its exit status and
+/// output. Exit 0 when each passed or skipped (kselftest's 4), else 1.
+fn exec(argv: &[String]) -> Result<i32, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let a = spec::Spec::get("exec").parse(argv)?;
+    let mut rc = 0;
+    for p in &a.positional {
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+        let child = std::process::Command::new(p)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{p}: {e}"))?;
+        // A test that hangs is a failure with its output so far, not a hung lab.
+        let pid = child.id() as libc::pid_t;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d2 = done.clone();
+        let killer = std::thread::spawn(move || {
+            for _ in 0..300 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if d2.load(std::sync::atomic::Ordering::Acquire) {
+                    return false;
+                }
+            }
+            // SAFETY: signalling our own child, which has not been reaped (we wait below).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            true
+        });
+        let out = child.wait_with_output().map_err(|e| format!("{p}: {e}"))?;
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let timed_out = killer.join().unwrap_or(false);
+        let code = out.status.code();
+        if !matches!(code, Some(0) | Some(4)) {
+            rc = 1;
+        }
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        if timed_out {
+            text.push_str("\nprivmem exec: killed after 30 s");
+        }
+        println!("{}", serde_json::json!({"event": "exec", "file": p, "exit": code, "output": text}));
+    }
+    Ok(rc)
 }
 
 /// `privmem argcheck [--emit DIR]`: the tables of `model/argcheck.rs`, or their family.

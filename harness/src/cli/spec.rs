@@ -92,6 +92,7 @@ pub const SPECS: &[Spec] = &[
             f("no-view", "without the kernel's mapping view"),
             f("no-feedback", "no coverage-guided mutation"),
             f("tap", "TAP 13 output for the scenarios; exit 4 when everything was skipped"),
+            f("exec", "the FILEs are test programs (exported kselftests) to run there, not scenarios"),
             JSON,
         ],
     },
@@ -122,10 +123,10 @@ pub const SPECS: &[Spec] = &[
     },
     Spec {
         name: "export",
-        args: "",
-        about: "a C reproducer",
+        args: "[FILE]",
+        about: "a C reproducer: a kselftest in the kernel's idiom (upstream) or self-contained",
         opts: &[
-            v("kselftest", "FILE", "the scenario to export"),
+            v("kselftest", "upstream|standalone|FILE", "the flavour, then FILE; a FILE alone: standalone"),
             v("o", "OUT.c", "output file"),
             v("out", "OUT.c", "output file"),
         ],
@@ -151,6 +152,12 @@ pub const SPECS: &[Spec] = &[
         opts: &[v("emit", "DIR", "write the family there")],
     },
     Spec { name: "plan", args: "FILE...", about: "the ioctls that set up a TD or SNP guest", opts: &[] },
+    Spec {
+        name: "exec",
+        args: "PROGRAM...",
+        about: "run test programs and report each one's exit (what `lab --exec` runs inside)",
+        opts: &[],
+    },
 ];
 
 impl Spec {

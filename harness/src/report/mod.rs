@@ -3,6 +3,7 @@
 pub mod coverage;
 pub mod junit;
 pub mod kselftest;
+pub mod kselftest_upstream;
 pub mod tap;
 
 use crate::oracle::Finding;

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Export every default and SW_PROTECTED scenario of corpus/ as an upstream-style KVM selftest,
+# build them inside the lab kernel's own tools/testing/selftests/kvm (against that tree's
+# kvm_util library, statically, warnings as errors), and run them in the lab on that kernel.
+#
+#   ci/lab/kselftests.sh [6.12|7.3]
+#
+# Prints what exported, what built and what passed; exits 1 if a built test failed. Known
+# divergences (corpus/known/) are expected to fail on the kernels they name and are counted.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+version=${1:-6.12}
+pm=$repo/target/release/privmem
+kernel=$(bash "$here/build-kernel.sh" --version "$version")
+cache=$(dirname "$kernel")
+tree=$(cat "$cache/tree-${kernel##*bzImage-}")
+kst=$tree/tools/testing/selftests/kvm
+arch=x86
+[ -d "$kst/x86_64" ] && arch=x86_64
+out=$repo/target/kselftests-$version
+rm -rf "$out" && mkdir -p "$out"
+(cd "$tree" && make -s headers >/dev/null)
+exported=() refused=0
+for f in $(cd "$repo" && find corpus -name '*.seq' | sort); do
+    name=privmem_$(echo "${f#corpus/}" | sed 's/\.seq$//; s/[^A-Za-z0-9]/_/g')
+    if "$pm" export --kselftest=upstream "$repo/$f" -o "$kst/$arch/$name.c" >/dev/null 2>"$out/$name.refused"; then
+        exported+=("$arch/$name")
+        rm -f "$out/$name.refused"
+    else
+        refused=$((refused + 1))
+    fi
+done
+progs="${exported[*]}"
+built=()
+for p in "${exported[@]}"; do
+    if make -s -C "$kst" "TEST_GEN_PROGS_${arch}=$progs" EXTRA_CFLAGS=-Werror LDFLAGS=-static "$kst/$p" \
+        >"$out/$(basename "$p").build" 2>&1; then
+        built+=("$kst/$p")
+    else
+        echo "kselftests: $p does not build:"; tail -5 "$out/$(basename "$p").build"
+    fi
+done
+echo "kselftests on $version: ${#exported[@]} exported, $refused refused (see $out/*.refused), ${#built[@]} built"
+rc=0
+"$pm" lab --kernel "$kernel" --exec --json --timeout $((120 + 35 * ${#built[@]})) "${built[@]}" > "$out/lab.json" || rc=$?
+python3 - "$out/lab.json" "$repo" "$version" <<'PY'
+import json, sys, re, os
+v = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+repo, version = sys.argv[2], sys.argv[3]
+bad = 0
+for r in v["results"]:
+    name = os.path.basename(r["file"])
+    known = name.startswith("privmem_known_")
+    ok = r.get("ok") is True or "skipped" in r
+    if known and not ok:
+        print(f"  known divergence fails as it should: {name}")
+    elif known:
+        print(f"  known divergence passes here: {name}")
+    elif not ok:
+        bad += 1
+        print(f"  FAIL {name}")
+        for f in r.get("findings", []):
+            print("    " + "\n    ".join(str(f.get("detail", "")).splitlines()[-8:]))
+print(f"kselftests on {version}: {v['passed']} passed, {v['failed']} failed, {v['skipped']} skipped in the lab; {bad} unexpected failures")
+sys.exit(1 if bad else 0)
+PY
