@@ -343,7 +343,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             if !json {
                 println!("{label} {shown} (exit {})", v["exit"]);
                 if label == "FAIL " {
-                    for l in v["output"].as_str().unwrap_or("").lines().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
+                    for l in
+                        v["output"].as_str().unwrap_or("").lines().rev().take(20).collect::<Vec<_>>().into_iter().rev()
+                    {
                         println!("      {l}");
                     }
                 }

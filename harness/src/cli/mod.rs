@@ -125,7 +125,15 @@ fn export(argv: &[String]) -> Result<i32, String> {
     let out = a.get("o").or(a.get("out")).ok_or("export: -o OUT.c is required")?;
     let (src, seq) = load_source(file)?;
     let c = match flavour {
-        "upstream" => crate::report::kselftest_upstream::export(&seq, file, &src),
+        "upstream" => {
+            let k = a
+                .get("kernel")
+                .map(|v| {
+                    crate::seq::Kernel::from_name(v).ok_or(format!("--kernel: `{v}` is none of 6.12, 6.18, 7.3, next"))
+                })
+                .transpose()?;
+            crate::report::kselftest_upstream::export(&seq, file, &src, k)
+        }
         _ => crate::report::kselftest::export(&seq, file),
     }
     .map_err(|e| format!("{file}: {e}"))?;

@@ -127,6 +127,11 @@ pub const SPECS: &[Spec] = &[
         about: "a C reproducer: a kselftest in the kernel's idiom (upstream) or self-contained",
         opts: &[
             v("kselftest", "upstream|standalone|FILE", "the flavour, then FILE; a FILE alone: standalone"),
+            v(
+                "kernel",
+                "6.12|6.18|7.3|next",
+                "upstream: the kernel the test is for (refused where the scenario does not hold)",
+            ),
             v("o", "OUT.c", "output file"),
             v("out", "OUT.c", "output file"),
         ],

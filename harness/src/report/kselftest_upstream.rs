@@ -152,7 +152,15 @@ struct SlotRec {
 }
 
 /// The C test for `seq` (read from `source`), or why it cannot be exported.
-pub fn export(seq: &Sequence, source: &str, src_text: &str) -> Result<String, String> {
+pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kernel>) -> Result<String, String> {
+    let mut seq = seq.clone();
+    if let Some(k) = kernel {
+        if !crate::model::kernel::kernels_for(&seq.header).contains(&k) {
+            return Err(format!("the scenario does not hold on Linux {}", k.name()));
+        }
+        seq.header.set_kernel(k);
+    }
+    let seq = &seq;
     let h = &seq.header;
     let vm_type = match h.vm {
         VmType::Default => "KVM_X86_DEFAULT_VM",
@@ -174,9 +182,9 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str) -> Result<String, St
     let mut hva_n = 0;
     for o in &h.options {
         match o {
-            Knob::NoSlotZapAll => body.push_str(
-                "\tvm_enable_cap(vm, KVM_CAP_DISABLE_QUIRKS2, KVM_X86_QUIRK_SLOT_ZAP_ALL);\n",
-            ),
+            Knob::NoSlotZapAll => {
+                body.push_str("\tvm_enable_cap(vm, KVM_CAP_DISABLE_QUIRKS2, KVM_X86_QUIRK_SLOT_ZAP_ALL);\n")
+            }
             k => return Err(format!("option {}: not exported", k.name())),
         }
     }
@@ -195,9 +203,15 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str) -> Result<String, St
         let _ = writeln!(body, "\t{call};\n\tTEST_ASSERT({var} >= 0, \"gmem {}\");", g.name);
         gmems.insert(g.name.clone(), (var, g.mmap, g.init_shared));
     }
-    let mut slot_add = |s: &SlotSpec, gmems: &BTreeMap<String, (String, bool, bool)>, body: &mut String| -> Result<(String, SlotRec), String> {
+    let mut slot_add = |s: &SlotSpec,
+                        gmems: &BTreeMap<String, (String, bool, bool)>,
+                        body: &mut String|
+     -> Result<(String, SlotRec), String> {
         if low(s.gpa) && s.size > 0 {
-            return Err(format!("slot {} at {:#x}: below 1 GiB the selftest library keeps its own memory", s.id, s.gpa));
+            return Err(format!(
+                "slot {} at {:#x}: below 1 GiB the selftest library keeps its own memory",
+                s.id, s.gpa
+            ));
         }
         let hva = format!("hva{hva_n}");
         hva_n += 1;
@@ -221,7 +235,15 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str) -> Result<String, St
                 ("0", "0".to_string(), 0)
             }
         };
-        let flags = if s.readonly { if flags == "0" { "KVM_MEM_READONLY" } else { "KVM_MEM_GUEST_MEMFD | KVM_MEM_READONLY" } } else { flags };
+        let flags = if s.readonly {
+            if flags == "0" {
+                "KVM_MEM_READONLY"
+            } else {
+                "KVM_MEM_GUEST_MEMFD | KVM_MEM_READONLY"
+            }
+        } else {
+            flags
+        };
         let call = format!(
             "__vm_set_user_memory_region2(vm, {}, {flags}, {:#x}ull, {:#x}ull, {hva}, {fd}, {off:#x}ull)",
             slot_id(s.id),
@@ -241,8 +263,8 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str) -> Result<String, St
         let step = i + 1;
         let what = format!("step {step} `{}`", print_op(&st.op).replace('"', "'"));
         let _ = writeln!(body, "\n\t/* {what} */");
-        let expect = st.expect.clone();
-        let got = model.outcomes.get(i).cloned().unwrap_or(Outcome::Ok);
+        let expect = st.expect;
+        let got = model.outcomes.get(i).copied().unwrap_or(Outcome::Ok);
         let check = |r: &str, body: &mut String| match &expect {
             Some(Outcome::Ok) => {
                 let _ = writeln!(body, "\tEXPECT_OK({r}, \"{what}\");");
@@ -302,7 +324,8 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str) -> Result<String, St
                 check("r", &mut body);
             }
             Op::SlotDelete { id } => {
-                let _ = writeln!(body, "\tr = __vm_set_user_memory_region2(vm, {}, 0, 0, 0, NULL, 0, 0);", slot_id(*id));
+                let _ =
+                    writeln!(body, "\tr = __vm_set_user_memory_region2(vm, {}, 0, 0, 0, NULL, 0, 0);", slot_id(*id));
                 if got == Outcome::Ok {
                     slots.remove(id);
                 }
@@ -388,7 +411,9 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str) -> Result<String, St
                 cmd_ix += 1;
                 cmds.push(format!("\t{{ CMD_NOP, 0, 0 }},\t/* step {step}: the library's pages back */"));
                 let _ = writeln!(body, "\tguest_sync({k});");
-                for (name, set, base) in [("pages_4k", p4k, "base_4k"), ("pages_2m", p2m, "base_2m"), ("pages_1g", p1g, "base_1g")] {
+                for (name, set, base) in
+                    [("pages_4k", p4k, "base_4k"), ("pages_2m", p2m, "base_2m"), ("pages_1g", p1g, "base_1g")]
+                {
                     if let Some(set) = set {
                         let conds: Vec<String> = set.iter().map(|v| format!("n == {base} + {v}")).collect();
                         let _ = writeln!(
@@ -417,9 +442,15 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str) -> Result<String, St
     if h.vm == VmType::SwProtected {
         out.push_str("\tTEST_REQUIRE(kvm_check_cap(KVM_CAP_VM_TYPES) & BIT(KVM_X86_SW_PROTECTED_VM));\n");
     }
-    out.push_str("\tvm = vm_create_shape_with_one_vcpu(shape, &vcpu, guest_code);\n\tvcpu_regs_get(vcpu, &entry_regs);\n");
-    for p in cmds_pages(&cmds) {
-        let _ = writeln!(out, "\tvirt_map(vm, {p:#x}ull, {p:#x}ull, 1);");
+    out.push_str(
+        "\tvm = vm_create_shape_with_one_vcpu(shape, &vcpu, guest_code);\n\tvcpu_regs_get(vcpu, &entry_regs);\n",
+    );
+    // The guest's view of the scenario's GPAs: identity, in 1G pages, so that the hardware's
+    // walk touches no page-table page the warm-up did not (their leaves would count).
+    let mut gigs: Vec<u64> = cmds_pages(&cmds).into_iter().map(|p| p & !((1 << 30) - 1)).collect();
+    gigs.dedup();
+    for g in gigs {
+        let _ = writeln!(out, "\tvirt_map_level(vm, {g:#x}ull, {g:#x}ull, 1ull << 30, PG_LEVEL_1G);");
     }
     out.push_str(&body);
     out.push_str("\n\t(void)attr;\n\t(void)range;\n\t(void)n;\n\tkvm_vm_free(vm);\n\treturn 0;\n}\n");
