@@ -8,6 +8,7 @@ pub mod tap;
 
 use crate::oracle::Finding;
 use crate::seq::{text, Sequence};
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -112,5 +113,78 @@ pub fn write_finding_files(
         &dir.join(format!("{stem}.json")),
         serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes(),
     )?;
+    write_report_dir(&dir.join(&stem), signature, detail, sequence, &format!("{replay} {}", seq_path.display()), &extra)?;
     Ok(seq_path)
+}
+
+/// Beside a finding's `.seq` and `.json`, a directory ready to send to the KVM list: the
+/// reproducer in both C flavours where the VM type allows, the kernel's log excerpt where it
+/// reported something, and a `REPORT.md` in the shape of a bug report.
+fn write_report_dir(
+    d: &Path,
+    signature: &str,
+    detail: &str,
+    sequence: &str,
+    replay: &str,
+    extra: &serde_json::Value,
+) -> std::io::Result<()> {
+    let found = &extra["found_on"];
+    let mut notes = Vec::new();
+    write_atomic(&d.join("case.seq"), sequence.as_bytes())?;
+    let kernel = found["model_kernel"].as_str().and_then(crate::seq::Kernel::from_name);
+    match text::parse("case.seq", sequence) {
+        Ok(seq) => {
+            match kselftest_upstream::export(&seq, "case.seq", sequence, kernel) {
+                Ok(c) => write_atomic(&d.join("privmem_case.c"), c.as_bytes())?,
+                Err(e) => notes.push(format!("no upstream kselftest: {e}")),
+            }
+            match kselftest::export(&seq, "case.seq") {
+                Ok(c) => write_atomic(&d.join("repro.c"), c.as_bytes())?,
+                Err(e) => notes.push(format!("no standalone C: {e}")),
+            }
+        }
+        Err(e) => notes.push(format!("the sequence does not parse: {e}")),
+    }
+    let log = detail.split_once("the kernel reported:\n").map(|(_, l)| l.to_string());
+    if let Some(l) = &log {
+        write_atomic(&d.join("kernel.log"), l.as_bytes())?;
+    }
+    let kind = signature.split(':').next().unwrap_or("finding");
+    let mut r = String::new();
+    let _ = writeln!(r, "# {signature}\n");
+    let _ = writeln!(r, "## What happened\n\n{}\n", detail.lines().next().unwrap_or(""));
+    let _ = writeln!(
+        r,
+        "## What the model expected\n\n{}\n",
+        match kind {
+            "divergence" => "The outcome or mapping the model allows is in the line above (`the model allows ...`); the kernel did otherwise.",
+            "kernel-splat" => "No kernel report: the model's run of the case is clean.",
+            "livelock" => "Every guest access finishes within a bounded number of host exits.",
+            "silent-data-loss" => "A page the guest accepted keeps its value until an event the guest sees.",
+            _ => "See the finding's detail in the `.json`.",
+        }
+    );
+    let _ = writeln!(
+        r,
+        "## Where\n\n- kernel: {} (modelled as {})\n- privmem: {}\n- lab config: {}\n",
+        found["kernel_release"].as_str().unwrap_or("(the model alone)"),
+        found["model_kernel"].as_str().unwrap_or("?"),
+        found["privmem"].as_str().map(String::from).unwrap_or_else(privmem_version),
+        found["lab_config"].as_str().unwrap_or("-")
+    );
+    let _ = writeln!(r, "## Reproduce\n\n    {replay}\n");
+    if d.join("privmem_case.c").exists() {
+        r.push_str("A KVM selftest of it: `privmem_case.c`, for `tools/testing/selftests/kvm/x86/`.\n");
+    }
+    if d.join("repro.c").exists() {
+        r.push_str("A self-contained C reproducer: `repro.c` (`gcc -o repro repro.c && ./repro`).\n");
+    }
+    if log.is_some() {
+        r.push_str("The kernel's report: `kernel.log`.\n");
+    }
+    for n in &notes {
+        let _ = writeln!(r, "\n({n})");
+    }
+    let _ = writeln!(r, "\n## The case\n\n```\n{}```", sequence);
+    write_atomic(&d.join("REPORT.md"), r.as_bytes())
 }
