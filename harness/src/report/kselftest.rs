@@ -3,16 +3,17 @@
 //! one observation per step in privmem's words (`step N: value 0x..`), so its output can be
 //! compared line by line with `privmem replay --backend kvm`.
 
-use crate::seq::text::print_op;
+use crate::seq::text::{print_op, print_outcome};
 use crate::seq::*;
 use privmem_guest::abi::*;
 use std::fmt::Write as _;
 
 const PRELUDE: &str = include_str!("kselftest_prelude.c");
 
-fn prelude(source: &str) -> String {
+fn prelude(source: &str, expected: &str) -> String {
     let code: Vec<String> = privmem_guest::x86_cpl3::code().iter().map(|b| format!("{b:#04x}")).collect();
-    let subst: [(&str, String); 21] = [
+    let subst: [(&str, String); 22] = [
+        ("@EXPECTED@", expected.to_string()),
         ("@SOURCE@", source.replace("*/", "* /")),
         ("@HARNESS_GPA@", format!("{HARNESS_GPA:#x}")),
         ("@HARNESS_SIZE@", format!("{HARNESS_SIZE:#x}")),
@@ -48,7 +49,15 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
     if h.vm != VmType::Default {
         return Err(format!("kselftest export covers default VMs; this sequence is vm {}", h.vm.name()));
     }
-    let mut out = prelude(source);
+    // The expectations as the C compares them: privmem's own outcome text, by step (1-based).
+    let mut exp = vec!["NULL".to_string()];
+    for st in &seq.steps {
+        exp.push(match &st.expect {
+            Some(o) => format!("\"{}\"", print_outcome(o)),
+            None => "NULL".into(),
+        });
+    }
+    let mut out = prelude(source, &exp.join(", "));
     for (i, g) in h.gmems.iter().enumerate() {
         if g.huge {
             return Err(format!("gmem {}: huge guest_memfd folios have no kernel flag to export", g.name));
@@ -114,7 +123,7 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
                 "p = host_ptr({addr:#x}ull);\n\tif (p) {{ *p = {value:#x}ull; say({step}, 0); }} else say({step}, EFAULT);"
             ),
             Op::HostRead { addr } => format!(
-                "p = host_ptr({addr:#x}ull);\n\tif (p) printf(\"step {step}: value 0x%llx\\n\", (unsigned long long)*p); else say({step}, EFAULT);"
+                "p = host_ptr({addr:#x}ull);\n\tif (p) {{ char b[64]; snprintf(b, sizeof(b), \"value 0x%llx\", (unsigned long long)*p); observe({step}, b); }} else say({step}, EFAULT);"
             ),
             Op::ExpectPages { .. } | Op::ExpectSept { .. } => "/* state check: not exported */".to_string(),
             other => return Err(format!("step {step}: `{}` is not exported yet", print_op(other))),
@@ -122,6 +131,6 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
         let _ = writeln!(out, "\t{line}");
         i += 1;
     }
-    out.push_str("\treturn 0;\n}\n");
+    out.push_str("\tif (mismatches)\n\t\tprintf(\"repro: %d expectation(s) did not hold\\n\", mismatches);\n\treturn mismatches ? 1 : 0;\n}\n");
     Ok(out)
 }
