@@ -160,6 +160,9 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
         }
         seq.header.set_kernel(k);
     }
+    // Scenarios placed below 1 GiB, where the library keeps its own memory, move up by 4 GiB:
+    // alignments and distances stay, so the checks the scenario makes stay too.
+    shift_low(&mut seq);
     let seq = &seq;
     let h = &seq.header;
     let vm_type = match h.vm {
@@ -385,6 +388,46 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
                 );
                 check("r", &mut body);
             }
+            Op::Punch { addr, size, keep_size } => {
+                // Through the slots, as privmem's host op does: one fallocate per guest_memfd
+                // slot piece; a part with no guest_memfd slot is privmem's own ENOENT.
+                let (s0, e0) = (addr / 4096, addr.saturating_add((*size).max(1)).div_ceil(4096));
+                let mut pieces = Vec::new();
+                let mut at = s0;
+                while at < e0 {
+                    let Some(r) = slots.values().find(|r| {
+                        r.flags.contains("GUEST_MEMFD") && at >= r.gpa / 4096 && at < (r.gpa + r.size) / 4096
+                    }) else {
+                        break;
+                    };
+                    let end = e0.min((r.gpa + r.size) / 4096);
+                    pieces.push((r.fd.clone(), r.off + (at * 4096 - r.gpa), (end - at) * 4096));
+                    at = end;
+                }
+                if at < e0 || pieces.is_empty() {
+                    if matches!(expect, Some(Outcome::Err(Errno::ENOENT)) | None) {
+                        let _ = writeln!(body, "\t/* no guest_memfd slot there: privmem's own ENOENT */");
+                        continue;
+                    }
+                    return Err(format!("{what}: a punch outside guest_memfd slots"));
+                }
+                let aligned = addr % 4096 == 0 && size % 4096 == 0 && *size > 0;
+                if !aligned || !keep_size {
+                    // The kernel judges the exact arguments.
+                    let (fd, off, _) = &pieces[0];
+                    let mode = if *keep_size { "FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE" } else { "FALLOC_FL_PUNCH_HOLE" };
+                    let _ = writeln!(body, "\tr = fallocate({fd}, {mode}, {:#x}ll, {:#x}ll);", off + (addr - s0 * 4096), size);
+                } else {
+                    let _ = writeln!(body, "\tr = 0;");
+                    for (fd, off, len) in &pieces {
+                        let _ = writeln!(
+                            body,
+                            "\tif (!r)\n\t\tr = fallocate({fd}, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, {off:#x}ll, {len:#x}ll);"
+                        );
+                    }
+                }
+                check("r", &mut body);
+            }
             Op::HostWrite { addr, .. } | Op::HostRead { addr } => {
                 // Through the slot's userspace memory, as privmem's host ops go; outside every
                 // slot there is nothing to touch (privmem's own EFAULT, not the kernel's).
@@ -455,6 +498,31 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
     out.push_str(&body);
     out.push_str("\n\t(void)attr;\n\t(void)range;\n\t(void)n;\n\tkvm_vm_free(vm);\n\treturn 0;\n}\n");
     Ok(out)
+}
+
+/// Move a scenario that uses memory below 1 GiB up by 4 GiB, where nothing else it uses would
+/// move past 2^40.
+fn shift_low(seq: &mut Sequence) {
+    const SHIFT: u64 = 4 << 30;
+    let addrs: Vec<u64> = seq
+        .header
+        .slots
+        .iter()
+        .filter(|s| s.size > 0)
+        .map(|s| s.gpa)
+        .chain(seq.steps.iter().filter_map(|st| st.op.addr()))
+        .collect();
+    if !addrs.iter().any(|&a| a < 1 << 30) || addrs.iter().any(|&a| a >= 1 << 40) {
+        return;
+    }
+    for s in &mut seq.header.slots {
+        s.gpa += SHIFT;
+    }
+    for st in &mut seq.steps {
+        if let Some(a) = st.op.addr_mut() {
+            *a += SHIFT;
+        }
+    }
 }
 
 /// The helpers the test's body uses: a helper follows a `//@NAME` marker line and is kept when

@@ -1148,7 +1148,8 @@ impl Backend for KvmBackend {
             // Linux stores attributes page by page (6.12: an xa_reserve per page before
             // anything else): a range of 2^47 bytes is allocated until the lab kernel runs out
             // of memory and panics. Such ranges stay on the model.
-            Op::Private { size, .. } | Op::Shared { size, .. }
+            // A guest's map-gpa becomes the same conversion, done by the harness on its exit.
+            Op::Private { size, .. } | Op::Shared { size, .. } | Op::MapGpa { size, .. }
                 if *size > if in_lab() { MAX_ATTR_RANGE_LAB } else { MAX_ATTR_RANGE } =>
             {
                 false
