@@ -415,8 +415,14 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
                 if !aligned || !keep_size {
                     // The kernel judges the exact arguments.
                     let (fd, off, _) = &pieces[0];
-                    let mode = if *keep_size { "FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE" } else { "FALLOC_FL_PUNCH_HOLE" };
-                    let _ = writeln!(body, "\tr = fallocate({fd}, {mode}, {:#x}ll, {:#x}ll);", off + (addr - s0 * 4096), size);
+                    let mode =
+                        if *keep_size { "FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE" } else { "FALLOC_FL_PUNCH_HOLE" };
+                    let _ = writeln!(
+                        body,
+                        "\tr = fallocate({fd}, {mode}, {:#x}ll, {:#x}ll);",
+                        off + (addr - s0 * 4096),
+                        size
+                    );
                 } else {
                     let _ = writeln!(body, "\tr = 0;");
                     for (fd, off, len) in &pieces {

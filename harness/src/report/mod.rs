@@ -113,7 +113,14 @@ pub fn write_finding_files(
         &dir.join(format!("{stem}.json")),
         serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes(),
     )?;
-    write_report_dir(&dir.join(&stem), signature, detail, sequence, &format!("{replay} {}", seq_path.display()), &extra)?;
+    write_report_dir(
+        &dir.join(&stem),
+        signature,
+        detail,
+        sequence,
+        &format!("{replay} {}", seq_path.display()),
+        &extra,
+    )?;
     Ok(seq_path)
 }
 

@@ -1,0 +1,157 @@
+//! Running a case: guest ops of one vCPU as one batch on its command page, host ops between
+//! them, and the kernel's view after every step.
+
+use super::*;
+
+impl KvmBackend {
+    /// Run consecutive guest ops of one vCPU as one batch.
+    pub(super) fn guest_batch(&mut self, v: u32, ops: &[(usize, &Op)], t: &mut RealTrace) -> Result<(), RunError> {
+        let st = self.vm.as_mut().expect("prepared");
+        let cmd = CMD_OFF + v as u64 * CMD_STRIDE;
+        let res = cmd + 0x1000;
+        for (i, (_, op)) in ops.iter().enumerate() {
+            let (code, addr, value, attrs) = match **op {
+                Op::Read { addr, .. } => (OP_READ, (addr & !0xfff) + VALUE_OFFSET, 0, 0),
+                Op::Write { addr, value, .. } => (OP_WRITE, (addr & !0xfff) + VALUE_OFFSET, value, 0),
+                Op::Touch { addr, .. } => (OP_TOUCH, (addr & !0xfff) + VALUE_OFFSET, 0, 0),
+                // The GPA as it is (KVM checks its alignment), the size in pages.
+                Op::MapGpa { addr, size, private, .. } => {
+                    (OP_MAP_GPA, addr, size / 4096, if private { MAP_GPA_ENCRYPTED } else { 0 })
+                }
+                _ => return Err(RunError::Unsupported(format!("guest op `{}` on this guest", text::print_op(op)))),
+            };
+            let c = cmd + CMD_FIRST + i as u64 * CMD_SIZE;
+            st.harness.write_u64(c, code);
+            st.harness.write_u64(c + 8, addr);
+            st.harness.write_u64(c + 16, value);
+            st.harness.write_u64(c + 24, attrs);
+            st.harness.write_u64(res + i as u64 * RES_SIZE, 0);
+        }
+        st.harness.write_u64(cmd, ops.len() as u64);
+        let n = ops.len() as u64;
+        let first = ops.first().map(|o| o.0).unwrap_or(0);
+        let (mut exits, mut runs) = (Vec::new(), 0);
+        loop {
+            let harness = &st.harness;
+            let done = || (0..n).filter(|i| harness.read_u64(res + i * RES_SIZE) == ST_DONE).count() as u64;
+            let r = guest::run_batch(&mut st.vcpus[v as usize], n, self.timeout, &self.watchdog, done);
+            match r {
+                Ok((e, r)) => {
+                    exits.extend(e);
+                    runs += r;
+                    break;
+                }
+                Err(BatchError::MapGpa(m, e, r)) => {
+                    exits.extend(e);
+                    runs += r;
+                    // Userspace's half of the guest's MapGPA: convert, answer, run on.
+                    let ret = Self::map_gpa_exit(st, m);
+                    // The exit was KVM_EXIT_HYPERCALL, so `hypercall` is the union's live field; KVM
+                    // reads `ret` back into the guest's rax on the next run.
+                    st.vcpus[v as usize].get_kvm_run().__bindgen_anon_1.hypercall.ret = ret;
+                }
+                Err(BatchError::Timeout) => return Err(RunError::Timeout { step: first }),
+                Err(BatchError::Guest(d)) => return Err(RunError::Guest { step: first, detail: d }),
+            }
+        }
+        t.exits += runs;
+        t.guest_ops += ops.len() as u64;
+        st.harness_warm = true;
+        for (i, (step, op)) in ops.iter().enumerate() {
+            let o = match exits.iter().find(|(k, _)| *k == i as u64) {
+                Some((_, CmdExit::Mmio)) => Outcome::Exit(Exit::Mmio),
+                Some((_, CmdExit::MemoryFault { private })) => Outcome::Exit(Exit::MemoryFault { private: *private }),
+                None => {
+                    let status = st.harness.read_u64(res + i as u64 * RES_SIZE);
+                    if status != ST_DONE {
+                        return Err(RunError::Guest { step: *step, detail: format!("command {i} status {status:#x}") });
+                    }
+                    let value = st.harness.read_u64(res + i as u64 * RES_SIZE + 8);
+                    match op {
+                        Op::Read { .. } => Outcome::Value(value),
+                        // The hypercall's return: 0, or a negative KVM errno.
+                        Op::MapGpa { .. } if value != 0 => errno_of((value as i64).unsigned_abs() as i32),
+                        _ => Outcome::Ok,
+                    }
+                }
+            };
+            t.observed[*step] = Observed::Outcome(o);
+        }
+        Ok(())
+    }
+
+    pub(super) fn run_steps(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {
+        let h = &seq.header;
+        let st = self.vm.as_mut().expect("prepared");
+        st.plain_backing.clear();
+        for g in &h.gmems {
+            Self::gmem_create(st, g)
+                .map_err(|e| RunError::Setup(format!("gmem {}: KVM_CREATE_GUEST_MEMFD: errno {e}", g.name)))?;
+        }
+        for s in &h.slots {
+            if let Outcome::Err(e) = Self::slot_add(st, h, s) {
+                return Err(RunError::Setup(format!("slot {}: {}", s.id, e.name())));
+            }
+        }
+        let mut t = RealTrace {
+            observed: vec![Observed::NotChecked; seq.steps.len()],
+            views: vec![None; seq.steps.len()],
+            ..Default::default()
+        };
+        // The header's slots are in place: what the kernel mapped so far is not the case's.
+        let _ = self.step_view();
+        // Reports before the first step (slot set-up) count against the first.
+        if let Some(k) = self.kmsg.as_mut() {
+            t.splats.extend(k.splats().into_iter().map(|s| (0, s)));
+        }
+        let mut i = 0;
+        while i < seq.steps.len() {
+            let op = &seq.steps[i].op;
+            if op.kind().is_guest() {
+                let v = op.vcpu().expect("guest op");
+                let mut batch = vec![(i, op)];
+                while i + batch.len() < seq.steps.len() && batch.len() < MAX_BATCH as usize {
+                    let next = &seq.steps[i + batch.len()].op;
+                    if !next.kind().is_guest() || next.vcpu() != Some(v) {
+                        break;
+                    }
+                    batch.push((i + batch.len(), next));
+                }
+                let n = batch.len();
+                let t0 = Instant::now();
+                self.guest_batch(v, &batch, &mut t)?;
+                count_time(op.kind() as usize, t0);
+                i += n;
+                let t0 = Instant::now();
+                self.observe(&mut t, i - 1);
+                count_time(OP_NANOS.len() - 1, t0);
+            } else {
+                let t0 = Instant::now();
+                t.observed[i] = self.host_op(h, op);
+                count_time(op.kind() as usize, t0);
+                let t0 = Instant::now();
+                self.observe(&mut t, i);
+                count_time(OP_NANOS.len() - 1, t0);
+                i += 1;
+            }
+        }
+        if self.view.as_mut().is_some_and(|v| v.check_lost()) {
+            // Events were dropped somewhere in the case: no view of it is trustworthy.
+            t.views_lost = t.views.iter().filter(|v| v.is_some()).count() as u64;
+            t.views.iter_mut().for_each(|v| *v = None);
+        }
+        let st = self.vm.as_mut().expect("prepared");
+        let plain = std::mem::take(&mut st.plain_backing);
+        t.host = HostFacts {
+            address_spaces: Some(self.caps.address_spaces.max(1)),
+            // One fact for all plain slots of the case: where they differ, the host's choice.
+            plain: match plain.split_first() {
+                Some((first, rest)) if rest.iter().all(|b| b == first) => *first,
+                _ => UserBacking::Unknown,
+            },
+            gmem_shared: mem::shmem_backing(),
+            phys_bits: self.max_gpa_bits,
+        };
+        Ok(t)
+    }
+}

@@ -1,0 +1,219 @@
+//! Host ops: what userspace does between guest batches (memslots, attributes, hole punches,
+//! pre-faults, host reads and writes, guest_memfd files), and its half of the guest's MapGPA.
+
+use super::*;
+
+impl KvmBackend {
+    /// The host's view of the page at `gpa`: (mapping, offset).
+    pub(super) fn host_view(st: &VmState, gpa: u64) -> Option<(&Mapping, u64)> {
+        let (_, sl) = st.slots.iter().find(|(_, sl)| gpa >= sl.gpa && gpa < sl.gpa + sl.size)?;
+        let off = (gpa & !0xfff) - sl.gpa + VALUE_OFFSET;
+        if let Some(m) = &sl.anon {
+            return Some((m, off));
+        }
+        let (fi, goff) = sl.gmem?;
+        Some((st.gmems[fi].map.as_ref()?, goff + off))
+    }
+
+    pub(super) fn punch(st: &VmState, addr: u64, size: u64, keep_size: bool) -> Outcome {
+        // Resolve the page-rounded range through the slots first (as the model does), in
+        // pages: a range that ends at the top of the address space must not wrap.
+        let s = addr / 4096;
+        let e = addr.saturating_add(size.max(1)).div_ceil(4096);
+        let mut pieces = Vec::new();
+        let mut at = s;
+        while at < e {
+            let Some((_, sl)) = st
+                .slots
+                .iter()
+                .find(|(_, sl)| at >= sl.gpa / 4096 && at < (sl.gpa + sl.size) / 4096 && sl.gmem.is_some())
+            else {
+                return Outcome::Err(Errno::ENOENT);
+            };
+            let end = e.min((sl.gpa + sl.size) / 4096);
+            let (fi, off) = sl.gmem.expect("filtered");
+            pieces.push((fi, off + (at * 4096 - sl.gpa), (end - at) * 4096));
+            at = end;
+        }
+        let s = s * 4096;
+        let Some(&(first_fi, first_off, _)) = pieces.first() else {
+            return Outcome::Err(Errno::ENOENT);
+        };
+        let aligned = addr.is_multiple_of(4096) && size.is_multiple_of(4096) && size > 0;
+        if !aligned || !keep_size {
+            // Let the kernel judge the exact arguments.
+            let off = first_off + (addr - s);
+            return match raw::punch_hole(st.gmems[first_fi].fd.as_raw_fd(), off, size, keep_size) {
+                Ok(()) => Outcome::Ok,
+                Err(e) => errno_of(e),
+            };
+        }
+        for (fi, off, len) in pieces {
+            if let Err(e) = raw::punch_hole(st.gmems[fi].fd.as_raw_fd(), off, len, true) {
+                return errno_of(e);
+            }
+        }
+        Outcome::Ok
+    }
+
+    pub(super) fn host_op(&mut self, h: &Header, op: &Op) -> Observed {
+        let st = self.vm.as_mut().expect("prepared");
+        let o = match op {
+            Op::SlotAdd(s) => Self::slot_add(st, h, s),
+            Op::SlotDelete { id } => {
+                let r = kvm_userspace_memory_region2 { slot: *id, ..Default::default() };
+                // SAFETY: deleting a slot.
+                match unsafe { st.vm.set_user_memory_region2(r) } {
+                    Ok(()) => {
+                        st.slots.remove(id);
+                        st.harness_warm &= !st.zaps_all;
+                        Outcome::Ok
+                    }
+                    Err(e) => errno_of(e.errno()),
+                }
+            }
+            Op::SlotMove { id, gpa } => match st.slots.get(id) {
+                None => Outcome::Err(Errno::ENOENT),
+                Some(sl) => {
+                    let r = Self::slot_region(*id, sl, *gpa, sl.size, st);
+                    // SAFETY: same userspace memory, new GPA.
+                    match unsafe { st.vm.set_user_memory_region2(r) } {
+                        Ok(()) => {
+                            st.slots.get_mut(id).expect("present").gpa = *gpa;
+                            st.harness_warm &= !st.zaps_all;
+                            Outcome::Ok
+                        }
+                        Err(e) => errno_of(e.errno()),
+                    }
+                }
+            },
+            Op::Private { addr, size } | Op::Shared { addr, size } => {
+                let attributes = if matches!(op, Op::Private { .. }) { 1 << 3 } else { 0 };
+                let a = kvm_bindings::kvm_memory_attributes { address: *addr, size: *size, attributes, flags: 0 };
+                match st.vm.set_memory_attributes(a) {
+                    Ok(()) => {
+                        st.private.set(*addr, addr.saturating_add(*size), attributes != 0);
+                        Outcome::Ok
+                    }
+                    Err(e) => errno_of(e.errno()),
+                }
+            }
+            Op::Punch { addr, size, keep_size } => Self::punch(st, *addr, *size, *keep_size),
+            Op::Prefault { vcpu, addr, size } => {
+                // The kernel's pre-fault loop stops on a signal and nowhere else: with progress
+                // it returns 0 with the range advanced, without any -EINTR. A tick of signals
+                // measures progress; a pre-fault that makes none for PREFAULT_STALL (6.12 on an
+                // obsolete root, found by the lab) is an EINTR outcome, not a hung lab, and
+                // costs a second, not a whole guest window.
+                let (mut gpa, mut left) = (*addr, *size);
+                let mut stalled = Duration::ZERO;
+                loop {
+                    self.watchdog.arm(PREFAULT_TICK);
+                    let r = raw::pre_fault(&st.vcpus[*vcpu as usize], gpa, left);
+                    self.watchdog.disarm();
+                    match r {
+                        Ok((_, 0)) => break Outcome::Ok,
+                        Ok((g, l)) => {
+                            (gpa, left, stalled) = (g, l, Duration::ZERO);
+                        }
+                        Err(e) if e == libc::EINTR && stalled < PREFAULT_STALL => stalled += PREFAULT_TICK,
+                        Err(e) => break errno_of(e),
+                    }
+                }
+            }
+            Op::HostWrite { addr, value } => match Self::host_view(st, *addr) {
+                Some((m, off)) => {
+                    m.write_u64(off, *value);
+                    Outcome::Ok
+                }
+                None => Outcome::Err(Errno::EFAULT),
+            },
+            Op::HostRead { addr } => match Self::host_view(st, *addr) {
+                Some((m, off)) => Outcome::Value(m.read_u64(off)),
+                None => Outcome::Err(Errno::EFAULT),
+            },
+            Op::ExpectPages { .. } => {
+                let harness = if st.harness_warm { st.baseline } else { st.post_zap };
+                return match st.stats.as_ref().and_then(|s| s.pages()).zip(harness) {
+                    // Less the harness's own mappings.
+                    Some((p, b)) => Observed::Pages([
+                        p[0].saturating_sub(b[0]),
+                        p[1].saturating_sub(b[1]),
+                        p[2].saturating_sub(b[2]),
+                    ]),
+                    None => Observed::NotChecked,
+                };
+            }
+            Op::ExpectSept { .. } => return Observed::NotChecked,
+            Op::GmemCreate { decl, raw } => {
+                let flags = *raw
+                    | if decl.mmap { raw::GUEST_MEMFD_FLAG_MMAP } else { 0 }
+                    | if decl.init_shared { raw::GUEST_MEMFD_FLAG_INIT_SHARED } else { 0 };
+                let args = kvm_create_guest_memfd { size: decl.size, flags, ..Default::default() };
+                match st.vm.create_guest_memfd(args) {
+                    Ok(fd) => {
+                        // SAFETY: the kernel just handed us this fd.
+                        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                        // Named for `fallocate`; slots bind header files only.
+                        st.gmems.push(RGmem { fd, decl: decl.clone(), map: None });
+                        Outcome::Ok
+                    }
+                    Err(e) => errno_of(e.errno()),
+                }
+            }
+            Op::Fallocate { gmem, offset, len, punch, keep_size } => {
+                // A name the case never created is fd -1: the kernel's EBADF, as the model says.
+                let fd = st.gmems.iter().rev().find(|g| g.decl.name == *gmem).map(|g| g.fd.as_raw_fd()).unwrap_or(-1);
+                let mode = if *keep_size { libc::FALLOC_FL_KEEP_SIZE } else { 0 }
+                    | if *punch { libc::FALLOC_FL_PUNCH_HOLE } else { 0 };
+                // SAFETY: fallocate(2) on an fd of ours (or -1); no memory is passed.
+                if unsafe { libc::fallocate(fd, mode, *offset as i64, *len as i64) } == 0 {
+                    Outcome::Ok
+                } else {
+                    errno_of(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+                }
+            }
+            // Refused by `unsupported` before the run.
+            _ => Outcome::Err(Errno::ENOSYS),
+        };
+        Observed::Outcome(o)
+    }
+
+    /// Userspace's handling of KVM_HC_MAP_GPA_RANGE, as the selftests' and the model's: set the
+    /// attributes, then drop the side the range left (punch guest_memfd going shared, zero the
+    /// shared memory going private). Returns the hypercall's return for the guest.
+    pub(super) fn map_gpa_exit(st: &mut VmState, m: guest::MapGpaExit) -> u64 {
+        let private = m.attrs & MAP_GPA_ENCRYPTED != 0;
+        let Some(end) = m.pages.checked_mul(4096).and_then(|len| m.gpa.checked_add(len)) else {
+            return -(libc::EINVAL as i64) as u64;
+        };
+        let a = kvm_bindings::kvm_memory_attributes {
+            address: m.gpa,
+            size: end - m.gpa,
+            attributes: if private { 1 << 3 } else { 0 },
+            flags: 0,
+        };
+        if let Err(e) = st.vm.set_memory_attributes(a) {
+            return -(e.errno() as i64) as u64;
+        }
+        st.private.set(m.gpa, end, private);
+        for sl in st.slots.values() {
+            let (s, e) = (m.gpa.max(sl.gpa), end.min(sl.gpa + sl.size));
+            if s >= e {
+                continue;
+            }
+            match (private, sl.gmem, &sl.anon) {
+                (false, Some((fi, off)), _) => {
+                    let _ = raw::punch_hole(st.gmems[fi].fd.as_raw_fd(), off + (s - sl.gpa), e - s, true);
+                }
+                (true, _, Some(anon)) => {
+                    for p in (s..e).step_by(4096) {
+                        anon.write_u64(p - sl.gpa + VALUE_OFFSET, 0);
+                    }
+                }
+                _ => {}
+            }
+        }
+        0
+    }
+}
