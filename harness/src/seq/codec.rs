@@ -7,6 +7,8 @@
 //! Layout: `vm variant+5*kernels options vcpus ngmem {gmem} nslot {slot} {op expect}`. Numbers are LEB128;
 //! addresses and sizes are page numbers when page aligned (low bit 0), else a tagged pair.
 
+use super::codes::*;
+use super::header::*;
 use super::kernel::Kernel;
 use super::legal;
 use super::op::*;

@@ -6,6 +6,7 @@
 //! Swarm testing: each case enables a random subset of op kinds, so rare interactions are not
 //! drowned by common ops.
 
+use super::header::*;
 use super::legal;
 use super::op::*;
 use arbitrary::{Result, Unstructured};

@@ -3,6 +3,7 @@
 //! One table, used by the parser (an op with no meaning is a parse error with this reason), by
 //! the codec (such ops are dropped while decoding) and by `fixup`.
 
+use super::header::*;
 use super::op::*;
 
 /// Limits that keep sequences small enough to run fast and print readably.

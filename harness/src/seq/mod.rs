@@ -2,11 +2,15 @@
 //! inputs, generation and `fixup`, and the table of which ops each VM type gives meaning to.
 
 pub mod codec;
+pub mod codes;
 pub mod gen;
+pub mod header;
 pub mod kernel;
 pub mod legal;
 pub mod op;
 pub mod text;
 
+pub use codes::*;
+pub use header::*;
 pub use kernel::Kernel;
 pub use op::*;

@@ -2,6 +2,8 @@
 //! with K/M/G suffixes. Parsing reports file, line, column and what was expected; printing is
 //! canonical, and `parse(print(s)) == s` for every legal sequence.
 
+use super::codes::*;
+use super::header::*;
 use super::kernel::Kernel;
 use super::legal;
 use super::op::*;

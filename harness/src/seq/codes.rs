@@ -1,0 +1,338 @@
+//! The codes a step's outcome is written in: errno values, TDX module statuses, S-EPT states,
+//! TDVMCALL statuses, PVALIDATE return codes, exits; and the outcome itself.
+
+use super::Level;
+use serde::Serialize;
+
+/// Errno names the model and backends report (values as on x86-64 Linux).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Errno {
+    EPERM,
+    ENOENT,
+    EINTR,
+    EIO,
+    E2BIG,
+    EBADF,
+    EAGAIN,
+    ENOMEM,
+    EFAULT,
+    EBUSY,
+    EEXIST,
+    EINVAL,
+    EFBIG,
+    ENOSPC,
+    ENOTTY,
+    ERANGE,
+    ENOSYS,
+    EOPNOTSUPP,
+}
+
+impl Errno {
+    pub const ALL: [Errno; 18] = [
+        Errno::EPERM,
+        Errno::ENOENT,
+        Errno::EINTR,
+        Errno::EIO,
+        Errno::E2BIG,
+        Errno::EBADF,
+        Errno::EAGAIN,
+        Errno::ENOMEM,
+        Errno::EFAULT,
+        Errno::EBUSY,
+        Errno::EEXIST,
+        Errno::EINVAL,
+        Errno::EFBIG,
+        Errno::ENOSPC,
+        Errno::ENOTTY,
+        Errno::ERANGE,
+        Errno::ENOSYS,
+        Errno::EOPNOTSUPP,
+    ];
+    pub fn value(self) -> i32 {
+        match self {
+            Errno::EPERM => 1,
+            Errno::ENOENT => 2,
+            Errno::EINTR => 4,
+            Errno::EIO => 5,
+            Errno::E2BIG => 7,
+            Errno::EBADF => 9,
+            Errno::EAGAIN => 11,
+            Errno::ENOMEM => 12,
+            Errno::EFAULT => 14,
+            Errno::EBUSY => 16,
+            Errno::EEXIST => 17,
+            Errno::EINVAL => 22,
+            Errno::EFBIG => 27,
+            Errno::ENOSPC => 28,
+            Errno::ENOTTY => 25,
+            Errno::ERANGE => 34,
+            Errno::ENOSYS => 38,
+            Errno::EOPNOTSUPP => 95,
+        }
+    }
+    pub fn from_value(v: i32) -> Option<Errno> {
+        Errno::ALL.iter().copied().find(|e| e.value() == v)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Errno::EPERM => "EPERM",
+            Errno::ENOENT => "ENOENT",
+            Errno::EINTR => "EINTR",
+            Errno::EIO => "EIO",
+            Errno::E2BIG => "E2BIG",
+            Errno::EBADF => "EBADF",
+            Errno::EAGAIN => "EAGAIN",
+            Errno::ENOMEM => "ENOMEM",
+            Errno::EFAULT => "EFAULT",
+            Errno::EBUSY => "EBUSY",
+            Errno::EEXIST => "EEXIST",
+            Errno::EINVAL => "EINVAL",
+            Errno::EFBIG => "EFBIG",
+            Errno::ENOSPC => "ENOSPC",
+            Errno::ENOTTY => "ENOTTY",
+            Errno::ERANGE => "ERANGE",
+            Errno::ENOSYS => "ENOSYS",
+            Errno::EOPNOTSUPP => "EOPNOTSUPP",
+        }
+    }
+}
+
+/// TDX module status codes (SPEC.md §4). The value is the 64-bit status with the operand bits
+/// clear; KVM compares the upper 32 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum TdxStatus {
+    Success,
+    InterruptedRestartable,
+    OperandInvalid,
+    OperandBusy,
+    PreviousTlbEpochBusy,
+    OpStateIncorrect,
+    EptWalkFailed,
+    EptEntryNotPresent,
+    GpaRangeNotBlocked,
+    GpaRangeAlreadyBlocked,
+    TlbTrackingNotDone,
+    EptInvalidPromoteConditions,
+    PageAlreadyAccepted,
+    PageSizeMismatch,
+    EptEntryStateIncorrect,
+}
+
+impl TdxStatus {
+    pub const ALL: [TdxStatus; 15] = [
+        TdxStatus::Success,
+        TdxStatus::InterruptedRestartable,
+        TdxStatus::OperandInvalid,
+        TdxStatus::OperandBusy,
+        TdxStatus::PreviousTlbEpochBusy,
+        TdxStatus::OpStateIncorrect,
+        TdxStatus::EptWalkFailed,
+        TdxStatus::EptEntryNotPresent,
+        TdxStatus::GpaRangeNotBlocked,
+        TdxStatus::GpaRangeAlreadyBlocked,
+        TdxStatus::TlbTrackingNotDone,
+        TdxStatus::EptInvalidPromoteConditions,
+        TdxStatus::PageAlreadyAccepted,
+        TdxStatus::PageSizeMismatch,
+        TdxStatus::EptEntryStateIncorrect,
+    ];
+    pub fn value(self) -> u64 {
+        match self {
+            TdxStatus::Success => 0,
+            TdxStatus::InterruptedRestartable => 0x8000_0004_0000_0000,
+            TdxStatus::OperandInvalid => 0xC000_0100_0000_0000,
+            TdxStatus::OperandBusy => 0x8000_0200_0000_0000,
+            TdxStatus::PreviousTlbEpochBusy => 0x8000_0201_0000_0000,
+            TdxStatus::OpStateIncorrect => 0xC000_0608_0000_0000,
+            TdxStatus::EptWalkFailed => 0xC000_0B00_0000_0000,
+            TdxStatus::EptEntryNotPresent => 0xC000_0B03_0000_0000,
+            TdxStatus::GpaRangeNotBlocked => 0xC000_0B06_0000_0000,
+            TdxStatus::GpaRangeAlreadyBlocked => 0x0000_0B07_0000_0000,
+            TdxStatus::TlbTrackingNotDone => 0xC000_0B08_0000_0000,
+            TdxStatus::EptInvalidPromoteConditions => 0xC000_0B09_0000_0000,
+            TdxStatus::PageAlreadyAccepted => 0x0000_0B0A_0000_0000,
+            TdxStatus::PageSizeMismatch => 0xC000_0B0B_0000_0000,
+            TdxStatus::EptEntryStateIncorrect => 0xC000_0B0D_0000_0000,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            TdxStatus::Success => "SUCCESS",
+            TdxStatus::InterruptedRestartable => "INTERRUPTED_RESTARTABLE",
+            TdxStatus::OperandInvalid => "OPERAND_INVALID",
+            TdxStatus::OperandBusy => "OPERAND_BUSY",
+            TdxStatus::PreviousTlbEpochBusy => "PREVIOUS_TLB_EPOCH_BUSY",
+            TdxStatus::OpStateIncorrect => "OP_STATE_INCORRECT",
+            TdxStatus::EptWalkFailed => "EPT_WALK_FAILED",
+            TdxStatus::EptEntryNotPresent => "EPT_ENTRY_NOT_PRESENT",
+            TdxStatus::GpaRangeNotBlocked => "GPA_RANGE_NOT_BLOCKED",
+            TdxStatus::GpaRangeAlreadyBlocked => "GPA_RANGE_ALREADY_BLOCKED",
+            TdxStatus::TlbTrackingNotDone => "TLB_TRACKING_NOT_DONE",
+            TdxStatus::EptInvalidPromoteConditions => "EPT_INVALID_PROMOTE_CONDITIONS",
+            TdxStatus::PageAlreadyAccepted => "PAGE_ALREADY_ACCEPTED",
+            TdxStatus::PageSizeMismatch => "PAGE_SIZE_MISMATCH",
+            TdxStatus::EptEntryStateIncorrect => "EPT_ENTRY_STATE_INCORRECT",
+        }
+    }
+    /// KVM compares the class in the upper 32 bits, not the operand id below.
+    pub fn from_value(v: u64) -> Option<TdxStatus> {
+        TdxStatus::ALL.iter().copied().find(|s| s.value() >> 32 == v >> 32)
+    }
+}
+
+/// S-EPT entry states with the values the TDX module reports (SPEC.md §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum SeptState {
+    Free,
+    Blocked,
+    Pending,
+    PendingBlocked,
+    Mapped,
+    NlBlocked,
+    NlMapped,
+}
+
+impl SeptState {
+    pub const ALL: [SeptState; 7] = [
+        SeptState::Free,
+        SeptState::Blocked,
+        SeptState::Pending,
+        SeptState::PendingBlocked,
+        SeptState::Mapped,
+        SeptState::NlBlocked,
+        SeptState::NlMapped,
+    ];
+    pub fn value(self) -> u8 {
+        match self {
+            SeptState::Free => 0,
+            SeptState::Blocked => 1,
+            SeptState::Pending => 2,
+            SeptState::PendingBlocked => 3,
+            SeptState::Mapped => 4,
+            SeptState::NlBlocked => 0x81,
+            SeptState::NlMapped => 0x84,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            SeptState::Free => "FREE",
+            SeptState::Blocked => "BLOCKED",
+            SeptState::Pending => "PENDING",
+            SeptState::PendingBlocked => "PENDING_BLOCKED",
+            SeptState::Mapped => "MAPPED",
+            SeptState::NlBlocked => "NL_BLOCKED",
+            SeptState::NlMapped => "NL_MAPPED",
+        }
+    }
+    pub fn is_leaf(self) -> bool {
+        matches!(self, SeptState::Blocked | SeptState::Pending | SeptState::PendingBlocked | SeptState::Mapped)
+    }
+    pub fn is_blocked(self) -> bool {
+        matches!(self, SeptState::Blocked | SeptState::PendingBlocked | SeptState::NlBlocked)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Exit {
+    Mmio,
+    MemoryFault { private: bool },
+}
+
+/// What one op did, as a backend observes it. Also the expectation syntax after `=>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Outcome {
+    Ok,
+    Err(Errno),
+    /// A TDX status returned to the guest, with the level the module reports in the low bits.
+    Tdx(TdxStatus, Option<Level>),
+    Value(u64),
+    Exit(Exit),
+    Ve,
+    Livelock,
+    VmDead,
+    /// SEV-SNP PVALIDATE's return code; `no_update` is the carry flag (nothing changed).
+    Pvalidate(PvalidateRc, bool),
+    /// A TDVMCALL status KVM returned to the guest (R10), KVM_RUN going on (D9: MapGPA's
+    /// argument errors and retries reach the guest, not the VMM).
+    Vmcall(VmcallStatus),
+}
+
+/// TDVMCALL statuses (`arch/x86/include/asm/shared/tdx.h`), the failing ones KVM returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum VmcallStatus {
+    Retry,
+    InvalidOperand,
+    AlignError,
+    SubfuncUnsupported,
+}
+
+impl VmcallStatus {
+    pub const ALL: [VmcallStatus; 4] =
+        [VmcallStatus::Retry, VmcallStatus::InvalidOperand, VmcallStatus::AlignError, VmcallStatus::SubfuncUnsupported];
+    pub fn value(self) -> u64 {
+        match self {
+            VmcallStatus::Retry => 1,
+            VmcallStatus::InvalidOperand => 0x8000_0000_0000_0000,
+            VmcallStatus::AlignError => 0x8000_0000_0000_0002,
+            VmcallStatus::SubfuncUnsupported => 0x8000_0000_0000_0003,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            VmcallStatus::Retry => "RETRY",
+            VmcallStatus::InvalidOperand => "INVALID_OPERAND",
+            VmcallStatus::AlignError => "ALIGN_ERROR",
+            VmcallStatus::SubfuncUnsupported => "SUBFUNC_UNSUPPORTED",
+        }
+    }
+}
+
+/// PVALIDATE return codes (AMD APM vol. 2; SPEC.md §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum PvalidateRc {
+    Success,
+    FailInput,
+    FailPermission,
+    FailSizeMismatch,
+}
+
+impl PvalidateRc {
+    pub const ALL: [PvalidateRc; 4] =
+        [PvalidateRc::Success, PvalidateRc::FailInput, PvalidateRc::FailPermission, PvalidateRc::FailSizeMismatch];
+    pub fn value(self) -> u32 {
+        match self {
+            PvalidateRc::Success => 0,
+            PvalidateRc::FailInput => 1,
+            PvalidateRc::FailPermission => 2,
+            PvalidateRc::FailSizeMismatch => 6,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            PvalidateRc::Success => "SUCCESS",
+            PvalidateRc::FailInput => "FAIL_INPUT",
+            PvalidateRc::FailPermission => "FAIL_PERMISSION",
+            PvalidateRc::FailSizeMismatch => "FAIL_SIZEMISMATCH",
+        }
+    }
+}
+
+impl Outcome {
+    /// The outcome's kind without its payload.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Err(e) => e.name(),
+            Outcome::Tdx(s, _) => s.name(),
+            Outcome::Value(_) => "value",
+            Outcome::Exit(Exit::Mmio) => "exit-mmio",
+            Outcome::Exit(Exit::MemoryFault { private: true }) => "exit-memory-fault-private",
+            Outcome::Exit(Exit::MemoryFault { private: false }) => "exit-memory-fault-shared",
+            Outcome::Ve => "ve",
+            Outcome::Livelock => "livelock",
+            Outcome::VmDead => "vm-dead",
+            Outcome::Pvalidate(rc, _) => rc.name(),
+            Outcome::Vmcall(st) => st.name(),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The header of a sequence: the VM type and TDX variant, policy options, the guest_memfd files
+//! and memslots it starts with, the kernels it holds on; and the sizes and mapping levels
+//! everything counts in.
+
+use super::kernel::Kernel;
+use serde::Serialize;
+
+pub const PAGE: u64 = 4096;
+pub const SZ_2M: u64 = 2 << 20;
+pub const SZ_1G: u64 = 1 << 30;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum VmType {
+    Default,
+    SwProtected,
+    Tdx,
+    Snp,
+}
+
+impl VmType {
+    pub const ALL: [VmType; 4] = [VmType::Default, VmType::SwProtected, VmType::Tdx, VmType::Snp];
+    pub fn name(self) -> &'static str {
+        match self {
+            VmType::Default => "default",
+            VmType::SwProtected => "sw-protected",
+            VmType::Tdx => "tdx",
+            VmType::Snp => "snp",
+        }
+    }
+    /// The KVM_CREATE_VM type number (SPEC.md §2).
+    pub fn kvm_type(self) -> u64 {
+        match self {
+            VmType::Default => 0,
+            VmType::SwProtected => 1,
+            VmType::Snp => 4,
+            VmType::Tdx => 5,
+        }
+    }
+    /// VM types with private memory and memory attributes.
+    pub fn has_private_mem(self) -> bool {
+        !matches!(self, VmType::Default)
+    }
+    /// VM types whose guest addresses private and shared memory through different aliases.
+    pub fn has_shared_alias(self) -> bool {
+        matches!(self, VmType::Tdx | VmType::Snp)
+    }
+}
+
+/// The KVM TDX variants of SPEC.md §5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Variant {
+    Upstream,
+    HugeV1,
+    HugeV2,
+    HugeV3,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 4] = [Variant::Upstream, Variant::HugeV1, Variant::HugeV2, Variant::HugeV3];
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Upstream => "upstream",
+            Variant::HugeV1 => "huge-v1",
+            Variant::HugeV2 => "huge-v2",
+            Variant::HugeV3 => "huge-v3",
+        }
+    }
+    pub fn is_huge(self) -> bool {
+        !matches!(self, Variant::Upstream)
+    }
+}
+
+/// Policy knobs (`option NAME`): proposals a variant can switch on (SPEC.md §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Knob {
+    IgnoreAcceptLevel,
+    Promote,
+    ZapPrivateOnMtrr,
+    NoEnhancedDemote,
+    SeptVeDisable,
+    /// Disable `KVM_X86_QUIRK_SLOT_ZAP_ALL` (KVM_CAP_DISABLE_QUIRKS2): a memslot DELETE/MOVE
+    /// then zaps only the slot's own range. Not a TDX proposal: the quirk is real uAPI and
+    /// exists on default VMs only (`kvm_arch_flush_shadow_memslot()`, 6.12).
+    NoSlotZapAll,
+}
+
+impl Knob {
+    pub const ALL: [Knob; 6] = [
+        Knob::IgnoreAcceptLevel,
+        Knob::Promote,
+        Knob::ZapPrivateOnMtrr,
+        Knob::NoEnhancedDemote,
+        Knob::SeptVeDisable,
+        Knob::NoSlotZapAll,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Knob::IgnoreAcceptLevel => "ignore-accept-level",
+            Knob::Promote => "promote",
+            Knob::ZapPrivateOnMtrr => "zap-private-on-mtrr",
+            Knob::NoEnhancedDemote => "no-enhanced-demote",
+            Knob::SeptVeDisable => "sept-ve-disable",
+            Knob::NoSlotZapAll => "no-slot-zap-all",
+        }
+    }
+
+    /// The VM type a knob has a meaning on.
+    pub fn vm(self) -> VmType {
+        match self {
+            Knob::NoSlotZapAll => VmType::Default,
+            _ => VmType::Tdx,
+        }
+    }
+
+    /// A hazard: a proposal whose documented findings (livelock, data loss) would arrive first
+    /// in any campaign that turns it on, so campaigns turn it on only when asked.
+    pub fn is_hazard(self) -> bool {
+        matches!(self, Knob::IgnoreAcceptLevel | Knob::ZapPrivateOnMtrr)
+    }
+}
+
+/// Mapping levels. `pg_level` numbering lives in exactly one place: [`Level::pg_level`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Level {
+    L4K,
+    L2M,
+    L1G,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::L4K, Level::L2M, Level::L1G];
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::L4K => "4K",
+            Level::L2M => "2M",
+            Level::L1G => "1G",
+        }
+    }
+    pub fn bytes(self) -> u64 {
+        match self {
+            Level::L4K => PAGE,
+            Level::L2M => SZ_2M,
+            Level::L1G => SZ_1G,
+        }
+    }
+    pub fn pages(self) -> u64 {
+        self.bytes() / PAGE
+    }
+    /// TDX module numbering (0, 1, 2).
+    pub fn tdx_level(self) -> u64 {
+        self as u64
+    }
+    /// KVM `pg_level` numbering (1, 2, 3).
+    pub fn pg_level(self) -> u8 {
+        self as u8 + 1
+    }
+    pub fn from_tdx_level(l: u64) -> Option<Level> {
+        Level::ALL.get(l as usize).copied()
+    }
+    pub fn below(self) -> Option<Level> {
+        match self {
+            Level::L4K => None,
+            Level::L2M => Some(Level::L4K),
+            Level::L1G => Some(Level::L2M),
+        }
+    }
+    pub fn above(self) -> Option<Level> {
+        match self {
+            Level::L4K => Some(Level::L2M),
+            Level::L2M => Some(Level::L1G),
+            Level::L1G => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct GmemDecl {
+    pub name: String,
+    pub size: u64,
+    pub huge: bool,
+    pub mmap: bool,
+    pub init_shared: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct GmemBinding {
+    pub gmem: String,
+    pub offset: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct SlotSpec {
+    pub id: u32,
+    pub gpa: u64,
+    pub size: u64,
+    pub gmem: Option<GmemBinding>,
+    pub readonly: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Header {
+    pub vm: VmType,
+    pub variant: Option<Variant>,
+    /// Kept sorted and without duplicates so that printing is canonical.
+    pub options: Vec<Knob>,
+    pub vcpus: u32,
+    pub gmems: Vec<GmemDecl>,
+    pub slots: Vec<SlotSpec>,
+    /// The kernels the sequence holds on (`kernel 6.12 6.18`), sorted; empty: every kernel.
+    pub kernels: Vec<Kernel>,
+}
+
+impl Header {
+    pub fn new(vm: VmType) -> Header {
+        Header {
+            vm,
+            variant: None,
+            options: Vec::new(),
+            vcpus: 1,
+            gmems: Vec::new(),
+            slots: Vec::new(),
+            kernels: Vec::new(),
+        }
+    }
+    /// The kernel the model runs the sequence as: the newest it names, else the newest
+    /// mainline.
+    pub fn kernel(&self) -> Kernel {
+        self.kernels.last().copied().unwrap_or(Kernel::NEWEST_MAINLINE)
+    }
+    /// Whether the sequence names `k` among the kernels it holds on (or names none).
+    pub fn names_kernel(&self, k: Kernel) -> bool {
+        self.kernels.is_empty() || self.kernels.contains(&k)
+    }
+    /// Run the sequence as `k` from now on.
+    pub fn set_kernel(&mut self, k: Kernel) {
+        self.kernels = vec![k];
+    }
+    pub fn has(&self, k: Knob) -> bool {
+        self.options.contains(&k)
+    }
+    /// The variant in force: `upstream` unless one is named.
+    pub fn variant(&self) -> Variant {
+        self.variant.unwrap_or(Variant::Upstream)
+    }
+}
