@@ -7,7 +7,9 @@ pub mod gen;
 pub mod header;
 pub mod kernel;
 pub mod legal;
+pub mod lex;
 pub mod op;
+pub mod print;
 pub mod text;
 
 pub use codes::*;

@@ -1,0 +1,182 @@
+//! The canonical text of sequences: what `privmem print` writes, findings carry and the parser
+//! reads back (`parse(print(s)) == s`). Sizes in the unit a person would write, hex where no
+//! unit gives a small number.
+
+use super::codes::*;
+use super::header::*;
+use super::op::*;
+use std::fmt::Write as _;
+
+/// A size in the unit a person would write (`2M`, `4K`, `3G`), or in hex where no unit gives a
+/// small number: the integer edges the generator draws (2^63, 2^64 - 4K) read as what they are.
+pub fn fmt_size(v: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    for (m, u) in UNITS {
+        if v != 0 && v.is_multiple_of(m) && v / m < 1 << 20 {
+            return format!("{}{u}", v / m);
+        }
+    }
+    if v < 4096 {
+        format!("{v}")
+    } else {
+        format!("{v:#x}")
+    }
+}
+
+pub fn fmt_addr(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+fn fmt_set(s: &[u64]) -> String {
+    s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("|")
+}
+
+fn fmt_slot(s: &SlotSpec) -> String {
+    let mut o = format!("{} gpa={} size={}", s.id, fmt_addr(s.gpa), fmt_size(s.size));
+    if let Some(b) = &s.gmem {
+        let _ = write!(o, " gmem={} offset={}", b.gmem, fmt_size(b.offset));
+    }
+    if s.readonly {
+        o.push_str(" readonly");
+    }
+    o
+}
+
+pub fn print_op(op: &Op) -> String {
+    let sh = |s: bool| if s { " shared" } else { "" };
+    match op {
+        Op::SlotAdd(s) => format!("slot-add {}", fmt_slot(s)),
+        Op::SlotDelete { id } => format!("slot-delete {id}"),
+        Op::SlotMove { id, gpa } => format!("slot-move {id} gpa={}", fmt_addr(*gpa)),
+        Op::Private { addr, size } => format!("private {} {}", fmt_addr(*addr), fmt_size(*size)),
+        Op::Shared { addr, size } => format!("shared {} {}", fmt_addr(*addr), fmt_size(*size)),
+        Op::Punch { addr, size, keep_size } => {
+            format!("punch {} {}{}", fmt_addr(*addr), fmt_size(*size), if *keep_size { "" } else { " no-keep-size" })
+        }
+        Op::Prefault { vcpu, addr, size } => format!("prefault vcpu{vcpu} {} {}", fmt_addr(*addr), fmt_size(*size)),
+        Op::HostWrite { addr, value } => format!("host-write {} {value:#x}", fmt_addr(*addr)),
+        Op::HostRead { addr } => format!("host-read {}", fmt_addr(*addr)),
+        Op::InitMem { addr, pages, measure } => {
+            format!("init-mem {} {pages}{}", fmt_addr(*addr), if *measure { " measure" } else { "" })
+        }
+        Op::Finalize => "finalize".into(),
+        Op::MtrrZap { addr, size } => format!("mtrr-zap {} {}", fmt_addr(*addr), fmt_size(*size)),
+        Op::Inject(f) => format!("inject {}", f.name()),
+        Op::Accept { vcpu, addr, level } => {
+            format!("vcpu{vcpu} accept {} {}", fmt_addr(*addr), level.name())
+        }
+        Op::Release { vcpu, addr, level } => {
+            format!("vcpu{vcpu} release {} {}", fmt_addr(*addr), level.name())
+        }
+        Op::Read { vcpu, addr, shared } => {
+            format!("vcpu{vcpu} read {}{}", fmt_addr(*addr), sh(*shared))
+        }
+        Op::Write { vcpu, addr, value, shared } => {
+            format!("vcpu{vcpu} write {} {value:#x}{}", fmt_addr(*addr), sh(*shared))
+        }
+        Op::Touch { vcpu, addr } => format!("vcpu{vcpu} touch {}", fmt_addr(*addr)),
+        Op::MapGpa { vcpu, addr, size, private } => format!(
+            "vcpu{vcpu} map-gpa {} {} {}",
+            fmt_addr(*addr),
+            fmt_size(*size),
+            if *private { "private" } else { "shared" }
+        ),
+        Op::ExpectPages { p4k, p2m, p1g } => {
+            let mut o = String::from("expect");
+            for (k, v) in [("pages_4k", p4k), ("pages_2m", p2m), ("pages_1g", p1g)] {
+                if let Some(v) = v {
+                    let _ = write!(o, " {k}={}", fmt_set(v));
+                }
+            }
+            o
+        }
+        Op::ExpectSept { addr, level, state } => {
+            format!("expect sept {} {} {}", fmt_addr(*addr), level.name(), state.name())
+        }
+        Op::GmemCreate { decl, raw } => {
+            let mut o = format!("gmem-create {}", fmt_gmem(decl));
+            if *raw != 0 {
+                let _ = write!(o, " flags={raw:#x}");
+            }
+            o
+        }
+        Op::Fallocate { gmem, offset, len, punch, keep_size } => format!(
+            "fallocate {gmem} {} {}{}{}",
+            fmt_addr(*offset),
+            fmt_size(*len),
+            if *punch { " punch" } else { "" },
+            if *keep_size { "" } else { " no-keep-size" }
+        ),
+    }
+}
+
+/// `NAME size=S [huge] [mmap] [init-shared]`, as a header `gmem` line and `gmem-create` write it.
+fn fmt_gmem(g: &GmemDecl) -> String {
+    let mut o = format!("{} size={}", g.name, fmt_size(g.size));
+    for (on, w) in [(g.huge, "huge"), (g.mmap, "mmap"), (g.init_shared, "init-shared")] {
+        if on {
+            let _ = write!(o, " {w}");
+        }
+    }
+    o
+}
+
+pub fn print_outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Ok => "ok".into(),
+        Outcome::Err(e) => format!("err {}", e.name()),
+        Outcome::Tdx(s, None) => format!("tdx {}", s.name()),
+        Outcome::Tdx(s, Some(l)) => format!("tdx {} {}", s.name(), l.name()),
+        Outcome::Value(v) => format!("value {v:#x}"),
+        Outcome::Exit(Exit::Mmio) => "exit mmio".into(),
+        Outcome::Exit(Exit::MemoryFault { private }) => {
+            format!("exit memory-fault {}", if *private { "private" } else { "shared" })
+        }
+        Outcome::Ve => "ve".into(),
+        Outcome::Livelock => "livelock".into(),
+        Outcome::VmDead => "vm-dead".into(),
+        Outcome::Pvalidate(rc, no_update) => {
+            format!("pvalidate {}{}", rc.name(), if *no_update { " no-update" } else { "" })
+        }
+        Outcome::Vmcall(st) => format!("vmcall {}", st.name()),
+    }
+}
+
+pub fn print_step(s: &Step) -> String {
+    match &s.expect {
+        Some(e) => format!("{} => {}", print_op(&s.op), print_outcome(e)),
+        None => print_op(&s.op),
+    }
+}
+
+pub fn print_header(h: &Header) -> String {
+    let mut o = format!("vm {}\n", h.vm.name());
+    if let Some(v) = h.variant {
+        let _ = writeln!(o, "variant {}", v.name());
+    }
+    for k in &h.options {
+        let _ = writeln!(o, "option {}", k.name());
+    }
+    if !h.kernels.is_empty() {
+        let names: Vec<&str> = h.kernels.iter().map(|k| k.name()).collect();
+        let _ = writeln!(o, "kernel {}", names.join(" "));
+    }
+    let _ = writeln!(o, "vcpus {}", h.vcpus);
+    for g in &h.gmems {
+        let _ = writeln!(o, "gmem {}", fmt_gmem(g));
+    }
+    for s in &h.slots {
+        let _ = writeln!(o, "slot {}", fmt_slot(s));
+    }
+    o
+}
+
+/// Canonical text of a sequence.
+pub fn print(s: &Sequence) -> String {
+    let mut o = print_header(&s.header);
+    for st in &s.steps {
+        o.push_str(&print_step(st));
+        o.push('\n');
+    }
+    o
+}
