@@ -6,6 +6,7 @@ mod bench;
 pub mod corpus_cmd;
 mod fuzz;
 mod lab_baseline;
+mod lab_build;
 mod lab_cmd;
 mod replay;
 mod shrink_cmd;

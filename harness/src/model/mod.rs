@@ -8,7 +8,10 @@
 
 pub mod argcheck;
 pub mod attrs;
+pub mod build;
+pub mod convert;
 pub mod gmem;
+pub mod gmem_ops;
 pub mod guest;
 pub mod invariants;
 pub mod kernel;
@@ -237,7 +240,7 @@ impl Model {
             m.td = Some(Td::new(m.pol.enhanced_demote));
         }
         for g in &h.gmems {
-            if let Err(e) = kvm::check_gmem_create(kernel, h.vm, g, 0) {
+            if let Err(e) = gmem_ops::check_gmem_create(kernel, h.vm, g, 0) {
                 return Err(format!("gmem {}: KVM_CREATE_GUEST_MEMFD fails with {}", g.name, e.name()));
             }
         }

@@ -4,7 +4,7 @@
 //! MapGPA, and the TD build (INIT_MEM_REGION, FINALIZE).
 
 use super::lpage::{self, Backing};
-use super::sept::{AcceptWalk, AccessWalk, OpState, Td};
+use super::sept::{AcceptWalk, AccessWalk, Td};
 use super::stage2::Leaf;
 use super::variant::{AcceptRule, DemoteRetry, FaultSplit};
 use super::*;
@@ -14,17 +14,17 @@ use super::*;
 pub const TD_SHARED_BIT: u64 = 1 << 47;
 
 impl Model {
-    fn td_mut(&mut self) -> &mut Td {
+    pub(crate) fn td_mut(&mut self) -> &mut Td {
         self.td.as_mut().expect("TDX model")
     }
 
-    fn td_ref(&self) -> &Td {
+    pub(crate) fn td_ref(&self) -> &Td {
         self.td.as_ref().expect("TDX model")
     }
 
     /// A SEAMCALL from one of KVM's exclusive paths: on OPERAND_BUSY, KVM stops vCPUs from
     /// entering and retries once, expecting success.
-    fn seamcall(&mut self, f: impl Fn(&mut Td) -> TdxStatus) -> TdxStatus {
+    pub(crate) fn seamcall(&mut self, f: impl Fn(&mut Td) -> TdxStatus) -> TdxStatus {
         let st = f(self.td_mut());
         if st == TdxStatus::OperandBusy {
             return f(self.td_mut());
@@ -33,7 +33,7 @@ impl Model {
     }
 
     /// An unexpected SEAMCALL error: KVM_BUG_ON, the VM is dead.
-    fn tdx_bug(&mut self, what: &str, st: TdxStatus) -> Errno {
+    pub(crate) fn tdx_bug(&mut self, what: &str, st: TdxStatus) -> Errno {
         self.dead = true;
         self.violate(
             ViolationKind::Invariant("seamcall-failed"),
@@ -359,94 +359,6 @@ impl Model {
         Ok(())
     }
 
-    /// KVM_TDX_INIT_MEM_REGION (`tdx_vcpu_init_mem_region()`): after the argument checks, one
-    /// `kvm_gmem_populate()` per 4K page, so a page that cannot be added (no guest_memfd slot,
-    /// not PRIVATE, already added) ends the call with the pages before it added (D3). The model
-    /// takes the pages a 2M region (one piece) at a time up to the first such page.
-    pub(crate) fn init_mem(&mut self, addr: u64, pages: u64, measure: bool) -> Result<(), Errno> {
-        if self.td_ref().runnable() || !addr.is_multiple_of(PAGE) || pages == 0 {
-            return Err(Errno::EINVAL);
-        }
-        let s = addr / PAGE;
-        let e = s.checked_add(pages).filter(|&e| e.checked_mul(PAGE).is_some()).ok_or(Errno::EINVAL)?;
-        // vt_is_tdx_private_gpa() on the first and last page: no shared bit.
-        if addr & TD_SHARED_BIT != 0 || ((e - 1) * PAGE) & TD_SHARED_BIT != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let mut gfn = s;
-        while gfn < e {
-            // kvm_gmem_populate(): the slot must be a guest_memfd one, the page PRIVATE.
-            let slot = self.slots.find(gfn).cloned().ok_or(Errno::EINVAL)?;
-            let (fi, idx) = slot.gmem_index(gfn).ok_or(Errno::EINVAL)?;
-            if !self.attrs.is_private(gfn) {
-                return Err(Errno::EINVAL);
-            }
-            let mut stop = e.min(slot.end_gfn()).min((gfn | 511) + 1);
-            stop = stop.min(self.attrs.next_change(gfn, stop));
-            if let Some((ms, ml)) = self.mirror.runs_in(gfn, stop).first().copied() {
-                if ms <= gfn || ml.level > Level::L4K {
-                    // Already added: the folio is up to date (EEXIST until 6.18); from 7.3 the
-                    // map comes back spurious (EIO).
-                    return Err(if self.rule(super::kernel::Rule::InitMemAddedEio) {
-                        Errno::EIO
-                    } else {
-                        Errno::EEXIST
-                    });
-                }
-                stop = ms;
-            }
-            for tl in [Level::L1G, Level::L2M] {
-                if self.td_ref().entry(gfn, tl).is_none() {
-                    let st = self.seamcall(|td| td.sept_add(gfn, tl));
-                    if st != TdxStatus::Success {
-                        return Err(self.tdx_bug("TDH.MEM.SEPT.ADD", st));
-                    }
-                }
-            }
-            let n = stop - gfn;
-            for (off, len, pfn) in self.gmems[fi].frame_runs(idx, n, &mut self.mem) {
-                let g = gfn + off;
-                let st = self.seamcall(|td| td.page_add_range(g, len, pfn));
-                if st != TdxStatus::Success {
-                    return Err(Errno::EIO);
-                }
-                let src = slot.uregion + (g - slot.base_gfn);
-                self.mem.copy(src, pfn, len);
-                self.map_leaf(true, g, Leaf { count: len, ..Leaf::one(Level::L4K, pfn, true, false) });
-                // The initial image is the guest's own, accepted data.
-                self.guest.accepted(g, g + len);
-                for (off, v) in self.mem.values(src, len) {
-                    self.guest.wrote(g + off, v);
-                }
-                if measure {
-                    for k in 0..len {
-                        let v = self.mem.read(pfn + k);
-                        self.td_mut().mr_extend(g + k, v);
-                    }
-                }
-            }
-            gfn = stop;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn finalize(&mut self) -> Result<(), Errno> {
-        if self.rmp.is_some() {
-            // SNP_LAUNCH_FINISH.
-            if self.snp_launched {
-                return Err(Errno::EINVAL);
-            }
-            self.snp_launched = true;
-            return Ok(());
-        }
-        let td = self.td_mut();
-        if td.op_state != OpState::Initialized {
-            return Err(Errno::EINVAL);
-        }
-        td.op_state = OpState::Runnable;
-        Ok(())
-    }
-
     /// An MTRR (or APIC page) change: KVM zaps the shared root there; with
     /// `option zap-private-on-mtrr` it zaps private pages too (H8), which TDX must not do.
     pub(crate) fn mtrr_zap(&mut self, addr: u64, size: u64) -> Result<(), Errno> {
@@ -455,109 +367,6 @@ impl Model {
             self.tdx_zap_private(s, e, false)?;
         }
         self.unmap_range(false, s, e);
-        Ok(())
-    }
-
-    /// TDG.VP.VMCALL<MapGPA> as `tdx_map_gpa()` takes it: the argument checks answer the guest
-    /// with a TDVMCALL status and KVM_RUN goes on (D9); then KVM exits to userspace with
-    /// KVM_HC_MAP_GPA_RANGE for chunks of at most 2M counted from the GPA, and userspace
-    /// converts each (see [`Model::map_gpa`]). The op's address has no shared bit; `private`
-    /// chooses which alias the guest names.
-    pub(crate) fn tdx_map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
-        let gpa = if private { addr } else { addr | TD_SHARED_BIT };
-        // GPAW 48: a legal GPA is below 2^48; both ends must name the same alias.
-        let legal = |g: u64| g < TD_SHARED_BIT << 1;
-        let Some(last) = gpa.checked_add(size).filter(|&e| e > gpa).map(|e| e - 1) else {
-            return Outcome::Vmcall(VmcallStatus::InvalidOperand);
-        };
-        if !legal(gpa) || !legal(last) || (gpa & TD_SHARED_BIT) != (last & TD_SHARED_BIT) {
-            return Outcome::Vmcall(VmcallStatus::InvalidOperand);
-        }
-        if !gpa.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
-            return Outcome::Vmcall(VmcallStatus::AlignError);
-        }
-        match self.map_gpa_chunks(addr, size, private, addr) {
-            // Userspace answers a chunk it could not convert with EINVAL, which KVM passes on to
-            // the guest as INVALID_OPERAND.
-            Outcome::Err(_) => Outcome::Vmcall(VmcallStatus::InvalidOperand),
-            o => o,
-        }
-    }
-
-    /// The guest's MapGPA, as KVM and the selftests handle it: KVM exits to userspace with
-    /// KVM_HC_MAP_GPA_RANGE one 2M chunk at a time; userspace converts the chunk, then punches
-    /// the side it left (guest_memfd when going shared, the shared memory when going private).
-    /// Chunks here end on 2M boundaries (SNP); a TD's are counted from its GPA.
-    pub(crate) fn map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
-        if !addr.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) || size == 0 || addr.checked_add(size).is_none() {
-            return Outcome::Err(Errno::EINVAL);
-        }
-        self.map_gpa_chunks(addr, size, private, 0)
-    }
-
-    /// KVM_HC_MAP_GPA_RANGE from a SW_PROTECTED guest (`__kvm_emulate_hypercall()`): the
-    /// guest passes the GPA and `size / 4K` pages; an unaligned GPA, no pages or a wrapping
-    /// range is -KVM_EINVAL to the guest without an exit; else one exit with the whole range,
-    /// which userspace converts (as `private_mem_conversions_test.c` does) and answers 0.
-    pub(crate) fn hc_map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
-        let pages = size / PAGE;
-        let gfn = addr / PAGE;
-        if !addr.is_multiple_of(PAGE) || pages == 0 || gfn.checked_add(pages).is_none() {
-            return Outcome::Err(Errno::EINVAL);
-        }
-        // Userspace cannot set attributes over a range whose end wraps in bytes: EINVAL back.
-        let Some(end) = addr.checked_add(pages * PAGE) else {
-            return Outcome::Err(Errno::EINVAL);
-        };
-        match self.convert_for_guest(addr, end, private) {
-            Ok(()) => Outcome::Ok,
-            Err(e) => Outcome::Err(e),
-        }
-    }
-
-    /// Convert `[addr, addr + size)` chunk by chunk, chunks being 2M long from `origin`.
-    fn map_gpa_chunks(&mut self, addr: u64, size: u64, private: bool, origin: u64) -> Outcome {
-        let chunk_after = |a: u64| origin + ((a - origin) / SZ_2M + 1) * SZ_2M;
-        let (mut a, end) = (addr, addr + size);
-        while a < end {
-            // KVM exits once per 2M chunk. Outside memslots a chunk can neither fail nor punch
-            // anything, so a run of slot-less chunks up to the next slot is taken at once (the
-            // same outcome, in O(slots) rather than O(size / 2M)).
-            let in_slot = self.slots.find(a / PAGE).is_some();
-            let next_slot = self.slots.overlapping(a / PAGE, end.div_ceil(PAGE)).first().map(|s| s.base_gfn * PAGE);
-            let next = if in_slot {
-                chunk_after(a)
-            } else {
-                match next_slot.filter(|&n| n > a) {
-                    // The start of the chunk holding the next slot's first page.
-                    Some(n) if n - a >= SZ_2M => origin + ((n - origin) / SZ_2M) * SZ_2M,
-                    Some(_) => chunk_after(a),
-                    None => end,
-                }
-            };
-            let chunk_end = next.min(end);
-            if let Err(e) = self.convert_for_guest(a, chunk_end, private) {
-                return Outcome::Err(e);
-            }
-            a = chunk_end;
-        }
-        Outcome::Ok
-    }
-
-    /// Userspace's conversion of `[a, e)` for the guest: the attributes, then the side left is
-    /// dropped (guest_memfd punched going shared, the shared memory cleared going private).
-    fn convert_for_guest(&mut self, a: u64, e: u64, private: bool) -> Result<(), Errno> {
-        self.set_attributes(a, e - a, private)?;
-        let (s, e) = (a / PAGE, e / PAGE);
-        for sl in self.slots.overlapping(s, e) {
-            let (ps, pe) = (s.max(sl.base_gfn), e.min(sl.end_gfn()));
-            if private {
-                self.mem.clear(sl.uregion + (ps - sl.base_gfn), pe - ps);
-            } else if sl.gmem.is_some() {
-                self.punch(ps * PAGE, (pe - ps) * PAGE, true)?;
-            }
-        }
-        self.guest.forget(s, e);
         Ok(())
     }
 }
