@@ -1,4 +1,4 @@
-//! SPEC.md §9, checked after every step over the GFN ranges the step touched (so a step costs
+//! docs/model.md §9, checked after every step over the GFN ranges the step touched (so a step costs
 //! the pieces it touched, not the size of the VM). The aliasing and freed-page rules are
 //! checked where frames are mapped and freed ([`Model::map_leaf`], [`Model::punch`]); silent
 //! data loss and livelock where guest ops run.

@@ -1,4 +1,4 @@
-//! The reference model of KVM private memory (SPEC.md), one file per piece of state:
+//! The reference model of KVM private memory (docs/model.md), one file per piece of state:
 //! guest_memfd ([`gmem`]), memslots ([`memslot`]), memory attributes ([`attrs`]), large-page
 //! info ([`lpage`]), stage-2 roots ([`stage2`]), the TDX module's S-EPT ([`sept`]), the guest's
 //! view ([`guest`]), host pages ([`memory`]); KVM's generic paths ([`kvm`]), its TDX side
@@ -46,7 +46,7 @@ pub const LIVELOCK_EXITS: u32 = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum ViolationKind {
-    /// A rule of SPEC.md §9 broke; the name says which.
+    /// A rule of docs/model.md §9 broke; the name says which.
     Invariant(&'static str),
     /// A guest op did not finish within [`LIVELOCK_EXITS`] host exits.
     Livelock,
@@ -397,7 +397,7 @@ impl Model {
         }
     }
 
-    /// Check SPEC.md §9 over what the last step touched; returns the step's violations.
+    /// Check docs/model.md §9 over what the last step touched; returns the step's violations.
     pub fn end_step(&mut self, op: &Op) -> Vec<Violation> {
         let dirty = std::mem::take(&mut self.dirty);
         invariants::check(self, &dirty);

@@ -1,6 +1,6 @@
 //! The TDX module's side: the S-EPT with its entry states, the TD's op state, TLB epoch and
 //! measurement, the host SEAMCALLs with their preconditions and status codes, and the guest's
-//! TDG.MEM.PAGE.ACCEPT walk (SPEC.md §4, module 1.5 `tdh_mem_*.c`, `tdg_mem_page_accept.c`).
+//! TDG.MEM.PAGE.ACCEPT walk (docs/model.md §4, module 1.5 `tdh_mem_*.c`, `tdg_mem_page_accept.c`).
 
 use super::ranges::{Run, RunMap};
 use crate::seq::{Level, SeptState, TdxStatus};

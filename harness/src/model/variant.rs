@@ -1,4 +1,4 @@
-//! The KVM variants of SPEC.md §5 as answers to the questions every variant must answer. The
+//! The KVM variants of docs/model.md §5 as answers to the questions every variant must answer. The
 //! rest of the model asks these methods and never matches on the variant itself.
 
 use crate::seq::{Header, Knob, Level, Variant};

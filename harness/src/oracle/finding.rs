@@ -8,7 +8,7 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
-    /// The model broke one of its own rules (SPEC.md §9).
+    /// The model broke one of its own rules (docs/model.md §9).
     Invariant,
     /// A guest op that never finishes.
     Livelock,

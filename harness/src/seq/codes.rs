@@ -97,7 +97,7 @@ impl Errno {
     }
 }
 
-/// TDX module status codes (SPEC.md §4). The value is the 64-bit status with the operand bits
+/// TDX module status codes (docs/model.md §4). The value is the 64-bit status with the operand bits
 /// clear; KVM compares the upper 32 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum TdxStatus {
@@ -180,7 +180,7 @@ impl TdxStatus {
     }
 }
 
-/// S-EPT entry states with the values the TDX module reports (SPEC.md §4).
+/// S-EPT entry states with the values the TDX module reports (docs/model.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum SeptState {
     Free,
@@ -287,7 +287,7 @@ impl VmcallStatus {
     }
 }
 
-/// PVALIDATE return codes (AMD APM vol. 2; SPEC.md §7).
+/// PVALIDATE return codes (AMD APM vol. 2; docs/model.md §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum PvalidateRc {
     Success,

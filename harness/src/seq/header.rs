@@ -27,7 +27,7 @@ impl VmType {
             VmType::Snp => "snp",
         }
     }
-    /// The KVM_CREATE_VM type number (SPEC.md §2).
+    /// The KVM_CREATE_VM type number (docs/model.md §2).
     pub fn kvm_type(self) -> u64 {
         match self {
             VmType::Default => 0,
@@ -46,7 +46,7 @@ impl VmType {
     }
 }
 
-/// The KVM TDX variants of SPEC.md §5.
+/// The KVM TDX variants of docs/model.md §5.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Variant {
     Upstream,
@@ -70,7 +70,7 @@ impl Variant {
     }
 }
 
-/// Policy knobs (`option NAME`): proposals a variant can switch on (SPEC.md §5).
+/// Policy knobs (`option NAME`): proposals a variant can switch on (docs/model.md §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Knob {
     IgnoreAcceptLevel,
