@@ -26,7 +26,16 @@ const fn f(name: &'static str, help: &'static str) -> Opt {
     Opt { name, value: None, help }
 }
 
+// Options several commands take, said once.
 const JSON: Opt = f("json", "machine-readable output, one JSON record per line");
+const JUNIT: Opt = v("junit", "FILE", "write JUnit XML");
+const TIME: Opt = v("time", "S", "fuzz for S seconds");
+const RUNS: Opt = v("runs", "N", "fuzz N cases");
+const SEED: Opt = v("seed", "N", "seed of the case stream");
+const OUT: Opt = v("out", "DIR", "where findings are written (default: findings)");
+const FRESH_VM: Opt = f("fresh-vm", "real KVM: a fresh VM per case");
+const NO_VIEW: Opt = f("no-view", "real KVM: without the kernel's mapping view");
+const NO_FEEDBACK: Opt = f("no-feedback", "no coverage-guided mutation");
 
 pub const SPECS: &[Spec] = &[
     Spec {
@@ -37,7 +46,7 @@ pub const SPECS: &[Spec] = &[
             v("backend", "model|kvm", "where to run them (default: model)"),
             v("kernel", "6.12|6.18|7.3|next", "the kernel the model runs as"),
             v("against", "VARIANT", "also compare two TDX variants"),
-            v("junit", "FILE", "write JUnit XML"),
+            JUNIT,
             f("bin", "the files are fuzzer inputs in the binary codec"),
             f("adapt", "make generated cases runnable on this backend first"),
             f("tap", "TAP 13 output; exit 4 when everything was skipped"),
@@ -52,20 +61,20 @@ pub const SPECS: &[Spec] = &[
             v("vm", "T|any", "VM type of the generated cases"),
             v("variant", "V", "TDX variant"),
             v("against", "V", "compare with another TDX variant"),
-            v("time", "S", "run for S seconds"),
-            v("runs", "N", "run N cases"),
-            v("seed", "N", "seed of the case stream"),
-            v("out", "DIR", "where findings are written (default: findings)"),
+            TIME,
+            RUNS,
+            SEED,
+            OUT,
             v("max-ops", "N", "ops per generated case at most"),
             v("backend", "model|kvm", "where cases run"),
             v("timeout-ms", "N", "real KVM: a guest window without progress"),
-            v("junit", "FILE", "write JUnit XML"),
+            JUNIT,
             v("hazards", "all|H,H", "hazard options the generator may turn on"),
             v("ignore", "SIG,SIG", "signatures not to report"),
             v("plant", "BUG", "plant a seeded model bug"),
-            f("fresh-vm", "real KVM: a fresh VM per case"),
-            f("no-view", "real KVM: without the kernel's mapping view"),
-            f("no-feedback", "no coverage-guided mutation"),
+            FRESH_VM,
+            NO_VIEW,
+            NO_FEEDBACK,
             f("print-cases", "print each case before it runs"),
             JSON,
         ],
@@ -79,18 +88,18 @@ pub const SPECS: &[Spec] = &[
             v("kernel-version", "6.12|7.3", "build (or reuse) and boot that version"),
             v("baseline", "K", "run the same cases on kernel K too and list the differences"),
             v("init", "PRIVMEM", "the static privmem to run as init"),
-            v("time", "S", "fuzz for S seconds"),
-            v("runs", "N", "fuzz N cases"),
-            v("seed", "N", "seed of the campaign"),
+            TIME,
+            RUNS,
+            SEED,
             v("timeout", "S", "kill the lab VM after S seconds"),
-            v("junit", "FILE", "write JUnit XML"),
-            v("out", "DIR", "where findings are written (default: findings)"),
+            JUNIT,
+            OUT,
             v("jobs", "N", "lab VMs at once (default: the cores)"),
             v("coverage", "PAGE", "write the kernel coverage page (debug kernel)"),
             v("vm", "T|any", "VM type of the campaign (default: sw-protected)"),
-            f("fresh-vm", "a fresh VM per case"),
-            f("no-view", "without the kernel's mapping view"),
-            f("no-feedback", "no coverage-guided mutation"),
+            FRESH_VM,
+            NO_VIEW,
+            NO_FEEDBACK,
             f("tap", "TAP 13 output for the scenarios; exit 4 when everything was skipped"),
             f("exec", "the FILEs are test programs (exported kselftests) to run there, not scenarios"),
             JSON,

@@ -5,6 +5,20 @@
 use super::*;
 
 impl Td {
+    /// The precondition of removing, demoting or promoting an entry of a RUNNABLE TD: blocked
+    /// (`GPA_RANGE_NOT_BLOCKED` otherwise), and tracked since (`TLB_TRACKING_NOT_DONE`).
+    fn blocked_and_tracked(&self, e: &Entry) -> Result<(), TdxStatus> {
+        if self.runnable() {
+            if !e.state.is_blocked() {
+                return Err(TdxStatus::GpaRangeNotBlocked);
+            }
+            if !self.tracked(e) {
+                return Err(TdxStatus::TlbTrackingNotDone);
+            }
+        }
+        Ok(())
+    }
+
     /// TDH.MEM.PAGE.ADD: 4K only, build only.
     pub fn page_add(&mut self, gfn: u64, pfn: u64) -> TdxStatus {
         self.page_add_range(gfn, 1, pfn)
@@ -172,14 +186,7 @@ impl Td {
             if !e.state.is_leaf() {
                 return Err(TdxStatus::EptEntryStateIncorrect);
             }
-            if self.runnable() {
-                if !e.state.is_blocked() {
-                    return Err(TdxStatus::GpaRangeNotBlocked);
-                }
-                if !self.tracked(&e) {
-                    return Err(TdxStatus::TlbTrackingNotDone);
-                }
-            }
+            self.blocked_and_tracked(&e)?;
             if self.interrupt_next_demote && !self.enhanced_demote {
                 self.interrupt_next_demote = false;
                 return Err(TdxStatus::InterruptedRestartable);
@@ -203,14 +210,7 @@ impl Td {
             if p.state.is_leaf() {
                 return Err(TdxStatus::EptEntryStateIncorrect);
             }
-            if self.runnable() {
-                if p.state != SeptState::NlBlocked {
-                    return Err(TdxStatus::GpaRangeNotBlocked);
-                }
-                if !self.tracked(&p) {
-                    return Err(TdxStatus::TlbTrackingNotDone);
-                }
-            }
+            self.blocked_and_tracked(&p)?;
             let base = align(gfn, level);
             let runs = self.covered(base, child, 512).ok_or(TdxStatus::EptInvalidPromoteConditions)?;
             let first = runs[0].1;
@@ -243,14 +243,7 @@ impl Td {
                 if !r.state.is_leaf() {
                     return Err(TdxStatus::EptEntryStateIncorrect);
                 }
-                if self.runnable() {
-                    if !r.state.is_blocked() {
-                        return Err(TdxStatus::GpaRangeNotBlocked);
-                    }
-                    if !self.tracked(r) {
-                        return Err(TdxStatus::TlbTrackingNotDone);
-                    }
-                }
+                self.blocked_and_tracked(r)?;
             }
             self.free(gfn, level, n);
             Ok(())
@@ -267,14 +260,7 @@ impl Td {
             if e.state.is_leaf() || !self.children_empty(gfn, level) {
                 return Err(TdxStatus::EptEntryStateIncorrect);
             }
-            if self.runnable() {
-                if e.state != SeptState::NlBlocked {
-                    return Err(TdxStatus::GpaRangeNotBlocked);
-                }
-                if !self.tracked(&e) {
-                    return Err(TdxStatus::TlbTrackingNotDone);
-                }
-            }
+            self.blocked_and_tracked(&e)?;
             self.free(gfn, level, 1);
             Ok(())
         })())
