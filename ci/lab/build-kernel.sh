@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$cache"
 need=()
-for p in qemu-system-x86 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils; do
+for p in qemu-system-x86 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils rsync; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 [ "$version" = 6.12 ] && ! dpkg-query -W -f='${Status}' linux-source-6.12 2>/dev/null | grep -q "install ok installed" && need+=(linux-source-6.12)
