@@ -143,19 +143,22 @@ fn run_kvm(json: bool) -> Result<i32, String> {
     if json {
         println!(
             "{}",
-            serde_json::json!({
-                "backend": "kvm",
-                "fresh_vm_exec_per_sec": fresh,
-                "reused_vm_exec_per_sec": reused,
-                // The headline: the 16-op cases a campaign generates for this host.
-                "reuse_speedup": gen_reused / gen_fresh,
-                "generated_fresh_vm_exec_per_sec": gen_fresh,
-                "generated_reused_vm_exec_per_sec": gen_reused,
-                // A fixed hand-written mix with more host ops between guest batches.
-                "fixed_mix_reuse_speedup": reused / fresh,
-                "exits_per_guest_op": per_op,
-                "fresh_vms_created": k.fresh_vms,
-            })
+            super::typed(
+                "bench",
+                serde_json::json!({
+                    "backend": "kvm",
+                    "fresh_vm_exec_per_sec": fresh,
+                    "reused_vm_exec_per_sec": reused,
+                    // The headline: the 16-op cases a campaign generates for this host.
+                    "reuse_speedup": gen_reused / gen_fresh,
+                    "generated_fresh_vm_exec_per_sec": gen_fresh,
+                    "generated_reused_vm_exec_per_sec": gen_reused,
+                    // A fixed hand-written mix with more host ops between guest batches.
+                    "fixed_mix_reuse_speedup": reused / fresh,
+                    "exits_per_guest_op": per_op,
+                    "fresh_vms_created": k.fresh_vms,
+                })
+            )
         );
     } else {
         println!(
@@ -204,11 +207,14 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
     if json {
         println!(
             "{}",
-            serde_json::json!({
-                "lab_fresh_cases_per_sec": base, "lab_cases_per_sec": new, "lab_speedup": ratio,
-                "lab_debug_cases_per_sec": debug, "debug_cost_ratio": debug.map(|d| new / d),
-                "cases": [base_cases, new_cases], "mapping_checks": checks,
-            })
+            super::typed(
+                "bench",
+                serde_json::json!({
+                    "lab_fresh_cases_per_sec": base, "lab_cases_per_sec": new, "lab_speedup": ratio,
+                    "lab_debug_cases_per_sec": debug, "debug_cost_ratio": debug.map(|d| new / d),
+                    "cases": [base_cases, new_cases], "mapping_checks": checks,
+                })
+            )
         );
     } else {
         println!("lab, one VM, fresh VM per case, no view:   {base:8.1} cases/s ({base_cases} cases)");
@@ -243,14 +249,17 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if a.flag("json") {
         println!(
             "{}",
-            serde_json::json!({
-                "model_ops_per_sec": model,
-                "model_tdx_ops_per_sec": model_tdx,
-                "model_snp_ops_per_sec": model_snp,
-                "range_cost_ratio": ratio,
-                "range_op_64g_ns": big * 1e9,
-                "range_op_2m_ns": small * 1e9,
-            })
+            super::typed(
+                "bench",
+                serde_json::json!({
+                    "model_ops_per_sec": model,
+                    "model_tdx_ops_per_sec": model_tdx,
+                    "model_snp_ops_per_sec": model_snp,
+                    "range_cost_ratio": ratio,
+                    "range_op_64g_ns": big * 1e9,
+                    "range_op_2m_ns": small * 1e9,
+                })
+            )
         );
     } else {
         println!("model, realistic mix (default/sw-protected/tdx): {model:>12.0} ops/s");

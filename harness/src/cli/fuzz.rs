@@ -140,12 +140,15 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({
-                        "event": "finding", "signature": nf.finding.signature(), "label": nf.label(),
-                        "known": nf.known, "file": path, "sequence": crate::seq::text::print(&nf.seq),
-                        "seconds": start.elapsed().as_secs_f64(),
-                        "detail": nf.finding.detail, "finding": nf.finding,
-                    })
+                    super::typed(
+                        "fuzz.finding",
+                        serde_json::json!({
+                            "event": "finding", "signature": nf.finding.signature(), "label": nf.label(),
+                            "known": nf.known, "file": path, "sequence": crate::seq::text::print(&nf.seq),
+                            "seconds": start.elapsed().as_secs_f64(),
+                            "detail": nf.finding.detail, "finding": nf.finding,
+                        })
+                    )
                 );
             } else {
                 eprintln!(
@@ -197,18 +200,21 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if json {
         println!(
             "{}",
-            serde_json::json!({
-                "event": "summary", "backend": backend_name, "seed": seed, "cases": c.cases, "ops": c.ops, "seconds": el,
-                "skipped": skipped, "open_fds": [fds0, fds1], "rss_kib": [rss0, rss1],
-                "mapping_checks": c.mapping_checks, "views_lost": c.views_lost,
-                                "phase_seconds": crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9).collect::<Vec<_>>(),
-                                "op_seconds": op_seconds(),
-                "pcs": c.covered.len(), "corpus": c.corpus.len(), "feedback": c.feedback,
-                "mapped_cases": c.mapped_cases, "mapped_unchecked": c.mapped_unchecked, "known": known_hits,
-                "exec_per_sec": c.cases as f64 / el,
-                "findings": sigs.iter().map(|(s, n)| serde_json::json!({"signature": s, "hits": n})).collect::<Vec<_>>(),
-                "files": written,
-            })
+            super::typed(
+                "fuzz.summary",
+                serde_json::json!({
+                    "event": "summary", "backend": backend_name, "seed": seed, "cases": c.cases, "ops": c.ops, "seconds": el,
+                    "skipped": skipped, "open_fds": [fds0, fds1], "rss_kib": [rss0, rss1],
+                    "mapping_checks": c.mapping_checks, "views_lost": c.views_lost,
+                                    "phase_seconds": crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9).collect::<Vec<_>>(),
+                                    "op_seconds": op_seconds(),
+                    "pcs": c.covered.len(), "corpus": c.corpus.len(), "feedback": c.feedback,
+                    "mapped_cases": c.mapped_cases, "mapped_unchecked": c.mapped_unchecked, "known": known_hits,
+                    "exec_per_sec": c.cases as f64 / el,
+                    "findings": sigs.iter().map(|(s, n)| serde_json::json!({"signature": s, "hits": n})).collect::<Vec<_>>(),
+                    "files": written,
+                })
+            )
         );
     } else {
         if tty {
@@ -256,5 +262,5 @@ pub fn coverage_event(source: &str, pcs: impl Iterator<Item = u64>) -> serde_jso
     let mut v: Vec<u64> = pcs.collect();
     v.sort_unstable();
     let hex: Vec<String> = v.iter().map(|p| format!("{p:x}")).collect();
-    serde_json::json!({"event": "coverage", "source": source, "pcs": hex})
+    super::typed("coverage", serde_json::json!({"event": "coverage", "source": source, "pcs": hex}))
 }

@@ -171,9 +171,12 @@ pub fn run(a: &Args) -> Result<i32, String> {
     if json {
         println!(
             "{}",
-            serde_json::json!({"kernel": ka.display().to_string(), "baseline": kb.display().to_string(),
+            super::typed(
+                "lab.baseline",
+                serde_json::json!({"kernel": ka.display().to_string(), "baseline": kb.display().to_string(),
                 "cases": cases.len(), "compared": compared, "explained": explained,
                 "unexplained": unexplained, "one_sided": one_sided, "differences": diffs})
+            )
         );
     } else {
         for d in &diffs {

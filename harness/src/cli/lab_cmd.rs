@@ -382,13 +382,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     } else if json {
         println!(
             "{}",
-            serde_json::json!({
-                "passed": passed, "failed": failed, "skipped": skipped, "results": results,
-                "fuzz_findings": fuzz_findings, "fuzz": fuzz_summaries, "completed": done,
-                "jobs": jobs, "wall_seconds": wall, "fuzz_cases": fuzz_cases,
-                "pcs": reached.len(), "coverage": coverage,
-                "mapping_checks": mapping_checks, "mapped_unchecked": mapped_unchecked, "files": written,
-            })
+            super::typed(
+                "lab",
+                serde_json::json!({
+                    "passed": passed, "failed": failed, "skipped": skipped, "results": results,
+                    "fuzz_findings": fuzz_findings, "fuzz": fuzz_summaries, "completed": done,
+                    "jobs": jobs, "wall_seconds": wall, "fuzz_cases": fuzz_cases,
+                    "pcs": reached.len(), "coverage": coverage,
+                    "mapping_checks": mapping_checks, "mapped_unchecked": mapped_unchecked, "files": written,
+                })
+            )
         );
     } else {
         println!(

@@ -60,7 +60,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 if tap {
                     results.push(serde_json::json!({"file": path, "ok": false, "findings": [{"detail": e}]}));
                 } else if json {
-                    println!("{}", serde_json::json!({"file": path, "error": e}));
+                    println!("{}", super::typed("replay", serde_json::json!({"file": path, "error": e})));
                 } else {
                     eprintln!("{e}");
                 }
@@ -125,7 +125,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             skipped += 1;
             results.push(serde_json::json!({"file": path, "skipped": why}));
             if json {
-                println!("{}", serde_json::json!({"file": path, "skipped": why}));
+                println!("{}", super::typed("replay", serde_json::json!({"file": path, "skipped": why})));
             } else if !tap {
                 println!("skip  {path}: {why}");
             }
@@ -133,16 +133,19 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         let ok = t.findings.is_empty();
         failed += (!ok) as usize;
-        let record = serde_json::json!({
-            "file": path,
-            "ok": ok,
-            "steps": seq.steps.len(),
-            "mapping_checks": mapping_checks,
-            "real": real_steps,
-            "adapted": a.flag("adapt").then(|| crate::seq::text::print(&seq)),
-            "findings": t.findings,
-            "signatures": t.findings.iter().map(|f| f.signature()).collect::<Vec<_>>(),
-        });
+        let record = super::typed(
+            "replay",
+            serde_json::json!({
+                "file": path,
+                "ok": ok,
+                "steps": seq.steps.len(),
+                "mapping_checks": mapping_checks,
+                "real": real_steps,
+                "adapted": a.flag("adapt").then(|| crate::seq::text::print(&seq)),
+                "findings": t.findings,
+                "signatures": t.findings.iter().map(|f| f.signature()).collect::<Vec<_>>(),
+            }),
+        );
         results.push(record.clone());
         if tap {
         } else if json {

@@ -26,7 +26,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if a.flag("json") {
         println!(
             "{}",
-            serde_json::json!({"signature": sig, "steps_before": seq.steps.len(), "steps_after": small.steps.len(), "out": out})
+            super::typed(
+                "shrink",
+                serde_json::json!({"signature": sig, "steps_before": seq.steps.len(), "steps_after": small.steps.len(), "out": out})
+            )
         );
     } else {
         println!("{sig}: {} -> {} steps, written to {out}", seq.steps.len(), small.steps.len());
