@@ -5,9 +5,9 @@
 //! variants, exit reasons and `memory_fault.flags`, values, and `expect pages_*` through the
 //! VM's binary stats less the library's own mappings. Missing VM types are `TEST_REQUIRE`s.
 //!
-//! Default and SW_PROTECTED scenarios export; a step the idiom cannot say (TDX/SNP ops, huge
-//! guest_memfd folios, map-gpa, memory below 1 GiB, where the library keeps its own) is an
-//! error naming it.
+//! Default and SW_PROTECTED scenarios export; what the idiom cannot say (TDX/SNP ops, huge
+//! guest_memfd folios) is an error naming it. A guest's map-gpa is KVM_HC_MAP_GPA_RANGE, which
+//! the test answers as privmem does (`map_gpa_exit()`).
 
 use crate::oracle::run_model;
 use crate::seq::text::{print_op, print_outcome};
@@ -28,6 +28,19 @@ struct SlotRec {
     hva: String,
     fd: String,
     off: u64,
+    /// For userspace's half of map-gpa: the shared memory to clear (NULL where the slot's
+    /// userspace is guest_memfd's own mapping) and the file to punch (-1: none).
+    clear: String,
+    punch: String,
+}
+
+impl SlotRec {
+    fn register(&self, id: u32) -> String {
+        format!(
+            "\tpm_slot_set({id}, {:#x}ull, {:#x}ull, {}, {}, {:#x}ull);",
+            self.gpa, self.size, self.clear, self.punch, self.off
+        )
+    }
 }
 
 /// The C test for `seq` (read from `source`), or why it cannot be exported.
@@ -44,6 +57,7 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
     shift_low(&mut seq);
     let seq = &seq;
     let h = &seq.header;
+    let has_map_gpa = seq.steps.iter().any(|st| matches!(st.op, Op::MapGpa { .. }));
     let vm_type = match h.vm {
         VmType::Default => "KVM_X86_DEFAULT_VM",
         VmType::SwProtected => "KVM_X86_SW_PROTECTED_VM",
@@ -132,11 +146,17 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
             s.gpa,
             s.size
         );
-        Ok((call, SlotRec { gpa: s.gpa, size: s.size, flags, hva, fd, off }))
+        let shared_is_file = s.gmem.as_ref().and_then(|b| gmems.get(&b.gmem)).is_some_and(|g| g.1 && g.2);
+        let clear = if shared_is_file { "NULL".to_string() } else { hva.clone() };
+        let punch = if s.gmem.is_some() { fd.clone() } else { "-1".to_string() };
+        Ok((call, SlotRec { gpa: s.gpa, size: s.size, flags, hva, fd, off, clear, punch }))
     };
     for s in &h.slots {
         let (call, rec) = slot_add(s, &gmems, &mut body)?;
         let _ = writeln!(body, "\tr = {call};\n\tEXPECT_OK(r, \"header slot {}\");", s.id);
+        if has_map_gpa {
+            let _ = writeln!(body, "{}", rec.register(slot_id(s.id)));
+        }
         slots.insert(s.id, rec);
     }
     let _ = writeln!(body, "\twarm_baseline(0);");
@@ -200,6 +220,9 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
                     let (call, rec) = slot_add(s, &gmems, &mut body)?;
                     let _ = writeln!(body, "\tr = {call};");
                     if got == Outcome::Ok {
+                        if has_map_gpa {
+                            let _ = writeln!(body, "{}", rec.register(slot_id(s.id)));
+                        }
                         slots.insert(s.id, rec);
                     }
                 }
@@ -210,6 +233,9 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
                     writeln!(body, "\tr = __vm_set_user_memory_region2(vm, {}, 0, 0, 0, NULL, 0, 0);", slot_id(*id));
                 if got == Outcome::Ok {
                     slots.remove(id);
+                    if has_map_gpa {
+                        let _ = writeln!(body, "\tpm_slot_del({});", slot_id(*id));
+                    }
                 }
                 check("r", &mut body);
             }
@@ -231,7 +257,28 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
                 if got == Outcome::Ok {
                     if let Some(r) = slots.get_mut(id) {
                         r.gpa = *gpa;
+                        if has_map_gpa {
+                            let _ = writeln!(body, "{}", r.register(slot_id(*id)));
+                        }
                     }
+                }
+            }
+            Op::MapGpa { addr, size, private, .. } => {
+                let attrs = if *private { "KVM_MAP_GPA_RANGE_ENCRYPTED" } else { "0" };
+                cmds.push(format!(
+                    "\t{{ CMD_MAP_GPA, {addr:#x}ull, {:#x}ull, {attrs} }},\t/* step {step} */",
+                    size / 4096
+                ));
+                let k = cmd_ix;
+                cmd_ix += 1;
+                match expect.as_ref().unwrap_or(&got) {
+                    Outcome::Ok => {
+                        let _ = writeln!(body, "\tTEST_ASSERT_EQ(guest_sync({k}), 0);");
+                    }
+                    Outcome::Err(e) => {
+                        let _ = writeln!(body, "\tTEST_ASSERT_EQ(guest_sync({k}), (uint64_t)-{});", e.name());
+                    }
+                    o => return Err(format!("{what}: the outcome `{}` is not exported", print_outcome(o))),
                 }
             }
             Op::Private { addr, size } | Op::Shared { addr, size } => {
@@ -360,7 +407,7 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
         let _ = writeln!(out, " * {}", l.replace("*/", "* /"));
     }
     out.push_str(" */\n");
-    out.push_str(PRELUDE);
+    out.push_str(&PRELUDE.replace("@HAS_MAP_GPA@", if has_map_gpa { "1" } else { "0" }));
     let _ = writeln!(out, "\nstatic struct guest_cmd cmds[] = {{\n{}\n}};\n", cmds.join("\n"));
     out.push_str(&helpers(&body));
     let _ = writeln!(
@@ -373,6 +420,9 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
     out.push_str(
         "\tvm = vm_create_shape_with_one_vcpu(shape, &vcpu, guest_code);\n\tvcpu_regs_get(vcpu, &entry_regs);\n",
     );
+    if has_map_gpa {
+        out.push_str("\tvm_enable_cap(vm, KVM_CAP_EXIT_HYPERCALL, BIT_ULL(KVM_HC_MAP_GPA_RANGE));\n");
+    }
     // The guest's view of the scenario's GPAs: identity, in 1G pages, so that the hardware's
     // walk touches no page-table page the warm-up did not (their leaves would count).
     let mut gigs: Vec<u64> = cmds_pages(&cmds).into_iter().map(|p| p & !((1 << 30) - 1)).collect();
@@ -432,6 +482,7 @@ fn helpers(body: &str) -> String {
 fn cmds_pages(cmds: &[String]) -> Vec<u64> {
     let mut v: Vec<u64> = cmds
         .iter()
+        .filter(|c| !c.contains("CMD_MAP_GPA"))
         .filter_map(|c| {
             let t = c.split(',').nth(1)?.trim().trim_end_matches("ull");
             u64::from_str_radix(t.trim_start_matches("0x"), 16).ok().filter(|&x| x != 0)

@@ -10,6 +10,8 @@ static void guest_code(void)
 			*(volatile uint64_t *)c->gpa = c->val;
 		else if (c->op == CMD_READ)
 			val = *(volatile uint64_t *)c->gpa;
+		else if (c->op == CMD_MAP_GPA)
+			val = kvm_hypercall(KVM_HC_MAP_GPA_RANGE, c->gpa, c->val, c->attrs, 0);
 		GUEST_SYNC_ARGS(next_cmd, val, 0, 0, 0);
 		next_cmd++;
 	}
@@ -20,12 +22,65 @@ static struct kvm_vcpu *vcpu;
 static struct kvm_regs entry_regs;
 static uint64_t base_4k, base_2m, base_1g;
 
+/* The slots as the test made them, for userspace's half of the guest's conversions. */
+struct pm_slot {
+	uint32_t id;
+	int used, fd;
+	uint64_t gpa, size, off;
+	uint8_t *hva;
+};
+static struct pm_slot pm_slots[64];
+
+/*
+ * KVM_HC_MAP_GPA_RANGE reached userspace: convert as privmem (and
+ * private_mem_conversions_test.c) does, set the attributes, then drop the side
+ * the range left (punch guest_memfd going shared, clear the shared memory
+ * going private), and answer.
+ */
+static void map_gpa_exit(void)
+{
+	uint64_t gpa = vcpu->run->hypercall.args[0], npages = vcpu->run->hypercall.args[1];
+	int private = !!(vcpu->run->hypercall.args[2] & KVM_MAP_GPA_RANGE_ENCRYPTED);
+	struct kvm_memory_attributes attr = {
+		.address = gpa,
+		.size = npages << 12,
+		.attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
+	};
+	uint64_t end = gpa + (npages << 12);
+	int i;
+
+	if ((npages << 12) >> 12 != npages || end < gpa ||
+	    __vm_ioctl(vm, KVM_SET_MEMORY_ATTRIBUTES, &attr)) {
+		vcpu->run->hypercall.ret = -EINVAL;
+		return;
+	}
+	for (i = 0; i < 64; i++) {
+		struct pm_slot *sl = &pm_slots[i];
+		uint64_t s = gpa > sl->gpa ? gpa : sl->gpa;
+		uint64_t e = end < sl->gpa + sl->size ? end : sl->gpa + sl->size;
+
+		if (!sl->used || s >= e)
+			continue;
+		if (!private && sl->fd >= 0)
+			fallocate(sl->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				  sl->off + (s - sl->gpa), e - s);
+		else if (private && sl->hva)
+			memset(sl->hva + (s - sl->gpa), 0, e - s);
+	}
+	vcpu->run->hypercall.ret = 0;
+}
+
 /* Run the guest's command @cmd to its GUEST_SYNC; returns what it read. */
 static uint64_t guest_sync(uint64_t cmd)
 {
 	struct ucall uc;
 
-	vcpu_run(vcpu);
+	for (;;) {
+		vcpu_run(vcpu);
+		if (!HAS_MAP_GPA || vcpu->run->exit_reason != KVM_EXIT_HYPERCALL)
+			break;
+		map_gpa_exit();
+	}
 	TEST_ASSERT_EQ(get_ucall(vcpu, &uc), UCALL_SYNC);
 	TEST_ASSERT_EQ(uc.args[1], cmd);
 	return uc.args[2];
@@ -61,6 +116,35 @@ static void guest_mmio(uint64_t cmd)
 	TEST_ASSERT_EQ(vcpu->run->exit_reason, KVM_EXIT_MMIO);
 	memset(vcpu->run->mmio.data, 0, sizeof(vcpu->run->mmio.data));
 	guest_sync(cmd);
+}
+
+//@pm_slot_set
+/* Record slot @id as the test made it (@hva NULL: guest_memfd's own mapping or none). */
+static void pm_slot_set(uint32_t id, uint64_t gpa, uint64_t size, void *hva, int fd, uint64_t off)
+{
+	int i, free = -1;
+
+	for (i = 0; i < 64; i++) {
+		if (pm_slots[i].used && pm_slots[i].id == id)
+			break;
+		if (!pm_slots[i].used && free < 0)
+			free = i;
+	}
+	if (i == 64)
+		i = free;
+	TEST_ASSERT(i >= 0, "more than 64 slots");
+	pm_slots[i] = (struct pm_slot){ .id = id, .used = 1, .fd = fd, .gpa = gpa, .size = size,
+					.off = off, .hva = hva };
+}
+
+//@pm_slot_del
+static void pm_slot_del(uint32_t id)
+{
+	int i;
+
+	for (i = 0; i < 64; i++)
+		if (pm_slots[i].used && pm_slots[i].id == id)
+			pm_slots[i].used = 0;
 }
 
 //@slot_memory

@@ -21,9 +21,14 @@
 #define CMD_NOP		0
 #define CMD_READ	1
 #define CMD_WRITE	2
+#define CMD_MAP_GPA	3
+
+/* Whether the scenario's guest asks for conversions (KVM_HC_MAP_GPA_RANGE). */
+#define HAS_MAP_GPA	@HAS_MAP_GPA@
 
 struct guest_cmd {
 	uint64_t op;
 	uint64_t gpa;
 	uint64_t val;
+	uint64_t attrs;
 };
