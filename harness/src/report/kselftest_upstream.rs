@@ -161,6 +161,8 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
     }
     let _ = writeln!(body, "\twarm_baseline(0);");
     let mut cmd_ix = 1u64;
+    // The 1G regions the guest's accesses touch, which its page tables must map.
+    let mut gigs = std::collections::BTreeSet::new();
     for (i, st) in seq.steps.iter().enumerate() {
         let step = i + 1;
         let what = format!("step {step} `{}`", print_op(&st.op).replace('"', "'"));
@@ -182,6 +184,7 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
                     return Err(format!("{what}: below 1 GiB the selftest library keeps its own memory"));
                 }
                 let gpa = addr & !0xfff;
+                gigs.insert(gpa & !((1 << 30) - 1));
                 let (op, val) = match st.op {
                     Op::Write { value, .. } => ("CMD_WRITE", value),
                     _ => ("CMD_READ", 0),
@@ -425,8 +428,6 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
     }
     // The guest's view of the scenario's GPAs: identity, in 1G pages, so that the hardware's
     // walk touches no page-table page the warm-up did not (their leaves would count).
-    let mut gigs: Vec<u64> = cmds_pages(&cmds).into_iter().map(|p| p & !((1 << 30) - 1)).collect();
-    gigs.dedup();
     for g in gigs {
         let _ = writeln!(out, "\tvirt_map_level(vm, {g:#x}ull, {g:#x}ull, 1ull << 30, PG_LEVEL_1G);");
     }
@@ -476,19 +477,4 @@ fn helpers(body: &str) -> String {
         }
     }
     out
-}
-
-/// The distinct pages the guest's commands touch, to map in its page tables.
-fn cmds_pages(cmds: &[String]) -> Vec<u64> {
-    let mut v: Vec<u64> = cmds
-        .iter()
-        .filter(|c| !c.contains("CMD_MAP_GPA"))
-        .filter_map(|c| {
-            let t = c.split(',').nth(1)?.trim().trim_end_matches("ull");
-            u64::from_str_radix(t.trim_start_matches("0x"), 16).ok().filter(|&x| x != 0)
-        })
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
 }

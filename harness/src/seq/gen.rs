@@ -305,7 +305,8 @@ fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]
             Op::GmemCreate { decl: GmemDecl { name, size, huge: false, mmap, init_shared }, raw }
         }
         OpKind::Fallocate => {
-            let g = &h.gmems[u.choose_index(h.gmems.len().max(1))?.min(h.gmems.len().saturating_sub(1))];
+            // sample_op offers fallocate only where the header declares a guest_memfd.
+            let g = &h.gmems[u.choose_index(h.gmems.len())?];
             let offset = if u.ratio(1, 4)? { gen_edge(u, g.size)? } else { pick(u, &[0, PAGE, g.size - PAGE])? };
             let len = if u.ratio(1, 4)? { gen_edge(u, g.size)? } else { pick(u, &[PAGE, SZ_2M, g.size, 0])? };
             Op::Fallocate { gmem: g.name.clone(), offset, len, punch: u.ratio(1, 2)?, keep_size: !u.ratio(1, 16)? }
