@@ -1,12 +1,18 @@
 //! The lab: private memory on real KVM under QEMU TCG. A small kernel (ci/lab/) boots with an
 //! initramfs holding a static privmem as `/init`, the scenarios and the command to run; privmem
 //! runs them against the nested KVM (SW_PROTECTED VMs, attributes, MEMORY_FAULT, pre-fault)
-//! and prints JSON lines on the serial console, which the host side collects.
+//! and prints JSON lines, which the host side collects.
+//!
+//! Results and the kernel's console go out on two serial ports: the console (ttyS0) carries
+//! the kernel's messages, and privmem's stdout goes to ttyS1. On one port a printk could land
+//! in the middle of a result line and lose that case (seen in CI: one JSON line of 393, broken
+//! by a kernel message, and a baseline run that failed with "a lab VM gave no result").
 
 pub mod coverage;
 pub mod cpio;
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -108,8 +114,16 @@ fn boot_once(
     on_line: &mut impl FnMut(&str),
 ) -> Result<Vec<String>, BootError> {
     let qemu = std::env::var("PRIVMEM_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+    // The results port: QEMU's pipe chardev writes ttyS1 into BASE.out and reads its input
+    // from BASE.in (one FIFO for both would have QEMU read back its own output: characters
+    // went missing). QEMU opens both read-write, so it never blocks on us; a thread of ours
+    // reads BASE.out until QEMU is gone.
+    let (base, fifo) = results_fifo().map_err(BootError::Other)?;
     let mut cmd = Command::new(&qemu);
     cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none"])
+        .arg("-chardev")
+        .arg(format!("pipe,id=results,path={}", base.display()))
+        .args(["-serial", "chardev:results"])
         .args(["-machine", "pc", "-cpu", "max", "-accel", "tcg", "-m", "2G", "-smp", "1", "-no-reboot"])
         .arg("-kernel")
         .arg(kernel)
@@ -139,13 +153,27 @@ fn boot_once(
     }
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+    let forward = |r: Box<dyn Read + Send>, tx: std::sync::mpsc::Sender<String>| {
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-        }
-    });
+        })
+    };
+    forward(Box::new(stdout), tx.clone());
+    // Opening the FIFO for reading waits for QEMU to open it; QEMU holds it read-write, so
+    // the reader sees EOF only when QEMU is gone. The file is unlinked as soon as it is open.
+    {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            if let Ok(f) = std::fs::File::open(&fifo) {
+                let _ = std::fs::remove_file(&fifo);
+                forward(Box::new(f), tx);
+            }
+        });
+    }
     let start = Instant::now();
     let mut lines = Vec::new();
     let mut timed_out = false;
@@ -175,6 +203,11 @@ fn boot_once(
     }
     let _ = child.kill();
     let _ = child.wait();
+    // Unblocks the opener if QEMU died before opening the FIFO (a bad command line), then
+    // removes the FIFO whoever got there first.
+    let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo);
+    let _ = std::fs::remove_file(&fifo);
+    let _ = std::fs::remove_file(base.with_extension("in"));
     if let Some(s) = slot {
         CHILDREN[s].store(0, Ordering::SeqCst);
     }
@@ -195,6 +228,47 @@ fn boot_once(
     Ok(lines)
 }
 
+/// New FIFOs for one lab VM's results port, unique across the lab VMs of this process: the
+/// base path QEMU is given and the `.out` FIFO to read.
+fn results_fifo() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    static NEXT: AtomicI32 = AtomicI32::new(0);
+    let base = std::env::temp_dir().join(format!(
+        "privmem-lab-results-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    for ext in ["in", "out"] {
+        let p = base.with_extension(ext);
+        let _ = std::fs::remove_file(&p);
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: mkfifo(3) with a valid C string.
+        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+            return Err(format!("{}: mkfifo: {}", p.display(), std::io::Error::last_os_error()));
+        }
+    }
+    Ok((base.clone(), base.with_extension("out")))
+}
+
+/// In the lab VM: send stdout to the results port (ttyS1), leaving the console (stderr and the
+/// kernel's messages) on ttyS0. Without the port (an older host side), stdout stays put.
+fn stdout_to_results_port() {
+    let Ok(f) = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY).open("/dev/ttyS1") else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: duplicating an open fd onto stdout; the File is leaked so the fd stays valid.
+    unsafe {
+        // Raw output: no \n to \r\n, no echo; the host reads bytes as they are written.
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(f.as_raw_fd(), &mut t) == 0 {
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(f.as_raw_fd(), libc::TCSANOW, &t);
+        }
+        libc::dup2(f.as_raw_fd(), 1);
+    }
+    std::mem::forget(f);
+}
+
 /// When privmem is PID 1 in the lab's initramfs: mount what it needs, run the command in
 /// `/lab/args`, print the done line and power off.
 pub fn init_main() -> ! {
@@ -210,6 +284,7 @@ pub fn init_main() -> ! {
     mount("tmpfs", "/tmp", "tmpfs");
     // Where the kernel has debugfs (the debug flavour): clear_warn_once and KCOV live there.
     mount("debugfs", "/sys/kernel/debug", "debugfs");
+    stdout_to_results_port();
     // Commands, one argument per line, separated by a line `--next--`.
     let text = std::fs::read_to_string("/lab/args").unwrap_or_default();
     let mut rc = 0;
@@ -225,6 +300,9 @@ pub fn init_main() -> ! {
     println!("{DONE} rc={rc}");
     // SAFETY: flushing and powering off the lab VM; nothing else runs.
     unsafe {
+        // The results port's last bytes (the done line) leave the UART before power-off.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        libc::tcdrain(1);
         libc::sync();
         libc::reboot(libc::RB_POWER_OFF);
     }
