@@ -208,6 +208,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                     "mapping_checks": c.mapping_checks, "views_lost": c.views_lost,
                                     "phase_seconds": crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9).collect::<Vec<_>>(),
                                     "op_seconds": op_seconds(),
+                    "fresh_vms": crate::backend::kvm::FRESH_VMS.load(std::sync::atomic::Ordering::Relaxed),
                     "pcs": c.covered.len(), "corpus": c.corpus.len(), "feedback": c.feedback,
                     "mapped_cases": c.mapped_cases, "mapped_unchecked": c.mapped_unchecked, "known": known_hits,
                     "exec_per_sec": c.cases as f64 / el,

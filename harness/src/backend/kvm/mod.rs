@@ -86,6 +86,10 @@ struct VmState {
 pub static PHASE_NANOS: [std::sync::atomic::AtomicU64; 3] =
     [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
 
+/// VMs created in this process, for `fuzz --json`'s summary: how often a reset was not proved
+/// clean (or reuse is off).
+pub static FRESH_VMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Time per op kind (guest batches under their first op's kind), and in the view's reading
 /// (the last slot): where a step's time goes, for `fuzz --json`'s summary.
 pub static OP_NANOS: [std::sync::atomic::AtomicU64; OpKind::ALL.len() + 1] =
@@ -96,8 +100,8 @@ fn count_time(slot: usize, since: Instant) {
 }
 
 /// A pre-fault is looked at this often, and given up (EINTR) after this long with no page done.
-const PREFAULT_TICK: Duration = Duration::from_millis(100);
-const PREFAULT_STALL: Duration = Duration::from_millis(300);
+const PREFAULT_TICK: Duration = Duration::from_millis(50);
+const PREFAULT_STALL: Duration = Duration::from_millis(150);
 
 /// The largest attribute range a generated case sets on a real kernel (4M pages), and in the
 /// lab (16K pages, as pre-faults): Linux stores attributes page by page, and under TCG a 16G
