@@ -1,7 +1,9 @@
-//! `privmem export --kselftest`: a standalone C program in the style of a KVM selftest that
-//! replays a default-VM sequence with plain KVM ioctls and the guest's code embedded, printing
-//! one observation per step in privmem's words (`step N: value 0x..`), so its output can be
-//! compared line by line with `privmem replay --backend kvm`.
+//! `privmem export --kselftest=standalone`: a self-contained C program in the style of a KVM
+//! selftest that replays a default or SW_PROTECTED sequence with plain KVM ioctls and the
+//! guest's code embedded, printing one observation per step in privmem's words
+//! (`step N: value 0x..`), so its output can be compared line by line with
+//! `privmem replay --backend kvm`, and checking each against the scenario (exit 1 on a
+//! mismatch, 4 when the host lacks what it needs).
 
 use crate::seq::text::{print_op, print_outcome};
 use crate::seq::*;
@@ -10,9 +12,28 @@ use std::fmt::Write as _;
 
 const PRELUDE: &str = include_str!("kselftest_prelude.c");
 
-fn prelude(source: &str, expected: &str) -> String {
+/// guest_memfd files a reproducer holds (the C's `gmems[]`).
+const MAX_GMEMS: usize = 16;
+
+fn prelude(source: &str, expected: &str, seq: &Sequence) -> String {
     let code: Vec<String> = privmem_guest::x86_cpl3::code().iter().map(|b| format!("{b:#04x}")).collect();
-    let subst: [(&str, String); 22] = [
+    let private = seq.header.vm == VmType::SwProtected;
+    let map_gpa = seq.steps.iter().any(|st| matches!(st.op, Op::MapGpa { .. }));
+    // The kernels the scenario holds on, as the model derives them: the C skips elsewhere.
+    let holds = crate::model::kernel::kernels_for(&seq.header);
+    let all = holds.len() == crate::seq::Kernel::ALL.len();
+    let kernels: Vec<String> = holds.iter().map(|k| format!("\"{}\"", k.name())).collect();
+    let subst: [(&str, String); 30] = [
+        ("@KERNELS@", if all { "NULL".into() } else { kernels.join(", ") + ", NULL" }),
+        ("@VM_TYPE@", seq.header.vm.kvm_type().to_string()),
+        // CPL0 where the VM has private memory: its hypercall needs it, and such hosts run CPL0
+        // code properly (the CPL3 default is for hosts that emulate CPL0, see the C's header).
+        ("@CPL0@", (private as u8).to_string()),
+        ("@HAS_MAP_GPA@", (map_gpa as u8).to_string()),
+        ("@MAP_GPA_ENCRYPTED@", format!("{MAP_GPA_ENCRYPTED:#x}")),
+        ("@LOOP_OFFSET@", format!("{:#x}", privmem_guest::x86_cpl3::LOOP_OFFSET)),
+        ("@OP_MAP_GPA@", OP_MAP_GPA.to_string()),
+        ("@MAX_GMEMS@", MAX_GMEMS.to_string()),
         ("@EXPECTED@", expected.to_string()),
         ("@SOURCE@", source.replace("*/", "* /")),
         ("@HARNESS_GPA@", format!("{HARNESS_GPA:#x}")),
@@ -46,8 +67,11 @@ fn prelude(source: &str, expected: &str) -> String {
 /// The C program for `seq`, or why it cannot be exported.
 pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
     let h = &seq.header;
-    if h.vm != VmType::Default {
-        return Err(format!("kselftest export covers default VMs; this sequence is vm {}", h.vm.name()));
+    if !matches!(h.vm, VmType::Default | VmType::SwProtected) {
+        return Err(format!(
+            "the standalone flavour covers default and SW_PROTECTED VMs; this sequence is vm {}",
+            h.vm.name()
+        ));
     }
     // The expectations as the C compares them: privmem's own outcome text, by step (1-based).
     let mut exp = vec!["NULL".to_string()];
@@ -57,7 +81,14 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
             None => "NULL".into(),
         });
     }
-    let mut out = prelude(source, &exp.join(", "));
+    let mut zap_all_off = false;
+    for o in &h.options {
+        match o {
+            Knob::NoSlotZapAll => zap_all_off = true,
+            k => return Err(format!("option {}: not exported", k.name())),
+        }
+    }
+    let mut out = prelude(source, &exp.join(", "), seq).replace("@ZAP_ALL_OFF@", if zap_all_off { "1" } else { "0" });
     for (i, g) in h.gmems.iter().enumerate() {
         if g.huge {
             return Err(format!("gmem {}: huge guest_memfd folios have no kernel flag to export", g.name));
@@ -70,7 +101,20 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
         };
         let _ = writeln!(out, "\tgmem_create({i}, {:#x}ull, {flags}); /* gmem {} */", g.size, g.name);
     }
-    let gm = |name: &str| h.gmems.iter().position(|g| g.name == name).map(|i| i as i64).unwrap_or(-1);
+    // guest_memfd files by index: the header's, then those the steps create.
+    let gmem_ops: Vec<String> = seq
+        .steps
+        .iter()
+        .filter_map(|st| match &st.op {
+            Op::GmemCreate { decl, .. } => Some(decl.name.clone()),
+            _ => None,
+        })
+        .collect();
+    if h.gmems.len() + gmem_ops.len() > MAX_GMEMS {
+        return Err(format!("more than {MAX_GMEMS} guest_memfd files"));
+    }
+    let names: Vec<&str> = h.gmems.iter().map(|g| g.name.as_str()).chain(gmem_ops.iter().map(String::as_str)).collect();
+    let gm = |name: &str| names.iter().position(|g| *g == name).map(|i| i as i64).unwrap_or(-1);
     for s in &h.slots {
         let (g, off) = s.gmem.as_ref().map(|b| (gm(&b.gmem), b.offset)).unwrap_or((-1, 0));
         let _ = writeln!(
@@ -93,6 +137,11 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
                         format!("{{{OP_WRITE}, {addr:#x}ull, {value:#x}ull, 0}}")
                     }
                     Op::Touch { addr, .. } => format!("{{{OP_TOUCH}, {addr:#x}ull, 0, 0}}"),
+                    Op::MapGpa { addr, size, private, .. } => format!(
+                        "{{{OP_MAP_GPA}, {addr:#x}ull, {:#x}ull, {:#x}ull}}",
+                        size / 4096,
+                        if private { MAP_GPA_ENCRYPTED } else { 0 }
+                    ),
                     ref other => {
                         return Err(format!("step {}: `{}` has no default-VM guest command", j + 1, print_op(other)))
                     }
@@ -125,7 +174,44 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
             Op::HostRead { addr } => format!(
                 "p = host_ptr({addr:#x}ull);\n\tif (p) {{ char b[64]; snprintf(b, sizeof(b), \"value 0x%llx\", (unsigned long long)*p); observe({step}, b); }} else say({step}, EFAULT);"
             ),
-            Op::ExpectPages { .. } | Op::ExpectSept { .. } => "/* state check: not exported */".to_string(),
+            Op::Private { addr, size } => format!("say({step}, private_({addr:#x}ull, {size:#x}ull));"),
+            Op::Shared { addr, size } => format!("say({step}, shared_({addr:#x}ull, {size:#x}ull));"),
+            Op::Prefault { addr, size, .. } => format!("say({step}, prefault({addr:#x}ull, {size:#x}ull));"),
+            Op::GmemCreate { decl, raw } => {
+                let i = gm(&decl.name);
+                if decl.huge {
+                    return Err(format!("gmem {}: huge guest_memfd folios have no kernel flag to export", decl.name));
+                }
+                let flags = raw
+                    | if decl.mmap { 1 } else { 0 } // GUEST_MEMFD_FLAG_MMAP
+                    | if decl.init_shared { 2 } else { 0 }; // GUEST_MEMFD_FLAG_INIT_SHARED
+                format!("say({step}, gmem_make({i}, {:#x}ull, {flags:#x}ull)); /* gmem {} */", decl.size, decl.name)
+            }
+            Op::Fallocate { gmem, offset, len, punch, keep_size } => format!(
+                "say({step}, gmem_fallocate({}, {offset:#x}ull, {len:#x}ull, {}, {}));",
+                gm(gmem),
+                *punch as u8,
+                *keep_size as u8
+            ),
+            Op::ExpectPages { p4k, p2m, p1g } => {
+                let list = |set: &Option<CountSet>| match set {
+                    Some(set) => {
+                        let v: Vec<String> = set.iter().map(|n| n.to_string()).chain(["-1".into()]).collect();
+                        format!("(const int64_t[]){{ {} }}", v.join(", "))
+                    }
+                    None => "NULL".into(),
+                };
+                format!(
+                    "{{
+		const int64_t *allowed[3] = {{ {}, {}, {} }};
+		pages({step}, allowed);
+	}}",
+                    list(p4k),
+                    list(p2m),
+                    list(p1g)
+                )
+            }
+            Op::ExpectSept { .. } => "/* S-EPT state: TDX only */".to_string(),
             other => return Err(format!("step {step}: `{}` is not exported yet", print_op(other))),
         };
         let _ = writeln!(out, "\t{line}");
