@@ -32,6 +32,23 @@ for f in $(cd "$repo" && find corpus -name '*.seq' | sort); do
         refused=$((refused + 1))
     fi
 done
+# The standalone flavour of every default and SW_PROTECTED scenario too: self-contained C,
+# built here with gcc (static, warnings as errors) and run in the same lab boot.
+standalone=() sa_refused=0
+mkdir -p "$out/standalone"
+for f in $(cd "$repo" && find corpus -name '*.seq' | sort); do
+    name=pmsa_$(echo "${f#corpus/}" | sed 's/\.seq$//; s/[^A-Za-z0-9]/_/g')
+    if "$pm" export --kselftest=standalone "$repo/$f" -o "$out/standalone/$name.c" >/dev/null 2>"$out/standalone/$name.refused"; then
+        rm -f "$out/standalone/$name.refused"
+        if gcc -O2 -Wall -Werror -static -o "$out/standalone/$name" "$out/standalone/$name.c" 2>"$out/standalone/$name.build"; then
+            standalone+=("$out/standalone/$name")
+        else
+            echo "kselftests: standalone $name does not build:"; tail -5 "$out/standalone/$name.build"
+        fi
+    else
+        sa_refused=$((sa_refused + 1))
+    fi
+done
 progs="${exported[*]}"
 built=()
 for p in "${exported[@]}"; do
@@ -42,9 +59,23 @@ for p in "${exported[@]}"; do
         echo "kselftests: $p does not build:"; tail -5 "$out/$(basename "$p").build"
     fi
 done
-echo "kselftests on $version: ${#exported[@]} exported, $refused refused (see $out/*.refused), ${#built[@]} built"
+# The upstream flavour is meant to be pasted into a patch: checkpatch (that tree's own) must
+# have nothing to say about it.
+style=0
+for p in "${exported[@]}"; do
+    if ! perl "$tree/scripts/checkpatch.pl" --no-tree --terse --show-types -f "$kst/$p.c" >"$out/$(basename "$p").checkpatch" 2>&1; then
+        style=$((style + 1))
+        echo "kselftests: checkpatch on $p.c:"; grep -E "ERROR|WARNING" "$out/$(basename "$p").checkpatch" | head -5
+    elif grep -qE "WARNING|CHECK" "$out/$(basename "$p").checkpatch"; then
+        style=$((style + 1))
+        echo "kselftests: checkpatch on $p.c:"; grep -E "WARNING|CHECK" "$out/$(basename "$p").checkpatch" | head -5
+    fi
+done
+echo "kselftests on $version: ${#exported[@]} exported, $refused refused (see $out/*.refused), ${#built[@]} built, $style with checkpatch findings"
+echo "standalone on $version: ${#standalone[@]} exported and built, $sa_refused refused (see $out/standalone/*.refused)"
 rc=0
-"$pm" lab --kernel "$kernel" --exec --json --timeout $((120 + 35 * ${#built[@]})) "${built[@]}" > "$out/lab.json" || rc=$?
+all=("${built[@]}" "${standalone[@]}")
+"$pm" lab --kernel "$kernel" --exec --json --timeout $((120 + 35 * ${#all[@]})) "${all[@]}" > "$out/lab.json" || rc=$?
 python3 - "$out/lab.json" "$repo" "$version" <<'PY'
 import json, sys, os, glob, re
 v = json.loads(open(sys.argv[1]).read().splitlines()[-1])
@@ -52,9 +83,10 @@ repo, version = sys.argv[2], sys.argv[3]
 # Which kernels each known divergence shows on (`# known-divergence: kvm SIG on K...`).
 shows = {}
 for f in glob.glob(f"{repo}/corpus/known/*.seq"):
-    name = "privmem_known_" + re.sub(r"[^A-Za-z0-9]", "_", os.path.basename(f)[:-4])
+    stem = re.sub(r"[^A-Za-z0-9]", "_", os.path.basename(f)[:-4])
     m = re.search(r"^# known-divergence: kvm \S+(?: on (.*))?$", open(f).read(), re.M)
-    shows[name] = (m.group(1) or "").split() if m else []
+    for name in ("privmem_known_" + stem, "pmsa_known_" + stem):
+        shows[name] = (m.group(1) or "").split() if m else []
 bad = 0
 for r in v["results"]:
     name = os.path.basename(r["file"])
@@ -73,3 +105,4 @@ for r in v["results"]:
 print(f"kselftests on {version}: {v['passed']} passed, {v['failed']} failed, {v['skipped']} skipped in the lab; {bad} unexpected")
 sys.exit(1 if bad else 0)
 PY
+[ "$style" = 0 ] || { echo "kselftests: $style exported tests are not checkpatch-clean"; exit 1; }

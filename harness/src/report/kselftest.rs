@@ -57,7 +57,9 @@ fn prelude(source: &str, expected: &str, seq: &Sequence) -> String {
         ("@OP_READ@", OP_READ.to_string()),
         ("@OP_WRITE@", OP_WRITE.to_string()),
     ];
-    let mut s = PRELUDE.to_string();
+    let cases: Vec<String> =
+        Errno::ALL.iter().map(|e| format!("\tcase {}: return \"{}\";", e.value(), e.name())).collect();
+    let mut s = PRELUDE.replace("@ERRNO_CASES@", &cases.join("\n"));
     for (k, v) in subst {
         s = s.replace(k, &v);
     }

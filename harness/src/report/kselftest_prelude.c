@@ -129,16 +129,16 @@ static void die(const char *what)
 	exit(2);
 }
 
+/* privmem's errno names (seq/codes.rs); a number it does not know prints as such. */
 static const char *errname(int e)
 {
+	static char other[16];
+
 	switch (e) {
-	case EPERM: return "EPERM"; case ENOENT: return "ENOENT"; case EINTR: return "EINTR";
-	case EIO: return "EIO"; case E2BIG: return "E2BIG"; case EBADF: return "EBADF";
-	case EAGAIN: return "EAGAIN"; case ENOMEM: return "ENOMEM"; case EFAULT: return "EFAULT";
-	case EBUSY: return "EBUSY"; case EEXIST: return "EEXIST"; case EINVAL: return "EINVAL";
-	case ENOSPC: return "ENOSPC"; case ENOTTY: return "ENOTTY"; case ERANGE: return "ERANGE";
-	case ENOSYS: return "ENOSYS"; case EOPNOTSUPP: return "EOPNOTSUPP";
-	default: return "EIO";
+@ERRNO_CASES@
+	default:
+		snprintf(other, sizeof(other), "errno %d", e);
+		return other;
 	}
 }
 
@@ -438,20 +438,22 @@ static __attribute__((unused)) int prefault(uint64_t gpa, uint64_t size)
 
 	sigaction(SIGALRM, &sa, NULL);
 	setitimer(ITIMER_REAL, &t, NULL);
-	while (r.size) {
+	/* At least one call: the kernel checks the range (a size of 0 is EINVAL). */
+	do {
 		uint64_t before = r.size;
 
 		if (ioctl(vcpu, PM_PRE_FAULT_MEMORY, &r) >= 0 || r.size != before) {
 			stalled = 0;
+			e = 0;
 			continue;
 		}
 		e = errno;
 		if (e == EINTR && ++stalled < 4)
 			continue;
 		break;
-	}
+	} while (r.size);
 	setitimer(ITIMER_REAL, &off, NULL);
-	return r.size ? e : 0;
+	return e;
 }
 
 /* The VM's binary stats: pages_4k, pages_2m and pages_1g now. */

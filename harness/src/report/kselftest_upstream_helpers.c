@@ -7,9 +7,9 @@ static void guest_code(void)
 		uint64_t val = 0;
 
 		if (c->op == CMD_WRITE)
-			*(volatile uint64_t *)c->gpa = c->val;
+			WRITE_ONCE(*(uint64_t *)c->gpa, c->val);
 		else if (c->op == CMD_READ)
-			val = *(volatile uint64_t *)c->gpa;
+			val = READ_ONCE(*(uint64_t *)c->gpa);
 		else if (c->op == CMD_MAP_GPA)
 			val = kvm_hypercall(KVM_HC_MAP_GPA_RANGE, c->gpa, c->val, c->attrs, 0);
 		GUEST_SYNC_ARGS(next_cmd, val, 0, 0, 0);
