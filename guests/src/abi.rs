@@ -47,13 +47,67 @@ pub const KVM_HC_MAP_GPA_RANGE: u64 = 12;
 /// `KVM_MAP_GPA_RANGE_ENCRYPTED` (`KVM_MAP_GPA_RANGE_ENC_STAT(1)`): to private.
 pub const MAP_GPA_ENCRYPTED: u64 = 1 << 4;
 
+/// Confidential-VM shim commands (`x86_cvm`), TDX: `TDG.MEM.PAGE.ACCEPT` of the address with
+/// the level in the value (0 4K, 1 2M, 2 1G); the result's value is RAX.
+pub const OP_TD_ACCEPT: u64 = 6;
+/// TDX: `TDG.VP.VMCALL<MapGPA>` of the address (the shared bit included: it says which way)
+/// and the size in the value; the result's value is R10 (the TDVMCALL status).
+pub const OP_TD_MAP_GPA: u64 = 7;
+/// SEV-SNP: `PVALIDATE` of the address, page size in the value (0 4K, 1 2M), validate (1) or
+/// rescind (0) in the third word; the result's value is RAX, with the carry flag in bit 32.
+pub const OP_SNP_PVALIDATE: u64 = 8;
+/// SEV-SNP: page-state changes over the GHCB MSR protocol, one 4K page at a time, from the
+/// address for the value's page count, to the state in the third word (1 private, 2 shared);
+/// the result's value is the first non-zero response error (GHCBData[63:32]), else 0.
+pub const OP_SNP_PSC: u64 = 9;
+
 /// Result status: the command ran to completion.
 pub const ST_DONE: u64 = 1;
+/// Result status: an exception ended the command (#VE or #VC, delivered by the platform); the
+/// value is what the handler learnt (the #VE's GPA from `TDG.VP.VEINFO.GET`, the #VC's error
+/// code).
+pub const ST_EXC: u64 = 2;
 /// The guest did not know the opcode.
 pub const ST_BAD_OP: u64 = 0xbad;
 
 /// The guest writes the batch's end to this port (`out dx, al`): one exit per batch.
 pub const PORT_DONE: u16 = 0xe0;
+
+/// Emulated mode (`privmem replay --backend emulated`): the shim's #UD and #GP handlers report
+/// here, with the trapped context's registers pushed on its stack, so that the host can answer
+/// an instruction the machine lacks (TDCALL, PVALIDATE; the GHCB MSR) from the model.
+pub const PORT_TRAP_UD: u16 = 0xe1;
+pub const PORT_TRAP_GP: u16 = 0xe2;
+
+/// The confidential-VM shim's boot region, below 4 GiB where 32-bit code can reach it: the
+/// PML4, the identity PDPT (private), the PDPT of the shared alias, and the boot code page whose
+/// last 16 bytes hold the reset vector (0xFFFF_FFF0).
+pub const BOOT_GPA: u64 = 0xffff_c000;
+pub const BOOT_SIZE: u64 = 0x4000;
+pub const BOOT_PML4: u64 = BOOT_GPA;
+pub const BOOT_PDPT: u64 = BOOT_GPA + 0x1000;
+pub const BOOT_PDPT_SHARED: u64 = BOOT_GPA + 0x2000;
+pub const BOOT_CODE: u64 = BOOT_GPA + 0x3000;
+/// The boot GDT (null, 64-bit code 0x08, data 0x10, 32-bit code 0x18) and its descriptor.
+pub const BOOT_GDT: u64 = BOOT_CODE + 0x800;
+pub const BOOT_GDTR: u64 = BOOT_CODE + 0x7f0;
+/// The memslot of the boot region.
+pub const BOOT_SLOT: u32 = 32762;
+/// The shim's IDT (256 gates) and its descriptor, in the harness slot.
+pub const IDT_OFF: u64 = 0x98000;
+pub const IDTR_OFF: u64 = 0x99000;
+/// Which platform the shim is on: [`FLAVOUR_TD`] or [`FLAVOUR_SNP`] (a word in the image).
+pub const FLAVOUR_OFF: u64 = 0x99010;
+pub const FLAVOUR_TD: u64 = 1;
+pub const FLAVOUR_SNP: u64 = 2;
+/// A stack for the boot path (before the shim knows its vCPU index).
+pub const BOOT_STACK_TOP: u64 = 0xc1000;
+/// The shim's page directories where the vCPU lacks 1G pages: one per GiB of the identity
+/// map, then one per GiB of the shared alias (1 MiB in all).
+pub const CVM_PD_OFF: u64 = 0x200000;
+/// Shared accesses go through the high-half alias: PML4 entry 256 maps the same GPAs with the
+/// shared bit set (TDX) or the C-bit clear (SNP) in its entries.
+pub const SHARED_VA: u64 = 0xffff_8000_0000_0000;
 
 /// Where in each 4 KiB page the one 64-bit value of the model lives.
 pub const VALUE_OFFSET: u64 = 0;

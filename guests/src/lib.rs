@@ -8,3 +8,4 @@
 
 pub mod abi;
 pub mod x86_cpl3;
+pub mod x86_cvm;

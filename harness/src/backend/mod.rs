@@ -3,6 +3,7 @@
 //! ([`crate::oracle::diff`]) holds those observations to what the model allows.
 
 pub mod caps;
+pub mod emulated;
 pub mod kvm;
 pub mod view;
 

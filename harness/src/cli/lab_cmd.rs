@@ -55,7 +55,19 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let init_bin = std::fs::read(&init).map_err(|e| format!("{}: {e}; {BUILD_INIT}", init.display()))?;
     // `--exec`: the FILEs are programs to run in the lab, not scenarios.
     let exec = a.flag("exec");
-    let files = if exec { a.positional.iter().map(PathBuf::from).collect() } else { lab_files(&a.positional)? };
+    // `--emulated`: the TD and SNP shims on the lab's KVM, the model answering what they trap
+    // on (the corpus's TDX and SNP scenarios unless FILEs are named).
+    let emulated = a.flag("emulated");
+    let files = if exec {
+        a.positional.iter().map(PathBuf::from).collect()
+    } else if emulated && a.positional.is_empty() {
+        seq_files(&repo().join("corpus"))
+            .into_iter()
+            .filter(|f| load(&f.display().to_string()).is_ok_and(|s| matches!(s.header.vm, VmType::Tdx | VmType::Snp)))
+            .collect()
+    } else {
+        lab_files(&a.positional)?
+    };
     let mut payload = Vec::new();
     let mut names = Vec::new();
     for f in &files {
@@ -87,6 +99,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         if j == 0 {
             if exec {
                 args.extend(["--next--", "exec"].map(String::from));
+            } else if emulated {
+                args.extend(["--next--", "replay", "--backend", "emulated", "--json"].map(String::from));
             } else {
                 args.extend(["--next--", "replay", "--backend", "kvm", "--json"].map(String::from));
             }
@@ -210,20 +224,26 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 .map(|(_, p)| p.display().to_string())
                 .unwrap_or(file.into());
             mapping_checks += v["mapping_checks"].as_u64().unwrap_or(0);
-            if v.get("skipped").is_some() {
+            if v.get("skipped").is_some_and(|x| !x.is_null()) {
                 skipped += 1;
                 if !json {
                     println!("skip  {shown}: {}", v["skipped"].as_str().unwrap_or(""));
                 }
             } else if v["ok"].as_bool() == Some(true) {
                 passed += 1;
-                if !json {
+                if !json && v["emulated"] == true {
+                    let c = &v["counts"];
+                    println!(
+                        "emulated ok   {shown}: {} guest steps through the shim, {} traps, {} injected",
+                        c["shim_steps"], c["traps"], c["injected"]
+                    );
+                } else if !json {
                     println!("ok    {shown}");
                 }
             } else {
                 failed += 1;
                 if !json {
-                    println!("FAIL  {shown}");
+                    println!("{}FAIL  {shown}", if v["emulated"] == true { "emulated " } else { "" });
                     for f in v["findings"].as_array().into_iter().flatten() {
                         println!("      {}", f["detail"].as_str().unwrap_or(""));
                     }

@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 pub mod corpus_cmd;
+mod emulated;
 mod fuzz;
 mod lab_baseline;
 mod lab_build;

@@ -17,6 +17,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     // `--bin`: the files are fuzzer inputs (cargo-fuzz/AFL crash artifacts) in the binary codec;
     // they replay as the targets ran them, without expectations.
     let bin = a.flag("bin");
+    if a.get("backend") == Some("emulated") {
+        return super::emulated::run(&a.positional, a.flag("json"));
+    }
     let mut results: Vec<serde_json::Value> = Vec::new();
     let mut kvm = match a.get("backend").unwrap_or("model") {
         "model" => None,
@@ -30,7 +33,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             }
             Some(k)
         }
-        other => return Err(format!("unknown backend `{other}` (model, kvm)")),
+        other => return Err(format!("unknown backend `{other}` (model, kvm, emulated)")),
     };
     let mut skipped = 0;
     if a.positional.is_empty() {

@@ -43,7 +43,11 @@ pub const SPECS: &[Spec] = &[
         args: "FILE...",
         about: "run scenarios and check every expectation",
         opts: &[
-            v("backend", "model|kvm", "where to run them (default: model)"),
+            v(
+                "backend",
+                "model|kvm|emulated",
+                "where to run them (default: model; emulated: the TD/SNP shims, the model answering)",
+            ),
             v("kernel", "6.12|6.18|7.3|next", "the kernel the model runs as"),
             v("against", "VARIANT", "also compare two TDX variants"),
             JUNIT,
@@ -102,6 +106,10 @@ pub const SPECS: &[Spec] = &[
             NO_FEEDBACK,
             f("tap", "TAP 13 output for the scenarios; exit 4 when everything was skipped"),
             f("exec", "the FILEs are test programs (exported kselftests) to run there, not scenarios"),
+            f(
+                "emulated",
+                "run the TD and SNP shims there in emulated mode (default: the corpus's TDX and SNP scenarios)",
+            ),
             JSON,
         ],
     },
