@@ -7,7 +7,8 @@
 //!
 //! Exit codes, for `git bisect run`: 0 no unexplained difference, 1 some, 2 the run failed.
 
-use super::lab_cmd::{default_kernel, lab_files, repo};
+use super::lab_cmd::{default_kernel, repo};
+use super::lab_files::lab_files;
 use super::Args;
 use crate::campaign::{Campaign, CampaignConfig};
 use crate::lab;

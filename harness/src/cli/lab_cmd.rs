@@ -6,27 +6,10 @@ use super::corpus_cmd::seq_files;
 use super::load;
 use crate::lab;
 use crate::oracle::diff::{known_divergences, same_access_divergence};
-use crate::seq::VmType;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use super::lab_build::{build_init, default_kernel, repo, BUILD_INIT};
-
-/// The scenarios a lab run replays: the FILEs named, or every default and SW_PROTECTED one of
-/// corpus/ (the VM types a lab kernel under TCG has).
-pub fn lab_files(named: &[String]) -> Result<Vec<PathBuf>, String> {
-    Ok(if named.is_empty() {
-        seq_files(&repo().join("corpus"))
-            .into_iter()
-            .filter(|f| {
-                load(&f.display().to_string())
-                    .is_ok_and(|s| matches!(s.header.vm, VmType::Default | VmType::SwProtected))
-            })
-            .collect()
-    } else {
-        named.iter().map(PathBuf::from).collect()
-    })
-}
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = super::spec::Spec::get("lab").parse(argv)?;
@@ -60,13 +43,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let emulated = a.flag("emulated");
     let files = if exec {
         a.positional.iter().map(PathBuf::from).collect()
-    } else if emulated && a.positional.is_empty() {
-        seq_files(&repo().join("corpus"))
-            .into_iter()
-            .filter(|f| load(&f.display().to_string()).is_ok_and(|s| matches!(s.header.vm, VmType::Tdx | VmType::Snp)))
-            .collect()
+    } else if emulated {
+        super::lab_files::emulated_files(&a.positional)
     } else {
-        lab_files(&a.positional)?
+        super::lab_files::lab_files(&a.positional)?
     };
     let mut payload = Vec::new();
     let mut names = Vec::new();

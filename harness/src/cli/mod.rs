@@ -9,6 +9,7 @@ mod fuzz;
 mod lab_baseline;
 mod lab_build;
 mod lab_cmd;
+mod lab_files;
 mod replay;
 mod shrink_cmd;
 pub mod spec;

@@ -413,7 +413,7 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
     out.push_str(&PRELUDE.replace("@HAS_MAP_GPA@", if has_map_gpa { "1" } else { "0" }));
     let _ = writeln!(out, "\nstatic struct guest_cmd cmds[] = {{\n{}\n}};\n", cmds.join("\n"));
     out.push_str(&helpers(&body));
-    let (decls, body) = hoist_declarations(&body);
+    let (decls, body) = super::c_style::hoist_declarations(&body);
     let _ = writeln!(
         out,
         "\nint main(void)\n{{\n\tconst struct vm_shape shape = {{ .mode = VM_MODE_DEFAULT, .type = {vm_type} }};\n\tstruct kvm_memory_attributes attr;\n\tstruct kvm_pre_fault_memory range;\n{decls}\tuint64_t n;\n\tint r;\n"
@@ -435,30 +435,6 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
     out.push_str(&body);
     out.push_str("\n\t(void)attr;\n\t(void)range;\n\t(void)n;\n\tkvm_vm_free(vm);\n\treturn 0;\n}\n");
     Ok(out)
-}
-
-/// The kernel's style (and checkpatch) wants a function's declarations first: the body's
-/// top-level `int gmem_x = -1;` and `void *hvaN = ...;` lines become declarations at the top of
-/// `main` and, where they computed something, assignments where they stood.
-fn hoist_declarations(body: &str) -> (String, String) {
-    let (mut decls, mut rest) = (String::new(), String::new());
-    for l in body.lines() {
-        let decl = ["\tint ", "\tvoid *"].iter().find_map(|p| l.strip_prefix(p).map(|r| (*p, r)));
-        match decl.and_then(|(p, r)| r.split_once(" = ").map(|(var, init)| (p, var, init))) {
-            Some(("\tint ", var, init)) => {
-                let _ = writeln!(decls, "\tint {var} = {init}");
-            }
-            Some((p, var, init)) => {
-                let _ = writeln!(decls, "{p}{var};");
-                let _ = writeln!(rest, "\t{var} = {init}");
-            }
-            None => {
-                rest.push_str(l);
-                rest.push('\n');
-            }
-        }
-    }
-    (decls, rest)
 }
 
 /// Move a scenario that uses memory below 1 GiB up by 4 GiB, where nothing else it uses would

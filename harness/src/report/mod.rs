@@ -1,5 +1,6 @@
 //! Reports: findings written atomically as a replayable `.seq` and a `.json` beside it.
 
+pub mod c_style;
 pub mod coverage;
 pub mod junit;
 pub mod kselftest;

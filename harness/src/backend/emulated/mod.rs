@@ -20,6 +20,7 @@ pub use image::{EncBits, Platform};
 
 use super::kvm::mem::Mapping;
 use super::{Backend, Observed, RealTrace, RunError};
+use crate::backend::kvm::guest::seg;
 use crate::oracle::run_model;
 use crate::seq::*;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
@@ -114,22 +115,6 @@ impl EmulatedBackend {
             v.booted.push(false);
         }
         Ok(v)
-    }
-}
-
-fn seg(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
-    kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_,
-        present: 1,
-        dpl: 0,
-        db,
-        s: 1,
-        l,
-        g: 1,
-        ..Default::default()
     }
 }
 

@@ -39,7 +39,8 @@ pub fn build_harness(m: &Mapping, gib_pages: bool) {
     m.write_bytes(CODE_OFF, privmem_guest::x86_cpl3::code());
 }
 
-fn seg(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
+/// A flat 4 GiB segment (DPL from the selector's RPL).
+pub fn seg(selector: u16, type_: u8, l: u8, db: u8) -> kvm_segment {
     kvm_segment {
         base: 0,
         limit: 0xffff_ffff,
