@@ -14,7 +14,10 @@
 //! - the main code ([`code`]), at `HARNESS_GPA + CODE_OFF`: loads the IDT the image holds, learns
 //!   its vCPU index (`TDG.VP.INFO` on a TD), and runs the command loop. Registers in the loop:
 //!   `rdi` command page, `rbp` result page, `rbx` next command (the TDX and GHCB calls use rax,
-//!   rcx, rdx and r8 to r15).
+//!   rcx, rdx and r8 to r15). The command and result pages are the one part of the image the
+//!   host must read and write, so the shim reaches them through the shared alias
+//!   ([`crate::abi::SHARED_VA`]): on a TD or SNP guest they are shared memory; the code, page
+//!   tables, IDT and stacks stay private.
 //!
 //! A batch ends with the done port (`out` on SNP; `TDG.VP.VMCALL<Instruction.IO>` on a TD, whose
 //! port I/O would raise #VE). The index is reset *before* that, so an exception the platform
@@ -342,7 +345,7 @@ global_asm!(
     flavour = const HARNESS_GPA + FLAVOUR_OFF,
     td = const FLAVOUR_TD,
     cmd_stride = const CMD_STRIDE,
-    cmd_base = const HARNESS_GPA + CMD_OFF,
+    cmd_base = const SHARED_VA | (HARNESS_GPA + CMD_OFF),
     stack_size = const STACK_SIZE,
     stack_base = const HARNESS_GPA + STACK_OFF,
     op_read = const OP_READ,

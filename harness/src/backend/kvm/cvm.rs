@@ -5,9 +5,13 @@
 //! checks every struct and constant here against the 7.3 headers with a C probe.
 //!
 //! What waits for hardware: no machine here has TDX or SNP, so the sequence is built and
-//! checked but never issued, and the TD/SNP guest shims it would load do not exist yet.
+//! checked but never issued. The image it loads is the TD/SNP shim's
+//! (`privmem_guest::x86_cvm`), which runs here in emulated mode (`backend::emulated`).
 
 use crate::seq::{Op, Sequence, VmType, PAGE};
+use privmem_guest::abi::{
+    BOOT_GPA, BOOT_PML4, BOOT_SIZE, BOOT_SLOT, CMD_OFF, CODE_OFF, HARNESS_GPA, HARNESS_SIZE, HARNESS_SLOT,
+};
 use std::fmt::Write as _;
 
 /// `struct kvm_tdx_cmd`: every TDX command through KVM_MEMORY_ENCRYPT_OP.
@@ -105,10 +109,12 @@ pub const IOCTLS: [(&str, u64); 10] = [
     ("KVM_SET_SREGS", kvm_ioc(W, 0x84, 312)),
 ];
 
-/// The address the guest shim is loaded at, and its size: the TD's reset vector page sits at
-/// the top of 4 GiB, so the shim occupies the last 64K below it.
-pub const SHIM_GPA: u64 = 0xffff_0000;
-pub const SHIM_SIZE: u64 = 64 << 10;
+/// The shim's image (`privmem_guest::x86_cvm`, built by `backend::emulated::image`): the boot
+/// region below 4 GiB and the harness slot's private part (code, IDT, stacks) are added to the
+/// measured image; the command and result pages above `CMD_OFF` stay shared, the one part the
+/// host reads and writes. One guest_memfd file holds both private regions.
+pub const IMAGE_PRIVATE: [(&str, u64, u64); 2] =
+    [("boot region", BOOT_GPA, BOOT_SIZE), ("harness", HARNESS_GPA, CMD_OFF)];
 
 /// One ioctl of the set-up: which fd it goes to, its name and its argument, in words.
 pub struct Call {
@@ -152,9 +158,12 @@ pub fn plan(seq: &Sequence) -> Option<Vec<Call>> {
         }
         _ => return None,
     }
-    // The shim's own private memory, then the sequence's files and slots.
-    call("vm", "KVM_CREATE_GUEST_MEMFD", format!("{{size {SHIM_SIZE:#x}, flags 0}} -> shim"));
-    call("vm", "KVM_SET_USER_MEMORY_REGION2", format!("{{slot 32763, flags KVM_MEM_GUEST_MEMFD, gpa {SHIM_GPA:#x}, size {SHIM_SIZE:#x}, guest_memfd shim, offset 0}}"));
+    // The shim's image: one guest_memfd for its private regions, the harness slot's shared
+    // pages (commands and results) from userspace memory; then the sequence's files and slots.
+    let image = BOOT_SIZE + HARNESS_SIZE;
+    call("vm", "KVM_CREATE_GUEST_MEMFD", format!("{{size {image:#x}, flags 0}} -> image"));
+    call("vm", "KVM_SET_USER_MEMORY_REGION2", format!("{{slot {BOOT_SLOT}, flags KVM_MEM_GUEST_MEMFD, gpa {BOOT_GPA:#x}, size {BOOT_SIZE:#x}, guest_memfd image, offset 0}}"));
+    call("vm", "KVM_SET_USER_MEMORY_REGION2", format!("{{slot {HARNESS_SLOT}, flags KVM_MEM_GUEST_MEMFD, gpa {HARNESS_GPA:#x}, size {HARNESS_SIZE:#x}, userspace_addr the command pages, guest_memfd image, offset {BOOT_SIZE:#x}}}"));
     for g in &h.gmems {
         call("vm", "KVM_CREATE_GUEST_MEMFD", format!("{{size {:#x}, flags 0}} -> {}", g.size, g.name));
     }
@@ -169,11 +178,13 @@ pub fn plan(seq: &Sequence) -> Option<Vec<Call>> {
             format!("{{slot {}, flags {flags}, gpa {:#x}, size {:#x}{gm}}}", s.id, s.gpa, s.size),
         );
     }
-    call(
-        "vm",
-        "KVM_SET_MEMORY_ATTRIBUTES",
-        format!("{{address {SHIM_GPA:#x}, size {SHIM_SIZE:#x}, attributes PRIVATE}}"),
-    );
+    for (what, gpa, size) in IMAGE_PRIVATE {
+        call(
+            "vm",
+            "KVM_SET_MEMORY_ATTRIBUTES",
+            format!("{{address {gpa:#x}, size {size:#x}, attributes PRIVATE}} ({what})"),
+        );
+    }
     for i in 0..h.vcpus {
         let vcpu = format!("vcpu{i}");
         call("vm", "KVM_CREATE_VCPU", format!("{i}"));
@@ -190,28 +201,38 @@ pub fn plan(seq: &Sequence) -> Option<Vec<Call>> {
                 call(
                     &vcpu,
                     "KVM_SET_SREGS",
-                    "64-bit mode: CR0.PG|PE, CR4.PAE, EFER.LME|LMA, CR3 the shim's page tables".into(),
+                    format!("64-bit mode: CR0.PG|PE, CR4.PAE, EFER.LME|LMA, CR3 {BOOT_PML4:#x} (the image's PML4, C-bit in its private entries)"),
                 );
-                call(&vcpu, "KVM_SET_REGS", format!("{{rip {SHIM_GPA:#x}, rsp {:#x}}}", SHIM_GPA + SHIM_SIZE));
+                call(&vcpu, "KVM_SET_REGS", format!("{{rip {:#x}, r9 {i} (the vCPU index)}}", HARNESS_GPA + CODE_OFF));
             }
         }
     }
     match h.vm {
-        VmType::Tdx => call(
-            "vcpu0",
-            "KVM_MEMORY_ENCRYPT_OP",
-            format!(
-                "{{id KVM_TDX_INIT_MEM_REGION, flags KVM_TDX_MEASURE_MEMORY_REGION, data &{{source shim image, gpa {SHIM_GPA:#x}, nr_pages {}}}}}",
-                SHIM_SIZE / PAGE
-            ),
-        ),
+        VmType::Tdx => {
+            for (what, gpa, size) in IMAGE_PRIVATE {
+                call(
+                    "vcpu0",
+                    "KVM_MEMORY_ENCRYPT_OP",
+                    format!(
+                        "{{id KVM_TDX_INIT_MEM_REGION, flags KVM_TDX_MEASURE_MEMORY_REGION, data &{{source the image's {what}, gpa {gpa:#x}, nr_pages {}}}}}",
+                        size / PAGE
+                    ),
+                );
+            }
+        }
         _ => {
-            call("vm", "KVM_MEMORY_ENCRYPT_OP", "{id KVM_SEV_SNP_LAUNCH_START, data &{policy 0x30000}, sev_fd /dev/sev}".into());
             call(
                 "vm",
                 "KVM_MEMORY_ENCRYPT_OP",
-                format!("{{id KVM_SEV_SNP_LAUNCH_UPDATE, data &{{gfn_start {:#x}, uaddr shim image, len {SHIM_SIZE:#x}, type NORMAL}}, sev_fd /dev/sev}}", SHIM_GPA / PAGE),
+                "{id KVM_SEV_SNP_LAUNCH_START, data &{policy 0x30000}, sev_fd /dev/sev}".into(),
             );
+            for (what, gpa, size) in IMAGE_PRIVATE {
+                call(
+                    "vm",
+                    "KVM_MEMORY_ENCRYPT_OP",
+                    format!("{{id KVM_SEV_SNP_LAUNCH_UPDATE, data &{{gfn_start {:#x}, uaddr the image's {what}, len {size:#x}, type NORMAL}}, sev_fd /dev/sev}}", gpa / PAGE),
+                );
+            }
         }
     }
     // `finalize` in the sequence is where the build ends; without one it ends here.
