@@ -12,9 +12,9 @@
 //! VM) is not run through the shim. Every output says `emulated`; nothing here counts as
 //! conformance.
 
-mod image;
+pub mod image;
 mod run;
-mod trap;
+pub mod trap;
 
 pub use image::{EncBits, Platform};
 
@@ -121,7 +121,7 @@ impl EmulatedBackend {
 /// A vCPU's state at launch. TD: what the TDX module sets (`td_vmcs_init.c`, `tdh_vp_init.c`):
 /// the reset vector in 32-bit protected mode, paging off, CR0 = PE|NE, EFER.LME set. SNP: the
 /// host's to choose before LAUNCH_FINISH, so 64-bit mode at the main code with the index in r9.
-fn initial_state(fd: &VcpuFd, platform: Platform, index: u64) -> std::io::Result<()> {
+pub fn initial_state(fd: &VcpuFd, platform: Platform, index: u64) -> std::io::Result<()> {
     let mut s = fd.get_sregs()?;
     s.gdt.base = BOOT_GDT;
     s.gdt.limit = 31;

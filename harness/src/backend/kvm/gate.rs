@@ -14,7 +14,7 @@ impl KvmBackend {
             return Some(format!("VM type {} ({}) in KVM_CAP_VM_TYPES", h.vm.kvm_type(), h.vm.name()));
         }
         if matches!(h.vm, VmType::Tdx | VmType::Snp) {
-            return Some(format!("{} VM setup in the KVM backend (not built yet)", h.vm.name()));
+            return super::cvm_run::unsupported(seq);
         }
         if h.has(Knob::NoSlotZapAll) && c.quirks2 & kvm_bindings::KVM_X86_QUIRK_SLOT_ZAP_ALL as u64 == 0 {
             return Some("KVM_X86_QUIRK_SLOT_ZAP_ALL in KVM_CAP_DISABLE_QUIRKS2".into());

@@ -10,6 +10,8 @@
 
 mod batch;
 pub mod cvm;
+pub mod cvm_ops;
+pub mod cvm_run;
 mod footing;
 mod gate;
 pub mod guest;
@@ -301,6 +303,11 @@ impl Backend for KvmBackend {
     fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {
         if let Some(why) = self.unsupported(seq) {
             return Err(RunError::Unsupported(why));
+        }
+        // A TD or an SNP guest: its own set-up and runner (never run yet: see cvm_run).
+        if matches!(seq.header.vm, VmType::Tdx | VmType::Snp) {
+            self.vm = None;
+            return cvm_ops::run(&self.kvm, seq);
         }
         if let Err(why) = self.footing() {
             return Err(RunError::Setup(format!("footing check failed, refusing to run: {why}")));

@@ -1,0 +1,193 @@
+//! Running a sequence's ops on a real TD or SNP guest that [`super::cvm_run`] set up: host ops
+//! as ioctls, guest ops as commands of the shim. Never run (see `cvm_run`).
+
+use super::cvm::{KVM_HC_MAP_GPA_RANGE, KVM_SYSTEM_EVENT_TDX_FATAL};
+use super::cvm_run::{unsupported, CvmGuest, Slot};
+use super::mem::Mapping;
+use super::raw;
+use crate::backend::{Observed, RealTrace, RunError};
+use crate::seq::*;
+use kvm_ioctls::{Kvm, VcpuExit, VmFd};
+use privmem_guest::abi::{
+    CMD_FIRST, CMD_OFF, CMD_STRIDE, MAP_GPA_ENCRYPTED, OP_READ, OP_TD_ACCEPT, OP_TD_MAP_GPA, OP_TOUCH, OP_WRITE,
+    PORT_DONE, SHARED_VA, ST_DONE, ST_EXC, VALUE_OFFSET,
+};
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Run `seq` on a real TD or SNP guest.
+pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
+    if let Some(why) = unsupported(seq) {
+        return Err(RunError::Unsupported(why));
+    }
+    let mut g = CvmGuest::build(kvm, seq)?;
+    let n = seq.steps.len();
+    let mut t = RealTrace { observed: vec![Observed::NotChecked; n], views: vec![None; n], ..Default::default() };
+    for (i, st) in seq.steps.iter().enumerate() {
+        let o = match &st.op {
+            Op::Finalize => g.finalize().map(|_| Outcome::Ok).unwrap_or_else(errno),
+            Op::InitMem { addr, pages, measure } => {
+                // The source: zeroes, as the model's added pages hold.
+                let zero = Mapping::anon((*pages * PAGE).clamp(PAGE, 1 << 30) as usize)
+                    .map_err(|e| RunError::Setup(format!("mmap: {e}")))?;
+                let mut r = super::cvm::KvmTdxInitMemRegion { source_addr: zero.addr(), gpa: *addr, nr_pages: *pages };
+                let mut cmd = super::cvm::KvmTdxCmd {
+                    id: super::cvm::KVM_TDX_INIT_MEM_REGION,
+                    flags: if *measure { super::cvm::KVM_TDX_MEASURE_MEMORY_REGION } else { 0 },
+                    data: &mut r as *mut _ as u64,
+                    ..Default::default()
+                };
+                super::cvm_run::vcpu_encrypt_op(&g.vcpus[0], &mut cmd).map(|_| Outcome::Ok).unwrap_or_else(errno)
+            }
+            Op::Private { addr, size } | Op::Shared { addr, size } => {
+                let private = matches!(st.op, Op::Private { .. });
+                let a = kvm_bindings::kvm_memory_attributes {
+                    address: *addr,
+                    size: *size,
+                    attributes: if private { 1 << 3 } else { 0 },
+                    flags: 0,
+                };
+                g.vm.set_memory_attributes(a).map(|_| Outcome::Ok).unwrap_or_else(|e| errno(e.errno()))
+            }
+            Op::Punch { addr, size, keep_size } => match g.gmem_at(*addr) {
+                Some((fd, off)) => {
+                    raw::punch_hole(fd, off, *size, *keep_size).map(|_| Outcome::Ok).unwrap_or_else(errno)
+                }
+                None => Outcome::Err(Errno::ENOENT),
+            },
+            Op::Prefault { vcpu, addr, size } => match g.vcpus.get(*vcpu as usize) {
+                Some(v) => raw::pre_fault(v, *addr, *size).map(|_| Outcome::Ok).unwrap_or_else(errno),
+                None => continue,
+            },
+            Op::HostRead { addr } => match g.host(*addr) {
+                Some((m, off)) => Outcome::Value(m.read_u64(off)),
+                None => Outcome::Err(Errno::EFAULT),
+            },
+            Op::HostWrite { addr, value } => match g.host(*addr) {
+                Some((m, off)) => {
+                    m.write_u64(off, *value);
+                    Outcome::Ok
+                }
+                None => Outcome::Err(Errno::EFAULT),
+            },
+            op if op.kind().is_guest() => match g.guest_op(op, i)? {
+                Some(o) => o,
+                None => {
+                    // A memory fault: the TD cannot be resumed past the access.
+                    t.observed[i] = Observed::Outcome(Outcome::Exit(Exit::MemoryFault { private: true }));
+                    break;
+                }
+            },
+            _ => continue,
+        };
+        t.observed[i] = Observed::Outcome(o);
+    }
+    Ok(t)
+}
+
+/// Userspace's half of the guest's MapGPA, as `private_mem_conversions_test.c` (and the KVM
+/// backend for SW_PROTECTED VMs) does it: set the attributes, then drop the side the range
+/// left (punch guest_memfd going shared, clear the shared memory going private). The return is
+/// the hypercall's: 0 or a negative errno.
+fn convert(vm: &VmFd, slots: &BTreeMap<u32, Slot>, gmems: &[OwnedFd], gpa: u64, pages: u64, private: bool) -> u64 {
+    let Some(end) = pages.checked_mul(PAGE).and_then(|l| gpa.checked_add(l)) else {
+        return -(libc::EINVAL as i64) as u64;
+    };
+    let a = kvm_bindings::kvm_memory_attributes {
+        address: gpa,
+        size: end - gpa,
+        attributes: if private { 1 << 3 } else { 0 },
+        flags: 0,
+    };
+    if let Err(e) = vm.set_memory_attributes(a) {
+        return -(e.errno() as i64) as u64;
+    }
+    for sl in slots.values() {
+        let (s, e) = (gpa.max(sl.gpa), end.min(sl.gpa + sl.size));
+        if s >= e {
+            continue;
+        }
+        match (private, sl.gmem) {
+            (false, Some((i, off))) => {
+                let _ = raw::punch_hole(gmems[i].as_raw_fd(), off + (s - sl.gpa), e - s, true);
+            }
+            (true, _) => {
+                for p in (s..e).step_by(PAGE as usize) {
+                    sl.anon.write_u64(p - sl.gpa + VALUE_OFFSET, 0);
+                }
+            }
+            _ => {}
+        }
+    }
+    0
+}
+
+fn errno(e: i32) -> Outcome {
+    Outcome::Err(Errno::from_value(e).unwrap_or(Errno::EIO))
+}
+
+impl CvmGuest {
+    fn slot_at(&self, gpa: u64) -> Option<&Slot> {
+        self.slots.values().find(|s| gpa >= s.gpa && gpa - s.gpa < s.size)
+    }
+    fn gmem_at(&self, gpa: u64) -> Option<(i32, u64)> {
+        let s = self.slot_at(gpa)?;
+        let (i, off) = s.gmem?;
+        Some((self.gmems[i].as_raw_fd(), off + (gpa - s.gpa)))
+    }
+    fn host(&self, gpa: u64) -> Option<(&Mapping, u64)> {
+        let s = self.slot_at(gpa)?;
+        Some((&s.anon, (gpa & !0xfff) - s.gpa + VALUE_OFFSET))
+    }
+
+    /// One guest op as one batch of the shim. None: the access faulted to userspace.
+    fn guest_op(&mut self, op: &Op, step: usize) -> Result<Option<Outcome>, RunError> {
+        let v = op.vcpu().unwrap_or(0) as usize;
+        let guest = |d: String| RunError::Guest { step, detail: d };
+        let alias = |a: u64, shared: bool| if shared { SHARED_VA | a } else { a };
+        let cmd = match *op {
+            Op::Read { addr, shared, .. } => (OP_READ, alias(addr, shared), 0, 0),
+            Op::Write { addr, value, shared, .. } => (OP_WRITE, alias(addr, shared), value, 0),
+            Op::Touch { addr, .. } => (OP_TOUCH, addr, 0, 0),
+            Op::Accept { addr, level, .. } => (OP_TD_ACCEPT, addr, level.tdx_level(), 0),
+            Op::MapGpa { addr, size, private, .. } => {
+                (OP_TD_MAP_GPA, if private { addr } else { addr | crate::model::tdx::TD_SHARED_BIT }, size, 0)
+            }
+            _ => return Err(guest(format!("`{}` has no TD shim command", text::print_op(op)))),
+        };
+        let page = CMD_OFF + v as u64 * CMD_STRIDE;
+        for (k, w) in [cmd.0, cmd.1, cmd.2, cmd.3].iter().enumerate() {
+            self.shared.write_u64(page + CMD_FIRST + k as u64 * 8, *w);
+        }
+        self.shared.write_u64(page + 0x1000, 0);
+        self.shared.write_u64(page, 1);
+        let vcpu = self.vcpus.get_mut(v).ok_or_else(|| guest(format!("no vCPU {v}")))?;
+        loop {
+            match vcpu.run() {
+                Ok(VcpuExit::IoOut(PORT_DONE, _)) => break,
+                Ok(VcpuExit::Hypercall(h)) if h.nr == KVM_HC_MAP_GPA_RANGE as u64 => {
+                    let private = h.args[2] & MAP_GPA_ENCRYPTED != 0;
+                    *h.ret = convert(&self.vm, &self.slots, &self.gmems, h.args[0], h.args[1], private);
+                }
+                Ok(VcpuExit::MemoryFault { .. }) => return Ok(None),
+                Ok(VcpuExit::SystemEvent(ty, _)) if ty == KVM_SYSTEM_EVENT_TDX_FATAL => {
+                    return Ok(Some(Outcome::VmDead))
+                }
+                Ok(VcpuExit::Intr) => continue,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Ok(other) => return Err(guest(format!("unexpected exit {other:?}"))),
+                Err(e) => return Err(guest(format!("KVM_RUN: {e}"))),
+            }
+        }
+        let (status, value) = (self.shared.read_u64(page + 0x1000), self.shared.read_u64(page + 0x1008));
+        use crate::backend::emulated::trap as decode;
+        Ok(Some(match (status, cmd.0) {
+            (ST_EXC, _) => Outcome::Ve,
+            (ST_DONE, OP_READ) => Outcome::Value(value),
+            (ST_DONE, OP_WRITE | OP_TOUCH) => Outcome::Ok,
+            (ST_DONE, OP_TD_ACCEPT) => decode::tdx_outcome(value).unwrap_or(Outcome::Value(value)),
+            (ST_DONE, OP_TD_MAP_GPA) => decode::vmcall_outcome(value).unwrap_or(Outcome::Value(value)),
+            _ => return Err(guest(format!("the shim's result: status {status:#x}, value {value:#x}"))),
+        }))
+    }
+}
