@@ -123,6 +123,22 @@ global_asm!(
     "movabs rsp, {stack_base}",
     "add rsp, rax",
     "xor ebx, ebx",
+    // Touch what delivering #VE or #VC reads and writes (the stack, the IDT's gates, the GDT's
+    // code segment, the handlers' code) before the platform delivers one: a delivery that
+    // faults in nested paging lost the injected event under QEMU's TCG (the lab), where
+    // nothing had touched the boot GDT of an SNP guest, which starts in 64-bit mode.
+    "push rax",
+    "pop rax",
+    "movabs rax, {idt}",
+    "mov rcx, qword ptr [rax + 20 * 16]",
+    "mov rcx, qword ptr [rax + 29 * 16]",
+    "movabs rax, {gdt}",
+    "mov rcx, qword ptr [rax + 8]",
+    "lea rax, [rip + privmem_cvm_ve]",
+    "mov cl, byte ptr [rax]",
+    "lea rax, [rip + privmem_cvm_vc]",
+    "mov cl, byte ptr [rax]",
+
     // loop:
     "2:",
     "mov rcx, qword ptr [rdi]",
@@ -342,6 +358,8 @@ global_asm!(
     ".popsection",
     boot_stack = const HARNESS_GPA + BOOT_STACK_TOP,
     idtr = const HARNESS_GPA + IDTR_OFF,
+    idt = const HARNESS_GPA + IDT_OFF,
+    gdt = const BOOT_GDT,
     flavour = const HARNESS_GPA + FLAVOUR_OFF,
     td = const FLAVOUR_TD,
     cmd_stride = const CMD_STRIDE,

@@ -122,7 +122,8 @@ fn cpu_phys_bits() -> Option<u8> {
 }
 
 /// Privmem is the lab VM's init: the machine is disposable.
-fn in_lab() -> bool {
+/// Whether this process is the lab VM's init (PID 1): nested KVM under QEMU's TCG.
+pub(crate) fn in_lab() -> bool {
     std::process::id() == 1
 }
 
