@@ -6,7 +6,7 @@ use privmem::seq::text::parse;
 use std::path::{Path, PathBuf};
 
 fn corpus_files() -> Vec<PathBuf> {
-    privmem::cli::corpus_cmd::seq_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus"))
+    privmem::corpus::seq_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus"))
 }
 
 #[test]

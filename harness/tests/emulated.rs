@@ -10,7 +10,7 @@ use std::path::Path;
 
 fn corpus() -> Vec<(String, privmem::seq::Sequence)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
-    privmem::cli::corpus_cmd::seq_files(&root)
+    privmem::corpus::seq_files(&root)
         .into_iter()
         .filter_map(|f| {
             let s = parse(&f.display().to_string(), &std::fs::read_to_string(&f).ok()?).ok()?;

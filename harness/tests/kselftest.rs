@@ -23,7 +23,7 @@ fn exported_c_matches_the_kvm_backend() {
     let dir = std::env::temp_dir().join(format!("privmem-kselftest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (mut compared, mut skipped) = (0, 0);
-    for f in privmem::cli::corpus_cmd::seq_files(&root) {
+    for f in privmem::corpus::seq_files(&root) {
         let src = std::fs::read_to_string(&f).unwrap();
         let seq = parse("s", &src).unwrap();
         let Ok(c) = privmem::report::kselftest::export(&seq, &f.display().to_string()) else {

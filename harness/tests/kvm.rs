@@ -22,7 +22,7 @@ fn backend() -> Option<KvmBackend> {
 }
 
 fn corpus_files() -> Vec<PathBuf> {
-    privmem::cli::corpus_cmd::seq_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus"))
+    privmem::corpus::seq_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus"))
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::lab_cmd::repo;
 use super::load;
-use crate::cli::corpus_cmd::seq_files;
+use crate::corpus::seq_files;
 use crate::seq::VmType;
 use std::path::PathBuf;
 
