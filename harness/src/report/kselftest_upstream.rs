@@ -19,8 +19,6 @@ use std::fmt::Write as _;
 /// helpers; a helper follows a `//@NAME` marker and is kept only where the test calls NAME.
 const PRELUDE: &str = include_str!("kselftest_upstream_prelude.c");
 
-const GUEST_AND_HELPERS: &str = include_str!("kselftest_upstream_helpers.c");
-
 struct SlotRec {
     gpa: u64,
     size: u64,
@@ -54,7 +52,7 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
     }
     // Scenarios placed below 1 GiB, where the library keeps its own memory, move up by 4 GiB:
     // alignments and distances stay, so the checks the scenario makes stay too.
-    shift_low(&mut seq);
+    super::kselftest_upstream_parts::shift_low(&mut seq);
     let seq = &seq;
     let h = &seq.header;
     let has_map_gpa = seq.steps.iter().any(|st| matches!(st.op, Op::MapGpa { .. }));
@@ -412,7 +410,7 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
     out.push_str(" */\n");
     out.push_str(&PRELUDE.replace("@HAS_MAP_GPA@", if has_map_gpa { "1" } else { "0" }));
     let _ = writeln!(out, "\nstatic struct guest_cmd cmds[] = {{\n{}\n}};\n", cmds.join("\n"));
-    out.push_str(&helpers(&body));
+    out.push_str(&super::kselftest_upstream_parts::helpers(&body));
     let (decls, body) = super::c_style::hoist_declarations(&body);
     let _ = writeln!(
         out,
@@ -435,47 +433,4 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kerne
     out.push_str(&body);
     out.push_str("\n\t(void)attr;\n\t(void)range;\n\t(void)n;\n\tkvm_vm_free(vm);\n\treturn 0;\n}\n");
     Ok(out)
-}
-
-/// Move a scenario that uses memory below 1 GiB up by 4 GiB, where nothing else it uses would
-/// move past 2^40.
-fn shift_low(seq: &mut Sequence) {
-    const SHIFT: u64 = 4 << 30;
-    let addrs: Vec<u64> = seq
-        .header
-        .slots
-        .iter()
-        .filter(|s| s.size > 0)
-        .map(|s| s.gpa)
-        .chain(seq.steps.iter().filter_map(|st| st.op.addr()))
-        .collect();
-    if !addrs.iter().any(|&a| a < 1 << 30) || addrs.iter().any(|&a| a >= 1 << 40) {
-        return;
-    }
-    for s in &mut seq.header.slots {
-        s.gpa += SHIFT;
-    }
-    for st in &mut seq.steps {
-        if let Some(a) = st.op.addr_mut() {
-            *a += SHIFT;
-        }
-    }
-}
-
-/// The helpers the test's body uses: a helper follows a `//@NAME` marker line and is kept when
-/// the body calls NAME (`//@` alone: always), so that -Wunused-function has nothing to say.
-fn helpers(body: &str) -> String {
-    let mut out = String::new();
-    let mut keep = true;
-    for l in GUEST_AND_HELPERS.lines() {
-        if let Some(name) = l.strip_prefix("//@") {
-            keep = name.is_empty() || body.contains(name);
-            continue;
-        }
-        if keep {
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    out
 }

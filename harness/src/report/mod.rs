@@ -5,6 +5,7 @@ pub mod coverage;
 pub mod junit;
 pub mod kselftest;
 pub mod kselftest_upstream;
+pub mod kselftest_upstream_parts;
 pub mod tap;
 
 use crate::oracle::Finding;

@@ -21,7 +21,7 @@ pub struct Kcov {
     area: *mut u64,
 }
 
-// The area is plain memory owned by this value, written only by the kernel for our thread.
+// SAFETY: the area is plain memory owned by this value, written only by the kernel for our thread.
 unsafe impl Send for Kcov {}
 
 impl Kcov {

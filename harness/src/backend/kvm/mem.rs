@@ -9,7 +9,7 @@ pub struct Mapping {
     pub len: usize,
 }
 
-// The mapping is plain memory owned by this value.
+// SAFETY: the mapping is plain memory owned by this value.
 unsafe impl Send for Mapping {}
 
 const ALIGN: usize = 2 << 20;

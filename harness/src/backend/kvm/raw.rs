@@ -2,7 +2,7 @@
 //! pre-fault, the stats fd, the capability numbers and guest_memfd flags, and the TDX
 //! sub-commands of KVM_MEMORY_ENCRYPT_OP.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 pub const KVM_CAP_USER_MEMORY2: u32 = 231;
 pub const KVM_CAP_MEMORY_FAULT_INFO: u32 = 232;
@@ -107,7 +107,7 @@ pub fn punch_hole(fd: RawFd, offset: u64, len: u64, keep_size: bool) -> Result<(
 
 /// The VM stats fd, with the offsets of `pages_4k`, `pages_2m`, `pages_1g` in its data.
 pub struct Stats {
-    fd: RawFd,
+    fd: OwnedFd,
     offsets: [Option<u64>; 3],
 }
 
@@ -118,16 +118,16 @@ impl Stats {
         if fd < 0 {
             return None;
         }
+        // SAFETY: the kernel just handed us this fd; it closes on every return below.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let mut hdr = [0u32; 6];
-        if !pread(fd, bytes_of_mut(&mut hdr), 0) {
-            unsafe { libc::close(fd) };
+        if !pread(fd.as_raw_fd(), bytes_of_mut(&mut hdr), 0) {
             return None;
         }
         let [_flags, name_size, num_desc, _id_off, desc_off, data_off] = hdr;
         let desc_size = 16 + name_size as usize;
         let mut buf = vec![0u8; desc_size * num_desc as usize];
-        if !pread(fd, &mut buf, desc_off as u64) {
-            unsafe { libc::close(fd) };
+        if !pread(fd.as_raw_fd(), &mut buf, desc_off as u64) {
             return None;
         }
         let mut offsets = [None; 3];
@@ -149,19 +149,12 @@ impl Stats {
         let mut out = [0u64; 3];
         for (i, o) in self.offsets.iter().enumerate() {
             let mut v = [0u64; 1];
-            if !pread(self.fd, bytes_of_mut(&mut v), (*o)?) {
+            if !pread(self.fd.as_raw_fd(), bytes_of_mut(&mut v), (*o)?) {
                 return None;
             }
             out[i] = v[0];
         }
         Some(out)
-    }
-}
-
-impl Drop for Stats {
-    fn drop(&mut self) {
-        // SAFETY: we own the fd.
-        unsafe { libc::close(self.fd) };
     }
 }
 
