@@ -16,26 +16,7 @@ pub struct Folio {
     pub count: u64,
 }
 
-impl Run for Folio {
-    fn span(&self) -> u64 {
-        self.order.pages() * self.count
-    }
-    fn step(&self) -> u64 {
-        self.order.pages()
-    }
-    fn head(&self, off: u64) -> Self {
-        Folio { count: off / self.order.pages(), ..*self }
-    }
-    fn tail(&self, off: u64) -> Self {
-        Folio { pfn: self.pfn + off, count: self.count - off / self.order.pages(), ..*self }
-    }
-    fn joins(&self, n: &Self) -> bool {
-        n.order == self.order && n.pfn == self.pfn + self.span()
-    }
-    fn join(&self, n: &Self) -> Self {
-        Folio { count: self.count + n.count, ..*self }
-    }
-}
+super::ranges::leveled_run!(Folio, order, pfn);
 
 #[derive(Clone, Debug)]
 pub struct Gmem {

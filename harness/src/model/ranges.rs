@@ -145,6 +145,35 @@ pub trait Run: Copy {
     fn join(&self, next: &Self) -> Self;
 }
 
+/// [`Run`] for a run of `count` items of one level (`$level`, a [`crate::seq::Level`] field),
+/// whose address field `$addr` (a frame or a GFN) advances with the offset; two runs join where
+/// the level and the `$same` fields agree and the second starts where the first ends.
+macro_rules! leveled_run {
+    ($t:ident, $level:ident, $addr:ident $(, $same:ident)*) => {
+        impl $crate::model::ranges::Run for $t {
+            fn span(&self) -> u64 {
+                self.$level.pages() * self.count
+            }
+            fn step(&self) -> u64 {
+                self.$level.pages()
+            }
+            fn head(&self, off: u64) -> Self {
+                $t { count: off / self.$level.pages(), ..*self }
+            }
+            fn tail(&self, off: u64) -> Self {
+                $t { $addr: self.$addr + off, count: self.count - off / self.$level.pages(), ..*self }
+            }
+            fn joins(&self, n: &Self) -> bool {
+                n.$level == self.$level $(&& n.$same == self.$same)* && n.$addr == self.$addr + self.span()
+            }
+            fn join(&self, n: &Self) -> Self {
+                $t { count: self.count + n.count, ..*self }
+            }
+        }
+    };
+}
+pub(crate) use leveled_run;
+
 #[derive(Clone, Debug)]
 pub struct RunMap<R> {
     map: BTreeMap<u64, R>,

@@ -3,7 +3,7 @@
 //! assigned at. RMPUPDATE (assign / make shared) and PSMASH live here; PVALIDATE's checks are in
 //! [`super::snp`]. Entries are kept as runs of alike entries, keyed by pfn.
 
-use super::ranges::{Run, RunMap};
+use super::ranges::RunMap;
 use crate::seq::Level;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,26 +16,7 @@ pub struct RmpEntry {
     pub count: u64,
 }
 
-impl Run for RmpEntry {
-    fn span(&self) -> u64 {
-        self.size.pages() * self.count
-    }
-    fn step(&self) -> u64 {
-        self.size.pages()
-    }
-    fn head(&self, off: u64) -> Self {
-        RmpEntry { count: off / self.size.pages(), ..*self }
-    }
-    fn tail(&self, off: u64) -> Self {
-        RmpEntry { gfn: self.gfn + off, count: self.count - off / self.size.pages(), ..*self }
-    }
-    fn joins(&self, n: &Self) -> bool {
-        n.size == self.size && n.validated == self.validated && n.gfn == self.gfn + self.span()
-    }
-    fn join(&self, n: &Self) -> Self {
-        RmpEntry { count: self.count + n.count, ..*self }
-    }
-}
+super::ranges::leveled_run!(RmpEntry, size, gfn, validated);
 
 #[derive(Clone, Debug, Default)]
 pub struct Rmp {

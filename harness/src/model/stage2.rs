@@ -5,7 +5,7 @@
 //! Only leaves are kept: KVM's page-table pages matter to the model through the S-EPT (TDX),
 //! where the TDX module owns them.
 
-use super::ranges::{Run, RunMap};
+use super::ranges::RunMap;
 use crate::seq::Level;
 
 /// One leaf, or (as a run) `count` alike leaves in a row.
@@ -31,26 +31,7 @@ impl Leaf {
     }
 }
 
-impl Run for Leaf {
-    fn span(&self) -> u64 {
-        self.pages()
-    }
-    fn step(&self) -> u64 {
-        self.level.pages()
-    }
-    fn head(&self, off: u64) -> Self {
-        Leaf { count: off / self.level.pages(), ..*self }
-    }
-    fn tail(&self, off: u64) -> Self {
-        Leaf { pfn: self.pfn + off, count: self.count - off / self.level.pages(), ..*self }
-    }
-    fn joins(&self, n: &Self) -> bool {
-        n.level == self.level && n.private == self.private && n.thp == self.thp && n.pfn == self.pfn + self.pages()
-    }
-    fn join(&self, n: &Self) -> Self {
-        Leaf { count: self.count + n.count, ..*self }
-    }
-}
+super::ranges::leveled_run!(Leaf, level, pfn, private, thp);
 
 #[derive(Clone, Debug, Default)]
 pub struct LeafMap {
