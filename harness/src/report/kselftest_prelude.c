@@ -129,7 +129,7 @@ static void die(const char *what)
 	exit(2);
 }
 
-/* privmem's errno names (seq/codes.rs); a number it does not know prints as such. */
+/* privmem's errno names (seq/codes.rs); one it does not name prints as its number, as privmem writes it. */
 static const char *errname(int e)
 {
 	static char other[16];
@@ -137,7 +137,7 @@ static const char *errname(int e)
 	switch (e) {
 @ERRNO_CASES@
 	default:
-		snprintf(other, sizeof(other), "errno %d", e);
+		snprintf(other, sizeof(other), "%d", e);
 		return other;
 	}
 }

@@ -421,7 +421,9 @@ fn encode_outcome(w: &mut Writer, o: Option<&Outcome>) {
         Outcome::Ok => w.byte(1),
         Outcome::Err(e) => {
             w.byte(2);
-            w.byte(*e as u8);
+            // A number without a name never comes from the generator; it encodes as the
+            // first name (the codec is the fuzzers' input, where only names occur).
+            w.byte(Errno::ALL.iter().position(|x| x == e).unwrap_or(0) as u8);
         }
         Outcome::Tdx(s, l) => {
             w.byte(3);

@@ -4,7 +4,9 @@
 use super::Level;
 use serde::Serialize;
 
-/// Errno names the model and backends report (values as on x86-64 Linux).
+/// Errno names the model and backends report (values as on x86-64 Linux); an errno the list
+/// does not name is kept as its number ([`Errno::Other`], written `err 123`), never folded into
+/// another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Errno {
     EPERM,
@@ -25,6 +27,8 @@ pub enum Errno {
     ERANGE,
     ENOSYS,
     EOPNOTSUPP,
+    /// A kernel errno without a name here (only real backends report one).
+    Other(i32),
 }
 
 impl Errno {
@@ -68,13 +72,19 @@ impl Errno {
             Errno::ERANGE => 34,
             Errno::ENOSYS => 38,
             Errno::EOPNOTSUPP => 95,
+            Errno::Other(n) => n,
         }
     }
     pub fn from_value(v: i32) -> Option<Errno> {
         Errno::ALL.iter().copied().find(|e| e.value() == v)
     }
-    pub fn name(self) -> &'static str {
-        match self {
+    /// The errno a kernel returned: its name, or its number kept.
+    pub fn from_raw(v: i32) -> Errno {
+        Errno::from_value(v).unwrap_or(Errno::Other(v))
+    }
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(match self {
+            Errno::Other(n) => return std::borrow::Cow::Owned(n.to_string()),
             Errno::EPERM => "EPERM",
             Errno::ENOENT => "ENOENT",
             Errno::EINTR => "EINTR",
@@ -93,7 +103,7 @@ impl Errno {
             Errno::ERANGE => "ERANGE",
             Errno::ENOSYS => "ENOSYS",
             Errno::EOPNOTSUPP => "EOPNOTSUPP",
-        }
+        })
     }
 }
 
@@ -322,7 +332,11 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
-            Outcome::Err(e) => e.name(),
+            Outcome::Err(Errno::Other(_)) => "errno",
+            Outcome::Err(e) => match e.name() {
+                std::borrow::Cow::Borrowed(n) => n,
+                std::borrow::Cow::Owned(_) => "errno",
+            },
             Outcome::Tdx(s, _) => s.name(),
             Outcome::Value(_) => "value",
             Outcome::Exit(Exit::Mmio) => "exit-mmio",
@@ -334,5 +348,29 @@ impl Outcome {
             Outcome::Pvalidate(rc, _) => rc.name(),
             Outcome::Vmcall(st) => st.name(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seq::text::{parse, print};
+
+    #[test]
+    fn an_errno_without_a_name_is_kept_as_its_number() {
+        assert_eq!(Errno::from_raw(22), Errno::EINVAL);
+        assert_eq!(Errno::from_raw(133), Errno::Other(133));
+        assert_eq!(Errno::Other(133).value(), 133);
+        let s =
+            parse("t", "vm default\nslot-add 0 gpa=0x100000000 size=2M => err 133\nslot-delete 7 => err 22\n").unwrap();
+        assert_eq!(s.steps[0].expect, Some(Outcome::Err(Errno::Other(133))));
+        assert_eq!(s.steps[1].expect, Some(Outcome::Err(Errno::EINVAL)));
+        let text = print(&s);
+        assert!(text.contains("=> err 133") && text.contains("=> err EINVAL"), "{text}");
+        assert!(parse("t", "vm default\nslot-delete 7 => err 99999999999\n").is_err());
+        // A header line takes no expectation, and says so.
+        let e = parse("t", "vm default\nslot 0 gpa=0x100000000 size=2M => err EINVAL\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 32));
+        assert!(e.msg.contains("header line takes no `=>`"), "{}", e.msg);
     }
 }

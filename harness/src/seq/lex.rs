@@ -107,6 +107,18 @@ impl<'a> Line<'a> {
             Some(t) => self.fail(t, "end of line or `=>`"),
         }
     }
+    /// The end of a header line, which takes no expectation.
+    pub(super) fn done_header(&self) -> Result<(), ParseError> {
+        match self.peek() {
+            None => Ok(()),
+            Some(t) if t.text == "=>" => Err(self.err_at(
+                t.col,
+                "expected end of line: a header line takes no `=>`; its op form does (`slot-add`, `gmem-create`)"
+                    .into(),
+            )),
+            Some(t) => self.fail(t, "end of line"),
+        }
+    }
 }
 
 /// Hex (`0x..`) or decimal; with `sized`, an optional K/M/G suffix.

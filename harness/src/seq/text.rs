@@ -37,7 +37,7 @@ pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
             l.pos += 1;
             let i =
                 l.word("a VM type (default, sw-protected, tdx, snp)", &["default", "sw-protected", "tdx", "snp"])?;
-            l.done()?;
+            l.done_header()?;
             header = Some(Header::new(VmType::ALL[i]));
             continue;
         };
@@ -151,7 +151,7 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
         }
         _ => unreachable!("caller checked HEADER_WORDS"),
     }
-    l.done()
+    l.done_header()
 }
 
 /// `NAME size=S [huge] [mmap] [init-shared]`, and with `raw` a `flags=N` of extra flag bits
@@ -351,11 +351,20 @@ fn parse_expect(l: &mut Line<'_>) -> Result<Option<Outcome>, ParseError> {
     let k = l.word("an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead, pvalidate, vmcall)", &kinds)?;
     Ok(Some(match kinds[k] {
         "ok" => Outcome::Ok,
-        "err" => {
-            let names: Vec<&str> = Errno::ALL.iter().map(|e| e.name()).collect();
-            let i = l.word("an errno name (EINVAL, EEXIST, ...)", &names)?;
-            Outcome::Err(Errno::ALL[i])
-        }
+        "err" => match l.peek() {
+            // An errno without a name here, by number (`err 133`), as a real backend reports it.
+            Some(t) if t.text.starts_with(|c: char| c.is_ascii_digit()) => {
+                let n = l.number("an errno name or number")?;
+                let n = i32::try_from(n).map_err(|_| l.err_at(t.col, format!("errno {n} is out of range")))?;
+                Outcome::Err(Errno::from_raw(n))
+            }
+            _ => {
+                let names: Vec<std::borrow::Cow<str>> = Errno::ALL.iter().map(|e| e.name()).collect();
+                let names: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
+                let i = l.word("an errno name (EINVAL, EEXIST, ...) or number", &names)?;
+                Outcome::Err(Errno::ALL[i])
+            }
+        },
         "tdx" => {
             let names: Vec<&str> = TdxStatus::ALL.iter().map(|e| e.name()).collect();
             let i = l.word("a TDX status name (PAGE_SIZE_MISMATCH, ...)", &names)?;

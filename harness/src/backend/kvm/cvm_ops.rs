@@ -123,7 +123,7 @@ fn convert(vm: &VmFd, slots: &BTreeMap<u32, Slot>, gmems: &[OwnedFd], gpa: u64, 
 }
 
 fn errno(e: i32) -> Outcome {
-    Outcome::Err(Errno::from_value(e).unwrap_or(Errno::EIO))
+    Outcome::Err(Errno::from_raw(e))
 }
 
 impl CvmGuest {

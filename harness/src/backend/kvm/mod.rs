@@ -182,7 +182,7 @@ pub struct KvmBackend {
 }
 
 fn errno_of(e: i32) -> Outcome {
-    Outcome::Err(Errno::from_value(e).unwrap_or(Errno::EIO))
+    Outcome::Err(Errno::from_raw(e))
 }
 
 impl KvmBackend {
