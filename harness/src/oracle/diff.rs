@@ -1,7 +1,7 @@
 //! The differential oracle: every outcome a real backend observed must be one the model allows,
 //! and every leaf the kernel's view shows must be one the model has.
 
-use super::finding::{set_context, signature_covers, Finding, FindingKind};
+use super::finding::{set_context, Finding, FindingKind, Signature};
 use super::run::{run_model_with, RunOpts, Trace};
 use crate::backend::view::{compare_installed, compare_leaves, StepView};
 use crate::backend::{Backend, Observed, RealTrace, RunError};
@@ -243,12 +243,8 @@ pub fn known_divergences(src: &str, k: Option<crate::seq::Kernel>) -> Vec<String
 /// Whether a recorded known divergence covers a signature, up to which guest access showed it
 /// (a read, write or touch of the same GFN takes the same path in KVM).
 pub fn same_access_divergence(recorded: &str, actual: &str) -> bool {
-    let norm = |s: &str| {
-        let mut p: Vec<&str> = s.splitn(3, ':').collect();
-        if p.len() == 3 && matches!(p[1], "read" | "write" | "touch") {
-            p[1] = "access";
-        }
-        p.join(":")
-    };
-    signature_covers(&norm(recorded), &norm(actual))
+    match (recorded.parse::<Signature>(), actual.parse::<Signature>()) {
+        (Ok(r), Ok(a)) => r.covers_any_access(&a),
+        _ => false,
+    }
 }

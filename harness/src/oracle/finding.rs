@@ -1,6 +1,7 @@
 //! Findings: what a run found, with a signature that deduplicates them (finding kind, op kind,
 //! the state that broke) and stays the same when the sequence is shrunk or replayed.
 
+pub use super::signature::Signature;
 use crate::model::{Violation, ViolationKind};
 use crate::seq::{Header, OpKind};
 use serde::Serialize;
@@ -81,28 +82,29 @@ pub fn set_context(findings: &mut [Finding], h: &Header) {
     }
 }
 
-/// Whether a signature a person recorded (a known divergence, `--ignore`) covers `actual`: a
-/// recorded signature without `@context` covers every configuration; a recorded prefix ending
-/// in `:` covers every state under it.
+/// Whether a signature a person recorded (a known divergence, `--ignore`) covers `actual`
+/// ([`Signature::covers`]); text that is no signature covers nothing.
 pub fn signature_covers(recorded: &str, actual: &str) -> bool {
-    let base = |s: &str| s.split_once('@').map(|(b, _)| b.to_string()).unwrap_or(s.to_string());
-    let (r, a) = if recorded.contains('@') {
-        (recorded.to_string(), actual.to_string())
-    } else {
-        (base(recorded), base(actual))
-    };
-    r == a || (r.ends_with(':') && a.starts_with(&r))
+    match (recorded.parse::<Signature>(), actual.parse::<Signature>()) {
+        (Ok(r), Ok(a)) => r.covers(&a),
+        _ => false,
+    }
 }
 
 impl Finding {
     /// `kind:op:state@context`; the context is left out where it is not known.
-    pub fn signature(&self) -> String {
-        let base = format!("{}:{}:{}", self.kind.name(), self.op.map(|o| o.name()).unwrap_or("-"), self.state);
-        if self.context.is_empty() {
-            base
-        } else {
-            format!("{base}@{}", self.context)
+    pub fn sig(&self) -> Signature {
+        Signature {
+            kind: self.kind.name().into(),
+            op: self.op.map(|o| o.name()).unwrap_or("-").into(),
+            state: self.state.clone(),
+            context: (!self.context.is_empty()).then(|| self.context.clone()),
         }
+    }
+
+    /// [`Finding::sig`] as text.
+    pub fn signature(&self) -> String {
+        self.sig().to_string()
     }
 
     pub fn from_violation(v: Violation, step: usize, op: OpKind) -> Finding {

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod diff;
 pub mod finding;
 pub mod run;
+pub mod signature;
 
 pub use finding::{Finding, FindingKind};
 pub use run::{run_model, Trace};

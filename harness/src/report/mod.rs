@@ -100,7 +100,7 @@ pub fn write_finding_files(
     finding: serde_json::Value,
     extra: serde_json::Value,
 ) -> std::io::Result<PathBuf> {
-    let kind = signature.split(':').next().unwrap_or("finding");
+    let kind = signature.parse::<crate::oracle::signature::Signature>().map(|s| s.kind).unwrap_or("finding".into());
     let stem = format!("{kind}-{}", &sig_hash(signature)[..12]);
     let seq_path = dir.join(format!("{stem}.seq"));
     write_atomic(&seq_path, finding_seq_text(signature, detail, sequence, replay).as_bytes())?;
@@ -158,14 +158,14 @@ fn write_report_dir(
     if let Some(l) = &log {
         write_atomic(&d.join("kernel.log"), l.as_bytes())?;
     }
-    let kind = signature.split(':').next().unwrap_or("finding");
+    let kind = signature.parse::<crate::oracle::signature::Signature>().map(|s| s.kind).unwrap_or("finding".into());
     let mut r = String::new();
     let _ = writeln!(r, "# {signature}\n");
     let _ = writeln!(r, "## What happened\n\n{}\n", detail.lines().next().unwrap_or(""));
     let _ = writeln!(
         r,
         "## What the model expected\n\n{}\n",
-        match kind {
+        match kind.as_str() {
             "divergence" => "The outcome or mapping the model allows is in the line above (`the model allows ...`); the kernel did otherwise.",
             "kernel-splat" => "No kernel report: the model's run of the case is clean.",
             "livelock" => "Every guest access finishes within a bounded number of host exits.",
