@@ -33,7 +33,7 @@ fn replay_exit_codes() {
     std::fs::write(&bad, "vm tdx\nfinalize => tdx\n").unwrap();
     let (code, _, err) = privmem(&["replay", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("bad.seq:2:16: expected a TDX status name"), "{err}");
+    assert!(err.contains("bad.seq:2:16: expected a TDX status (SUCCESS, "), "{err}");
     let wrong = d.join("wrong.seq");
     std::fs::write(&wrong, "vm tdx\nfinalize => ok\nfinalize => ok\n").unwrap();
     let (code, out, _) = privmem(&["replay", wrong.to_str().unwrap()]);

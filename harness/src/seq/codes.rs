@@ -1,6 +1,7 @@
 //! The codes a step's outcome is written in: errno values, TDX module statuses, S-EPT states,
 //! TDVMCALL statuses, PVALIDATE return codes, exits; and the outcome itself.
 
+use super::words::words;
 use super::Level;
 use serde::Serialize;
 
@@ -107,133 +108,62 @@ impl Errno {
     }
 }
 
-/// TDX module status codes (docs/model.md §4). The value is the 64-bit status with the operand bits
-/// clear; KVM compares the upper 32 bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum TdxStatus {
-    Success,
-    InterruptedRestartable,
-    OperandInvalid,
-    OperandBusy,
-    PreviousTlbEpochBusy,
-    OpStateIncorrect,
-    EptWalkFailed,
-    EptEntryNotPresent,
-    GpaRangeNotBlocked,
-    GpaRangeAlreadyBlocked,
-    TlbTrackingNotDone,
-    EptInvalidPromoteConditions,
-    PageAlreadyAccepted,
-    PageSizeMismatch,
-    EptEntryStateIncorrect,
+/// The named errnos as a word list (an [`Errno::Other`] is written as its number instead).
+impl super::words::Word for Errno {
+    const WORDS: &'static [Errno] = &Errno::ALL;
+    fn word(self) -> &'static str {
+        match self.name() {
+            std::borrow::Cow::Borrowed(n) => n,
+            std::borrow::Cow::Owned(_) => "",
+        }
+    }
+}
+
+words! {
+    /// TDX module status codes (docs/model.md §4). The value is the 64-bit status with the operand bits
+    /// clear; KVM compares the upper 32 bits.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    pub enum TdxStatus: u64 {
+        Success = "SUCCESS" => 0,
+        InterruptedRestartable = "INTERRUPTED_RESTARTABLE" => 0x8000_0004_0000_0000,
+        OperandInvalid = "OPERAND_INVALID" => 0xC000_0100_0000_0000,
+        OperandBusy = "OPERAND_BUSY" => 0x8000_0200_0000_0000,
+        PreviousTlbEpochBusy = "PREVIOUS_TLB_EPOCH_BUSY" => 0x8000_0201_0000_0000,
+        OpStateIncorrect = "OP_STATE_INCORRECT" => 0xC000_0608_0000_0000,
+        EptWalkFailed = "EPT_WALK_FAILED" => 0xC000_0B00_0000_0000,
+        EptEntryNotPresent = "EPT_ENTRY_NOT_PRESENT" => 0xC000_0B03_0000_0000,
+        GpaRangeNotBlocked = "GPA_RANGE_NOT_BLOCKED" => 0xC000_0B06_0000_0000,
+        GpaRangeAlreadyBlocked = "GPA_RANGE_ALREADY_BLOCKED" => 0x0000_0B07_0000_0000,
+        TlbTrackingNotDone = "TLB_TRACKING_NOT_DONE" => 0xC000_0B08_0000_0000,
+        EptInvalidPromoteConditions = "EPT_INVALID_PROMOTE_CONDITIONS" => 0xC000_0B09_0000_0000,
+        PageAlreadyAccepted = "PAGE_ALREADY_ACCEPTED" => 0x0000_0B0A_0000_0000,
+        PageSizeMismatch = "PAGE_SIZE_MISMATCH" => 0xC000_0B0B_0000_0000,
+        EptEntryStateIncorrect = "EPT_ENTRY_STATE_INCORRECT" => 0xC000_0B0D_0000_0000,
+    }
 }
 
 impl TdxStatus {
-    pub const ALL: [TdxStatus; 15] = [
-        TdxStatus::Success,
-        TdxStatus::InterruptedRestartable,
-        TdxStatus::OperandInvalid,
-        TdxStatus::OperandBusy,
-        TdxStatus::PreviousTlbEpochBusy,
-        TdxStatus::OpStateIncorrect,
-        TdxStatus::EptWalkFailed,
-        TdxStatus::EptEntryNotPresent,
-        TdxStatus::GpaRangeNotBlocked,
-        TdxStatus::GpaRangeAlreadyBlocked,
-        TdxStatus::TlbTrackingNotDone,
-        TdxStatus::EptInvalidPromoteConditions,
-        TdxStatus::PageAlreadyAccepted,
-        TdxStatus::PageSizeMismatch,
-        TdxStatus::EptEntryStateIncorrect,
-    ];
-    pub fn value(self) -> u64 {
-        match self {
-            TdxStatus::Success => 0,
-            TdxStatus::InterruptedRestartable => 0x8000_0004_0000_0000,
-            TdxStatus::OperandInvalid => 0xC000_0100_0000_0000,
-            TdxStatus::OperandBusy => 0x8000_0200_0000_0000,
-            TdxStatus::PreviousTlbEpochBusy => 0x8000_0201_0000_0000,
-            TdxStatus::OpStateIncorrect => 0xC000_0608_0000_0000,
-            TdxStatus::EptWalkFailed => 0xC000_0B00_0000_0000,
-            TdxStatus::EptEntryNotPresent => 0xC000_0B03_0000_0000,
-            TdxStatus::GpaRangeNotBlocked => 0xC000_0B06_0000_0000,
-            TdxStatus::GpaRangeAlreadyBlocked => 0x0000_0B07_0000_0000,
-            TdxStatus::TlbTrackingNotDone => 0xC000_0B08_0000_0000,
-            TdxStatus::EptInvalidPromoteConditions => 0xC000_0B09_0000_0000,
-            TdxStatus::PageAlreadyAccepted => 0x0000_0B0A_0000_0000,
-            TdxStatus::PageSizeMismatch => 0xC000_0B0B_0000_0000,
-            TdxStatus::EptEntryStateIncorrect => 0xC000_0B0D_0000_0000,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            TdxStatus::Success => "SUCCESS",
-            TdxStatus::InterruptedRestartable => "INTERRUPTED_RESTARTABLE",
-            TdxStatus::OperandInvalid => "OPERAND_INVALID",
-            TdxStatus::OperandBusy => "OPERAND_BUSY",
-            TdxStatus::PreviousTlbEpochBusy => "PREVIOUS_TLB_EPOCH_BUSY",
-            TdxStatus::OpStateIncorrect => "OP_STATE_INCORRECT",
-            TdxStatus::EptWalkFailed => "EPT_WALK_FAILED",
-            TdxStatus::EptEntryNotPresent => "EPT_ENTRY_NOT_PRESENT",
-            TdxStatus::GpaRangeNotBlocked => "GPA_RANGE_NOT_BLOCKED",
-            TdxStatus::GpaRangeAlreadyBlocked => "GPA_RANGE_ALREADY_BLOCKED",
-            TdxStatus::TlbTrackingNotDone => "TLB_TRACKING_NOT_DONE",
-            TdxStatus::EptInvalidPromoteConditions => "EPT_INVALID_PROMOTE_CONDITIONS",
-            TdxStatus::PageAlreadyAccepted => "PAGE_ALREADY_ACCEPTED",
-            TdxStatus::PageSizeMismatch => "PAGE_SIZE_MISMATCH",
-            TdxStatus::EptEntryStateIncorrect => "EPT_ENTRY_STATE_INCORRECT",
-        }
-    }
     /// KVM compares the class in the upper 32 bits, not the operand id below.
     pub fn from_value(v: u64) -> Option<TdxStatus> {
         TdxStatus::ALL.iter().copied().find(|s| s.value() >> 32 == v >> 32)
     }
 }
 
-/// S-EPT entry states with the values the TDX module reports (docs/model.md §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum SeptState {
-    Free,
-    Blocked,
-    Pending,
-    PendingBlocked,
-    Mapped,
-    NlBlocked,
-    NlMapped,
+words! {
+    /// S-EPT entry states with the values the TDX module reports (docs/model.md §4).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    pub enum SeptState: u8 {
+        Free = "FREE" => 0,
+        Blocked = "BLOCKED" => 1,
+        Pending = "PENDING" => 2,
+        PendingBlocked = "PENDING_BLOCKED" => 3,
+        Mapped = "MAPPED" => 4,
+        NlBlocked = "NL_BLOCKED" => 0x81,
+        NlMapped = "NL_MAPPED" => 0x84,
+    }
 }
 
 impl SeptState {
-    pub const ALL: [SeptState; 7] = [
-        SeptState::Free,
-        SeptState::Blocked,
-        SeptState::Pending,
-        SeptState::PendingBlocked,
-        SeptState::Mapped,
-        SeptState::NlBlocked,
-        SeptState::NlMapped,
-    ];
-    pub fn value(self) -> u8 {
-        match self {
-            SeptState::Free => 0,
-            SeptState::Blocked => 1,
-            SeptState::Pending => 2,
-            SeptState::PendingBlocked => 3,
-            SeptState::Mapped => 4,
-            SeptState::NlBlocked => 0x81,
-            SeptState::NlMapped => 0x84,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            SeptState::Free => "FREE",
-            SeptState::Blocked => "BLOCKED",
-            SeptState::Pending => "PENDING",
-            SeptState::PendingBlocked => "PENDING_BLOCKED",
-            SeptState::Mapped => "MAPPED",
-            SeptState::NlBlocked => "NL_BLOCKED",
-            SeptState::NlMapped => "NL_MAPPED",
-        }
-    }
     pub fn is_leaf(self) -> bool {
         matches!(self, SeptState::Blocked | SeptState::Pending | SeptState::PendingBlocked | SeptState::Mapped)
     }
@@ -267,63 +197,25 @@ pub enum Outcome {
     Vmcall(VmcallStatus),
 }
 
-/// TDVMCALL statuses (`arch/x86/include/asm/shared/tdx.h`), the failing ones KVM returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum VmcallStatus {
-    Retry,
-    InvalidOperand,
-    AlignError,
-    SubfuncUnsupported,
-}
-
-impl VmcallStatus {
-    pub const ALL: [VmcallStatus; 4] =
-        [VmcallStatus::Retry, VmcallStatus::InvalidOperand, VmcallStatus::AlignError, VmcallStatus::SubfuncUnsupported];
-    pub fn value(self) -> u64 {
-        match self {
-            VmcallStatus::Retry => 1,
-            VmcallStatus::InvalidOperand => 0x8000_0000_0000_0000,
-            VmcallStatus::AlignError => 0x8000_0000_0000_0002,
-            VmcallStatus::SubfuncUnsupported => 0x8000_0000_0000_0003,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            VmcallStatus::Retry => "RETRY",
-            VmcallStatus::InvalidOperand => "INVALID_OPERAND",
-            VmcallStatus::AlignError => "ALIGN_ERROR",
-            VmcallStatus::SubfuncUnsupported => "SUBFUNC_UNSUPPORTED",
-        }
+words! {
+    /// TDVMCALL statuses (`arch/x86/include/asm/shared/tdx.h`), the failing ones KVM returns.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    pub enum VmcallStatus: u64 {
+        Retry = "RETRY" => 1,
+        InvalidOperand = "INVALID_OPERAND" => 0x8000_0000_0000_0000,
+        AlignError = "ALIGN_ERROR" => 0x8000_0000_0000_0002,
+        SubfuncUnsupported = "SUBFUNC_UNSUPPORTED" => 0x8000_0000_0000_0003,
     }
 }
 
-/// PVALIDATE return codes (AMD APM vol. 2; docs/model.md §7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum PvalidateRc {
-    Success,
-    FailInput,
-    FailPermission,
-    FailSizeMismatch,
-}
-
-impl PvalidateRc {
-    pub const ALL: [PvalidateRc; 4] =
-        [PvalidateRc::Success, PvalidateRc::FailInput, PvalidateRc::FailPermission, PvalidateRc::FailSizeMismatch];
-    pub fn value(self) -> u32 {
-        match self {
-            PvalidateRc::Success => 0,
-            PvalidateRc::FailInput => 1,
-            PvalidateRc::FailPermission => 2,
-            PvalidateRc::FailSizeMismatch => 6,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            PvalidateRc::Success => "SUCCESS",
-            PvalidateRc::FailInput => "FAIL_INPUT",
-            PvalidateRc::FailPermission => "FAIL_PERMISSION",
-            PvalidateRc::FailSizeMismatch => "FAIL_SIZEMISMATCH",
-        }
+words! {
+    /// PVALIDATE return codes (AMD APM vol. 2; docs/model.md §7).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    pub enum PvalidateRc: u32 {
+        Success = "SUCCESS" => 0,
+        FailInput = "FAIL_INPUT" => 1,
+        FailPermission = "FAIL_PERMISSION" => 2,
+        FailSizeMismatch = "FAIL_SIZEMISMATCH" => 6,
     }
 }
 

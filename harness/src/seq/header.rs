@@ -3,30 +3,24 @@
 //! everything counts in.
 
 use super::kernel::Kernel;
+use super::words::words;
 use serde::Serialize;
 
 pub const PAGE: u64 = 4096;
 pub const SZ_2M: u64 = 2 << 20;
 pub const SZ_1G: u64 = 1 << 30;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum VmType {
-    Default,
-    SwProtected,
-    Tdx,
-    Snp,
+words! {
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    pub enum VmType {
+        Default = "default",
+        SwProtected = "sw-protected",
+        Tdx = "tdx",
+        Snp = "snp",
+    }
 }
 
 impl VmType {
-    pub const ALL: [VmType; 4] = [VmType::Default, VmType::SwProtected, VmType::Tdx, VmType::Snp];
-    pub fn name(self) -> &'static str {
-        match self {
-            VmType::Default => "default",
-            VmType::SwProtected => "sw-protected",
-            VmType::Tdx => "tdx",
-            VmType::Snp => "snp",
-        }
-    }
     /// The KVM_CREATE_VM type number (docs/model.md §2).
     pub fn kvm_type(self) -> u64 {
         match self {
@@ -46,64 +40,40 @@ impl VmType {
     }
 }
 
-/// The KVM TDX variants of docs/model.md §5.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Variant {
-    Upstream,
-    HugeV1,
-    HugeV2,
-    HugeV3,
+words! {
+    /// The KVM TDX variants of docs/model.md §5.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    pub enum Variant {
+        Upstream = "upstream",
+        HugeV1 = "huge-v1",
+        HugeV2 = "huge-v2",
+        HugeV3 = "huge-v3",
+    }
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [Variant::Upstream, Variant::HugeV1, Variant::HugeV2, Variant::HugeV3];
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Upstream => "upstream",
-            Variant::HugeV1 => "huge-v1",
-            Variant::HugeV2 => "huge-v2",
-            Variant::HugeV3 => "huge-v3",
-        }
-    }
     pub fn is_huge(self) -> bool {
         !matches!(self, Variant::Upstream)
     }
 }
 
-/// Policy knobs (`option NAME`): proposals a variant can switch on (docs/model.md §5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Knob {
-    IgnoreAcceptLevel,
-    Promote,
-    ZapPrivateOnMtrr,
-    NoEnhancedDemote,
-    SeptVeDisable,
-    /// Disable `KVM_X86_QUIRK_SLOT_ZAP_ALL` (KVM_CAP_DISABLE_QUIRKS2): a memslot DELETE/MOVE
-    /// then zaps only the slot's own range. Not a TDX proposal: the quirk is real uAPI and
-    /// exists on default VMs only (`kvm_arch_flush_shadow_memslot()`, 6.12).
-    NoSlotZapAll,
+words! {
+    /// Policy knobs (`option NAME`): proposals a variant can switch on (docs/model.md §5).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    pub enum Knob {
+        IgnoreAcceptLevel = "ignore-accept-level",
+        Promote = "promote",
+        ZapPrivateOnMtrr = "zap-private-on-mtrr",
+        NoEnhancedDemote = "no-enhanced-demote",
+        SeptVeDisable = "sept-ve-disable",
+        /// Disable `KVM_X86_QUIRK_SLOT_ZAP_ALL` (KVM_CAP_DISABLE_QUIRKS2): a memslot DELETE/MOVE
+        /// then zaps only the slot's own range. Not a TDX proposal: the quirk is real uAPI and
+        /// exists on default VMs only (`kvm_arch_flush_shadow_memslot()`, 6.12).
+        NoSlotZapAll = "no-slot-zap-all",
+    }
 }
 
 impl Knob {
-    pub const ALL: [Knob; 6] = [
-        Knob::IgnoreAcceptLevel,
-        Knob::Promote,
-        Knob::ZapPrivateOnMtrr,
-        Knob::NoEnhancedDemote,
-        Knob::SeptVeDisable,
-        Knob::NoSlotZapAll,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            Knob::IgnoreAcceptLevel => "ignore-accept-level",
-            Knob::Promote => "promote",
-            Knob::ZapPrivateOnMtrr => "zap-private-on-mtrr",
-            Knob::NoEnhancedDemote => "no-enhanced-demote",
-            Knob::SeptVeDisable => "sept-ve-disable",
-            Knob::NoSlotZapAll => "no-slot-zap-all",
-        }
-    }
-
     /// The VM type a knob has a meaning on.
     pub fn vm(self) -> VmType {
         match self {
@@ -119,23 +89,17 @@ impl Knob {
     }
 }
 
-/// Mapping levels. `pg_level` numbering lives in exactly one place: [`Level::pg_level`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Level {
-    L4K,
-    L2M,
-    L1G,
+words! {
+    /// Mapping levels. `pg_level` numbering lives in exactly one place: [`Level::pg_level`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    pub enum Level {
+        L4K = "4K",
+        L2M = "2M",
+        L1G = "1G",
+    }
 }
 
 impl Level {
-    pub const ALL: [Level; 3] = [Level::L4K, Level::L2M, Level::L1G];
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::L4K => "4K",
-            Level::L2M => "2M",
-            Level::L1G => "1G",
-        }
-    }
     pub fn bytes(self) -> u64 {
         match self {
             Level::L4K => PAGE,

@@ -3,33 +3,26 @@
 //! [`Kernel::NEWEST_MAINLINE`] when none is named), and a real backend runs it as the kernel it
 //! is on. What differs between them is the table in `model/kernel.rs`.
 
+use super::words::words;
 use serde::Serialize;
 
-/// Ordered by age: a rule that holds "since" a kernel holds for every later one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kernel {
-    /// Debian 12's 6.12 LTS: the lab's first kernel.
-    V6_12,
-    /// This project's development host.
-    V6_18,
-    /// Mainline as of the last review; Debian trixie-backports; the lab's second kernel.
-    V7_3,
-    /// kvm-x86 `next`: what the huge-page series is developed against.
-    Next,
+words! {
+    /// Ordered by age: a rule that holds "since" a kernel holds for every later one.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Kernel {
+        /// Debian 12's 6.12 LTS: the lab's first kernel.
+        V6_12 = "6.12",
+        /// This project's development host.
+        V6_18 = "6.18",
+        /// Mainline as of the last review; Debian trixie-backports; the lab's second kernel.
+        V7_3 = "7.3",
+        /// kvm-x86 `next`: what the huge-page series is developed against.
+        Next = "next",
+    }
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 4] = [Kernel::V6_12, Kernel::V6_18, Kernel::V7_3, Kernel::Next];
     pub const NEWEST_MAINLINE: Kernel = Kernel::V7_3;
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernel::V6_12 => "6.12",
-            Kernel::V6_18 => "6.18",
-            Kernel::V7_3 => "7.3",
-            Kernel::Next => "next",
-        }
-    }
 
     pub fn from_name(s: &str) -> Option<Kernel> {
         Kernel::ALL.into_iter().find(|k| k.name() == s)

@@ -60,6 +60,20 @@ impl<'a> Line<'a> {
             None => self.fail(t, expected),
         }
     }
+    /// One of `words`, returned as the word itself (so callers match on names, not positions).
+    pub(super) fn choose(&mut self, expected: &str, words: &[&'static str]) -> Result<&'static str, ParseError> {
+        let i = self.word(expected, words)?;
+        Ok(words[i])
+    }
+    /// A word of the list `T` declares (`what` says what it is: "a variant").
+    pub(super) fn pick<T: super::words::Word>(&mut self, what: &str) -> Result<T, ParseError> {
+        let expected = format!("{what} ({})", T::listed());
+        let t = self.next(&expected)?;
+        match T::from_word(t.text) {
+            Some(x) => Ok(x),
+            None => self.fail(t, &expected),
+        }
+    }
     pub(super) fn number(&mut self, expected: &str) -> Result<u64, ParseError> {
         let t = self.next(expected)?;
         parse_number(t.text, false).ok_or(()).or_else(|_| self.fail(t, expected))
@@ -98,8 +112,7 @@ impl<'a> Line<'a> {
         }
     }
     pub(super) fn level(&mut self) -> Result<Level, ParseError> {
-        let i = self.word("a level (4K, 2M or 1G)", &["4K", "2M", "1G"])?;
-        Ok(Level::ALL[i])
+        self.pick::<Level>("a level")
     }
     pub(super) fn done(&self) -> Result<(), ParseError> {
         match self.peek() {

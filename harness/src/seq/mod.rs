@@ -11,6 +11,7 @@ pub mod lex;
 pub mod op;
 pub mod print;
 pub mod text;
+pub mod words;
 
 pub use codes::*;
 pub use header::*;

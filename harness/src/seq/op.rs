@@ -5,24 +5,16 @@
 //! author expects. State checks (`expect pages_*`, `expect sept`) are steps too, so they sit at
 //! the point of the sequence where they are meant.
 
+use super::words::words;
 use super::*;
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum Fault {
-    SplitOom,
-    SeamcallBusy,
-    DemoteInterrupted,
-}
-
-impl Fault {
-    pub const ALL: [Fault; 3] = [Fault::SplitOom, Fault::SeamcallBusy, Fault::DemoteInterrupted];
-    pub fn name(self) -> &'static str {
-        match self {
-            Fault::SplitOom => "split-oom",
-            Fault::SeamcallBusy => "seamcall-busy",
-            Fault::DemoteInterrupted => "demote-interrupted",
-        }
+words! {
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+    pub enum Fault {
+        SplitOom = "split-oom",
+        SeamcallBusy = "seamcall-busy",
+        DemoteInterrupted = "demote-interrupted",
     }
 }
 
@@ -138,87 +130,37 @@ pub enum Op {
     },
 }
 
-/// The kinds of op, for swarm testing, coverage and finding signatures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum OpKind {
-    SlotAdd,
-    SlotDelete,
-    SlotMove,
-    Private,
-    Shared,
-    Punch,
-    Prefault,
-    HostWrite,
-    HostRead,
-    InitMem,
-    Finalize,
-    MtrrZap,
-    Inject,
-    Accept,
-    Release,
-    Read,
-    Write,
-    Touch,
-    MapGpa,
-    ExpectPages,
-    ExpectSept,
-    GmemCreate,
-    Fallocate,
+words! {
+    /// The kinds of op, for swarm testing, coverage and finding signatures.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    pub enum OpKind {
+        SlotAdd = "slot-add",
+        SlotDelete = "slot-delete",
+        SlotMove = "slot-move",
+        Private = "private",
+        Shared = "shared",
+        Punch = "punch",
+        Prefault = "prefault",
+        HostWrite = "host-write",
+        HostRead = "host-read",
+        InitMem = "init-mem",
+        Finalize = "finalize",
+        MtrrZap = "mtrr-zap",
+        Inject = "inject",
+        Accept = "accept",
+        Release = "release",
+        Read = "read",
+        Write = "write",
+        Touch = "touch",
+        MapGpa = "map-gpa",
+        ExpectPages = "expect-pages",
+        ExpectSept = "expect-sept",
+        GmemCreate = "gmem-create",
+        Fallocate = "fallocate",
+    }
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 23] = [
-        OpKind::SlotAdd,
-        OpKind::SlotDelete,
-        OpKind::SlotMove,
-        OpKind::Private,
-        OpKind::Shared,
-        OpKind::Punch,
-        OpKind::Prefault,
-        OpKind::HostWrite,
-        OpKind::HostRead,
-        OpKind::InitMem,
-        OpKind::Finalize,
-        OpKind::MtrrZap,
-        OpKind::Inject,
-        OpKind::Accept,
-        OpKind::Release,
-        OpKind::Read,
-        OpKind::Write,
-        OpKind::Touch,
-        OpKind::MapGpa,
-        OpKind::ExpectPages,
-        OpKind::ExpectSept,
-        OpKind::GmemCreate,
-        OpKind::Fallocate,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            OpKind::SlotAdd => "slot-add",
-            OpKind::SlotDelete => "slot-delete",
-            OpKind::SlotMove => "slot-move",
-            OpKind::Private => "private",
-            OpKind::Shared => "shared",
-            OpKind::Punch => "punch",
-            OpKind::Prefault => "prefault",
-            OpKind::HostWrite => "host-write",
-            OpKind::HostRead => "host-read",
-            OpKind::InitMem => "init-mem",
-            OpKind::Finalize => "finalize",
-            OpKind::MtrrZap => "mtrr-zap",
-            OpKind::Inject => "inject",
-            OpKind::Accept => "accept",
-            OpKind::Release => "release",
-            OpKind::Read => "read",
-            OpKind::Write => "write",
-            OpKind::Touch => "touch",
-            OpKind::MapGpa => "map-gpa",
-            OpKind::ExpectPages => "expect-pages",
-            OpKind::ExpectSept => "expect-sept",
-            OpKind::GmemCreate => "gmem-create",
-            OpKind::Fallocate => "fallocate",
-        }
-    }
     pub fn is_guest(self) -> bool {
         matches!(self, OpKind::Accept | OpKind::Release | OpKind::Read | OpKind::Write | OpKind::Touch | OpKind::MapGpa)
     }

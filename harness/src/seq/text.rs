@@ -35,10 +35,9 @@ pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
                 return l.fail(first, "`vm default|sw-protected|tdx|snp` as the first line");
             }
             l.pos += 1;
-            let i =
-                l.word("a VM type (default, sw-protected, tdx, snp)", &["default", "sw-protected", "tdx", "snp"])?;
+            let vm = l.pick::<VmType>("a VM type")?;
             l.done_header()?;
-            header = Some(Header::new(VmType::ALL[i]));
+            header = Some(Header::new(vm));
             continue;
         };
         if HEADER_WORDS.contains(&first.text) {
@@ -82,23 +81,20 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
             return Err(l.err_at(first.col, format!("`{}` is a TDX policy; vm {} has none", first.text, h.vm.name())));
         }
         "variant" => {
-            let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
-            let i = l.word("a variant (upstream, huge-v1, huge-v2, huge-v3)", &names)?;
+            let v = l.pick::<Variant>("a variant")?;
             if h.variant.is_some() {
                 return Err(l.err_at(first.col, "`variant` given twice".into()));
             }
-            h.variant = Some(Variant::ALL[i]);
+            h.variant = Some(v);
         }
         "option" => {
-            let names: Vec<&str> = Knob::ALL.iter().map(|v| v.name()).collect();
             let at = l.peek().map(|t| t.col).unwrap_or(first.col);
-            let i = l.word(&format!("an option ({})", names.join(", ")), &names)?;
-            let k = Knob::ALL[i];
+            let k = l.pick::<Knob>("an option")?;
             if k.vm() != h.vm {
                 return Err(l.err_at(at, format!("`option {}` has a meaning on vm {} only", k.name(), k.vm().name())));
             }
-            if !h.options.contains(&Knob::ALL[i]) {
-                h.options.push(Knob::ALL[i]);
+            if !h.options.contains(&k) {
+                h.options.push(k);
                 h.options.sort();
             }
         }
@@ -106,11 +102,10 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
             if !h.kernels.is_empty() {
                 return Err(l.err_at(first.col, "`kernel` given twice".into()));
             }
-            let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
             loop {
-                let i = l.word(&format!("a kernel ({})", names.join(", ")), &names)?;
-                if !h.kernels.contains(&Kernel::ALL[i]) {
-                    h.kernels.push(Kernel::ALL[i]);
+                let k = l.pick::<Kernel>("a kernel")?;
+                if !h.kernels.contains(&k) {
+                    h.kernels.push(k);
                 }
                 if l.peek().is_none() {
                     break;
@@ -207,24 +202,25 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
     let first = l.peek().expect("non-empty line");
     if first.text.starts_with("vcpu") {
         let vcpu = l.vcpu()?;
-        let what = l.word(
+        let what = l.choose(
             "a guest op (accept, release, read, write, touch, map-gpa)",
             &["accept", "release", "read", "write", "touch", "map-gpa"],
         )?;
         return Ok(match what {
-            0 => Op::Accept { vcpu, addr: l.number("an address")?, level: l.level()? },
-            1 => Op::Release { vcpu, addr: l.number("an address")?, level: l.level()? },
-            2 => Op::Read { vcpu, addr: l.number("an address")?, shared: l.flag("shared") },
-            3 => {
+            "accept" => Op::Accept { vcpu, addr: l.number("an address")?, level: l.level()? },
+            "release" => Op::Release { vcpu, addr: l.number("an address")?, level: l.level()? },
+            "read" => Op::Read { vcpu, addr: l.number("an address")?, shared: l.flag("shared") },
+            "write" => {
                 Op::Write { vcpu, addr: l.number("an address")?, value: l.number("a value")?, shared: l.flag("shared") }
             }
-            4 => Op::Touch { vcpu, addr: l.number("an address")? },
-            _ => {
+            "touch" => Op::Touch { vcpu, addr: l.number("an address")? },
+            "map-gpa" => {
                 let addr = l.number("an address")?;
                 let size = l.size("a size")?;
-                let private = l.word("`private` or `shared`", &["shared", "private"])? == 1;
+                let private = l.choose("`private` or `shared`", &["shared", "private"])? == "private";
                 Op::MapGpa { vcpu, addr, size, private }
             }
+            _ => unreachable!("choose returns a listed word"),
         });
     }
     const OPS: [&str; 16] = [
@@ -245,13 +241,13 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
         "inject",
         "expect",
     ];
-    let i = l.word("an op or `vcpuN`", &OPS)?;
+    let op = l.choose("an op or `vcpuN`", &OPS)?;
     let slot_id = |l: &mut Line<'_>| -> Result<u32, ParseError> {
         let t = l.peek();
         let id = l.number("a slot id")?;
         u32::try_from(id).or_else(|_| l.fail(t.expect("consumed"), "a slot id below 2^32"))
     };
-    Ok(match OPS[i] {
+    Ok(match op {
         "slot-add" => Op::SlotAdd(parse_slot_spec(l)?),
         "gmem-create" => {
             let (decl, raw) = parse_gmem_decl(l, true)?;
@@ -284,13 +280,7 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
         }
         "finalize" => Op::Finalize,
         "mtrr-zap" => Op::MtrrZap { addr: l.number("an address")?, size: l.size("a size")? },
-        "inject" => {
-            let i = l.word(
-                "a fault (split-oom, seamcall-busy, demote-interrupted)",
-                &["split-oom", "seamcall-busy", "demote-interrupted"],
-            )?;
-            Op::Inject(Fault::ALL[i])
-        }
+        "inject" => Op::Inject(l.pick::<Fault>("a fault")?),
         _ => parse_expect_state(l)?,
     })
 }
@@ -299,9 +289,8 @@ fn parse_expect_state(l: &mut Line<'_>) -> Result<Op, ParseError> {
     if l.flag("sept") {
         let addr = l.number("an address")?;
         let level = l.level()?;
-        let names: Vec<&str> = SeptState::ALL.iter().map(|s| s.name()).collect();
-        let i = l.word("an S-EPT state (FREE, PENDING, MAPPED, BLOCKED, ...)", &names)?;
-        return Ok(Op::ExpectSept { addr, level, state: SeptState::ALL[i] });
+        let state = l.pick::<SeptState>("an S-EPT state")?;
+        return Ok(Op::ExpectSept { addr, level, state });
     }
     let (mut p4k, mut p2m, mut p1g) = (None, None, None);
     while let Some(t) = l.peek() {
@@ -348,8 +337,8 @@ fn parse_expect(l: &mut Line<'_>) -> Result<Option<Outcome>, ParseError> {
         return Ok(None);
     }
     let kinds = ["ok", "err", "tdx", "value", "exit", "ve", "livelock", "vm-dead", "pvalidate", "vmcall"];
-    let k = l.word("an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead, pvalidate, vmcall)", &kinds)?;
-    Ok(Some(match kinds[k] {
+    let kind = l.choose("an outcome (ok, err, tdx, value, exit, ve, livelock, vm-dead, pvalidate, vmcall)", &kinds)?;
+    Ok(Some(match kind {
         "ok" => Outcome::Ok,
         "err" => match l.peek() {
             // An errno without a name here, by number (`err 133`), as a real backend reports it.
@@ -358,45 +347,30 @@ fn parse_expect(l: &mut Line<'_>) -> Result<Option<Outcome>, ParseError> {
                 let n = i32::try_from(n).map_err(|_| l.err_at(t.col, format!("errno {n} is out of range")))?;
                 Outcome::Err(Errno::from_raw(n))
             }
-            _ => {
-                let names: Vec<std::borrow::Cow<str>> = Errno::ALL.iter().map(|e| e.name()).collect();
-                let names: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
-                let i = l.word("an errno name (EINVAL, EEXIST, ...) or number", &names)?;
-                Outcome::Err(Errno::ALL[i])
-            }
+            _ => Outcome::Err(l.pick::<Errno>("an errno name or number")?),
         },
         "tdx" => {
-            let names: Vec<&str> = TdxStatus::ALL.iter().map(|e| e.name()).collect();
-            let i = l.word("a TDX status name (PAGE_SIZE_MISMATCH, ...)", &names)?;
+            let status = l.pick::<TdxStatus>("a TDX status")?;
             let level = match l.peek() {
                 Some(t) if t.text != "=>" => Some(l.level()?),
                 _ => None,
             };
-            Outcome::Tdx(TdxStatus::ALL[i], level)
+            Outcome::Tdx(status, level)
         }
         "value" => Outcome::Value(l.number("a value")?),
         "exit" => {
-            let i = l.word("`mmio` or `memory-fault`", &["mmio", "memory-fault"])?;
-            if i == 0 {
+            if l.choose("`mmio` or `memory-fault`", &["mmio", "memory-fault"])? == "mmio" {
                 Outcome::Exit(Exit::Mmio)
             } else {
-                let p = l.word("`private` or `shared`", &["shared", "private"])?;
-                Outcome::Exit(Exit::MemoryFault { private: p == 1 })
+                let p = l.choose("`private` or `shared`", &["shared", "private"])?;
+                Outcome::Exit(Exit::MemoryFault { private: p == "private" })
             }
         }
         "ve" => Outcome::Ve,
         "livelock" => Outcome::Livelock,
-        "pvalidate" => {
-            let names: Vec<&str> = PvalidateRc::ALL.iter().map(|e| e.name()).collect();
-            let i =
-                l.word("a PVALIDATE return code (SUCCESS, FAIL_INPUT, FAIL_PERMISSION, FAIL_SIZEMISMATCH)", &names)?;
-            Outcome::Pvalidate(PvalidateRc::ALL[i], l.flag("no-update"))
-        }
-        "vmcall" => {
-            let names: Vec<&str> = VmcallStatus::ALL.iter().map(|e| e.name()).collect();
-            let i = l.word("a TDVMCALL status (RETRY, INVALID_OPERAND, ALIGN_ERROR, SUBFUNC_UNSUPPORTED)", &names)?;
-            Outcome::Vmcall(VmcallStatus::ALL[i])
-        }
-        _ => Outcome::VmDead,
+        "pvalidate" => Outcome::Pvalidate(l.pick::<PvalidateRc>("a PVALIDATE return code")?, l.flag("no-update")),
+        "vmcall" => Outcome::Vmcall(l.pick::<VmcallStatus>("a TDVMCALL status")?),
+        "vm-dead" => Outcome::VmDead,
+        _ => unreachable!("choose returns a listed word"),
     }))
 }
