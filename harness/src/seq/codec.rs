@@ -421,8 +421,7 @@ fn encode_outcome(w: &mut Writer, o: Option<&Outcome>) {
         Outcome::Ok => w.byte(1),
         Outcome::Err(e) => {
             w.byte(2);
-            // Generated inputs hold named errnos only; a number without a name encodes as the first.
-            w.byte(Errno::ALL.iter().position(|x| x == e).unwrap_or(0) as u8);
+            w.byte(Errno::ALL.iter().position(|x| x == e).unwrap_or(0) as u8); // (generated: names only)
         }
         Outcome::Tdx(s, l) => {
             w.byte(3);
