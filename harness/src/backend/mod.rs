@@ -48,6 +48,16 @@ pub enum RunError {
     Guest { step: usize, detail: String },
     /// Setting up the VM failed for a reason that is not the sequence's doing.
     Setup(String),
+    /// An ioctl of the set-up failed: which, and the errno (kept as its number where it has no
+    /// name). Not the sequence's doing either.
+    Ioctl { ioctl: &'static str, errno: crate::seq::Errno },
+}
+
+impl RunError {
+    /// An ioctl's failure, from the raw errno.
+    pub fn ioctl(ioctl: &'static str, errno: i32) -> RunError {
+        RunError::Ioctl { ioctl, errno: crate::seq::Errno::from_raw(errno) }
+    }
 }
 
 impl std::fmt::Display for RunError {
@@ -59,6 +69,9 @@ impl std::fmt::Display for RunError {
                 write!(f, "guest failed at step {}: {detail}", step + 1)
             }
             RunError::Setup(s) => write!(f, "setup failed: {s}"),
+            RunError::Ioctl { ioctl, errno } => {
+                write!(f, "setup failed: {ioctl}: {} (errno {})", errno.name(), errno.value())
+            }
         }
     }
 }

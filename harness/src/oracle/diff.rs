@@ -122,7 +122,7 @@ pub fn error_finding(seq: &Sequence, e: &RunError) -> Option<Finding> {
         RunError::Unsupported(_) => return None,
         RunError::Timeout { step } => (FindingKind::Timeout, Some(*step), "guest-timeout".to_string()),
         RunError::Guest { step, .. } => (FindingKind::Divergence, Some(*step), "guest-failed".to_string()),
-        RunError::Setup(_) => (FindingKind::Setup, None, "backend-setup".to_string()),
+        RunError::Setup(_) | RunError::Ioctl { .. } => (FindingKind::Setup, None, "backend-setup".to_string()),
     };
     let mut f = vec![Finding {
         context: String::new(),

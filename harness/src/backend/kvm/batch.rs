@@ -85,8 +85,7 @@ impl KvmBackend {
         let st = self.vm.as_mut().expect("prepared");
         st.plain_backing.clear();
         for g in &h.gmems {
-            Self::gmem_create(st, g)
-                .map_err(|e| RunError::Setup(format!("gmem {}: KVM_CREATE_GUEST_MEMFD: errno {e}", g.name)))?;
+            Self::gmem_create(st, g).map_err(|e| RunError::ioctl("KVM_CREATE_GUEST_MEMFD", e))?;
         }
         for s in &h.slots {
             if let Outcome::Err(e) = Self::slot_add(st, h, s) {

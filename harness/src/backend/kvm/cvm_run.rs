@@ -78,8 +78,8 @@ pub struct CvmGuest {
     finalized: bool,
 }
 
-fn setup(what: &str) -> impl Fn(kvm_ioctls::Error) -> RunError + '_ {
-    move |e| RunError::Setup(format!("{what}: {e}"))
+fn setup(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> RunError {
+    move |e| RunError::ioctl(what, e.errno())
 }
 
 /// `KVM_MEMORY_ENCRYPT_OP` on a vCPU fd (kvm-ioctls has it on the VM fd only).
@@ -213,10 +213,9 @@ impl CvmGuest {
             unsafe { g.vm.set_user_memory_region2(r) }.map_err(setup("KVM_SET_USER_MEMORY_REGION2"))?;
             g.slots.insert(s.id, Slot { gpa: s.gpa, size: s.size, anon, gmem: gm });
         }
-        for (what, gpa, size) in IMAGE_PRIVATE {
+        for (_, gpa, size) in IMAGE_PRIVATE {
             let a = kvm_bindings::kvm_memory_attributes { address: gpa, size, attributes: 1 << 3, flags: 0 };
-            g.vm.set_memory_attributes(a)
-                .map_err(|e| RunError::Setup(format!("KVM_SET_MEMORY_ATTRIBUTES ({what}): {e}")))?;
+            g.vm.set_memory_attributes(a).map_err(|e| RunError::ioctl("KVM_SET_MEMORY_ATTRIBUTES", e.errno()))?;
         }
         let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(setup("KVM_GET_SUPPORTED_CPUID"))?;
         for i in 0..h.vcpus.max(1) {
@@ -224,14 +223,12 @@ impl CvmGuest {
             if td {
                 let mut buf = with_cpuid(0);
                 let mut cmd = KvmTdxCmd { id: KVM_TDX_GET_CPUID, data: buf.as_mut_ptr() as u64, ..Default::default() };
-                vcpu_encrypt_op(&vcpu, &mut cmd)
-                    .map_err(|e| RunError::Setup(format!("KVM_TDX_GET_CPUID: errno {e}")))?;
+                vcpu_encrypt_op(&vcpu, &mut cmd).map_err(|e| RunError::ioctl("KVM_TDX_GET_CPUID", e))?;
                 let cpuid = kvm_bindings::CpuId::from_entries(entries(&mut buf, 0))
                     .map_err(|e| RunError::Setup(format!("CPUID: {e:?}")))?;
                 vcpu.set_cpuid2(&cpuid).map_err(setup("KVM_SET_CPUID2"))?;
                 let mut cmd = KvmTdxCmd { id: KVM_TDX_INIT_VCPU, ..Default::default() };
-                vcpu_encrypt_op(&vcpu, &mut cmd)
-                    .map_err(|e| RunError::Setup(format!("KVM_TDX_INIT_VCPU: errno {e}")))?;
+                vcpu_encrypt_op(&vcpu, &mut cmd).map_err(|e| RunError::ioctl("KVM_TDX_INIT_VCPU", e))?;
             } else {
                 vcpu.set_cpuid2(&supported).map_err(setup("KVM_SET_CPUID2"))?;
                 crate::backend::emulated::initial_state(&vcpu, Platform::Snp, i as u64)
@@ -289,7 +286,7 @@ impl CvmGuest {
     fn load_image(&mut self) -> Result<(), RunError> {
         let src = |gpa: u64| if gpa == BOOT_GPA { self._boot.addr() } else { self._harness.addr() };
         if self.platform == Platform::Td {
-            for (what, gpa, size) in IMAGE_PRIVATE {
+            for (_, gpa, size) in IMAGE_PRIVATE {
                 let mut r = KvmTdxInitMemRegion { source_addr: src(gpa), gpa, nr_pages: size / PAGE };
                 let mut cmd = KvmTdxCmd {
                     id: KVM_TDX_INIT_MEM_REGION,
@@ -297,8 +294,7 @@ impl CvmGuest {
                     data: &mut r as *mut _ as u64,
                     ..Default::default()
                 };
-                vcpu_encrypt_op(&self.vcpus[0], &mut cmd)
-                    .map_err(|e| RunError::Setup(format!("KVM_TDX_INIT_MEM_REGION ({what}): errno {e}")))?;
+                vcpu_encrypt_op(&self.vcpus[0], &mut cmd).map_err(|e| RunError::ioctl("KVM_TDX_INIT_MEM_REGION", e))?;
             }
             return Ok(());
         }

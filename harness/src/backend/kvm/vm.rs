@@ -13,14 +13,14 @@ impl KvmBackend {
         let vm = self
             .kvm
             .create_vm_with_type(vm_type.kvm_type())
-            .map_err(|e| RunError::Setup(format!("KVM_CREATE_VM: {e}")))?;
+            .map_err(|e| RunError::ioctl("KVM_CREATE_VM", e.errno()))?;
         if slot_zap_all_off {
             let cap = kvm_bindings::kvm_enable_cap {
                 cap: kvm_bindings::KVM_CAP_DISABLE_QUIRKS2,
                 args: [kvm_bindings::KVM_X86_QUIRK_SLOT_ZAP_ALL as u64, 0, 0, 0],
                 ..Default::default()
             };
-            vm.enable_cap(&cap).map_err(|e| RunError::Setup(format!("KVM_CAP_DISABLE_QUIRKS2: {e}")))?;
+            vm.enable_cap(&cap).map_err(|e| RunError::ioctl("KVM_CAP_DISABLE_QUIRKS2", e.errno()))?;
         }
         // The guest's MapGPA reaches userspace as KVM_EXIT_HYPERCALL (KVM_HC_MAP_GPA_RANGE), as
         // in private_mem_conversions_test.c; where the kernel offers it.
@@ -32,7 +32,7 @@ impl KvmBackend {
                 args: [1 << cvm::KVM_HC_MAP_GPA_RANGE, 0, 0, 0],
                 ..Default::default()
             };
-            vm.enable_cap(&cap).map_err(|e| RunError::Setup(format!("KVM_CAP_EXIT_HYPERCALL: {e}")))?;
+            vm.enable_cap(&cap).map_err(|e| RunError::ioctl("KVM_CAP_EXIT_HYPERCALL", e.errno()))?;
         }
         let harness = Mapping::anon(HARNESS_SIZE as usize).map_err(|e| RunError::Setup(format!("mmap: {e}")))?;
         guest::build_harness(&harness, guest::has_gib_pages(&self.kvm));
@@ -46,7 +46,8 @@ impl KvmBackend {
         };
         // SAFETY: the mapping outlives the slot (both live in VmState, the slot is dropped
         // with the VM).
-        unsafe { vm.set_user_memory_region2(region) }.map_err(|e| RunError::Setup(format!("harness slot: {e}")))?;
+        unsafe { vm.set_user_memory_region2(region) }
+            .map_err(|e| RunError::ioctl("KVM_SET_USER_MEMORY_REGION2", e.errno()))?;
         let stats = raw::Stats::open(&vm);
         Ok(VmState {
             vm,
@@ -89,14 +90,15 @@ impl KvmBackend {
         let st = self.vm.as_mut().expect("just set");
         while st.vcpus.len() < n as usize {
             let v = st.vcpus.len() as u64;
-            let vcpu = st.vm.create_vcpu(v).map_err(|e| RunError::Setup(format!("KVM_CREATE_VCPU: {e}")))?;
+            let vcpu = st.vm.create_vcpu(v).map_err(|e| RunError::ioctl("KVM_CREATE_VCPU", e.errno()))?;
             // CPL0 in the lab, where it runs properly (and the guest's hypercall needs it);
             // CPL3 on a host, where CPL0 code is emulated and reads the userspace address.
             guest::init_vcpu(&self.kvm, &vcpu, v, in_lab()).map_err(|e| RunError::Setup(format!("vCPU init: {e}")))?;
             st.vcpus.push(vcpu);
         }
         for (v, vcpu) in st.vcpus.iter().enumerate() {
-            guest::reset_regs(vcpu, v as u64).map_err(|e| RunError::Setup(format!("KVM_SET_REGS: {e}")))?;
+            guest::reset_regs(vcpu, v as u64)
+                .map_err(|e| RunError::ioctl("KVM_SET_REGS", e.raw_os_error().unwrap_or(0)))?;
         }
         Ok(())
     }
@@ -262,7 +264,8 @@ impl KvmBackend {
                 ..Default::default()
             };
             // SAFETY: `scratch` outlives the slot, which is deleted right away.
-            unsafe { st.vm.set_user_memory_region2(r) }.map_err(|e| RunError::Setup(format!("scratch slot: {e}")))?;
+            unsafe { st.vm.set_user_memory_region2(r) }
+                .map_err(|e| RunError::ioctl("KVM_SET_USER_MEMORY_REGION2", e.errno()))?;
         }
         Ok(())
     }
@@ -287,7 +290,8 @@ impl KvmBackend {
         let st = self.vm.as_mut().expect("prepared");
         st.baseline = st.stats.as_ref().and_then(|s| s.pages());
         for (v, vcpu) in st.vcpus.iter().enumerate() {
-            guest::reset_regs(vcpu, v as u64).map_err(|e| RunError::Setup(format!("KVM_SET_REGS: {e}")))?;
+            guest::reset_regs(vcpu, v as u64)
+                .map_err(|e| RunError::ioctl("KVM_SET_REGS", e.raw_os_error().unwrap_or(0)))?;
         }
         Ok(())
     }
