@@ -48,7 +48,9 @@ impl FindingKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub kind: FindingKind,
-    /// Index of the step (0-based, ops only) where it showed.
+    /// Index of the step (0-based, ops only) where it showed; written 1-based, as a person
+    /// counts the steps (and as the detail text and `replay` say them).
+    #[serde(serialize_with = "one_based")]
     pub step: Option<usize>,
     pub op: Option<OpKind>,
     /// The state that broke: an invariant's name, an outcome pair, ...
@@ -58,6 +60,13 @@ pub struct Finding {
     /// that a new bug under one configuration never hides behind a documented hazard of another.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub context: String,
+}
+
+fn one_based<S: serde::Serializer>(step: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+    match step {
+        Some(i) => s.serialize_some(&(i + 1)),
+        None => s.serialize_none(),
+    }
 }
 
 /// The configuration part of a signature: `vm[/variant][+option...]`.
