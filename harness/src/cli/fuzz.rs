@@ -138,18 +138,17 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
             if json {
-                println!(
-                    "{}",
-                    super::typed(
-                        "fuzz.finding",
-                        serde_json::json!({
-                            "event": "finding", "signature": nf.finding.signature(), "label": nf.label(),
-                            "known": nf.known, "file": path, "sequence": crate::seq::text::print(&nf.seq),
-                            "seconds": start.elapsed().as_secs_f64(),
-                            "detail": nf.finding.detail, "finding": nf.finding,
-                        })
-                    )
-                );
+                let e = super::events::Event::Finding(super::events::FindingEvent {
+                    signature: nf.finding.signature(),
+                    label: nf.label().to_string(),
+                    known: nf.known,
+                    file: path.display().to_string(),
+                    sequence: crate::seq::text::print(&nf.seq),
+                    seconds: start.elapsed().as_secs_f64(),
+                    detail: nf.finding.detail.clone(),
+                    finding: serde_json::to_value(&nf.finding).unwrap_or_default(),
+                });
+                println!("{}", e.to_json("fuzz.finding"));
             } else {
                 eprintln!(
                     "{}{} {} ({}, {}/3 replays)  -> {}",
@@ -262,6 +261,6 @@ pub fn process_usage() -> (usize, u64) {
 pub fn coverage_event(source: &str, pcs: impl Iterator<Item = u64>) -> serde_json::Value {
     let mut v: Vec<u64> = pcs.collect();
     v.sort_unstable();
-    let hex: Vec<String> = v.iter().map(|p| format!("{p:x}")).collect();
-    super::typed("coverage", serde_json::json!({"event": "coverage", "source": source, "pcs": hex}))
+    let pcs: Vec<String> = v.iter().map(|p| format!("{p:x}")).collect();
+    super::events::Event::Coverage(super::events::CoverageEvent { source: source.into(), pcs }).to_json("coverage")
 }

@@ -3,6 +3,7 @@
 //! SW_PROTECTED scenario of corpus/), then fuzz it for `--time` seconds, and report here.
 
 use super::corpus_cmd::seq_files;
+use super::events::Event;
 use super::load;
 use crate::lab;
 use crate::oracle::diff::{known_divergences, same_access_divergence};
@@ -230,23 +231,23 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 }
             }
             results.push(v);
-        } else if v["event"] == "finding"
-            && known.iter().any(|k| same_access_divergence(k, v["signature"].as_str().unwrap_or("")))
-        {
-            if !json {
-                println!("fuzz found the known divergence {}", v["signature"].as_str().unwrap_or(""));
+        } else if let Ok(Event::Finding(f)) = serde_json::from_value::<Event>(v.clone()) {
+            if known.iter().any(|k| same_access_divergence(k, &f.signature)) {
+                if !json {
+                    println!("fuzz found the known divergence {}", f.signature);
+                }
+                continue;
             }
-        } else if v["event"] == "finding" {
             // Written here as `privmem fuzz` writes its own, atomically, as they arrive.
             let path = crate::report::write_finding_files(
                 &out,
-                v["signature"].as_str().unwrap_or(""),
-                v["detail"].as_str().unwrap_or(""),
-                v["sequence"].as_str().unwrap_or(""),
+                &f.signature,
+                &f.detail,
+                &f.sequence,
                 &replay_cmd,
-                v["finding"].clone(),
+                f.finding.clone(),
                 serde_json::json!({
-                    "kernel": kernel.display().to_string(), "label": v["label"], "backend": "lab",
+                    "kernel": kernel.display().to_string(), "label": f.label, "backend": "lab",
                     "found_on": {
                         "privmem": crate::report::privmem_version(),
                         "kernel_release": lab_caps["release"], "model_kernel": lab_caps["kernel"],
@@ -257,24 +258,19 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             .map_err(|e| format!("{}: {e}", out.display()))?;
             written.push(path.display().to_string());
             if !json {
-                println!(
-                    "fuzz finding {} ({}):\n{}",
-                    v["signature"].as_str().unwrap_or(""),
-                    v["label"].as_str().unwrap_or(""),
-                    v["sequence"].as_str().unwrap_or("")
-                );
+                println!("fuzz finding {} ({}):\n{}", f.signature, f.label, f.sequence);
             }
             fuzz_findings.push(v);
-        } else if v["event"] == "exec" {
+        } else if let Ok(Event::Exec(e)) = serde_json::from_value::<Event>(v.clone()) {
             let shown = names
                 .iter()
-                .find(|(n, _)| v["file"].as_str().is_some_and(|f| f.ends_with(n.as_str())))
+                .find(|(n, _)| e.file.ends_with(n.as_str()))
                 .map(|(_, p)| p.display().to_string())
                 .unwrap_or_default();
-            let (label, r) = match v["exit"].as_i64() {
+            let (label, r) = match e.exit {
                 Some(0) => ("ok   ", serde_json::json!({"file": shown, "ok": true})),
                 Some(4) => ("skip ", serde_json::json!({"file": shown, "skipped": "the program skipped (exit 4)"})),
-                _ => ("FAIL ", serde_json::json!({"file": shown, "ok": false, "findings": [{"detail": v["output"]}]})),
+                _ => ("FAIL ", serde_json::json!({"file": shown, "ok": false, "findings": [{"detail": e.output}]})),
             };
             match label {
                 "ok   " => passed += 1,
@@ -282,20 +278,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 _ => failed += 1,
             }
             if !json {
-                println!("{label} {shown} (exit {})", v["exit"]);
+                println!("{label} {shown} (exit {})", e.exit.map(|c| c.to_string()).unwrap_or("none".into()));
                 if label == "FAIL " {
-                    for l in
-                        v["output"].as_str().unwrap_or("").lines().rev().take(20).collect::<Vec<_>>().into_iter().rev()
-                    {
+                    for l in e.output.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
                         println!("      {l}");
                     }
                 }
             }
             results.push(r);
-        } else if v["event"] == "coverage" {
-            reached.extend(
-                v["pcs"].as_array().into_iter().flatten().filter_map(|p| u64::from_str_radix(p.as_str()?, 16).ok()),
-            );
+        } else if let Ok(Event::Coverage(c)) = serde_json::from_value::<Event>(v.clone()) {
+            reached.extend(c.pcs.iter().filter_map(|p| u64::from_str_radix(p, 16).ok()));
         } else if v["event"] == "summary" {
             mapping_checks += v["mapping_checks"].as_u64().unwrap_or(0);
             mapped_unchecked += v["mapped_unchecked"].as_u64().unwrap_or(0);

@@ -5,6 +5,7 @@ mod args;
 mod bench;
 pub mod corpus_cmd;
 mod emulated;
+pub mod events;
 mod fuzz;
 mod lab_baseline;
 mod lab_build;
@@ -263,7 +264,8 @@ fn exec(argv: &[String]) -> Result<i32, String> {
         if timed_out {
             text.push_str("\nprivmem exec: killed after 30 s");
         }
-        println!("{}", typed("exec", serde_json::json!({"event": "exec", "file": p, "exit": code, "output": text})));
+        let e = events::Event::Exec(events::ExecEvent { file: p.clone(), exit: code, output: text });
+        println!("{}", e.to_json("exec"));
     }
     Ok(rc)
 }
