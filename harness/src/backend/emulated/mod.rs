@@ -56,6 +56,8 @@ pub struct Counts {
 
 pub struct EmulatedBackend {
     kvm: Kvm,
+    /// Interrupts a KVM_RUN that overstays (one for the backend: it keeps a polling thread).
+    watchdog: crate::backend::kvm::guest::Watchdog,
     pub counts: Counts,
     /// Answer ACCEPT and PVALIDATE wrongly (the harness's own test: the oracle must see it).
     pub tamper: bool,
@@ -76,7 +78,12 @@ struct Vm {
 impl EmulatedBackend {
     pub fn open() -> Result<EmulatedBackend, String> {
         let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
-        Ok(EmulatedBackend { kvm, counts: Counts::default(), tamper: false })
+        Ok(EmulatedBackend {
+            kvm,
+            watchdog: crate::backend::kvm::guest::Watchdog::new(),
+            counts: Counts::default(),
+            tamper: false,
+        })
     }
 
     fn new_vm(&self, platform: Platform, vcpus: u32) -> Result<Vm, RunError> {

@@ -2,7 +2,6 @@
 //! outcome as the answer to whatever the shim traps on, the shim's result read back.
 
 use super::*;
-use crate::backend::kvm::guest::Watchdog;
 use std::time::{Duration, Instant};
 
 /// A shim command: opcode, address, value, third word.
@@ -181,7 +180,6 @@ impl EmulatedBackend {
             ev.flags = 0;
             vm.vcpus[v].set_vcpu_events(&ev).map_err(|e| guest(format!("KVM_SET_VCPU_EVENTS: {e}")))?;
         }
-        let watchdog = Watchdog::new();
         let start = Instant::now();
         // Where the vCPU is, for an error: a shim that hangs or faults says where.
         let at = |vm: &Vm| {
@@ -195,9 +193,9 @@ impl EmulatedBackend {
             if start.elapsed() > LIMIT {
                 return Err(guest(format!("no batch end within {}s ({})", LIMIT.as_secs(), at(vm))));
             }
-            watchdog.arm(LIMIT);
+            self.watchdog.arm(LIMIT);
             let r = vm.vcpus[v].run();
-            watchdog.disarm();
+            self.watchdog.disarm();
             let how = match r {
                 Ok(VcpuExit::IoOut(PORT_DONE, _)) => return Ok(()),
                 Ok(VcpuExit::IoOut(PORT_TRAP_UD, _)) => Via::Stack { error_code: false },
