@@ -179,6 +179,12 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
             continue;
         };
+        // The events of cli/events.rs, read through their one schema (Other: read by field).
+        let event = if v.get("event").is_some() {
+            serde_json::from_value::<Event>(v.clone()).unwrap_or(Event::Other)
+        } else {
+            Event::Other
+        };
         if v.get("api_version").is_some() {
             lab_caps = v.clone();
             if !json {
@@ -231,7 +237,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 }
             }
             results.push(v);
-        } else if let Ok(Event::Finding(f)) = serde_json::from_value::<Event>(v.clone()) {
+        } else if let Event::Finding(f) = &event {
             if known.iter().any(|k| same_access_divergence(k, &f.signature)) {
                 if !json {
                     println!("fuzz found the known divergence {}", f.signature);
@@ -261,7 +267,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 println!("fuzz finding {} ({}):\n{}", f.signature, f.label, f.sequence);
             }
             fuzz_findings.push(v);
-        } else if let Ok(Event::Exec(e)) = serde_json::from_value::<Event>(v.clone()) {
+        } else if let Event::Exec(e) = &event {
             let shown = names
                 .iter()
                 .find(|(n, _)| e.file.ends_with(n.as_str()))
@@ -286,7 +292,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 }
             }
             results.push(r);
-        } else if let Ok(Event::Coverage(c)) = serde_json::from_value::<Event>(v.clone()) {
+        } else if let Event::Coverage(c) = &event {
             reached.extend(c.pcs.iter().filter_map(|p| u64::from_str_radix(p, 16).ok()));
         } else if v["event"] == "summary" {
             mapping_checks += v["mapping_checks"].as_u64().unwrap_or(0);
