@@ -103,16 +103,10 @@ fn with_cpuid(head: usize) -> Vec<u64> {
     v
 }
 
+/// The entries the kernel wrote (its `nent`, at most the room).
 fn entries(buf: &mut [u64], head: usize) -> &mut [kvm_cpuid_entry2] {
-    let nent = (buf[head / 8] & 0xffff_ffff) as usize;
-    // SAFETY: the buffer was sized for KVM_MAX_CPUID_ENTRIES entries after the header; nent
-    // is what the kernel wrote, at most that.
-    unsafe {
-        std::slice::from_raw_parts_mut(
-            (buf.as_mut_ptr() as *mut u8).add(head + 8) as *mut kvm_cpuid_entry2,
-            nent.min(KVM_MAX_CPUID_ENTRIES),
-        )
-    }
+    let nent = ((buf[head / 8] & 0xffff_ffff) as usize).min(KVM_MAX_CPUID_ENTRIES);
+    &mut entries_at(buf, head)[..nent]
 }
 
 impl CvmGuest {
@@ -338,8 +332,10 @@ impl CvmGuest {
     }
 }
 
+/// The room for entries after a `with_cpuid` buffer's header.
 fn entries_at(buf: &mut [u64], head: usize) -> &mut [kvm_cpuid_entry2] {
-    // SAFETY: as in `entries`, over the whole room rather than nent.
+    // SAFETY: `with_cpuid` sized the buffer for KVM_MAX_CPUID_ENTRIES entries after the
+    // header and its nent word.
     unsafe {
         std::slice::from_raw_parts_mut(
             (buf.as_mut_ptr() as *mut u8).add(head + 8) as *mut kvm_cpuid_entry2,
