@@ -3,17 +3,17 @@
 
 use super::cvm::{KVM_HC_MAP_GPA_RANGE, KVM_SYSTEM_EVENT_TDX_FATAL};
 use super::cvm_run::{unsupported, CvmGuest, Slot};
+use super::host_ops::{guest_conversion, SlotSides};
 use super::mem::Mapping;
 use super::raw;
 use crate::backend::{Observed, RealTrace, RunError};
 use crate::seq::*;
-use kvm_ioctls::{Kvm, VcpuExit, VmFd};
+use kvm_ioctls::{Kvm, VcpuExit};
 use privmem_guest::abi::{
     CMD_FIRST, CMD_OFF, CMD_STRIDE, MAP_GPA_ENCRYPTED, OP_READ, OP_TD_ACCEPT, OP_TD_MAP_GPA, OP_TOUCH, OP_WRITE,
     PORT_DONE, SHARED_VA, ST_DONE, ST_EXC, VALUE_OFFSET,
 };
-use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 /// Run `seq` on a real TD or SNP guest.
 pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
@@ -85,43 +85,6 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
     Ok(t)
 }
 
-/// Userspace's half of the guest's MapGPA, as `private_mem_conversions_test.c` (and the KVM
-/// backend for SW_PROTECTED VMs) does it: set the attributes, then drop the side the range
-/// left (punch guest_memfd going shared, clear the shared memory going private). The return is
-/// the hypercall's: 0 or a negative errno.
-fn convert(vm: &VmFd, slots: &BTreeMap<u32, Slot>, gmems: &[OwnedFd], gpa: u64, pages: u64, private: bool) -> u64 {
-    let Some(end) = pages.checked_mul(PAGE).and_then(|l| gpa.checked_add(l)) else {
-        return -(libc::EINVAL as i64) as u64;
-    };
-    let a = kvm_bindings::kvm_memory_attributes {
-        address: gpa,
-        size: end - gpa,
-        attributes: if private { 1 << 3 } else { 0 },
-        flags: 0,
-    };
-    if let Err(e) = vm.set_memory_attributes(a) {
-        return -(e.errno() as i64) as u64;
-    }
-    for sl in slots.values() {
-        let (s, e) = (gpa.max(sl.gpa), end.min(sl.gpa + sl.size));
-        if s >= e {
-            continue;
-        }
-        match (private, sl.gmem) {
-            (false, Some((i, off))) => {
-                let _ = raw::punch_hole(gmems[i].as_raw_fd(), off + (s - sl.gpa), e - s, true);
-            }
-            (true, _) => {
-                for p in (s..e).step_by(PAGE as usize) {
-                    sl.anon.write_u64(p - sl.gpa + VALUE_OFFSET, 0);
-                }
-            }
-            _ => {}
-        }
-    }
-    0
-}
-
 fn errno(e: i32) -> Outcome {
     Outcome::Err(Errno::from_raw(e))
 }
@@ -167,7 +130,14 @@ impl CvmGuest {
                 Ok(VcpuExit::IoOut(PORT_DONE, _)) => break,
                 Ok(VcpuExit::Hypercall(h)) if h.nr == KVM_HC_MAP_GPA_RANGE as u64 => {
                     let private = h.args[2] & MAP_GPA_ENCRYPTED != 0;
-                    *h.ret = convert(&self.vm, &self.slots, &self.gmems, h.args[0], h.args[1], private);
+                    let gmems = &self.gmems;
+                    let slots = self.slots.values().map(|sl| SlotSides {
+                        gpa: sl.gpa,
+                        size: sl.size,
+                        shared: Some(&sl.anon),
+                        gmem: sl.gmem.map(|(i, off)| (gmems[i].as_raw_fd(), off)),
+                    });
+                    *h.ret = guest_conversion(&self.vm, slots, h.args[0], h.args[1], private);
                 }
                 Ok(VcpuExit::MemoryFault { .. }) => return Ok(None),
                 Ok(VcpuExit::SystemEvent(ty, _)) if ty == KVM_SYSTEM_EVENT_TDX_FATAL => {

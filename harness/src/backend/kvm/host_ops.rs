@@ -179,41 +179,73 @@ impl KvmBackend {
         Observed::Outcome(o)
     }
 
-    /// Userspace's handling of KVM_HC_MAP_GPA_RANGE, as the selftests' and the model's: set the
-    /// attributes, then drop the side the range left (punch guest_memfd going shared, zero the
-    /// shared memory going private). Returns the hypercall's return for the guest.
+    /// Userspace's handling of KVM_HC_MAP_GPA_RANGE ([`guest_conversion`]) on this VM, and the
+    /// attributes' record the reset sets back. Returns the hypercall's return for the guest.
     pub(super) fn map_gpa_exit(st: &mut VmState, m: guest::MapGpaExit) -> u64 {
         let private = m.attrs & MAP_GPA_ENCRYPTED != 0;
-        let Some(end) = m.pages.checked_mul(4096).and_then(|len| m.gpa.checked_add(len)) else {
-            return -(libc::EINVAL as i64) as u64;
-        };
-        let a = kvm_bindings::kvm_memory_attributes {
-            address: m.gpa,
-            size: end - m.gpa,
-            attributes: if private { 1 << 3 } else { 0 },
-            flags: 0,
-        };
-        if let Err(e) = st.vm.set_memory_attributes(a) {
-            return -(e.errno() as i64) as u64;
+        let slots = st.slots.values().map(|sl| SlotSides {
+            gpa: sl.gpa,
+            size: sl.size,
+            shared: sl.anon.as_ref(),
+            gmem: sl.gmem.map(|(fi, off)| (st.gmems[fi].fd.as_raw_fd(), off)),
+        });
+        let ret = guest_conversion(&st.vm, slots, m.gpa, m.pages, private);
+        if ret == 0 {
+            st.private.set(m.gpa, m.gpa + m.pages * PAGE, private);
         }
-        st.private.set(m.gpa, end, private);
-        for sl in st.slots.values() {
-            let (s, e) = (m.gpa.max(sl.gpa), end.min(sl.gpa + sl.size));
-            if s >= e {
-                continue;
-            }
-            match (private, sl.gmem, &sl.anon) {
-                (false, Some((fi, off)), _) => {
-                    let _ = raw::punch_hole(st.gmems[fi].fd.as_raw_fd(), off + (s - sl.gpa), e - s, true);
-                }
-                (true, _, Some(anon)) => {
-                    for p in (s..e).step_by(4096) {
-                        anon.write_u64(p - sl.gpa + VALUE_OFFSET, 0);
-                    }
-                }
-                _ => {}
-            }
-        }
-        0
+        ret
     }
+}
+
+/// A memslot's two sides, for [`guest_conversion`]: its userspace memory (where the backend
+/// owns it) and its guest_memfd file and offset.
+pub(super) struct SlotSides<'a> {
+    pub gpa: u64,
+    pub size: u64,
+    pub shared: Option<&'a Mapping>,
+    pub gmem: Option<(std::os::fd::RawFd, u64)>,
+}
+
+/// Userspace's half of a guest's conversion (KVM_HC_MAP_GPA_RANGE, which TDX MapGPA and SNP
+/// page-state changes reach too), as the selftests' `private_mem_conversions_test.c` and the
+/// model do it: set the attributes, then drop the side the range left (punch guest_memfd going
+/// shared, zero the shared memory going private). The return is the hypercall's: 0 or a
+/// negative errno.
+pub(super) fn guest_conversion<'a>(
+    vm: &VmFd,
+    slots: impl Iterator<Item = SlotSides<'a>>,
+    gpa: u64,
+    pages: u64,
+    private: bool,
+) -> u64 {
+    let Some(end) = pages.checked_mul(PAGE).and_then(|len| gpa.checked_add(len)) else {
+        return -(libc::EINVAL as i64) as u64;
+    };
+    let a = kvm_bindings::kvm_memory_attributes {
+        address: gpa,
+        size: end - gpa,
+        attributes: if private { 1 << 3 } else { 0 },
+        flags: 0,
+    };
+    if let Err(e) = vm.set_memory_attributes(a) {
+        return -(e.errno() as i64) as u64;
+    }
+    for sl in slots {
+        let (s, e) = (gpa.max(sl.gpa), end.min(sl.gpa + sl.size));
+        if s >= e {
+            continue;
+        }
+        match (private, sl.gmem, sl.shared) {
+            (false, Some((fd, off)), _) => {
+                let _ = raw::punch_hole(fd, off + (s - sl.gpa), e - s, true);
+            }
+            (true, _, Some(anon)) => {
+                for p in (s..e).step_by(PAGE as usize) {
+                    anon.write_u64(p - sl.gpa + VALUE_OFFSET, 0);
+                }
+            }
+            _ => {}
+        }
+    }
+    0
 }
