@@ -127,6 +127,28 @@ impl EmulatedBackend {
     }
 }
 
+/// A shim command (opcode, address, value, third word) for a guest op on `platform`: shared
+/// accesses through the alias, a TD's MapGPA with the shared bit where it converts to shared,
+/// PVALIDATE with the page size and validate/rescind, an SNP MapGPA as page-state changes of
+/// its 4K pages (1 private, 2 shared). None where the shim has no command for the op.
+pub fn shim_command(op: &Op, platform: Platform) -> Option<(u64, u64, u64, u64)> {
+    let td = platform == Platform::Td;
+    let va = |a: u64, shared: bool| if shared { SHARED_VA | a } else { a };
+    Some(match *op {
+        Op::Read { addr, shared, .. } => (OP_READ, va(addr, shared), 0, 0),
+        Op::Write { addr, value, shared, .. } => (OP_WRITE, va(addr, shared), value, 0),
+        Op::Touch { addr, .. } => (OP_TOUCH, addr, 0, 0),
+        Op::Accept { addr, level, .. } if td => (OP_TD_ACCEPT, addr, level.tdx_level(), 0),
+        Op::MapGpa { addr, size, private, .. } if td => {
+            (OP_TD_MAP_GPA, if private { addr } else { addr | crate::model::tdx::TD_SHARED_BIT }, size, 0)
+        }
+        Op::Accept { addr, level, .. } if !td => (OP_SNP_PVALIDATE, addr, level.tdx_level(), 1),
+        Op::Release { addr, level, .. } if !td => (OP_SNP_PVALIDATE, addr, level.tdx_level(), 0),
+        Op::MapGpa { addr, size, private, .. } if !td => (OP_SNP_PSC, addr, size / 4096, if private { 1 } else { 2 }),
+        _ => return None,
+    })
+}
+
 /// A vCPU's state at launch. TD: what the TDX module sets (`td_vmcs_init.c`, `tdh_vp_init.c`):
 /// the reset vector in 32-bit protected mode, paging off, CR0 = PE|NE, EFER.LME set. SNP: the
 /// host's to choose before LAUNCH_FINISH, so 64-bit mode at the main code with the index in r9.

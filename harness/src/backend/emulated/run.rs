@@ -34,56 +34,38 @@ impl EmulatedBackend {
             self.run_batch(vm, v, &[], Pending::None, None, step)?;
             vm.booted[v] = true;
         }
-        let va = |addr: u64, shared: bool| if shared { SHARED_VA | addr } else { addr };
+        let Some(cmd) = shim_command(op, vm.platform) else { return Ok(None) };
         let (cmd, pending, inject): (Cmd, Pending, Option<(u8, Option<u32>)>) = match (op, o) {
             (Op::Read { addr, .. } | Op::Write { addr, .. } | Op::Touch { addr, .. }, Outcome::Ve) if plain(*addr) => {
-                let shared = matches!(op, Op::Read { shared: true, .. } | Op::Write { shared: true, .. });
                 let exc = if td { (20, None) } else { (29, Some(VC_PAGE_NOT_VALIDATED as u32)) };
                 // Memory behind the access, so that a lost injection shows as a completed
                 // access (and is injected again) rather than as an MMIO exit.
                 vm.page(*addr).map_err(RunError::Setup)?;
-                ((OP_TOUCH, va(*addr, shared), 0, 0), Pending::VeInfo { gpa: *addr }, Some(exc))
+                ((OP_TOUCH, cmd.1, 0, 0), Pending::VeInfo { gpa: *addr }, Some(exc))
             }
-            (Op::Read { addr, shared, .. }, Outcome::Value(x)) if plain(*addr) => {
+            (Op::Read { addr, .. }, Outcome::Value(x)) if plain(*addr) => {
                 let (m, off) = vm.page(*addr).map_err(RunError::Setup)?;
                 m.write_u64(off, *x);
-                ((OP_READ, va(*addr, *shared), 0, 0), Pending::None, None)
+                (cmd, Pending::None, None)
             }
-            (Op::Write { addr, value, shared, .. }, Outcome::Ok) if plain(*addr) => {
+            (Op::Write { addr, .. } | Op::Touch { addr, .. }, Outcome::Ok) if plain(*addr) => {
                 vm.page(*addr).map_err(RunError::Setup)?;
-                ((OP_WRITE, va(*addr, *shared), *value, 0), Pending::None, None)
-            }
-            (Op::Touch { addr, .. }, Outcome::Ok) if plain(*addr) => {
-                vm.page(*addr).map_err(RunError::Setup)?;
-                ((OP_TOUCH, *addr, 0, 0), Pending::None, None)
+                (cmd, Pending::None, None)
             }
             (Op::Accept { addr, level, .. }, o) if td => match tdx_rax(o) {
-                Some(rax) => {
-                    let rcx = addr | level.tdx_level();
-                    ((OP_TD_ACCEPT, *addr, level.tdx_level(), 0), Pending::Accept { rcx, rax }, None)
-                }
+                Some(rax) => (cmd, Pending::Accept { rcx: addr | level.tdx_level(), rax }, None),
                 None => return Ok(None),
             },
-            (Op::MapGpa { addr, size, private, .. }, o) if td => match vmcall_r10(o) {
-                Some(r10) => {
-                    let gpa = if *private { *addr } else { addr | crate::model::tdx::TD_SHARED_BIT };
-                    ((OP_TD_MAP_GPA, gpa, *size, 0), Pending::MapGpa { gpa, size: *size, r10 }, None)
-                }
+            (Op::MapGpa { size, .. }, o) if td => match vmcall_r10(o) {
+                Some(r10) => (cmd, Pending::MapGpa { gpa: cmd.1, size: *size, r10 }, None),
                 None => return Ok(None),
             },
-            (Op::Accept { addr, level, .. } | Op::Release { addr, level, .. }, o) if !td => match pvalidate_regs(o) {
-                Some(answer) => {
-                    let validate = matches!(op, Op::Accept { .. }) as u64;
-                    let size = level.tdx_level();
-                    let p = Pending::Pvalidate { rax: *addr, size, validate, answer };
-                    ((OP_SNP_PVALIDATE, *addr, size, validate), p, None)
-                }
+            (Op::Accept { addr, .. } | Op::Release { addr, .. }, o) if !td => match pvalidate_regs(o) {
+                Some(answer) => (cmd, Pending::Pvalidate { rax: *addr, size: cmd.2, validate: cmd.3, answer }, None),
                 None => return Ok(None),
             },
-            (Op::MapGpa { addr, size, private, .. }, Outcome::Ok) if !td && addr.is_multiple_of(4096) => {
-                let op = if *private { 1 } else { 2 };
-                let p = Pending::Psc { next: *addr, end: addr + size, op };
-                ((OP_SNP_PSC, *addr, size / 4096, op), p, None)
+            (Op::MapGpa { addr, size, .. }, Outcome::Ok) if !td && addr.is_multiple_of(4096) => {
+                (cmd, Pending::Psc { next: *addr, end: addr + size, op: cmd.3 }, None)
             }
             _ => return Ok(None),
         };

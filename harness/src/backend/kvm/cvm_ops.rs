@@ -11,7 +11,7 @@ use crate::seq::*;
 use kvm_ioctls::{Kvm, VcpuExit};
 use privmem_guest::abi::{
     CMD_FIRST, CMD_OFF, CMD_STRIDE, MAP_GPA_ENCRYPTED, OP_READ, OP_TD_ACCEPT, OP_TD_MAP_GPA, OP_TOUCH, OP_WRITE,
-    PORT_DONE, SHARED_VA, ST_DONE, ST_EXC, VALUE_OFFSET,
+    PORT_DONE, ST_DONE, ST_EXC, VALUE_OFFSET,
 };
 use std::os::fd::AsRawFd;
 
@@ -107,17 +107,8 @@ impl CvmGuest {
     fn guest_op(&mut self, op: &Op, step: usize) -> Result<Option<Outcome>, RunError> {
         let v = op.vcpu().unwrap_or(0) as usize;
         let guest = |d: String| RunError::Guest { step, detail: d };
-        let alias = |a: u64, shared: bool| if shared { SHARED_VA | a } else { a };
-        let cmd = match *op {
-            Op::Read { addr, shared, .. } => (OP_READ, alias(addr, shared), 0, 0),
-            Op::Write { addr, value, shared, .. } => (OP_WRITE, alias(addr, shared), value, 0),
-            Op::Touch { addr, .. } => (OP_TOUCH, addr, 0, 0),
-            Op::Accept { addr, level, .. } => (OP_TD_ACCEPT, addr, level.tdx_level(), 0),
-            Op::MapGpa { addr, size, private, .. } => {
-                (OP_TD_MAP_GPA, if private { addr } else { addr | crate::model::tdx::TD_SHARED_BIT }, size, 0)
-            }
-            _ => return Err(guest(format!("`{}` has no TD shim command", text::print_op(op)))),
-        };
+        let cmd = crate::backend::emulated::shim_command(op, crate::backend::emulated::Platform::Td)
+            .ok_or_else(|| guest(format!("`{}` has no TD shim command", text::print_op(op))))?;
         let page = CMD_OFF + v as u64 * CMD_STRIDE;
         for (k, w) in [cmd.0, cmd.1, cmd.2, cmd.3].iter().enumerate() {
             self.shared.write_u64(page + CMD_FIRST + k as u64 * 8, *w);
