@@ -185,8 +185,8 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
                     return Err(format!("gmem {}: huge guest_memfd folios have no kernel flag to export", decl.name));
                 }
                 let flags = raw
-                    | if decl.mmap { 1 } else { 0 } // GUEST_MEMFD_FLAG_MMAP
-                    | if decl.init_shared { 2 } else { 0 }; // GUEST_MEMFD_FLAG_INIT_SHARED
+                    | if decl.mmap { crate::backend::kvm::raw::GUEST_MEMFD_FLAG_MMAP } else { 0 }
+                    | if decl.init_shared { crate::backend::kvm::raw::GUEST_MEMFD_FLAG_INIT_SHARED } else { 0 };
                 format!("say({step}, gmem_make({i}, {:#x}ull, {flags:#x}ull)); /* gmem {} */", decl.size, decl.name)
             }
             Op::Fallocate { gmem, offset, len, punch, keep_size } => format!(
