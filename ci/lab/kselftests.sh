@@ -100,8 +100,9 @@ for r in v["results"]:
     elif not ok:
         bad += 1
         print(f"  FAIL {name}")
-        for f in r.get("findings", []):
-            print("    " + "\n    ".join(str(f.get("detail", "")).splitlines()[-8:]))
+        # A failed program's output is its `error`; a replayed scenario's, its findings.
+        for d in [f.get("detail", "") for f in r.get("findings", [])] + [r.get("error", "")]:
+            print("    " + "\n    ".join(str(d).splitlines()[-8:]))
 print(f"kselftests on {version}: {v['passed']} passed, {v['failed']} failed, {v['skipped']} skipped in the lab; {bad} unexpected")
 sys.exit(1 if bad else 0)
 PY

@@ -1,9 +1,9 @@
 //! `privmem caps`: what the host's KVM offers, in words and as JSON.
 
 use crate::backend::kvm::raw;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Caps {
     pub kvm: bool,
     pub api_version: i32,

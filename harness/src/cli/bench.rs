@@ -3,6 +3,7 @@
 
 use crate::campaign::{Campaign, CampaignConfig};
 use crate::oracle::run_model;
+use crate::report::records::{KvmBench, LabBench, LabRecord, ModelBench, Record};
 use crate::seq::gen::GenConfig;
 use crate::seq::text::parse;
 use crate::seq::{Sequence, VmType};
@@ -141,25 +142,18 @@ fn run_kvm(json: bool) -> Result<i32, String> {
     }
     let per_op = exits as f64 / ops.max(1) as f64;
     if json {
-        println!(
-            "{}",
-            super::typed(
-                "bench",
-                serde_json::json!({
-                    "backend": "kvm",
-                    "fresh_vm_exec_per_sec": fresh,
-                    "reused_vm_exec_per_sec": reused,
-                    // The headline: the 16-op cases a campaign generates for this host.
-                    "reuse_speedup": gen_reused / gen_fresh,
-                    "generated_fresh_vm_exec_per_sec": gen_fresh,
-                    "generated_reused_vm_exec_per_sec": gen_reused,
-                    // A fixed hand-written mix with more host ops between guest batches.
-                    "fixed_mix_reuse_speedup": reused / fresh,
-                    "exits_per_guest_op": per_op,
-                    "fresh_vms_created": k.fresh_vms,
-                })
-            )
-        );
+        let r = KvmBench {
+            backend: "kvm".into(),
+            fresh_vm_exec_per_sec: fresh,
+            reused_vm_exec_per_sec: reused,
+            reuse_speedup: gen_reused / gen_fresh,
+            generated_fresh_vm_exec_per_sec: gen_fresh,
+            generated_reused_vm_exec_per_sec: gen_reused,
+            fixed_mix_reuse_speedup: reused / fresh,
+            exits_per_guest_op: per_op,
+            fresh_vms_created: k.fresh_vms,
+        };
+        println!("{}", r.to_json());
     } else {
         println!(
             "real KVM, 16-op cases: fresh VM per case {fresh:.0} exec/s, reused VM {reused:.0} exec/s, speedup {:.2}x",
@@ -189,14 +183,10 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
         }
         let out = cmd.stderr(std::process::Stdio::inherit()).output().map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let v: serde_json::Value =
-            serde_json::from_str(text.lines().last().unwrap_or("")).map_err(|e| format!("lab output: {e}: {text}"))?;
-        let fuzz = v["fuzz"].as_array().cloned().unwrap_or_default();
-        // Cases that ran: the ones the lab kernel could not run (skipped) cost next to nothing.
-        let cases: u64 =
-            fuzz.iter().map(|f| f["cases"].as_u64().unwrap_or(0) - f["skipped"].as_u64().unwrap_or(0)).sum();
-        let secs = fuzz.iter().map(|f| f["seconds"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
-        Ok((cases as f64 / secs.max(1e-9), cases, v["mapping_checks"].as_u64().unwrap_or(0)))
+        let r = LabRecord::read(text.lines().last().unwrap_or(""))
+            .ok_or_else(|| format!("lab output: no `lab` record: {text}"))??;
+        let (rate, cases) = r.fuzz_rate();
+        Ok((rate, cases, r.mapping_checks))
     };
     let lab = |extra: &[&str]| lab_on(kernel, extra);
     let (base, base_cases, _) = lab(&["--jobs", "1", "--fresh-vm", "--no-view"])?;
@@ -205,17 +195,16 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
     // The debug options' cost: the same campaign on the debug flavour (KASAN, lockdep, KCOV...).
     let debug = debug_kernel.map(|k| lab_on(Some(k), &[])).transpose()?.map(|(d, _, _)| d);
     if json {
-        println!(
-            "{}",
-            super::typed(
-                "bench",
-                serde_json::json!({
-                    "lab_fresh_cases_per_sec": base, "lab_cases_per_sec": new, "lab_speedup": ratio,
-                    "lab_debug_cases_per_sec": debug, "debug_cost_ratio": debug.map(|d| new / d),
-                    "cases": [base_cases, new_cases], "mapping_checks": checks,
-                })
-            )
-        );
+        let r = LabBench {
+            lab_fresh_cases_per_sec: base,
+            lab_cases_per_sec: new,
+            lab_speedup: ratio,
+            lab_debug_cases_per_sec: debug,
+            debug_cost_ratio: debug.map(|d| new / d),
+            cases: [base_cases, new_cases],
+            mapping_checks: checks,
+        };
+        println!("{}", r.to_json());
     } else {
         println!("lab, one VM, fresh VM per case, no view:   {base:8.1} cases/s ({base_cases} cases)");
         println!(
@@ -247,20 +236,15 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let small = range_cost("2M");
     let ratio = big / small;
     if a.flag("json") {
-        println!(
-            "{}",
-            super::typed(
-                "bench",
-                serde_json::json!({
-                    "model_ops_per_sec": model,
-                    "model_tdx_ops_per_sec": model_tdx,
-                    "model_snp_ops_per_sec": model_snp,
-                    "range_cost_ratio": ratio,
-                    "range_op_64g_ns": big * 1e9,
-                    "range_op_2m_ns": small * 1e9,
-                })
-            )
-        );
+        let r = ModelBench {
+            model_ops_per_sec: model,
+            model_tdx_ops_per_sec: model_tdx,
+            model_snp_ops_per_sec: model_snp,
+            range_cost_ratio: ratio,
+            range_op_64g_ns: big * 1e9,
+            range_op_2m_ns: small * 1e9,
+        };
+        println!("{}", r.to_json());
     } else {
         println!("model, realistic mix (default/sw-protected/tdx): {model:>12.0} ops/s");
         println!("model, TDX mix:                                   {model_tdx:>12.0} ops/s");

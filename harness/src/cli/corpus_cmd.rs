@@ -32,7 +32,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let root = a.positional.get(1).map(String::as_str).unwrap_or("corpus");
     let files = export(Path::new(root), Path::new(out))?;
     if a.flag("json") {
-        println!("{}", super::typed("corpus.export", serde_json::json!({"exported": files.len(), "dir": out})));
+        let r = crate::report::records::CorpusExport { exported: files.len(), dir: out.to_string() };
+        println!("{}", crate::report::records::Record::to_json(&r));
     } else {
         println!("exported {} seeds from {root} to {out}", files.len());
     }

@@ -5,6 +5,7 @@
 
 use crate::backend::emulated::EmulatedBackend;
 use crate::oracle::diff::check_real;
+use crate::report::records::{Record, ScenarioResult};
 
 pub fn run(files: &[String], json: bool) -> Result<i32, String> {
     let mut b = EmulatedBackend::open()?;
@@ -26,12 +27,11 @@ pub fn run(files: &[String], json: bool) -> Result<i32, String> {
         let findings = &c.diff.findings;
         let ok = c.unsupported.is_none() && findings.is_empty();
         if json {
-            let rec = serde_json::json!({
-                "file": path, "emulated": true, "ok": ok, "skipped": c.unsupported, "counts": n,
-                "signatures": findings.iter().map(|f| f.signature()).collect::<Vec<_>>(),
-                "findings": findings,
-            });
-            println!("{}", super::typed("replay.emulated", rec));
+            let r = match &c.unsupported {
+                Some(why) => ScenarioResult::skip(path, why),
+                None => ScenarioResult::ran(path, findings.clone()),
+            };
+            println!("{}", ScenarioResult { emulated: true, counts: Some(n), ..r }.to_json());
         }
         match (&c.unsupported, ok) {
             (Some(why), _) => {

@@ -1,7 +1,9 @@
 //! The events one privmem writes and another reads (the lab's host side reads what `fuzz` and
 //! `exec` print inside the lab VM), as serde structs: one schema for both ends. Each line also
-//! carries `type` and `format` ([`super::typed`]); readers ignore fields they do not know.
+//! carries `type` and `format` ([`crate::report::records::typed`]); readers ignore fields they
+//! do not know.
 
+use crate::report::records::{typed, FuzzSummary};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -13,7 +15,9 @@ pub enum Event {
     Exec(ExecEvent),
     /// The kernel PCs a command reached (hex).
     Coverage(CoverageEvent),
-    /// Any other event (a campaign's summary), read by field.
+    /// The end of a campaign.
+    Summary(FuzzSummary),
+    /// An event this privmem does not know (a newer writer's).
     #[serde(other)]
     Other,
 }
@@ -27,8 +31,8 @@ pub struct FindingEvent {
     pub sequence: String,
     pub seconds: f64,
     pub detail: String,
-    /// The finding itself (`oracle::Finding` as JSON: kind, step (1-based), op, state, ...).
-    pub finding: serde_json::Value,
+    /// The finding itself (kind, step (1-based in JSON), op, state, ...).
+    pub finding: crate::oracle::Finding,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,9 +49,27 @@ pub struct CoverageEvent {
 }
 
 impl Event {
+    /// The line's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Finding(_) => "fuzz.finding",
+            Event::Exec(_) => "exec",
+            Event::Coverage(_) => "coverage",
+            Event::Summary(_) => "fuzz.summary",
+            Event::Other => "event",
+        }
+    }
+
     /// The event as one typed JSON line's value.
-    pub fn to_json(&self, ty: &str) -> serde_json::Value {
-        super::typed(ty, serde_json::to_value(self).expect("plain data"))
+    pub fn to_json(&self) -> serde_json::Value {
+        typed(self.type_name(), serde_json::to_value(self).expect("plain data"))
+    }
+
+    /// A line of output as an event: None where it is no event (another record, console text).
+    pub fn read(line: &str) -> Option<Event> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        v.get("event")?;
+        Some(serde_json::from_value(v).unwrap_or(Event::Other))
     }
 }
 
@@ -58,13 +80,17 @@ mod tests {
     #[test]
     fn events_read_back_as_written_and_others_pass_through() {
         let e = Event::Exec(ExecEvent { file: "/corpus/x".into(), exit: Some(4), output: "skip".into() });
-        let line = e.to_json("exec").to_string();
+        let line = e.to_json().to_string();
         assert!(line.contains("\"event\":\"exec\"") && line.contains("\"type\":\"exec\""), "{line}");
         match serde_json::from_str::<Event>(&line).unwrap() {
             Event::Exec(x) => assert_eq!((x.file.as_str(), x.exit), ("/corpus/x", Some(4))),
             other => panic!("{other:?}"),
         }
-        let summary = r#"{"event":"summary","cases":3,"type":"fuzz.summary","format":1}"#;
-        assert!(matches!(serde_json::from_str::<Event>(summary).unwrap(), Event::Other));
+        let newer = r#"{"event":"progress","cases":3,"type":"fuzz.progress","format":1}"#;
+        assert!(matches!(Event::read(newer), Some(Event::Other)));
+        assert!(Event::read(r#"{"file":"x.seq","ok":true}"#).is_none());
+        let s = Event::Summary(FuzzSummary { cases: 7, ..Default::default() }).to_json().to_string();
+        assert!(s.contains("\"type\":\"fuzz.summary\""), "{s}");
+        assert!(matches!(Event::read(&s), Some(Event::Summary(x)) if x.cases == 7));
     }
 }

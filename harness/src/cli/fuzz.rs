@@ -1,29 +1,32 @@
 //! `privmem fuzz`: an in-process campaign on the model with a progress line, findings shrunk and
 //! written atomically as they occur, and a closing summary.
 
+use super::events::Event;
 use super::{parse_variant, parse_vm};
 use crate::backend::kvm::KvmBackend;
 use crate::campaign::{Campaign, CampaignConfig};
+use crate::report::records::{FuzzSummary, Hits, ScenarioResult};
 use crate::report::write_finding;
 use crate::seq::gen::GenConfig;
 use crate::seq::VmType;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 /// Where the real backend's step time went, by op kind (guest batches under their first op),
 /// and in reading the kernel's view.
-fn op_seconds() -> serde_json::Value {
+fn op_seconds() -> std::collections::BTreeMap<String, f64> {
     use crate::backend::kvm::OP_NANOS;
-    let secs = |i: usize| OP_NANOS[i].load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9;
-    let mut m = serde_json::Map::new();
+    let secs = |i: usize| OP_NANOS[i].load(Relaxed) as f64 / 1e9;
+    let mut m = std::collections::BTreeMap::new();
     for k in crate::seq::OpKind::ALL {
         if secs(k as usize) > 0.0 {
-            m.insert(k.name().into(), secs(k as usize).into());
+            m.insert(k.name().into(), secs(k as usize));
         }
     }
-    m.insert("view".into(), secs(OP_NANOS.len() - 1).into());
-    serde_json::Value::Object(m)
+    m.insert("view".into(), secs(OP_NANOS.len() - 1));
+    m
 }
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
@@ -125,11 +128,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 known_hits.push(nf.finding.signature());
             }
             let model_kernel = caps.as_ref().and_then(|c| c.kernel).unwrap_or(nf.seq.header.kernel());
-            let extra = serde_json::json!({
-                "seed": seed, "case": nf.case, "backend": backend_name,
-                "replays_confirmed": nf.confirmed, "label": nf.label(), "known": nf.known,
-                "found_on": crate::report::provenance(model_kernel, caps.as_ref()),
-            });
+            let extra = crate::report::records::FindingOrigin {
+                backend: backend_name.into(),
+                label: nf.label().into(),
+                seed: Some(seed),
+                case: Some(nf.case),
+                replays_confirmed: Some(nf.confirmed),
+                known: nf.known,
+                kernel: None,
+                found_on: crate::report::provenance(model_kernel, caps.as_ref()),
+            };
             let replay_args = if caps.is_none() {
                 format!("{replay_args} --kernel {}", model_kernel.name())
             } else {
@@ -138,7 +146,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
             if json {
-                let e = super::events::Event::Finding(super::events::FindingEvent {
+                let e = Event::Finding(super::events::FindingEvent {
                     signature: nf.finding.signature(),
                     label: nf.label().to_string(),
                     known: nf.known,
@@ -146,9 +154,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                     sequence: crate::seq::text::print(&nf.seq),
                     seconds: start.elapsed().as_secs_f64(),
                     detail: nf.finding.detail.clone(),
-                    finding: serde_json::to_value(&nf.finding).unwrap_or_default(),
+                    finding: nf.finding.clone(),
                 });
-                println!("{}", e.to_json("fuzz.finding"));
+                println!("{}", e.to_json());
             } else {
                 eprintln!(
                     "{}{} {} ({}, {}/3 replays)  -> {}",
@@ -186,9 +194,12 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     sigs.sort();
     if let Some(j) = a.get("junit") {
         // One failing test case per distinct finding; none means a clean campaign.
-        let cases: Vec<serde_json::Value> = sigs
+        let cases: Vec<ScenarioResult> = sigs
             .iter()
-            .map(|(s, n)| serde_json::json!({"signature": s, "ok": false, "findings": [{"detail": format!("{n} hits; reproducers in {}", out.display())}], "signatures": [s]}))
+            .map(|(s, n)| ScenarioResult {
+                signatures: vec![s.to_string()],
+                ..ScenarioResult::failed(s, &format!("{n} hits; reproducers in {}", out.display()))
+            })
             .collect();
         crate::report::junit::write(std::path::Path::new(j), "privmem-fuzz", &cases)
             .map_err(|e| format!("{j}: {e}"))?;
@@ -197,25 +208,31 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         println!("{}", coverage_event("fuzz", c.covered.iter().copied()));
     }
     if json {
-        println!(
-            "{}",
-            super::typed(
-                "fuzz.summary",
-                serde_json::json!({
-                    "event": "summary", "backend": backend_name, "seed": seed, "cases": c.cases, "ops": c.ops, "seconds": el,
-                    "skipped": skipped, "open_fds": [fds0, fds1], "rss_kib": [rss0, rss1],
-                    "mapping_checks": c.mapping_checks, "views_lost": c.views_lost,
-                                    "phase_seconds": crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9).collect::<Vec<_>>(),
-                                    "op_seconds": op_seconds(),
-                    "fresh_vms": crate::backend::kvm::FRESH_VMS.load(std::sync::atomic::Ordering::Relaxed),
-                    "pcs": c.covered.len(), "corpus": c.corpus.len(), "feedback": c.feedback,
-                    "mapped_cases": c.mapped_cases, "mapped_unchecked": c.mapped_unchecked, "known": known_hits,
-                    "exec_per_sec": c.cases as f64 / el,
-                    "findings": sigs.iter().map(|(s, n)| serde_json::json!({"signature": s, "hits": n})).collect::<Vec<_>>(),
-                    "files": written,
-                })
-            )
-        );
+        let summary = FuzzSummary {
+            backend: backend_name.into(),
+            seed,
+            cases: c.cases,
+            ops: c.ops,
+            seconds: el,
+            skipped,
+            open_fds: [fds0, fds1],
+            rss_kib: [rss0, rss1],
+            mapping_checks: c.mapping_checks,
+            views_lost: c.views_lost,
+            phase_seconds: crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(Relaxed) as f64 / 1e9).collect(),
+            op_seconds: op_seconds(),
+            fresh_vms: crate::backend::kvm::FRESH_VMS.load(Relaxed),
+            pcs: c.covered.len(),
+            corpus: c.corpus.len(),
+            feedback: c.feedback,
+            mapped_cases: c.mapped_cases,
+            mapped_unchecked: c.mapped_unchecked,
+            known: known_hits.clone(),
+            exec_per_sec: c.cases as f64 / el,
+            findings: sigs.iter().map(|(s, n)| Hits { signature: s.to_string(), hits: **n }).collect(),
+            files: written.iter().map(|p| p.display().to_string()).collect(),
+        };
+        println!("{}", Event::Summary(summary).to_json());
     } else {
         if tty {
             eprintln!();
@@ -262,5 +279,5 @@ pub fn coverage_event(source: &str, pcs: impl Iterator<Item = u64>) -> serde_jso
     let mut v: Vec<u64> = pcs.collect();
     v.sort_unstable();
     let pcs: Vec<String> = v.iter().map(|p| format!("{p:x}")).collect();
-    super::events::Event::Coverage(super::events::CoverageEvent { source: source.into(), pcs }).to_json("coverage")
+    Event::Coverage(super::events::CoverageEvent { source: source.into(), pcs }).to_json()
 }

@@ -14,6 +14,7 @@ use crate::campaign::{Campaign, CampaignConfig};
 use crate::lab;
 use crate::oracle::diff::RealStep;
 use crate::oracle::run_model;
+use crate::report::records::{BaselineRecord, Difference, Record, ScenarioResult};
 use crate::seq::gen::GenConfig;
 use crate::seq::{text, Kernel, VmType};
 use std::collections::BTreeMap;
@@ -61,15 +62,12 @@ fn run_on(
     }
     let mut r = Results::new();
     for l in &lines {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { continue };
-        let Some(file) = v["file"].as_str() else { continue };
-        let name = file.trim_start_matches("/corpus/").to_string();
-        let entry = match v["skipped"].as_str() {
-            Some(why) => Err(why.to_string()),
-            None => Ok((
-                v["adapted"].as_str().unwrap_or("").to_string(),
-                serde_json::from_value(v["real"].clone()).unwrap_or_default(),
-            )),
+        let Some(x) = ScenarioResult::read(l) else { continue };
+        let x = x?;
+        let name = x.file.trim_start_matches("/corpus/").to_string();
+        let entry = match x.skipped {
+            Some(why) => Err(why),
+            None => Ok((x.adapted.unwrap_or_default(), x.real.unwrap_or_default())),
         };
         r.insert(name, entry);
     }
@@ -126,8 +124,12 @@ pub fn run(a: &Args) -> Result<i32, String> {
             (Err(_), Err(_)) => continue,
             (x, y) => {
                 one_sided += 1;
-                diffs.push(serde_json::json!({"case": name, "runs_on_one_only": true,
-                    "kernel": x.as_ref().err(), "baseline": y.as_ref().err()}));
+                diffs.push(Difference::OneSided {
+                    case: name.clone(),
+                    runs_on_one_only: true,
+                    kernel: x.as_ref().err().cloned(),
+                    baseline: y.as_ref().err().cloned(),
+                });
                 continue;
             }
         };
@@ -135,8 +137,13 @@ pub fn run(a: &Args) -> Result<i32, String> {
         // no like-for-like comparison.
         if sx != sy {
             one_sided += 1;
-            diffs.push(serde_json::json!({"case": name, "runs_on_one_only": true,
-                "kernel": "adapted to its kernel differently", "baseline": "adapted to its kernel differently"}));
+            let why = Some("adapted to its kernel differently".to_string());
+            diffs.push(Difference::OneSided {
+                case: name.clone(),
+                runs_on_one_only: true,
+                kernel: why.clone(),
+                baseline: why,
+            });
             continue;
         }
         let seq = text::parse(name, sx).map_err(|e| format!("the lab's adapted case: {e}"))?;
@@ -164,53 +171,53 @@ pub fn run(a: &Args) -> Result<i32, String> {
             unexplained += 1;
         }
         let op = seq.steps.get(step).map(|s| text::print_op(&s.op)).unwrap_or_default();
-        diffs.push(serde_json::json!({
-            "case": name, "step": step + 1, "op": op, "kernel": x.get(step), "baseline": y.get(step),
-            "explained": why, "sequence": text::print(&seq),
-        }));
+        diffs.push(Difference::Step {
+            case: name.clone(),
+            step: step + 1,
+            op,
+            kernel: x.get(step).cloned(),
+            baseline: y.get(step).cloned(),
+            explained: why.map(String::from),
+            sequence: text::print(&seq),
+        });
     }
     if json {
-        println!(
-            "{}",
-            super::typed(
-                "lab.baseline",
-                serde_json::json!({"kernel": ka.display().to_string(), "baseline": kb.display().to_string(),
-                "cases": cases.len(), "compared": compared, "explained": explained,
-                "unexplained": unexplained, "one_sided": one_sided, "differences": diffs})
-            )
-        );
+        let r = BaselineRecord {
+            kernel: ka.display().to_string(),
+            baseline: kb.display().to_string(),
+            cases: cases.len(),
+            compared,
+            explained,
+            unexplained,
+            one_sided,
+            differences: diffs,
+        };
+        println!("{}", r.to_json());
     } else {
+        let side = |s: &Option<RealStep>| match s {
+            Some(RealStep { outcome, leaves: Some([a, b, c]) }) => format!("{outcome} (leaves 4K/2M/1G: {a}/{b}/{c})"),
+            Some(RealStep { outcome, leaves: None }) => outcome.clone(),
+            None => "-".into(),
+        };
         for d in &diffs {
-            if d["runs_on_one_only"] == true {
-                println!("only one kernel runs {}: {} / {}", d["case"], d["kernel"], d["baseline"]);
-                continue;
-            }
-            let side = |v: &serde_json::Value| {
-                let leaves = v["leaves"]
-                    .as_array()
-                    .map(|l| {
-                        let n: Vec<String> = l.iter().map(|x| x.to_string()).collect();
-                        format!(" (leaves 4K/2M/1G: {})", n.join("/"))
-                    })
-                    .unwrap_or_default();
-                format!("{}{leaves}", v["outcome"].as_str().unwrap_or("-"))
-            };
-            println!(
-                "{} {} step {}: `{}`\n  {}: {}\n  {}: {}",
-                if d["explained"].is_null() { "DIFF " } else { "known" },
-                d["case"].as_str().unwrap_or(""),
-                d["step"],
-                d["op"].as_str().unwrap_or(""),
-                ka.display(),
-                side(&d["kernel"]),
-                kb.display(),
-                side(&d["baseline"])
-            );
-            if !d["explained"].is_null() {
-                println!("  ({})", d["explained"].as_str().unwrap_or(""));
-            } else {
-                for l in d["sequence"].as_str().unwrap_or("").lines() {
-                    println!("      {l}");
+            match d {
+                Difference::OneSided { case, kernel, baseline, .. } => {
+                    let q = |x: &Option<String>| x.as_deref().map(|x| format!("{x:?}")).unwrap_or("null".into());
+                    println!("only one kernel runs {case:?}: {} / {}", q(kernel), q(baseline));
+                }
+                Difference::Step { case, step, op, kernel, baseline, explained, sequence } => {
+                    println!(
+                        "{} {case} step {step}: `{op}`\n  {}: {}\n  {}: {}",
+                        if explained.is_none() { "DIFF " } else { "known" },
+                        ka.display(),
+                        side(kernel),
+                        kb.display(),
+                        side(baseline)
+                    );
+                    match explained {
+                        Some(why) => println!("  ({why})"),
+                        None => sequence.lines().for_each(|l| println!("      {l}")),
+                    }
                 }
             }
         }

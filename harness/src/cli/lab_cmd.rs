@@ -5,8 +5,12 @@
 use super::corpus_cmd::seq_files;
 use super::events::Event;
 use super::load;
+use crate::backend::caps::Caps;
 use crate::lab;
 use crate::oracle::diff::{known_divergences, same_access_divergence};
+use crate::report::records::{
+    CoverageSummary, FileCoverage, FindingOrigin, FoundOn, FuzzSummary, LabRecord, Record, ScenarioResult, Verdict,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,227 +174,235 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     // The build's key (the source package version and config fragments' hash) names the config.
     let config_key =
         kernel.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("bzImage-")).map(String::from);
-    let mut lab_caps = serde_json::Value::Null;
-    let mut caps_ok = None;
-    let mut fuzz_summaries = Vec::new();
+    let mut lab_caps: Option<Caps> = None;
+    let mut fuzz_summaries: Vec<FuzzSummary> = Vec::new();
     let mut reached = std::collections::BTreeSet::new();
-    let mut results = Vec::new();
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    // Shown by their corpus path, as the scenarios were named.
+    let shown = |file: &str| {
+        names
+            .iter()
+            .find(|(n, _)| file.ends_with(n.as_str()))
+            .map(|(_, p)| p.display().to_string())
+            .unwrap_or(file.into())
+    };
+    // Each line read once, through the records' and events' one schema (report/records.rs,
+    // cli/events.rs); console text and lines of no known record pass by.
     for l in &lines {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
-            continue;
-        };
-        // The events of cli/events.rs, read through their one schema (Other: read by field).
-        let event = if v.get("event").is_some() {
-            serde_json::from_value::<Event>(v.clone()).unwrap_or(Event::Other)
-        } else {
-            Event::Other
-        };
-        if v.get("api_version").is_some() {
-            lab_caps = v.clone();
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { continue };
+        if let Some(c) = Caps::from_value(&v) {
+            let c = c?;
             if !json {
                 println!(
                     "lab: kernel Linux {}, modelled as {}",
-                    v["release"].as_str().unwrap_or("?"),
-                    v["kernel"].as_str().unwrap_or("each scenario's kernel")
+                    c.release,
+                    c.kernel.map(|k| k.name()).unwrap_or("each scenario's kernel")
                 );
             }
-            let sw = v["sw_protected"].as_bool().unwrap_or(false);
-            let attrs = v["memory_attributes"].as_u64().unwrap_or(0) & 8 != 0;
-            let mut missing = Vec::new();
-            if !sw {
-                missing.push("VM type 1 (KVM_X86_SW_PROTECTED_VM) in KVM_CAP_VM_TYPES");
-            }
-            if !attrs {
-                missing.push("KVM_MEMORY_ATTRIBUTE_PRIVATE in KVM_CAP_MEMORY_ATTRIBUTES");
-            }
-            caps_ok = Some(missing.join("; "));
-        } else if let Some(file) = v["file"].as_str().filter(|_| v.get("event").is_none()) {
-            let shown = names
-                .iter()
-                .find(|(n, _)| file.ends_with(n.as_str()))
-                .map(|(_, p)| p.display().to_string())
-                .unwrap_or(file.into());
-            mapping_checks += v["mapping_checks"].as_u64().unwrap_or(0);
-            if v.get("skipped").is_some_and(|x| !x.is_null()) {
-                skipped += 1;
-                if !json {
-                    println!("skip  {shown}: {}", v["skipped"].as_str().unwrap_or(""));
-                }
-            } else if v["ok"].as_bool() == Some(true) {
-                passed += 1;
-                if !json && v["emulated"] == true {
-                    let c = &v["counts"];
-                    println!(
-                        "emulated ok   {shown}: {} guest steps through the shim, {} traps, {} injected",
-                        c["shim_steps"], c["traps"], c["injected"]
-                    );
-                } else if !json {
-                    println!("ok    {shown}");
-                }
-            } else {
-                failed += 1;
-                if !json {
-                    println!("{}FAIL  {shown}", if v["emulated"] == true { "emulated " } else { "" });
-                    for f in v["findings"].as_array().into_iter().flatten() {
-                        println!("      {}", f["detail"].as_str().unwrap_or(""));
+            lab_caps = Some(c);
+        } else if let Some(r) = ScenarioResult::from_value(&v) {
+            let mut r = r?;
+            r.file = shown(&r.file);
+            mapping_checks += r.mapping_checks.unwrap_or(0);
+            let word = if r.emulated { "emulated " } else { "" };
+            match r.verdict() {
+                Verdict::Skipped => {
+                    skipped += 1;
+                    if !json {
+                        println!("skip  {}: {}", r.file, r.skipped.as_deref().unwrap_or(""));
                     }
                 }
-            }
-            results.push(v);
-        } else if let Event::Finding(f) = &event {
-            if known.iter().any(|k| same_access_divergence(k, &f.signature)) {
-                if !json {
-                    println!("fuzz found the known divergence {}", f.signature);
+                Verdict::Passed => {
+                    passed += 1;
+                    match &r.counts {
+                        Some(c) if !json => println!(
+                            "emulated ok   {}: {} guest steps through the shim, {} traps, {} injected",
+                            r.file, c.shim_steps, c.traps, c.injected
+                        ),
+                        _ if !json => println!("ok    {}", r.file),
+                        _ => {}
+                    }
                 }
-                continue;
-            }
-            // Written here as `privmem fuzz` writes its own, atomically, as they arrive.
-            let path = crate::report::write_finding_files(
-                &out,
-                &f.signature,
-                &f.detail,
-                &f.sequence,
-                &replay_cmd,
-                f.finding.clone(),
-                serde_json::json!({
-                    "kernel": kernel.display().to_string(), "label": f.label, "backend": "lab",
-                    "found_on": {
-                        "privmem": crate::report::privmem_version(),
-                        "kernel_release": lab_caps["release"], "model_kernel": lab_caps["kernel"],
-                        "lab_config": config_key, "caps": lab_caps,
-                    },
-                }),
-            )
-            .map_err(|e| format!("{}: {e}", out.display()))?;
-            written.push(path.display().to_string());
-            if !json {
-                println!("fuzz finding {} ({}):\n{}", f.signature, f.label, f.sequence);
-            }
-            fuzz_findings.push(v);
-        } else if let Event::Exec(e) = &event {
-            let shown = names
-                .iter()
-                .find(|(n, _)| e.file.ends_with(n.as_str()))
-                .map(|(_, p)| p.display().to_string())
-                .unwrap_or_default();
-            let (label, r) = match e.exit {
-                Some(0) => ("ok   ", serde_json::json!({"file": shown, "ok": true})),
-                Some(4) => ("skip ", serde_json::json!({"file": shown, "skipped": "the program skipped (exit 4)"})),
-                _ => ("FAIL ", serde_json::json!({"file": shown, "ok": false, "findings": [{"detail": e.output}]})),
-            };
-            match label {
-                "ok   " => passed += 1,
-                "skip " => skipped += 1,
-                _ => failed += 1,
-            }
-            if !json {
-                println!("{label} {shown} (exit {})", e.exit.map(|c| c.to_string()).unwrap_or("none".into()));
-                if label == "FAIL " {
-                    for l in e.output.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
-                        println!("      {l}");
+                Verdict::Failed => {
+                    failed += 1;
+                    if !json {
+                        println!("{word}FAIL  {}", r.file);
+                        for d in r.failure_details() {
+                            println!("      {d}");
+                        }
                     }
                 }
             }
             results.push(r);
-        } else if let Event::Coverage(c) = &event {
-            reached.extend(c.pcs.iter().filter_map(|p| u64::from_str_radix(p, 16).ok()));
-        } else if v["event"] == "summary" {
-            mapping_checks += v["mapping_checks"].as_u64().unwrap_or(0);
-            mapped_unchecked += v["mapped_unchecked"].as_u64().unwrap_or(0);
-            if !json {
-                println!(
-                    "lab fuzz: {} cases in {:.0}s, {} distinct findings",
-                    v["cases"],
-                    v["seconds"].as_f64().unwrap_or(0.0),
-                    v["findings"].as_array().map(|a| a.len()).unwrap_or(0)
-                );
+        } else {
+            let event = v.get("event").is_some().then(|| serde_json::from_value::<Event>(v).unwrap_or(Event::Other));
+            match event {
+                Some(Event::Finding(f)) => {
+                    if known.iter().any(|k| same_access_divergence(k, &f.signature)) {
+                        if !json {
+                            println!("fuzz found the known divergence {}", f.signature);
+                        }
+                        continue;
+                    }
+                    // Written here as `privmem fuzz` writes its own, atomically, as they arrive.
+                    let c = lab_caps.clone();
+                    let origin = FindingOrigin {
+                        backend: "lab".into(),
+                        label: f.label.clone(),
+                        known: f.known,
+                        kernel: Some(kernel.display().to_string()),
+                        found_on: FoundOn {
+                            privmem: crate::report::privmem_version(),
+                            model_kernel: c.as_ref().and_then(|c| c.kernel).map(|k| k.name().into()),
+                            kernel_release: c.as_ref().map(|c| c.release.clone()),
+                            lab_config: config_key.clone(),
+                            caps: c,
+                        },
+                        ..Default::default()
+                    };
+                    let path = crate::report::write_finding_files(&out, &f.finding, &f.sequence, &replay_cmd, origin)
+                        .map_err(|e| format!("{}: {e}", out.display()))?;
+                    written.push(path.display().to_string());
+                    if !json {
+                        println!("fuzz finding {} ({}):\n{}", f.signature, f.label, f.sequence);
+                    }
+                    fuzz_findings.push(f);
+                }
+                Some(Event::Exec(e)) => {
+                    let r = match e.exit {
+                        Some(0) => ScenarioResult::ran(&shown(&e.file), vec![]),
+                        Some(4) => ScenarioResult::skip(&shown(&e.file), "the program skipped (exit 4)"),
+                        _ => ScenarioResult::failed(&shown(&e.file), &e.output),
+                    };
+                    let label = match r.verdict() {
+                        Verdict::Passed => {
+                            passed += 1;
+                            "ok   "
+                        }
+                        Verdict::Skipped => {
+                            skipped += 1;
+                            "skip "
+                        }
+                        Verdict::Failed => {
+                            failed += 1;
+                            "FAIL "
+                        }
+                    };
+                    if !json {
+                        println!(
+                            "{label} {} (exit {})",
+                            r.file,
+                            e.exit.map(|c| c.to_string()).unwrap_or("none".into())
+                        );
+                        if r.verdict() == Verdict::Failed {
+                            for l in e.output.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
+                                println!("      {l}");
+                            }
+                        }
+                    }
+                    results.push(r);
+                }
+                Some(Event::Coverage(c)) => {
+                    reached.extend(c.pcs.iter().filter_map(|p| u64::from_str_radix(p, 16).ok()));
+                }
+                Some(Event::Summary(f)) => {
+                    mapping_checks += f.mapping_checks;
+                    mapped_unchecked += f.mapped_unchecked;
+                    if !json {
+                        println!(
+                            "lab fuzz: {} cases in {:.0}s, {} distinct findings",
+                            f.cases,
+                            f.seconds,
+                            f.findings.len()
+                        );
+                    }
+                    fuzz_summaries.push(f);
+                }
+                Some(Event::Other) | None => {}
             }
-            fuzz_summaries.push(v);
         }
     }
     let done = completed == jobs;
     // A lab whose first case could not run at all is broken, not a kernel with N bugs: say so
     // with the console, and do not count findings.
-    let first = results.iter().find(|v| v.get("skipped").is_none());
-    let setup_failed = first.is_some_and(|v| {
-        v["signatures"].as_array().is_some_and(|s| {
-            s.iter().any(|x| x.as_str().is_some_and(|x| x.starts_with("timeout:") || x.starts_with("setup:")))
-        })
-    });
+    let first = results.iter().find(|r| r.verdict() != Verdict::Skipped);
+    let setup_failed =
+        first.is_some_and(|r| r.signatures.iter().any(|x| x.starts_with("timeout:") || x.starts_with("setup:")));
     if setup_failed {
         let console: Vec<&String> = lines.iter().filter(|l| !l.starts_with('{')).collect();
         let tail = console.iter().rev().take(40).rev().map(|l| l.as_str()).collect::<Vec<_>>().join("\n");
         return Err(format!(
             "the lab could not run its first case ({}); a setup error, not a finding. Console:\n{tail}",
-            first.and_then(|v| v["findings"][0]["detail"].as_str()).unwrap_or("?")
+            first.and_then(|r| r.failure_details().into_iter().next()).unwrap_or("?".into())
         ));
     }
-    if let Some(missing) = &caps_ok {
-        if !missing.is_empty() {
-            let msg = format!("the lab kernel lacks: {missing}");
-            if user_kernel {
-                return Err(msg);
+    match &lab_caps {
+        Some(c) => {
+            let mut missing = Vec::new();
+            if !c.sw_protected {
+                missing.push("VM type 1 (KVM_X86_SW_PROTECTED_VM) in KVM_CAP_VM_TYPES");
             }
-            eprintln!("lab: {msg}");
+            if c.memory_attributes & u64::from(kvm_bindings::KVM_MEMORY_ATTRIBUTE_PRIVATE) == 0 {
+                missing.push("KVM_MEMORY_ATTRIBUTE_PRIVATE in KVM_CAP_MEMORY_ATTRIBUTES");
+            }
+            if !missing.is_empty() {
+                let msg = format!("the lab kernel lacks: {}", missing.join("; "));
+                if user_kernel {
+                    return Err(msg);
+                }
+                eprintln!("lab: {msg}");
+            }
         }
-    } else {
-        return Err(format!(
-            "the lab VM printed no capabilities; last lines:\n{}",
-            lines.iter().rev().take(15).rev().cloned().collect::<Vec<_>>().join("\n")
-        ));
+        None => {
+            return Err(format!(
+                "the lab VM printed no capabilities; last lines:\n{}",
+                lines.iter().rev().take(15).rev().cloned().collect::<Vec<_>>().join("\n")
+            ))
+        }
     }
-    let fuzz_cases: u64 = fuzz_summaries.iter().map(|v| v["cases"].as_u64().unwrap_or(0)).sum();
-    let mut coverage = serde_json::Value::Null;
+    let fuzz_cases: u64 = fuzz_summaries.iter().map(|f| f.cases).sum();
+    let mut coverage = None;
     if let Some(page) = a.get("coverage") {
-        coverage = coverage_page(&kernel, &reached, Path::new(page))?;
+        let c = coverage_page(&kernel, &reached, Path::new(page))?;
         if !json {
             println!("lab: kernel coverage: {} distinct PCs; page written to {page}", reached.len());
-            for f in coverage["files"].as_array().into_iter().flatten() {
+            for f in &c.files {
                 println!(
                     "lab:   {:32} lines {:>5}/{:<5} functions {:>4}/{}",
-                    f["file"].as_str().unwrap_or(""),
-                    f["lines_covered"],
-                    f["lines"],
-                    f["functions_reached"],
-                    f["functions"]
+                    f.file, f.lines_covered, f.lines, f.functions_reached, f.functions
                 );
             }
         }
+        coverage = Some(c);
     }
     if let Some(j) = a.get("junit") {
         crate::report::junit::write(Path::new(j), "privmem-lab", &results).map_err(|e| format!("{j}: {e}"))?;
     }
     if tap {
-        // Shown by their corpus path, as the scenarios were named.
-        let shown: Vec<serde_json::Value> = results
-            .iter()
-            .map(|v| {
-                let mut v = v.clone();
-                if let Some(f) = v["file"].as_str() {
-                    let p = names.iter().find(|(n, _)| f.ends_with(n.as_str())).map(|(_, p)| p.display().to_string());
-                    v["file"] = p.unwrap_or(f.to_string()).into();
-                }
-                v
-            })
-            .collect();
-        print!("{}", crate::report::tap::tap(&shown));
-        if crate::report::tap::all_skipped(&shown) && fuzz_findings.is_empty() {
+        print!("{}", crate::report::tap::tap(&results));
+        if crate::report::tap::all_skipped(&results) && fuzz_findings.is_empty() {
             return Ok(4);
         }
     } else if json {
-        println!(
-            "{}",
-            super::typed(
-                "lab",
-                serde_json::json!({
-                    "passed": passed, "failed": failed, "skipped": skipped, "results": results,
-                    "fuzz_findings": fuzz_findings, "fuzz": fuzz_summaries, "completed": done,
-                    "jobs": jobs, "wall_seconds": wall, "fuzz_cases": fuzz_cases,
-                    "pcs": reached.len(), "coverage": coverage,
-                    "mapping_checks": mapping_checks, "mapped_unchecked": mapped_unchecked, "files": written,
-                })
-            )
-        );
+        let r = LabRecord {
+            passed,
+            failed,
+            skipped,
+            fuzz_findings,
+            fuzz: fuzz_summaries,
+            completed: done,
+            jobs,
+            wall_seconds: wall,
+            fuzz_cases,
+            pcs: reached.len(),
+            coverage,
+            mapping_checks,
+            mapped_unchecked,
+            files: written,
+            results,
+        };
+        println!("{}", r.to_json());
+        return Ok(lab_exit(done, failed, r.fuzz_findings.len()));
     } else {
         println!(
             "lab: mapping view: {mapping_checks} GFN comparisons, {mapped_unchecked} fuzz cases mapped but unchecked"
@@ -403,13 +415,18 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         println!("lab: {passed} passed, {failed} failed, {skipped} skipped; {} fuzz findings", fuzz_findings.len());
     }
-    Ok(if !done {
+    Ok(lab_exit(done, failed, fuzz_findings.len()))
+}
+
+/// 2: a lab VM did not finish; 1: a scenario failed or the campaign found something new.
+fn lab_exit(done: bool, failed: usize, findings: usize) -> i32 {
+    if !done {
         2
-    } else if failed > 0 || !fuzz_findings.is_empty() {
+    } else if failed > 0 || findings > 0 {
         1
     } else {
         0
-    })
+    }
 }
 
 /// `--coverage PAGE`: the PCs the run reached, as lines of the lab kernel's KVM sources. The
@@ -419,7 +436,7 @@ fn coverage_page(
     kernel: &Path,
     reached: &std::collections::BTreeSet<u64>,
     page: &Path,
-) -> Result<serde_json::Value, String> {
+) -> Result<CoverageSummary, String> {
     if reached.is_empty() {
         return Err("--coverage: the lab kernel recorded no coverage (build it with `ci/lab/build-kernel.sh --debug`, which has KCOV)".into());
     }
@@ -432,10 +449,16 @@ fn coverage_page(
     let tree = std::fs::read_to_string(dir.join(format!("tree-{key}")))
         .map_err(|e| format!("--coverage: the build's source tree: {e}"))?;
     let s = lab::coverage::write_page(&vmlinux, Path::new(tree.trim()), reached, page)?;
-    let files: Vec<serde_json::Value> = s
+    let files = s
         .files
         .iter()
-        .map(|(f, c, t, fr, ft)| serde_json::json!({"file": f, "lines_covered": c, "lines": t, "functions_reached": fr, "functions": ft}))
+        .map(|(f, c, t, fr, ft)| FileCoverage {
+            file: f.clone(),
+            lines_covered: *c,
+            lines: *t,
+            functions_reached: *fr,
+            functions: *ft,
+        })
         .collect();
-    Ok(serde_json::json!({"page": page.display().to_string(), "files": files}))
+    Ok(CoverageSummary { page: page.display().to_string(), files })
 }

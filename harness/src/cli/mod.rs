@@ -195,19 +195,6 @@ fn coverage(argv: &[String]) -> Result<i32, String> {
     Ok(0)
 }
 
-/// The JSON format version of privmem's records.
-pub const JSON_FORMAT: u64 = 1;
-
-/// A JSON record as privmem prints it: with its `type` (what kind of record it is) and the
-/// `format` version, whatever command prints it.
-pub fn typed(ty: &str, mut v: serde_json::Value) -> serde_json::Value {
-    if let Some(o) = v.as_object_mut() {
-        o.insert("type".into(), ty.into());
-        o.insert("format".into(), JSON_FORMAT.into());
-    }
-    v
-}
-
 /// `privmem plan FILE...`: the TDX or SNP set-up of each scenario (`backend/kvm/cvm.rs`).
 fn plan(argv: &[String]) -> Result<i32, String> {
     let a = spec::Spec::get("plan").parse(argv)?;
@@ -265,7 +252,7 @@ fn exec(argv: &[String]) -> Result<i32, String> {
             text.push_str("\nprivmem exec: killed after 30 s");
         }
         let e = events::Event::Exec(events::ExecEvent { file: p.clone(), exit: code, output: text });
-        println!("{}", e.to_json("exec"));
+        println!("{}", e.to_json());
     }
     Ok(rc)
 }
@@ -290,7 +277,7 @@ fn caps(argv: &[String]) -> Result<i32, String> {
     let a = spec::Spec::get("caps").parse(argv)?;
     let c = crate::backend::caps::Caps::probe();
     if a.flag("json") {
-        println!("{}", typed("caps", serde_json::to_value(&c).map_err(|e| e.to_string())?));
+        println!("{}", crate::report::records::Record::to_json(&c));
     } else {
         print!("{}", c.words());
     }

@@ -5,6 +5,7 @@ use crate::backend::kvm::KvmBackend;
 use crate::oracle::compare::compare_variants;
 use crate::oracle::diff::{check_real, known_divergences, same_access_divergence};
 use crate::oracle::run_model;
+use crate::report::records::{Record, ScenarioResult};
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = super::spec::Spec::get("replay").parse(argv)?;
@@ -20,7 +21,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if a.get("backend") == Some("emulated") {
         return super::emulated::run(&a.positional, a.flag("json"));
     }
-    let mut results: Vec<serde_json::Value> = Vec::new();
+    let mut results: Vec<ScenarioResult> = Vec::new();
     let mut kvm = match a.get("backend").unwrap_or("model") {
         "model" => None,
         "kvm" => {
@@ -60,13 +61,13 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         let (src, mut seq) = match loaded {
             Ok(x) => x,
             Err(e) => {
-                if tap {
-                    results.push(serde_json::json!({"file": path, "ok": false, "findings": [{"detail": e}]}));
-                } else if json {
-                    println!("{}", super::typed("replay", serde_json::json!({"file": path, "error": e})));
-                } else {
+                let r = ScenarioResult::failed(path, &e);
+                if json && !tap {
+                    println!("{}", r.to_json());
+                } else if !tap {
                     eprintln!("{e}");
                 }
+                results.push(r);
                 bad_input += 1;
                 continue;
             }
@@ -126,33 +127,27 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         if let Some(why) = &skip {
             skipped += 1;
-            results.push(serde_json::json!({"file": path, "skipped": why}));
-            if json {
-                println!("{}", super::typed("replay", serde_json::json!({"file": path, "skipped": why})));
+            let r = ScenarioResult::skip(path, why);
+            if json && !tap {
+                println!("{}", r.to_json());
             } else if !tap {
                 println!("skip  {path}: {why}");
             }
+            results.push(r);
             continue;
         }
         let ok = t.findings.is_empty();
         failed += (!ok) as usize;
-        let record = super::typed(
-            "replay",
-            serde_json::json!({
-                "file": path,
-                "ok": ok,
-                "steps": seq.steps.len(),
-                "mapping_checks": mapping_checks,
-                "real": real_steps,
-                "adapted": a.flag("adapt").then(|| crate::seq::text::print(&seq)),
-                "findings": t.findings,
-                "signatures": t.findings.iter().map(|f| f.signature()).collect::<Vec<_>>(),
-            }),
-        );
-        results.push(record.clone());
+        let record = ScenarioResult {
+            steps: Some(seq.steps.len()),
+            mapping_checks,
+            real: real_steps,
+            adapted: a.flag("adapt").then(|| crate::seq::text::print(&seq)),
+            ..ScenarioResult::ran(path, t.findings.clone())
+        };
         if tap {
         } else if json {
-            println!("{record}");
+            println!("{}", record.to_json());
         } else if ok {
             println!("ok    {path} ({} steps)", seq.steps.len());
         } else {
@@ -161,6 +156,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 println!("      {}  {}", f.signature(), f.detail);
             }
         }
+        results.push(record);
     }
     if tap {
         // Files that could not be read are failed test points too.

@@ -24,13 +24,13 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     )
     .map_err(|e| format!("{out}: {e}"))?;
     if a.flag("json") {
-        println!(
-            "{}",
-            super::typed(
-                "shrink",
-                serde_json::json!({"signature": sig, "steps_before": seq.steps.len(), "steps_after": small.steps.len(), "out": out})
-            )
-        );
+        let r = crate::report::records::ShrinkRecord {
+            signature: sig.to_string(),
+            steps_before: seq.steps.len(),
+            steps_after: small.steps.len(),
+            out: out.to_string(),
+        };
+        println!("{}", crate::report::records::Record::to_json(&r));
     } else {
         println!("{sig}: {} -> {} steps, written to {out}", seq.steps.len(), small.steps.len());
     }

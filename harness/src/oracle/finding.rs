@@ -4,9 +4,9 @@
 pub use super::signature::Signature;
 use crate::model::{Violation, ViolationKind};
 use crate::seq::{Header, OpKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
     /// The model broke one of its own rules (docs/model.md §9).
@@ -45,12 +45,12 @@ impl FindingKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub kind: FindingKind,
     /// Index of the step (0-based, ops only) where it showed; written 1-based, as a person
     /// counts the steps (and as the detail text and `replay` say them).
-    #[serde(serialize_with = "one_based")]
+    #[serde(serialize_with = "one_based", deserialize_with = "from_one_based")]
     pub step: Option<usize>,
     pub op: Option<OpKind>,
     /// The state that broke: an invariant's name, an outcome pair, ...
@@ -58,7 +58,7 @@ pub struct Finding {
     pub detail: String,
     /// The VM type, variant and options the finding arose under (`tdx/huge-v3+promote`), so
     /// that a new bug under one configuration never hides behind a documented hazard of another.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub context: String,
 }
 
@@ -67,6 +67,10 @@ fn one_based<S: serde::Serializer>(step: &Option<usize>, s: S) -> Result<S::Ok, 
         Some(i) => s.serialize_some(&(i + 1)),
         None => s.serialize_none(),
     }
+}
+
+fn from_one_based<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    Ok(Option::<usize>::deserialize(d)?.map(|n| n.saturating_sub(1)))
 }
 
 /// The configuration part of a signature: `vm[/variant][+option...]`.

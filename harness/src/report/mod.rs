@@ -6,6 +6,7 @@ pub mod junit;
 pub mod kselftest;
 pub mod kselftest_upstream;
 pub mod kselftest_upstream_parts;
+pub mod records;
 pub mod tap;
 
 use crate::oracle::Finding;
@@ -46,13 +47,14 @@ pub fn privmem_version() -> String {
 
 /// What a finding was found on, for its `.json`: privmem's version, the kernel (release and
 /// the named kernel the model ran as), and, on a real backend, its capabilities.
-pub fn provenance(model_kernel: crate::seq::Kernel, caps: Option<&crate::backend::caps::Caps>) -> serde_json::Value {
-    serde_json::json!({
-        "privmem": privmem_version(),
-        "model_kernel": model_kernel.name(),
-        "kernel_release": caps.map(|c| c.release.clone()),
-        "caps": caps,
-    })
+pub fn provenance(model_kernel: crate::seq::Kernel, caps: Option<&crate::backend::caps::Caps>) -> records::FoundOn {
+    records::FoundOn {
+        privmem: privmem_version(),
+        model_kernel: Some(model_kernel.name().into()),
+        kernel_release: caps.map(|c| c.release.clone()),
+        lab_config: None,
+        caps: caps.cloned(),
+    }
 }
 
 /// A stable short name for a signature: FNV-1a, hex.
@@ -83,46 +85,38 @@ pub fn write_finding(
     f: &Finding,
     seq: &Sequence,
     replay_args: &str,
-    extra: serde_json::Value,
+    origin: records::FindingOrigin,
 ) -> std::io::Result<PathBuf> {
     let replay = format!("privmem replay{replay_args}");
-    let finding = serde_json::to_value(f).unwrap_or_default();
-    write_finding_files(dir, &f.signature(), &f.detail, &text::print(seq), &replay, finding, extra)
+    write_finding_files(dir, f, &text::print(seq), &replay, origin)
 }
 
 /// The one writer of finding files, for findings made here and those a lab VM reported.
 pub fn write_finding_files(
     dir: &Path,
-    signature: &str,
-    detail: &str,
+    finding: &Finding,
     sequence: &str,
     replay: &str,
-    finding: serde_json::Value,
-    extra: serde_json::Value,
+    origin: records::FindingOrigin,
 ) -> std::io::Result<PathBuf> {
+    let signature = &finding.signature();
+    let detail = &finding.detail;
     let kind = signature.parse::<crate::oracle::signature::Signature>().map(|s| s.kind).unwrap_or("finding".into());
     let stem = format!("{kind}-{}", &sig_hash(signature)[..12]);
     let seq_path = dir.join(format!("{stem}.seq"));
     write_atomic(&seq_path, finding_seq_text(signature, detail, sequence, replay).as_bytes())?;
-    let json = serde_json::json!({
-        "signature": signature,
-        "finding": finding,
-        "sequence": sequence,
-        "replay": format!("{replay} {}", seq_path.display()),
-        "extra": extra,
-    });
+    let json = records::FindingFile {
+        signature: signature.clone(),
+        finding: finding.clone(),
+        sequence: sequence.into(),
+        replay: format!("{replay} {}", seq_path.display()),
+        origin,
+    };
     write_atomic(
         &dir.join(format!("{stem}.json")),
         serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes(),
     )?;
-    write_report_dir(
-        &dir.join(&stem),
-        signature,
-        detail,
-        sequence,
-        &format!("{replay} {}", seq_path.display()),
-        &extra,
-    )?;
+    write_report_dir(&dir.join(&stem), signature, detail, sequence, &json.replay, &json.origin.found_on)?;
     Ok(seq_path)
 }
 
@@ -135,12 +129,11 @@ fn write_report_dir(
     detail: &str,
     sequence: &str,
     replay: &str,
-    extra: &serde_json::Value,
+    found: &records::FoundOn,
 ) -> std::io::Result<()> {
-    let found = &extra["found_on"];
     let mut notes = Vec::new();
     write_atomic(&d.join("case.seq"), sequence.as_bytes())?;
-    let kernel = found["model_kernel"].as_str().and_then(crate::seq::Kernel::from_name);
+    let kernel = found.model_kernel.as_deref().and_then(crate::seq::Kernel::from_name);
     match text::parse("case.seq", sequence) {
         Ok(seq) => {
             match kselftest_upstream::export(&seq, "case.seq", sequence, kernel) {
@@ -176,10 +169,10 @@ fn write_report_dir(
     let _ = writeln!(
         r,
         "## Where\n\n- kernel: {} (modelled as {})\n- privmem: {}\n- lab config: {}\n",
-        found["kernel_release"].as_str().unwrap_or("(the model alone)"),
-        found["model_kernel"].as_str().unwrap_or("?"),
-        found["privmem"].as_str().map(String::from).unwrap_or_else(privmem_version),
-        found["lab_config"].as_str().unwrap_or("-")
+        found.kernel_release.as_deref().unwrap_or("(the model alone)"),
+        found.model_kernel.as_deref().unwrap_or("?"),
+        found.privmem,
+        found.lab_config.as_deref().unwrap_or("-")
     );
     let _ = writeln!(r, "## Reproduce\n\n    {replay}\n");
     if d.join("privmem_case.c").exists() {

@@ -50,6 +50,13 @@ impl Serialize for Kernel {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Kernel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kernel, D::Error> {
+        let s = String::deserialize(d)?;
+        Kernel::from_name(&s).ok_or_else(|| serde::de::Error::custom(format!("no named kernel `{s}`")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,7 +132,7 @@ pub enum Op {
 
 words! {
     /// The kinds of op, for swarm testing, coverage and finding signatures.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
     pub enum OpKind {
         SlotAdd = "slot-add",
         SlotDelete = "slot-delete",

@@ -41,7 +41,7 @@ enum Pending {
 }
 
 /// Counts for the summary line: guest steps run through the shim, and the rest.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub shim_steps: u64,
     pub traps: u64,

@@ -1,0 +1,432 @@
+//! The JSON records privmem prints with `--json`, one serde struct each, so that the writer and
+//! every reader (the lab's host side reading what runs in the lab VM, `bench` reading `lab`,
+//! `lab --baseline` reading `replay`, TAP and JUnit, the tests) share one schema. Each line
+//! also carries `type` (the record's name) and `format` ([`JSON_FORMAT`]); readers ignore
+//! fields they do not know, so a newer writer does not break an older reader.
+
+use crate::backend::caps::Caps;
+use crate::oracle::diff::RealStep;
+use crate::oracle::Finding;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a record changes incompatibly.
+pub const JSON_FORMAT: u64 = 1;
+
+/// `v` with the line's `type` and `format`.
+pub fn typed(ty: &str, mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("type".into(), ty.into());
+        o.insert("format".into(), JSON_FORMAT.into());
+    }
+    v
+}
+
+/// A record of one `type`.
+pub trait Record: Serialize + DeserializeOwned {
+    const TYPE: &'static str;
+
+    /// The record as one output line's value, with its `type` and `format`.
+    fn to_json(&self) -> serde_json::Value {
+        typed(Self::TYPE, serde_json::to_value(self).expect("records are plain data"))
+    }
+
+    /// `v` as this record: None where it is another record (or none), an error where it says it
+    /// is this one but does not read as it.
+    fn from_value(v: &serde_json::Value) -> Option<Result<Self, String>> {
+        (v.get("type")?.as_str()? == Self::TYPE)
+            .then(|| Self::deserialize(v).map_err(|e| format!("a `{}` record that does not read: {e}", Self::TYPE)))
+    }
+
+    /// One line of privmem's output as this record ([`Record::from_value`]).
+    fn read(line: &str) -> Option<Result<Self, String>> {
+        Self::from_value(&serde_json::from_str(line).ok()?)
+    }
+}
+
+impl Record for Caps {
+    const TYPE: &'static str = "caps";
+}
+
+/// One scenario's result: a replayed `.seq` (on the model, real KVM or the emulated shims) or a
+/// program the lab ran. TAP, JUnit and the lab's host side read it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    pub file: String,
+    /// Whether every expectation held; absent where the scenario did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    /// Why it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Input that could not be read, or what a failed program printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// GFN comparisons the kernel's mapping view made (real backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping_checks: Option<u64>,
+    /// Each step's outcome and leaves on the real kernel (`lab --baseline` compares them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real: Option<Vec<RealStep>>,
+    /// The case as the backend made it runnable (`replay --adapt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapted: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<String>,
+    /// Run by the TD or SNP shim in emulated mode (not conformance), with its counts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emulated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<crate::backend::emulated::Counts>,
+}
+
+impl Record for ScenarioResult {
+    const TYPE: &'static str = "replay";
+}
+
+/// How a scenario ended, as TAP, JUnit and the summaries count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+impl ScenarioResult {
+    pub fn ran(file: &str, findings: Vec<Finding>) -> ScenarioResult {
+        ScenarioResult {
+            file: file.into(),
+            ok: Some(findings.is_empty()),
+            signatures: findings.iter().map(|f| f.signature()).collect(),
+            findings,
+            ..Default::default()
+        }
+    }
+
+    pub fn skip(file: &str, why: &str) -> ScenarioResult {
+        ScenarioResult { file: file.into(), skipped: Some(why.into()), ..Default::default() }
+    }
+
+    /// A scenario that could not be read, or a program that failed with this output.
+    pub fn failed(file: &str, error: &str) -> ScenarioResult {
+        ScenarioResult { file: file.into(), ok: Some(false), error: Some(error.into()), ..Default::default() }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        match (&self.skipped, self.ok) {
+            (Some(_), _) => Verdict::Skipped,
+            (None, Some(true)) => Verdict::Passed,
+            _ => Verdict::Failed,
+        }
+    }
+
+    /// What a failure shows: its findings' details, or the error.
+    pub fn failure_details(&self) -> Vec<String> {
+        let mut d: Vec<String> = self.findings.iter().map(|f| f.detail.clone()).collect();
+        d.extend(self.error.clone());
+        d
+    }
+}
+
+/// A signature and how often a campaign hit it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Hits {
+    pub signature: String,
+    pub hits: u64,
+}
+
+/// The end of a `privmem fuzz` campaign (also the `summary` event the lab reads).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FuzzSummary {
+    pub backend: String,
+    pub seed: u64,
+    pub cases: u64,
+    pub ops: u64,
+    pub seconds: f64,
+    /// Cases the host could not run (it lacks a capability).
+    pub skipped: u64,
+    /// Open file descriptors and RSS at the start and the end, for soak runs.
+    pub open_fds: [usize; 2],
+    pub rss_kib: [u64; 2],
+    pub mapping_checks: u64,
+    pub views_lost: u64,
+    /// Real backends: time in set-up, steps and reset; per op kind (and `view`); VMs made.
+    pub phase_seconds: Vec<f64>,
+    pub op_seconds: std::collections::BTreeMap<String, f64>,
+    pub fresh_vms: u64,
+    /// Kernel coverage: PCs reached, cases kept for them, whether they steered generation.
+    pub pcs: usize,
+    pub corpus: usize,
+    pub feedback: bool,
+    pub mapped_cases: u64,
+    pub mapped_unchecked: u64,
+    /// Recorded kernel differences that showed.
+    pub known: Vec<String>,
+    pub exec_per_sec: f64,
+    pub findings: Vec<Hits>,
+    pub files: Vec<String>,
+}
+
+impl Record for FuzzSummary {
+    const TYPE: &'static str = "fuzz.summary";
+}
+
+/// One kernel source file's coverage on `lab --coverage`'s page.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FileCoverage {
+    pub file: String,
+    pub lines_covered: usize,
+    pub lines: usize,
+    pub functions_reached: usize,
+    pub functions: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CoverageSummary {
+    pub page: String,
+    pub files: Vec<FileCoverage>,
+}
+
+/// `privmem lab`: the corpus's results and the campaigns' summaries from every lab VM.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LabRecord {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub results: Vec<ScenarioResult>,
+    pub fuzz_findings: Vec<crate::cli::events::FindingEvent>,
+    pub fuzz: Vec<FuzzSummary>,
+    /// Every lab VM finished its commands.
+    pub completed: bool,
+    pub jobs: u64,
+    pub wall_seconds: f64,
+    pub fuzz_cases: u64,
+    pub pcs: usize,
+    pub coverage: Option<CoverageSummary>,
+    pub mapping_checks: u64,
+    pub mapped_unchecked: u64,
+    pub files: Vec<String>,
+}
+
+impl Record for LabRecord {
+    const TYPE: &'static str = "lab";
+}
+
+impl LabRecord {
+    /// Fuzz cases per second over the lab VMs: the cases that ran (the ones the lab kernel could
+    /// not run cost next to nothing) over the longest campaign (they run side by side).
+    pub fn fuzz_rate(&self) -> (f64, u64) {
+        let cases: u64 = self.fuzz.iter().map(|f| f.cases - f.skipped).sum();
+        let secs = self.fuzz.iter().map(|f| f.seconds).fold(0.0, f64::max);
+        (cases as f64 / secs.max(1e-9), cases)
+    }
+}
+
+/// A case whose two kernels' outcomes differ (`lab --baseline`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Difference {
+    /// Only one of the two kernels runs the case (or the labs adapted it differently).
+    OneSided { case: String, runs_on_one_only: bool, kernel: Option<String>, baseline: Option<String> },
+    /// The first step where they differ, on each kernel.
+    Step {
+        case: String,
+        step: usize,
+        op: String,
+        kernel: Option<RealStep>,
+        baseline: Option<RealStep>,
+        /// Why the difference is expected (the model's kernel rules, corpus/known); None: look.
+        explained: Option<String>,
+        sequence: String,
+    },
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BaselineRecord {
+    pub kernel: String,
+    pub baseline: String,
+    pub cases: usize,
+    pub compared: usize,
+    pub explained: usize,
+    pub unexplained: usize,
+    pub one_sided: usize,
+    pub differences: Vec<Difference>,
+}
+
+impl Record for BaselineRecord {
+    const TYPE: &'static str = "lab.baseline";
+}
+
+/// `privmem bench`: the model's throughput and the cost of a range op.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ModelBench {
+    pub model_ops_per_sec: f64,
+    pub model_tdx_ops_per_sec: f64,
+    pub model_snp_ops_per_sec: f64,
+    /// A 64 GiB range op over a 2 MiB one: near 1 where ranges are not walked page by page.
+    pub range_cost_ratio: f64,
+    pub range_op_64g_ns: f64,
+    pub range_op_2m_ns: f64,
+}
+
+impl Record for ModelBench {
+    const TYPE: &'static str = "bench";
+}
+
+/// `privmem bench --backend kvm`: a reused VM against a fresh one per case, in one run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KvmBench {
+    pub backend: String,
+    pub fresh_vm_exec_per_sec: f64,
+    pub reused_vm_exec_per_sec: f64,
+    /// The headline: the 16-op cases a campaign generates for this host.
+    pub reuse_speedup: f64,
+    pub generated_fresh_vm_exec_per_sec: f64,
+    pub generated_reused_vm_exec_per_sec: f64,
+    /// A fixed hand-written mix with more host ops between guest batches.
+    pub fixed_mix_reuse_speedup: f64,
+    pub exits_per_guest_op: f64,
+    pub fresh_vms_created: u64,
+}
+
+impl Record for KvmBench {
+    const TYPE: &'static str = "bench.kvm";
+}
+
+/// `privmem bench --backend lab`: today's lab path against the new one, in one run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LabBench {
+    pub lab_fresh_cases_per_sec: f64,
+    pub lab_cases_per_sec: f64,
+    pub lab_speedup: f64,
+    pub lab_debug_cases_per_sec: Option<f64>,
+    pub debug_cost_ratio: Option<f64>,
+    pub cases: [u64; 2],
+    pub mapping_checks: u64,
+}
+
+impl Record for LabBench {
+    const TYPE: &'static str = "bench.lab";
+}
+
+/// `privmem shrink --json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ShrinkRecord {
+    pub signature: String,
+    pub steps_before: usize,
+    pub steps_after: usize,
+    pub out: String,
+}
+
+impl Record for ShrinkRecord {
+    const TYPE: &'static str = "shrink";
+}
+
+/// `privmem corpus export --json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CorpusExport {
+    pub exported: usize,
+    pub dir: String,
+}
+
+impl Record for CorpusExport {
+    const TYPE: &'static str = "corpus.export";
+}
+
+/// What a finding was found on: privmem's version, the kernel (release and the named kernel
+/// the model ran as), the lab's config key, and on a real backend its capabilities.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FoundOn {
+    pub privmem: String,
+    pub model_kernel: Option<String>,
+    pub kernel_release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab_config: Option<String>,
+    pub caps: Option<Caps>,
+}
+
+/// Where a finding came from, in its `.json` beside the `.seq`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FindingOrigin {
+    pub backend: String,
+    pub label: String,
+    /// A campaign's seed and case number (`privmem fuzz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<u64>,
+    /// Replays of the case that showed the finding again (real backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replays_confirmed: Option<u32>,
+    #[serde(default)]
+    pub known: bool,
+    /// The lab kernel it ran on (`privmem lab`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    pub found_on: FoundOn,
+}
+
+/// A finding's `.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FindingFile {
+    pub signature: String,
+    pub finding: Finding,
+    pub sequence: String,
+    /// The command that replays it, the `.seq`'s path last.
+    pub replay: String,
+    #[serde(rename = "extra")]
+    pub origin: FindingOrigin,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oracle::FindingKind;
+
+    fn finding() -> Finding {
+        Finding {
+            kind: FindingKind::Divergence,
+            step: Some(2),
+            op: Some(crate::seq::OpKind::Private),
+            state: "ok/err EINVAL".into(),
+            detail: "step 3: the model allows ok".into(),
+            context: "sw-protected".into(),
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_as_written_and_only_as_itself() {
+        let r =
+            ScenarioResult { steps: Some(5), mapping_checks: Some(9), ..ScenarioResult::ran("a.seq", vec![finding()]) };
+        let line = r.to_json().to_string();
+        // Step numbers are 1-based where a person reads them, 0-based inside.
+        assert!(line.contains("\"step\":3") && line.contains("\"type\":\"replay\""), "{line}");
+        let back = ScenarioResult::read(&line).expect("a replay record").expect("reads");
+        assert_eq!(back.findings, vec![finding()]);
+        assert_eq!((back.verdict(), back.steps, back.signatures.len()), (Verdict::Failed, Some(5), 1));
+        // Another record's line, console text and a record that does not read.
+        assert!(LabRecord::read(&line).is_none());
+        assert!(ScenarioResult::read("[    1.2] kvm: loaded").is_none());
+        assert!(ScenarioResult::read(r#"{"type":"replay","file":7}"#).is_some_and(|r| r.is_err()));
+    }
+
+    #[test]
+    fn the_lab_record_gives_the_rate_bench_reads() {
+        let f = |cases, skipped, seconds| FuzzSummary { cases, skipped, seconds, ..Default::default() };
+        let r = LabRecord { fuzz: vec![f(100, 10, 3.0), f(80, 0, 4.0)], ..Default::default() };
+        let back = LabRecord::read(&r.to_json().to_string()).unwrap().unwrap();
+        assert_eq!(back.fuzz_rate(), (170.0 / 4.0, 170));
+    }
+
+    #[test]
+    fn verdicts_and_failure_details() {
+        assert_eq!(ScenarioResult::skip("a", "no TDX").verdict(), Verdict::Skipped);
+        assert_eq!(ScenarioResult::ran("a", vec![]).verdict(), Verdict::Passed);
+        let f = ScenarioResult::failed("a", "exit 1");
+        assert_eq!((f.verdict(), f.failure_details()), (Verdict::Failed, vec!["exit 1".to_string()]));
+    }
+}
