@@ -222,6 +222,12 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             phase_seconds: crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(Relaxed) as f64 / 1e9).collect(),
             op_seconds: op_seconds(),
             fresh_vms: crate::backend::kvm::FRESH_VMS.load(Relaxed),
+            fresh_vm_reasons: crate::backend::kvm::FRESH_WHY
+                .iter()
+                .zip(&crate::backend::kvm::FRESH_WHY_COUNTS)
+                .map(|(w, n)| (w.to_string(), n.load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
             pcs: c.covered.len(),
             corpus: c.corpus.len(),
             feedback: c.feedback,

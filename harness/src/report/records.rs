@@ -158,6 +158,9 @@ pub struct FuzzSummary {
     pub phase_seconds: Vec<f64>,
     pub op_seconds: std::collections::BTreeMap<String, f64>,
     pub fresh_vms: u64,
+    /// Why VMs were not kept for the next case, per reason (those that happened).
+    #[serde(default)]
+    pub fresh_vm_reasons: std::collections::BTreeMap<String, u64>,
     /// Kernel coverage: PCs reached, cases kept for them, whether they steered generation.
     pub pcs: usize,
     pub corpus: usize,

@@ -92,6 +92,28 @@ pub static PHASE_NANOS: [std::sync::atomic::AtomicU64; 3] =
 /// clean (or reuse is off).
 pub static FRESH_VMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Why a VM was not kept for the next case, counted per reason ([`FRESH_WHY`] names them):
+/// what to look at when the lab makes more fresh VMs than it should.
+pub static FRESH_WHY_COUNTS: [std::sync::atomic::AtomicU64; FRESH_WHY.len()] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; FRESH_WHY.len()];
+pub const FRESH_WHY: [&str; 11] = [
+    "reuse off",
+    "another VM type",
+    "VM type not reusable here (SW_PROTECTED without the TDP view)",
+    "the case did not end cleanly",
+    "a slot deletion failed",
+    "too many private pages to set back",
+    "page counters not back at the baseline",
+    "the view saw a leaf left, lost events, or MMIO SPTEs it could not clear",
+    "more vCPUs",
+    "another quirk setting",
+    "no VM yet",
+];
+
+fn fresh_because(i: usize) {
+    FRESH_WHY_COUNTS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Time per op kind (guest batches under their first op's kind), and in the view's reading
 /// (the last slot): where a step's time goes, for `fuzz --json`'s summary.
 pub static OP_NANOS: [std::sync::atomic::AtomicU64; OpKind::ALL.len() + 1] =
@@ -157,6 +179,9 @@ fn past_file_binding(seq: &Sequence) -> bool {
 
 /// The most PRIVATE pages a reset sets back to shared before it prefers a fresh VM.
 const RESET_ATTR_PAGES: u64 = 16384;
+/// MMIO SPTEs a reset replaces (a slot, a guest read and a deletion each) before a fresh VM is
+/// cheaper.
+const MMIO_CLEAR_MAX: usize = 16;
 
 pub struct KvmBackend {
     kvm: Kvm,

@@ -371,8 +371,20 @@ impl TraceView {
 
     /// Whether any present leaf or cached MMIO SPTE is left below `limit_gfn` (TDP): a reset
     /// is proved clean only if not.
-    pub fn any_left_below(&self, limit_gfn: u64) -> bool {
-        self.leaves.keys().any(|(_, g, _)| *g < limit_gfn) || self.mmio.iter().any(|(_, g)| *g < limit_gfn)
+    /// Whether a leaf, and whether an MMIO SPTE, is left below `limit_gfn`.
+    pub fn left_below(&self, limit_gfn: u64) -> (bool, bool) {
+        (self.leaves.keys().any(|(_, g, _)| *g < limit_gfn), self.mmio.iter().any(|(_, g)| *g < limit_gfn))
+    }
+
+    /// The GFNs below `limit_gfn` with an MMIO SPTE, in address space 0.
+    pub fn mmio_below(&self, limit_gfn: u64) -> Vec<u64> {
+        self.mmio.iter().filter(|(a, g)| *a == 0 && *g < limit_gfn).map(|(_, g)| *g).collect()
+    }
+
+    /// Forget the MMIO SPTEs: the memslot generation moved past them, so the next access to
+    /// their GFNs faults afresh (`check_mmio_spte()` in `mmu.c`).
+    pub fn forget_mmio(&mut self) {
+        self.mmio.clear();
     }
 
     pub fn lost(&self) -> bool {

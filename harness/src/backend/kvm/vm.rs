@@ -78,12 +78,20 @@ impl KvmBackend {
         // such VMs are reused only where the view sees every SPTE (TDP MMU) and the reset then
         // proves that no leaf and no MMIO SPTE of the case is left; else a fresh VM per case.
         let proved = self.view.as_ref().is_some_and(|v| v.mmu == Mmu::Tdp);
-        let reusable = self.reuse
-            && (vm_type == VmType::Default || (vm_type == VmType::SwProtected && proved))
-            && self.vm.as_ref().is_some_and(|s| {
-                s.vm_type == vm_type && s.vcpus.len() >= n as usize && s.slot_zap_all_off == slot_zap_all_off
-            });
-        if !reusable {
+        let why = match &self.vm {
+            _ if !self.reuse => Some(0),
+            None => Some(10),
+            Some(s) if s.vm_type != vm_type => Some(1),
+            Some(s) if s.vcpus.len() < n as usize => Some(8),
+            Some(s) if s.slot_zap_all_off != slot_zap_all_off => Some(9),
+            _ if !(vm_type == VmType::Default || (vm_type == VmType::SwProtected && proved)) => Some(2),
+            _ => None,
+        };
+        if let Some(i) = why {
+            // A VM the reset already dropped was counted there.
+            if self.vm.is_some() || i != 10 {
+                fresh_because(i);
+            }
             self.vm = None;
             self.vm = Some(self.fresh_vm(vm_type, slot_zap_all_off)?);
         }
@@ -110,11 +118,15 @@ impl KvmBackend {
     pub(super) fn reset(&mut self, clean_run: bool) {
         let Some(st) = self.vm.as_mut() else { return };
         let ids: Vec<u32> = st.slots.keys().copied().collect();
-        let mut ok = clean_run;
+        // The first reason the VM cannot be kept, for FRESH_WHY.
+        let mut why = (!clean_run).then_some(3);
+        let mut mmio_left = Vec::new();
         for id in ids {
             let r = kvm_userspace_memory_region2 { slot: id, ..Default::default() };
             // SAFETY: deleting a slot; no memory is handed to KVM.
-            ok &= unsafe { st.vm.set_user_memory_region2(r) }.is_ok();
+            if unsafe { st.vm.set_user_memory_region2(r) }.is_err() {
+                why = why.or(Some(4));
+            }
             st.harness_warm &= !st.zaps_all;
         }
         st.slots.clear();
@@ -124,10 +136,14 @@ impl KvmBackend {
         // lab: 0.7 µs a page against 15 ms a fresh VM).
         let private_pages: u64 = st.private.iter().map(|(s, e)| (e - s) >> 12).sum();
         let small = private_pages <= RESET_ATTR_PAGES;
-        ok &= small;
+        if !small {
+            why = why.or(Some(5));
+        }
         for (address, end) in std::mem::take(&mut st.private).iter().filter(|_| small) {
             let a = kvm_bindings::kvm_memory_attributes { address, size: end - address, attributes: 0, flags: 0 };
-            ok &= st.vm.set_memory_attributes(a).is_ok();
+            if st.vm.set_memory_attributes(a).is_err() {
+                why = why.or(Some(5));
+            }
         }
         // MMIO SPTEs of slot-less GFNs are not leaves and survive the slot deletions above
         // (6.12 zaps every root on a slot deletion for default VMs only). On a default VM a
@@ -136,16 +152,75 @@ impl KvmBackend {
         // a VM is kept only if the view below proves none is left (`prepare`).
         let expected = if st.harness_warm { st.baseline } else { st.post_zap };
         let now = st.stats.as_ref().and_then(|s| s.pages());
-        ok &= expected.is_some() && now == expected;
+        if !(expected.is_some() && now == expected) {
+            why = why.or(Some(6));
+        }
         // Where the view sees every leaf (TDP MMU), it proves the reset too: no leaf of the
         // case's memory is left.
         if let Some(v) = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp) {
             v.drain();
-            ok &= !v.lost() && !v.any_left_below(HARNESS_GPA >> 12);
+            let (leaf, mmio) = v.left_below(HARNESS_GPA >> 12);
+            if v.lost() || leaf {
+                why = why.or(Some(7));
+            } else if mmio && why.is_none() {
+                mmio_left = v.mmio_below(HARNESS_GPA >> 12);
+            }
         }
-        if !ok || !self.reuse {
+        if !mmio_left.is_empty() && !self.clear_mmio_sptes(&mmio_left) {
+            why = Some(7);
+        }
+        if !self.reuse {
+            why = Some(0);
+        }
+        if let Some(i) = why {
+            fresh_because(i);
             self.vm = None;
         }
+    }
+
+    /// Replace the MMIO SPTEs a case left at slot-less GFNs, so that the VM can be kept. Slot
+    /// deletions do not zap them (they are not present), and a memslot update alone does not
+    /// make them inert on a VM with private memory: a fault on a stale one has the reserved bit
+    /// set, so it is handled as shared whatever the attributes say, and a private GFN exits with
+    /// a memory fault instead of mapping (kvm_mmu_page_fault(): "emulated MMIO is shared-only";
+    /// 6.12 and 7.3). So each GFN gets a one-page slot, the guest reads it (the stale SPTE
+    /// faults afresh and a leaf replaces it), and the slot's deletion zaps that leaf. The view
+    /// then proves none is left. Past [`MMIO_CLEAR_MAX`] GFNs a fresh VM is cheaper.
+    fn clear_mmio_sptes(&mut self, gfns: &[u64]) -> bool {
+        let Some(st) = self.vm.as_mut() else { return false };
+        if gfns.len() > MMIO_CLEAR_MAX || st.vcpus.is_empty() {
+            return false;
+        }
+        let Ok(mem) = Mapping::anon(gfns.len() * 4096) else { return false };
+        let region = |i: usize, size: u64| kvm_userspace_memory_region2 {
+            slot: i as u32,
+            guest_phys_addr: gfns[i] << 12,
+            memory_size: size,
+            userspace_addr: mem.addr() + i as u64 * 4096,
+            ..Default::default()
+        };
+        for i in 0..gfns.len() {
+            // SAFETY: `mem` outlives the slots, which are deleted below.
+            if unsafe { st.vm.set_user_memory_region2(region(i, 4096)) }.is_err() {
+                return false;
+            }
+        }
+        let reads: Vec<Op> =
+            gfns.iter().map(|g| Op::Read { vcpu: 0, addr: g << 12, shared: false }).collect();
+        let batch: Vec<(usize, &Op)> = reads.iter().enumerate().collect();
+        let mut t = RealTrace { observed: vec![Observed::NotChecked; reads.len()], ..Default::default() };
+        let read = self.guest_batch(0, &batch, &mut t).is_ok()
+            && t.observed.iter().all(|o| matches!(o, Observed::Outcome(Outcome::Value(_))));
+        let st = self.vm.as_mut().expect("checked above");
+        let mut ok = read;
+        for i in 0..gfns.len() {
+            // SAFETY: deleting a slot; no memory is handed to KVM.
+            ok &= unsafe { st.vm.set_user_memory_region2(region(i, 0)) }.is_ok();
+            st.harness_warm &= !st.zaps_all;
+        }
+        let Some(v) = self.view.as_mut() else { return false };
+        v.drain();
+        ok && !v.lost() && v.left_below(HARNESS_GPA >> 12) == (false, false)
     }
 
     pub(super) fn gmem_create(st: &mut VmState, g: &GmemDecl) -> Result<(), i32> {

@@ -174,19 +174,23 @@ impl Td {
         })())
     }
 
+    /// What DEMOTE (a leaf) and PROMOTE (a non-leaf) check first, in the module's order: the
+    /// level has one below it, the entry at `level` exists and is of the wanted kind, and it is
+    /// blocked and tracked. Returns the child level and the entry.
+    fn resize_target(&mut self, gfn: u64, level: Level, leaf: bool) -> Result<(Level, Entry), TdxStatus> {
+        self.enter()?;
+        let child = level.below().ok_or(TdxStatus::OperandInvalid)?;
+        let e =
+            self.entry(gfn, level).filter(|e| e.state.is_leaf() == leaf).ok_or(TdxStatus::EptEntryStateIncorrect)?;
+        self.blocked_and_tracked(&e)?;
+        Ok((child, e))
+    }
+
     /// TDH.MEM.PAGE.DEMOTE: a 2M (or 1G) leaf becomes a non-leaf over 512 children carrying
     /// its unblocked state.
     pub fn demote(&mut self, gfn: u64, level: Level) -> TdxStatus {
         Self::ok((|| {
-            self.enter()?;
-            let child = level.below().ok_or(TdxStatus::OperandInvalid)?;
-            let Some(e) = self.entry(gfn, level) else {
-                return Err(TdxStatus::EptEntryStateIncorrect);
-            };
-            if !e.state.is_leaf() {
-                return Err(TdxStatus::EptEntryStateIncorrect);
-            }
-            self.blocked_and_tracked(&e)?;
+            let (child, e) = self.resize_target(gfn, level, true)?;
             if self.interrupt_next_demote && !self.enhanced_demote {
                 self.interrupt_next_demote = false;
                 return Err(TdxStatus::InterruptedRestartable);
@@ -202,15 +206,7 @@ impl Td {
     /// aligned, become one leaf; the parent must be blocked and tracked while RUNNABLE.
     pub fn promote(&mut self, gfn: u64, level: Level) -> TdxStatus {
         Self::ok((|| {
-            self.enter()?;
-            let child = level.below().ok_or(TdxStatus::OperandInvalid)?;
-            let Some(p) = self.entry(gfn, level) else {
-                return Err(TdxStatus::EptEntryStateIncorrect);
-            };
-            if p.state.is_leaf() {
-                return Err(TdxStatus::EptEntryStateIncorrect);
-            }
-            self.blocked_and_tracked(&p)?;
+            let (child, _) = self.resize_target(gfn, level, false)?;
             let base = align(gfn, level);
             let runs = self.covered(base, child, 512).ok_or(TdxStatus::EptInvalidPromoteConditions)?;
             let first = runs[0].1;

@@ -27,7 +27,7 @@ fn tdp_events_rebuild_the_leaves() {
     v.apply(changed(0x40000, 3, NONPRESENT, 0x6000_0000_0123_4807)); // a page table
     assert_eq!(v.leaves(u64::MAX), Some(vec![KLeaf { gfn: 0x40200, level: Level::L2M, root: 0 }]));
     v.apply(changed(0x90000, 1, NONPRESENT, 0x8010_0000_0000_0006)); // an MMIO SPTE
-    assert!(v.any_left_below(u64::MAX));
+    assert_eq!(v.left_below(u64::MAX), (true, true));
     v.apply(changed(0x40200, 2, 0x6000_0000_0abc_08f7, NONPRESENT));
     assert_eq!(v.leaves(u64::MAX), Some(vec![]));
     // A 2M leaf over a page table: its event first, then the removed 4K child's, at the
@@ -36,8 +36,10 @@ fn tdp_events_rebuild_the_leaves() {
     v.apply(changed(0x80200, 2, 0x6000_0000_0123_4807, 0x6000_0000_0abc_08f7));
     v.apply(changed(0x80200, 1, 0x6000_0000_0abc_0807, FROZEN));
     assert_eq!(v.leaves(u64::MAX), Some(vec![KLeaf { gfn: 0x80200, level: Level::L2M, root: 0 }]));
-    assert!(v.any_left_below(0x90001), "the MMIO SPTE is still cached");
-    assert!(!v.any_left_below(0x80200));
+    assert_eq!(v.left_below(0x90001), (false, true), "the MMIO SPTE is still cached");
+    assert_eq!(v.left_below(0x80200), (false, false));
+    v.forget_mmio();
+    assert_eq!(v.left_below(0x90001), (false, false), "a generation bump made it inert");
 }
 
 #[test]
