@@ -24,10 +24,13 @@ const PROBE: &str = r#"
 #include <stddef.h>
 #include <linux/kvm.h>
 #include <linux/kvm_para.h>
+#include <linux/fs.h>
 #define S(t) printf("size %s %zu\n", #t, sizeof(struct t))
 #define O(t, f) printf("offset %s.%s %zu\n", #t, #f, offsetof(struct t, f))
 #define C(c) printf("const %s %llu\n", #c, (unsigned long long)(c))
 int main(void) {
+    S(pm_scan_arg); O(pm_scan_arg, walk_end); O(pm_scan_arg, return_mask); S(page_region);
+    C(PAGEMAP_SCAN); C(PAGE_IS_PRESENT); C(PAGE_IS_HUGE);
     S(kvm_tdx_cmd); O(kvm_tdx_cmd, id); O(kvm_tdx_cmd, flags); O(kvm_tdx_cmd, data); O(kvm_tdx_cmd, hw_error);
     S(kvm_tdx_init_mem_region); O(kvm_tdx_init_mem_region, gpa); O(kvm_tdx_init_mem_region, nr_pages);
     S(kvm_tdx_capabilities); O(kvm_tdx_capabilities, supported_xfam); O(kvm_tdx_capabilities, user_tdvmcallinfo_1_r12);
@@ -55,6 +58,9 @@ fn rust_side() -> Vec<String> {
     use kvm_bindings::*;
     let mut v = Vec::new();
     let mut s = |name: &str, n: usize| v.push(format!("size {name} {n}"));
+    use privmem::backend::kvm::raw::{PageRegion, PmScanArg, PAGEMAP_SCAN, PAGE_IS_HUGE, PAGE_IS_PRESENT};
+    s("pm_scan_arg", size_of::<PmScanArg>());
+    s("page_region", size_of::<PageRegion>());
     s("kvm_tdx_cmd", size_of::<KvmTdxCmd>());
     s("kvm_tdx_init_mem_region", size_of::<KvmTdxInitMemRegion>());
     s("kvm_tdx_capabilities", size_of::<KvmTdxCapabilities>());
@@ -65,6 +71,8 @@ fn rust_side() -> Vec<String> {
     s("kvm_sev_snp_launch_update", size_of::<kvm_sev_snp_launch_update>());
     s("kvm_sev_snp_launch_finish", size_of::<kvm_sev_snp_launch_finish>());
     let mut o = |name: &str, n: usize| v.push(format!("offset {name} {n}"));
+    o("pm_scan_arg.walk_end", offset_of!(PmScanArg, walk_end));
+    o("pm_scan_arg.return_mask", offset_of!(PmScanArg, return_mask));
     o("kvm_tdx_cmd.id", offset_of!(KvmTdxCmd, id));
     o("kvm_tdx_cmd.flags", offset_of!(KvmTdxCmd, flags));
     o("kvm_tdx_cmd.data", offset_of!(KvmTdxCmd, data));
@@ -118,6 +126,10 @@ fn rust_side() -> Vec<String> {
         c(n, x as u64);
     }
     for (n, x) in IOCTLS {
+        c(n, x);
+    }
+    for (n, x) in [("PAGEMAP_SCAN", PAGEMAP_SCAN), ("PAGE_IS_PRESENT", PAGE_IS_PRESENT), ("PAGE_IS_HUGE", PAGE_IS_HUGE)]
+    {
         c(n, x);
     }
     v

@@ -168,3 +168,36 @@ fn pread(fd: RawFd, buf: &mut [u8], off: u64) -> bool {
     let r = unsafe { libc::pread(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), off as i64) };
     r == buf.len() as isize
 }
+
+/// `PAGEMAP_SCAN` on /proc/self/pagemap (include/uapi/linux/fs.h, 6.7+): the slot memory's
+/// backing checked in one ioctl (`mem.rs`).
+pub const PAGEMAP_SCAN: u64 = (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | ((b'f' as u64) << 8) | 16;
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_HUGE: u64 = 1 << 6;
+
+/// struct page_region.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+/// struct pm_scan_arg.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PmScanArg {
+    pub size: u64,
+    pub flags: u64,
+    pub start: u64,
+    pub end: u64,
+    pub walk_end: u64,
+    pub vec: u64,
+    pub vec_len: u64,
+    pub max_pages: u64,
+    pub category_inverted: u64,
+    pub category_mask: u64,
+    pub category_anyof_mask: u64,
+    pub return_mask: u64,
+}

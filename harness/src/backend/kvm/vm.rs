@@ -205,8 +205,7 @@ impl KvmBackend {
                 return false;
             }
         }
-        let reads: Vec<Op> =
-            gfns.iter().map(|g| Op::Read { vcpu: 0, addr: g << 12, shared: false }).collect();
+        let reads: Vec<Op> = gfns.iter().map(|g| Op::Read { vcpu: 0, addr: g << 12, shared: false }).collect();
         let batch: Vec<(usize, &Op)> = reads.iter().enumerate().collect();
         let mut t = RealTrace { observed: vec![Observed::NotChecked; reads.len()], ..Default::default() };
         let read = self.guest_batch(0, &batch, &mut t).is_ok()
