@@ -76,6 +76,7 @@ impl KvmBackend {
                 flags: region.flags,
                 uaddr: anon.addr(),
                 anon: Some(anon),
+                known: None,
                 gmem: Some((0, 0)),
             },
         );

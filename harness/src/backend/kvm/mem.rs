@@ -16,6 +16,12 @@ const ALIGN: usize = 2 << 20;
 /// Slot memory larger than this is not faulted in ahead (its page size stays the host's choice).
 const PREFAULT_LIMIT: usize = 256 << 20;
 
+/// Plain slot memory that deleted slots handed back, for the next slot of the same length
+/// (any VM's): faulting fresh memory in, zeroed, is the dearest part of adding a slot under
+/// TCG. Kept up to [`POOL_BYTES`], oldest out first.
+static POOL: std::sync::Mutex<Vec<(usize, Mapping, UserBacking)>> = std::sync::Mutex::new(Vec::new());
+const POOL_BYTES: usize = 512 << 20;
+
 fn sysfs_choice(path: &str) -> Option<String> {
     let s = std::fs::read_to_string(path).ok()?;
     let a = s.find('[')? + 1;
@@ -130,6 +136,17 @@ impl Mapping {
     /// small pages only (MADV_NOHUGEPAGE). Memory too large to fault in ahead is left to the
     /// host's choice and says so.
     pub fn anon_known(len: usize) -> std::io::Result<(Mapping, UserBacking)> {
+        let pooled = {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            pool.iter().position(|(l, _, _)| *l == len).map(|i| pool.remove(i))
+        };
+        if let Some((_, m, backing)) = pooled {
+            // Still huge? Reclaim or compaction may have split a THP since.
+            let whole = (m.len / ALIGN * ALIGN) as u64;
+            if backing != UserBacking::Huge || pmd_mapped(m.addr(), whole) == Some(true) {
+                return Ok((m, backing));
+            }
+        }
         if len > PREFAULT_LIMIT {
             // Shared memory, as before: private memory not faulted in ahead would back a guest
             // read with the zero page, which a later host write replaces (COW) and KVM unmaps.
@@ -160,6 +177,27 @@ impl Mapping {
         let huge = pmd_mapped(m.addr(), whole).unwrap_or_else(|| anon_huge_kib(m.addr()) == Some(whole / 1024));
         let backing = if huge { UserBacking::Huge } else { UserBacking::Unknown };
         Ok((m, backing))
+    }
+
+    /// Hand memory from [`Mapping::anon_known`] back for a later slot of the same `len`. The
+    /// only words of slot memory the harness ever reads or writes, from the guest or the host,
+    /// are each page's `VALUE_OFFSET` word; those are zeroed, so the memory reads as a fresh
+    /// slot's. The pages stay faulted in, with the same backing.
+    pub fn recycle(len: usize, m: Mapping, backing: UserBacking) {
+        if backing == UserBacking::Unknown || m.len > PREFAULT_LIMIT {
+            return;
+        }
+        let value = privmem_guest::abi::VALUE_OFFSET;
+        for page in (0..m.len as u64).step_by(4096) {
+            if m.read_u64(page + value) != 0 {
+                m.write_u64(page + value, 0);
+            }
+        }
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        pool.push((len, m, backing));
+        while pool.iter().map(|(_, m, _)| m.len).sum::<usize>() > POOL_BYTES {
+            pool.remove(0);
+        }
     }
 
     /// A shared mapping of `len` bytes of `fd` from `offset`.

@@ -51,9 +51,20 @@ struct RSlot {
     size: u64,
     flags: u32,
     uaddr: u64,
-    /// The slot's anonymous memory, unless its userspace address is guest_memfd's mapping.
+    /// The slot's anonymous memory, unless its userspace address is guest_memfd's mapping;
+    /// with the length asked for and the backing where it came from `Mapping::anon_known`.
     anon: Option<Mapping>,
+    known: Option<(usize, UserBacking)>,
     gmem: Option<(usize, u64)>,
+}
+
+/// A deleted slot's plain memory goes back to the pool for a later slot.
+impl Drop for RSlot {
+    fn drop(&mut self) {
+        if let (Some(m), Some((len, backing))) = (self.anon.take(), self.known) {
+            Mapping::recycle(len, m, backing);
+        }
+    }
 }
 
 struct VmState {
@@ -182,11 +193,16 @@ const RESET_ATTR_PAGES: u64 = 16384;
 /// MMIO SPTEs a reset replaces (a slot, a guest read and a deletion each) before a fresh VM is
 /// cheaper.
 const MMIO_CLEAR_MAX: usize = 16;
+/// VMs parked for other types and quirk settings (default, SW_PROTECTED, each with and
+/// without the slot-zap-all quirk).
+const PARKED_MAX: usize = 3;
 
 pub struct KvmBackend {
     kvm: Kvm,
     pub caps: Caps,
     vm: Option<VmState>,
+    /// Reused VMs of other types or quirk settings, proved clean, kept for later cases.
+    parked: Vec<VmState>,
     /// Reuse one VM across cases (else a fresh VM per case).
     pub reuse: bool,
     pub timeout: Duration,
@@ -234,6 +250,7 @@ impl KvmBackend {
             kvm,
             caps: Caps::probe(),
             vm: None,
+            parked: Vec::new(),
             reuse: true,
             // The window a guest batch may go without progress: the lab (privmem as PID 1,
             // nested KVM under TCG) runs guests some fifty times slower than a real host.
