@@ -5,6 +5,7 @@
 //! `privmem replay --backend kvm`, and checking each against the scenario (exit 1 on a
 //! mismatch, 4 when the host lacks what it needs).
 
+use crate::backend::kvm::guest::{GDT_LIMIT, GUEST_CR0, GUEST_CR4, GUEST_EFER, IDT_BASE_OFF, TSS_OFF};
 use crate::seq::text::{print_op, print_outcome};
 use crate::seq::*;
 use privmem_guest::abi::*;
@@ -23,7 +24,7 @@ fn prelude(source: &str, expected: &str, seq: &Sequence) -> String {
     let holds = crate::model::kernel::kernels_for(&seq.header);
     let all = holds.len() == crate::seq::Kernel::ALL.len();
     let kernels: Vec<String> = holds.iter().map(|k| format!("\"{}\"", k.name())).collect();
-    let subst: [(&str, String); 30] = [
+    let subst: [(&str, String); 36] = [
         ("@KERNELS@", if all { "NULL".into() } else { kernels.join(", ") + ", NULL" }),
         ("@VM_TYPE@", seq.header.vm.kvm_type().to_string()),
         // CPL0 where the VM has private memory: its hypercall needs it, and such hosts run CPL0
@@ -44,6 +45,12 @@ fn prelude(source: &str, expected: &str, seq: &Sequence) -> String {
         ("@PDPT_OFF@", format!("{PDPT_OFF:#x}")),
         ("@PD_OFF@", format!("{PD_OFF:#x}")),
         ("@GDT_OFF@", format!("{GDT_OFF:#x}")),
+        ("@TSS_OFF@", format!("{TSS_OFF:#x}")),
+        ("@IDT_BASE_OFF@", format!("{IDT_BASE_OFF:#x}")),
+        ("@GDT_LIMIT@", format!("{GDT_LIMIT:#x}")),
+        ("@GUEST_CR0@", format!("{GUEST_CR0:#x}")),
+        ("@GUEST_CR4@", format!("{GUEST_CR4:#x}")),
+        ("@GUEST_EFER@", format!("{GUEST_EFER:#x}")),
         ("@CODE_OFF@", format!("{CODE_OFF:#x}")),
         ("@STACK_OFF@", format!("{STACK_OFF:#x}")),
         ("@STACK_SIZE@", format!("{STACK_SIZE:#x}")),

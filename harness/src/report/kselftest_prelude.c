@@ -717,17 +717,15 @@ static void setup(void)
 				    .present = 1, .dpl = GUEST_CPL0 ? 0 : 3, .db = 1, .s = 1, .l = 0, .g = 1 };
 	s.cs = code;
 	s.ds = s.es = s.fs = s.gs = s.ss = data;
-	s.tr = (struct kvm_segment){ .base = HARNESS_GPA + GDT_OFF + 0x100, .limit = 0x67, .selector = 0x28,
+	s.tr = (struct kvm_segment){ .base = HARNESS_GPA + @TSS_OFF@ull, .limit = 0x67, .selector = 0x28,
 				     .type = 11, .present = 1 };
 	s.ldt = (struct kvm_segment){ .unusable = 1 };
-	s.gdt.base = HARNESS_GPA + GDT_OFF;
-	s.gdt.limit = 0x2f;
-	s.idt.base = HARNESS_GPA + GDT_OFF + 0x200;
-	s.idt.limit = 0;
-	s.cr0 = 0x80050033;
+	s.gdt = (struct kvm_dtable){ .base = HARNESS_GPA + GDT_OFF, .limit = @GDT_LIMIT@ };
+	s.idt = (struct kvm_dtable){ .base = HARNESS_GPA + @IDT_BASE_OFF@ull };
+	s.cr0 = @GUEST_CR0@ull;
 	s.cr3 = HARNESS_GPA + PML4_OFF;
-	s.cr4 = 0x20;
-	s.efer = 0x500;
+	s.cr4 = @GUEST_CR4@ull;
+	s.efer = @GUEST_EFER@ull;
 	if (ioctl(vcpu, KVM_SET_SREGS, &s) < 0)
 		die("KVM_SET_SREGS");
 	struct kvm_regs r = { .rip = HARNESS_GPA + CODE_OFF, .rsp = STACK_TOP, .rflags = 0x3002,

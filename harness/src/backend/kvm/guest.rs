@@ -96,13 +96,13 @@ pub fn init_vcpu(kvm: &Kvm, vcpu: &VcpuFd, v: u64, cpl0: bool) -> std::io::Resul
     };
     s.ldt = kvm_segment { unusable: 1, ..Default::default() };
     s.gdt.base = HARNESS_GPA + GDT_OFF;
-    s.gdt.limit = 0x2f;
-    s.idt.base = HARNESS_GPA + GDT_OFF + 0x200;
+    s.gdt.limit = GDT_LIMIT;
+    s.idt.base = HARNESS_GPA + IDT_BASE_OFF;
     s.idt.limit = 0;
-    s.cr0 = 0x8005_0033;
+    s.cr0 = GUEST_CR0;
     s.cr3 = HARNESS_GPA + PML4_OFF;
-    s.cr4 = 0x20;
-    s.efer = 0x500;
+    s.cr4 = GUEST_CR4;
+    s.efer = GUEST_EFER;
     vcpu.set_sregs(&s).map_err(std::io::Error::from)?;
     reset_regs(vcpu, v)
 }
@@ -205,6 +205,16 @@ impl Default for Watchdog {
 /// A slow guest is not a hung one (the lab runs under TCG, on a loaded machine): a batch times
 /// out only after `window` with no progress, and in any case after this many windows.
 const MAX_WINDOWS: u32 = 20;
+
+/// The vCPU's control registers and descriptor tables, here and in the standalone C
+/// reproducer (`report/kselftest.rs` writes them into its prelude): PG|WP|NE|ET|MP|PE, PAE,
+/// LME|LMA; a GDT of six entries, the TSS and the (empty) IDT beside it.
+pub const GUEST_CR0: u64 = 0x8005_0033;
+pub const GUEST_CR4: u64 = 0x20;
+pub const GUEST_EFER: u64 = 0x500;
+pub const GDT_LIMIT: u16 = 0x2f;
+pub const TSS_OFF: u64 = GDT_OFF + 0x100;
+pub const IDT_BASE_OFF: u64 = GDT_OFF + 0x200;
 
 /// Run the batch of `n` commands already written to the vCPU's command page until the guest
 /// reports it done. Returns per-command exits (by index) and the number of KVM_RUN returns.
