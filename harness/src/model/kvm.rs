@@ -32,7 +32,7 @@ impl Model {
                 Ok(())
             }
             Change::Delete(old) => self.slot_delete(old.id),
-            Change::Move { .. } | Change::Nothing => Ok(()),
+            Change::Move { .. } | Change::MoveRefused { .. } | Change::Nothing => Ok(()),
         }
     }
 
@@ -67,8 +67,13 @@ impl Model {
     }
 
     pub(crate) fn slot_move(&mut self, id: u32, gpa: u64) -> Result<(), Errno> {
-        let Change::Move { old, new_base } = self.slots.check_move(self.h.vm, id, gpa, self.host.phys_bits)? else {
-            return Ok(());
+        let (old, new_base) = match self.slots.check_move(self.h.vm, id, gpa, self.host.phys_bits)? {
+            Change::Move { old, new_base } => (old, new_base),
+            Change::MoveRefused { old, errno } => {
+                self.flush_shadow_memslot(id, old.base_gfn, old.end_gfn());
+                return Err(errno);
+            }
+            _ => return Ok(()),
         };
         self.flush_shadow_memslot(id, old.base_gfn, old.end_gfn());
         self.guest.forget(old.base_gfn, old.end_gfn());

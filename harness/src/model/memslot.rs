@@ -72,6 +72,13 @@ pub enum Change {
     },
     /// Same GPA, same flags: KVM returns 0 and changes nothing.
     Nothing,
+    /// A move refused by `kvm_arch_prepare_memory_region()`, which runs after
+    /// `kvm_invalidate_memslot()` has flushed the old slot's mappings (`kvm_set_memslot()` in
+    /// virt/kvm/kvm_main.c, 6.12 and 7.3): the slot stays, its leaves are gone, the call fails.
+    MoveRefused {
+        old: Slot,
+        errno: Errno,
+    },
 }
 
 /// One past the last GFN a memslot may reach (`kvm_arch_prepare_memory_region()` against
@@ -249,7 +256,7 @@ impl Slots {
             return Err(Errno::EEXIST);
         }
         if end > max_gfn(vm, phys_bits) {
-            return Err(Errno::EINVAL);
+            return Ok(Change::MoveRefused { old: old.clone(), errno: Errno::EINVAL });
         }
         Ok(Change::Move { old: old.clone(), new_base: base })
     }
