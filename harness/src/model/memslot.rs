@@ -246,9 +246,13 @@ impl Slots {
             return Err(Errno::EINVAL);
         }
         let base = gpa / PAGE;
-        let Some(end) = base.checked_add(old.npages) else {
+        // `guest_phys_addr + memory_size < guest_phys_addr` in bytes, as kvm_set_memory_region()
+        // checks before the slot is looked at: an end of exactly 2^64 wraps too, and nothing is
+        // flushed (unlike MoveRefused below).
+        if old.npages.checked_mul(PAGE).and_then(|size| gpa.checked_add(size)).is_none() {
             return Err(Errno::EINVAL);
-        };
+        }
+        let end = base + old.npages;
         if base == old.base_gfn {
             return Ok(Change::Nothing);
         }
