@@ -8,9 +8,7 @@ use super::load;
 use crate::backend::caps::Caps;
 use crate::lab;
 use crate::oracle::diff::{known_divergences, same_access_divergence};
-use crate::report::records::{
-    CoverageSummary, FileCoverage, FindingOrigin, FoundOn, FuzzSummary, LabRecord, Record, ScenarioResult, Verdict,
-};
+use crate::report::records::{FindingOrigin, FoundOn, FuzzSummary, LabRecord, Record, ScenarioResult, Verdict};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -363,7 +361,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let fuzz_cases: u64 = fuzz_summaries.iter().map(|f| f.cases).sum();
     let mut coverage = None;
     if let Some(page) = a.get("coverage") {
-        let c = coverage_page(&kernel, &reached, Path::new(page))?;
+        let c = lab::coverage::lab_page(&kernel, &reached, Path::new(page))?;
         if !json {
             println!("lab: kernel coverage: {} distinct PCs; page written to {page}", reached.len());
             for f in &c.files {
@@ -427,38 +425,4 @@ fn lab_exit(done: bool, failed: usize, findings: usize) -> i32 {
     } else {
         0
     }
-}
-
-/// `--coverage PAGE`: the PCs the run reached, as lines of the lab kernel's KVM sources. The
-/// kernel must be a KCOV build (`build-kernel.sh --debug`): its vmlinux and source tree sit
-/// beside it in the cache.
-fn coverage_page(
-    kernel: &Path,
-    reached: &std::collections::BTreeSet<u64>,
-    page: &Path,
-) -> Result<CoverageSummary, String> {
-    if reached.is_empty() {
-        return Err("--coverage: the lab kernel recorded no coverage (build it with `ci/lab/build-kernel.sh --debug`, which has KCOV)".into());
-    }
-    let name = kernel.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let key = name
-        .strip_prefix("bzImage-")
-        .ok_or(format!("--coverage: {} is not a lab build (bzImage-KEY)", kernel.display()))?;
-    let dir = kernel.parent().unwrap_or(Path::new("."));
-    let vmlinux = dir.join(format!("vmlinux-{key}"));
-    let tree = std::fs::read_to_string(dir.join(format!("tree-{key}")))
-        .map_err(|e| format!("--coverage: the build's source tree: {e}"))?;
-    let s = lab::coverage::write_page(&vmlinux, Path::new(tree.trim()), reached, page)?;
-    let files = s
-        .files
-        .iter()
-        .map(|(f, c, t, fr, ft)| FileCoverage {
-            file: f.clone(),
-            lines_covered: *c,
-            lines: *t,
-            functions_reached: *fr,
-            functions: *ft,
-        })
-        .collect();
-    Ok(CoverageSummary { page: page.display().to_string(), files })
 }

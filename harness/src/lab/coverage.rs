@@ -7,6 +7,7 @@
 //! return address, so the instruction after each such call is one coverable PC (as syzkaller
 //! computes it).
 
+use crate::report::records::{CoverageSummary, FileCoverage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -209,4 +210,34 @@ pub fn write_page(vmlinux: &Path, tree: &Path, reached: &BTreeSet<u64>, out: &Pa
     }
     crate::report::write_atomic(out, html.as_bytes()).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(summary)
+}
+
+/// `privmem lab --coverage PAGE`: the PCs the run reached, as lines of the lab kernel's KVM sources. The
+/// kernel must be a KCOV build (`build-kernel.sh --debug`): its vmlinux and source tree sit
+/// beside it in the cache.
+pub fn lab_page(kernel: &Path, reached: &BTreeSet<u64>, page: &Path) -> Result<CoverageSummary, String> {
+    if reached.is_empty() {
+        return Err("--coverage: the lab kernel recorded no coverage (build it with `ci/lab/build-kernel.sh --debug`, which has KCOV)".into());
+    }
+    let name = kernel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let key = name
+        .strip_prefix("bzImage-")
+        .ok_or(format!("--coverage: {} is not a lab build (bzImage-KEY)", kernel.display()))?;
+    let dir = kernel.parent().unwrap_or(Path::new("."));
+    let vmlinux = dir.join(format!("vmlinux-{key}"));
+    let tree = std::fs::read_to_string(dir.join(format!("tree-{key}")))
+        .map_err(|e| format!("--coverage: the build's source tree: {e}"))?;
+    let s = write_page(&vmlinux, Path::new(tree.trim()), reached, page)?;
+    let files = s
+        .files
+        .iter()
+        .map(|(f, c, t, fr, ft)| FileCoverage {
+            file: f.clone(),
+            lines_covered: *c,
+            lines: *t,
+            functions_reached: *fr,
+            functions: *ft,
+        })
+        .collect();
+    Ok(CoverageSummary { page: page.display().to_string(), files })
 }

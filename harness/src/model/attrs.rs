@@ -4,7 +4,7 @@
 use super::ranges::RangeSet;
 use crate::seq::{Errno, PAGE};
 
-pub const KVM_MEMORY_ATTRIBUTE_PRIVATE: u64 = 1 << 3;
+pub const KVM_MEMORY_ATTRIBUTE_PRIVATE: u64 = kvm_bindings::KVM_MEMORY_ATTRIBUTE_PRIVATE as u64;
 
 #[derive(Clone, Debug, Default)]
 pub struct Attrs {

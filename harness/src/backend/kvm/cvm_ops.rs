@@ -7,6 +7,7 @@ use super::host_ops::{guest_conversion, SlotSides};
 use super::mem::Mapping;
 use super::raw;
 use crate::backend::{Observed, RealTrace, RunError};
+use crate::model::attrs::KVM_MEMORY_ATTRIBUTE_PRIVATE as PRIVATE;
 use crate::seq::*;
 use kvm_ioctls::{Kvm, VcpuExit};
 use privmem_guest::abi::{
@@ -44,7 +45,7 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
                 let a = kvm_bindings::kvm_memory_attributes {
                     address: *addr,
                     size: *size,
-                    attributes: if private { 1 << 3 } else { 0 },
+                    attributes: if private { PRIVATE } else { 0 },
                     flags: 0,
                 };
                 g.vm.set_memory_attributes(a).map(|_| Outcome::Ok).unwrap_or_else(|e| errno(e.errno()))

@@ -2,6 +2,7 @@
 //! pre-faults, host reads and writes, guest_memfd files), and its half of the guest's MapGPA.
 
 use super::*;
+use crate::model::attrs::KVM_MEMORY_ATTRIBUTE_PRIVATE as PRIVATE;
 
 impl KvmBackend {
     /// The host's view of the page at `gpa`: (mapping, offset).
@@ -88,7 +89,7 @@ impl KvmBackend {
                 }
             },
             Op::Private { addr, size } | Op::Shared { addr, size } => {
-                let attributes = if matches!(op, Op::Private { .. }) { 1 << 3 } else { 0 };
+                let attributes = if matches!(op, Op::Private { .. }) { PRIVATE } else { 0 };
                 let a = kvm_bindings::kvm_memory_attributes { address: *addr, size: *size, attributes, flags: 0 };
                 match st.vm.set_memory_attributes(a) {
                     Ok(()) => {
@@ -224,7 +225,7 @@ pub(super) fn guest_conversion<'a>(
     let a = kvm_bindings::kvm_memory_attributes {
         address: gpa,
         size: end - gpa,
-        attributes: if private { 1 << 3 } else { 0 },
+        attributes: if private { PRIVATE } else { 0 },
         flags: 0,
     };
     if let Err(e) = vm.set_memory_attributes(a) {
