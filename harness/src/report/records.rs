@@ -310,6 +310,10 @@ pub struct LabBench {
     pub debug_cost_ratio: Option<f64>,
     pub cases: [u64; 2],
     pub mapping_checks: u64,
+    /// Each interleaved round's (fresh, reused) cases per second; the figures above are the
+    /// best of each.
+    #[serde(default)]
+    pub rounds: Vec<[f64; 2]>,
 }
 
 impl Record for LabBench {
