@@ -270,4 +270,26 @@ mod tests {
         small.write_u64(0, 1);
         assert_eq!(pmd_mapped(small.addr(), len as u64), Some(false));
     }
+
+    /// Recycled slot memory comes back for the next slot of its length, with every page's
+    /// value word zero again and nothing else touched.
+    #[test]
+    fn recycled_memory_reads_as_a_fresh_slot() {
+        let len = 2 << 20 | 8 << 12; // an odd length no other test asks for
+        let (m, backing) = Mapping::anon_known(len).unwrap();
+        if backing == UserBacking::Unknown {
+            eprintln!("skipped: the backing could not be checked here");
+            return;
+        }
+        let value = privmem_guest::abi::VALUE_OFFSET;
+        m.write_u64(value, 0x1234);
+        m.write_u64((len - 4096) as u64 + value, 0x5678);
+        let addr = m.addr();
+        Mapping::recycle(len, m, backing);
+        let (again, b) = Mapping::anon_known(len).unwrap();
+        assert_eq!((again.addr(), b), (addr, backing), "the pooled mapping serves the same length");
+        for page in (0..len as u64).step_by(4096) {
+            assert_eq!(again.read_u64(page + value), 0, "page {page:#x}");
+        }
+    }
 }
