@@ -186,7 +186,7 @@ impl KvmBackend {
             let (leaf, mmio) = v.left_below(HARNESS_GPA >> 12);
             if v.lost() || leaf {
                 why = why.or(Some(7));
-            } else if mmio && why.is_none() {
+            } else if mmio && why.is_none() && self.reuse {
                 mmio_left = v.mmio_below(HARNESS_GPA >> 12);
             }
         }
