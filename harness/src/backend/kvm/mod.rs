@@ -107,7 +107,7 @@ pub static FRESH_VMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 /// what to look at when the lab makes more fresh VMs than it should.
 pub static FRESH_WHY_COUNTS: [std::sync::atomic::AtomicU64; FRESH_WHY.len()] =
     [const { std::sync::atomic::AtomicU64::new(0) }; FRESH_WHY.len()];
-pub const FRESH_WHY: [&str; 11] = [
+pub const FRESH_WHY: [&str; 13] = [
     "reuse off",
     "another VM type",
     "VM type not reusable here (SW_PROTECTED without the TDP view)",
@@ -115,10 +115,12 @@ pub const FRESH_WHY: [&str; 11] = [
     "a slot deletion failed",
     "too many private pages to set back",
     "page counters not back at the baseline",
-    "the view saw a leaf left, lost events, or MMIO SPTEs it could not clear",
+    "the view saw a leaf of the case left",
     "more vCPUs",
     "another quirk setting",
     "no VM yet",
+    "the view lost events",
+    "MMIO SPTEs that could not be cleared",
 ];
 
 fn fresh_because(i: usize) {

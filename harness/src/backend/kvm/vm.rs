@@ -184,14 +184,16 @@ impl KvmBackend {
         if let Some(v) = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp) {
             v.drain();
             let (leaf, mmio) = v.left_below(HARNESS_GPA >> 12);
-            if v.lost() || leaf {
+            if v.lost() {
+                why = why.or(Some(11));
+            } else if leaf {
                 why = why.or(Some(7));
             } else if mmio && why.is_none() && self.reuse {
                 mmio_left = v.mmio_below(HARNESS_GPA >> 12);
             }
         }
         if !mmio_left.is_empty() && !self.clear_mmio_sptes(&mmio_left) {
-            why = Some(7);
+            why = Some(12);
         }
         if !self.reuse {
             why = Some(0);
