@@ -31,6 +31,8 @@ const PROBE: &str = r#"
 int main(void) {
     S(pm_scan_arg); O(pm_scan_arg, walk_end); O(pm_scan_arg, return_mask); S(page_region);
     C(PAGEMAP_SCAN); C(PAGE_IS_PRESENT); C(PAGE_IS_HUGE);
+    C(KVM_PRE_FAULT_MEMORY); C(KVM_GET_STATS_FD); C(KVM_CAP_GUEST_MEMFD_FLAGS);
+    C(GUEST_MEMFD_FLAG_MMAP); C(GUEST_MEMFD_FLAG_INIT_SHARED);
     S(kvm_tdx_cmd); O(kvm_tdx_cmd, id); O(kvm_tdx_cmd, flags); O(kvm_tdx_cmd, data); O(kvm_tdx_cmd, hw_error);
     S(kvm_tdx_init_mem_region); O(kvm_tdx_init_mem_region, gpa); O(kvm_tdx_init_mem_region, nr_pages);
     S(kvm_tdx_capabilities); O(kvm_tdx_capabilities, supported_xfam); O(kvm_tdx_capabilities, user_tdvmcallinfo_1_r12);
@@ -128,8 +130,17 @@ fn rust_side() -> Vec<String> {
     for (n, x) in IOCTLS {
         c(n, x);
     }
-    for (n, x) in [("PAGEMAP_SCAN", PAGEMAP_SCAN), ("PAGE_IS_PRESENT", PAGE_IS_PRESENT), ("PAGE_IS_HUGE", PAGE_IS_HUGE)]
-    {
+    use privmem::backend::kvm::raw;
+    for (n, x) in [
+        ("PAGEMAP_SCAN", PAGEMAP_SCAN),
+        ("PAGE_IS_PRESENT", PAGE_IS_PRESENT),
+        ("PAGE_IS_HUGE", PAGE_IS_HUGE),
+        ("KVM_PRE_FAULT_MEMORY", raw::KVM_PRE_FAULT_MEMORY),
+        ("KVM_GET_STATS_FD", raw::KVM_GET_STATS_FD),
+        ("KVM_CAP_GUEST_MEMFD_FLAGS", raw::KVM_CAP_GUEST_MEMFD_FLAGS.into()),
+        ("GUEST_MEMFD_FLAG_MMAP", raw::GUEST_MEMFD_FLAG_MMAP),
+        ("GUEST_MEMFD_FLAG_INIT_SHARED", raw::GUEST_MEMFD_FLAG_INIT_SHARED),
+    ] {
         c(n, x);
     }
     v

@@ -88,26 +88,25 @@ pub const KVM_SEV_SNP_LAUNCH_FINISH: u32 = kvm_bindings::sev_cmd_id_KVM_SEV_SNP_
 /// `KVM_SEV_SNP_PAGE_TYPE_NORMAL`: the launch image's pages.
 pub const KVM_SEV_SNP_PAGE_TYPE_NORMAL: u8 = 1;
 
-/// `_IOC(dir, 0xAE, nr, size)` as `include/uapi/asm-generic/ioctl.h` builds it.
-const fn kvm_ioc(dir: u64, nr: u64, size: u64) -> u64 {
-    (dir << 30) | (size << 16) | (0xAE << 8) | nr
-}
-const W: u64 = 1;
-const RW: u64 = 3;
-
-/// The ioctls of the set-up, by name, with their numbers.
-pub const IOCTLS: [(&str, u64); 10] = [
-    ("KVM_CREATE_VM", kvm_ioc(0, 0x01, 0)),
-    ("KVM_CREATE_VCPU", kvm_ioc(0, 0x41, 0)),
-    ("KVM_ENABLE_CAP", kvm_ioc(W, 0xa3, 104)),
-    ("KVM_SET_CPUID2", kvm_ioc(W, 0x90, 8)),
-    ("KVM_MEMORY_ENCRYPT_OP", kvm_ioc(RW, 0xba, 8)),
-    ("KVM_CREATE_GUEST_MEMFD", kvm_ioc(RW, 0xd4, 64)),
-    ("KVM_SET_USER_MEMORY_REGION2", kvm_ioc(W, 0x49, 160)),
-    ("KVM_SET_MEMORY_ATTRIBUTES", kvm_ioc(W, 0xd2, 32)),
-    ("KVM_SET_REGS", kvm_ioc(W, 0x82, 144)),
-    ("KVM_SET_SREGS", kvm_ioc(W, 0x84, 312)),
-];
+/// The ioctls of the set-up, by name, with their numbers (vmm-sys-util's encoding of each
+/// ioctl's direction and argument struct; tests/uapi_layout.rs holds them to the 7.3 headers).
+pub const IOCTLS: [(&str, u64); 10] = {
+    use super::raw::{kvm_io, kvm_iow, kvm_iowr};
+    use kvm_bindings::*;
+    [
+        ("KVM_CREATE_VM", kvm_io(0x01)),
+        ("KVM_CREATE_VCPU", kvm_io(0x41)),
+        ("KVM_ENABLE_CAP", kvm_iow::<kvm_enable_cap>(0xa3)),
+        // The header of `struct kvm_cpuid2` (nent and padding): its entries follow.
+        ("KVM_SET_CPUID2", kvm_iow::<[u32; 2]>(0x90)),
+        ("KVM_MEMORY_ENCRYPT_OP", kvm_iowr::<std::os::raw::c_ulong>(0xba)),
+        ("KVM_CREATE_GUEST_MEMFD", kvm_iowr::<kvm_create_guest_memfd>(0xd4)),
+        ("KVM_SET_USER_MEMORY_REGION2", kvm_iow::<kvm_userspace_memory_region2>(0x49)),
+        ("KVM_SET_MEMORY_ATTRIBUTES", kvm_iow::<kvm_memory_attributes>(0xd2)),
+        ("KVM_SET_REGS", kvm_iow::<kvm_regs>(0x82)),
+        ("KVM_SET_SREGS", kvm_iow::<kvm_sregs>(0x84)),
+    ]
+};
 
 /// The shim's image (`privmem_guest::x86_cvm`, built by `backend::emulated::image`): the boot
 /// region below 4 GiB and the harness slot's private part (code, IDT, stacks) are added to the
