@@ -137,9 +137,12 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
         let op = &seq.steps[i].op;
         let step = i + 1;
         if op.kind().is_guest() {
+            if op.vcpu() != Some(0) {
+                return Err(format!("step {step}: the standalone flavour runs one vCPU, this op is on another"));
+            }
             let mut cmds = Vec::new();
-            let mut j = i;
-            while j < seq.steps.len() && seq.steps[j].op.kind().is_guest() && cmds.len() < MAX_BATCH as usize {
+            let (mut j, end) = (i, seq.guest_batch_end(i, MAX_BATCH as usize));
+            while j < end {
                 let c = match seq.steps[j].op {
                     Op::Read { addr, .. } => format!("{{{OP_READ}, {addr:#x}ull, 0, 0}}"),
                     Op::Write { addr, value, .. } => {

@@ -280,4 +280,29 @@ impl Sequence {
     pub fn push(&mut self, op: Op) {
         self.steps.push(Step { op, expect: None });
     }
+
+    /// The one rule for batching guest ops: the batch starting at step `i` (a guest op) runs
+    /// to the first step that is not a guest op of the same vCPU, `max` steps at most; returns
+    /// its end. The KVM backend runs such a batch in one KVM_RUN, the standalone C in one
+    /// `batch()` call.
+    pub fn guest_batch_end(&self, i: usize, max: usize) -> usize {
+        let v = self.steps[i].op.vcpu();
+        let same = |st: &Step| st.op.kind().is_guest() && st.op.vcpu() == v;
+        i + self.steps[i..].iter().take(max).take_while(|st| same(st)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_guest_batch_is_one_vcpu_s_consecutive_guest_ops() {
+        let src = "vm default\nvcpus 2\nslot 0 gpa=0x100000000 size=2M\nvcpu0 read 0x100000000\n\
+                   vcpu0 write 0x100001000 1\nvcpu1 read 0x100000000\nvcpu1 touch 0x100000000\n\
+                   host-read 0x100000000\nvcpu1 read 0x100000000\n";
+        let seq = crate::seq::text::parse("t.seq", src).unwrap();
+        assert_eq!(seq.guest_batch_end(0, 120), 2);
+        assert_eq!(seq.guest_batch_end(0, 1), 1);
+        assert_eq!(seq.guest_batch_end(2, 120), 4);
+        assert_eq!(seq.guest_batch_end(5, 120), 6);
+    }
 }

@@ -108,14 +108,8 @@ impl KvmBackend {
             let op = &seq.steps[i].op;
             if op.kind().is_guest() {
                 let v = op.vcpu().expect("guest op");
-                let mut batch = vec![(i, op)];
-                while i + batch.len() < seq.steps.len() && batch.len() < MAX_BATCH as usize {
-                    let next = &seq.steps[i + batch.len()].op;
-                    if !next.kind().is_guest() || next.vcpu() != Some(v) {
-                        break;
-                    }
-                    batch.push((i + batch.len(), next));
-                }
+                let end = seq.guest_batch_end(i, MAX_BATCH as usize);
+                let batch: Vec<(usize, &Op)> = (i..end).map(|j| (j, &seq.steps[j].op)).collect();
                 let n = batch.len();
                 let t0 = Instant::now();
                 self.guest_batch(v, &batch, &mut t)?;
