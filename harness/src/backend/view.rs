@@ -26,10 +26,21 @@ pub struct KLeaf {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepView {
-    /// Every present leaf of the case's memory (TDP MMU trace).
-    Leaves(Vec<KLeaf>),
+    /// Every present leaf of the case's memory (TDP MMU trace); shared with the steps before
+    /// it where no leaf changed.
+    Leaves(std::sync::Arc<[KLeaf]>),
     /// The leaves the kernel installed during the step (shadow MMU trace: zaps are not traced).
     Installed(Vec<KLeaf>),
+}
+
+impl StepView {
+    /// The leaves, whichever view they are.
+    pub fn leaves(&self) -> &[KLeaf] {
+        match self {
+            StepView::Leaves(l) => l,
+            StepView::Installed(l) => l,
+        }
+    }
 }
 
 /// What the host's userspace backing of plain slots was, as the backend made it and checked it.

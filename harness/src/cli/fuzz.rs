@@ -221,6 +221,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             views_lost: c.views_lost,
             phase_seconds: crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(Relaxed) as f64 / 1e9).collect(),
             op_seconds: op_seconds(),
+            reset_seconds: crate::backend::kvm::RESET_PARTS
+                .iter()
+                .zip(&crate::backend::kvm::RESET_NANOS)
+                .map(|(p, n)| (p.to_string(), n.load(Relaxed) as f64 / 1e9))
+                .collect(),
             fresh_vms: crate::backend::kvm::FRESH_VMS.load(Relaxed),
             fresh_vm_reasons: crate::backend::kvm::FRESH_WHY
                 .iter()

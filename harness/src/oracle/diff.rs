@@ -37,8 +37,8 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Diff {
     let mut d = Diff::default();
     let mut mapping_seen = false;
     for (i, st) in seq.steps.iter().enumerate() {
-        if let Some(Some(StepView::Leaves(k) | StepView::Installed(k))) = real.views.get(i) {
-            d.kernel_mapped |= !k.is_empty();
+        if let Some(Some(v)) = real.views.get(i) {
+            d.kernel_mapped |= !v.leaves().is_empty();
         }
         if let (Some(Some(v)), Some(Some(leaves))) = (real.views.get(i), model.leaves.get(i)) {
             let (checks, mismatch) = match v {
@@ -168,9 +168,8 @@ fn real_steps(real: &RealTrace) -> Vec<RealStep> {
                 Observed::NotChecked => "-".into(),
             },
             leaves: real.views.get(i).and_then(|v| v.as_ref()).map(|v| {
-                let (StepView::Leaves(l) | StepView::Installed(l)) = v;
                 let mut n = [0u64; 3];
-                l.iter().for_each(|k| n[k.level as usize] += 1);
+                v.leaves().iter().for_each(|k| n[k.level as usize] += 1);
                 n
             }),
         })

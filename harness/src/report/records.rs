@@ -157,6 +157,9 @@ pub struct FuzzSummary {
     /// Real backends: time in set-up, steps and reset; per op kind (and `view`); VMs made.
     pub phase_seconds: Vec<f64>,
     pub op_seconds: std::collections::BTreeMap<String, f64>,
+    /// The reset's time by part (slots, attributes, view, mmio, rewarm, teardown).
+    #[serde(default)]
+    pub reset_seconds: std::collections::BTreeMap<String, f64>,
     pub fresh_vms: u64,
     /// Why VMs were not kept for the next case, per reason (those that happened).
     #[serde(default)]

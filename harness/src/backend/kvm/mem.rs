@@ -99,6 +99,11 @@ impl Mapping {
         Self::anon_with(len, libc::MAP_SHARED)
     }
 
+    /// Private anonymous memory (reads of untouched pages see the zero page).
+    pub fn anon_private(len: usize) -> std::io::Result<Mapping> {
+        Self::anon_with(len, libc::MAP_PRIVATE)
+    }
+
     fn anon_with(len: usize, share: libc::c_int) -> std::io::Result<Mapping> {
         let len = len.max(4096);
         let total = len + ALIGN;

@@ -13,10 +13,11 @@
 
 use crate::backend::view::{KLeaf, Mmu};
 use crate::seq::Level;
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -174,10 +175,15 @@ pub struct TraceView {
     tdp_fmt: Format,
     set_fmt: Format,
     pub mmu: Mmu,
-    /// TDP: present leaves by (address space, gfn, level). The level is part of the key: when
-    /// a 2M leaf replaces a page table, its event comes first and the removed 4K children's
-    /// after, at the same GFN.
-    leaves: BTreeMap<(u8, u64, Level), ()>,
+    /// TDP: present leaves by (gfn, address space, level), so that iteration is already in the
+    /// order a step's view is compared in and "below a GFN" is a range. The level is part of
+    /// the key: when a 2M leaf replaces a page table, its event comes first and the removed 4K
+    /// children's after, at the same GFN.
+    leaves: BTreeSet<(u64, u8, Level)>,
+    /// The last view handed out and its limit: most steps change no leaf (a guest read of a
+    /// mapped page, a host op, an ioctl that fails), and the view after them is that one
+    /// again, shared rather than copied. Dropped whenever a leaf comes or goes.
+    snapshot: Option<(u64, Arc<[KLeaf]>)>,
     /// TDP: cached MMIO SPTEs, which outlive memslot changes (only their generation goes stale).
     mmio: std::collections::BTreeSet<(u8, u64)>,
     /// Shadow: leaves installed since the last [`TraceView::take_installed`].
@@ -266,7 +272,8 @@ impl TraceView {
             tdp_fmt,
             set_fmt,
             mmu,
-            leaves: BTreeMap::new(),
+            leaves: BTreeSet::new(),
+            snapshot: None,
             mmio: Default::default(),
             installed: Vec::new(),
             lost: false,
@@ -280,6 +287,7 @@ impl TraceView {
     pub fn reset(&mut self) {
         self.drain();
         self.leaves.clear();
+        self.snapshot = None;
         self.mmio.clear();
         self.installed.clear();
         self.lost = false;
@@ -290,7 +298,9 @@ impl TraceView {
     pub fn drain(&mut self) {
         self.events.clear();
         for pipe in &mut self.pipes {
-            // A read returns one page (or the part of one the writer has committed).
+            // A read returns one page (or the part of one the writer has committed). A short
+            // page does not mean the reader caught up: the rest of a page read in part before
+            // comes short too, with full pages behind it. Only EAGAIN says so.
             while let Ok(n) = pipe.read(&mut self.page) {
                 if n == 0 {
                     break;
@@ -324,11 +334,10 @@ impl TraceView {
             Event::SpteChanged { as_id, gfn, level: lv, old, new } => {
                 let Some(l) = level(lv) else { return };
                 let leaf = |s: u64| s & SPTE_PRESENT != 0 && (l == Level::L4K || s & SPTE_LARGE != 0);
-                if leaf(old) {
-                    self.leaves.remove(&(as_id, gfn, l));
-                }
-                if leaf(new) {
-                    self.leaves.insert((as_id, gfn, l), ());
+                let gone = leaf(old) && self.leaves.remove(&(gfn, as_id, l));
+                let came = leaf(new) && self.leaves.insert((gfn, as_id, l));
+                if gone || came {
+                    self.snapshot = None;
                 }
                 let key = (as_id, gfn);
                 if is_mmio(new) {
@@ -345,19 +354,24 @@ impl TraceView {
         }
     }
 
-    /// The present leaves below `limit_gfn` (TDP), in GFN order; None if events were lost.
-    pub fn leaves(&self, limit_gfn: u64) -> Option<Vec<KLeaf>> {
+    /// The present leaves below `limit_gfn` (TDP), in GFN order, then root, then level; None if
+    /// events were lost.
+    pub fn leaves(&mut self, limit_gfn: u64) -> Option<Arc<[KLeaf]>> {
         if self.lost {
             return None;
         }
-        let mut v: Vec<KLeaf> = self
-            .leaves
-            .keys()
-            .filter(|(_, g, _)| *g < limit_gfn)
-            .map(|&(root, gfn, level)| KLeaf { gfn, level, root })
-            .collect();
-        v.sort_by_key(|k| (k.gfn, k.root));
-        Some(v)
+        match &self.snapshot {
+            Some((limit, v)) if *limit == limit_gfn => Some(v.clone()),
+            _ => {
+                let v: Arc<[KLeaf]> = self
+                    .leaves
+                    .range(..(limit_gfn, 0, Level::L4K))
+                    .map(|&(gfn, root, level)| KLeaf { gfn, level, root })
+                    .collect();
+                self.snapshot = Some((limit_gfn, v.clone()));
+                Some(v)
+            }
+        }
     }
 
     /// The leaves installed since the last call (shadow MMU), below `limit_gfn`.
@@ -373,7 +387,7 @@ impl TraceView {
     /// is proved clean only if not.
     /// Whether a leaf, and whether an MMIO SPTE, is left below `limit_gfn`.
     pub fn left_below(&self, limit_gfn: u64) -> (bool, bool) {
-        (self.leaves.keys().any(|(_, g, _)| *g < limit_gfn), self.mmio.iter().any(|(_, g)| *g < limit_gfn))
+        (self.leaves.first().is_some_and(|(g, _, _)| *g < limit_gfn), self.mmio.iter().any(|(_, g)| *g < limit_gfn))
     }
 
     /// The GFNs below `limit_gfn` with an MMIO SPTE, in address space 0.

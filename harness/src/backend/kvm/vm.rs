@@ -141,6 +141,7 @@ impl KvmBackend {
     /// the case survived.
     pub(super) fn reset(&mut self, clean_run: bool) {
         let Some(st) = self.vm.as_mut() else { return };
+        let mut clock = ResetClock::start();
         let ids: Vec<u32> = st.slots.keys().copied().collect();
         // The first reason the VM cannot be kept, for FRESH_WHY.
         let mut why = (!clean_run).then_some(3);
@@ -156,6 +157,7 @@ impl KvmBackend {
         st.slots.clear();
         st.gmems.clear();
         st.cases += 1;
+        clock.lap(0);
         // Past this many pages a fresh VM is cheaper than setting them back (measured in the
         // lab: 0.7 µs a page against 15 ms a fresh VM).
         let private_pages: u64 = st.private.iter().map(|(s, e)| (e - s) >> 12).sum();
@@ -169,11 +171,15 @@ impl KvmBackend {
                 why = why.or(Some(5));
             }
         }
+        clock.lap(1);
         // MMIO SPTEs of slot-less GFNs are not leaves and survive the slot deletions above
-        // (6.12 zaps every root on a slot deletion for default VMs only). On a default VM a
-        // later slot there bumps the MMIO generation and they are refaulted; on a VM with
-        // private memory they would keep answering MMIO for a GFN converted to private, so such
-        // a VM is kept only if the view below proves none is left (`prepare`).
+        // (6.12 zaps every root on a slot deletion for default VMs only). On a default VM they
+        // are left: the deletions moved the memslot generation, so the next access to their
+        // GFN faults afresh (`check_mmio_spte()`) exactly as on a fresh VM, and a default VM has
+        // no private GFN for them to misroute. On a VM with private memory they would keep
+        // answering a GFN converted to private as shared, so such a VM is kept only if they are
+        // cleared and the view below proves none is left (`prepare`).
+        let private_mem = st.vm_type != VmType::Default;
         let expected = if st.harness_warm { st.baseline } else { st.post_zap };
         let now = st.stats.as_ref().and_then(|s| s.pages());
         if !(expected.is_some() && now == expected) {
@@ -188,13 +194,15 @@ impl KvmBackend {
                 why = why.or(Some(11));
             } else if leaf {
                 why = why.or(Some(7));
-            } else if mmio && why.is_none() && self.reuse {
+            } else if mmio && why.is_none() && self.reuse && private_mem {
                 mmio_left = v.mmio_below(HARNESS_GPA >> 12);
             }
         }
+        clock.lap(2);
         if !mmio_left.is_empty() && !self.clear_mmio_sptes(&mmio_left) {
             why = Some(12);
         }
+        clock.lap(3);
         if !self.reuse {
             why = Some(0);
         }
@@ -214,10 +222,12 @@ impl KvmBackend {
                 why = Some(6);
             }
         }
+        clock.lap(4);
         if let Some(i) = why {
             fresh_because(i);
             self.vm = None;
         }
+        clock.lap(5);
     }
 
     /// Replace the MMIO SPTEs a case left at slot-less GFNs, so that the VM can be kept. Slot
@@ -225,36 +235,58 @@ impl KvmBackend {
     /// make them inert on a VM with private memory: a fault on a stale one has the reserved bit
     /// set, so it is handled as shared whatever the attributes say, and a private GFN exits with
     /// a memory fault instead of mapping (kvm_mmu_page_fault(): "emulated MMIO is shared-only";
-    /// 6.12 and 7.3). So each GFN gets a one-page slot, the guest reads it (the stale SPTE
-    /// faults afresh and a leaf replaces it), and the slot's deletion zaps that leaf. The view
-    /// then proves none is left. Past [`MMIO_CLEAR_MAX`] GFNs a fresh VM is cheaper.
+    /// 6.12 and 7.3). So the GFNs get slots, each is pre-faulted (or read by the guest), so that
+    /// a leaf replaces its SPTE, and the slots' deletion zaps those leaves. The view then proves
+    /// none is left. One slot spans the GFNs within [`MMIO_SPAN`] of each other: two memslot
+    /// updates (each an SRCU grace period) per span, not per GFN. Past [`MMIO_CLEAR_MAX`] GFNs or [`MMIO_CLEAR_SLOTS`] spans a fresh VM is
+    /// cheaper.
     fn clear_mmio_sptes(&mut self, gfns: &[u64]) -> bool {
         let Some(st) = self.vm.as_mut() else { return false };
-        if gfns.len() > MMIO_CLEAR_MAX || st.vcpus.is_empty() {
+        let spans = mmio_spans(gfns);
+        if gfns.len() > MMIO_CLEAR_MAX || spans.len() > MMIO_CLEAR_SLOTS || st.vcpus.is_empty() {
             return false;
         }
-        let Ok(mem) = Mapping::anon(gfns.len() * 4096) else { return false };
+        if self.mmio_backing.is_none() {
+            self.mmio_backing = Mapping::anon_private(MMIO_SPAN as usize * 4096).ok();
+        }
+        let Some(uaddr) = self.mmio_backing.as_ref().map(|m| m.addr()) else { return false };
+        let st = self.vm.as_mut().expect("checked above");
+        // Every span's slot starts at the same zero pages: they are only read.
         let region = |i: usize, size: u64| kvm_userspace_memory_region2 {
             slot: i as u32,
-            guest_phys_addr: gfns[i] << 12,
+            guest_phys_addr: spans[i].0 << 12,
             memory_size: size,
-            userspace_addr: mem.addr() + i as u64 * 4096,
+            userspace_addr: uaddr,
             ..Default::default()
         };
-        for i in 0..gfns.len() {
-            // SAFETY: `mem` outlives the slots, which are deleted below.
-            if unsafe { st.vm.set_user_memory_region2(region(i, 4096)) }.is_err() {
-                return false;
+        let mut added = 0;
+        for (i, &(_, n)) in spans.iter().enumerate() {
+            // SAFETY: `mmio_backing` lives as long as the backend, past the slots' deletion below.
+            if unsafe { st.vm.set_user_memory_region2(region(i, n << 12)) }.is_err() {
+                break;
             }
+            added += 1;
         }
-        let reads: Vec<Op> = gfns.iter().map(|g| Op::Read { vcpu: 0, addr: g << 12, shared: false }).collect();
-        let batch: Vec<(usize, &Op)> = reads.iter().enumerate().collect();
-        let mut t = RealTrace { observed: vec![Observed::NotChecked; reads.len()], ..Default::default() };
-        let read = self.guest_batch(0, &batch, &mut t).is_ok()
-            && t.observed.iter().all(|o| matches!(o, Observed::Outcome(Outcome::Value(_))));
+        let mut ok = added == spans.len();
+        // A pre-fault maps a leaf over each MMIO SPTE with no guest entry (under TCG the nested
+        // guest's entry and exit were most of the clean-up); where the kernel has none, or the
+        // vCPU's root may be obsolete (6.12's pre-fault livelock), the guest reads each GFN.
+        let prefault = self.caps.pre_fault_memory && !(st.zaps_all && !st.harness_warm);
+        if ok && prefault {
+            for g in gfns {
+                self.watchdog.arm(PREFAULT_TICK);
+                ok &= matches!(raw::pre_fault(&st.vcpus[0], g << 12, 4096), Ok((_, 0)));
+                self.watchdog.disarm();
+            }
+        } else if ok {
+            let reads: Vec<Op> = gfns.iter().map(|g| Op::Read { vcpu: 0, addr: g << 12, shared: false }).collect();
+            let batch: Vec<(usize, &Op)> = reads.iter().enumerate().collect();
+            let mut t = RealTrace { observed: vec![Observed::NotChecked; reads.len()], ..Default::default() };
+            ok = self.guest_batch(0, &batch, &mut t).is_ok()
+                && t.observed.iter().all(|o| matches!(o, Observed::Outcome(Outcome::Value(_))));
+        }
         let st = self.vm.as_mut().expect("checked above");
-        let mut ok = read;
-        for i in 0..gfns.len() {
+        for i in 0..added {
             // SAFETY: deleting a slot; no memory is handed to KVM.
             ok &= unsafe { st.vm.set_user_memory_region2(region(i, 0)) }.is_ok();
             st.harness_warm &= !st.zaps_all;
@@ -423,5 +455,31 @@ impl KvmBackend {
             }
         }
         Ok(())
+    }
+}
+
+/// The slots that clear MMIO SPTEs at `gfns` (sorted): (first GFN, pages), each over the GFNs
+/// within [`MMIO_SPAN`] pages of its first.
+fn mmio_spans(gfns: &[u64]) -> Vec<(u64, u64)> {
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for &g in gfns {
+        match spans.last_mut() {
+            Some((first, n)) if g - *first < MMIO_SPAN => *n = g - *first + 1,
+            _ => spans.push((g, 1)),
+        }
+    }
+    spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mmio_spans_group_near_gfns() {
+        assert_eq!(mmio_spans(&[]), vec![]);
+        assert_eq!(mmio_spans(&[0x10, 0x12, 0x400]), vec![(0x10, 0x3f1)]);
+        let far = 0x10 + MMIO_SPAN;
+        assert_eq!(mmio_spans(&[0x10, far - 1, far, far + 2]), vec![(0x10, MMIO_SPAN), (far, 3)]);
     }
 }

@@ -7,7 +7,8 @@ fn view(mmu: Mmu) -> TraceView {
         tdp_fmt: Format::default(),
         set_fmt: Format::default(),
         mmu,
-        leaves: BTreeMap::new(),
+        leaves: BTreeSet::new(),
+        snapshot: None,
         mmio: Default::default(),
         installed: Vec::new(),
         lost: false,
@@ -25,21 +26,46 @@ fn tdp_events_rebuild_the_leaves() {
     let mut v = view(Mmu::Tdp);
     v.apply(changed(0x40200, 2, NONPRESENT, 0x6000_0000_0abc_08f7)); // a 2M leaf
     v.apply(changed(0x40000, 3, NONPRESENT, 0x6000_0000_0123_4807)); // a page table
-    assert_eq!(v.leaves(u64::MAX), Some(vec![KLeaf { gfn: 0x40200, level: Level::L2M, root: 0 }]));
+    assert_eq!(v.leaves(u64::MAX).map(|l| l.to_vec()), Some(vec![KLeaf { gfn: 0x40200, level: Level::L2M, root: 0 }]));
     v.apply(changed(0x90000, 1, NONPRESENT, 0x8010_0000_0000_0006)); // an MMIO SPTE
     assert_eq!(v.left_below(u64::MAX), (true, true));
     v.apply(changed(0x40200, 2, 0x6000_0000_0abc_08f7, NONPRESENT));
-    assert_eq!(v.leaves(u64::MAX), Some(vec![]));
+    assert_eq!(v.leaves(u64::MAX).map(|l| l.to_vec()), Some(vec![]));
     // A 2M leaf over a page table: its event first, then the removed 4K child's, at the
     // same GFN; the 2M leaf stays.
     v.apply(changed(0x80200, 1, NONPRESENT, 0x6000_0000_0abc_0807));
     v.apply(changed(0x80200, 2, 0x6000_0000_0123_4807, 0x6000_0000_0abc_08f7));
     v.apply(changed(0x80200, 1, 0x6000_0000_0abc_0807, FROZEN));
-    assert_eq!(v.leaves(u64::MAX), Some(vec![KLeaf { gfn: 0x80200, level: Level::L2M, root: 0 }]));
+    assert_eq!(v.leaves(u64::MAX).map(|l| l.to_vec()), Some(vec![KLeaf { gfn: 0x80200, level: Level::L2M, root: 0 }]));
     assert_eq!(v.left_below(0x90001), (true, true), "the MMIO SPTE is still cached");
     assert_eq!(v.left_below(0x80200), (false, false));
     v.forget_mmio();
     assert_eq!(v.left_below(0x90001), (true, false), "forgotten");
+}
+
+/// A step that changed no leaf hands out the same view, not a copy; one that did, a new one, in
+/// GFN order, then root, then level; the limit cuts at a GFN.
+#[test]
+fn unchanged_leaves_are_shared() {
+    let mut v = view(Mmu::Tdp);
+    let leaf4k = 0x6000_0000_0abc_0807;
+    v.apply(Event::SpteChanged { as_id: 1, gfn: 0x300, level: 1, old: NONPRESENT, new: leaf4k });
+    v.apply(changed(0x300, 1, NONPRESENT, leaf4k));
+    v.apply(changed(0x100, 1, NONPRESENT, leaf4k));
+    let a = v.leaves(0x1000).expect("no loss");
+    let k = |gfn, root| KLeaf { gfn, level: Level::L4K, root };
+    assert_eq!(a.to_vec(), vec![k(0x100, 0), k(0x300, 0), k(0x300, 1)]);
+    // An MMIO SPTE and a non-leaf change are not leaves.
+    v.apply(changed(0x900, 1, NONPRESENT, 0x8010_0000_0000_0006));
+    v.apply(changed(0x800, 2, NONPRESENT, 0x6000_0000_0123_4807));
+    let b = v.leaves(0x1000).expect("no loss");
+    assert!(Arc::ptr_eq(&a, &b), "nothing changed: the same view");
+    assert_eq!(v.leaves(0x300).expect("no loss").to_vec(), vec![k(0x100, 0)], "another limit");
+    v.apply(changed(0x100, 1, leaf4k, NONPRESENT));
+    let c = v.leaves(0x1000).expect("no loss");
+    assert_eq!(c.to_vec(), vec![k(0x300, 0), k(0x300, 1)]);
+    assert_eq!(v.left_below(0x300), (false, false));
+    assert_eq!(v.left_below(0x301), (true, false));
 }
 
 #[test]
