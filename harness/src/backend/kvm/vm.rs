@@ -271,7 +271,8 @@ impl KvmBackend {
         // A pre-fault maps a leaf over each MMIO SPTE with no guest entry (under TCG the nested
         // guest's entry and exit were most of the clean-up); where the kernel has none, or the
         // vCPU's root may be obsolete (6.12's pre-fault livelock), the guest reads each GFN.
-        let prefault = self.caps.pre_fault_memory && !(st.zaps_all && !st.harness_warm);
+        let root_valid = st.harness_warm || !st.zaps_all;
+        let prefault = self.caps.pre_fault_memory && root_valid;
         if ok && prefault {
             for g in gfns {
                 self.watchdog.arm(PREFAULT_TICK);
