@@ -26,13 +26,18 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 const SPTE_PRESENT: u64 = 1 << 11;
 /// `PT_PAGE_SIZE_MASK`: a present SPTE above 4K with this bit is a huge leaf.
 const SPTE_LARGE: u64 = 1 << 7;
-/// `SHADOW_NONPRESENT_VALUE` (64-bit) and `FROZEN_SPTE`: the two non-present values that cache
+/// `SHADOW_NONPRESENT_VALUE` (64-bit) and `FROZEN_SPTE`: the non-present values that cache
 /// nothing. Any other non-present, non-zero SPTE caches an MMIO access.
 const NONPRESENT: u64 = 1 << 63;
-const FROZEN: u64 = NONPRESENT | 0x5a0;
+/// `FROZEN_SPTE` moved: `| 0x5a0` in 6.12, `| 0x1a0` in 7.3, where bit 10 joined
+/// `SPTE_MMIO_ALLOWED_MASK` (arch/x86/kvm/mmu/spte.h of each). Neither can be an MMIO SPTE on
+/// either kernel: those carry the MMIO value (bit 0 on NPT, bits 1-2 on EPT). Taking 7.3's
+/// frozen children of a removed page table for MMIO SPTEs left hundreds of them "cached" at
+/// 2M- and 1G-aligned GFNs in the view, and a fresh VM after most SW_PROTECTED cases.
+const FROZEN: [u64; 2] = [NONPRESENT | 0x5a0, NONPRESENT | 0x1a0];
 
 fn is_mmio(spte: u64) -> bool {
-    spte & SPTE_PRESENT == 0 && spte != 0 && spte != NONPRESENT && spte != FROZEN
+    spte & SPTE_PRESENT == 0 && spte != 0 && spte != NONPRESENT && !FROZEN.contains(&spte)
 }
 
 /// Which MMU the host's KVM runs: `kvm.tdp_mmu` says (the TDP MMU needs EPT/NPT, which the

@@ -35,7 +35,7 @@ fn tdp_events_rebuild_the_leaves() {
     // same GFN; the 2M leaf stays.
     v.apply(changed(0x80200, 1, NONPRESENT, 0x6000_0000_0abc_0807));
     v.apply(changed(0x80200, 2, 0x6000_0000_0123_4807, 0x6000_0000_0abc_08f7));
-    v.apply(changed(0x80200, 1, 0x6000_0000_0abc_0807, FROZEN));
+    v.apply(changed(0x80200, 1, 0x6000_0000_0abc_0807, FROZEN[0]));
     assert_eq!(v.leaves(u64::MAX).map(|l| l.to_vec()), Some(vec![KLeaf { gfn: 0x80200, level: Level::L2M, root: 0 }]));
     assert_eq!(v.left_below(0x90001), (true, true), "the MMIO SPTE is still cached");
     assert_eq!(v.left_below(0x80200), (false, false));
@@ -66,6 +66,21 @@ fn unchanged_leaves_are_shared() {
     assert_eq!(c.to_vec(), vec![k(0x300, 0), k(0x300, 1)]);
     assert_eq!(v.left_below(0x300), (false, false));
     assert_eq!(v.left_below(0x301), (true, false));
+}
+
+/// A removed page table's children are frozen, on 6.12 and on 7.3 (another value): neither is
+/// an MMIO SPTE, at any level. An MMIO SPTE is (NPT: bit 0 and the generation).
+#[test]
+fn frozen_children_are_not_mmio() {
+    let mut v = view(Mmu::Tdp);
+    for (i, frozen) in FROZEN.iter().enumerate() {
+        v.apply(changed(0x40000 * (i as u64 + 1), 3, NONPRESENT, *frozen));
+        v.apply(changed(0x200, 2, NONPRESENT, *frozen));
+        v.apply(changed(0x201, 1, NONPRESENT, *frozen));
+    }
+    assert_eq!(v.left_below(u64::MAX), (false, false));
+    v.apply(changed(0x202, 1, NONPRESENT, NONPRESENT | 0x8_0000_0000_0221));
+    assert_eq!(v.left_below(u64::MAX), (false, true));
 }
 
 #[test]
