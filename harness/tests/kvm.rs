@@ -140,14 +140,14 @@ fn the_mapping_view_sees_levels_and_the_oracle_compares_them() {
     )
     .unwrap();
     let real = k.run(&seq).expect("runs");
-    use privmem::backend::view::{StepView, UserBacking};
+    use privmem::backend::view::UserBacking;
     if real.host.plain != UserBacking::Huge {
         // THP can fail on a fragmented host: then there is no huge leaf to see.
         eprintln!("skipping: the host gave the slot no transparent huge page ({:?})", real.host.plain);
         return;
     }
     let leaves = match &real.views[0] {
-        Some(StepView::Installed(l)) | Some(StepView::Leaves(l)) => l.clone(),
+        Some(v) => v.leaves().to_vec(),
         None => panic!("no view after the guest write"),
     };
     let gfn = 0x40201000u64 >> 12;
