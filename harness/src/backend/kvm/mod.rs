@@ -19,6 +19,7 @@ mod host_ops;
 pub mod kcov;
 pub mod kmsg;
 pub mod mem;
+mod mmio;
 pub mod raw;
 pub mod trace;
 mod vm;
@@ -213,13 +214,6 @@ fn past_file_binding(seq: &Sequence) -> bool {
 
 /// The most PRIVATE pages a reset sets back to shared before it prefers a fresh VM.
 const RESET_ATTR_PAGES: u64 = 16384;
-/// MMIO SPTEs a reset replaces (a guest read each, in one batch) before a fresh VM is cheaper.
-const MMIO_CLEAR_MAX: usize = MAX_BATCH as usize;
-/// Slots a reset adds and deletes to clear them (each addition and deletion is an SRCU grace
-/// period).
-const MMIO_CLEAR_SLOTS: usize = 8;
-/// Pages one such slot spans: up to 1G of guest physical space.
-const MMIO_SPAN: u64 = 1 << 18;
 /// VMs parked for other types and quirk settings (default, SW_PROTECTED, each with and
 /// without the slot-zap-all quirk).
 const PARKED_MAX: usize = 3;

@@ -230,73 +230,6 @@ impl KvmBackend {
         clock.lap(5);
     }
 
-    /// Replace the MMIO SPTEs a case left at slot-less GFNs, so that the VM can be kept. Slot
-    /// deletions do not zap them (they are not present), and a memslot update alone does not
-    /// make them inert on a VM with private memory: a fault on a stale one has the reserved bit
-    /// set, so it is handled as shared whatever the attributes say, and a private GFN exits with
-    /// a memory fault instead of mapping (kvm_mmu_page_fault(): "emulated MMIO is shared-only";
-    /// 6.12 and 7.3). So the GFNs get slots, each is pre-faulted (or read by the guest), so that
-    /// a leaf replaces its SPTE, and the slots' deletion zaps those leaves. The view then proves
-    /// none is left. One slot spans the GFNs within [`MMIO_SPAN`] of each other: two memslot
-    /// updates (each an SRCU grace period) per span, not per GFN. Past [`MMIO_CLEAR_MAX`] GFNs or [`MMIO_CLEAR_SLOTS`] spans a fresh VM is
-    /// cheaper.
-    fn clear_mmio_sptes(&mut self, gfns: &[u64]) -> bool {
-        let Some(st) = self.vm.as_mut() else { return false };
-        let spans = mmio_spans(gfns);
-        if gfns.len() > MMIO_CLEAR_MAX || spans.len() > MMIO_CLEAR_SLOTS || st.vcpus.is_empty() {
-            return false;
-        }
-        if self.mmio_backing.is_none() {
-            self.mmio_backing = Mapping::anon_private(MMIO_SPAN as usize * 4096).ok();
-        }
-        let Some(uaddr) = self.mmio_backing.as_ref().map(|m| m.addr()) else { return false };
-        let st = self.vm.as_mut().expect("checked above");
-        // Every span's slot starts at the same zero pages: they are only read.
-        let region = |i: usize, size: u64| kvm_userspace_memory_region2 {
-            slot: i as u32,
-            guest_phys_addr: spans[i].0 << 12,
-            memory_size: size,
-            userspace_addr: uaddr,
-            ..Default::default()
-        };
-        let mut added = 0;
-        for (i, &(_, n)) in spans.iter().enumerate() {
-            // SAFETY: `mmio_backing` lives as long as the backend, past the slots' deletion below.
-            if unsafe { st.vm.set_user_memory_region2(region(i, n << 12)) }.is_err() {
-                break;
-            }
-            added += 1;
-        }
-        let mut ok = added == spans.len();
-        // A pre-fault maps a leaf over each MMIO SPTE with no guest entry (under TCG the nested
-        // guest's entry and exit were most of the clean-up); where the kernel has none, or the
-        // vCPU's root may be obsolete (6.12's pre-fault livelock), the guest reads each GFN.
-        let root_valid = st.harness_warm || !st.zaps_all;
-        let prefault = self.caps.pre_fault_memory && root_valid;
-        if ok && prefault {
-            for g in gfns {
-                self.watchdog.arm(PREFAULT_TICK);
-                ok &= matches!(raw::pre_fault(&st.vcpus[0], g << 12, 4096), Ok((_, 0)));
-                self.watchdog.disarm();
-            }
-        } else if ok {
-            let reads: Vec<Op> = gfns.iter().map(|g| Op::Read { vcpu: 0, addr: g << 12, shared: false }).collect();
-            let batch: Vec<(usize, &Op)> = reads.iter().enumerate().collect();
-            let mut t = RealTrace { observed: vec![Observed::NotChecked; reads.len()], ..Default::default() };
-            ok = self.guest_batch(0, &batch, &mut t).is_ok()
-                && t.observed.iter().all(|o| matches!(o, Observed::Outcome(Outcome::Value(_))));
-        }
-        let st = self.vm.as_mut().expect("checked above");
-        for i in 0..added {
-            // SAFETY: deleting a slot; no memory is handed to KVM.
-            ok &= unsafe { st.vm.set_user_memory_region2(region(i, 0)) }.is_ok();
-            st.harness_warm &= !st.zaps_all;
-        }
-        let Some(v) = self.view.as_mut() else { return false };
-        v.drain();
-        ok && !v.lost() && v.left_below(HARNESS_GPA >> 12) == (false, false)
-    }
-
     pub(super) fn gmem_create(st: &mut VmState, g: &GmemDecl) -> Result<(), i32> {
         let flags = if g.mmap { raw::GUEST_MEMFD_FLAG_MMAP } else { 0 }
             | if g.init_shared { raw::GUEST_MEMFD_FLAG_INIT_SHARED } else { 0 };
@@ -456,31 +389,5 @@ impl KvmBackend {
             }
         }
         Ok(())
-    }
-}
-
-/// The slots that clear MMIO SPTEs at `gfns` (sorted): (first GFN, pages), each over the GFNs
-/// within [`MMIO_SPAN`] pages of its first.
-fn mmio_spans(gfns: &[u64]) -> Vec<(u64, u64)> {
-    let mut spans: Vec<(u64, u64)> = Vec::new();
-    for &g in gfns {
-        match spans.last_mut() {
-            Some((first, n)) if g - *first < MMIO_SPAN => *n = g - *first + 1,
-            _ => spans.push((g, 1)),
-        }
-    }
-    spans
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mmio_spans_group_near_gfns() {
-        assert_eq!(mmio_spans(&[]), vec![]);
-        assert_eq!(mmio_spans(&[0x10, 0x12, 0x400]), vec![(0x10, 0x3f1)]);
-        let far = 0x10 + MMIO_SPAN;
-        assert_eq!(mmio_spans(&[0x10, far - 1, far, far + 2]), vec![(0x10, MMIO_SPAN), (far, 3)]);
     }
 }
