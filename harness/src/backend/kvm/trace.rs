@@ -103,15 +103,26 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 /// `RB_MISSED_EVENTS` in a page's commit word: the kernel dropped events before this page.
 const RB_MISSED_EVENTS: u64 = 1 << 31;
 
+/// The data length in a page's commit word (its high bits are flags).
+fn commit_len(commit: u64) -> usize {
+    (commit & 0x0fff_ffff) as usize
+}
+
 /// Decode one ring-buffer page as `trace_pipe_raw` hands it out (`events/header_page` and
 /// `header_event`): a timestamp, a commit word (data length, and flags in its high bits), then
 /// records with a 32-bit header of 5 bits type/length and 27 bits time delta. Pushes
 /// (timestamp, event); returns whether events were missed.
 fn decode_page(page: &[u8], tdp: &Format, set: &Format, out: &mut Vec<(u64, Event)>) -> bool {
-    let mut ts = u64_at(page, 0);
     let commit = u64_at(page, 8);
-    let len = (commit & 0x0fff_ffff) as usize;
-    let data = &page[16.min(page.len())..(16 + len).min(page.len())];
+    decode_range(page, 0, commit_len(commit), tdp, set, out);
+    commit & RB_MISSED_EVENTS != 0
+}
+
+/// Decode the records of a page whose data offsets are in `from..to` (the timestamps still
+/// add up from the page's start): a mapped sub-buffer is read in parts as the writer fills it.
+fn decode_range(page: &[u8], from: usize, to: usize, tdp: &Format, set: &Format, out: &mut Vec<(u64, Event)>) {
+    let mut ts = u64_at(page, 0);
+    let data = &page[16.min(page.len())..(16 + to).min(page.len())];
     let mut off = 0;
     while off + 4 <= data.len() {
         let h = u32_at(data, off);
@@ -143,7 +154,7 @@ fn decode_page(page: &[u8], tdp: &Format, set: &Format, out: &mut Vec<(u64, Even
                 (Some(off + 4..off + 4 + n as usize * 4), off + 4 + n as usize * 4)
             }
         };
-        if let Some(r) = rec.filter(|r| r.end <= data.len() && r.start < r.end) {
+        if let Some(r) = rec.filter(|r| r.end <= data.len() && r.start < r.end && off >= from) {
             let e = &data[r];
             let id = u16::from_le_bytes([e[0], e.get(1).copied().unwrap_or(0)]);
             if id == tdp.id && tdp.id != 0 {
@@ -166,7 +177,6 @@ fn decode_page(page: &[u8], tdp: &Format, set: &Format, out: &mut Vec<(u64, Even
         }
         off = next.max(off + 4);
     }
-    commit & RB_MISSED_EVENTS != 0
 }
 
 /// A tracefs instance with the `kvmmmu` leaf events on, read after every step. The binary
@@ -177,6 +187,8 @@ pub struct TraceView {
     /// One per CPU (a vCPU thread may migrate: events are merged by timestamp). Taken in `drop`:
     /// tracefs refuses to remove an instance with an open file.
     pipes: Vec<std::fs::File>,
+    /// Each pipe's ring buffer mapped (6.10 and later), read in place; None: read the pipe.
+    rings: Vec<Option<mapped::Ring>>,
     tdp_fmt: Format,
     set_fmt: Format,
     pub mmu: Mmu,
@@ -271,9 +283,12 @@ impl TraceView {
                 return Err(e);
             }
         };
+        use std::os::fd::AsRawFd;
+        let rings: Vec<_> = pipes.iter().map(|p| mapped::Ring::map(p.as_raw_fd())).collect();
         Ok(TraceView {
             dir,
             pipes,
+            rings,
             tdp_fmt,
             set_fmt,
             mmu,
@@ -302,7 +317,17 @@ impl TraceView {
     /// timestamp order.
     pub fn drain(&mut self) {
         self.events.clear();
-        for pipe in &mut self.pipes {
+        for (pipe, ring) in self.pipes.iter_mut().zip(self.rings.iter_mut()) {
+            if let Some(r) = ring {
+                match r.drain(&self.tdp_fmt, &self.set_fmt, &mut self.events) {
+                    Ok(lost) => {
+                        self.lost |= lost;
+                        continue;
+                    }
+                    // The kernel refused the mapped read: the file from now on.
+                    Err(()) => *ring = None,
+                }
+            }
             // A read returns one page (or the part of one the writer has committed). A short
             // page does not mean the reader caught up: the rest of a page read in part before
             // comes short too, with full pages behind it. Only EAGAIN says so.
@@ -414,10 +439,12 @@ impl TraceView {
 impl Drop for TraceView {
     fn drop(&mut self) {
         let _ = std::fs::write(self.dir.join("events/enable"), "0");
+        self.rings.clear();
         self.pipes.clear();
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
+mod mapped;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@ fn view(mmu: Mmu) -> TraceView {
     TraceView {
         dir: PathBuf::new(),
         pipes: Vec::new(),
+        rings: Vec::new(),
         tdp_fmt: Format::default(),
         set_fmt: Format::default(),
         mmu,
