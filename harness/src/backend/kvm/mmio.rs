@@ -1,5 +1,8 @@
-//! Leftover MMIO SPTEs, cleared so that a VM with private memory can be kept: slot deletions do
-//! not zap them (they are not present), and a stale one misroutes a private access.
+//! Leftover MMIO SPTEs on a kept VM with private memory. Slot deletions do not zap them (they
+//! are not present), and a stale one answers its GFN as shared: harmless while the GFN stays
+//! shared (the fault goes on as a fresh VM's would), wrong once it is private. So they are
+//! cleared only before a case that can make one of their GFNs private, and before the VM is
+//! parked; that took the clean-up out of most resets.
 
 use super::*;
 
@@ -12,6 +15,44 @@ const MMIO_CLEAR_SLOTS: usize = 8;
 const MMIO_SPAN: u64 = 1 << 18;
 
 impl KvmBackend {
+    /// Before a case on a kept VM with private memory: clear the MMIO SPTEs earlier cases left
+    /// if this case can make one of their GFNs private; where they cannot be cleared, the case
+    /// gets a fresh VM. Its time counts as the reset's MMIO part.
+    pub(super) fn settle_mmio(&mut self, seq: &Sequence) -> Result<(), RunError> {
+        let t0 = Instant::now();
+        let left = self.mmio_left();
+        let settled =
+            left.is_empty() || !left.iter().any(|g| may_become_private(seq, *g)) || self.clear_mmio_sptes(&left);
+        RESET_NANOS[3].fetch_add(t0.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        if settled {
+            return Ok(());
+        }
+        fresh_because(12);
+        self.vm = None;
+        self.prepare(seq.header.vm, seq.header.vcpus, seq.header.has(Knob::NoSlotZapAll))?;
+        self.ensure_baseline()
+    }
+
+    /// Clear whatever MMIO SPTEs the current VM has left (before it is parked); false if they
+    /// could not be.
+    pub(super) fn clear_left_mmio(&mut self) -> bool {
+        let left = self.mmio_left();
+        left.is_empty() || self.clear_mmio_sptes(&left)
+    }
+
+    /// The MMIO SPTEs below the harness that matter: on a VM with private memory, as the view
+    /// (TDP MMU, where it sees every SPTE) has them.
+    fn mmio_left(&mut self) -> Vec<u64> {
+        let private_mem = self.vm.as_ref().is_some_and(|s| s.vm_type != VmType::Default);
+        match self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp && private_mem) {
+            Some(v) => {
+                v.drain();
+                v.mmio_below(HARNESS_GPA >> 12)
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// Replace the MMIO SPTEs a case left at slot-less GFNs, so that the VM can be kept. Slot
     /// deletions do not zap them (they are not present), and a memslot update alone does not
     /// make them inert on a VM with private memory: a fault on a stale one has the reserved bit
@@ -80,6 +121,19 @@ impl KvmBackend {
     }
 }
 
+/// Whether a step of `seq` can make `gfn` private: a conversion, or a guest's MapGPA to
+/// private, whose range (pages rounded out) holds it.
+fn may_become_private(seq: &Sequence, gfn: u64) -> bool {
+    seq.steps.iter().any(|s| match s.op {
+        Op::Private { addr, size } | Op::MapGpa { addr, size, private: true, .. } => {
+            // In 128 bits: a range that runs off the top still holds the last pages.
+            let end = (addr as u128 + size as u128 + 4095) >> 12;
+            (addr >> 12) as u128 <= gfn as u128 && (gfn as u128) < end
+        }
+        _ => false,
+    })
+}
+
 /// The slots that clear MMIO SPTEs at `gfns` (sorted): (first GFN, pages), each over the GFNs
 /// within [`MMIO_SPAN`] pages of its first.
 fn mmio_spans(gfns: &[u64]) -> Vec<(u64, u64)> {
@@ -96,6 +150,20 @@ fn mmio_spans(gfns: &[u64]) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_conversions_to_private_over_a_gfn_matter() {
+        let seq =
+            |op: Op| Sequence { header: Header::new(VmType::SwProtected), steps: vec![Step { op, expect: None }] };
+        let private = seq(Op::Private { addr: 0x1000, size: 0x2000 });
+        assert!(may_become_private(&private, 2));
+        assert!(!may_become_private(&private, 3));
+        let map = |private| seq(Op::MapGpa { vcpu: 0, addr: 0x1800, size: 0x1000, private });
+        assert!(may_become_private(&map(true), 2), "pages rounded out");
+        assert!(!may_become_private(&map(false), 1));
+        assert!(!may_become_private(&seq(Op::Shared { addr: 0, size: 1 << 40 }), 5));
+        assert!(may_become_private(&seq(Op::Private { addr: u64::MAX - 0xfff, size: 0x2000 }), u64::MAX >> 12));
+    }
 
     #[test]
     fn mmio_spans_group_near_gfns() {

@@ -387,6 +387,7 @@ impl Backend for KvmBackend {
         }
         self.prepare(seq.header.vm, seq.header.vcpus, seq.header.has(Knob::NoSlotZapAll))?;
         self.ensure_baseline()?;
+        self.settle_mmio(seq)?;
         // What the kernel reported while an earlier VM of another type went away is not this
         // case's: say so rather than blame the case (its own replay will show it again).
         for s in self.kmsg.as_mut().map(|k| k.splats()).unwrap_or_default() {

@@ -93,6 +93,12 @@ impl KvmBackend {
             // instead of a fresh VM. Parked VMs do not run, and none has a leaf or an MMIO SPTE
             // below the harness, so the view (which sees every VM's events) stays right.
             if matches!(i, 1 | 9) {
+                // The view forgets a parked VM's MMIO SPTEs when it comes back: it leaves
+                // without any that could misroute a private access, or is not kept.
+                if !self.clear_left_mmio() {
+                    fresh_because(12);
+                    self.vm = None;
+                }
                 self.parked.extend(self.vm.take());
                 if self.parked.len() > PARKED_MAX {
                     self.parked.remove(0);
@@ -145,7 +151,6 @@ impl KvmBackend {
         let ids: Vec<u32> = st.slots.keys().copied().collect();
         // The first reason the VM cannot be kept, for FRESH_WHY.
         let mut why = (!clean_run).then_some(3);
-        let mut mmio_left = Vec::new();
         for id in ids {
             let r = kvm_userspace_memory_region2 { slot: id, ..Default::default() };
             // SAFETY: deleting a slot; no memory is handed to KVM.
@@ -173,13 +178,11 @@ impl KvmBackend {
         }
         clock.lap(1);
         // MMIO SPTEs of slot-less GFNs are not leaves and survive the slot deletions above
-        // (6.12 zaps every root on a slot deletion for default VMs only). On a default VM they
-        // are left: the deletions moved the memslot generation, so the next access to their
-        // GFN faults afresh (`check_mmio_spte()`) exactly as on a fresh VM, and a default VM has
-        // no private GFN for them to misroute. On a VM with private memory they would keep
-        // answering a GFN converted to private as shared, so such a VM is kept only if they are
-        // cleared and the view below proves none is left (`prepare`).
-        let private_mem = st.vm_type != VmType::Default;
+        // (6.12 zaps every root on a slot deletion for default VMs only). They are left: the
+        // deletions moved the memslot generation, so the next access to their GFN faults
+        // afresh (`check_mmio_spte()`) as on a fresh VM. Only a private GFN is answered
+        // differently (as shared), so on a VM with private memory they are cleared before a
+        // case that can make their GFNs private, and before the VM is parked (mmio.rs).
         let expected = if st.harness_warm { st.baseline } else { st.post_zap };
         let now = st.stats.as_ref().and_then(|s| s.pages());
         if !(expected.is_some() && now == expected) {
@@ -189,20 +192,14 @@ impl KvmBackend {
         // case's memory is left.
         if let Some(v) = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp) {
             v.drain();
-            let (leaf, mmio) = v.left_below(HARNESS_GPA >> 12);
+            let (leaf, _) = v.left_below(HARNESS_GPA >> 12);
             if v.lost() {
                 why = why.or(Some(11));
             } else if leaf {
                 why = why.or(Some(7));
-            } else if mmio && why.is_none() && self.reuse && private_mem {
-                mmio_left = v.mmio_below(HARNESS_GPA >> 12);
             }
         }
         clock.lap(2);
-        if !mmio_left.is_empty() && !self.clear_mmio_sptes(&mmio_left) {
-            why = Some(12);
-        }
-        clock.lap(3);
         if !self.reuse {
             why = Some(0);
         }
