@@ -111,6 +111,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         c.real = Some(Box::new(k));
     }
 
+    let sampler = match a.flag("profile") {
+        true => Some(crate::lab::profile::Sampler::start()?),
+        false => None,
+    };
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last = Instant::now();
@@ -203,6 +207,14 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             .collect();
         crate::report::junit::write(std::path::Path::new(j), "privmem-fuzz", &cases)
             .map_err(|e| format!("{j}: {e}"))?;
+    }
+    if let Some(s) = sampler {
+        use crate::report::records::Record;
+        let p = s.finish();
+        match json {
+            true => println!("{}", p.to_json()),
+            false => println!("profile: {} kernel, {} user, {} guest samples", p.kernel, p.user, p.guest),
+        }
     }
     if json && !c.covered.is_empty() {
         println!("{}", coverage_event("fuzz", c.covered.iter().copied()));

@@ -111,6 +111,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             if std::env::var_os("PRIVMEM_LAB_VERBOSE").is_some() {
                 args.push("--print-cases".into());
             }
+            if a.flag("profile") {
+                args.push("--profile".into());
+            }
         }
         args
     };
@@ -150,12 +153,16 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let mut completed = 0;
     for (j, b) in boots.into_iter().enumerate() {
         let l = b?;
-        if l.iter().any(|x| x.starts_with(lab::DONE)) {
+        let console: Vec<&String> = l.iter().filter(|x| !x.starts_with('{')).collect();
+        let tail: Vec<&str> = console.iter().rev().take(30).rev().map(|x| x.as_str()).collect();
+        if let Some((cmd, rc)) = l.iter().find_map(|x| failed_command(x)) {
+            // A command that could not run (an error, or a panic) is not a clean lab: a
+            // campaign that never started reported "0 fuzz cases" and passed.
+            eprintln!("lab: `privmem {cmd}` failed in lab VM {j} (exit {rc}); its console ends:\n{}", tail.join("\n"));
+        } else if l.iter().any(|x| x.starts_with(lab::DONE)) {
             completed += 1;
         } else {
             // The VM died before its commands finished (a kernel panic, most likely): show why.
-            let console: Vec<&String> = l.iter().filter(|x| !x.starts_with('{')).collect();
-            let tail: Vec<&str> = console.iter().rev().take(30).rev().map(|x| x.as_str()).collect();
             eprintln!("lab: VM {j} stopped before its commands finished; its console ends:\n{}", tail.join("\n"));
         }
         lines.extend(l);
@@ -186,8 +193,13 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     };
     // Each line read once, through the records' and events' one schema (report/records.rs,
     // cli/events.rs); console text and lines of no known record pass by.
+    let mut profiles = Vec::new();
     for l in &lines {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { continue };
+        if let Some(p) = lab::profile::ProfileRecord::from_value(&v) {
+            profiles.push(p?);
+            continue;
+        }
         if let Some(c) = Caps::from_value(&v) {
             let c = c?;
             if !json {
@@ -359,6 +371,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
     }
     let fuzz_cases: u64 = fuzz_summaries.iter().map(|f| f.cases).sum();
+    let profile = lab::profile::merge(&profiles).map(|p| lab::profile::LabProfile::of(&kernel, p));
+    if let (Some(p), false) = (&profile, json) {
+        p.print(25);
+    }
     let mut coverage = None;
     if let Some(page) = a.get("coverage") {
         let c = lab::coverage::lab_page(&kernel, &reached, Path::new(page))?;
@@ -398,6 +414,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             mapped_unchecked,
             files: written,
             results,
+            profile,
         };
         println!("{}", r.to_json());
         return Ok(lab_exit(done, failed, r.fuzz_findings.len()));
@@ -416,6 +433,14 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     Ok(lab_exit(done, failed, fuzz_findings.len()))
 }
 
+/// A lab VM's line saying one of its commands could not run: exit 2 (an error) or a panic's
+/// 101 (1 is a command's own verdict: a scenario failed, or findings).
+fn failed_command(line: &str) -> Option<(String, i32)> {
+    let (cmd, rc) = line.strip_prefix("PRIVMEM-LAB-CMD ")?.rsplit_once(" rc=")?;
+    let rc: i32 = rc.trim().parse().ok()?;
+    (rc == 2 || rc >= 100).then(|| (cmd.to_string(), rc))
+}
+
 /// 2: a lab VM did not finish; 1: a scenario failed or the campaign found something new.
 fn lab_exit(done: bool, failed: usize, findings: usize) -> i32 {
     if !done {
@@ -424,5 +449,19 @@ fn lab_exit(done: bool, failed: usize, findings: usize) -> i32 {
         1
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failed_command;
+
+    #[test]
+    fn a_command_that_could_not_run_is_named() {
+        assert_eq!(failed_command("PRIVMEM-LAB-CMD fuzz rc=2"), Some(("fuzz".into(), 2)));
+        assert_eq!(failed_command("PRIVMEM-LAB-CMD replay rc=101"), Some(("replay".into(), 101)));
+        assert_eq!(failed_command("PRIVMEM-LAB-CMD fuzz rc=1"), None, "findings are a verdict");
+        assert_eq!(failed_command("PRIVMEM-LAB-CMD caps rc=0"), None);
+        assert_eq!(failed_command("lab0| PRIVMEM-LAB-CMD fuzz rc=2"), None, "console lines are not results");
     }
 }

@@ -80,6 +80,7 @@ pub const SPECS: &[Spec] = &[
             NO_VIEW,
             NO_FEEDBACK,
             f("print-cases", "print each case before it runs"),
+            f("profile", "sample the CPU (kernel, user, guest) over the campaign; the lab passes it"),
             JSON,
         ],
     },
@@ -106,6 +107,7 @@ pub const SPECS: &[Spec] = &[
             NO_FEEDBACK,
             f("tap", "TAP 13 output for the scenarios; exit 4 when everything was skipped"),
             f("exec", "the FILEs are test programs (exported kselftests) to run there, not scenarios"),
+            f("profile", "where the lab VM's CPU went over the campaign: the kernel by function, privmem, the guest"),
             f(
                 "emulated",
                 "run the TD and SNP shims there in emulated mode (default: the corpus's TDX and SNP scenarios)",

@@ -10,6 +10,7 @@
 
 pub mod coverage;
 pub mod cpio;
+pub mod profile;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;

@@ -216,6 +216,9 @@ pub struct LabRecord {
     pub mapping_checks: u64,
     pub mapped_unchecked: u64,
     pub files: Vec<String>,
+    /// `--profile`: where the lab VMs' CPU went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::lab::profile::LabProfile>,
 }
 
 impl Record for LabRecord {

@@ -1,0 +1,282 @@
+//! Where a lab campaign's CPU goes: a cpu-clock profile of the lab VM (`privmem lab --profile`),
+//! the kernel's share by function (from the lab kernel's vmlinux), privmem's own and the nested
+//! guest's. It showed `clear_page_erms` at 12% (TCG runs `rep stosb` a byte at a time), and
+//! that the rest is the cases' own kernel work: what a kernel change makes slower shows here.
+
+use crate::report::records::Record;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// One sample every 500 µs of CPU time: under TCG each sample's interrupt is dear (at 100 µs a
+/// campaign ran at less than half its speed).
+const PERIOD_NS: u64 = 500_000;
+/// Each CPU's sample buffer: 16 bytes a sample, so about 2 min of CPU time; a longer campaign
+/// keeps its last 2 min and says so (`dropped`).
+const PAGES: usize = 1024;
+/// `PERF_RECORD_SAMPLE`, and the CPU modes of a record's `misc` (include/uapi/linux/perf_event.h).
+const RECORD_SAMPLE: u32 = 9;
+const MISC_CPUMODE_MASK: u16 = 7;
+const MISC_KERNEL: u16 = 1;
+const MISC_USER: u16 = 2;
+/// perf_event_open(2)'s `PERF_FLAG_FD_CLOEXEC`.
+const PERF_FLAG_FD_CLOEXEC: u64 = 8;
+/// `PERF_EVENT_IOC_DISABLE`: `_IO('$', 1)`.
+const IOC_DISABLE: u64 = vmm_sys_util::ioctl::ioctl_expr(vmm_sys_util::ioctl::_IOC_NONE, b'$' as u32, 1, 0) as u64;
+
+/// The samples of a campaign, as the lab VM sends them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    pub period_ns: u64,
+    /// Samples in the kernel, in user space (privmem) and in the nested guest.
+    pub kernel: u64,
+    pub user: u64,
+    pub guest: u64,
+    /// The oldest samples were overwritten.
+    pub dropped: bool,
+    /// Kernel samples by instruction pointer.
+    pub ips: Vec<(u64, u64)>,
+}
+
+impl Record for ProfileRecord {
+    const TYPE: &'static str = "profile";
+}
+
+struct Cpu {
+    fd: OwnedFd,
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl Drop for Cpu {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the buffer `Sampler::start` mapped.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// A sampler on every online CPU, all tasks, from `start` to `finish`.
+pub struct Sampler {
+    cpus: Vec<Cpu>,
+}
+
+fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as usize
+}
+
+impl Sampler {
+    pub fn start() -> Result<Sampler, String> {
+        // struct perf_event_attr as far as PERF_ATTR_SIZE_VER0 (64 bytes): type SOFTWARE (1),
+        // size, config CPU_CLOCK (0), sample_period, sample_type IP (1); enabled at once.
+        let mut attr = [0u64; 8];
+        attr[0] = 1 | (64 << 32);
+        attr[2] = PERIOD_NS;
+        attr[3] = 1;
+        let mut cpus = Vec::new();
+        for cpu in 0..online_cpus() {
+            // SAFETY: perf_event_open(2) with an attr we own; the fd is checked.
+            let fd = unsafe {
+                libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), -1i32, cpu as i32, -1i32, PERF_FLAG_FD_CLOEXEC)
+            } as i32;
+            if fd < 0 {
+                return Err(format!("perf_event_open (cpu-clock, CPU {cpu}): {}", std::io::Error::last_os_error()));
+            }
+            // SAFETY: the kernel just handed us this fd.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let len = (PAGES + 1) * 4096;
+            // SAFETY: mapping the event's sample buffer (a metadata page, then 2^n pages).
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
+            if base == libc::MAP_FAILED {
+                return Err(format!("perf sample buffer: {}", std::io::Error::last_os_error()));
+            }
+            cpus.push(Cpu { fd, base, len });
+        }
+        Ok(Sampler { cpus })
+    }
+
+    /// Stop and read every sample.
+    pub fn finish(self) -> ProfileRecord {
+        let mut r = ProfileRecord { period_ns: PERIOD_NS, ..Default::default() };
+        let mut ips: HashMap<u64, u64> = HashMap::new();
+        for c in &self.cpus {
+            // SAFETY: a no-argument ioctl on our perf fd.
+            unsafe { libc::ioctl(c.fd.as_raw_fd(), IOC_DISABLE as _, 0) };
+            // SAFETY: data_head (offset 1024 of the metadata page), written by the kernel.
+            let head = unsafe { std::ptr::read_volatile((c.base as *const u8).add(1024) as *const u64) };
+            // SAFETY: the data pages follow the metadata page, PAGES of them.
+            let data = unsafe { std::slice::from_raw_parts((c.base as *const u8).add(4096), PAGES * 4096) };
+            let size = data.len() as u64;
+            r.dropped |= head > size;
+            let byte = |o: u64| data[(o % size) as usize];
+            let le = |o: u64, n: u64| (0..n).rev().fold(0u64, |v, i| v << 8 | byte(o + i) as u64);
+            let mut off = head.saturating_sub(size);
+            while off + 8 <= head {
+                let (kind, misc, len) = (le(off, 4) as u32, le(off + 4, 2) as u16, le(off + 6, 2));
+                if len == 0 {
+                    break;
+                }
+                if kind == RECORD_SAMPLE {
+                    match misc & MISC_CPUMODE_MASK {
+                        MISC_KERNEL => {
+                            r.kernel += 1;
+                            *ips.entry(le(off + 8, 8)).or_default() += 1;
+                        }
+                        MISC_USER => r.user += 1,
+                        _ => r.guest += 1,
+                    }
+                }
+                off += len;
+            }
+        }
+        r.ips = ips.into_iter().collect();
+        r.ips.sort();
+        r
+    }
+}
+
+/// The lab VMs' records as one.
+pub fn merge(records: &[ProfileRecord]) -> Option<ProfileRecord> {
+    let first = records.first()?;
+    let mut ips: HashMap<u64, u64> = HashMap::new();
+    for (ip, n) in records.iter().flat_map(|r| r.ips.iter()) {
+        *ips.entry(*ip).or_default() += n;
+    }
+    let mut ips: Vec<(u64, u64)> = ips.into_iter().collect();
+    ips.sort();
+    Some(ProfileRecord {
+        period_ns: first.period_ns,
+        kernel: records.iter().map(|r| r.kernel).sum(),
+        user: records.iter().map(|r| r.user).sum(),
+        guest: records.iter().map(|r| r.guest).sum(),
+        dropped: records.iter().any(|r| r.dropped),
+        ips,
+    })
+}
+
+/// Kernel samples by function, most first, from `vmlinux`'s symbols (`nm -n`).
+pub fn by_function(vmlinux: &Path, r: &ProfileRecord) -> Result<Vec<(String, u64)>, String> {
+    let out = std::process::Command::new("nm")
+        .args(["-n", "--defined-only"])
+        .arg(vmlinux)
+        .output()
+        .map_err(|e| format!("nm {}: {e} (binutils)", vmlinux.display()))?;
+    if !out.status.success() {
+        return Err(format!("nm {}: {}", vmlinux.display(), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let syms: Vec<(u64, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (a, t, n) = (w.next()?, w.next()?, w.next()?);
+            matches!(t, "t" | "T" | "w" | "W").then(|| Some((u64::from_str_radix(a, 16).ok()?, n))).flatten()
+        })
+        .collect();
+    Ok(bucket(&syms, &r.ips))
+}
+
+/// `ips` counted by the function (the last symbol at or below each address) of `syms`, sorted
+/// by address; most samples first.
+fn bucket(syms: &[(u64, &str)], ips: &[(u64, u64)]) -> Vec<(String, u64)> {
+    let mut by: HashMap<&str, u64> = HashMap::new();
+    for (ip, n) in ips {
+        let i = syms.partition_point(|(a, _)| a <= ip);
+        let name = if i == 0 { "?" } else { syms[i - 1].1 };
+        *by.entry(name).or_default() += n;
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+/// A campaign's profile as `privmem lab --profile` reports it: the samples' split and the
+/// kernel's by function.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LabProfile {
+    pub period_ns: u64,
+    pub kernel: u64,
+    pub user: u64,
+    pub guest: u64,
+    pub dropped: bool,
+    /// Kernel samples by function, most first; empty where the kernel's symbols were not at
+    /// hand (then `symbols_error` says why).
+    pub functions: Vec<(String, u64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbols_error: Option<String>,
+}
+
+impl LabProfile {
+    /// Symbolized with the vmlinux the lab build keeps beside `bzImage-KEY` (`vmlinux-KEY`).
+    pub fn of(kernel: &Path, r: ProfileRecord) -> LabProfile {
+        let name = kernel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let vmlinux = kernel.with_file_name(name.replacen("bzImage", "vmlinux", 1));
+        let (functions, symbols_error) = match by_function(&vmlinux, &r) {
+            Ok(f) => (f, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        LabProfile {
+            period_ns: r.period_ns,
+            kernel: r.kernel,
+            user: r.user,
+            guest: r.guest,
+            dropped: r.dropped,
+            functions,
+            symbols_error,
+        }
+    }
+
+    /// The split, then the `top` kernel functions.
+    pub fn print(&self, top: usize) {
+        let total = (self.kernel + self.user + self.guest).max(1) as f64;
+        let pct = |n: u64| 100.0 * n as f64 / total;
+        println!(
+            "lab profile: {} samples, one per {} µs of CPU time{}: kernel {:.1}%, privmem {:.1}%, nested guest {:.1}%",
+            self.kernel + self.user + self.guest,
+            self.period_ns / 1000,
+            if self.dropped { " (the campaign's last ones)" } else { "" },
+            pct(self.kernel),
+            pct(self.user),
+            pct(self.guest)
+        );
+        if let Some(e) = &self.symbols_error {
+            println!("  (kernel functions not named: {e})");
+        }
+        for (name, n) in self.functions.iter().take(top) {
+            println!("  {:5.1}%  {name}", pct(*n));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_count_under_the_function_they_fall_in() {
+        let syms = [(0x1000, "a"), (0x1100, "b"), (0x1200, "c")];
+        let v = bucket(&syms, &[(0x1004, 2), (0x1100, 1), (0x11ff, 4), (0x0fff, 1), (0x9000, 3)]);
+        assert_eq!(v, vec![("b".into(), 5), ("c".into(), 3), ("a".into(), 2), ("?".into(), 1)]);
+    }
+
+    #[test]
+    fn records_merge() {
+        let a = ProfileRecord { period_ns: 1, kernel: 2, user: 1, ips: vec![(5, 2)], ..Default::default() };
+        let b =
+            ProfileRecord { period_ns: 1, kernel: 1, guest: 3, dropped: true, ips: vec![(5, 1)], ..Default::default() };
+        let m = merge(&[a, b]).expect("two records");
+        assert_eq!((m.kernel, m.user, m.guest, m.dropped, m.ips.clone()), (3, 1, 3, true, vec![(5, 3)]));
+        let back = ProfileRecord::read(&m.to_json().to_string()).expect("a profile").expect("reads");
+        assert_eq!(back.ips, vec![(5, 3)]);
+    }
+}
