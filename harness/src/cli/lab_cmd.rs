@@ -155,7 +155,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         let l = b?;
         let console: Vec<&String> = l.iter().filter(|x| !x.starts_with('{')).collect();
         let tail: Vec<&str> = console.iter().rev().take(30).rev().map(|x| x.as_str()).collect();
-        if let Some((cmd, rc)) = l.iter().find_map(|x| failed_command(x)) {
+        if let Some((cmd, rc)) = l.iter().find_map(|x| lab::failed_command(x)) {
             // A command that could not run (an error, or a panic) is not a clean lab: a
             // campaign that never started reported "0 fuzz cases" and passed.
             eprintln!("lab: `privmem {cmd}` failed in lab VM {j} (exit {rc}); its console ends:\n{}", tail.join("\n"));
@@ -433,14 +433,6 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     Ok(lab_exit(done, failed, fuzz_findings.len()))
 }
 
-/// A lab VM's line saying one of its commands could not run: exit 2 (an error) or a panic's
-/// 101 (1 is a command's own verdict: a scenario failed, or findings).
-fn failed_command(line: &str) -> Option<(String, i32)> {
-    let (cmd, rc) = line.strip_prefix("PRIVMEM-LAB-CMD ")?.rsplit_once(" rc=")?;
-    let rc: i32 = rc.trim().parse().ok()?;
-    (rc == 2 || rc >= 100).then(|| (cmd.to_string(), rc))
-}
-
 /// 2: a lab VM did not finish; 1: a scenario failed or the campaign found something new.
 fn lab_exit(done: bool, failed: usize, findings: usize) -> i32 {
     if !done {
@@ -449,19 +441,5 @@ fn lab_exit(done: bool, failed: usize, findings: usize) -> i32 {
         1
     } else {
         0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::failed_command;
-
-    #[test]
-    fn a_command_that_could_not_run_is_named() {
-        assert_eq!(failed_command("PRIVMEM-LAB-CMD fuzz rc=2"), Some(("fuzz".into(), 2)));
-        assert_eq!(failed_command("PRIVMEM-LAB-CMD replay rc=101"), Some(("replay".into(), 101)));
-        assert_eq!(failed_command("PRIVMEM-LAB-CMD fuzz rc=1"), None, "findings are a verdict");
-        assert_eq!(failed_command("PRIVMEM-LAB-CMD caps rc=0"), None);
-        assert_eq!(failed_command("lab0| PRIVMEM-LAB-CMD fuzz rc=2"), None, "console lines are not results");
     }
 }

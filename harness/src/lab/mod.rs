@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// The line the guest side prints when it is done, with the command's exit code.
 pub const DONE: &str = "PRIVMEM-LAB-DONE";
+/// The line it prints after each command, with that command's exit code.
+const CMD_DONE: &str = "PRIVMEM-LAB-CMD";
 
 /// Build the initramfs: `/init` (a static privmem), `/lab/args` (one argument per line), and
 /// the named files under `/corpus/`.
@@ -302,7 +304,7 @@ pub fn init_main() -> ! {
             continue;
         }
         let r = std::panic::catch_unwind(|| crate::cli::main(args.clone())).unwrap_or(101);
-        println!("PRIVMEM-LAB-CMD {} rc={r}", args.first().map(String::as_str).unwrap_or(""));
+        println!("{CMD_DONE} {} rc={r}", args.first().map(String::as_str).unwrap_or(""));
         rc = rc.max(r);
     }
     println!("{DONE} rc={rc}");
@@ -316,5 +318,27 @@ pub fn init_main() -> ! {
     }
     loop {
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A lab VM's line saying one of its commands could not run: exit 2 (an error) or a panic's
+/// 101 (1 is a command's own verdict: a scenario failed, or findings).
+pub fn failed_command(line: &str) -> Option<(String, i32)> {
+    let (cmd, rc) = line.strip_prefix(CMD_DONE)?.strip_prefix(' ')?.rsplit_once(" rc=")?;
+    let rc: i32 = rc.trim().parse().ok()?;
+    (rc == 2 || rc >= 100).then(|| (cmd.to_string(), rc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failed_command;
+
+    #[test]
+    fn a_command_that_could_not_run_is_named() {
+        assert_eq!(failed_command("PRIVMEM-LAB-CMD fuzz rc=2"), Some(("fuzz".into(), 2)));
+        assert_eq!(failed_command("PRIVMEM-LAB-CMD replay rc=101"), Some(("replay".into(), 101)));
+        assert_eq!(failed_command("PRIVMEM-LAB-CMD fuzz rc=1"), None, "findings are a verdict");
+        assert_eq!(failed_command("PRIVMEM-LAB-CMD caps rc=0"), None);
+        assert_eq!(failed_command("lab0| PRIVMEM-LAB-CMD fuzz rc=2"), None, "console lines are not results");
     }
 }
