@@ -90,8 +90,9 @@ impl KvmBackend {
         if let Some(i) = why {
             // A VM of another type or quirk setting, proved clean by its reset, waits for the
             // cases that want it (a campaign mixes VM types); a parked one that fits comes back
-            // instead of a fresh VM. Parked VMs do not run, and none has a leaf or an MMIO SPTE
-            // below the harness, so the view (which sees every VM's events) stays right.
+            // instead of a fresh VM. Parked VMs do not run, and none has a leaf below the harness
+            // (nor, with private memory, an MMIO SPTE), so the view (which sees every VM's
+            // events) stays right.
             if matches!(i, 1 | 9) {
                 // The view forgets a parked VM's MMIO SPTEs when it comes back: it leaves
                 // without any that could misroute a private access, or is not kept.
