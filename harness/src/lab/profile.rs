@@ -20,6 +20,10 @@ const RECORD_SAMPLE: u32 = 9;
 const MISC_CPUMODE_MASK: u16 = 7;
 const MISC_KERNEL: u16 = 1;
 const MISC_USER: u16 = 2;
+/// Call-chain entries at or above this are context markers (`PERF_CONTEXT_MAX`), not frames.
+const CONTEXT_MAX: u64 = -4095i64 as u64;
+/// Frames kept of each kernel sample: its function and the callers that say why it ran.
+const FRAMES: usize = 4;
 /// perf_event_open(2)'s `PERF_FLAG_FD_CLOEXEC`.
 const PERF_FLAG_FD_CLOEXEC: u64 = 8;
 /// `PERF_EVENT_IOC_DISABLE`: `_IO('$', 1)`.
@@ -35,8 +39,8 @@ pub struct ProfileRecord {
     pub guest: u64,
     /// The oldest samples were overwritten.
     pub dropped: bool,
-    /// Kernel samples by instruction pointer.
-    pub ips: Vec<(u64, u64)>,
+    /// Kernel samples by call chain: the instruction pointer, then up to three callers.
+    pub chains: Vec<(Vec<u64>, u64)>,
 }
 
 impl Record for ProfileRecord {
@@ -69,11 +73,14 @@ fn online_cpus() -> usize {
 impl Sampler {
     pub fn start() -> Result<Sampler, String> {
         // struct perf_event_attr as far as PERF_ATTR_SIZE_VER0 (64 bytes): type SOFTWARE (1),
-        // size, config CPU_CLOCK (0), sample_period, sample_type IP (1); enabled at once.
+        // size, config CPU_CLOCK (0), sample_period, sample_type IP|CALLCHAIN (0x21), and of
+        // the flags only exclude_callchain_user (bit 22: user stacks are not walked); enabled
+        // at once.
         let mut attr = [0u64; 8];
         attr[0] = 1 | (64 << 32);
         attr[2] = PERIOD_NS;
-        attr[3] = 1;
+        attr[3] = 0x21;
+        attr[5] = 1 << 22;
         let mut cpus = Vec::new();
         for cpu in 0..online_cpus() {
             // SAFETY: perf_event_open(2) with an attr we own; the fd is checked.
@@ -108,7 +115,7 @@ impl Sampler {
     /// Stop and read every sample.
     pub fn finish(self) -> ProfileRecord {
         let mut r = ProfileRecord { period_ns: PERIOD_NS, ..Default::default() };
-        let mut ips: HashMap<u64, u64> = HashMap::new();
+        let mut chains: HashMap<Vec<u64>, u64> = HashMap::new();
         for c in &self.cpus {
             // SAFETY: a no-argument ioctl on our perf fd.
             unsafe { libc::ioctl(c.fd.as_raw_fd(), IOC_DISABLE as _, 0) };
@@ -130,7 +137,20 @@ impl Sampler {
                     match misc & MISC_CPUMODE_MASK {
                         MISC_KERNEL => {
                             r.kernel += 1;
-                            *ips.entry(le(off + 8, 8)).or_default() += 1;
+                            // ip, nr, then nr entries (the ip again first, context markers).
+                            let ip = le(off + 8, 8);
+                            let nr = le(off + 16, 8).min((len.saturating_sub(24)) / 8);
+                            let mut chain = vec![ip];
+                            for i in 0..nr {
+                                let f = le(off + 24 + 8 * i, 8);
+                                if chain.len() == FRAMES {
+                                    break;
+                                }
+                                if f < CONTEXT_MAX && !(chain.len() == 1 && f == ip) {
+                                    chain.push(f);
+                                }
+                            }
+                            *chains.entry(chain).or_default() += 1;
                         }
                         MISC_USER => r.user += 1,
                         _ => r.guest += 1,
@@ -139,8 +159,8 @@ impl Sampler {
                 off += len;
             }
         }
-        r.ips = ips.into_iter().collect();
-        r.ips.sort();
+        r.chains = chains.into_iter().collect();
+        r.chains.sort();
         r
     }
 }
@@ -148,24 +168,24 @@ impl Sampler {
 /// The lab VMs' records as one.
 pub fn merge(records: &[ProfileRecord]) -> Option<ProfileRecord> {
     let first = records.first()?;
-    let mut ips: HashMap<u64, u64> = HashMap::new();
-    for (ip, n) in records.iter().flat_map(|r| r.ips.iter()) {
-        *ips.entry(*ip).or_default() += n;
+    let mut chains: HashMap<Vec<u64>, u64> = HashMap::new();
+    for (c, n) in records.iter().flat_map(|r| r.chains.iter()) {
+        *chains.entry(c.clone()).or_default() += n;
     }
-    let mut ips: Vec<(u64, u64)> = ips.into_iter().collect();
-    ips.sort();
+    let mut chains: Vec<(Vec<u64>, u64)> = chains.into_iter().collect();
+    chains.sort();
     Some(ProfileRecord {
         period_ns: first.period_ns,
         kernel: records.iter().map(|r| r.kernel).sum(),
         user: records.iter().map(|r| r.user).sum(),
         guest: records.iter().map(|r| r.guest).sum(),
         dropped: records.iter().any(|r| r.dropped),
-        ips,
+        chains,
     })
 }
 
 /// Kernel samples by function, most first, from `vmlinux`'s symbols (`nm -n`).
-pub fn by_function(vmlinux: &Path, r: &ProfileRecord) -> Result<Vec<(String, u64)>, String> {
+pub fn by_function(vmlinux: &Path, r: &ProfileRecord) -> Result<Vec<Function>, String> {
     let out = std::process::Command::new("nm")
         .args(["-n", "--defined-only"])
         .arg(vmlinux)
@@ -183,20 +203,50 @@ pub fn by_function(vmlinux: &Path, r: &ProfileRecord) -> Result<Vec<(String, u64
             matches!(t, "t" | "T" | "w" | "W").then(|| Some((u64::from_str_radix(a, 16).ok()?, n))).flatten()
         })
         .collect();
-    Ok(bucket(&syms, &r.ips))
+    Ok(bucket(&syms, &r.chains))
 }
 
-/// `ips` counted by the function (the last symbol at or below each address) of `syms`, sorted
-/// by address; most samples first.
-fn bucket(syms: &[(u64, &str)], ips: &[(u64, u64)]) -> Vec<(String, u64)> {
-    let mut by: HashMap<&str, u64> = HashMap::new();
-    for (ip, n) in ips {
+/// A kernel function's samples, and the caller chains that led there (most first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    pub name: String,
+    pub samples: u64,
+    /// "caller <- its caller <- ...", with their samples.
+    pub callers: Vec<(String, u64)>,
+}
+
+/// `chains` counted by the function (the last symbol at or below each address, in `syms`
+/// sorted by address) they fall in, each with its callers; most samples first.
+fn bucket(syms: &[(u64, &str)], chains: &[(Vec<u64>, u64)]) -> Vec<Function> {
+    let name = |ip: &u64| {
         let i = syms.partition_point(|(a, _)| a <= ip);
-        let name = if i == 0 { "?" } else { syms[i - 1].1 };
-        *by.entry(name).or_default() += n;
+        if i == 0 {
+            "?"
+        } else {
+            syms[i - 1].1
+        }
+    };
+    let mut by: HashMap<&str, (u64, HashMap<String, u64>)> = HashMap::new();
+    for (chain, n) in chains {
+        let Some(ip) = chain.first() else { continue };
+        let e = by.entry(name(ip)).or_default();
+        e.0 += n;
+        let callers: Vec<&str> = chain[1..].iter().map(name).collect();
+        if !callers.is_empty() {
+            *e.1.entry(callers.join(" <- ")).or_default() += n;
+        }
     }
-    let mut v: Vec<(String, u64)> = by.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let most = |a: &(String, u64), b: &(String, u64)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut v: Vec<Function> = by
+        .into_iter()
+        .map(|(k, (samples, callers))| {
+            let mut callers: Vec<(String, u64)> = callers.into_iter().collect();
+            callers.sort_by(most);
+            callers.truncate(5);
+            Function { name: k.to_string(), samples, callers }
+        })
+        .collect();
+    v.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.name.cmp(&b.name)));
     v
 }
 
@@ -211,7 +261,7 @@ pub struct LabProfile {
     pub dropped: bool,
     /// Kernel samples by function, most first; empty where the kernel's symbols were not at
     /// hand (then `symbols_error` says why).
-    pub functions: Vec<(String, u64)>,
+    pub functions: Vec<Function>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symbols_error: Option<String>,
 }
@@ -252,8 +302,12 @@ impl LabProfile {
         if let Some(e) = &self.symbols_error {
             println!("  (kernel functions not named: {e})");
         }
-        for (name, n) in self.functions.iter().take(top) {
-            println!("  {:5.1}%  {name}", pct(*n));
+        for f in self.functions.iter().take(top) {
+            println!("  {:5.1}%  {}", pct(f.samples), f.name);
+            // Where a function is hot, who called it says why (a lock's unlock, a udelay).
+            for (chain, n) in f.callers.iter().take(2).filter(|(_, n)| pct(*n) >= 0.5) {
+                println!("            {:5.1}%  <- {chain}", pct(*n));
+            }
         }
     }
 }
@@ -265,18 +319,38 @@ mod tests {
     #[test]
     fn samples_count_under_the_function_they_fall_in() {
         let syms = [(0x1000, "a"), (0x1100, "b"), (0x1200, "c")];
-        let v = bucket(&syms, &[(0x1004, 2), (0x1100, 1), (0x11ff, 4), (0x0fff, 1), (0x9000, 3)]);
-        assert_eq!(v, vec![("b".into(), 5), ("c".into(), 3), ("a".into(), 2), ("?".into(), 1)]);
+        let one = |ip: u64, n: u64| (vec![ip], n);
+        let v = bucket(&syms, &[one(0x1004, 2), one(0x1100, 1), one(0x11ff, 4), one(0x0fff, 1), one(0x9000, 3)]);
+        let f = |name: &str, samples| Function { name: name.into(), samples, callers: vec![] };
+        assert_eq!(v, vec![f("b", 5), f("c", 3), f("a", 2), f("?", 1)]);
+    }
+
+    #[test]
+    fn callers_say_why_a_function_ran() {
+        let syms = [(0x1000, "udelay"), (0x2000, "try_check_zero"), (0x3000, "kvm_set_memslot")];
+        let v = bucket(&syms, &[(vec![0x1001, 0x2004, 0x3008], 3), (vec![0x1002, 0x2004], 1), (vec![0x1003], 1)]);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].samples, 5);
+        assert_eq!(
+            v[0].callers,
+            vec![("try_check_zero <- kvm_set_memslot".to_string(), 3), ("try_check_zero".to_string(), 1)]
+        );
     }
 
     #[test]
     fn records_merge() {
-        let a = ProfileRecord { period_ns: 1, kernel: 2, user: 1, ips: vec![(5, 2)], ..Default::default() };
-        let b =
-            ProfileRecord { period_ns: 1, kernel: 1, guest: 3, dropped: true, ips: vec![(5, 1)], ..Default::default() };
+        let a = ProfileRecord { period_ns: 1, kernel: 2, user: 1, chains: vec![(vec![5], 2)], ..Default::default() };
+        let b = ProfileRecord {
+            period_ns: 1,
+            kernel: 1,
+            guest: 3,
+            dropped: true,
+            chains: vec![(vec![5], 1)],
+            ..Default::default()
+        };
         let m = merge(&[a, b]).expect("two records");
-        assert_eq!((m.kernel, m.user, m.guest, m.dropped, m.ips.clone()), (3, 1, 3, true, vec![(5, 3)]));
+        assert_eq!((m.kernel, m.user, m.guest, m.dropped, m.chains.clone()), (3, 1, 3, true, vec![(vec![5], 3)]));
         let back = ProfileRecord::read(&m.to_json().to_string()).expect("a profile").expect("reads");
-        assert_eq!(back.ips, vec![(5, 3)]);
+        assert_eq!(back.chains, vec![(vec![5], 3)]);
     }
 }
