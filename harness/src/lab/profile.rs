@@ -3,6 +3,7 @@
 //! guest's. It showed `clear_page_erms` at 12% (TCG runs `rep stosb` a byte at a time), and
 //! that the rest is the cases' own kernel work: what a kernel change makes slower shows here.
 
+use crate::backend::kvm::mem::Mapping;
 use crate::report::records::Record;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -47,17 +48,10 @@ impl Record for ProfileRecord {
     const TYPE: &'static str = "profile";
 }
 
+/// One CPU's event and its sample buffer (a metadata page, then `PAGES` pages).
 struct Cpu {
     fd: OwnedFd,
-    base: *mut libc::c_void,
-    len: usize,
-}
-
-impl Drop for Cpu {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the buffer `Sampler::start` mapped.
-        unsafe { libc::munmap(self.base, self.len) };
-    }
+    buf: Mapping,
 }
 
 /// A sampler on every online CPU, all tasks, from `start` to `finish`.
@@ -92,22 +86,9 @@ impl Sampler {
             }
             // SAFETY: the kernel just handed us this fd.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let len = (PAGES + 1) * 4096;
-            // SAFETY: mapping the event's sample buffer (a metadata page, then 2^n pages).
-            let base = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if base == libc::MAP_FAILED {
-                return Err(format!("perf sample buffer: {}", std::io::Error::last_os_error()));
-            }
-            cpus.push(Cpu { fd, base, len });
+            let buf =
+                Mapping::file(fd.as_raw_fd(), 0, (PAGES + 1) * 4096).map_err(|e| format!("perf sample buffer: {e}"))?;
+            cpus.push(Cpu { fd, buf });
         }
         Ok(Sampler { cpus })
     }
@@ -119,10 +100,9 @@ impl Sampler {
         for c in &self.cpus {
             // SAFETY: a no-argument ioctl on our perf fd.
             unsafe { libc::ioctl(c.fd.as_raw_fd(), IOC_DISABLE as _, 0) };
-            // SAFETY: data_head (offset 1024 of the metadata page), written by the kernel.
-            let head = unsafe { std::ptr::read_volatile((c.base as *const u8).add(1024) as *const u64) };
-            // SAFETY: the data pages follow the metadata page, PAGES of them.
-            let data = unsafe { std::slice::from_raw_parts((c.base as *const u8).add(4096), PAGES * 4096) };
+            // data_head, at offset 1024 of the metadata page; the data pages follow that page.
+            let head = c.buf.read_u64(1024);
+            let data = c.buf.bytes(4096, PAGES * 4096);
             let size = data.len() as u64;
             r.dropped |= head > size;
             let byte = |o: u64| data[(o % size) as usize];

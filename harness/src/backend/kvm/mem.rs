@@ -207,17 +207,17 @@ impl Mapping {
 
     /// A shared mapping of `len` bytes of `fd` from `offset`.
     pub fn file(fd: RawFd, offset: u64, len: usize) -> std::io::Result<Mapping> {
+        Self::file_with(fd, offset, len, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    /// As [`Mapping::file`], read-only (what a tracefs ring buffer allows).
+    pub fn file_readonly(fd: RawFd, offset: u64, len: usize) -> std::io::Result<Mapping> {
+        Self::file_with(fd, offset, len, libc::PROT_READ)
+    }
+
+    fn file_with(fd: RawFd, offset: u64, len: usize, prot: libc::c_int) -> std::io::Result<Mapping> {
         // SAFETY: mapping a file we own; the kernel validates fd and range.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                offset as i64,
-            )
-        };
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, offset as i64) };
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
@@ -228,6 +228,19 @@ impl Mapping {
         assert!(off as usize + 8 <= self.len);
         // SAFETY: bounds checked above; volatile because the guest writes it concurrently.
         unsafe { std::ptr::read_volatile(self.ptr.add(off as usize) as *const u64) }
+    }
+
+    pub fn read_u32(&self, off: u64) -> u32 {
+        assert!(off as usize + 4 <= self.len);
+        // SAFETY: as read_u64.
+        unsafe { std::ptr::read_volatile(self.ptr.add(off as usize) as *const u32) }
+    }
+
+    /// `len` bytes from `off`, as they are now (the kernel may be writing past them).
+    pub fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        assert!(off + len <= self.len);
+        // SAFETY: bounds checked above, inside the mapping, which lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(off), len) }
     }
 
     pub fn write_u64(&self, off: u64, v: u64) {

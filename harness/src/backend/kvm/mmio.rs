@@ -23,7 +23,7 @@ impl KvmBackend {
         let left = self.mmio_left();
         let settled =
             left.is_empty() || !left.iter().any(|g| may_become_private(seq, *g)) || self.clear_mmio_sptes(&left);
-        RESET_NANOS[3].fetch_add(t0.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        RESET_NANOS[part::MMIO].fetch_add(t0.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         if settled {
             return Ok(());
         }

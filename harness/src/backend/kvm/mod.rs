@@ -105,6 +105,15 @@ pub static PHASE_NANOS: [std::sync::atomic::AtomicU64; 3] =
 pub static RESET_NANOS: [std::sync::atomic::AtomicU64; RESET_PARTS.len()] =
     [const { std::sync::atomic::AtomicU64::new(0) }; RESET_PARTS.len()];
 pub const RESET_PARTS: [&str; 6] = ["slots", "attributes", "view", "mmio", "rewarm", "teardown"];
+/// [`RESET_PARTS`] by name.
+mod part {
+    pub const SLOTS: usize = 0;
+    pub const ATTRIBUTES: usize = 1;
+    pub const VIEW: usize = 2;
+    pub const MMIO: usize = 3;
+    pub const REWARM: usize = 4;
+    pub const TEARDOWN: usize = 5;
+}
 
 /// Laps of one reset into [`RESET_NANOS`].
 struct ResetClock(Instant);

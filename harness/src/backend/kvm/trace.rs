@@ -413,9 +413,8 @@ impl TraceView {
         Some(v.into_iter().filter(|l| l.gfn < limit_gfn).collect())
     }
 
-    /// Whether any present leaf or cached MMIO SPTE is left below `limit_gfn` (TDP): a reset
-    /// is proved clean only if not.
-    /// Whether a leaf, and whether an MMIO SPTE, is left below `limit_gfn`.
+    /// Whether a present leaf, and whether a cached MMIO SPTE, is left below `limit_gfn` (TDP):
+    /// a reset is proved clean only if no leaf is.
     pub fn left_below(&self, limit_gfn: u64) -> (bool, bool) {
         (self.leaves.first().is_some_and(|(g, _, _)| *g < limit_gfn), self.mmio.iter().any(|(_, g)| *g < limit_gfn))
     }

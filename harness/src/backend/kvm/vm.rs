@@ -163,7 +163,7 @@ impl KvmBackend {
         st.slots.clear();
         st.gmems.clear();
         st.cases += 1;
-        clock.lap(0);
+        clock.lap(part::SLOTS);
         // Past this many pages a fresh VM is cheaper than setting them back (measured in the
         // lab: 0.7 µs a page against 15 ms a fresh VM).
         let private_pages: u64 = st.private.iter().map(|(s, e)| (e - s) >> 12).sum();
@@ -177,7 +177,7 @@ impl KvmBackend {
                 why = why.or(Some(5));
             }
         }
-        clock.lap(1);
+        clock.lap(part::ATTRIBUTES);
         // MMIO SPTEs of slot-less GFNs are not leaves and survive the slot deletions above
         // (6.12 zaps every root on a slot deletion for default VMs only). They are left: the
         // deletions moved the memslot generation, so the next access to their GFN faults
@@ -200,7 +200,7 @@ impl KvmBackend {
                 why = why.or(Some(7));
             }
         }
-        clock.lap(2);
+        clock.lap(part::VIEW);
         if !self.reuse {
             why = Some(0);
         }
@@ -220,12 +220,12 @@ impl KvmBackend {
                 why = Some(6);
             }
         }
-        clock.lap(4);
+        clock.lap(part::REWARM);
         if let Some(i) = why {
             fresh_because(i);
             self.vm = None;
         }
-        clock.lap(5);
+        clock.lap(part::TEARDOWN);
     }
 
     pub(super) fn gmem_create(st: &mut VmState, g: &GmemDecl) -> Result<(), i32> {
