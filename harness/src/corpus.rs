@@ -36,7 +36,7 @@ pub fn seq_files(root: &Path) -> Vec<PathBuf> {
 
 /// Every `# known-divergence` signature the scenarios under `root` record for kernel `k`
 /// (None: for any kernel).
-pub fn known_signatures(root: &Path, k: Option<crate::seq::Kernel>) -> Vec<String> {
+pub fn known_signatures(root: &Path, k: Option<crate::seq::Release>) -> Vec<String> {
     seq_files(root)
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())

@@ -40,7 +40,7 @@ fn every_row_fails_with_its_errno_on_the_model() {
             let mut s = seq.clone();
             s.header.set_kernel(k);
             let t = run_model(&s);
-            assert!(t.findings.is_empty(), "{name} as {}: {:?}", k.name(), t.findings);
+            assert!(t.findings.is_empty(), "{name} as {k}: {:?}", t.findings);
         }
         rows += 1;
     }

@@ -26,7 +26,7 @@ fn every_corpus_scenario_holds_on_the_model() {
             as_k.header.set_kernel(k);
             runs += 1;
             for finding in run_model(&as_k).findings {
-                failures.push(format!("{} (as {}): {} {}", f.display(), k.name(), finding.signature(), finding.detail));
+                failures.push(format!("{} (as {k}): {} {}", f.display(), finding.signature(), finding.detail));
             }
         }
     }

@@ -38,7 +38,7 @@ fn exported_c_matches_the_kvm_backend() {
         // A scenario that holds on other kernels, or needs a VM type this host lacks, is a
         // kselftest skip (exit 4) in C, as the backend refuses it.
         let here = k.caps.kernel;
-        let holds = here.is_none_or(|h| privmem::model::kernel::kernels_for(&seq.header).contains(&h));
+        let holds = here.is_none_or(|h| privmem::model::kernel::holds_on(&seq.header, h));
         if !holds || (seq.header.vm != privmem::seq::VmType::Default && !k.caps.sw_protected) {
             assert_eq!(out.status.code(), Some(4), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
             skipped += 1;

@@ -31,9 +31,12 @@ pub struct Caps {
     /// type is offered).
     pub missing_tdx: Vec<String>,
     pub missing_snp: Vec<String>,
-    /// `uname -r`, and the named kernel the model runs as here (None: older than every one).
+    /// `uname -r`, and the release the model runs as here (None: older than every rule, or
+    /// not a release at all); `drift` where that release is past what the table knows.
     pub release: String,
-    pub kernel: Option<crate::seq::Kernel>,
+    pub kernel: Option<crate::seq::Release>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
     pub error: Option<String>,
 }
 
@@ -86,9 +89,17 @@ pub fn kernel_release() -> String {
 
 impl Caps {
     pub fn probe() -> Caps {
-        let mut c = Caps::default();
-        c.release = kernel_release();
-        c.kernel = crate::seq::Kernel::from_release(&c.release);
+        let release = kernel_release();
+        // Releases older than every rule's line are not modelled at all.
+        let m = crate::seq::Release::from_uname(&release)
+            .filter(|r| *r >= crate::seq::Kernel::V6_12.first())
+            .map(crate::model::kernel::modelled);
+        let mut c = Caps {
+            kernel: m.as_ref().map(|m| m.release),
+            drift: m.and_then(|m| m.drift),
+            release,
+            ..Default::default()
+        };
         let kvm = match kvm_ioctls::Kvm::new() {
             Ok(k) => k,
             Err(e) => {
@@ -156,7 +167,11 @@ impl Caps {
             flags.push("INIT_SHARED");
         }
         let kernel = match self.kernel {
-            Some(k) => format!("Linux {}, modelled as {}", self.release, k.name()),
+            Some(k) => format!(
+                "Linux {}, modelled as {k}{}",
+                self.release,
+                self.drift.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+            ),
             None => format!("Linux {}, older than every modelled kernel", self.release),
         };
         format!(

@@ -81,9 +81,9 @@ pub trait Backend {
     /// Why this backend cannot run `seq`, naming the missing capability; None if it can.
     fn unsupported(&self, seq: &Sequence) -> Option<String>;
     fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError>;
-    /// The named kernel this backend runs on, which the model then runs as; None: the model
-    /// runs as the sequence's header says.
-    fn kernel(&self) -> Option<crate::seq::Kernel> {
+    /// The kernel release this backend runs on, as the model runs it; None: the model runs
+    /// as the sequence's header says.
+    fn kernel(&self) -> Option<crate::seq::Release> {
         None
     }
     /// A generated case made runnable on this backend (dropping what the host lacks).

@@ -98,7 +98,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let mut replay_args = against.map(|b| format!(" --against {}", b.name())).unwrap_or_default()
         + if kvm.is_some() { " --backend kvm" } else { "" };
     if let Some(k) = caps.as_ref().and_then(|c| c.kernel) {
-        replay_args += &format!(" --kernel {}", k.name());
+        replay_args += &format!(" --kernel {k}");
     }
     let (_, rss0) = process_usage();
     let mut c = Campaign::new(cfg);
@@ -142,11 +142,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 kernel: None,
                 found_on: crate::report::provenance(model_kernel, caps.as_ref()),
             };
-            let replay_args = if caps.is_none() {
-                format!("{replay_args} --kernel {}", model_kernel.name())
-            } else {
-                replay_args.clone()
-            };
+            let replay_args =
+                if caps.is_none() { format!("{replay_args} --kernel {model_kernel}") } else { replay_args.clone() };
             let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
             if json {

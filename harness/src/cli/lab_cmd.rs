@@ -66,11 +66,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let runs = a.num("runs")?;
     let fuzz = time > 0 || runs.is_some();
     // Divergences the corpus records as known kernel differences do not fail the run.
-    let known: Vec<String> = seq_files(&repo().join("corpus"))
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|s| known_divergences(&s, if user_kernel { None } else { crate::seq::Kernel::from_name(version) }))
-        .collect();
+    // Which are known depends on the release the lab kernel reports (its caps line comes first).
+    let corpus_sources: Vec<String> =
+        seq_files(&repo().join("corpus")).iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect();
+    let mut known: Vec<String> = Vec::new();
     // As many lab VMs at once as the machine has cores (TCG is CPU bound): the first replays
     // the scenarios, and the campaign's runs are split between all, each with its own seed.
     let jobs =
@@ -206,9 +205,13 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 println!(
                     "lab: kernel Linux {}, modelled as {}",
                     c.release,
-                    c.kernel.map(|k| k.name()).unwrap_or("each scenario's kernel")
+                    c.kernel.map(|k| k.to_string()).unwrap_or("each scenario's kernel".into())
                 );
+                if let Some(d) = &c.drift {
+                    println!("lab: {d}");
+                }
             }
+            known = corpus_sources.iter().flat_map(|s| known_divergences(s, c.kernel)).collect();
             lab_caps = Some(c);
         } else if let Some(r) = ScenarioResult::from_value(&v) {
             let mut r = r?;
@@ -263,8 +266,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                         kernel: Some(kernel.display().to_string()),
                         found_on: FoundOn {
                             privmem: crate::report::privmem_version(),
-                            model_kernel: c.as_ref().and_then(|c| c.kernel).map(|k| k.name().into()),
+                            model_kernel: c.as_ref().and_then(|c| c.kernel).map(|k| k.to_string()),
                             kernel_release: c.as_ref().map(|c| c.release.clone()),
+                            drift: c.as_ref().and_then(|c| c.drift.clone()),
                             lab_config: config_key.clone(),
                             caps: c,
                         },

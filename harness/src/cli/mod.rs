@@ -130,12 +130,7 @@ fn export(argv: &[String]) -> Result<i32, String> {
     let (src, seq) = load_source(file)?;
     let c = match flavour {
         "upstream" => {
-            let k = a
-                .get("kernel")
-                .map(|v| {
-                    crate::seq::Kernel::from_name(v).ok_or(format!("--kernel: `{v}` is none of 6.12, 6.18, 7.3, next"))
-                })
-                .transpose()?;
+            let k = a.get("kernel").map(crate::model::kernel::kernel_arg).transpose()?.map(|m| m.release);
             crate::report::kselftest_upstream::export(&seq, file, &src, k)
         }
         _ => crate::report::kselftest::export(&seq, file),

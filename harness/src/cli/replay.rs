@@ -9,12 +9,11 @@ use crate::report::records::{Record, ScenarioResult};
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = super::spec::Spec::get("replay").parse(argv)?;
-    let kernel = a
-        .get("kernel")
-        .map(|v| {
-            crate::seq::Kernel::from_name(v).ok_or_else(|| format!("--kernel: `{v}` is none of 6.12, 6.18, 7.3, next"))
-        })
-        .transpose()?;
+    let kernel = a.get("kernel").map(crate::model::kernel::kernel_arg).transpose()?;
+    if let Some(d) = kernel.as_ref().and_then(|m| m.drift.as_deref()) {
+        eprintln!("privmem: {d}");
+    }
+    let kernel = kernel.map(|m| m.release);
     // `--bin`: the files are fuzzer inputs (cargo-fuzz/AFL crash artifacts) in the binary codec;
     // they replay as the targets ran them, without expectations.
     let bin = a.flag("bin");
@@ -75,8 +74,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         let mut skip = None;
         // `--kernel` on the model: run the scenario as that kernel, if it holds there.
         if let (Some(v), None) = (kernel, kvm.as_ref()) {
-            if !crate::model::kernel::kernels_for(&seq.header).contains(&v) {
-                skip = Some(format!("the scenario does not hold on Linux {}", v.name()));
+            if !crate::model::kernel::holds_on(&seq.header, v) {
+                skip = Some(format!("the scenario does not hold on Linux {v}"));
             }
             seq.header.set_kernel(v);
         }

@@ -48,7 +48,11 @@ pub const SPECS: &[Spec] = &[
                 "model|kvm|emulated",
                 "where to run them (default: model; emulated: the TD/SNP shims, the model answering)",
             ),
-            v("kernel", "6.12|6.18|7.3|next", "the kernel the model runs as"),
+            v(
+                "kernel",
+                "RELEASE|6.12|6.18|7.3|next",
+                "the release the model runs as (6.12.118; a line: its newest known release)",
+            ),
             v("against", "VARIANT", "also compare two TDX variants"),
             JUNIT,
             f("bin", "the files are fuzzer inputs in the binary codec"),
@@ -148,8 +152,8 @@ pub const SPECS: &[Spec] = &[
             v("kselftest", "upstream|standalone|FILE", "the flavour, then FILE; a FILE alone: standalone"),
             v(
                 "kernel",
-                "6.12|6.18|7.3|next",
-                "upstream: the kernel the test is for (refused where the scenario does not hold)",
+                "RELEASE|6.12|6.18|7.3|next",
+                "upstream: the kernel release the test is for (refused where the scenario does not hold)",
             ),
             v("o", "OUT.c", "output file"),
             v("out", "OUT.c", "output file"),

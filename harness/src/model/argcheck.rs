@@ -9,14 +9,14 @@
 //! harness always passes its own page-aligned userspace address and its own guest_memfd fds.
 
 use crate::seq::words::Word;
-use crate::seq::{Errno, Kernel};
+use crate::seq::{Errno, Kernel, KernelRange};
 
 pub struct Check {
     pub function: String,
     pub check: String,
     pub errno: Errno,
     /// The kernels the row holds on; empty: all.
-    pub kernels: Vec<Kernel>,
+    pub kernels: Vec<KernelRange>,
     /// Extra header lines (a VM type of its own, a `gmem`), replacing the table's `vm` line
     /// when they start with `vm`.
     pub header: String,
@@ -92,7 +92,7 @@ pub fn parse(text: &str) -> Result<Vec<Table>, String> {
                     "kernels" => {
                         c.kernels = rest
                             .split_whitespace()
-                            .map(|k| Kernel::from_name(k).ok_or_else(|| at(format!("no kernel `{k}`"))))
+                            .map(|k| KernelRange::parse(k).map_err(|e| at(format!("`{k}`: expected {e}"))))
                             .collect::<Result<_, _>>()?
                     }
                     "header" => push_line(&mut c.header, rest),
@@ -118,9 +118,9 @@ pub fn parse(text: &str) -> Result<Vec<Table>, String> {
 
 impl Check {
     /// The kernels the row holds on.
-    pub fn kernels(&self) -> Vec<Kernel> {
+    pub fn kernels(&self) -> Vec<KernelRange> {
         if self.kernels.is_empty() {
-            Kernel::ALL.to_vec()
+            Kernel::ALL.map(KernelRange::line).to_vec()
         } else {
             self.kernels.clone()
         }
@@ -149,7 +149,7 @@ pub fn family() -> Vec<(String, String)> {
                 o.push('\n');
             }
             if !c.kernels.is_empty() {
-                let names: Vec<&str> = c.kernels.iter().map(|k| k.name()).collect();
+                let names: Vec<String> = c.kernels.iter().map(|k| k.to_string()).collect();
                 o.push_str(&format!("kernel {}\n", names.join(" ")));
             }
             for l in lines.chain(rest.lines()) {
@@ -174,7 +174,7 @@ pub fn markdown() -> String {
     for t in tables() {
         o.push_str(&format!("## {}\n\n| # | function | check | errno | kernels |\n|---|---|---|---|---|\n", t.ioctl));
         for (i, c) in t.checks.iter().enumerate() {
-            let k: Vec<&str> = c.kernels().iter().map(|k| k.name()).collect();
+            let k: Vec<String> = c.kernels().iter().map(|k| k.to_string()).collect();
             o.push_str(&format!(
                 "| {} | `{}` | {} | {} | {} |\n",
                 i + 1,

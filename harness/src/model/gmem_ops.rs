@@ -6,7 +6,7 @@ use super::*;
 
 /// `kvm_gmem_create()`'s checks for `decl` (plus `raw` flag bits) on a VM of type `vm` under
 /// kernel `k`.
-pub fn check_gmem_create(k: Kernel, vm: VmType, decl: &GmemDecl, raw: u64) -> Result<(), Errno> {
+pub fn check_gmem_create(k: Release, vm: VmType, decl: &GmemDecl, raw: u64) -> Result<(), Errno> {
     let flags = raw | decl.mmap as u64 | (decl.init_shared as u64) << 1;
     let supported =
         if super::kernel::Rule::GmemMmapFlags.holds(k) { 1 | (!vm.has_private_mem() as u64) << 1 } else { 0 };

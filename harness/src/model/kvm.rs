@@ -301,7 +301,12 @@ impl Model {
                 Exit::Mmio
             }));
         };
-        if write && slot.readonly {
+        // The fault path takes the private branch before it looks at the slot's flags
+        // (6.12: `__kvm_faultin_pfn()` -> `kvm_faultin_pfn_private()`; 7.3:
+        // `__kvm_mmu_faultin_pfn()` -> `kvm_mmu_faultin_pfn_gmem()`): a write to a PRIVATE GFN
+        // of a read-only slot without guest_memfd is a private memory fault, not the read-only
+        // slot's MMIO exit.
+        if write && slot.readonly && !private {
             return Attempt::Done(Outcome::Exit(Exit::Mmio));
         }
         match self.shared.get(gfn) {

@@ -1,7 +1,7 @@
 //! Memslots (`virt/kvm/kvm_main.c`, `__kvm_set_memory_region`) and KVM's errno rules for them.
 
 use super::gmem::Gmem;
-use crate::seq::{Errno, Kernel, SlotSpec, VmType, PAGE};
+use crate::seq::{Errno, Release, SlotSpec, VmType, PAGE};
 use std::collections::BTreeMap;
 
 /// x86: KVM_MEM_SLOTS_NUM (SHRT_MAX) less the internal slots.
@@ -28,7 +28,7 @@ pub struct Slot {
 pub struct VmFacts {
     pub vm: VmType,
     pub phys_bits: Option<u8>,
-    pub kernel: Kernel,
+    pub kernel: Release,
     pub address_spaces: u16,
 }
 

@@ -173,7 +173,7 @@ pub fn pages_feasible(model: ([u64; 3], u64), want: [Option<&[u64]>; 3]) -> bool
 pub struct Model {
     pub h: Header,
     /// The kernel the model behaves as (`Header::kernel`): see [`kernel::RULES`].
-    pub kernel: Kernel,
+    pub kernel: Release,
     pub pol: Policy,
     pub mem: Memory,
     pub gmems: Vec<Gmem>,

@@ -181,9 +181,13 @@ pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
     // only is not this kernel's to check.
     let mut as_kernel;
     let seq = match b.kernel() {
-        Some(k) if !crate::model::kernel::kernels_for(&seq.header).contains(&k) => {
-            let names: Vec<&str> = crate::model::kernel::kernels_for(&seq.header).iter().map(|k| k.name()).collect();
-            let why = format!("the scenario holds on Linux {} only; this is {}", names.join(", "), k.name());
+        Some(k) if !crate::model::kernel::holds_on(&seq.header, k) => {
+            let names: Vec<String> = seq.header.kernels.iter().map(|k| k.to_string()).collect();
+            let why = if names.is_empty() {
+                format!("Linux {k} cannot set the scenario's header up")
+            } else {
+                format!("the scenario holds on Linux {} only; this is {k}", names.join(", "))
+            };
             return RealCheck {
                 model: run_model_with(seq, &RunOpts::default()).0,
                 diff: Diff::default(),
@@ -219,10 +223,11 @@ pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
 /// The comment line with which a scenario records a real kernel difference it is known to show.
 pub const KNOWN_MARKER: &str = "# known-divergence: kvm ";
 
-/// The divergence signatures a scenario's source records as known on kernel `k`. A marker may
-/// end with `on 6.12 6.18`: the kernels that show it (elsewhere the scenario must pass as it
-/// stands). None: every marker, whatever kernel it names.
-pub fn known_divergences(src: &str, k: Option<crate::seq::Kernel>) -> Vec<String> {
+/// The divergence signatures a scenario's source records as known on release `k`. A marker may
+/// end with `on 6.12 6.18`: the kernels that show it, as a `kernel` header line names them
+/// (lines, releases, ranges; elsewhere the scenario must pass as it stands). None: every
+/// marker, whatever kernel it names.
+pub fn known_divergences(src: &str, k: Option<crate::seq::Release>) -> Vec<String> {
     src.lines()
         .filter_map(|l| l.strip_prefix(KNOWN_MARKER))
         .filter_map(|rest| {
@@ -231,7 +236,9 @@ pub fn known_divergences(src: &str, k: Option<crate::seq::Kernel>) -> Vec<String
                 None => (rest, None),
             };
             let shows = match (k, on) {
-                (Some(k), Some(on)) => on.split_whitespace().any(|n| n == k.name()),
+                (Some(k), Some(on)) => {
+                    on.split_whitespace().any(|n| crate::seq::KernelRange::parse(n).is_ok_and(|r| r.contains(k)))
+                }
                 _ => true,
             };
             shows.then(|| sig.trim().to_string())

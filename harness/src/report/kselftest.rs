@@ -21,11 +21,20 @@ fn prelude(source: &str, expected: &str, seq: &Sequence) -> String {
     let private = seq.header.vm == VmType::SwProtected;
     let map_gpa = seq.steps.iter().any(|st| matches!(st.op, Op::MapGpa { .. }));
     // The kernels the scenario holds on, as the model derives them: the C skips elsewhere.
-    let holds = crate::model::kernel::kernels_for(&seq.header);
-    let all = holds.len() == crate::seq::Kernel::ALL.len();
-    let kernels: Vec<String> = holds.iter().map(|k| format!("\"{}\"", k.name())).collect();
+    let h = &seq.header;
+    let all = crate::model::kernel::kernels_for(h).len() == crate::model::kernel::KNOWN.len();
+    let vcode = |r: crate::seq::Release| (r.major as u64) << 32 | (r.minor as u64) << 16 | r.patch as u64;
+    let ranges: Vec<crate::seq::KernelRange> = match h.kernels.is_empty() {
+        true => crate::seq::Kernel::ALL.map(crate::seq::KernelRange::line).to_vec(),
+        false => h.kernels.clone(),
+    };
+    let kernels: Vec<String> = ranges
+        .iter()
+        .filter(|r| crate::model::kernel::KNOWN.iter().any(|&k| r.contains(k) && crate::model::kernel::holds_on(h, k)))
+        .map(|r| format!("{{ {:#x}, {:#x} }} /* {r} */", vcode(r.lo), vcode(r.hi)))
+        .collect();
     let subst: [(&str, String); 36] = [
-        ("@KERNELS@", if all { "NULL".into() } else { kernels.join(", ") + ", NULL" }),
+        ("@KERNELS@", if all { "{ 0, 0 }".into() } else { kernels.join(", ") + ", { 0, 0 }" }),
         ("@VM_TYPE@", seq.header.vm.kvm_type().to_string()),
         // CPL0 where the VM has private memory: its hypercall needs it, and such hosts run CPL0
         // code properly (the CPL3 default is for hosts that emulate CPL0, see the C's header).

@@ -611,35 +611,30 @@ static __attribute__((unused)) void batch(int first_step, int n, const struct cm
 	fflush(stdout);
 }
 
-/* The kernels the scenario holds on (none listed: all), by privmem's names. */
-static const char *kernels[] = { @KERNELS@ };
+/* The kernel releases the scenario holds on, as ranges with both ends included, each release
+ * as major << 32 | minor << 16 | patch (privmem's KernelRange); an empty list: all. */
+static const unsigned long long kernels[][2] = { @KERNELS@ };
 
-/* The named kernel this release behaves as (privmem's Kernel::from_release), or NULL. */
-static const char *kernel_name(void)
+/* This kernel's release as such a number (uname -r's leading major.minor[.patch]), or 0. */
+static unsigned long long kernel_release(struct utsname *u)
 {
-	struct utsname u;
-	int major, minor;
+	int major, minor, patch = 0;
 
-	if (uname(&u) || sscanf(u.release, "%d.%d", &major, &minor) != 2)
-		return NULL;
-	if (major > 7 || (major == 7 && minor >= 3))
-		return "7.3";
-	if (major == 6 && minor >= 18)
-		return "6.18";
-	if (major == 6 && minor >= 12)
-		return "6.12";
-	return NULL;
+	if (uname(u) || sscanf(u->release, "%d.%d.%d", &major, &minor, &patch) < 2)
+		return 0;
+	return (unsigned long long)major << 32 | (unsigned long long)minor << 16 | (unsigned)patch;
 }
 
 static void setup(void)
 {
-	const char *k = kernel_name();
-	int holds = !kernels[0] || !k;
+	struct utsname u;
+	unsigned long long k = kernel_release(&u);
+	int holds = !kernels[0][1] || !k;
 
-	for (int i = 0; kernels[i] && k; i++)
-		holds |= !strcmp(kernels[i], k);
+	for (int i = 0; kernels[i][1] && k; i++)
+		holds |= kernels[i][0] <= k && k <= kernels[i][1];
 	if (!holds)
-		{ fprintf(stderr, "repro: skip: the scenario holds on other kernels; this is %s\n", k); exit(4); }
+		{ fprintf(stderr, "repro: skip: the scenario holds on other kernels; this is %s\n", u.release); exit(4); }
 	kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (kvm < 0)
 		{ fprintf(stderr, "repro: skip: no /dev/kvm (%s)\n", strerror(errno)); exit(4); }

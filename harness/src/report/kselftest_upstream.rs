@@ -42,11 +42,11 @@ impl SlotRec {
 }
 
 /// The C test for `seq` (read from `source`), or why it cannot be exported.
-pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Kernel>) -> Result<String, String> {
+pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Release>) -> Result<String, String> {
     let mut seq = seq.clone();
     if let Some(k) = kernel {
-        if !crate::model::kernel::kernels_for(&seq.header).contains(&k) {
-            return Err(format!("the scenario does not hold on Linux {}", k.name()));
+        if !crate::model::kernel::holds_on(&seq.header, k) {
+            return Err(format!("the scenario does not hold on Linux {k}"));
         }
         seq.header.set_kernel(k);
     }

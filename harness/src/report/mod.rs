@@ -47,11 +47,12 @@ pub fn privmem_version() -> String {
 
 /// What a finding was found on, for its `.json`: privmem's version, the kernel (release and
 /// the named kernel the model ran as), and, on a real backend, its capabilities.
-pub fn provenance(model_kernel: crate::seq::Kernel, caps: Option<&crate::backend::caps::Caps>) -> records::FoundOn {
+pub fn provenance(model_kernel: crate::seq::Release, caps: Option<&crate::backend::caps::Caps>) -> records::FoundOn {
     records::FoundOn {
         privmem: privmem_version(),
-        model_kernel: Some(model_kernel.name().into()),
+        model_kernel: Some(model_kernel.to_string()),
         kernel_release: caps.map(|c| c.release.clone()),
+        drift: caps.and_then(|c| c.drift.clone()),
         lab_config: None,
         caps: caps.cloned(),
     }
@@ -133,7 +134,7 @@ fn write_report_dir(
 ) -> std::io::Result<()> {
     let mut notes = Vec::new();
     write_atomic(&d.join("case.seq"), sequence.as_bytes())?;
-    let kernel = found.model_kernel.as_deref().and_then(crate::seq::Kernel::from_name);
+    let kernel = found.model_kernel.as_deref().and_then(crate::seq::Release::parse);
     match text::parse("case.seq", sequence) {
         Ok(seq) => {
             match kselftest_upstream::export(&seq, "case.seq", sequence, kernel) {
@@ -174,6 +175,9 @@ fn write_report_dir(
         found.privmem,
         found.lab_config.as_deref().unwrap_or("-")
     );
+    if let Some(d) = &found.drift {
+        let _ = writeln!(r, "**Drift:** {d}.\n");
+    }
     let _ = writeln!(r, "## Reproduce\n\n    {replay}\n");
     if d.join("privmem_case.c").exists() {
         r.push_str("A KVM selftest of it: `privmem_case.c`, for `tools/testing/selftests/kvm/x86/`.\n");

@@ -241,6 +241,17 @@ impl LabRecord {
 pub enum Difference {
     /// Only one of the two kernels runs the case (or the labs adapted it differently).
     OneSided { case: String, runs_on_one_only: bool, kernel: Option<String>, baseline: Option<String> },
+    /// The model, run as each kernel's release, differs at this step, and the two kernels do
+    /// not: a rule of the model's kernel table is wrong for one of them (a missed backport).
+    Predicted {
+        case: String,
+        predicted_step: usize,
+        op: String,
+        /// The model's outcome as each kernel's release.
+        model_kernel: String,
+        model_baseline: String,
+        sequence: String,
+    },
     /// The first step where they differ, on each kernel.
     Step {
         case: String,
@@ -262,6 +273,9 @@ pub struct BaselineRecord {
     pub compared: usize,
     pub explained: usize,
     pub unexplained: usize,
+    /// Cases where the model's rules predict a difference the two kernels do not show.
+    #[serde(default)]
+    pub predicted_absent: usize,
     pub one_sided: usize,
     pub differences: Vec<Difference>,
 }
@@ -357,6 +371,10 @@ pub struct FoundOn {
     pub privmem: String,
     pub model_kernel: Option<String>,
     pub kernel_release: Option<String>,
+    /// Where the kernel's release is past what the model's table knows (a difference may be a
+    /// stable backport the table lacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lab_config: Option<String>,
     pub caps: Option<Caps>,

@@ -9,7 +9,7 @@
 
 use super::codes::*;
 use super::header::*;
-use super::kernel::Kernel;
+use super::kernel::{Kernel, KernelRange, Release};
 use super::legal;
 use super::op::*;
 
@@ -128,15 +128,36 @@ fn encode_name(w: &mut Writer, name: &str) {
     }
 }
 
+/// In the variant byte's kernel mask: the header names releases or ranges, listed after it.
+/// Above every line's bit, so that a header of whole lines encodes as it always has.
+const RANGES_FOLLOW: u8 = 1 << 4;
+
 fn decode_header(r: &mut Reader<'_>) -> Header {
     let mut h = Header::new(VmType::Tdx);
     let _ = (|| -> Result<(), Eof> {
         h.vm = VmType::ALL[(r.byte()? % 4) as usize];
-        // The variant byte's quotient by 5 is the mask of kernels the case holds on.
+        // The variant byte's quotient by 5 is the mask of kernel lines the case holds on; with
+        // RANGES_FOLLOW, a count and each range's two releases follow instead (`kernel
+        // 6.12.118..`).
         let vb = r.byte()?;
         let v = vb % 5;
         let kmask = vb / 5;
-        h.kernels = Kernel::ALL.iter().copied().filter(|k| kmask & (1 << (*k as u8)) != 0).collect();
+        if kmask & RANGES_FOLLOW != 0 {
+            for _ in 0..r.byte()? % 8 {
+                let mut rel = || -> Result<Release, Eof> {
+                    Ok(Release::new(r.varint()? as u16, r.varint()? as u16, r.varint()? as u16))
+                };
+                let (lo, hi) = (rel()?, rel()?);
+                let ok = lo.line().is_some() && lo.same_line(hi) && lo <= hi && hi.patch < u16::MAX;
+                if ok && !h.kernels.contains(&KernelRange { lo, hi }) {
+                    h.kernels.push(KernelRange { lo, hi });
+                }
+            }
+            h.kernels.sort();
+        } else {
+            h.kernels =
+                Kernel::ALL.iter().copied().filter(|k| kmask & (1 << (*k as u8)) != 0).map(KernelRange::line).collect();
+        }
         let mask = r.byte()?;
         if h.vm == VmType::Tdx {
             h.variant = if v == 0 { None } else { Some(Variant::ALL[v as usize - 1]) };
@@ -169,7 +190,7 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
     })();
     // Only kernels the header can be set up on; none left means every kernel.
     let hh = h.clone();
-    h.kernels.retain(|&k| crate::model::kernel::header_allows(&hh, k).is_ok());
+    h.kernels.retain(|&k| crate::model::kernel::range_allows(&hh, k));
     h
 }
 
@@ -287,8 +308,21 @@ pub fn encode(s: &Sequence) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64 + s.steps.len() * 6));
     let h = &s.header;
     w.byte(VmType::ALL.iter().position(|v| *v == h.vm).unwrap_or(0) as u8);
-    let kmask: u8 = h.kernels.iter().map(|k| 1 << (*k as u8)).sum();
-    w.byte(h.variant.map(|v| v as u8 + 1).unwrap_or(0) + 5 * kmask);
+    let lines: Option<Vec<Kernel>> =
+        h.kernels.iter().map(|r| r.kernel().filter(|&k| KernelRange::line(k) == *r)).collect();
+    let variant = h.variant.map(|v| v as u8 + 1).unwrap_or(0);
+    match lines {
+        Some(lines) => w.byte(variant + 5 * lines.iter().fold(0, |m, &k| m | 1 << (k as u8))),
+        None => {
+            w.byte(variant + 5 * RANGES_FOLLOW);
+            w.byte(h.kernels.len() as u8);
+            for r in &h.kernels {
+                for x in [r.lo, r.hi] {
+                    [x.major, x.minor, x.patch].into_iter().for_each(|n| w.varint(n as u64));
+                }
+            }
+        }
+    }
     w.byte(knob_mask(&h.options));
     w.byte((h.vcpus.saturating_sub(1)) as u8);
     w.byte(h.gmems.len() as u8);

@@ -2,7 +2,7 @@
 //! and memslots it starts with, the kernels it holds on; and the sizes and mapping levels
 //! everything counts in.
 
-use super::kernel::Kernel;
+use super::kernel::{Kernel, KernelRange, Release};
 use super::words::words;
 use serde::Serialize;
 
@@ -170,8 +170,9 @@ pub struct Header {
     pub vcpus: u32,
     pub gmems: Vec<GmemDecl>,
     pub slots: Vec<SlotSpec>,
-    /// The kernels the sequence holds on (`kernel 6.12 6.18`), sorted; empty: every kernel.
-    pub kernels: Vec<Kernel>,
+    /// The kernels the sequence holds on (`kernel ..=6.12.117 6.18`), sorted; empty: every
+    /// kernel.
+    pub kernels: Vec<KernelRange>,
 }
 
 impl Header {
@@ -186,18 +187,22 @@ impl Header {
             kernels: Vec::new(),
         }
     }
-    /// The kernel the model runs the sequence as: the newest it names, else the newest
-    /// mainline.
-    pub fn kernel(&self) -> Kernel {
-        self.kernels.last().copied().unwrap_or(Kernel::NEWEST_MAINLINE)
+    /// The release the model runs the sequence as: the newest known release
+    /// (`model::kernel::KNOWN`) in the last range it names, else that range's first release;
+    /// with no `kernel` line, the newest known release of the newest mainline.
+    pub fn kernel(&self) -> Release {
+        match self.kernels.last() {
+            None => crate::model::kernel::newest_of(Kernel::NEWEST_MAINLINE),
+            Some(r) => crate::model::kernel::KNOWN.iter().copied().filter(|k| r.contains(*k)).max().unwrap_or(r.lo),
+        }
     }
-    /// Whether the sequence names `k` among the kernels it holds on (or names none).
-    pub fn names_kernel(&self, k: Kernel) -> bool {
-        self.kernels.is_empty() || self.kernels.contains(&k)
+    /// Whether the sequence names release `k` among the kernels it holds on (or names none).
+    pub fn names_kernel(&self, k: Release) -> bool {
+        self.kernels.is_empty() || self.kernels.iter().any(|r| r.contains(k))
     }
-    /// Run the sequence as `k` from now on.
-    pub fn set_kernel(&mut self, k: Kernel) {
-        self.kernels = vec![k];
+    /// Run the sequence as release `k` from now on.
+    pub fn set_kernel(&mut self, k: Release) {
+        self.kernels = vec![KernelRange::exactly(k)];
     }
     pub fn has(&self, k: Knob) -> bool {
         self.options.contains(&k)

@@ -15,5 +15,5 @@ pub mod words;
 
 pub use codes::*;
 pub use header::*;
-pub use kernel::Kernel;
+pub use kernel::{Kernel, KernelRange, Release};
 pub use op::*;

@@ -158,7 +158,7 @@ pub fn print_header(h: &Header) -> String {
         let _ = writeln!(o, "option {}", k.name());
     }
     if !h.kernels.is_empty() {
-        let names: Vec<&str> = h.kernels.iter().map(|k| k.name()).collect();
+        let names: Vec<String> = h.kernels.iter().map(|k| k.to_string()).collect();
         let _ = writeln!(o, "kernel {}", names.join(" "));
     }
     let _ = writeln!(o, "vcpus {}", h.vcpus);

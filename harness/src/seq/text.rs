@@ -4,7 +4,7 @@
 
 use super::codes::*;
 use super::header::*;
-use super::kernel::Kernel;
+use super::kernel::KernelRange;
 use super::legal;
 use super::op::*;
 
@@ -103,7 +103,11 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
                 return Err(l.err_at(first.col, "`kernel` given twice".into()));
             }
             loop {
-                let k = l.pick::<Kernel>("a kernel")?;
+                let t = l.next("a kernel")?;
+                let k = match KernelRange::parse(t.text) {
+                    Ok(k) => k,
+                    Err(e) => return l.fail(t, &e),
+                };
                 if !h.kernels.contains(&k) {
                     h.kernels.push(k);
                 }

@@ -111,7 +111,8 @@ impl KvmBackend {
                 // Where every vCPU's root is obsolete (a slot deletion zapped every root and no
                 // vCPU has run since), 6.12's pre-fault never completes: one tick without
                 // progress is that livelock, not a slow lab, and waiting three more buys nothing.
-                let obsolete = st.zaps_all && !st.harness_warm && self.caps.kernel == Some(Kernel::V6_12);
+                let obsolete =
+                    st.zaps_all && !st.harness_warm && self.caps.kernel.and_then(|k| k.line()) == Some(Kernel::V6_12);
                 let limit = if obsolete { Duration::ZERO } else { PREFAULT_STALL };
                 loop {
                     self.watchdog.arm(PREFAULT_TICK);

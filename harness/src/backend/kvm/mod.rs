@@ -264,7 +264,11 @@ impl KvmBackend {
     /// Which kernel this is and which the model runs as, in words.
     pub fn kernel_words(&self) -> String {
         match self.caps.kernel {
-            Some(k) => format!("kernel: Linux {}, modelled as {}", self.caps.release, k.name()),
+            Some(k) => format!(
+                "kernel: Linux {}, modelled as {k}{}",
+                self.caps.release,
+                self.caps.drift.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+            ),
             None => format!(
                 "kernel: Linux {}, older than every modelled kernel; modelled as each scenario says",
                 self.caps.release
@@ -366,7 +370,7 @@ impl Backend for KvmBackend {
         "kvm"
     }
 
-    fn kernel(&self) -> Option<Kernel> {
+    fn kernel(&self) -> Option<Release> {
         self.caps.kernel
     }
 
