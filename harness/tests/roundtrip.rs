@@ -106,3 +106,20 @@ fn fixup_makes_mutated_sequences_legal_and_is_idempotent() {
         assert_eq!(s, once);
     }
 }
+
+#[test]
+fn kernel_releases_and_ranges_round_trip_through_text_and_codec() {
+    let src = "vm sw-protected\nkernel 6.12.100..=6.12.117 6.12.118.. 6.18 7.3.4 next\nslot 0 gpa=0x100000000 size=2M\n\
+               vcpu0 read 0x100000000 => value 0x0\n";
+    let s = parse("k", src).unwrap();
+    assert_eq!(print(&s).lines().nth(1), Some("kernel 6.12.100..=6.12.117 6.12.118.. 6.18 7.3.4 next"));
+    assert_eq!(decode(&encode(&s)), s);
+    // The model runs as the newest known release of the last range named.
+    assert_eq!(s.header.kernel(), privmem::seq::Release::NEXT);
+    let s = parse("k", &src.replace(" 7.3.4 next", "")).unwrap();
+    assert_eq!(s.header.kernel(), privmem::seq::Release::new(6, 18, 44));
+    for bad in ["kernel 6.12..7.3", "kernel 6.16.1", "kernel 6.12.118..=6.12.100"] {
+        let e = parse("bad", &format!("vm default\n{bad}\n")).unwrap_err().to_string();
+        assert!(e.contains("bad:2:8") && e.contains("a kernel"), "{e}");
+    }
+}

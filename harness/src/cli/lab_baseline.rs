@@ -90,6 +90,116 @@ fn run_on(
     Ok(LabRun { results: r, caps })
 }
 
+/// What the comparison of two labs' results found.
+#[derive(Debug, Default)]
+struct Compared {
+    compared: usize,
+    explained: usize,
+    unexplained: usize,
+    one_sided: usize,
+    predicted_absent: usize,
+    diffs: Vec<Difference>,
+}
+
+/// Compare the two labs' results case by case, both ways: differences that happened (explained
+/// by the model as each release, or by corpus/known, or not) and differences the model as each
+/// release predicts that did not happen. Pure: the labs have already run.
+fn compare(
+    cases: &[(String, String)],
+    ra: &Results,
+    rb: &Results,
+    na: Option<Release>,
+    nb: Option<Release>,
+) -> Result<Compared, String> {
+    let mut c = Compared::default();
+    for (name, src) in cases {
+        let (Some(x), Some(y)) = (ra.get(name), rb.get(name)) else {
+            return Err(format!("{name}: a lab VM gave no result for it"));
+        };
+        let ((sx, x), (sy, y)) = match (x, y) {
+            (Ok(x), Ok(y)) => (x, y),
+            (Err(_), Err(_)) => continue,
+            (x, y) => {
+                c.one_sided += 1;
+                c.diffs.push(Difference::OneSided {
+                    case: name.clone(),
+                    runs_on_one_only: true,
+                    kernel: x.as_ref().err().cloned(),
+                    baseline: y.as_ref().err().cloned(),
+                });
+                continue;
+            }
+        };
+        // Each lab made the case runnable on its kernel; where they made it differently there is
+        // no like-for-like comparison.
+        if sx != sy {
+            c.one_sided += 1;
+            let why = Some("adapted to its kernel differently".to_string());
+            c.diffs.push(Difference::OneSided {
+                case: name.clone(),
+                runs_on_one_only: true,
+                kernel: why.clone(),
+                baseline: why,
+            });
+            continue;
+        }
+        let seq = text::parse(name, sx).map_err(|e| format!("the lab's adapted case: {e}"))?;
+        c.compared += 1;
+        // The model run as each kernel's release, every step's outcome.
+        let model_as = |k: Option<Release>| {
+            k.map(|k| {
+                let mut s = seq.clone();
+                s.header.set_kernel(k);
+                run_model(&s).outcomes.iter().map(text::print_outcome).collect::<Vec<_>>()
+            })
+        };
+        let (pa, pb) = (model_as(na), model_as(nb));
+        let Some(step) = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i)) else {
+            // No difference happened: did the model's rules predict one?
+            if let (Some(p), Some(q)) = (&pa, &pb) {
+                if let Some(at) = (0..p.len().max(q.len())).find(|&i| p.get(i) != q.get(i)) {
+                    c.predicted_absent += 1;
+                    c.diffs.push(Difference::Predicted {
+                        case: name.clone(),
+                        predicted_step: at + 1,
+                        op: seq.steps.get(at).map(|s| text::print_op(&s.op)).unwrap_or_default(),
+                        model_kernel: p.get(at).cloned().unwrap_or_default(),
+                        model_baseline: q.get(at).cloned().unwrap_or_default(),
+                        sequence: text::print(&seq),
+                    });
+                }
+            }
+            continue;
+        };
+        // Explained: the model, run as each kernel, differs at or before that step too.
+        let upto = |p: &Option<Vec<String>>| p.as_ref().map(|p| p.iter().take(step + 1).cloned().collect::<Vec<_>>());
+        let known = |k: Option<Release>| crate::oracle::diff::known_divergences(src, k);
+        let why = match (upto(&pa), upto(&pb)) {
+            (Some(p), Some(q)) if p != q => Some("the model's kernel rules differ here"),
+            _ if na.is_some() && nb.is_some() && known(na) != known(nb) => {
+                Some("corpus/known records a kernel bug on one of the two")
+            }
+            _ => None,
+        };
+        if why.is_some() {
+            c.explained += 1;
+        } else {
+            c.unexplained += 1;
+        }
+        let op = seq.steps.get(step).map(|s| text::print_op(&s.op)).unwrap_or_default();
+        c.diffs.push(Difference::Step {
+            case: name.clone(),
+            step: step + 1,
+            op,
+            kernel: x.get(step).cloned(),
+            baseline: y.get(step).cloned(),
+            explained: why.map(String::from),
+            sequence: text::print(&seq),
+        });
+    }
+    Ok(c)
+}
+
 /// A lab's modelled release in words.
 fn name_of(k: Option<Release>) -> String {
     k.map(|k| k.to_string()).unwrap_or("an unmodelled release".into())
@@ -138,93 +248,8 @@ pub fn run(a: &Args) -> Result<i32, String> {
     let (na, nb) = (ra.caps.as_ref().and_then(|c| c.kernel), rb.caps.as_ref().and_then(|c| c.kernel));
     let drifts: Vec<String> = [&ra, &rb].iter().filter_map(|r| r.caps.as_ref()?.drift.clone()).collect();
     let (ra, rb) = (ra.results, rb.results);
-    let (mut compared, mut explained, mut unexplained, mut one_sided, mut predicted_absent) = (0, 0, 0, 0, 0);
-    let mut diffs = Vec::new();
-    for (name, src) in &cases {
-        let (Some(x), Some(y)) = (ra.get(name), rb.get(name)) else {
-            return Err(format!("{name}: a lab VM gave no result for it"));
-        };
-        let ((sx, x), (sy, y)) = match (x, y) {
-            (Ok(x), Ok(y)) => (x, y),
-            (Err(_), Err(_)) => continue,
-            (x, y) => {
-                one_sided += 1;
-                diffs.push(Difference::OneSided {
-                    case: name.clone(),
-                    runs_on_one_only: true,
-                    kernel: x.as_ref().err().cloned(),
-                    baseline: y.as_ref().err().cloned(),
-                });
-                continue;
-            }
-        };
-        // Each lab made the case runnable on its kernel; where they made it differently there is
-        // no like-for-like comparison.
-        if sx != sy {
-            one_sided += 1;
-            let why = Some("adapted to its kernel differently".to_string());
-            diffs.push(Difference::OneSided {
-                case: name.clone(),
-                runs_on_one_only: true,
-                kernel: why.clone(),
-                baseline: why,
-            });
-            continue;
-        }
-        let seq = text::parse(name, sx).map_err(|e| format!("the lab's adapted case: {e}"))?;
-        compared += 1;
-        // The model run as each kernel's release, every step's outcome.
-        let model_as = |k: Option<Release>| {
-            k.map(|k| {
-                let mut s = seq.clone();
-                s.header.set_kernel(k);
-                run_model(&s).outcomes.iter().map(text::print_outcome).collect::<Vec<_>>()
-            })
-        };
-        let (pa, pb) = (model_as(na), model_as(nb));
-        let Some(step) = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i)) else {
-            // No difference happened: did the model's rules predict one?
-            if let (Some(p), Some(q)) = (&pa, &pb) {
-                if let Some(at) = (0..p.len().max(q.len())).find(|&i| p.get(i) != q.get(i)) {
-                    predicted_absent += 1;
-                    diffs.push(Difference::Predicted {
-                        case: name.clone(),
-                        predicted_step: at + 1,
-                        op: seq.steps.get(at).map(|s| text::print_op(&s.op)).unwrap_or_default(),
-                        model_kernel: p.get(at).cloned().unwrap_or_default(),
-                        model_baseline: q.get(at).cloned().unwrap_or_default(),
-                        sequence: text::print(&seq),
-                    });
-                }
-            }
-            continue;
-        };
-        // Explained: the model, run as each kernel, differs at or before that step too.
-        let upto = |p: &Option<Vec<String>>| p.as_ref().map(|p| p.iter().take(step + 1).cloned().collect::<Vec<_>>());
-        let known = |k: Option<Release>| crate::oracle::diff::known_divergences(src, k);
-        let why = match (upto(&pa), upto(&pb)) {
-            (Some(p), Some(q)) if p != q => Some("the model's kernel rules differ here"),
-            _ if na.is_some() && nb.is_some() && known(na) != known(nb) => {
-                Some("corpus/known records a kernel bug on one of the two")
-            }
-            _ => None,
-        };
-        if why.is_some() {
-            explained += 1;
-        } else {
-            unexplained += 1;
-        }
-        let op = seq.steps.get(step).map(|s| text::print_op(&s.op)).unwrap_or_default();
-        diffs.push(Difference::Step {
-            case: name.clone(),
-            step: step + 1,
-            op,
-            kernel: x.get(step).cloned(),
-            baseline: y.get(step).cloned(),
-            explained: why.map(String::from),
-            sequence: text::print(&seq),
-        });
-    }
+    let Compared { compared, explained, unexplained, one_sided, predicted_absent, diffs } =
+        compare(&cases, &ra, &rb, na, nb)?;
     if json {
         let r = BaselineRecord {
             kernel: ka.display().to_string(),
@@ -287,4 +312,57 @@ pub fn run(a: &Args) -> Result<i32, String> {
         );
     }
     Ok(if unexplained > 0 || predicted_absent > 0 { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REBIND: &str = "vm sw-protected\ngmem g size=4M\nslot 0 gpa=0x100000000 size=2M gmem=g offset=0\n\
+                          slot-add 1 gpa=0x200000000 size=2M gmem=g offset=1M\n";
+
+    /// One lab's results for the rebind case: its adapted text and each step's outcome.
+    fn lab(outcome: &str) -> Results {
+        let step = |o: &str| RealStep { outcome: o.into(), leaves: Some([0, 0, 0]) };
+        [("rebind.seq".to_string(), Ok((REBIND.to_string(), vec![step(outcome)])))].into_iter().collect()
+    }
+
+    fn run(a: &str, b: &str, na: Release, nb: Release) -> Compared {
+        let cases = [("rebind.seq".to_string(), REBIND.to_string())];
+        compare(&cases, &lab(a), &lab(b), Some(na), Some(nb)).unwrap()
+    }
+
+    const R6_12_117: Release = Release::new(6, 12, 117);
+    const R6_12_118: Release = Release::new(6, 12, 118);
+    const R7_3_4: Release = Release::new(7, 3, 4);
+
+    #[test]
+    fn a_difference_the_rules_predict_is_known() {
+        let c = run("err EINVAL", "err EEXIST", R6_12_117, R7_3_4);
+        assert_eq!((c.compared, c.explained, c.unexplained, c.predicted_absent), (1, 1, 0, 0));
+    }
+
+    #[test]
+    fn a_predicted_difference_that_did_not_happen_is_a_miss() {
+        // 6.12.118 took the backport, but a table without it would predict EINVAL there: as
+        // 6.12.117 against 7.3.4 with both kernels saying EEXIST.
+        let c = run("err EEXIST", "err EEXIST", R6_12_117, R7_3_4);
+        assert_eq!((c.unexplained, c.predicted_absent), (0, 1));
+        match &c.diffs[..] {
+            [Difference::Predicted { predicted_step: 1, model_kernel, model_baseline, .. }] => {
+                assert_eq!((model_kernel.as_str(), model_baseline.as_str()), ("err EINVAL", "err EEXIST"))
+            }
+            d => panic!("{d:?}"),
+        }
+        // With the backport in the table nothing is predicted, and nothing happened.
+        let c = run("err EEXIST", "err EEXIST", R6_12_118, R7_3_4);
+        assert_eq!((c.explained, c.unexplained, c.predicted_absent), (0, 0, 0));
+        assert!(c.diffs.is_empty());
+    }
+
+    #[test]
+    fn a_difference_nothing_predicts_is_unexplained() {
+        let c = run("err EINVAL", "err EEXIST", R6_12_118, R7_3_4);
+        assert_eq!((c.explained, c.unexplained, c.predicted_absent), (0, 1, 0));
+    }
 }
