@@ -109,7 +109,8 @@ fn fixup_makes_mutated_sequences_legal_and_is_idempotent() {
 
 #[test]
 fn kernel_releases_and_ranges_round_trip_through_text_and_codec() {
-    let src = "vm sw-protected\nkernel 6.12.100..=6.12.117 6.12.118.. 6.18 7.3.4 next\nslot 0 gpa=0x100000000 size=2M\n\
+    let src =
+        "vm sw-protected\nkernel 6.12.100..=6.12.117 6.12.118.. 6.18 7.3.4 next\nslot 0 gpa=0x100000000 size=2M\n\
                vcpu0 read 0x100000000 => value 0x0\n";
     let s = parse("k", src).unwrap();
     assert_eq!(print(&s).lines().nth(1), Some("kernel 6.12.100..=6.12.117 6.12.118.. 6.18 7.3.4 next"));

@@ -88,6 +88,27 @@ pub fn kernel_release() -> String {
 }
 
 impl Caps {
+    /// What this host lacks to run a VM of type `vm`, in words; None where it can.
+    pub fn missing_for(&self, vm: crate::seq::VmType) -> Option<String> {
+        use crate::seq::VmType;
+        let pieces = |v: &[String], cap: &str| match v.is_empty() {
+            true => cap.to_string(),
+            false => format!("{cap}: {}", v.join("; ")),
+        };
+        match vm {
+            _ if !self.kvm => Some(self.error.clone().unwrap_or("no /dev/kvm".into())),
+            VmType::Default => None,
+            VmType::SwProtected if self.sw_protected => None,
+            VmType::SwProtected => {
+                Some("KVM_X86_SW_PROTECTED_VM in KVM_CAP_VM_TYPES (CONFIG_KVM_SW_PROTECTED_VM)".into())
+            }
+            VmType::Tdx if self.tdx => None,
+            VmType::Tdx => Some(pieces(&self.missing_tdx, "KVM_X86_TDX_VM in KVM_CAP_VM_TYPES")),
+            VmType::Snp if self.snp => None,
+            VmType::Snp => Some(pieces(&self.missing_snp, "KVM_X86_SNP_VM in KVM_CAP_VM_TYPES")),
+        }
+    }
+
     pub fn probe() -> Caps {
         let release = kernel_release();
         // Releases older than every rule's line are not modelled at all.

@@ -18,6 +18,9 @@ pub enum Observed {
     Pages([u64; 3]),
     /// The step has no meaning on this backend (e.g. `expect sept` on real KVM): not checked.
     NotChecked,
+    /// The harness could not account for what it read (its own mappings in the page counters
+    /// disagree with the kernel's mapping view): an error of the harness, not the kernel's.
+    HarnessError(String),
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]

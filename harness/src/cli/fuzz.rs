@@ -62,6 +62,13 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if (variant.is_some() || against.is_some()) && vm != Some(VmType::Tdx) {
         return Err("--variant/--against need --vm tdx".into());
     }
+    // A VM type the host cannot run is refused, never fuzzed as another type: "0 findings" on
+    // default VMs must not read as "TDX fuzzed clean".
+    if let (Some(k), Some(v)) = (kvm.as_ref(), vm) {
+        if let Some(missing) = k.caps.missing_for(v) {
+            return Err(format!("--vm {}: this host's KVM cannot run it; it lacks {missing}", v.name()));
+        }
+    }
     if let Some(p) = a.get("plant") {
         use crate::model::seeded::{plant, SeededBug};
         let names: Vec<_> = SeededBug::ALL.iter().map(|b| b.name()).collect();

@@ -67,6 +67,21 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Diff {
         }
         let (ok, m, r) = match (&real.observed[i], model.pages[i]) {
             (Observed::NotChecked, _) => continue,
+            (Observed::HarnessError(why), _) => {
+                d.findings.push(Finding {
+                    context: String::new(),
+                    kind: FindingKind::Setup,
+                    step: Some(i),
+                    op: Some(st.op.kind()),
+                    state: "harness:page-accounting".into(),
+                    detail: format!(
+                        "step {} `{}`: the harness lost track of its own mappings: {why}",
+                        i + 1,
+                        print_op(&st.op)
+                    ),
+                });
+                continue;
+            }
             (Observed::Pages(p), Some(mp)) => {
                 let ([c4, c2, c1], thp) = mp;
                 let allowed = if thp == 0 {
@@ -166,6 +181,7 @@ fn real_steps(real: &RealTrace) -> Vec<RealStep> {
                 Observed::Outcome(o) => crate::seq::text::print_outcome(o),
                 Observed::Pages(p) => format!("pages_4k={} pages_2m={} pages_1g={}", p[0], p[1], p[2]),
                 Observed::NotChecked => "-".into(),
+                Observed::HarnessError(why) => format!("harness error: {why}"),
             },
             leaves: real.views.get(i).and_then(|v| v.as_ref()).map(|v| {
                 let mut n = [0u64; 3];

@@ -4,6 +4,11 @@
 use super::*;
 use crate::model::attrs::KVM_MEMORY_ATTRIBUTE_PRIVATE as PRIVATE;
 
+/// Leaves by level, as `expect pages_*` writes them.
+fn fmt_levels(p: [u64; 3]) -> String {
+    format!("pages_4k={} pages_2m={} pages_1g={}", p[0], p[1], p[2])
+}
+
 impl KvmBackend {
     /// The host's view of the page at `gpa`: (mapping, offset).
     pub(super) fn host_view(st: &VmState, gpa: u64) -> Option<(&Mapping, u64)> {
@@ -58,6 +63,15 @@ impl KvmBackend {
     }
 
     pub(super) fn host_op(&mut self, h: &Header, op: &Op) -> Observed {
+        // Without the TDP view the harness's own leaves are known only as `baseline`: after a
+        // zap of every root, map them all back (every vCPU, as at set-up) before the counters
+        // are read, or a case's page counts would be short by the harness's missing leaves.
+        let tdp_view = self.view.as_ref().is_some_and(|v| v.mmu == Mmu::Tdp);
+        if matches!(op, Op::ExpectPages { .. }) && !tdp_view && self.vm.as_ref().is_some_and(|s| !s.harness_exact) {
+            if let Err(e) = self.warm_vcpus() {
+                return Observed::HarnessError(format!("mapping its own pages back after a zap: {e}"));
+            }
+        }
         let st = self.vm.as_mut().expect("prepared");
         let o = match op {
             Op::SlotAdd(s) => Self::slot_add(st, h, s),
@@ -67,7 +81,7 @@ impl KvmBackend {
                 match unsafe { st.vm.set_user_memory_region2(r) } {
                     Ok(()) => {
                         st.slots.remove(id);
-                        st.harness_warm &= !st.zaps_all;
+                        st.memslot_zapped();
                         Outcome::Ok
                     }
                     Err(e) => errno_of(e.errno()),
@@ -81,7 +95,7 @@ impl KvmBackend {
                     match unsafe { st.vm.set_user_memory_region2(r) } {
                         Ok(()) => {
                             st.slots.get_mut(id).expect("present").gpa = *gpa;
-                            st.harness_warm &= !st.zaps_all;
+                            st.memslot_zapped();
                             Outcome::Ok
                         }
                         Err(e) => errno_of(e.errno()),
@@ -140,6 +154,27 @@ impl KvmBackend {
                 None => Outcome::Err(Errno::EFAULT),
             },
             Op::ExpectPages { .. } => {
+                // With the TDP view every leaf is known, the harness's own (at and above
+                // HARNESS_GPA) included, whatever zaps came before: the case's leaves are the
+                // rest, and the counters must say the same, or the harness has lost track.
+                let counters = st.stats.as_ref().and_then(|s| s.pages());
+                if let Some(v) = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp) {
+                    v.drain();
+                    if let (Some((case, harness)), Some(p)) = (v.level_counts(HARNESS_GPA >> 12), counters) {
+                        let total = [0, 1, 2].map(|i| case[i] + harness[i]);
+                        if total != p {
+                            return Observed::HarnessError(format!(
+                                "the page counters say {} but the mapping view has {} ({} of the case's, {} of the harness's)",
+                                fmt_levels(p),
+                                fmt_levels(total),
+                                fmt_levels(case),
+                                fmt_levels(harness)
+                            ));
+                        }
+                        return Observed::Pages(case);
+                    }
+                }
+                // Without it, the harness's leaves as learned when the VM was set up.
                 let harness = if st.harness_warm { st.baseline } else { st.post_zap };
                 return match st.stats.as_ref().and_then(|s| s.pages()).zip(harness) {
                     // Less the harness's own mappings.

@@ -113,7 +113,7 @@ impl KvmBackend {
         for i in 0..added {
             // SAFETY: deleting a slot; no memory is handed to KVM.
             ok &= unsafe { st.vm.set_user_memory_region2(region(i, 0)) }.is_ok();
-            st.harness_warm &= !st.zaps_all;
+            st.memslot_zapped();
         }
         let Some(v) = self.view.as_mut() else { return false };
         v.drain();

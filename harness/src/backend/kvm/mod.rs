@@ -82,6 +82,9 @@ struct VmState {
     zaps_all: bool,
     /// The harness's leaves are mapped (the guest ran since the last zap).
     harness_warm: bool,
+    /// The harness's leaves are exactly those of `baseline`: every vCPU re-warmed since the
+    /// last zap (one guest batch maps back only its own vCPU's pages).
+    harness_exact: bool,
     /// The GPA ranges that are PRIVATE now: attributes are per VM and outlive slots, so the
     /// reset sets them back to shared, and only them (6.12 stores attributes page by page: a
     /// range set back twice costs twice).
@@ -258,6 +261,15 @@ pub struct KvmBackend {
 
 fn errno_of(e: i32) -> Outcome {
     Outcome::Err(Errno::from_raw(e))
+}
+
+impl VmState {
+    /// A memslot was deleted or moved: where that zaps every root, the harness's own leaves
+    /// went too.
+    fn memslot_zapped(&mut self) {
+        self.harness_warm &= !self.zaps_all;
+        self.harness_exact &= !self.zaps_all;
+    }
 }
 
 impl KvmBackend {

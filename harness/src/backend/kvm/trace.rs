@@ -404,6 +404,20 @@ impl TraceView {
         }
     }
 
+    /// Present leaves by level (4K, 2M, 1G): those below `limit_gfn`, and those at or above it
+    /// (TDP); None if events were lost.
+    pub fn level_counts(&self, limit_gfn: u64) -> Option<([u64; 3], [u64; 3])> {
+        if self.lost {
+            return None;
+        }
+        let (mut below, mut above) = ([0u64; 3], [0u64; 3]);
+        for &(gfn, _, level) in &self.leaves {
+            let n = if gfn < limit_gfn { &mut below } else { &mut above };
+            n[level as usize] += 1;
+        }
+        Some((below, above))
+    }
+
     /// The leaves installed since the last call (shadow MMU), below `limit_gfn`.
     pub fn take_installed(&mut self, limit_gfn: u64) -> Option<Vec<KLeaf>> {
         let v = std::mem::take(&mut self.installed);

@@ -59,6 +59,7 @@ impl KvmBackend {
             post_zap: None,
             zaps_all: false,
             harness_warm: false,
+            harness_exact: false,
             private: RangeSet::default(),
             slots: BTreeMap::new(),
             gmems: Vec::new(),
@@ -158,7 +159,7 @@ impl KvmBackend {
             if unsafe { st.vm.set_user_memory_region2(r) }.is_err() {
                 why = why.or(Some(4));
             }
-            st.harness_warm &= !st.zaps_all;
+            st.memslot_zapped();
         }
         st.slots.clear();
         st.gmems.clear();
@@ -292,7 +293,7 @@ impl KvmBackend {
         match unsafe { st.vm.set_user_memory_region2(region) } {
             Ok(()) if s.size == 0 => {
                 st.slots.remove(&s.id);
-                st.harness_warm &= !st.zaps_all;
+                st.memslot_zapped();
                 Outcome::Ok
             }
             Ok(()) => {
@@ -372,7 +373,7 @@ impl KvmBackend {
 
     /// Run every vCPU once against the harness's own memory: its code and stack pages mapped,
     /// and its MMU root loaded afresh.
-    fn warm_vcpus(&mut self) -> Result<(), RunError> {
+    pub(super) fn warm_vcpus(&mut self) -> Result<(), RunError> {
         let n = self.vm.as_ref().map(|s| s.vcpus.len()).unwrap_or(0);
         for v in 0..n {
             let warm = Op::Read { vcpu: v as u32, addr: HARNESS_GPA + CODE_OFF, shared: false };
@@ -385,6 +386,9 @@ impl KvmBackend {
             if t.observed[0] == Observed::Outcome(Outcome::Exit(Exit::Mmio)) {
                 return Err(RunError::Setup("the guest cannot read its own code page".into()));
             }
+        }
+        if let Some(st) = self.vm.as_mut() {
+            st.harness_exact = true;
         }
         Ok(())
     }
