@@ -84,17 +84,20 @@ import json, sys, os, glob, re
 v = json.loads(open(sys.argv[1]).read().splitlines()[-1])
 repo, version = sys.argv[2], sys.argv[3]
 def rel(s):
-    return tuple(int(x) for x in (s.split(".") + ["0"])[:3])
+    # The leading major.minor[.patch] of a release (a kernelversion may end in -rc1).
+    return tuple(int(x) for x in (re.match(r"\d+(?:\.\d+){1,2}", s).group(0).split(".") + ["0"])[:3])
 def names(word, r):
-    # A marker's kernel word as privmem reads it: a line (6.12), a release (6.12.118) or a
-    # range inside a line (6.12.118.., ..=6.12.117, 6.12.0..=6.12.117), both ends included.
+    # A marker's kernel word as privmem reads it (KernelRange::parse): a line (6.12), a release
+    # (6.12.118) or a range inside a line (6.12.118.., ..=6.12.117, 6.12.0..=6.12.117), both
+    # ends included. The tests corpus.rs check that every marker's words parse there.
     if word == "next":
         return False
     lo, sep, hi = word.partition("..")
     if not sep:
         return r[:2] == rel(word)[:2] if word.count(".") == 1 else r == rel(word)
-    line = rel(lo or hi.lstrip("="))[:2]
-    return r[:2] == line and (not lo or r >= rel(lo)) and (not hi or r <= rel(hi.lstrip("=")))
+    hi = hi[1:] if hi.startswith("=") else hi
+    line = rel(lo or hi)[:2]
+    return r[:2] == line and (not lo or r >= rel(lo)) and (not hi or r <= rel(hi))
 # Which kernels each known divergence shows on (`# known-divergence: kvm SIG on K...`).
 shows = {}
 for f in glob.glob(f"{repo}/corpus/known/*.seq"):

@@ -73,3 +73,20 @@ fn exported_seeds_decode_back_to_their_scenarios() {
         assert_eq!(privmem::seq::codec::decode(&bytes), want, "{} does not decode back", seed.display());
     }
 }
+
+#[test]
+fn every_known_divergence_names_kernels_that_parse() {
+    // A marker word that does not parse would silently un-mark a known divergence.
+    for f in corpus_files() {
+        let src = std::fs::read_to_string(&f).unwrap();
+        for l in src.lines().filter_map(|l| l.strip_prefix(privmem::oracle::diff::KNOWN_MARKER)) {
+            if let Some((_, on)) = l.split_once(" on ") {
+                for w in on.split_whitespace() {
+                    if let Err(e) = privmem::seq::KernelRange::parse(w) {
+                        panic!("{}: `{w}`: expected {e}", f.display());
+                    }
+                }
+            }
+        }
+    }
+}

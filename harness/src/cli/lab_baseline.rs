@@ -8,7 +8,8 @@
 //! the two kernels do not show (a stable backport the table lacks, as 6.12.118's binding rework
 //! was).
 //!
-//! Exit codes, for `git bisect run`: 0 no unexplained difference, 1 some, 2 the run failed.
+//! Exit codes, for `git bisect run`: 0 no unexplained difference and no missed prediction, 1
+//! some, 2 the run failed.
 
 use super::lab_cmd::{default_kernel, repo};
 use super::lab_files::lab_files;
@@ -154,28 +155,31 @@ fn compare(
             })
         };
         let (pa, pb) = (model_as(na), model_as(nb));
-        let Some(step) = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i)) else {
-            // No difference happened: did the model's rules predict one?
-            if let (Some(p), Some(q)) = (&pa, &pb) {
-                if let Some(at) = (0..p.len().max(q.len())).find(|&i| p.get(i) != q.get(i)) {
-                    c.predicted_absent += 1;
-                    c.diffs.push(Difference::Predicted {
-                        case: name.clone(),
-                        predicted_step: at + 1,
-                        op: seq.steps.get(at).map(|s| text::print_op(&s.op)).unwrap_or_default(),
-                        model_kernel: p.get(at).cloned().unwrap_or_default(),
-                        model_baseline: q.get(at).cloned().unwrap_or_default(),
-                        sequence: text::print(&seq),
-                    });
-                }
-            }
-            continue;
+        // The first step where the model as each release differs, and where the kernels do.
+        let predicted = match (&pa, &pb) {
+            (Some(p), Some(q)) => (0..p.len().max(q.len())).find(|&i| p.get(i) != q.get(i)),
+            _ => None,
         };
-        // Explained: the model, run as each kernel, differs at or before that step too.
-        let upto = |p: &Option<Vec<String>>| p.as_ref().map(|p| p.iter().take(step + 1).cloned().collect::<Vec<_>>());
+        let happened = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i));
+        // A prediction before the kernels' first difference (or with none) did not happen.
+        if let (Some(at), Some(p), Some(q)) = (predicted, &pa, &pb) {
+            if happened.is_none_or(|h| at < h) {
+                c.predicted_absent += 1;
+                c.diffs.push(Difference::Predicted {
+                    case: name.clone(),
+                    predicted_step: at + 1,
+                    op: seq.steps.get(at).map(|s| text::print_op(&s.op)).unwrap_or_default(),
+                    model_kernel: p.get(at).cloned().unwrap_or_default(),
+                    model_baseline: q.get(at).cloned().unwrap_or_default(),
+                    sequence: text::print(&seq),
+                });
+            }
+        }
+        let Some(step) = happened else { continue };
+        // Explained: the model, run as each kernel, differs first at that very step.
         let known = |k: Option<Release>| crate::oracle::diff::known_divergences(src, k);
-        let why = match (upto(&pa), upto(&pb)) {
-            (Some(p), Some(q)) if p != q => Some("the model's kernel rules differ here"),
+        let why = match predicted {
+            Some(at) if at == step => Some("the model's kernel rules differ here"),
             _ if na.is_some() && nb.is_some() && known(na) != known(nb) => {
                 Some("corpus/known records a kernel bug on one of the two")
             }
@@ -259,6 +263,9 @@ pub fn run(a: &Args) -> Result<i32, String> {
             explained,
             unexplained,
             predicted_absent,
+            model_kernel: na.map(|k| k.to_string()),
+            model_baseline: nb.map(|k| k.to_string()),
+            drift: drifts.clone(),
             one_sided,
             differences: diffs,
         };

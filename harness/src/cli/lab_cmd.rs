@@ -417,6 +417,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             mapping_checks,
             mapped_unchecked,
             files: written,
+            kernel_release: lab_caps.as_ref().map(|c| c.release.clone()),
+            model_kernel: lab_caps.as_ref().and_then(|c| c.kernel).map(|k| k.to_string()),
+            drift: lab_caps.as_ref().and_then(|c| c.drift.clone()),
             results,
             profile,
         };

@@ -9,11 +9,11 @@ use crate::report::records::{Record, ScenarioResult};
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
     let a = super::spec::Spec::get("replay").parse(argv)?;
-    let kernel = a.get("kernel").map(crate::model::kernel::kernel_arg).transpose()?;
-    if let Some(d) = kernel.as_ref().and_then(|m| m.drift.as_deref()) {
+    let modelled = a.get("kernel").map(crate::model::kernel::kernel_arg).transpose()?;
+    if let Some(d) = modelled.as_ref().and_then(|m| m.drift.as_deref()) {
         eprintln!("privmem: {d}");
     }
-    let kernel = kernel.map(|m| m.release);
+    let kernel = modelled.as_ref().map(|m| m.release);
     // `--bin`: the files are fuzzer inputs (cargo-fuzz/AFL crash artifacts) in the binary codec;
     // they replay as the targets ran them, without expectations.
     let bin = a.flag("bin");
@@ -25,8 +25,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         "model" => None,
         "kvm" => {
             let mut k = KvmBackend::open()?;
-            if let Some(v) = kernel {
-                k.caps.kernel = Some(v);
+            // `--kernel` says what the model runs as here, and any drift is that release's.
+            if let Some(m) = &modelled {
+                k.caps.kernel = Some(m.release);
+                k.caps.drift = m.drift.clone();
             }
             if !a.flag("json") && !a.flag("tap") {
                 println!("{}", k.kernel_words());

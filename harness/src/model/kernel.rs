@@ -22,7 +22,8 @@ pub enum Rule {
     /// `KVM_X86_TDX_VM` exists (merged in 6.16, `vmx/tdx.c`).
     TdxVm,
     /// Binding a guest_memfd range another slot holds is EEXIST
-    /// (`kvm_gmem_commit_memory_region()`); until 6.18 `kvm_gmem_bind()` made it EINVAL.
+    /// (`kvm_gmem_commit_memory_region()`); before mainline 7.2 (and 6.12.118 in its line)
+    /// `kvm_gmem_bind()` made it EINVAL.
     GmemRebindEexist,
     /// `KVM_TDX_INIT_MEM_REGION` over a page already added fails with EIO: `kvm_gmem_populate()`
     /// no longer refuses an up-to-date folio (EEXIST until 6.18), and the map in
@@ -114,31 +115,33 @@ pub struct Modelled {
 
 /// The release the model runs as for a kernel that reports `actual`: itself where the table
 /// knows its line up to it (every rule is a release comparison, so an older stable release is
-/// modelled exactly); the newest known release of its line when it is newer than that, with a
-/// drift warning; itself, with a warning, on a line the table knows no release of.
+/// modelled exactly); else the newest known release at or below it (the newest of its own
+/// line, or, on a line the table knows nothing of, of the line before: a 7.4 behaves as 7.3
+/// until a rule says otherwise), with a drift warning. The generated C does the same
+/// (`kselftest_prelude.c`'s `modelled()`).
 pub fn modelled(actual: Release) -> Modelled {
     if actual.is_next() {
         return Modelled { release: actual, drift: None };
     }
     let releases = || KNOWN.iter().copied().filter(|r| !r.is_next());
-    match releases().filter(|r| r.same_line(actual)).max() {
-        Some(newest) if actual > newest => Modelled {
-            release: newest,
-            drift: Some(format!(
-                "{actual} is newer than the table's {newest}: a difference may be a stable backport (model/kernel.rs)"
-            )),
-        },
-        Some(_) => Modelled { release: actual, drift: None },
-        None => {
-            let newest = releases().max().expect("the table knows releases");
-            let drift = if actual > newest {
-                format!("{actual} is newer than the table's newest release, {newest}: a difference may be a change the table has no rule for (model/kernel.rs)")
-            } else {
-                format!("the table knows no {}.{} release: {actual} is modelled by mainline rules alone, and a difference may be a stable backport (model/kernel.rs)", actual.major, actual.minor)
-            };
-            Modelled { release: actual, drift: Some(drift) }
-        }
+    let in_line = releases().filter(|r| r.same_line(actual)).max();
+    if in_line.is_some_and(|n| actual <= n) {
+        return Modelled { release: actual, drift: None };
     }
+    let Some(below) = releases().filter(|&r| r <= actual).max() else {
+        return Modelled { release: actual, drift: None };
+    };
+    let drift = match in_line {
+        Some(n) => format!("{actual} is newer than the table's {n}: a difference may be a stable backport (model/kernel.rs)"),
+        None if below == releases().max().expect("the table knows releases") => format!(
+            "{actual} is newer than the table's newest release, {below}, and modelled as it: a difference may be a change the table has no rule for (model/kernel.rs)"
+        ),
+        None => format!(
+            "the table knows no {}.{} release: {actual} is modelled as {below}, and a difference may be a change the table has no rule for (model/kernel.rs)",
+            actual.major, actual.minor
+        ),
+    };
+    Modelled { release: below, drift: Some(drift) }
 }
 
 /// A release named on the command line (`--kernel 6.12.118`) or by a line (`--kernel 6.12`,
@@ -255,11 +258,12 @@ mod tests {
         );
         assert_eq!(modelled(Release::new(6, 12, 118)), Modelled { release: Release::new(6, 12, 118), drift: None });
         assert_eq!(modelled(Release::new(6, 12, 90)).drift, None);
-        assert!(modelled(Release::new(7, 4, 1))
-            .drift
-            .unwrap()
-            .contains("newer than the table's newest release, 7.3.4"));
-        assert!(modelled(Release::new(6, 16, 3)).drift.unwrap().contains("knows no 6.16 release"));
+        let m = modelled(Release::new(7, 4, 1));
+        assert_eq!(m.release, Release::new(7, 3, 4));
+        assert!(m.drift.unwrap().contains("newer than the table's newest release, 7.3.4"));
+        let m = modelled(Release::new(6, 16, 3));
+        assert_eq!(m.release, Release::new(6, 12, 118));
+        assert!(m.drift.unwrap().contains("knows no 6.16 release"));
         assert_eq!(parse_release_arg("6.12").unwrap(), Release::new(6, 12, 118));
         assert_eq!(parse_release_arg("6.12.117").unwrap(), Release::new(6, 12, 117));
         assert!(parse_release_arg("six").is_err());

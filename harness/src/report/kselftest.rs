@@ -21,8 +21,12 @@ fn prelude(source: &str, expected: &str, seq: &Sequence) -> String {
     let private = seq.header.vm == VmType::SwProtected;
     let map_gpa = seq.steps.iter().any(|st| matches!(st.op, Op::MapGpa { .. }));
     // The kernels the scenario holds on, as the model derives them: the C skips elsewhere.
+    // The C checks the release it runs on as the model would: mapped to the release the model
+    // runs it as (the same table of known releases), then against the ranges the scenario holds
+    // on where KVM can set its header up.
     let h = &seq.header;
-    let all = crate::model::kernel::kernels_for(h).len() == crate::model::kernel::KNOWN.len();
+    use crate::model::kernel::{range_allows, KNOWN};
+    let all = h.kernels.is_empty() && crate::model::kernel::kernels_for(h).len() == KNOWN.len();
     let vcode = |r: crate::seq::Release| (r.major as u64) << 32 | (r.minor as u64) << 16 | r.patch as u64;
     let ranges: Vec<crate::seq::KernelRange> = match h.kernels.is_empty() {
         true => crate::seq::Kernel::ALL.map(crate::seq::KernelRange::line).to_vec(),
@@ -30,11 +34,14 @@ fn prelude(source: &str, expected: &str, seq: &Sequence) -> String {
     };
     let kernels: Vec<String> = ranges
         .iter()
-        .filter(|r| crate::model::kernel::KNOWN.iter().any(|&k| r.contains(k) && crate::model::kernel::holds_on(h, k)))
+        .filter(|r| !r.lo.is_next() && range_allows(h, **r))
         .map(|r| format!("{{ {:#x}, {:#x} }} /* {r} */", vcode(r.lo), vcode(r.hi)))
         .collect();
-    let subst: [(&str, String); 36] = [
+    let known: Vec<String> =
+        KNOWN.iter().filter(|k| !k.is_next()).map(|&k| format!("{:#x} /* {k} */", vcode(k))).collect();
+    let subst: [(&str, String); 37] = [
         ("@KERNELS@", if all { "{ 0, 0 }".into() } else { kernels.join(", ") + ", { 0, 0 }" }),
+        ("@KNOWN@", known.join(", ")),
         ("@VM_TYPE@", seq.header.vm.kvm_type().to_string()),
         // CPL0 where the VM has private memory: its hypercall needs it, and such hosts run CPL0
         // code properly (the CPL3 default is for hosts that emulate CPL0, see the C's header).

@@ -216,6 +216,13 @@ pub struct LabRecord {
     pub mapping_checks: u64,
     pub mapped_unchecked: u64,
     pub files: Vec<String>,
+    /// The lab kernel's release, the release the model ran as, and any drift between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
     /// `--profile`: where the lab VMs' CPU went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<crate::lab::profile::LabProfile>,
@@ -276,6 +283,13 @@ pub struct BaselineRecord {
     /// Cases where the model's rules predict a difference the two kernels do not show.
     #[serde(default)]
     pub predicted_absent: usize,
+    /// The releases the model ran as for each kernel, and any drift (a release past the table).
+    #[serde(default)]
+    pub model_kernel: Option<String>,
+    #[serde(default)]
+    pub model_baseline: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
     pub one_sided: usize,
     pub differences: Vec<Difference>,
 }

@@ -143,12 +143,16 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
         let v = vb % 5;
         let kmask = vb / 5;
         if kmask & RANGES_FOLLOW != 0 {
-            for _ in 0..r.byte()? % 8 {
+            for _ in 0..r.byte()? as usize % (legal::MAX_KERNEL_RANGES + 1) {
                 let mut rel = || -> Result<Release, Eof> {
                     Ok(Release::new(r.varint()? as u16, r.varint()? as u16, r.varint()? as u16))
                 };
                 let (lo, hi) = (rel()?, rel()?);
-                let ok = lo.line().is_some() && lo.same_line(hi) && lo <= hi && hi.patch < u16::MAX;
+                let ok = lo.line().is_some()
+                    && lo.same_line(hi)
+                    && lo <= hi
+                    && hi.patch < u16::MAX
+                    && (!lo.is_next() || (lo, hi) == (Release::NEXT, Release::NEXT));
                 if ok && !h.kernels.contains(&KernelRange { lo, hi }) {
                     h.kernels.push(KernelRange { lo, hi });
                 }

@@ -188,12 +188,13 @@ impl Header {
         }
     }
     /// The release the model runs the sequence as: the newest known release
-    /// (`model::kernel::KNOWN`) in the last range it names, else that range's first release;
+    /// (`model::kernel::KNOWN`) in any range it names, else the newest range's first release;
     /// with no `kernel` line, the newest known release of the newest mainline.
     pub fn kernel(&self) -> Release {
-        match self.kernels.last() {
+        let known = crate::model::kernel::KNOWN.iter().copied().filter(|&k| self.names_kernel(k)).max();
+        match self.kernels.iter().map(|r| r.lo).max() {
             None => crate::model::kernel::newest_of(Kernel::NEWEST_MAINLINE),
-            Some(r) => crate::model::kernel::KNOWN.iter().copied().filter(|k| r.contains(*k)).max().unwrap_or(r.lo),
+            Some(lo) => known.unwrap_or(lo),
         }
     }
     /// Whether the sequence names release `k` among the kernels it holds on (or names none).

@@ -10,6 +10,8 @@ use super::op::*;
 pub const MAX_VCPUS: u32 = 8;
 pub const MAX_GMEMS: usize = 4;
 pub const MAX_HEADER_SLOTS: usize = 8;
+/// Kernels (lines, releases, ranges) a `kernel` header line may name.
+pub const MAX_KERNEL_RANGES: usize = 8;
 pub const MAX_NAME: usize = 16;
 pub const MAX_STEPS: usize = 256;
 

@@ -109,6 +109,9 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
                     Err(e) => return l.fail(t, &e),
                 };
                 if !h.kernels.contains(&k) {
+                    if h.kernels.len() == legal::MAX_KERNEL_RANGES {
+                        return l.fail(t, &format!("at most {} kernels", legal::MAX_KERNEL_RANGES));
+                    }
                     h.kernels.push(k);
                 }
                 if l.peek().is_none() {
