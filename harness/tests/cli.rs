@@ -65,8 +65,11 @@ fn fuzz_writes_findings_that_replay_to_the_same_signature() {
     assert!(summary["exec_per_sec"].as_f64().unwrap() > 0.0);
     let mut seen_livelock = false;
     for e in std::fs::read_dir(&d).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "seq") {
+        // A finding is a directory: its case, its record and its report, whole.
+        let dir = e.unwrap().path();
+        assert!(dir.is_dir() && !dir.file_name().unwrap().to_string_lossy().starts_with('.'), "{}", dir.display());
+        let p = dir.join("case.seq");
+        {
             let text = std::fs::read_to_string(&p).unwrap();
             let sig = text.lines().next().unwrap().trim_start_matches("# finding: ").to_string();
             seen_livelock |= sig.starts_with("livelock:");
@@ -75,7 +78,7 @@ fn fuzz_writes_findings_that_replay_to_the_same_signature() {
             let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
             let sigs: Vec<&str> = r["signatures"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
             assert!(sigs.contains(&sig.as_str()), "{} replays to {sigs:?}, not {sig}", p.display());
-            assert!(p.with_extension("json").exists());
+            assert!(dir.join("finding.json").exists() && dir.join("REPORT.md").exists());
         }
     }
     assert!(seen_livelock, "huge-v1 fuzzing from an empty start reports a livelock");
@@ -207,4 +210,102 @@ fn replay_tap_exits_4_when_everything_is_skipped() {
     assert!(out.contains("# SKIP"), "{out}");
     let (code, out, _) = privmem(&["replay", "--tap", &corpus("default/slot-errno.seq")]);
     assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn campaigns_into_one_out_keep_every_reproducer_and_clean_up_after_a_kill() {
+    let d = tmpdir("two-campaigns");
+    // A temporary a killed campaign left (its pid long gone) is removed by the next run.
+    let stale = d.join(".livelock-00000000-00000000.tmp-999999999-0");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("case.seq"), "half").unwrap();
+    let run = |seed: &str| {
+        let d = d.clone();
+        let seed = seed.to_string();
+        std::thread::spawn(move || {
+            privmem(&[
+                "fuzz",
+                "--vm",
+                "tdx",
+                "--variant",
+                "huge-v1",
+                "--runs",
+                "3000",
+                "--seed",
+                &seed,
+                "--out",
+                d.to_str().unwrap(),
+                "--json",
+            ])
+        })
+    };
+    let (a, b) = (run("5"), run("6"));
+    let files: Vec<String> = [a.join().unwrap(), b.join().unwrap()]
+        .iter()
+        .flat_map(|(code, out, _)| {
+            assert_eq!(*code, 1, "{out}");
+            let s: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+            s["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    // Every reproducer either campaign reported is on disk, whole, with its own record.
+    for f in &files {
+        let p = std::path::Path::new(f);
+        let rec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p.with_file_name("finding.json")).unwrap()).unwrap();
+        let text = std::fs::read_to_string(p).unwrap();
+        assert!(text.ends_with(rec["sequence"].as_str().unwrap()), "{f}: the .seq and the .json disagree");
+    }
+    let left: Vec<_> =
+        std::fs::read_dir(&d).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    assert!(left.is_empty(), "temporaries left: {:?}", left.iter().map(|e| e.file_name()).collect::<Vec<_>>());
+}
+
+#[test]
+fn outputs_are_checked_before_the_campaign_and_a_closed_pipe_is_quiet() {
+    let (code, _, err) = privmem(&["fuzz", "--runs", "10", "--junit", "/nonexistent-dir/j.xml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent-dir/j.xml"), "{err}");
+    let d = tmpdir("ro-out");
+    let file = d.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let (code, _, err) = privmem(&["fuzz", "--runs", "10", "--out", file.join("sub").to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    // `privmem -h | head -1`: the reader goes away; privmem ends by SIGPIPE, not a panic.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_privmem"))
+        .args(["replay", &corpus("default/plain-slot-read-write.seq"), &corpus("default/slot-errno.seq")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
+
+#[test]
+fn sigint_ends_a_campaign_with_its_summary_and_junit() {
+    let d = tmpdir("sigint");
+    let junit = d.join("fuzz.xml");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_privmem"))
+        .args(["fuzz", "--time", "60", "--seed", "3", "--json", "--out"])
+        .arg(d.join("findings"))
+        .arg("--junit")
+        .arg(&junit)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "fuzz.summary");
+    assert!(last["seconds"].as_f64().unwrap() < 30.0);
+    assert!(std::fs::read_to_string(&junit).unwrap().contains("<testsuite"));
 }

@@ -85,6 +85,12 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     });
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
+    // Every output is checked before the first case: a campaign must not lose its first finding,
+    // or its whole result, to a path it cannot write.
+    crate::report::prepare_out_dir(&out)?;
+    if let Some(j) = a.get("junit") {
+        crate::report::check_out_file(std::path::Path::new(j))?;
+    }
     let json = a.flag("json");
     let cfg = CampaignConfig {
         gen: GenConfig {
@@ -130,8 +136,12 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if !json {
         eprintln!("privmem fuzz: seed {seed}, backend {backend_name}, findings to {}", out.display());
     }
+    super::interrupt::catch();
     loop {
-        if limit_time.is_some_and(|t| start.elapsed() >= t) || runs.is_some_and(|r| c.cases >= r) {
+        if limit_time.is_some_and(|t| start.elapsed() >= t)
+            || runs.is_some_and(|r| c.cases >= r)
+            || super::interrupt::requested()
+        {
             break;
         }
         for nf in c.step() {
@@ -286,6 +296,12 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         for (s, n) in &sigs {
             println!("  {s}  ({n} hits)");
         }
+    }
+    if super::interrupt::requested() {
+        if !json {
+            println!("fuzz: interrupted (SIGINT) after {} cases", c.cases);
+        }
+        return Ok(super::interrupt::EXIT);
     }
     Ok(if sigs.is_empty() { 0 } else { 1 })
 }

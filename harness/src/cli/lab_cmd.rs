@@ -20,6 +20,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         return super::lab_baseline::run(&a);
     }
     let out = PathBuf::from(a.get("out").unwrap_or("findings"));
+    crate::report::prepare_out_dir(&out)?;
+    if let Some(j) = a.get("junit") {
+        crate::report::check_out_file(Path::new(j))?;
+    }
     // TAP replaces the per-scenario lines and the summary.
     let tap = a.flag("tap");
     let json = a.flag("json") || tap;

@@ -7,6 +7,7 @@ pub mod corpus_cmd;
 mod emulated;
 pub mod events;
 mod fuzz;
+mod interrupt;
 mod lab_baseline;
 mod lab_build;
 mod lab_cmd;
@@ -84,9 +85,33 @@ pub fn load(path: &str) -> Result<Sequence, String> {
 
 /// Like [`load`], also returning the file's text (its comments carry markers).
 pub fn load_source(path: &str) -> Result<(String, Sequence), String> {
-    let src = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let seq = text::parse(path, &src).map_err(|e| e.to_string())?;
+    let src = read_text(path)?;
+    let shown = if path == "-" { "<stdin>" } else { path };
+    let seq = text::parse(shown, &src).map_err(|e| e.to_string())?;
     Ok((src, seq))
+}
+
+/// A `.seq` file's text (`-`: standard input). Bytes that are not UTF-8 are an error at their
+/// line and column, with the likely cause: a fuzzer input in the binary codec.
+pub fn read_text(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let r = match path {
+        "-" => std::io::stdin().read_to_end(&mut bytes),
+        p => std::fs::File::open(p).and_then(|mut f| f.read_to_end(&mut bytes)),
+    };
+    let shown = if path == "-" { "<stdin>" } else { path };
+    r.map_err(|e| format!("{shown}: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let col = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+        format!(
+            "{shown}:{line}:{col}: expected UTF-8 text, found byte {:#04x} (a fuzzer input in the binary codec replays with `--bin`)",
+            e.as_bytes()[at]
+        )
+    })
 }
 
 pub fn parse_vm(s: &str) -> Result<VmType, String> {

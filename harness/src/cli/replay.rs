@@ -49,7 +49,31 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let mut bad_input = 0;
     let mut total_mapping_checks = 0;
     let mut covered = std::collections::BTreeSet::new();
-    for path in &a.positional {
+    // A directory stands for the `.seq` files under it (the fuzzer inputs under it, with --bin).
+    let mut paths = Vec::new();
+    for p in &a.positional {
+        match std::path::Path::new(p) {
+            d if d.is_dir() && bin => {
+                let mut v: Vec<String> = std::fs::read_dir(d)
+                    .map_err(|e| format!("{p}: {e}"))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| f.is_file())
+                    .map(|f| f.display().to_string())
+                    .collect();
+                v.sort();
+                paths.extend(v);
+            }
+            d if d.is_dir() => {
+                let v = crate::corpus::seq_files(d);
+                if v.is_empty() {
+                    return Err(format!("{p}: a directory without .seq files"));
+                }
+                paths.extend(v.iter().map(|f| f.display().to_string()));
+            }
+            _ => paths.push(p.clone()),
+        }
+    }
+    for path in &paths {
         let loaded = if bin {
             std::fs::read(path).map_err(|e| format!("{path}: {e}")).map(|b| {
                 let mut s = crate::seq::codec::decode(&b);
@@ -173,7 +197,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             .map_err(|e| format!("{j}: {e}"))?;
     }
     if !json && !tap {
-        let passed = a.positional.len() - failed - skipped - bad_input;
+        let passed = paths.len() - failed - skipped - bad_input;
         if kvm.is_some() {
             println!(
                 "mapping view: {}, {total_mapping_checks} GFN comparisons",

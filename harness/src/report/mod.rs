@@ -80,7 +80,7 @@ pub fn finding_seq_text(signature: &str, detail: &str, sequence: &str, replay: &
     o
 }
 
-/// Write a finding as `<dir>/<kind>-<hash>.seq` and `.json`; returns the `.seq` path.
+/// Write a finding as the directory `<dir>/<kind>-<hash>-<hash>/`; returns its `case.seq`.
 pub fn write_finding(
     dir: &Path,
     f: &Finding,
@@ -92,7 +92,22 @@ pub fn write_finding(
     write_finding_files(dir, f, &text::print(seq), &replay, origin)
 }
 
-/// The one writer of finding files, for findings made here and those a lab VM reported.
+/// A finding's directory name: its kind, its signature's hash and its reproducer's, so that two
+/// reproducers never share a name and the same one found twice (by two campaigns into one
+/// `--out`) is one directory.
+pub fn finding_name(signature: &str, sequence: &str) -> String {
+    let kind = signature.parse::<crate::oracle::signature::Signature>().map(|s| s.kind).unwrap_or("finding".into());
+    format!("{kind}-{}-{}", &sig_hash(signature)[..8], &sig_hash(sequence)[..8])
+}
+
+/// The marker of a directory or file being written (`.NAME.tmp-PID-N`), which
+/// [`clean_temporaries`] removes once its writer is gone.
+const TMP_MARK: &str = ".tmp-";
+
+/// The one writer of finding files, for findings made here and those a lab VM reported. Every
+/// file (`case.seq`, `finding.json`, `REPORT.md`, the C reproducers, `kernel.log`) is written in
+/// a temporary directory, which is then renamed into place as one unit: a finding is there
+/// whole or not at all, whenever the run is stopped.
 pub fn write_finding_files(
     dir: &Path,
     finding: &Finding,
@@ -100,30 +115,109 @@ pub fn write_finding_files(
     replay: &str,
     origin: records::FindingOrigin,
 ) -> std::io::Result<PathBuf> {
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let signature = &finding.signature();
     let detail = &finding.detail;
-    let kind = signature.parse::<crate::oracle::signature::Signature>().map(|s| s.kind).unwrap_or("finding".into());
-    let stem = format!("{kind}-{}", &sig_hash(signature)[..12]);
-    let seq_path = dir.join(format!("{stem}.seq"));
-    write_atomic(&seq_path, finding_seq_text(signature, detail, sequence, replay).as_bytes())?;
-    let json = records::FindingFile {
-        signature: signature.clone(),
-        finding: finding.clone(),
-        sequence: sequence.into(),
-        replay: format!("{replay} {}", seq_path.display()),
-        origin,
-    };
-    write_atomic(
-        &dir.join(format!("{stem}.json")),
-        serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes(),
-    )?;
-    write_report_dir(&dir.join(&stem), signature, detail, sequence, &json.replay, &json.origin.found_on)?;
-    Ok(seq_path)
+    let name = finding_name(signature, sequence);
+    let place = dir.join(&name);
+    let seq_path = place.join("case.seq");
+    if seq_path.exists() {
+        return Ok(seq_path);
+    }
+    std::fs::create_dir_all(dir)?;
+    let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}{TMP_MARK}{}-{n}", std::process::id()));
+    std::fs::create_dir(&tmp)?;
+    let written = (|| {
+        write_atomic(&tmp.join("case.seq"), finding_seq_text(signature, detail, sequence, replay).as_bytes())?;
+        let json = records::FindingFile {
+            signature: signature.clone(),
+            finding: finding.clone(),
+            sequence: sequence.into(),
+            replay: format!("{replay} {}", seq_path.display()),
+            origin,
+        };
+        write_atomic(&tmp.join("finding.json"), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+        write_report_dir(&tmp, signature, detail, sequence, &json.replay, &json.origin.found_on)?;
+        std::fs::File::open(&tmp)?.sync_all()
+    })();
+    let placed = written.and_then(|()| std::fs::rename(&tmp, &place));
+    match placed {
+        Ok(()) => Ok(seq_path),
+        // Another campaign placed the same reproducer first: it is on disk, whole.
+        Err(_) if seq_path.exists() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(seq_path)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
 }
 
-/// Beside a finding's `.seq` and `.json`, a directory ready to send to the KVM list: the
-/// reproducer in both C flavours where the VM type allows, the kernel's log excerpt where it
-/// reported something, and a `REPORT.md` in the shape of a bug report.
+/// Remove what writers that are gone left half-written in `dir` (a campaign killed between
+/// its writes): `.NAME.tmp-PID-N` directories and `write_atomic`'s `.NAME.tmpPID` files whose
+/// process no longer runs. A live campaign's are left alone. Returns how many went.
+pub fn clean_temporaries(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix('.') else { continue };
+        let Some((_, tail)) = rest.rsplit_once(".tmp") else { continue };
+        let digits: String = tail.trim_start_matches('-').chars().take_while(|c| c.is_ascii_digit()).collect();
+        let Ok(pid) = digits.parse::<i32>() else { continue };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = pid > 0
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+        if alive {
+            continue;
+        }
+        let p = e.path();
+        let gone = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        removed += gone.is_ok() as usize;
+    }
+    removed
+}
+
+/// An output directory a run will write into, checked before the run starts: created, with
+/// a file written and removed there, and what earlier runs left half-written cleaned up.
+pub fn prepare_out_dir(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(format!(".probe{TMP_MARK}{}-0", std::process::id()));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| format!("{}: cannot write findings there: {e}", dir.display()))?;
+    let n = clean_temporaries(dir);
+    if n > 0 {
+        eprintln!(
+            "privmem: removed {n} half-written temporar{} an earlier run left in {}",
+            if n == 1 { "y" } else { "ies" },
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// An output file a run will write at its end (`--junit`), checked before the run starts.
+pub fn check_out_file(path: &Path) -> Result<(), String> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: cannot write it: {e}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// The rest of a finding's directory, ready to send to the KVM list: the reproducer in both C
+/// flavours where the VM type allows, the kernel's log excerpt where it reported something, and
+/// a `REPORT.md` in the shape of a bug report.
 fn write_report_dir(
     d: &Path,
     signature: &str,
@@ -133,7 +227,6 @@ fn write_report_dir(
     found: &records::FoundOn,
 ) -> std::io::Result<()> {
     let mut notes = Vec::new();
-    write_atomic(&d.join("case.seq"), sequence.as_bytes())?;
     let kernel = found.model_kernel.as_deref().and_then(crate::seq::Release::parse);
     match text::parse("case.seq", sequence) {
         Ok(seq) => {

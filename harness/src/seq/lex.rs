@@ -34,6 +34,15 @@ pub(super) struct Line<'a> {
     pub(super) end_col: usize,
 }
 
+/// A token as an error message shows it: a long one cut, with its length said.
+fn shown(t: &str) -> String {
+    const MAX: usize = 48;
+    match t.char_indices().nth(MAX) {
+        None => t.to_string(),
+        Some((at, _)) => format!("{}… ({} bytes)", &t[..at], t.len()),
+    }
+}
+
 impl<'a> Line<'a> {
     pub(super) fn err_at(&self, col: usize, msg: String) -> ParseError {
         ParseError { file: self.file.to_string(), line: self.line, col, msg }
@@ -51,7 +60,7 @@ impl<'a> Line<'a> {
         }
     }
     pub(super) fn fail<T>(&self, t: Tok<'a>, expected: &str) -> Result<T, ParseError> {
-        Err(self.err_at(t.col, format!("expected {expected}, found `{}`", t.text)))
+        Err(self.err_at(t.col, format!("expected {expected}, found `{}`", shown(t.text))))
     }
     pub(super) fn word(&mut self, expected: &str, words: &[&str]) -> Result<usize, ParseError> {
         let t = self.next(expected)?;
@@ -88,6 +97,9 @@ impl<'a> Line<'a> {
         let t = self.next(&expected)?;
         match t.text.split_once('=') {
             Some((k, v)) if k == key && !v.is_empty() => Ok(Tok { text: v, col: t.col + k.len() + 1 }),
+            Some((k, _)) if k == key => {
+                Err(self.err_at(t.col + k.len() + 1, format!("expected a value after `{key}=`, found nothing")))
+            }
             _ => self.fail(t, &expected),
         }
     }

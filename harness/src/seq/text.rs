@@ -21,6 +21,8 @@ pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
     let mut header: Option<Header> = None;
     let mut steps: Vec<Step> = Vec::new();
     let mut last_line = 0;
+    // Header lines said once at most (`kernel` checks its own).
+    let mut once: Vec<&str> = Vec::new();
     for (idx, raw) in src.lines().enumerate() {
         last_line = idx + 1;
         let toks = tokenize(raw);
@@ -43,6 +45,12 @@ pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
         if HEADER_WORDS.contains(&first.text) {
             if !steps.is_empty() {
                 return Err(l.err_at(first.col, format!("`{}` belongs in the header, before the first op", first.text)));
+            }
+            if matches!(first.text, "vcpus" | "variant") {
+                if once.contains(&first.text) {
+                    return Err(l.err_at(first.col, format!("`{}` given twice", first.text)));
+                }
+                once.push(first.text);
             }
             parse_header_line(&mut l, h)?;
             continue;
