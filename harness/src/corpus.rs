@@ -1,6 +1,5 @@
 //! The corpus on disk: walking it, and the known kernel differences its scenarios record.
 
-use crate::oracle::diff::known_divergences;
 use std::path::{Path, PathBuf};
 
 /// The repository's `corpus/` (or, inside the lab's initramfs, `/corpus`).
@@ -32,14 +31,4 @@ pub fn seq_files(root: &Path) -> Vec<PathBuf> {
     }
     v.sort();
     v
-}
-
-/// Every `# known-divergence` signature the scenarios under `root` record for kernel `k`
-/// (None: for any kernel).
-pub fn known_signatures(root: &Path, k: Option<crate::seq::Release>) -> Vec<String> {
-    seq_files(root)
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|s| known_divergences(&s, k))
-        .collect()
 }

@@ -13,6 +13,7 @@ pub mod campaign;
 pub mod cli;
 pub mod corpus;
 pub mod fuzzing;
+pub mod known;
 pub mod lab;
 pub mod model;
 pub mod oracle;

@@ -46,12 +46,15 @@ fn replay_exit_codes() {
 #[test]
 fn fuzz_writes_findings_that_replay_to_the_same_signature() {
     let d = tmpdir("fuzz");
+    // H1, huge-v1's documented livelock, is known; the planted bug makes huge-v3 livelock anew.
     let (code, out, _) = privmem(&[
         "fuzz",
         "--vm",
         "tdx",
         "--variant",
-        "huge-v1",
+        "huge-v3",
+        "--plant",
+        "huge-v3-split-ignored",
         "--runs",
         "3000",
         "--seed",
@@ -60,7 +63,7 @@ fn fuzz_writes_findings_that_replay_to_the_same_signature() {
         d.to_str().unwrap(),
         "--json",
     ]);
-    assert_eq!(code, 1, "huge-v1 must yield findings: {out}");
+    assert_eq!(code, 1, "the planted bug must yield findings: {out}");
     let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert!(summary["exec_per_sec"].as_f64().unwrap() > 0.0);
     let mut seen_livelock = false;
@@ -73,15 +76,24 @@ fn fuzz_writes_findings_that_replay_to_the_same_signature() {
             let text = std::fs::read_to_string(&p).unwrap();
             let sig = text.lines().next().unwrap().trim_start_matches("# finding: ").to_string();
             seen_livelock |= sig.starts_with("livelock:");
-            let (code, out, _) = privmem(&["replay", "--json", p.to_str().unwrap()]);
+            assert!(text.contains("# replay: privmem replay --plant huge-v3-split-ignored"), "{text}");
+            let (code, out, _) =
+                privmem(&["replay", "--plant", "huge-v3-split-ignored", "--json", p.to_str().unwrap()]);
             assert_eq!(code, 1, "{}", p.display());
+            let (code, _, _) = privmem(&["replay", p.to_str().unwrap()]);
+            assert_eq!(code, 0, "{}: without the plant, huge-v3 holds", p.display());
             let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
             let sigs: Vec<&str> = r["signatures"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
             assert!(sigs.contains(&sig.as_str()), "{} replays to {sigs:?}, not {sig}", p.display());
             assert!(dir.join("finding.json").exists() && dir.join("REPORT.md").exists());
         }
     }
-    assert!(seen_livelock, "huge-v1 fuzzing from an empty start reports a livelock");
+    assert!(seen_livelock, "the planted huge-v3 bug shows as a livelock");
+    // The README's first command: the documented hazards come up and are known, exit 0.
+    let (code, out, _) = privmem(&["fuzz", "--runs", "200000", "--seed", "1", "--out", d.join("h").to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let (_, _, err) = privmem(&["fuzz", "--runs", "200000", "--seed", "1", "--out", d.join("h").to_str().unwrap()]);
+    assert!(err.contains("known: H1 (corpus/hazards/H1-touch-then-accept-4k.seq)"), "{err}");
 }
 
 #[test]
@@ -228,7 +240,9 @@ fn campaigns_into_one_out_keep_every_reproducer_and_clean_up_after_a_kill() {
                 "--vm",
                 "tdx",
                 "--variant",
-                "huge-v1",
+                "huge-v3",
+                "--plant",
+                "huge-v3-split-ignored",
                 "--runs",
                 "3000",
                 "--seed",

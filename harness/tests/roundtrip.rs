@@ -124,3 +124,18 @@ fn kernel_releases_and_ranges_round_trip_through_text_and_codec() {
         assert!(e.contains("bad:2:8") && e.contains("a kernel"), "{e}");
     }
 }
+
+#[test]
+fn printing_a_scenario_keeps_its_comments_and_is_canonical() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    for f in privmem::corpus::seq_files(&root) {
+        let src = std::fs::read_to_string(&f).unwrap();
+        let s = parse("src", &src).unwrap();
+        let out = privmem::seq::print::print_keeping_comments(&src, &s);
+        assert_eq!(parse("printed", &out).unwrap(), s, "{}", f.display());
+        assert_eq!(privmem::seq::print::print_keeping_comments(&out, &s), out, "{}: not idempotent", f.display());
+        for c in src.lines().filter(|l| l.trim_start().starts_with('#')) {
+            assert!(out.contains(c.trim_start()), "{}: lost `{c}`", f.display());
+        }
+    }
+}

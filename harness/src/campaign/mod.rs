@@ -6,7 +6,7 @@ use crate::backend::Backend;
 use crate::oracle::compare::compare_variants;
 use crate::oracle::diff::{check_real, same_access_divergence};
 use crate::oracle::finding::signature_covers;
-use crate::oracle::{run_model, Finding};
+use crate::oracle::{run_model, Finding, FindingKind};
 use crate::seq::gen::{generate, GenConfig};
 use crate::seq::{Sequence, Variant};
 use crate::shrink::shrink;
@@ -55,8 +55,10 @@ pub struct NewFinding {
     /// Of three replays of the shrunk sequence, how many showed the same signature: 3 is
     /// reproducible, fewer is flaky.
     pub confirmed: u32,
-    /// A kernel difference the corpus already records.
+    /// A kernel difference the corpus already records, or a documented hazard.
     pub known: bool,
+    /// The documented hazard it is (`H1 (corpus/hazards/H1-….seq)`), where it is one.
+    pub hazard: Option<String>,
 }
 
 impl NewFinding {
@@ -212,17 +214,21 @@ impl Campaign {
             if *n > 1 {
                 continue;
             }
-            if self.is_known(&f) {
-                // A recorded kernel difference: reported as known, not shrunk again.
-                out.push(NewFinding { finding: f, seq: s.clone(), case: self.cases, confirmed: 1, known: true });
-                continue;
-            }
             let shrunk = shrink(&s, |c| self.findings_of(c).iter().any(|g| g.signature() == sig));
             let finding = self.findings_of(&shrunk).into_iter().find(|g| g.signature() == sig).unwrap_or(f);
             let confirmed =
                 (0..3).filter(|_| self.findings_of(&shrunk).iter().any(|g| g.signature() == sig)).count() as u32;
-            let known = self.is_known(&finding);
-            out.push(NewFinding { finding, seq: shrunk, case: self.cases, confirmed, known });
+            let hazard = crate::known::hazard_of(&finding, &shrunk).map(|h| h.label());
+            let known = self.is_known(&finding) || hazard.is_some();
+            // A real kernel's finding carries the outcomes a correct kernel gives, so that its
+            // reproducer fails where the kernel diverged (a model finding replays as it is).
+            let seq = match self.real.as_ref() {
+                Some(real) if matches!(finding.kind, FindingKind::Divergence | FindingKind::KernelSplat) => {
+                    crate::oracle::with_model_expectations(&shrunk, real.kernel())
+                }
+                _ => shrunk,
+            };
+            out.push(NewFinding { finding, seq, case: self.cases, confirmed, known, hazard });
         }
         out
     }

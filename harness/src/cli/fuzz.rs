@@ -69,11 +69,13 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             return Err(format!("--vm {}: this host's KVM cannot run it; it lacks {missing}", v.name()));
         }
     }
-    if let Some(p) = a.get("plant") {
-        use crate::model::seeded::{plant, SeededBug};
-        let names: Vec<_> = SeededBug::ALL.iter().map(|b| b.name()).collect();
-        let bug = SeededBug::ALL.into_iter().find(|b| b.name() == p);
-        plant(Some(bug.ok_or(format!("--plant: unknown seeded bug `{p}` ({})", names.join(", ")))?));
+    let planted = super::plant_arg(a.get("plant"))?;
+    // `--known DIR,DIR`: scenarios whose known-divergence markers count as known besides the
+    // ones privmem ships.
+    let known_dirs: Vec<&std::path::Path> =
+        a.get("known").map(|s| s.split(',').map(std::path::Path::new).collect()).unwrap_or_default();
+    if let Some(d) = known_dirs.iter().find(|d| !d.is_dir()) {
+        return Err(format!("--known: {} is not a directory", d.display()));
     }
     let time = a.num("time")?;
     let runs = a.num("runs")?;
@@ -113,6 +115,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if let Some(k) = caps.as_ref().and_then(|c| c.kernel) {
         replay_args += &format!(" --kernel {k}");
     }
+    // A planted model bug's findings replay with it planted, and say whose they are.
+    if let Some(b) = planted {
+        replay_args += &format!(" --plant {}", b.name());
+    }
     let (_, rss0) = process_usage();
     let mut c = Campaign::new(cfg);
     c.feedback = !a.flag("no-feedback");
@@ -120,7 +126,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     c.print_cases = a.flag("print-cases");
     if let Some(k) = kvm {
         // Known kernel differences the corpus records are reported as known, not as new.
-        c.known = crate::corpus::known_signatures(&crate::corpus::root(), k.caps.kernel);
+        c.known = crate::known::sources(&known_dirs)
+            .iter()
+            .flat_map(|s| crate::oracle::diff::known_divergences(s, k.caps.kernel))
+            .collect();
         c.real = Some(Box::new(k));
     }
 
@@ -146,7 +155,26 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         for nf in c.step() {
             if nf.known {
+                // Documented (a hazard of the series, a recorded kernel difference): said once,
+                // not written as a finding, and no reason for a failing exit status.
+                let what = nf.hazard.clone().unwrap_or("a kernel difference corpus/known records".into());
                 known_hits.push(nf.finding.signature());
+                if json {
+                    let e = Event::Finding(super::events::FindingEvent {
+                        signature: nf.finding.signature(),
+                        label: format!("known: {what}"),
+                        known: true,
+                        file: String::new(),
+                        sequence: crate::seq::text::print(&nf.seq),
+                        seconds: start.elapsed().as_secs_f64(),
+                        detail: nf.finding.detail.clone(),
+                        finding: nf.finding.clone(),
+                    });
+                    println!("{}", e.to_json());
+                } else {
+                    eprintln!("{}known: {what}: {}", if tty { "\r\x1b[K" } else { "" }, nf.finding.signature());
+                }
+                continue;
             }
             let model_kernel = caps.as_ref().and_then(|c| c.kernel).unwrap_or(nf.seq.header.kernel());
             let extra = crate::report::records::FindingOrigin {
@@ -157,6 +185,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 replays_confirmed: Some(nf.confirmed),
                 known: nf.known,
                 kernel: None,
+                planted: planted.map(|b| b.name().to_string()),
                 found_on: crate::report::provenance(model_kernel, caps.as_ref()),
             };
             let replay_args =
@@ -179,7 +208,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 eprintln!(
                     "{}{} {} ({}, {}/3 replays)  -> {}",
                     if tty { "\r\x1b[K" } else { "" },
-                    if nf.known { "known kernel difference" } else { "new finding" },
+                    match (nf.known, planted) {
+                        (true, _) => "known kernel difference".to_string(),
+                        (false, Some(b)) => format!("finding of the planted model bug {}", b.name()),
+                        (false, None) => "new finding".to_string(),
+                    },
                     nf.finding.signature(),
                     nf.label(),
                     nf.confirmed,
@@ -287,9 +320,12 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 "mapping view: {} GFN comparisons; {} cases mapped something, {} of them unchecked; {} steps' view lost",
                 c.mapping_checks, c.mapped_cases, c.mapped_unchecked, c.views_lost
             );
-            for k in &known_hits {
-                println!("  known kernel difference: {k}");
-            }
+        }
+        if !known_hits.is_empty() {
+            println!(
+                "{} known (documented hazards, recorded kernel differences), not reported again",
+                known_hits.len()
+            );
         }
         println!("open fds {fds0} -> {fds1}, RSS {rss0} KiB -> {rss1} KiB");
         println!("{} distinct new findings", sigs.len());

@@ -2,7 +2,6 @@
 //! kernel under QEMU TCG, replay the scenarios against its KVM (default: every default-VM and
 //! SW_PROTECTED scenario of corpus/), then fuzz it for `--time` seconds, and report here.
 
-use super::corpus_cmd::seq_files;
 use super::events::Event;
 use super::load;
 use crate::backend::caps::Caps;
@@ -71,8 +70,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let fuzz = time > 0 || runs.is_some();
     // Divergences the corpus records as known kernel differences do not fail the run.
     // Which are known depends on the release the lab kernel reports (its caps line comes first).
-    let corpus_sources: Vec<String> =
-        seq_files(&repo().join("corpus")).iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect();
+    let corpus_sources: Vec<String> = crate::known::sources(&[]);
     let mut known: Vec<String> = Vec::new();
     // As many lab VMs at once as the machine has cores (TCG is CPU bound): the first replays
     // the scenarios, and the campaign's runs are split between all, each with its own seed.

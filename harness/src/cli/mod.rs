@@ -114,6 +114,17 @@ pub fn read_text(path: &str) -> Result<String, String> {
     })
 }
 
+/// `--plant BUG`: plant that seeded model bug for this process (fuzz, replay, shrink).
+pub fn plant_arg(name: Option<&str>) -> Result<Option<crate::model::seeded::SeededBug>, String> {
+    use crate::model::seeded::{plant, SeededBug};
+    let Some(p) = name else { return Ok(None) };
+    let names: Vec<_> = SeededBug::ALL.iter().map(|b| b.name()).collect();
+    let bug = SeededBug::ALL.into_iter().find(|b| b.name() == p);
+    let bug = bug.ok_or(format!("--plant: unknown seeded bug `{p}` ({})", names.join(", ")))?;
+    plant(Some(bug));
+    Ok(Some(bug))
+}
+
 pub fn parse_vm(s: &str) -> Result<VmType, String> {
     VmType::ALL.iter().copied().find(|v| v.name() == s).ok_or(format!("unknown VM type `{s}`"))
 }
@@ -307,15 +318,15 @@ fn caps(argv: &[String]) -> Result<i32, String> {
 fn print(argv: &[String]) -> Result<i32, String> {
     let a = spec::Spec::get("print").parse(argv)?;
     for p in &a.positional {
-        let s = if a.flag("bin") {
+        if a.flag("bin") {
             // A fuzzer input, as the targets see it (no expectations).
             let mut s = crate::seq::codec::decode(&std::fs::read(p).map_err(|e| format!("{p}: {e}"))?);
             s.steps.iter_mut().for_each(|st| st.expect = None);
-            s
+            print!("{}", text::print(&s));
         } else {
-            load(p)?
-        };
-        print!("{}", text::print(&s));
+            let (src, s) = load_source(p)?;
+            print!("{}", crate::seq::print::print_keeping_comments(&src, &s));
+        }
     }
     Ok(0)
 }

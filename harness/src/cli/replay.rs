@@ -14,6 +14,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         eprintln!("privmem: {d}");
     }
     let kernel = modelled.as_ref().map(|m| m.release);
+    super::plant_arg(a.get("plant"))?;
     // `--bin`: the files are fuzzer inputs (cargo-fuzz/AFL crash artifacts) in the binary codec;
     // they replay as the targets ran them, without expectations.
     let bin = a.flag("bin");

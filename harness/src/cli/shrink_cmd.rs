@@ -1,8 +1,13 @@
-//! `privmem shrink FILE -o OUT`: shrink a sequence while it keeps its first finding.
+//! `privmem shrink FILE -o OUT [--backend kvm]`: shrink a sequence while it keeps its finding,
+//! on the model or, for a real kernel's finding, on this host's KVM.
 
 use super::load;
-use crate::oracle::run_model;
+use crate::backend::kvm::KvmBackend;
+use crate::backend::Backend;
+use crate::oracle::diff::check_real;
+use crate::oracle::{run_model, Finding, FindingKind};
 use crate::report::{finding_seq_text, write_atomic};
+use crate::seq::Sequence;
 use crate::shrink::shrink;
 
 pub fn run(argv: &[String]) -> Result<i32, String> {
@@ -11,16 +16,41 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         return Err("shrink: name exactly one FILE".into());
     };
     let out = a.get("o").or(a.get("out")).ok_or("shrink: -o OUT is required")?;
+    let mut kvm = match a.get("backend").unwrap_or("model") {
+        "model" => None,
+        "kvm" => Some(KvmBackend::open()?),
+        other => return Err(format!("shrink: unknown backend `{other}` (model, kvm)")),
+    };
+    let planted = super::plant_arg(a.get("plant"))?;
     let seq = load(path)?;
-    let t = run_model(&seq);
-    let Some(f) = t.findings.first().cloned() else {
+    // The findings of a case where it is checked: the model alone, or the kernel against it.
+    let mut findings_of = |s: &Sequence| -> Vec<Finding> {
+        match kvm.as_mut() {
+            None => run_model(s).findings,
+            Some(k) => {
+                let c = check_real(k, s);
+                c.model.findings.into_iter().chain(c.diff.findings).collect()
+            }
+        }
+    };
+    let found = findings_of(&seq);
+    // The finding itself before a failed expectation that merely records it.
+    let Some(f) = found.iter().find(|f| f.kind != FindingKind::Expectation).or(found.first()).cloned() else {
         return Err(format!("{path}: replays without a finding; nothing to shrink"));
     };
     let sig = f.signature();
-    let small = shrink(&seq, |c| run_model(c).has(&sig));
+    let small = shrink(&seq, |c| findings_of(c).iter().any(|g| g.signature() == sig));
+    let plant = planted.map(|b| format!(" --plant {}", b.name())).unwrap_or_default();
+    let (small, replay) = match &kvm {
+        Some(k) if matches!(f.kind, FindingKind::Divergence | FindingKind::KernelSplat) => {
+            (crate::oracle::with_model_expectations(&small, k.kernel()), "privmem replay --backend kvm")
+        }
+        Some(_) => (small, "privmem replay --backend kvm"),
+        None => (small, "privmem replay"),
+    };
     write_atomic(
         std::path::Path::new(out),
-        finding_seq_text(&f.signature(), &f.detail, &crate::seq::text::print(&small), "privmem replay").as_bytes(),
+        finding_seq_text(&sig, &f.detail, &crate::seq::text::print(&small), &format!("{replay}{plant}")).as_bytes(),
     )
     .map_err(|e| format!("{out}: {e}"))?;
     if a.flag("json") {

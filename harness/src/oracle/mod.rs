@@ -10,3 +10,26 @@ pub mod signature;
 
 pub use finding::{Finding, FindingKind};
 pub use run::{run_model, Trace};
+
+/// A real-kernel finding's reproducer with every op's expected outcome written in: the model's,
+/// run as the kernel the finding came from (`kernel`). Where the kernel agreed that is what it
+/// did; at the step where it diverged it is what the model allows, so the reproducer (its
+/// replay with `--backend kvm`, its C) fails on the kernel that diverged and passes where the
+/// kernel is fixed. The header keeps its kernels: the case still holds wherever it did.
+pub fn with_model_expectations(
+    seq: &crate::seq::Sequence,
+    kernel: Option<crate::seq::Release>,
+) -> crate::seq::Sequence {
+    let mut as_kernel = seq.clone();
+    if let Some(k) = kernel {
+        as_kernel.header.set_kernel(k);
+    }
+    let t = run_model(&as_kernel);
+    let mut out = seq.clone();
+    for (st, o) in out.steps.iter_mut().zip(t.outcomes) {
+        if !st.op.kind().is_check() {
+            st.expect = Some(o);
+        }
+    }
+    out
+}

@@ -138,7 +138,7 @@ pub fn write_finding_files(
             origin,
         };
         write_atomic(&tmp.join("finding.json"), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
-        write_report_dir(&tmp, signature, detail, sequence, &json.replay, &json.origin.found_on)?;
+        write_report_dir(&tmp, signature, detail, sequence, &json.replay, &json.origin)?;
         std::fs::File::open(&tmp)?.sync_all()
     })();
     let placed = written.and_then(|()| std::fs::rename(&tmp, &place));
@@ -224,8 +224,9 @@ fn write_report_dir(
     detail: &str,
     sequence: &str,
     replay: &str,
-    found: &records::FoundOn,
+    origin: &records::FindingOrigin,
 ) -> std::io::Result<()> {
+    let found = &origin.found_on;
     let mut notes = Vec::new();
     let kernel = found.model_kernel.as_deref().and_then(crate::seq::Release::parse);
     match text::parse("case.seq", sequence) {
@@ -248,6 +249,12 @@ fn write_report_dir(
     let kind = signature.parse::<crate::oracle::signature::Signature>().map(|s| s.kind).unwrap_or("finding".into());
     let mut r = String::new();
     let _ = writeln!(r, "# {signature}\n");
+    if let Some(p) = &origin.planted {
+        let _ = writeln!(
+            r,
+            "**Planted:** found with the seeded model bug `{p}` planted (`--plant`): it shows the harness at work, not a bug of KVM or of the series.\n"
+        );
+    }
     let _ = writeln!(r, "## What happened\n\n{}\n", detail.lines().next().unwrap_or(""));
     let _ = writeln!(
         r,

@@ -412,6 +412,9 @@ pub struct FindingOrigin {
     /// The lab kernel it ran on (`privmem lab`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
+    /// `--plant`: the seeded model bug the campaign ran with (its findings are that bug's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planted: Option<String>,
     pub found_on: FoundOn,
 }
 

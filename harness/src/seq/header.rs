@@ -85,7 +85,18 @@ impl Knob {
     /// A hazard: a proposal whose documented findings (livelock, data loss) would arrive first
     /// in any campaign that turns it on, so campaigns turn it on only when asked.
     pub fn is_hazard(self) -> bool {
-        matches!(self, Knob::IgnoreAcceptLevel | Knob::ZapPrivateOnMtrr)
+        self.hazard_trigger().is_some()
+    }
+
+    /// For a hazard knob, the op through which its documented hazard shows (in the shape
+    /// `known.rs` gives a reproducer): a finding under the knob is that hazard where its
+    /// reproducer goes through it, whatever the variant.
+    pub fn hazard_trigger(self) -> Option<&'static str> {
+        match self {
+            Knob::IgnoreAcceptLevel => Some("accept-4K"),
+            Knob::ZapPrivateOnMtrr => Some("mtrr-zap"),
+            _ => None,
+        }
     }
 }
 

@@ -180,3 +180,62 @@ pub fn print(s: &Sequence) -> String {
     }
     o
 }
+
+/// Canonical text of a sequence read from `src`, keeping the source's comments where they
+/// were: those before the first op above the header, each op's leading comments above it and
+/// its trailing one after it, the last ones at the end. `# known-divergence:` markers and the
+/// scenario's prose survive `privmem print`.
+pub fn print_keeping_comments(src: &str, s: &Sequence) -> String {
+    // The ops are the last `steps.len()` lines with code (header lines all come first).
+    let code_lines: Vec<usize> = src
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let t = l.trim_start();
+            !t.is_empty() && !t.starts_with('#')
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let first_step = code_lines.len().saturating_sub(s.steps.len());
+    let step_line: std::collections::HashMap<usize, usize> =
+        code_lines[first_step..].iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let mut head = Vec::new();
+    let mut before: Vec<Vec<&str>> = vec![Vec::new(); s.steps.len()];
+    let mut trailing: Vec<Option<&str>> = vec![None; s.steps.len()];
+    let mut pending: Vec<&str> = Vec::new();
+    for (i, l) in src.lines().enumerate() {
+        let t = l.trim_start();
+        let inline = l.find('#').map(|c| &l[c..]);
+        if t.starts_with('#') {
+            pending.push(t);
+        } else if let Some(&k) = step_line.get(&i) {
+            before[k] = std::mem::take(&mut pending);
+            trailing[k] = inline;
+        } else if !t.is_empty() {
+            head.append(&mut pending);
+            head.extend(inline);
+        }
+    }
+    let mut o = String::new();
+    for c in head {
+        let _ = writeln!(o, "{c}");
+    }
+    o.push_str(&print_header(&s.header));
+    for (k, st) in s.steps.iter().enumerate() {
+        for c in &before[k] {
+            let _ = writeln!(o, "{c}");
+        }
+        match trailing[k] {
+            Some(c) => {
+                let _ = writeln!(o, "{}  {c}", print_step(st));
+            }
+            None => {
+                let _ = writeln!(o, "{}", print_step(st));
+            }
+        }
+    }
+    for c in pending {
+        let _ = writeln!(o, "{c}");
+    }
+    o
+}
