@@ -6,6 +6,21 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
+    // `privmem --version`: the checkout's `git describe`, or the crate's version outside one.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for f in [".git/HEAD", ".git/index", ".git/refs"] {
+        println!("cargo:rerun-if-changed={}", repo.join(f).display());
+    }
+    let describe = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--tags"])
+        .current_dir(&repo)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success() && repo.join(".git").exists())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| format!("{} (no checkout)", env!("CARGO_PKG_VERSION")));
+    println!("cargo:rustc-env=PRIVMEM_DESCRIBE={describe}");
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
     let mut o = String::from("&[\n");
     for dir in ["hazards", "known"] {

@@ -193,25 +193,72 @@ fn the_cvm_plan_is_the_one_the_docs_write_down() {
 
 #[test]
 fn every_command_answers_help_with_every_option_its_parser_takes() {
-    for sp in privmem::cli::spec::SPECS {
-        let (code, out, err) = privmem(&[sp.name, "--help"]);
-        assert_eq!(code, 0, "privmem {} --help: {err}", sp.name);
-        for o in sp.opts {
-            let dash = if o.name.len() == 1 { "-" } else { "--" };
-            assert!(
-                out.contains(&format!("{dash}{} ", o.name)) || out.contains(&format!("{dash}{}\n", o.name)),
-                "privmem {} --help lacks {dash}{}:\n{out}",
-                sp.name,
-                o.name
-            );
+    use clap::CommandFactory;
+    let cli = privmem::cli::commands::Cli::command();
+    let (_, top, _) = privmem(&["--help"]);
+    for sub in cli.get_subcommands() {
+        let name = sub.get_name();
+        assert!(top.contains(name), "the top-level usage lacks {name}");
+        let (code, out, err) = privmem(&[name, "--help"]);
+        assert_eq!(code, 0, "privmem {name} --help: {err}");
+        let (code, help, _) = privmem(&["help", name]);
+        assert_eq!((code, help.as_str()), (0, out.as_str()), "privmem help {name}");
+        for a in sub.get_arguments().filter_map(|a| a.get_long()) {
+            assert!(out.contains(&format!("--{a}")), "privmem {name} --help lacks --{a}:\n{out}");
         }
-        // The parser takes exactly those: an option not in the table is refused, pointing at --help.
-        let (code, _, err) = privmem(&[sp.name, "--no-such-option"]);
-        assert_eq!(code, 2, "privmem {}", sp.name);
+        // The parser takes exactly those: anything else is refused, pointing at --help.
+        let (code, _, err) = privmem(&[name, "--no-such-option"]);
+        assert_eq!(code, 2, "privmem {name}");
         assert!(err.contains("--help"), "{err}");
-        let (_, top, _) = privmem(&["--help"]);
-        assert!(top.contains(&format!("privmem {}", sp.name)), "the top-level usage lacks {}", sp.name);
     }
+    // A near miss names the option meant; libFuzzer's one-dash habit too.
+    let (code, _, err) = privmem(&["fuzz", "--rns", "10"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--runs"), "{err}");
+    let (code, _, err) = privmem(&["fuzz", "-runs=10"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--runs=10"), "{err}");
+    let (code, out, _) = privmem(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("privmem ") && out.trim().len() > "privmem ".len(), "{out}");
+    let (code, out, _) = privmem(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("privmem") && out.contains("--kernel-version"), "completions name the options");
+    let d = tmpdir("man");
+    let (code, _, err) = privmem(&["man", "-o", d.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let page = std::fs::read_to_string(d.join("privmem-fuzz.1")).unwrap();
+    assert!(page.contains(".TH") && page.contains("runs"), "{page}");
+}
+
+#[test]
+fn every_command_takes_json_and_dash_is_stdin_and_stdout() {
+    use clap::CommandFactory;
+    for sub in privmem::cli::commands::Cli::command().get_subcommands() {
+        let has = sub.get_arguments().any(|a| a.get_long() == Some("json"));
+        assert!(has || matches!(sub.get_name(), "exec" | "completions" | "man"), "{} lacks --json", sub.get_name());
+    }
+    let src = std::fs::read_to_string(corpus("default/plain-slot-read-write.seq")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_privmem"))
+        .args(["export", "--kselftest=standalone", "-", "-o", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), src.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("int main"));
+    let (code, out, _) = privmem(&["print", "--json", &corpus("default/plain-slot-read-write.seq")]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["type"], "made");
+    // A corpus root that is not there is an error, not an export of nothing.
+    let (code, _, err) =
+        privmem(&["corpus", "export", "--libfuzzer", tmpdir("seeds").to_str().unwrap(), "/nonexistent"]);
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]

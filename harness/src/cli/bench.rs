@@ -236,12 +236,11 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
     Ok(0)
 }
 
-pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = super::spec::Spec::get("bench").parse(argv)?;
-    match a.get("backend").unwrap_or("model") {
+pub fn run(a: &super::commands::BenchArgs) -> Result<i32, String> {
+    match a.backend.as_deref().unwrap_or("model") {
         "model" => {}
-        "kvm" => return run_kvm(a.flag("json")),
-        "lab" => return run_lab(a.flag("json"), a.get("kernel"), a.get("debug-kernel")),
+        "kvm" => return run_kvm(a.json),
+        "lab" => return run_lab(a.json, a.kernel.as_deref(), a.debug_kernel.as_deref()),
         other => return Err(format!("unknown backend `{other}` (model, kvm, lab)")),
     }
     let realistic = mix(None, 1, 400);
@@ -253,7 +252,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let big = range_cost("64G");
     let small = range_cost("2M");
     let ratio = big / small;
-    if a.flag("json") {
+    if a.json {
         let r = ModelBench {
             model_ops_per_sec: model,
             model_tdx_ops_per_sec: model_tdx,

@@ -22,16 +22,21 @@ pub fn export(root: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(written)
 }
 
-pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = super::spec::Spec::get("corpus").parse(argv)?;
+pub fn run(a: &super::commands::CorpusArgs) -> Result<i32, String> {
     match a.positional.first().map(String::as_str) {
         Some("export") => {}
         _ => return Err("corpus: usage: privmem corpus export --libfuzzer DIR [ROOT]".into()),
     }
-    let out = a.get("libfuzzer").ok_or("corpus export: --libfuzzer DIR is required")?;
+    let out = a.libfuzzer.as_deref().ok_or("corpus export: --libfuzzer DIR is required")?;
     let root = a.positional.get(1).map(String::as_str).unwrap_or("corpus");
+    if !Path::new(root).is_dir() {
+        return Err(format!("corpus export: {root}: not a directory"));
+    }
     let files = export(Path::new(root), Path::new(out))?;
-    if a.flag("json") {
+    if files.is_empty() {
+        return Err(format!("corpus export: {root}: no .seq files under it"));
+    }
+    if a.json {
         let r = crate::report::records::CorpusExport { exported: files.len(), dir: out.to_string() };
         println!("{}", crate::report::records::Record::to_json(&r));
     } else {

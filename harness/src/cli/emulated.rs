@@ -7,9 +7,14 @@ use crate::backend::emulated::EmulatedBackend;
 use crate::oracle::diff::check_real;
 use crate::report::records::{Record, ScenarioResult};
 
-pub fn run(files: &[String], json: bool) -> Result<i32, String> {
+pub fn run(a: &super::commands::ReplayArgs) -> Result<i32, String> {
+    let (files, json, tap) = (&a.positional, a.json && !a.tap, a.tap);
+    if let Some(j) = a.junit.as_deref() {
+        crate::report::check_out_file(std::path::Path::new(j))?;
+    }
     let mut b = EmulatedBackend::open()?;
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    let mut results = Vec::new();
     for path in files {
         let (_, seq) = super::load_source(path)?;
         let before = b.counts;
@@ -26,13 +31,17 @@ pub fn run(files: &[String], json: bool) -> Result<i32, String> {
         }
         let findings = &c.diff.findings;
         let ok = c.unsupported.is_none() && findings.is_empty();
+        let r = match &c.unsupported {
+            Some(why) => ScenarioResult::skip(path, why),
+            None => ScenarioResult::ran(path, findings.clone()),
+        };
+        let r = ScenarioResult { emulated: true, counts: Some(n), ..r };
         if json {
-            let r = match &c.unsupported {
-                Some(why) => ScenarioResult::skip(path, why),
-                None => ScenarioResult::ran(path, findings.clone()),
-            };
-            println!("{}", ScenarioResult { emulated: true, counts: Some(n), ..r }.to_json());
+            println!("{}", r.to_json());
         }
+        results.push(r);
+        // TAP and JUnit carry the results; the words below are for a person.
+        let json = json || tap;
         match (&c.unsupported, ok) {
             (Some(why), _) => {
                 skipped += 1;
@@ -60,7 +69,16 @@ pub fn run(files: &[String], json: bool) -> Result<i32, String> {
             }
         }
     }
-    if !json {
+    if let Some(j) = a.junit.as_deref() {
+        crate::report::junit::write(std::path::Path::new(j), "privmem-emulated", &results)
+            .map_err(|e| format!("{j}: {e}"))?;
+    }
+    if tap {
+        print!("{}", crate::report::tap::tap(&results));
+        if crate::report::tap::all_skipped(&results) {
+            return Ok(4);
+        }
+    } else if !json {
         let c = b.counts;
         println!(
             "emulated: {passed} passed, {failed} failed, {skipped} skipped; {} guest steps through the shims, {} traps, {} injected exceptions (emulated mode: not conformance)",

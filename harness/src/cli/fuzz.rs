@@ -29,33 +29,32 @@ fn op_seconds() -> std::collections::BTreeMap<String, f64> {
     m
 }
 
-pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = super::spec::Spec::get("fuzz").parse(argv)?;
+pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
     // Open fds are counted with no backend open at either end, RSS once the backend is set up
     // and again at the end, so that a soak compares like with like.
     let (fds0, _) = process_usage();
-    let kvm = match a.get("backend").unwrap_or("model") {
+    let kvm = match a.backend.as_deref().unwrap_or("model") {
         "model" => None,
         "kvm" => {
-            let mut k = KvmBackend::open_with(!a.flag("no-view"))?;
-            if let Some(ms) = a.num("timeout-ms")? {
+            let mut k = KvmBackend::open_with(!a.no_view)?;
+            if let Some(ms) = a.timeout_ms {
                 k.timeout = Duration::from_millis(ms);
             }
             // A fresh VM per case instead of a reused one.
-            k.reuse = !a.flag("fresh-vm");
+            k.reuse = !a.fresh_vm;
             k.footing().map_err(|why| format!("footing check failed, refusing to fuzz real KVM: {why}"))?;
             Some(k)
         }
         other => return Err(format!("unknown backend `{other}` (model, kvm)")),
     };
     // `--vm any`: every VM type, each adapted to what the backend's host can run.
-    let any = a.get("vm") == Some("any");
-    let mut vm = a.get("vm").filter(|_| !any).map(parse_vm).transpose()?;
+    let any = a.vm.as_deref() == Some("any");
+    let mut vm = a.vm.as_deref().filter(|_| !any).map(parse_vm).transpose()?;
     if kvm.is_some() && vm.is_none() && !any {
         vm = Some(VmType::Default);
     }
-    let variant = a.get("variant").map(parse_variant).transpose()?;
-    let against = a.get("against").map(parse_variant).transpose()?;
+    let variant = a.variant.as_deref().map(parse_variant).transpose()?;
+    let against = a.against.as_deref().map(parse_variant).transpose()?;
     if (variant.is_some() || against.is_some()) && vm.is_none() {
         vm = Some(VmType::Tdx);
     }
@@ -69,41 +68,41 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             return Err(format!("--vm {}: this host's KVM cannot run it; it lacks {missing}", v.name()));
         }
     }
-    let planted = super::plant_arg(a.get("plant"))?;
+    let planted = super::plant_arg(a.plant.as_deref())?;
     // `--known DIR,DIR`: scenarios whose known-divergence markers count as known besides the
     // ones privmem ships.
     let known_dirs: Vec<&std::path::Path> =
-        a.get("known").map(|s| s.split(',').map(std::path::Path::new).collect()).unwrap_or_default();
+        a.known.as_deref().map(|s| s.split(',').map(std::path::Path::new).collect()).unwrap_or_default();
     if let Some(d) = known_dirs.iter().find(|d| !d.is_dir()) {
         return Err(format!("--known: {} is not a directory", d.display()));
     }
-    let time = a.num("time")?;
-    let runs = a.num("runs")?;
+    let time = a.time;
+    let runs = a.runs;
     let limit_time = match (time, runs) {
         (None, None) => Some(Duration::from_secs(60)),
         (t, _) => t.map(Duration::from_secs),
     };
-    let seed = a.num("seed")?.unwrap_or_else(|| {
+    let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     });
-    let out = PathBuf::from(a.get("out").unwrap_or("findings"));
+    let out = PathBuf::from(a.out.as_deref().unwrap_or("findings"));
     // Every output is checked before the first case: a campaign must not lose its first finding,
     // or its whole result, to a path it cannot write.
     crate::report::prepare_out_dir(&out)?;
-    if let Some(j) = a.get("junit") {
+    if let Some(j) = a.junit.as_deref() {
         crate::report::check_out_file(std::path::Path::new(j))?;
     }
-    let json = a.flag("json");
+    let json = a.json;
     let cfg = CampaignConfig {
         gen: GenConfig {
             vm,
             variant,
-            max_ops: a.num("max-ops")?.unwrap_or(24) as usize,
-            hazards: super::parse_hazards(a.get("hazards"))?,
+            max_ops: a.max_ops.unwrap_or(24) as usize,
+            hazards: super::parse_hazards(a.hazards.as_deref())?,
         },
         against,
         seed,
-        ignore: a.get("ignore").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default(),
+        ignore: a.ignore.as_deref().map(|s| s.split(',').map(String::from).collect()).unwrap_or_default(),
     };
     let backend_name = if kvm.is_some() { "kvm" } else { "model" };
     // The replay line names the backend: a divergence from real KVM cannot show on the model.
@@ -121,9 +120,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     }
     let (_, rss0) = process_usage();
     let mut c = Campaign::new(cfg);
-    c.feedback = !a.flag("no-feedback");
+    c.feedback = !a.no_feedback;
     // Each case on stderr before it runs: what a hung lab VM was doing.
-    c.print_cases = a.flag("print-cases");
+    c.print_cases = a.print_cases;
     if let Some(k) = kvm {
         // Known kernel differences the corpus records are reported as known, not as new.
         c.known = crate::known::sources(&known_dirs)
@@ -133,7 +132,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         c.real = Some(Box::new(k));
     }
 
-    let sampler = match a.flag("profile") {
+    let sampler = match a.profile {
         true => Some(crate::lab::profile::Sampler::start()?),
         false => None,
     };
@@ -243,7 +242,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let (fds1, _) = process_usage();
     let mut sigs: Vec<(&String, &u64)> = c.seen.iter().filter(|(s, _)| !known_hits.contains(s)).collect();
     sigs.sort();
-    if let Some(j) = a.get("junit") {
+    if let Some(j) = a.junit.as_deref() {
         // One failing test case per distinct finding; none means a clean campaign.
         let cases: Vec<ScenarioResult> = sigs
             .iter()

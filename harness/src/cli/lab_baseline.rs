@@ -11,9 +11,9 @@
 //! Exit codes, for `git bisect run`: 0 no unexplained difference and no missed prediction, 1
 //! some, 2 the run failed.
 
+use super::commands::LabArgs;
 use super::lab_cmd::{default_kernel, repo};
 use super::lab_files::lab_files;
-use super::Args;
 use crate::backend::caps::Caps;
 use crate::campaign::{Campaign, CampaignConfig};
 use crate::lab;
@@ -209,12 +209,12 @@ fn name_of(k: Option<Release>) -> String {
     k.map(|k| k.to_string()).unwrap_or("an unmodelled release".into())
 }
 
-pub fn run(a: &Args) -> Result<i32, String> {
-    let ka = resolve(a.get("kernel").unwrap_or("6.12"))?;
-    let kb = resolve(a.get("baseline").expect("caller checked"))?;
+pub fn run(a: &LabArgs) -> Result<i32, String> {
+    let ka = resolve(a.kernel.as_deref().unwrap_or("6.12"))?;
+    let kb = resolve(a.baseline.as_deref().expect("caller checked"))?;
     let init = super::lab_cmd::build_init()?;
     let init = std::fs::read(&init).map_err(|e| format!("{}: {e}", init.display()))?;
-    let json = a.flag("json");
+    let json = a.json;
     // The cases: scenarios by file, then generated ones, all as text.
     let mut cases: Vec<(String, String)> = Vec::new();
     for f in lab_files(&a.positional)? {
@@ -223,9 +223,9 @@ pub fn run(a: &Args) -> Result<i32, String> {
         super::load(&f.display().to_string())?;
         cases.push((shown.replace(['/', '\\'], "__"), src));
     }
-    let runs = a.num("runs")?.unwrap_or(0);
-    let seed = a.num("seed")?.unwrap_or(1);
-    let vm = match a.get("vm").unwrap_or("sw-protected") {
+    let runs = a.runs.unwrap_or(0);
+    let seed = a.seed.unwrap_or(1);
+    let vm = match a.vm.as_deref().unwrap_or("sw-protected") {
         "default" => VmType::Default,
         "sw-protected" => VmType::SwProtected,
         other => return Err(format!("--vm: the lab runs default or sw-protected VMs, not `{other}`")),
@@ -238,7 +238,7 @@ pub fn run(a: &Args) -> Result<i32, String> {
         cases.push((format!("generated__seed{seed}-case{i:04}.seq"), text::print(&s)));
     }
     let payload: Vec<(String, Vec<u8>)> = cases.iter().map(|(n, src)| (n.clone(), src.clone().into_bytes())).collect();
-    let limit = Duration::from_secs(a.num("timeout")?.unwrap_or(240 + runs));
+    let limit = Duration::from_secs(a.timeout.unwrap_or(240 + runs));
     if !json {
         eprintln!("lab: {} cases on {} and on {} (baseline), side by side", cases.len(), ka.display(), kb.display());
     }

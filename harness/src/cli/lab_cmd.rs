@@ -13,40 +13,39 @@ use std::time::Duration;
 
 pub use super::lab_build::{build_init, default_kernel, repo, BUILD_INIT};
 
-pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = super::spec::Spec::get("lab").parse(argv)?;
-    if a.get("baseline").is_some() {
-        return super::lab_baseline::run(&a);
+pub fn run(a: &super::commands::LabArgs) -> Result<i32, String> {
+    if a.baseline.as_deref().is_some() {
+        return super::lab_baseline::run(a);
     }
-    let out = PathBuf::from(a.get("out").unwrap_or("findings"));
+    let out = PathBuf::from(a.out.as_deref().unwrap_or("findings"));
     crate::report::prepare_out_dir(&out)?;
-    if let Some(j) = a.get("junit") {
+    if let Some(j) = a.junit.as_deref() {
         crate::report::check_out_file(Path::new(j))?;
     }
     // TAP replaces the per-scenario lines and the summary.
-    let tap = a.flag("tap");
-    let json = a.flag("json") || tap;
-    let user_kernel = a.get("kernel").is_some_and(|k| !matches!(k, "6.12" | "7.3"));
+    let tap = a.tap;
+    let json = a.json || tap;
+    let user_kernel = a.kernel.as_deref().is_some_and(|k| !matches!(k, "6.12" | "7.3"));
     // `--kernel 6.12` names a lab version, as `--baseline` takes it.
     let version =
-        a.get("kernel-version").or(a.get("kernel").filter(|k| matches!(*k, "6.12" | "7.3"))).unwrap_or("6.12");
+        a.kernel_version.as_deref().or(a.kernel.as_deref().filter(|k| matches!(*k, "6.12" | "7.3"))).unwrap_or("6.12");
     if !matches!(version, "6.12" | "7.3") {
         return Err(format!("--kernel-version: `{version}` is not a lab kernel (6.12, 7.3)"));
     }
-    let kernel = match a.get("kernel") {
+    let kernel = match a.kernel.as_deref() {
         Some(k) if user_kernel => PathBuf::from(k),
         _ => default_kernel(version)?,
     };
-    let init = match a.get("init") {
+    let init = match a.init.as_deref() {
         Some(i) => PathBuf::from(i),
         None => build_init()?,
     };
     let init_bin = std::fs::read(&init).map_err(|e| format!("{}: {e}; {BUILD_INIT}", init.display()))?;
     // `--exec`: the FILEs are programs to run in the lab, not scenarios.
-    let exec = a.flag("exec");
+    let exec = a.exec;
     // `--emulated`: the TD and SNP shims on the lab's KVM, the model answering what they trap
     // on (the corpus's TDX and SNP scenarios unless FILEs are named).
-    let emulated = a.flag("emulated");
+    let emulated = a.emulated;
     let files = if exec {
         a.positional.iter().map(PathBuf::from).collect()
     } else if emulated {
@@ -65,8 +64,8 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         payload.push((name.clone(), std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?));
         names.push((name, PathBuf::from(shown)));
     }
-    let time = a.num("time")?.unwrap_or(0);
-    let runs = a.num("runs")?;
+    let time = a.time.unwrap_or(0);
+    let runs = a.runs;
     let fuzz = time > 0 || runs.is_some();
     // Divergences the corpus records as known kernel differences do not fail the run.
     // Which are known depends on the release the lab kernel reports (its caps line comes first).
@@ -74,10 +73,9 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     let mut known: Vec<String> = Vec::new();
     // As many lab VMs at once as the machine has cores (TCG is CPU bound): the first replays
     // the scenarios, and the campaign's runs are split between all, each with its own seed.
-    let jobs =
-        a.num("jobs")?.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1));
+    let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1));
     let jobs = jobs.clamp(1, if fuzz { 16 } else { 1 });
-    let seed = a.num("seed")?;
+    let seed = a.seed;
     let per_job_args = |j: u64| -> Vec<String> {
         let mut args: Vec<String> = vec!["caps".into(), "--json".into()];
         if j == 0 {
@@ -92,7 +90,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         if fuzz {
             args.extend(["--next--", "fuzz", "--backend", "kvm", "--json", "--out", "/tmp/findings"].map(String::from));
-            args.extend(["--vm".to_string(), a.get("vm").unwrap_or("sw-protected").to_string()]);
+            args.extend(["--vm".to_string(), a.vm.as_deref().unwrap_or("sw-protected").to_string()]);
             match runs {
                 Some(r) => args.extend(["--runs".to_string(), (r / jobs + (j < r % jobs) as u64).to_string()]),
                 None => args.extend(["--time".to_string(), time.to_string()]),
@@ -100,25 +98,25 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             if let Some(seed) = seed {
                 args.extend(["--seed".to_string(), seed.wrapping_add(j).to_string()]);
             }
-            if a.flag("fresh-vm") {
+            if a.fresh_vm {
                 args.push("--fresh-vm".into());
             }
-            if a.flag("no-view") {
+            if a.no_view {
                 args.push("--no-view".into());
             }
-            if a.flag("no-feedback") {
+            if a.no_feedback {
                 args.push("--no-feedback".into());
             }
             if std::env::var_os("PRIVMEM_LAB_VERBOSE").is_some() {
                 args.push("--print-cases".into());
             }
-            if a.flag("profile") {
+            if a.profile {
                 args.push("--profile".into());
             }
         }
         args
     };
-    let limit = Duration::from_secs(a.num("timeout")?.unwrap_or(240 + time + runs.unwrap_or(0)));
+    let limit = Duration::from_secs(a.timeout.unwrap_or(240 + time + runs.unwrap_or(0)));
     if !json {
         eprintln!(
             "lab: booting {} with {} scenarios{} ({jobs} lab VM{} at once)",
@@ -382,7 +380,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         p.print(25);
     }
     let mut coverage = None;
-    if let Some(page) = a.get("coverage") {
+    if let Some(page) = a.coverage.as_deref() {
         let c = lab::coverage::lab_page(&kernel, &reached, Path::new(page))?;
         if !json {
             println!("lab: kernel coverage: {} distinct PCs; page written to {page}", reached.len());
@@ -395,7 +393,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         }
         coverage = Some(c);
     }
-    if let Some(j) = a.get("junit") {
+    if let Some(j) = a.junit.as_deref() {
         crate::report::junit::write(Path::new(j), "privmem-lab", &results).map_err(|e| format!("{j}: {e}"))?;
     }
     if tap {

@@ -1,8 +1,8 @@
 //! The `privmem` command. Exit codes: 0 all held, 1 a finding or a failed expectation, 2 bad
 //! input or usage.
 
-mod args;
 mod bench;
+pub mod commands;
 pub mod corpus_cmd;
 mod emulated;
 pub mod events;
@@ -14,60 +14,57 @@ mod lab_cmd;
 mod lab_files;
 mod replay;
 mod shrink_cmd;
-pub mod spec;
 
-pub use args::Args;
-
+use crate::report::records::{Made, Record};
 use crate::seq::{text, Knob, Sequence, Variant, VmType};
 
-/// The top-level usage, made from the commands' own option tables.
-pub fn usage() -> String {
-    let mut o = String::from(
-        "privmem: fuzzing and conformance harness for confidential-VM private memory under KVM\n\nusage:\n",
-    );
-    for sp in spec::SPECS {
-        o.push_str(&sp.summary());
-        o.push('\n');
-    }
-    o.push_str(
-        "\n`privmem CMD --help` lists a command's options.\n\
-         VM types: default, sw-protected, tdx, snp; variants: upstream, huge-v1, huge-v2, huge-v3.\n\
-         Exit status: 0 all held, 1 a finding or failed expectation, 2 bad input or usage, 4 everything skipped (--tap).",
-    );
-    o
-}
-
+/// `privmem ARGS...` (without the program name): the exit status.
 pub fn main(argv: Vec<String>) -> i32 {
-    let Some((cmd, rest)) = argv.split_first() else {
-        eprintln!("{}", usage());
-        return 2;
+    use clap::Parser;
+    use commands::Command as C;
+    // `-runs=10`, libFuzzer's habit: a long option with one dash would read as a cluster of
+    // short ones; name the option meant instead.
+    let longs: Vec<String> = {
+        use clap::CommandFactory;
+        let c = commands::Cli::command();
+        c.get_subcommands().flat_map(|s| s.get_arguments().filter_map(|a| a.get_long().map(String::from))).collect()
     };
-    // `privmem CMD --help`: the command's own option table.
-    if rest.iter().any(|a| a == "--help" || a == "-h") {
-        if let Some(sp) = spec::SPECS.iter().find(|s| s.name == cmd) {
-            print!("{}", sp.usage());
-            return 0;
-        }
+    let single_dash_long = |x: &&String| {
+        x.strip_prefix('-')
+            .is_some_and(|n| !n.starts_with('-') && longs.iter().any(|l| l == n.split('=').next().unwrap_or(n)))
+    };
+    if let Some(x) = argv.iter().find(single_dash_long) {
+        eprintln!("privmem: unknown option `{x}`: options take two dashes here (`-{x}`)");
+        return 2;
     }
-    let r = match cmd.as_str() {
-        "replay" => replay::run(rest),
-        "fuzz" => fuzz::run(rest),
-        "shrink" => shrink_cmd::run(rest),
-        "bench" => bench::run(rest),
-        "print" => print(rest),
-        "caps" => caps(rest),
-        "corpus" => corpus_cmd::run(rest),
-        "export" => export(rest),
-        "lab" => lab_cmd::run(rest),
-        "coverage" => coverage(rest),
-        "argcheck" => argcheck(rest),
-        "plan" => plan(rest),
-        "exec" => exec(rest),
-        "help" | "--help" | "-h" => {
-            println!("{}", usage());
-            Ok(0)
+    let cli = match commands::Cli::try_parse_from(std::iter::once("privmem".to_string()).chain(argv)) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let _ = e.print();
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 2,
+                _ => 2,
+            };
         }
-        other => Err(format!("unknown command `{other}`")),
+    };
+    let r = match &cli.command {
+        C::Replay(a) => replay::run(a),
+        C::Fuzz(a) => fuzz::run(a),
+        C::Shrink(a) => shrink_cmd::run(a),
+        C::Bench(a) => bench::run(a),
+        C::Print(a) => print(a),
+        C::Caps(a) => caps(a),
+        C::Corpus(a) => corpus_cmd::run(a),
+        C::Export(a) => export(a),
+        C::Lab(a) => lab_cmd::run(a),
+        C::Coverage(a) => coverage(a),
+        C::Argcheck(a) => argcheck(a),
+        C::Plan(a) => plan(a),
+        C::Exec(a) => exec(a),
+        C::Completions(a) => completions(a),
+        C::Man(a) => man(a),
     };
     match r {
         Ok(code) => code,
@@ -151,38 +148,43 @@ pub fn parse_hazards(s: Option<&str>) -> Result<Vec<Knob>, String> {
     }
 }
 
-fn export(argv: &[String]) -> Result<i32, String> {
-    let a = spec::Spec::get("export").parse(argv)?;
+fn export(a: &commands::ExportArgs) -> Result<i32, String> {
     // `--kselftest=upstream FILE` or `--kselftest=standalone FILE`; `--kselftest FILE` is the
     // standalone flavour, as before.
-    let (flavour, file) = match a.get("kselftest") {
+    let (flavour, file) = match a.kselftest.as_deref() {
         Some(f @ ("upstream" | "standalone")) => {
             (f, a.positional.first().map(String::as_str).ok_or("export: name the scenario FILE")?)
         }
         Some(file) => ("standalone", file),
         None => return Err("export: usage: privmem export --kselftest=upstream|standalone FILE -o OUT.c".into()),
     };
-    let out = a.get("o").or(a.get("out")).ok_or("export: -o OUT.c is required")?;
+    let out = a.out.as_deref().ok_or("export: -o OUT.c is required")?;
     let (src, seq) = load_source(file)?;
     let c = match flavour {
         "upstream" => {
-            let k = a.get("kernel").map(crate::model::kernel::kernel_arg).transpose()?.map(|m| m.release);
+            let k = a.kernel.as_deref().map(crate::model::kernel::kernel_arg).transpose()?.map(|m| m.release);
             crate::report::kselftest_upstream::export(&seq, file, &src, k)
         }
         _ => crate::report::kselftest::export(&seq, file),
     }
     .map_err(|e| format!("{file}: {e}"))?;
-    crate::report::write_atomic(std::path::Path::new(out), c.as_bytes()).map_err(|e| format!("{out}: {e}"))?;
-    println!("wrote {out} ({flavour}, {} steps)", seq.steps.len());
+    write_out(out, c.as_bytes())?;
+    let made = Made {
+        command: "export".into(),
+        file: Some(file.to_string()),
+        out: Some(out.to_string()),
+        steps: Some(seq.steps.len()),
+        text: None,
+    };
+    say(a.json, out, &made, &format!("wrote {out} ({flavour}, {} steps)", seq.steps.len()));
     Ok(0)
 }
 
 /// `privmem coverage [FILE|DIR...] [--runs N --vm T --variant V --seed N] -o OUT.html`
-fn coverage(argv: &[String]) -> Result<i32, String> {
+fn coverage(a: &commands::CoverageArgs) -> Result<i32, String> {
     use crate::campaign::{Campaign, CampaignConfig};
     use crate::oracle::run::run_model_cov;
-    let a = spec::Spec::get("coverage").parse(argv)?;
-    let out = a.get("o").or(a.get("out")).unwrap_or("coverage.html");
+    let out = a.out.as_deref().unwrap_or("coverage.html");
     let mut seqs = Vec::new();
     for p in &a.positional {
         let path = std::path::Path::new(p);
@@ -194,19 +196,15 @@ fn coverage(argv: &[String]) -> Result<i32, String> {
             seqs.push(load(p)?);
         }
     }
-    if let Some(runs) = a.num("runs")? {
+    if let Some(runs) = a.runs {
         let gen = crate::seq::gen::GenConfig {
-            vm: a.get("vm").map(parse_vm).transpose()?,
-            variant: a.get("variant").map(parse_variant).transpose()?,
+            vm: a.vm.as_deref().map(parse_vm).transpose()?,
+            variant: a.variant.as_deref().map(parse_variant).transpose()?,
             max_ops: 24,
-            hazards: parse_hazards(a.get("hazards"))?,
+            hazards: parse_hazards(a.hazards.as_deref())?,
         };
-        let mut c = Campaign::new(CampaignConfig {
-            gen,
-            against: None,
-            seed: a.num("seed")?.unwrap_or(1),
-            ..Default::default()
-        });
+        let mut c =
+            Campaign::new(CampaignConfig { gen, against: None, seed: a.seed.unwrap_or(1), ..Default::default() });
         seqs.extend((0..runs).map(|_| c.next_case()));
     }
     if seqs.is_empty() {
@@ -221,20 +219,27 @@ fn coverage(argv: &[String]) -> Result<i32, String> {
     let title =
         if a.positional.is_empty() { format!("{} generated cases", seqs.len()) } else { a.positional.join(" ") };
     let page = crate::report::coverage::html(&total, &title, seqs.len());
-    crate::report::write_atomic(std::path::Path::new(out), page.as_bytes()).map_err(|e| format!("{out}: {e}"))?;
-    println!("wrote {out} ({} sequences)", seqs.len());
+    write_out(out, page.as_bytes())?;
+    let made =
+        Made { command: "coverage".into(), out: Some(out.to_string()), steps: Some(seqs.len()), ..Default::default() };
+    say(a.json, out, &made, &format!("wrote {out} ({} sequences)", seqs.len()));
     Ok(0)
 }
 
 /// `privmem plan FILE...`: the TDX or SNP set-up of each scenario (`backend/kvm/cvm.rs`).
-fn plan(argv: &[String]) -> Result<i32, String> {
-    let a = spec::Spec::get("plan").parse(argv)?;
+fn plan(a: &commands::PlanArgs) -> Result<i32, String> {
     if a.positional.is_empty() {
         return Err("plan: name at least one FILE".into());
     }
     for p in &a.positional {
         let s = load(p)?;
-        match crate::backend::kvm::cvm::plan_text(&s) {
+        let t = crate::backend::kvm::cvm::plan_text(&s);
+        if a.json {
+            let made = Made { command: "plan".into(), file: Some(p.clone()), text: t, ..Default::default() };
+            println!("{}", made.to_json());
+            continue;
+        }
+        match t {
             Some(t) => print!("# {p}: vm {}\n{t}", s.header.vm.name()),
             None => println!("# {p}: vm {} needs no confidential-VM set-up", s.header.vm.name()),
         }
@@ -245,9 +250,8 @@ fn plan(argv: &[String]) -> Result<i32, String> {
 /// `privmem exec PROGRAM...`: run each program (made executable first: the lab's initramfs
 /// carries them as plain files) and print one JSON record per program with its exit status and
 /// output. Exit 0 when each passed or skipped (kselftest's 4), else 1.
-fn exec(argv: &[String]) -> Result<i32, String> {
+fn exec(a: &commands::ExecArgs) -> Result<i32, String> {
     use std::os::unix::fs::PermissionsExt;
-    let a = spec::Spec::get("exec").parse(argv)?;
     let mut rc = 0;
     for p in &a.positional {
         let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
@@ -289,25 +293,38 @@ fn exec(argv: &[String]) -> Result<i32, String> {
 }
 
 /// `privmem argcheck [--emit DIR]`: the tables of `model/argcheck.rs`, or their family.
-fn argcheck(argv: &[String]) -> Result<i32, String> {
-    let a = spec::Spec::get("argcheck").parse(argv)?;
-    match a.get("emit") {
+fn argcheck(a: &commands::ArgcheckArgs) -> Result<i32, String> {
+    match a.emit.as_deref() {
         Some(dir) => {
             for (name, text) in crate::model::argcheck::family() {
                 let p = std::path::Path::new(dir).join(&name);
                 crate::report::write_atomic(&p, text.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))?;
+                if a.json {
+                    let made =
+                        Made { command: "argcheck".into(), out: Some(p.display().to_string()), ..Default::default() };
+                    println!("{}", made.to_json());
+                }
             }
-            println!("wrote the argument-check family to {dir}");
+            if !a.json {
+                println!("wrote the argument-check family to {dir}");
+            }
+        }
+        None if a.json => {
+            let made = Made {
+                command: "argcheck".into(),
+                text: Some(crate::model::argcheck::markdown()),
+                ..Default::default()
+            };
+            println!("{}", made.to_json());
         }
         None => print!("{}", crate::model::argcheck::markdown()),
     }
     Ok(0)
 }
 
-fn caps(argv: &[String]) -> Result<i32, String> {
-    let a = spec::Spec::get("caps").parse(argv)?;
+fn caps(a: &commands::CapsArgs) -> Result<i32, String> {
     let c = crate::backend::caps::Caps::probe();
-    if a.flag("json") {
+    if a.json {
         println!("{}", crate::report::records::Record::to_json(&c));
     } else {
         print!("{}", c.words());
@@ -315,18 +332,78 @@ fn caps(argv: &[String]) -> Result<i32, String> {
     Ok(0)
 }
 
-fn print(argv: &[String]) -> Result<i32, String> {
-    let a = spec::Spec::get("print").parse(argv)?;
+fn print(a: &commands::PrintArgs) -> Result<i32, String> {
     for p in &a.positional {
-        if a.flag("bin") {
+        let (t, n) = if a.bin {
             // A fuzzer input, as the targets see it (no expectations).
             let mut s = crate::seq::codec::decode(&std::fs::read(p).map_err(|e| format!("{p}: {e}"))?);
             s.steps.iter_mut().for_each(|st| st.expect = None);
-            print!("{}", text::print(&s));
+            (text::print(&s), s.steps.len())
         } else {
             let (src, s) = load_source(p)?;
-            print!("{}", crate::seq::print::print_keeping_comments(&src, &s));
+            (crate::seq::print::print_keeping_comments(&src, &s), s.steps.len())
+        };
+        match a.json {
+            true => {
+                let made = Made {
+                    command: "print".into(),
+                    file: Some(p.clone()),
+                    steps: Some(n),
+                    text: Some(t),
+                    ..Default::default()
+                };
+                println!("{}", made.to_json());
+            }
+            false => print!("{t}"),
         }
+    }
+    Ok(0)
+}
+
+/// Write a command's output file; `-` is standard output.
+pub(super) fn write_out(out: &str, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    match out {
+        "-" => std::io::stdout().write_all(bytes).map_err(|e| format!("<stdout>: {e}")),
+        p => crate::report::write_atomic(std::path::Path::new(p), bytes).map_err(|e| format!("{p}: {e}")),
+    }
+}
+
+/// Say what a command made: its record with `--json`, else a line (on stderr where the output
+/// itself went to standard output).
+fn say(json: bool, out: &str, made: &Made, words: &str) {
+    match (json, out) {
+        (true, "-") => eprintln!("{}", made.to_json()),
+        (true, _) => println!("{}", made.to_json()),
+        (false, "-") => eprintln!("{words}"),
+        (false, _) => println!("{words}"),
+    }
+}
+
+/// `privmem completions SHELL`: the shell's completion script, from the declarations.
+fn completions(a: &commands::CompletionsArgs) -> Result<i32, String> {
+    use clap::CommandFactory;
+    clap_complete::generate(a.shell, &mut commands::Cli::command(), "privmem", &mut std::io::stdout());
+    Ok(0)
+}
+
+/// `privmem man [-o DIR]`: `privmem.1` and a page per command (`privmem-fuzz.1`, ...).
+fn man(a: &commands::ManArgs) -> Result<i32, String> {
+    use clap::CommandFactory;
+    let dir = std::path::Path::new(&a.out);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cmd = commands::Cli::command();
+    let mut pages = vec![("privmem".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        let name = format!("privmem-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, c) in pages {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).render(&mut buf).map_err(|e| format!("{name}: {e}"))?;
+        let path = dir.join(format!("{name}.1"));
+        crate::report::write_atomic(&path, &buf).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
     }
     Ok(0)
 }

@@ -7,22 +7,21 @@ use crate::oracle::diff::{check_real, known_divergences, same_access_divergence}
 use crate::oracle::run_model;
 use crate::report::records::{Record, ScenarioResult};
 
-pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = super::spec::Spec::get("replay").parse(argv)?;
-    let modelled = a.get("kernel").map(crate::model::kernel::kernel_arg).transpose()?;
+pub fn run(a: &super::commands::ReplayArgs) -> Result<i32, String> {
+    let modelled = a.kernel.as_deref().map(crate::model::kernel::kernel_arg).transpose()?;
     if let Some(d) = modelled.as_ref().and_then(|m| m.drift.as_deref()) {
         eprintln!("privmem: {d}");
     }
     let kernel = modelled.as_ref().map(|m| m.release);
-    super::plant_arg(a.get("plant"))?;
+    super::plant_arg(a.plant.as_deref())?;
     // `--bin`: the files are fuzzer inputs (cargo-fuzz/AFL crash artifacts) in the binary codec;
     // they replay as the targets ran them, without expectations.
-    let bin = a.flag("bin");
-    if a.get("backend") == Some("emulated") {
-        return super::emulated::run(&a.positional, a.flag("json"));
+    let bin = a.bin;
+    if a.backend.as_deref() == Some("emulated") {
+        return super::emulated::run(a);
     }
     let mut results: Vec<ScenarioResult> = Vec::new();
-    let mut kvm = match a.get("backend").unwrap_or("model") {
+    let mut kvm = match a.backend.as_deref().unwrap_or("model") {
         "model" => None,
         "kvm" => {
             let mut k = KvmBackend::open()?;
@@ -31,7 +30,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
                 k.caps.kernel = Some(m.release);
                 k.caps.drift = m.drift.clone();
             }
-            if !a.flag("json") && !a.flag("tap") {
+            if !a.json && !a.tap {
                 println!("{}", k.kernel_words());
             }
             Some(k)
@@ -42,10 +41,10 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     if a.positional.is_empty() {
         return Err("replay: name at least one FILE".into());
     }
-    let against = a.get("against").map(parse_variant).transpose()?;
+    let against = a.against.as_deref().map(parse_variant).transpose()?;
     // TAP replaces the per-file lines; the JSON records are its source.
-    let tap = a.flag("tap");
-    let json = a.flag("json");
+    let tap = a.tap;
+    let json = a.json;
     let mut failed = 0;
     let mut bad_input = 0;
     let mut total_mapping_checks = 0;
@@ -109,7 +108,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         let mut mapping_checks = None;
         let mut real_steps = None;
         // `--adapt`: generated cases made runnable here as a campaign would (`lab --baseline`).
-        if let (true, Some(k)) = (a.flag("adapt"), kvm.as_ref()) {
+        if let (true, Some(k)) = (a.adapt, kvm.as_ref()) {
             seq = crate::backend::Backend::adapt(k, &seq);
         }
         let mut t = match kvm.as_mut() {
@@ -168,7 +167,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
             steps: Some(seq.steps.len()),
             mapping_checks,
             real: real_steps,
-            adapted: a.flag("adapt").then(|| crate::seq::text::print(&seq)),
+            adapted: a.adapt.then(|| crate::seq::text::print(&seq)),
             ..ScenarioResult::ran(path, t.findings.clone())
         };
         if tap {
@@ -193,7 +192,7 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
     } else if json && !covered.is_empty() {
         println!("{}", super::fuzz::coverage_event("replay", covered.into_iter()));
     }
-    if let Some(j) = a.get("junit") {
+    if let Some(j) = a.junit.as_deref() {
         crate::report::junit::write(std::path::Path::new(j), "privmem-replay", &results)
             .map_err(|e| format!("{j}: {e}"))?;
     }

@@ -6,22 +6,21 @@ use crate::backend::kvm::KvmBackend;
 use crate::backend::Backend;
 use crate::oracle::diff::check_real;
 use crate::oracle::{run_model, Finding, FindingKind};
-use crate::report::{finding_seq_text, write_atomic};
+use crate::report::finding_seq_text;
 use crate::seq::Sequence;
 use crate::shrink::shrink;
 
-pub fn run(argv: &[String]) -> Result<i32, String> {
-    let a = super::spec::Spec::get("shrink").parse(argv)?;
+pub fn run(a: &super::commands::ShrinkArgs) -> Result<i32, String> {
     let [path] = a.positional.as_slice() else {
         return Err("shrink: name exactly one FILE".into());
     };
-    let out = a.get("o").or(a.get("out")).ok_or("shrink: -o OUT is required")?;
-    let mut kvm = match a.get("backend").unwrap_or("model") {
+    let out = a.out.as_deref().ok_or("shrink: -o OUT is required")?;
+    let mut kvm = match a.backend.as_deref().unwrap_or("model") {
         "model" => None,
         "kvm" => Some(KvmBackend::open()?),
         other => return Err(format!("shrink: unknown backend `{other}` (model, kvm)")),
     };
-    let planted = super::plant_arg(a.get("plant"))?;
+    let planted = super::plant_arg(a.plant.as_deref())?;
     let seq = load(path)?;
     // The findings of a case where it is checked: the model alone, or the kernel against it.
     let mut findings_of = |s: &Sequence| -> Vec<Finding> {
@@ -48,12 +47,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         Some(_) => (small, "privmem replay --backend kvm"),
         None => (small, "privmem replay"),
     };
-    write_atomic(
-        std::path::Path::new(out),
+    super::write_out(
+        out,
         finding_seq_text(&sig, &f.detail, &crate::seq::text::print(&small), &format!("{replay}{plant}")).as_bytes(),
-    )
-    .map_err(|e| format!("{out}: {e}"))?;
-    if a.flag("json") {
+    )?;
+    if a.json {
         let r = crate::report::records::ShrinkRecord {
             signature: sig.to_string(),
             steps_before: seq.steps.len(),
@@ -62,7 +60,11 @@ pub fn run(argv: &[String]) -> Result<i32, String> {
         };
         println!("{}", crate::report::records::Record::to_json(&r));
     } else {
-        println!("{sig}: {} -> {} steps, written to {out}", seq.steps.len(), small.steps.len());
+        let words = format!("{sig}: {} -> {} steps, written to {out}", seq.steps.len(), small.steps.len());
+        match out {
+            "-" => eprintln!("{words}"),
+            _ => println!("{words}"),
+        }
     }
     Ok(0)
 }

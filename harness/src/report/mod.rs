@@ -31,18 +31,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// privmem's own version for a finding: `git describe` of the checkout it was built from, or
-/// the crate version outside a checkout (an installed binary, the lab's static one).
+/// the crate version where it was built outside one (build.rs).
 pub fn privmem_version() -> String {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty", "--tags"])
-        .current_dir(&repo)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success() && repo.join(".git").exists())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| format!("privmem {} (no checkout)", env!("CARGO_PKG_VERSION")))
+    crate::cli::commands::VERSION.to_string()
 }
 
 /// What a finding was found on, for its `.json`: privmem's version, the kernel (release and

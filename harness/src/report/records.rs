@@ -44,6 +44,25 @@ pub trait Record: Serialize + DeserializeOwned {
     }
 }
 
+/// What a command that makes one thing of each input made (`print`, `export`, `coverage`,
+/// `argcheck`, `plan`, with `--json`): the input, the file written or the text itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Made {
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl Record for Made {
+    const TYPE: &'static str = "made";
+}
+
 impl Record for Caps {
     const TYPE: &'static str = "caps";
 }

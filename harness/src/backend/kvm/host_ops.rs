@@ -63,11 +63,10 @@ impl KvmBackend {
     }
 
     pub(super) fn host_op(&mut self, h: &Header, op: &Op) -> Observed {
-        // Without the TDP view the harness's own leaves are known only as `baseline`: after a
-        // zap of every root, map them all back (every vCPU, as at set-up) before the counters
-        // are read, or a case's page counts would be short by the harness's missing leaves.
-        let tdp_view = self.view.as_ref().is_some_and(|v| v.mmu == Mmu::Tdp);
-        if matches!(op, Op::ExpectPages { .. }) && !tdp_view && self.vm.as_ref().is_some_and(|s| !s.harness_exact) {
+        // The harness's own leaves are known as `baseline`: after a zap of every root, map them
+        // all back (every vCPU, as at set-up) before the counters are read, or a case's page
+        // counts would be short by the harness's missing leaves.
+        if matches!(op, Op::ExpectPages { .. }) && self.vm.as_ref().is_some_and(|s| !s.harness_exact) {
             if let Err(e) = self.warm_vcpus() {
                 return Observed::HarnessError(format!("mapping its own pages back after a zap: {e}"));
             }
@@ -154,27 +153,28 @@ impl KvmBackend {
                 None => Outcome::Err(Errno::EFAULT),
             },
             Op::ExpectPages { .. } => {
-                // With the TDP view every leaf is known, the harness's own (at and above
-                // HARNESS_GPA) included, whatever zaps came before: the case's leaves are the
-                // rest, and the counters must say the same, or the harness has lost track.
+                // With the TDP view every leaf of the case's memory is known: those are the
+                // case's pages, and the counters must be them plus the harness's own, or the
+                // harness has lost track (its error, never the kernel's).
                 let counters = st.stats.as_ref().and_then(|s| s.pages());
                 if let Some(v) = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp) {
                     v.drain();
-                    if let (Some((case, harness)), Some(p)) = (v.level_counts(HARNESS_GPA >> 12), counters) {
-                        let total = [0, 1, 2].map(|i| case[i] + harness[i]);
+                    if let (Some((case, _)), Some(p), Some(b)) =
+                        (v.level_counts(HARNESS_GPA >> 12), counters, st.baseline)
+                    {
+                        let total = [0, 1, 2].map(|i| case[i] + b[i]);
                         if total != p {
                             return Observed::HarnessError(format!(
-                                "the page counters say {} but the mapping view has {} ({} of the case's, {} of the harness's)",
+                                "the page counters say {} but the mapping view has {} of the case's and the harness has {} of its own",
                                 fmt_levels(p),
-                                fmt_levels(total),
                                 fmt_levels(case),
-                                fmt_levels(harness)
+                                fmt_levels(b)
                             ));
                         }
                         return Observed::Pages(case);
                     }
                 }
-                // Without it, the harness's leaves as learned when the VM was set up.
+                // Without it, the counters less the harness's leaves as learned at set-up.
                 let harness = if st.harness_warm { st.baseline } else { st.post_zap };
                 return match st.stats.as_ref().and_then(|s| s.pages()).zip(harness) {
                     // Less the harness's own mappings.

@@ -405,7 +405,7 @@ impl TraceView {
     }
 
     /// Present leaves by level (4K, 2M, 1G): those below `limit_gfn`, and those at or above it
-    /// (TDP); None if events were lost.
+    /// that the trace saw (TDP); None if events were lost.
     pub fn level_counts(&self, limit_gfn: u64) -> Option<([u64; 3], [u64; 3])> {
         if self.lost {
             return None;
