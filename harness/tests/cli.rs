@@ -370,3 +370,47 @@ fn sigint_ends_a_campaign_with_its_summary_and_junit() {
     assert!(last["seconds"].as_f64().unwrap() < 30.0);
     assert!(std::fs::read_to_string(&junit).unwrap().contains("<testsuite"));
 }
+
+/// A full disk: the campaign fails with the error, and what is in `--out` is whole findings
+/// only, with no temporaries left.
+#[test]
+#[ignore = "mounts a 24 KiB tmpfs, so it needs root; .ci/run runs it (cargo test -- --ignored)"]
+fn a_full_disk_leaves_only_whole_findings() {
+    let d = tmpdir("full-disk");
+    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=24k", "tmpfs"]).arg(&d).status().unwrap();
+    assert!(st.success(), "mount -t tmpfs {} (root needed)", d.display());
+    let (code, out, err) = privmem(&[
+        "fuzz",
+        "--vm",
+        "tdx",
+        "--variant",
+        "huge-v3",
+        "--plant",
+        "huge-v3-split-ignored",
+        "--hazards",
+        "all",
+        "--runs",
+        "20000",
+        "--seed",
+        "1",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    // What is there, read before the tmpfs goes.
+    let listing: Vec<(String, Vec<bool>)> = std::fs::read_dir(&d)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let files = ["case.seq", "finding.json", "REPORT.md"].map(|f| e.path().join(f).exists()).to_vec();
+            (e.file_name().to_string_lossy().into_owned(), files)
+        })
+        .collect();
+    let _ = Command::new("umount").arg(&d).status();
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!listing.is_empty(), "a finding fitted before the disk was full");
+    for (name, files) in &listing {
+        assert!(!name.starts_with('.'), "a temporary was left: {name}");
+        assert!(files.iter().all(|&x| x), "{name} is not whole: {files:?}");
+    }
+}
