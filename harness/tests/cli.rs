@@ -24,6 +24,28 @@ fn tmpdir(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// `privmem fuzz` of huge-v3 with the planted model bug (new findings, none of them a documented
+/// hazard), `extra` appended.
+fn planted_fuzz(seed: &str, out: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "fuzz",
+        "--vm",
+        "tdx",
+        "--variant",
+        "huge-v3",
+        "--plant",
+        "huge-v3-split-ignored",
+        "--runs",
+        "3000",
+        "--seed",
+        seed,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    privmem(&args)
+}
+
 #[test]
 fn replay_exit_codes() {
     let (code, out, _) = privmem(&["replay", &corpus("hazards/H1-touch-then-accept-4k.seq")]);
@@ -47,22 +69,7 @@ fn replay_exit_codes() {
 fn fuzz_writes_findings_that_replay_to_the_same_signature() {
     let d = tmpdir("fuzz");
     // H1, huge-v1's documented livelock, is known; the planted bug makes huge-v3 livelock anew.
-    let (code, out, _) = privmem(&[
-        "fuzz",
-        "--vm",
-        "tdx",
-        "--variant",
-        "huge-v3",
-        "--plant",
-        "huge-v3-split-ignored",
-        "--runs",
-        "3000",
-        "--seed",
-        "5",
-        "--out",
-        d.to_str().unwrap(),
-        "--json",
-    ]);
+    let (code, out, _) = planted_fuzz("5", &d, &["--json"]);
     assert_eq!(code, 1, "the planted bug must yield findings: {out}");
     let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert!(summary["exec_per_sec"].as_f64().unwrap() > 0.0);
@@ -281,24 +288,7 @@ fn campaigns_into_one_out_keep_every_reproducer_and_clean_up_after_a_kill() {
     let run = |seed: &str| {
         let d = d.clone();
         let seed = seed.to_string();
-        std::thread::spawn(move || {
-            privmem(&[
-                "fuzz",
-                "--vm",
-                "tdx",
-                "--variant",
-                "huge-v3",
-                "--plant",
-                "huge-v3-split-ignored",
-                "--runs",
-                "3000",
-                "--seed",
-                &seed,
-                "--out",
-                d.to_str().unwrap(),
-                "--json",
-            ])
-        })
+        std::thread::spawn(move || planted_fuzz(&seed, &d, &["--json"]))
     };
     let (a, b) = (run("5"), run("6"));
     let files: Vec<String> = [a.join().unwrap(), b.join().unwrap()]
@@ -379,23 +369,7 @@ fn a_full_disk_leaves_only_whole_findings() {
     let d = tmpdir("full-disk");
     let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=24k", "tmpfs"]).arg(&d).status().unwrap();
     assert!(st.success(), "mount -t tmpfs {} (root needed)", d.display());
-    let (code, out, err) = privmem(&[
-        "fuzz",
-        "--vm",
-        "tdx",
-        "--variant",
-        "huge-v3",
-        "--plant",
-        "huge-v3-split-ignored",
-        "--hazards",
-        "all",
-        "--runs",
-        "20000",
-        "--seed",
-        "1",
-        "--out",
-        d.to_str().unwrap(),
-    ]);
+    let (code, out, err) = planted_fuzz("1", &d, &["--hazards", "all"]);
     // What is there, read before the tmpfs goes.
     let listing: Vec<(String, Vec<bool>)> = std::fs::read_dir(&d)
         .unwrap()

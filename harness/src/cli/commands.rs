@@ -108,14 +108,10 @@ pub struct ReplayArgs {
     pub positional: Vec<String>,
 }
 
+/// What `fuzz` and `lab` campaigns share: how long, from which seed, where findings go, and how
+/// a real backend runs the cases.
 #[derive(Args, Debug, Default)]
-pub struct FuzzArgs {
-    #[arg(long = "vm", value_name = "T|any", help = "VM type of the generated cases")]
-    pub vm: Option<String>,
-    #[arg(long = "variant", value_name = "V", help = "TDX variant")]
-    pub variant: Option<String>,
-    #[arg(long = "against", value_name = "V", help = "compare with another TDX variant")]
-    pub against: Option<String>,
+pub struct CampaignArgs {
     #[arg(long = "time", value_name = "S", value_parser = number, help = "fuzz for S seconds")]
     pub time: Option<u64>,
     #[arg(long = "runs", value_name = "N", value_parser = number, help = "fuzz N cases")]
@@ -124,14 +120,32 @@ pub struct FuzzArgs {
     pub seed: Option<u64>,
     #[arg(long = "out", value_name = "DIR", help = "where findings are written (default: findings)")]
     pub out: Option<String>,
+    #[arg(long = "junit", value_name = "FILE", help = "write JUnit XML")]
+    pub junit: Option<String>,
+    #[arg(long = "fresh-vm", help = "real KVM: a fresh VM per case")]
+    pub fresh_vm: bool,
+    #[arg(long = "no-view", help = "real KVM: without the kernel's mapping view")]
+    pub no_view: bool,
+    #[arg(long = "no-feedback", help = "no coverage-guided mutation")]
+    pub no_feedback: bool,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct FuzzArgs {
+    #[command(flatten)]
+    pub c: CampaignArgs,
+    #[arg(long = "vm", value_name = "T|any", help = "VM type of the generated cases")]
+    pub vm: Option<String>,
+    #[arg(long = "variant", value_name = "V", help = "TDX variant")]
+    pub variant: Option<String>,
+    #[arg(long = "against", value_name = "V", help = "compare with another TDX variant")]
+    pub against: Option<String>,
     #[arg(long = "max-ops", value_name = "N", value_parser = number, help = "ops per generated case at most")]
     pub max_ops: Option<u64>,
     #[arg(long = "backend", value_name = "model|kvm", help = "where cases run")]
     pub backend: Option<String>,
     #[arg(long = "timeout-ms", value_name = "N", value_parser = number, help = "real KVM: a guest window without progress")]
     pub timeout_ms: Option<u64>,
-    #[arg(long = "junit", value_name = "FILE", help = "write JUnit XML")]
-    pub junit: Option<String>,
     #[arg(long = "hazards", value_name = "all|H,H", help = "hazard options the generator may turn on")]
     pub hazards: Option<String>,
     #[arg(long = "ignore", value_name = "SIG,SIG", help = "signatures not to report")]
@@ -144,12 +158,6 @@ pub struct FuzzArgs {
         help = "more scenarios whose known-divergence markers count as known"
     )]
     pub known: Option<String>,
-    #[arg(long = "fresh-vm", help = "real KVM: a fresh VM per case")]
-    pub fresh_vm: bool,
-    #[arg(long = "no-view", help = "real KVM: without the kernel's mapping view")]
-    pub no_view: bool,
-    #[arg(long = "no-feedback", help = "no coverage-guided mutation")]
-    pub no_feedback: bool,
     #[arg(long = "print-cases", help = "print each case before it runs")]
     pub print_cases: bool,
     #[arg(long = "profile", help = "sample the CPU (kernel, user, guest) over the campaign; the lab passes it")]
@@ -160,6 +168,8 @@ pub struct FuzzArgs {
 
 #[derive(Args, Debug, Default)]
 pub struct LabArgs {
+    #[command(flatten)]
+    pub c: CampaignArgs,
     #[arg(long = "kernel", value_name = "BZIMAGE|6.12|7.3", help = "the lab kernel (default: Debian's 6.12, built)")]
     pub kernel: Option<String>,
     #[arg(long = "kernel-version", value_name = "6.12|7.3", help = "build (or reuse) and boot that version")]
@@ -168,30 +178,14 @@ pub struct LabArgs {
     pub baseline: Option<String>,
     #[arg(long = "init", value_name = "PRIVMEM", help = "the static privmem to run as init")]
     pub init: Option<String>,
-    #[arg(long = "time", value_name = "S", value_parser = number, help = "fuzz for S seconds")]
-    pub time: Option<u64>,
-    #[arg(long = "runs", value_name = "N", value_parser = number, help = "fuzz N cases")]
-    pub runs: Option<u64>,
-    #[arg(long = "seed", value_name = "N", value_parser = number, help = "seed of the case stream")]
-    pub seed: Option<u64>,
     #[arg(long = "timeout", value_name = "S", value_parser = number, help = "kill the lab VM after S seconds")]
     pub timeout: Option<u64>,
-    #[arg(long = "junit", value_name = "FILE", help = "write JUnit XML")]
-    pub junit: Option<String>,
-    #[arg(long = "out", value_name = "DIR", help = "where findings are written (default: findings)")]
-    pub out: Option<String>,
     #[arg(long = "jobs", value_name = "N", value_parser = number, help = "lab VMs at once (default: the cores)")]
     pub jobs: Option<u64>,
     #[arg(long = "coverage", value_name = "PAGE", help = "write the kernel coverage page (debug kernel)")]
     pub coverage: Option<String>,
     #[arg(long = "vm", value_name = "T|any", help = "VM type of the campaign (default: sw-protected)")]
     pub vm: Option<String>,
-    #[arg(long = "fresh-vm", help = "real KVM: a fresh VM per case")]
-    pub fresh_vm: bool,
-    #[arg(long = "no-view", help = "real KVM: without the kernel's mapping view")]
-    pub no_view: bool,
-    #[arg(long = "no-feedback", help = "no coverage-guided mutation")]
-    pub no_feedback: bool,
     #[arg(long = "tap", help = "TAP 13 output for the scenarios; exit 4 when everything was skipped")]
     pub tap: bool,
     #[arg(long = "exec", help = "the FILEs are test programs (exported kselftests) to run there, not scenarios")]

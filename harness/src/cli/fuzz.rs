@@ -36,12 +36,12 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
     let kvm = match a.backend.as_deref().unwrap_or("model") {
         "model" => None,
         "kvm" => {
-            let mut k = KvmBackend::open_with(!a.no_view)?;
+            let mut k = KvmBackend::open_with(!a.c.no_view)?;
             if let Some(ms) = a.timeout_ms {
                 k.timeout = Duration::from_millis(ms);
             }
             // A fresh VM per case instead of a reused one.
-            k.reuse = !a.fresh_vm;
+            k.reuse = !a.c.fresh_vm;
             k.footing().map_err(|why| format!("footing check failed, refusing to fuzz real KVM: {why}"))?;
             Some(k)
         }
@@ -76,20 +76,20 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
     if let Some(d) = known_dirs.iter().find(|d| !d.is_dir()) {
         return Err(format!("--known: {} is not a directory", d.display()));
     }
-    let time = a.time;
-    let runs = a.runs;
+    let time = a.c.time;
+    let runs = a.c.runs;
     let limit_time = match (time, runs) {
         (None, None) => Some(Duration::from_secs(60)),
         (t, _) => t.map(Duration::from_secs),
     };
-    let seed = a.seed.unwrap_or_else(|| {
+    let seed = a.c.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     });
-    let out = PathBuf::from(a.out.as_deref().unwrap_or("findings"));
+    let out = PathBuf::from(a.c.out.as_deref().unwrap_or("findings"));
     // Every output is checked before the first case: a campaign must not lose its first finding,
     // or its whole result, to a path it cannot write.
     crate::report::prepare_out_dir(&out)?;
-    if let Some(j) = a.junit.as_deref() {
+    if let Some(j) = a.c.junit.as_deref() {
         crate::report::check_out_file(std::path::Path::new(j))?;
     }
     let json = a.json;
@@ -120,7 +120,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
     }
     let (_, rss0) = process_usage();
     let mut c = Campaign::new(cfg);
-    c.feedback = !a.no_feedback;
+    c.feedback = !a.c.no_feedback;
     // Each case on stderr before it runs: what a hung lab VM was doing.
     c.print_cases = a.print_cases;
     if let Some(k) = kvm {
@@ -144,6 +144,19 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
     if !json {
         eprintln!("privmem fuzz: seed {seed}, backend {backend_name}, findings to {}", out.display());
     }
+    // A finding as the JSON event the lab and other readers take.
+    let event = |nf: &crate::campaign::NewFinding, label: String, file: String| {
+        Event::Finding(super::events::FindingEvent {
+            signature: nf.finding.signature(),
+            label,
+            known: nf.known,
+            file,
+            sequence: crate::seq::text::print(&nf.seq),
+            seconds: start.elapsed().as_secs_f64(),
+            detail: nf.finding.detail.clone(),
+            finding: nf.finding.clone(),
+        })
+    };
     super::interrupt::catch();
     loop {
         if limit_time.is_some_and(|t| start.elapsed() >= t)
@@ -159,17 +172,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
                 let what = nf.hazard.clone().unwrap_or("a kernel difference corpus/known records".into());
                 known_hits.push(nf.finding.signature());
                 if json {
-                    let e = Event::Finding(super::events::FindingEvent {
-                        signature: nf.finding.signature(),
-                        label: format!("known: {what}"),
-                        known: true,
-                        file: String::new(),
-                        sequence: crate::seq::text::print(&nf.seq),
-                        seconds: start.elapsed().as_secs_f64(),
-                        detail: nf.finding.detail.clone(),
-                        finding: nf.finding.clone(),
-                    });
-                    println!("{}", e.to_json());
+                    println!("{}", event(&nf, format!("known: {what}"), String::new()).to_json());
                 } else {
                     eprintln!("{}known: {what}: {}", if tty { "\r\x1b[K" } else { "" }, nf.finding.signature());
                 }
@@ -192,25 +195,14 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
             let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
             if json {
-                let e = Event::Finding(super::events::FindingEvent {
-                    signature: nf.finding.signature(),
-                    label: nf.label().to_string(),
-                    known: nf.known,
-                    file: path.display().to_string(),
-                    sequence: crate::seq::text::print(&nf.seq),
-                    seconds: start.elapsed().as_secs_f64(),
-                    detail: nf.finding.detail.clone(),
-                    finding: nf.finding.clone(),
-                });
-                println!("{}", e.to_json());
+                println!("{}", event(&nf, nf.label().to_string(), path.display().to_string()).to_json());
             } else {
                 eprintln!(
                     "{}{} {} ({}, {}/3 replays)  -> {}",
                     if tty { "\r\x1b[K" } else { "" },
-                    match (nf.known, planted) {
-                        (true, _) => "known kernel difference".to_string(),
-                        (false, Some(b)) => format!("finding of the planted model bug {}", b.name()),
-                        (false, None) => "new finding".to_string(),
+                    match planted {
+                        Some(b) => format!("finding of the planted model bug {}", b.name()),
+                        None => "new finding".to_string(),
                     },
                     nf.finding.signature(),
                     nf.label(),
@@ -242,7 +234,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
     let (fds1, _) = process_usage();
     let mut sigs: Vec<(&String, &u64)> = c.seen.iter().filter(|(s, _)| !known_hits.contains(s)).collect();
     sigs.sort();
-    if let Some(j) = a.junit.as_deref() {
+    if let Some(j) = a.c.junit.as_deref() {
         // One failing test case per distinct finding; none means a clean campaign.
         let cases: Vec<ScenarioResult> = sigs
             .iter()

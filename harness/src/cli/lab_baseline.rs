@@ -223,8 +223,8 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         super::load(&f.display().to_string())?;
         cases.push((shown.replace(['/', '\\'], "__"), src));
     }
-    let runs = a.runs.unwrap_or(0);
-    let seed = a.seed.unwrap_or(1);
+    let runs = a.c.runs.unwrap_or(0);
+    let seed = a.c.seed.unwrap_or(1);
     let vm = match a.vm.as_deref().unwrap_or("sw-protected") {
         "default" => VmType::Default,
         "sw-protected" => VmType::SwProtected,

@@ -17,9 +17,9 @@ pub fn run(a: &super::commands::LabArgs) -> Result<i32, String> {
     if a.baseline.as_deref().is_some() {
         return super::lab_baseline::run(a);
     }
-    let out = PathBuf::from(a.out.as_deref().unwrap_or("findings"));
+    let out = PathBuf::from(a.c.out.as_deref().unwrap_or("findings"));
     crate::report::prepare_out_dir(&out)?;
-    if let Some(j) = a.junit.as_deref() {
+    if let Some(j) = a.c.junit.as_deref() {
         crate::report::check_out_file(Path::new(j))?;
     }
     // TAP replaces the per-scenario lines and the summary.
@@ -64,8 +64,8 @@ pub fn run(a: &super::commands::LabArgs) -> Result<i32, String> {
         payload.push((name.clone(), std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?));
         names.push((name, PathBuf::from(shown)));
     }
-    let time = a.time.unwrap_or(0);
-    let runs = a.runs;
+    let time = a.c.time.unwrap_or(0);
+    let runs = a.c.runs;
     let fuzz = time > 0 || runs.is_some();
     // Divergences the corpus records as known kernel differences do not fail the run.
     // Which are known depends on the release the lab kernel reports (its caps line comes first).
@@ -75,7 +75,7 @@ pub fn run(a: &super::commands::LabArgs) -> Result<i32, String> {
     // the scenarios, and the campaign's runs are split between all, each with its own seed.
     let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1));
     let jobs = jobs.clamp(1, if fuzz { 16 } else { 1 });
-    let seed = a.seed;
+    let seed = a.c.seed;
     let per_job_args = |j: u64| -> Vec<String> {
         let mut args: Vec<String> = vec!["caps".into(), "--json".into()];
         if j == 0 {
@@ -98,13 +98,13 @@ pub fn run(a: &super::commands::LabArgs) -> Result<i32, String> {
             if let Some(seed) = seed {
                 args.extend(["--seed".to_string(), seed.wrapping_add(j).to_string()]);
             }
-            if a.fresh_vm {
+            if a.c.fresh_vm {
                 args.push("--fresh-vm".into());
             }
-            if a.no_view {
+            if a.c.no_view {
                 args.push("--no-view".into());
             }
-            if a.no_feedback {
+            if a.c.no_feedback {
                 args.push("--no-feedback".into());
             }
             if std::env::var_os("PRIVMEM_LAB_VERBOSE").is_some() {
@@ -393,7 +393,7 @@ pub fn run(a: &super::commands::LabArgs) -> Result<i32, String> {
         }
         coverage = Some(c);
     }
-    if let Some(j) = a.junit.as_deref() {
+    if let Some(j) = a.c.junit.as_deref() {
         crate::report::junit::write(Path::new(j), "privmem-lab", &results).map_err(|e| format!("{j}: {e}"))?;
     }
     if tap {
