@@ -1,16 +1,6 @@
-//! The corpus on disk: walking it, and the known kernel differences its scenarios record.
+//! The corpus on disk: walking it (the known things it records ship in the binary: known.rs).
 
 use std::path::{Path, PathBuf};
-
-/// The repository's `corpus/` (or, inside the lab's initramfs, `/corpus`).
-pub fn root() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
-    match p.canonicalize() {
-        Ok(p) => p,
-        Err(_) if Path::new("/corpus").is_dir() => PathBuf::from("/corpus"),
-        Err(_) => p,
-    }
-}
 
 /// Every `.seq` file under `root`, sorted.
 pub fn seq_files(root: &Path) -> Vec<PathBuf> {

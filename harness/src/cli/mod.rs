@@ -24,10 +24,14 @@ pub fn main(argv: Vec<String>) -> i32 {
     use commands::Command as C;
     // `-runs=10`, libFuzzer's habit: a long option with one dash would read as a cluster of
     // short ones; name the option meant instead.
-    let longs: Vec<String> = {
-        use clap::CommandFactory;
-        let c = commands::Cli::command();
-        c.get_subcommands().flat_map(|s| s.get_arguments().filter_map(|a| a.get_long().map(String::from))).collect()
+    let maybe = argv.iter().any(|x| x.len() > 2 && x.starts_with('-') && !x.starts_with("--"));
+    let longs: Vec<String> = match maybe {
+        false => Vec::new(),
+        true => {
+            use clap::CommandFactory;
+            let c = commands::Cli::command();
+            c.get_subcommands().flat_map(|s| s.get_arguments().filter_map(|a| a.get_long().map(String::from))).collect()
+        }
     };
     let single_dash_long = |x: &&String| {
         x.strip_prefix('-')

@@ -174,9 +174,9 @@ impl KvmBackend {
                         return Observed::Pages(case);
                     }
                 }
-                // Without it, the counters less the harness's leaves as learned at set-up.
-                let harness = if st.harness_warm { st.baseline } else { st.post_zap };
-                return match st.stats.as_ref().and_then(|s| s.pages()).zip(harness) {
+                // Without it, the counters less the harness's leaves as learned at set-up (all
+                // of them are mapped again: see the re-warm above).
+                return match counters.zip(st.baseline) {
                     // Less the harness's own mappings.
                     Some((p, b)) => Observed::Pages([
                         p[0].saturating_sub(b[0]),
