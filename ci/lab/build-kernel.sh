@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build (or reuse) a lab kernel from Debian's linux-source-6.12 (the release's own suite) or,
-# with --version 7.3, linux-source-7.3 from Debian's trixie-backports: tinyconfig plus kernel.config,
+# Build (or reuse) a lab kernel from a Debian source package named in ci/lab/kernels (the lab's
+# table of kernels: 6.12 from the release's own suite, 7.3 from trixie-backports; the first line
+# is the default): tinyconfig plus kernel.config,
 # plus debug.config with --debug (the options KVM developers run: KVM_PROVE_MMU, DEBUG_VM,
 # PROVE_LOCKING, DEBUG_LIST, KASAN, and KCOV for kernel coverage), plus one patch from
 # planted/ with --planted NAME (a bug planted on purpose: the harness's own test).
@@ -14,43 +15,47 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${PRIVMEM_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/privmem-lab}
 flavour=stock
 patch=
-version=6.12
+# The table: NAME SUITE PACKAGE per line (comments start with #).
+kernels() { awk '!/^#/ && NF == 3' "$here/kernels"; }
+version=$(kernels | awk 'NR == 1 {print $1}')
 while [ $# -gt 0 ]; do
     case "$1" in
         --debug) flavour=debug ;;
         --version)
             shift
-            case "${1:-}" in 6.12|7.3) version=$1 ;; *) echo "lab: --version takes 6.12 or 7.3" >&2; exit 2 ;; esac
+            version=${1:-}
             ;;
         --planted)
             shift
             patch="$here/planted/${1%.patch}.patch"
             [ -f "$patch" ] || { echo "lab: no planted bug $1 (see $here/planted/)" >&2; exit 2; }
             ;;
-        *) echo "usage: build-kernel.sh [--version 6.12|7.3] [--debug] [--planted NAME]" >&2; exit 2 ;;
+        *) echo "usage: build-kernel.sh [--version $(kernels | awk '{print $1}' | paste -sd'|')] [--debug] [--planted NAME]" >&2; exit 2 ;;
     esac
     shift
 done
+row=$(kernels | awk -v v="$version" '$1 == v')
+[ -n "$row" ] || { echo "lab: --version takes one of $(kernels | awk '{print $1}' | paste -sd' ') (ci/lab/kernels), not \"$version\"" >&2; exit 2; }
+read -r _ suite package <<<"$row"
 mkdir -p "$cache"
 need=()
 for p in qemu-system-x86 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils rsync; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
-[ "$version" = 6.12 ] && ! dpkg-query -W -f='${Status}' linux-source-6.12 2>/dev/null | grep -q "install ok installed" && need+=(linux-source-6.12)
+[ "$suite" = own ] && ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" && need+=("$package")
 if [ ${#need[@]} -gt 0 ]; then
     echo "lab: installing ${need[*]}" >&2
     apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
-if [ "$version" = 6.12 ]; then
-    ver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
-    tarball=/usr/src/linux-source-6.12.tar.xz
+if [ "$suite" = own ]; then
+    ver=$(dpkg-query -W -f='${Version}' "$package")
+    tarball=/usr/src/$package.tar.xz
 else
-    # 7.3 comes from trixie-backports, which this bookworm machine's apt does not list. A private
+    # Another suite (7.3 comes from trixie-backports), which this machine's apt does not list. A private
     # apt state (its own source list, lists and cache under the lab cache) downloads the package
     # without touching the machine's apt configuration or dpkg database; the mirror is the one
     # the machine's own sources already use for Debian.
-    suite=trixie-backports
     aptdir="$cache/apt-$suite"
     mirror=$(grep -rhoE '^(URIs:|deb)[[:space:]]+[^[:space:]]+/debian/?([[:space:]]|$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
         | grep -v -- '-security' | awk '{print $2}' | head -1 || true)
@@ -65,14 +70,14 @@ else
     if [ -z "$(find "$aptdir/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
         apt-get "${apt_private[@]}" update -qq >&2
     fi
-    ver=$(apt-cache "${apt_private[@]}" show linux-source-7.3 | sed -n 's/^Version: //p' | sort -V | tail -1)
-    [ -n "$ver" ] || { echo "lab: $suite has no linux-source-7.3" >&2; exit 1; }
-    tarball="$aptdir/linux-source-7.3-$ver.tar.xz"
+    ver=$(apt-cache "${apt_private[@]}" show "$package" | sed -n 's/^Version: //p' | sort -V | tail -1)
+    [ -n "$ver" ] || { echo "lab: $suite has no $package" >&2; exit 1; }
+    tarball="$aptdir/$package-$ver.tar.xz"
     if [ ! -f "$tarball" ]; then
-        echo "lab: downloading linux-source-7.3 $ver from $suite" >&2
-        (cd "$aptdir/archives" && apt-get "${apt_private[@]}" download -qq "linux-source-7.3=$ver" >&2)
-        deb=$(ls "$aptdir"/archives/linux-source-7.3_*.deb | head -1)
-        dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/src/linux-source-7.3.tar.xz > "$tarball.tmp"
+        echo "lab: downloading $package $ver from $suite" >&2
+        (cd "$aptdir/archives" && apt-get "${apt_private[@]}" download -qq "$package=$ver" >&2)
+        deb=$(ls "$aptdir"/archives/"${package}"_*.deb | head -1)
+        dpkg-deb --fsys-tarfile "$deb" | tar -xO "./usr/src/$package.tar.xz" > "$tarball.tmp"
         mv "$tarball.tmp" "$tarball" && rm -f "$deb"
     fi
 fi

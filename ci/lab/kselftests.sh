@@ -3,14 +3,14 @@
 # build them inside the lab kernel's own tools/testing/selftests/kvm (against that tree's
 # kvm_util library, statically, warnings as errors), and run them in the lab on that kernel.
 #
-#   ci/lab/kselftests.sh [6.12|7.3]
+#   ci/lab/kselftests.sh [NAME]     (a lab kernel of ci/lab/kernels; default: its first)
 #
 # Prints what exported, what built and what passed; exits 1 if a built test failed. Known
 # divergences (corpus/known/) are expected to fail on the kernels they name and are counted.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-version=${1:-6.12}
+version=${1:-$(awk '!/^#/ && NF == 3 {print $1; exit}' "$here/kernels")}
 pm=$repo/target/release/privmem
 kernel=$(bash "$here/build-kernel.sh" --version "$version")
 cache=$(dirname "$kernel")

@@ -20,3 +20,4 @@ pub mod oracle;
 pub mod report;
 pub mod seq;
 pub mod shrink;
+pub mod wire;

@@ -1,7 +1,7 @@
 fn main() {
     // In the lab's initramfs privmem is /init.
     if std::process::id() == 1 {
-        privmem::lab::init_main();
+        privmem::cli::lab_init::init_main();
     }
     // A closed pipe (`privmem -h | head -1`) ends privmem quietly, as it ends any filter,
     // instead of a panic in println!. Rust ignores SIGPIPE by default.

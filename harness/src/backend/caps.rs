@@ -88,6 +88,19 @@ pub fn kernel_release() -> String {
 }
 
 impl Caps {
+    /// What a lab kernel must offer for the lab's corpus and campaigns: SW_PROTECTED VMs and
+    /// private memory attributes (empty when it has both).
+    pub fn missing_for_lab(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if !self.sw_protected {
+            missing.push("VM type 1 (KVM_X86_SW_PROTECTED_VM) in KVM_CAP_VM_TYPES");
+        }
+        if self.memory_attributes & u64::from(kvm_bindings::KVM_MEMORY_ATTRIBUTE_PRIVATE) == 0 {
+            missing.push("KVM_MEMORY_ATTRIBUTE_PRIVATE in KVM_CAP_MEMORY_ATTRIBUTES");
+        }
+        missing
+    }
+
     /// What this host lacks to run a VM of type `vm`, in words; None where it can.
     pub fn missing_for(&self, vm: crate::seq::VmType) -> Option<String> {
         use crate::seq::VmType;

@@ -11,7 +11,7 @@ use crate::oracle::run_model;
 use crate::seq::{Outcome, Sequence};
 
 /// What a backend saw at one step.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Observed {
     Outcome(Outcome),
     /// VM stats `pages_4k`, `pages_2m`, `pages_1g` at an `expect pages_*` step.

@@ -3,10 +3,11 @@
 
 use crate::campaign::{Campaign, CampaignConfig};
 use crate::oracle::run_model;
-use crate::report::records::{KvmBench, LabBench, LabRecord, ModelBench, Record};
+use crate::report::records::{KvmBench, LabBench, ModelBench};
 use crate::seq::gen::GenConfig;
 use crate::seq::text::parse;
 use crate::seq::{Sequence, VmType};
+use crate::wire::Line;
 use std::time::Instant;
 
 /// Ops per second over `cases`, run repeatedly for at least `secs`.
@@ -153,7 +154,7 @@ fn run_kvm(json: bool) -> Result<i32, String> {
             exits_per_guest_op: per_op,
             fresh_vms_created: k.fresh_vms,
         };
-        println!("{}", r.to_json());
+        crate::wire::print(r.clone());
     } else {
         println!(
             "real KVM, 16-op cases: fresh VM per case {fresh:.0} exec/s, reused VM {reused:.0} exec/s, speedup {:.2}x",
@@ -186,8 +187,11 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
         }
         let out = cmd.stderr(std::process::Stdio::inherit()).output().map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let r = LabRecord::read(text.lines().last().unwrap_or(""))
-            .ok_or_else(|| format!("lab output: no `lab` record: {text}"))??;
+        let r = match Line::parse(text.lines().last().unwrap_or("")) {
+            Some(Ok(Line::Lab(r))) => r,
+            Some(Err(e)) => return Err(format!("lab output: {e}")),
+            _ => return Err(format!("lab output: no `lab` line: {text}")),
+        };
         let (rate, cases) = r.fuzz_rate();
         Ok((rate, cases, r.mapping_checks))
     };
@@ -219,7 +223,7 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
             mapping_checks: checks,
             rounds: rounds.clone(),
         };
-        println!("{}", r.to_json());
+        crate::wire::print(r.clone());
     } else {
         println!("lab, one VM, fresh VM per case, no view:   {base:8.1} cases/s ({base_cases} cases, best round)");
         println!(
@@ -261,7 +265,7 @@ pub fn run(a: &super::commands::BenchArgs) -> Result<i32, String> {
             range_op_64g_ns: big * 1e9,
             range_op_2m_ns: small * 1e9,
         };
-        println!("{}", r.to_json());
+        crate::wire::print(r.clone());
     } else {
         println!("model, realistic mix (default/sw-protected/tdx): {model:>12.0} ops/s");
         println!("model, TDX mix:                                   {model_tdx:>12.0} ops/s");

@@ -38,7 +38,7 @@ pub fn run(a: &super::commands::CorpusArgs) -> Result<i32, String> {
     }
     if a.json {
         let r = crate::report::records::CorpusExport { exported: files.len(), dir: out.to_string() };
-        println!("{}", crate::report::records::Record::to_json(&r));
+        crate::wire::print(r);
     } else {
         println!("exported {} seeds from {root} to {out}", files.len());
     }

@@ -5,7 +5,7 @@
 
 use crate::backend::emulated::EmulatedBackend;
 use crate::oracle::diff::check_real;
-use crate::report::records::{Record, ScenarioResult};
+use crate::report::records::ScenarioResult;
 
 pub fn run(a: &super::commands::ReplayArgs) -> Result<i32, String> {
     let (files, json, tap) = (&a.positional, a.json && !a.tap, a.tap);
@@ -37,7 +37,7 @@ pub fn run(a: &super::commands::ReplayArgs) -> Result<i32, String> {
         };
         let r = ScenarioResult { emulated: true, counts: Some(n), ..r };
         if json {
-            println!("{}", r.to_json());
+            crate::wire::print(r.clone());
         }
         results.push(r);
         // TAP and JUnit carry the results; the words below are for a person.

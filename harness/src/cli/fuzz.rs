@@ -1,7 +1,6 @@
 //! `privmem fuzz`: an in-process campaign on the model with a progress line, findings shrunk and
 //! written atomically as they occur, and a closing summary.
 
-use super::events::Event;
 use super::{parse_variant, parse_vm};
 use crate::backend::kvm::KvmBackend;
 use crate::campaign::{Campaign, CampaignConfig};
@@ -9,6 +8,7 @@ use crate::report::records::{FuzzSummary, Hits, ScenarioResult};
 use crate::report::write_finding;
 use crate::seq::gen::GenConfig;
 use crate::seq::VmType;
+use crate::wire::Line;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -146,7 +146,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
     }
     // A finding as the JSON event the lab and other readers take.
     let event = |nf: &crate::campaign::NewFinding, label: String, file: String| {
-        Event::Finding(super::events::FindingEvent {
+        Line::from(crate::report::records::FindingEvent {
             signature: nf.finding.signature(),
             label,
             known: nf.known,
@@ -172,7 +172,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
                 let what = nf.hazard.clone().unwrap_or("a kernel difference corpus/known records".into());
                 known_hits.push(nf.finding.signature());
                 if json {
-                    println!("{}", event(&nf, format!("known: {what}"), String::new()).to_json());
+                    event(&nf, format!("known: {what}"), String::new()).print();
                 } else {
                     eprintln!("{}known: {what}: {}", if tty { "\r\x1b[K" } else { "" }, nf.finding.signature());
                 }
@@ -195,7 +195,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
             let path = write_finding(&out, &nf.finding, &nf.seq, &replay_args, extra)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
             if json {
-                println!("{}", event(&nf, nf.label().to_string(), path.display().to_string()).to_json());
+                event(&nf, nf.label().to_string(), path.display().to_string()).print();
             } else {
                 eprintln!(
                     "{}{} {} ({}, {}/3 replays)  -> {}",
@@ -247,15 +247,14 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
             .map_err(|e| format!("{j}: {e}"))?;
     }
     if let Some(s) = sampler {
-        use crate::report::records::Record;
         let p = s.finish();
         match json {
-            true => println!("{}", p.to_json()),
+            true => Line::from(p).print(),
             false => println!("profile: {} kernel, {} user, {} guest samples", p.kernel, p.user, p.guest),
         }
     }
     if json && !c.covered.is_empty() {
-        println!("{}", coverage_event("fuzz", c.covered.iter().copied()));
+        coverage_line("fuzz", c.covered.iter().copied()).print();
     }
     if json {
         let summary = FuzzSummary {
@@ -293,7 +292,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
             findings: sigs.iter().map(|(s, n)| Hits { signature: s.to_string(), hits: **n }).collect(),
             files: written.iter().map(|p| p.display().to_string()).collect(),
         };
-        println!("{}", Event::Summary(summary).to_json());
+        Line::from(summary).print();
     } else {
         if tty {
             eprintln!();
@@ -344,10 +343,9 @@ pub fn process_usage() -> (usize, u64) {
     (fds, rss)
 }
 
-/// The kernel PCs a command reached, as one JSON line (hex), for `privmem lab --coverage`.
-pub fn coverage_event(source: &str, pcs: impl Iterator<Item = u64>) -> serde_json::Value {
-    let mut v: Vec<u64> = pcs.collect();
-    v.sort_unstable();
-    let pcs: Vec<String> = v.iter().map(|p| format!("{p:x}")).collect();
-    Event::Coverage(super::events::CoverageEvent { source: source.into(), pcs }).to_json()
+/// The kernel PCs a command reached, as one wire line, for `privmem lab --coverage`.
+pub fn coverage_line(source: &str, pcs: impl Iterator<Item = u64>) -> Line {
+    let mut pcs: Vec<u64> = pcs.collect();
+    pcs.sort_unstable();
+    Line::from(crate::report::records::CoverageRecord { source: source.into(), pcs })
 }

@@ -12,28 +12,19 @@
 //! some, 2 the run failed.
 
 use super::commands::LabArgs;
-use super::lab_cmd::{default_kernel, repo};
+use super::lab_cmd::{repo, resolve_kernel};
 use super::lab_files::lab_files;
 use crate::backend::caps::Caps;
 use crate::campaign::{Campaign, CampaignConfig};
-use crate::lab;
+use crate::lab::plan::{Job, Plan, ReplayOn};
+use crate::lab::{self, VmSpec};
 use crate::oracle::diff::RealStep;
 use crate::oracle::run_model;
-use crate::report::records::{BaselineRecord, Difference, Record, ScenarioResult};
+use crate::report::records::{BaselineRecord, Difference};
 use crate::seq::gen::GenConfig;
 use crate::seq::{text, Release, VmType};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// A kernel named by lab version (`6.12`, `7.3`) or by a bzImage path. The release the model
-/// runs as is the one the lab reports (`uname -r` in the lab), whichever way it was named.
-fn resolve(k: &str) -> Result<PathBuf, String> {
-    match k {
-        "6.12" | "7.3" => default_kernel(k),
-        path => Ok(PathBuf::from(path)),
-    }
-}
 
 /// One kernel's results: per file, the case as that lab adapted it and its per-step real
 /// outcomes, or why it was skipped.
@@ -51,44 +42,26 @@ fn run_on(
     payload: &[(String, Vec<u8>)],
     limit: Duration,
 ) -> Result<LabRun, String> {
-    let mut args: Vec<String> =
-        ["caps", "--json", "--next--", "replay", "--backend", "kvm", "--json", "--adapt"].map(String::from).to_vec();
-    args.extend(payload.iter().map(|(n, _)| format!("/corpus/{n}")));
-    let initrd_bytes = lab::initramfs(init, &args, payload);
-    let initrd = std::env::temp_dir().join(format!(
-        "privmem-lab-baseline-{}-{}.cpio",
-        std::process::id(),
-        kernel.file_name().and_then(|n| n.to_str()).unwrap_or("k")
-    ));
-    std::fs::write(&initrd, &initrd_bytes).map_err(|e| format!("{}: {e}", initrd.display()))?;
-    let lines = lab::boot(kernel, &initrd, limit, |_| {});
-    let _ = std::fs::remove_file(&initrd);
-    let lines = lines?;
-    if !lines.iter().any(|l| l.starts_with(lab::DONE)) {
-        let tail: Vec<&str> = lines.iter().rev().take(30).rev().map(String::as_str).collect();
-        return Err(format!(
-            "the lab VM on {} stopped early; its console ends:\n{}",
-            kernel.display(),
-            tail.join("\n")
-        ));
+    let files: Vec<String> = payload.iter().map(|(n, _)| n.clone()).collect();
+    let plan = Plan {
+        jobs: vec![Job::Caps, Job::Replay { on: ReplayOn::Kvm, files, adapt: true }],
+        deadline_secs: limit.as_secs(),
+    };
+    let spec = VmSpec { initrd: lab::initramfs(init, &plan, payload), names: Vec::new() };
+    let vm = lab::run_vms(kernel, vec![spec], limit, &|_, _, _| {}).pop().expect("one VM")?;
+    if let Some(why) = vm.problem() {
+        return Err(format!("the lab VM on {}: {why}; its console ends:\n{}", kernel.display(), vm.console_tail(30)));
     }
     let mut r = Results::new();
-    let mut caps = None;
-    for l in &lines {
-        if let Some(c) = Caps::read(l) {
-            caps = Some(c?);
-            continue;
-        }
-        let Some(x) = ScenarioResult::read(l) else { continue };
-        let x = x?;
-        let name = x.file.trim_start_matches("/corpus/").to_string();
+    for x in vm.c.results {
+        let name = x.file.rsplit('/').next().unwrap_or(&x.file).to_string();
         let entry = match x.skipped {
             Some(why) => Err(why),
             None => Ok((x.adapted.unwrap_or_default(), x.real.unwrap_or_default())),
         };
         r.insert(name, entry);
     }
-    Ok(LabRun { results: r, caps })
+    Ok(LabRun { results: r, caps: vm.c.caps })
 }
 
 /// What the comparison of two labs' results found.
@@ -210,8 +183,8 @@ fn name_of(k: Option<Release>) -> String {
 }
 
 pub fn run(a: &LabArgs) -> Result<i32, String> {
-    let ka = resolve(a.kernel.as_deref().unwrap_or("6.12"))?;
-    let kb = resolve(a.baseline.as_deref().expect("caller checked"))?;
+    let ka = resolve_kernel(a.kernel.as_deref().unwrap_or(lab::kernels::default().name))?;
+    let kb = resolve_kernel(a.baseline.as_deref().expect("caller checked"))?;
     let init = super::lab_cmd::build_init()?;
     let init = std::fs::read(&init).map_err(|e| format!("{}: {e}", init.display()))?;
     let json = a.json;
@@ -269,11 +242,13 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
             one_sided,
             differences: diffs,
         };
-        println!("{}", r.to_json());
+        crate::wire::print(r);
     } else {
         let side = |s: &Option<RealStep>| match s {
-            Some(RealStep { outcome, leaves: Some([a, b, c]) }) => format!("{outcome} (leaves 4K/2M/1G: {a}/{b}/{c})"),
-            Some(RealStep { outcome, leaves: None }) => outcome.clone(),
+            Some(r @ RealStep { leaves: Some([a, b, c]), .. }) => {
+                format!("{} (leaves 4K/2M/1G: {a}/{b}/{c})", r.outcome_text())
+            }
+            Some(r @ RealStep { leaves: None, .. }) => r.outcome_text(),
             None => "-".into(),
         };
         for d in &diffs {
@@ -324,17 +299,20 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Observed;
+    use crate::seq::{Errno, Outcome};
+    use Errno::{EEXIST, EINVAL};
 
     const REBIND: &str = "vm sw-protected\ngmem g size=4M\nslot 0 gpa=0x100000000 size=2M gmem=g offset=0\n\
                           slot-add 1 gpa=0x200000000 size=2M gmem=g offset=1M\n";
 
     /// One lab's results for the rebind case: its adapted text and each step's outcome.
-    fn lab(outcome: &str) -> Results {
-        let step = |o: &str| RealStep { outcome: o.into(), leaves: Some([0, 0, 0]) };
+    fn lab(outcome: Errno) -> Results {
+        let step = |e| RealStep { outcome: Observed::Outcome(Outcome::Err(e)), leaves: Some([0, 0, 0]) };
         [("rebind.seq".to_string(), Ok((REBIND.to_string(), vec![step(outcome)])))].into_iter().collect()
     }
 
-    fn run(a: &str, b: &str, na: Release, nb: Release) -> Compared {
+    fn run(a: Errno, b: Errno, na: Release, nb: Release) -> Compared {
         let cases = [("rebind.seq".to_string(), REBIND.to_string())];
         compare(&cases, &lab(a), &lab(b), Some(na), Some(nb)).unwrap()
     }
@@ -345,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_difference_the_rules_predict_is_known() {
-        let c = run("err EINVAL", "err EEXIST", R6_12_117, R7_3_4);
+        let c = run(EINVAL, EEXIST, R6_12_117, R7_3_4);
         assert_eq!((c.compared, c.explained, c.unexplained, c.predicted_absent), (1, 1, 0, 0));
     }
 
@@ -353,7 +331,7 @@ mod tests {
     fn a_predicted_difference_that_did_not_happen_is_a_miss() {
         // 6.12.118 took the backport, but a table without it would predict EINVAL there: as
         // 6.12.117 against 7.3.4 with both kernels saying EEXIST.
-        let c = run("err EEXIST", "err EEXIST", R6_12_117, R7_3_4);
+        let c = run(EEXIST, EEXIST, R6_12_117, R7_3_4);
         assert_eq!((c.unexplained, c.predicted_absent), (0, 1));
         match &c.diffs[..] {
             [Difference::Predicted { predicted_step: 1, model_kernel, model_baseline, .. }] => {
@@ -362,14 +340,14 @@ mod tests {
             d => panic!("{d:?}"),
         }
         // With the backport in the table nothing is predicted, and nothing happened.
-        let c = run("err EEXIST", "err EEXIST", R6_12_118, R7_3_4);
+        let c = run(EEXIST, EEXIST, R6_12_118, R7_3_4);
         assert_eq!((c.explained, c.unexplained, c.predicted_absent), (0, 0, 0));
         assert!(c.diffs.is_empty());
     }
 
     #[test]
     fn a_difference_nothing_predicts_is_unexplained() {
-        let c = run("err EINVAL", "err EEXIST", R6_12_118, R7_3_4);
+        let c = run(EINVAL, EEXIST, R6_12_118, R7_3_4);
         assert_eq!((c.explained, c.unexplained, c.predicted_absent), (0, 1, 0));
     }
 }

@@ -8,7 +8,7 @@ pub fn repo() -> PathBuf {
     p.canonicalize().unwrap_or(p)
 }
 
-/// The lab kernel of a version (6.12: Debian's own; 7.3: trixie-backports), built or reused by
+/// The lab kernel of a name in `ci/lab/kernels`, built or reused by
 /// `ci/lab/build-kernel.sh`; the time it took is printed, so a cold build shows its cost.
 pub fn default_kernel(version: &str) -> Result<PathBuf, String> {
     let script = repo().join("ci/lab/build-kernel.sh");
@@ -25,6 +25,14 @@ pub fn default_kernel(version: &str) -> Result<PathBuf, String> {
     }
     eprintln!("lab: kernel {version} ready in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// A kernel named by lab kernel name (`ci/lab/kernels`: built or reused) or by a bzImage path.
+pub fn resolve_kernel(k: &str) -> Result<PathBuf, String> {
+    match crate::lab::kernels::named(k) {
+        Some(_) => default_kernel(k),
+        None => Ok(PathBuf::from(k)),
+    }
 }
 
 pub const BUILD_INIT: &str = "build it with `rustup target add x86_64-unknown-linux-musl && \

@@ -5,18 +5,19 @@ mod bench;
 pub mod commands;
 pub mod corpus_cmd;
 mod emulated;
-pub mod events;
 mod fuzz;
 mod interrupt;
 mod lab_baseline;
 mod lab_build;
 mod lab_cmd;
 mod lab_files;
+pub mod lab_init;
 mod replay;
 mod shrink_cmd;
 
-use crate::report::records::{Made, Record};
+use crate::report::records::{ExecRecord, Made};
 use crate::seq::{text, Knob, Sequence, Variant, VmType};
+use crate::wire::Line;
 
 /// `privmem ARGS...` (without the program name): the exit status.
 pub fn main(argv: Vec<String>) -> i32 {
@@ -240,7 +241,7 @@ fn plan(a: &commands::PlanArgs) -> Result<i32, String> {
         let t = crate::backend::kvm::cvm::plan_text(&s);
         if a.json {
             let made = Made { command: "plan".into(), file: Some(p.clone()), text: t, ..Default::default() };
-            println!("{}", made.to_json());
+            Line::from(made).print();
             continue;
         }
         match t {
@@ -290,8 +291,7 @@ fn exec(a: &commands::ExecArgs) -> Result<i32, String> {
         if timed_out {
             text.push_str("\nprivmem exec: killed after 30 s");
         }
-        let e = events::Event::Exec(events::ExecEvent { file: p.clone(), exit: code, output: text });
-        println!("{}", e.to_json());
+        Line::from(ExecRecord { file: p.clone(), exit: code, output: text }).print();
     }
     Ok(rc)
 }
@@ -306,7 +306,7 @@ fn argcheck(a: &commands::ArgcheckArgs) -> Result<i32, String> {
                 if a.json {
                     let made =
                         Made { command: "argcheck".into(), out: Some(p.display().to_string()), ..Default::default() };
-                    println!("{}", made.to_json());
+                    Line::from(made).print();
                 }
             }
             if !a.json {
@@ -319,7 +319,7 @@ fn argcheck(a: &commands::ArgcheckArgs) -> Result<i32, String> {
                 text: Some(crate::model::argcheck::markdown()),
                 ..Default::default()
             };
-            println!("{}", made.to_json());
+            Line::from(made).print();
         }
         None => print!("{}", crate::model::argcheck::markdown()),
     }
@@ -329,7 +329,7 @@ fn argcheck(a: &commands::ArgcheckArgs) -> Result<i32, String> {
 fn caps(a: &commands::CapsArgs) -> Result<i32, String> {
     let c = crate::backend::caps::Caps::probe();
     if a.json {
-        println!("{}", crate::report::records::Record::to_json(&c));
+        Line::from(c).print();
     } else {
         print!("{}", c.words());
     }
@@ -356,7 +356,7 @@ fn print(a: &commands::PrintArgs) -> Result<i32, String> {
                     text: Some(t),
                     ..Default::default()
                 };
-                println!("{}", made.to_json());
+                Line::from(made).print();
             }
             false => print!("{t}"),
         }
@@ -377,8 +377,8 @@ pub(super) fn write_out(out: &str, bytes: &[u8]) -> Result<(), String> {
 /// itself went to standard output).
 fn say(json: bool, out: &str, made: &Made, words: &str) {
     match (json, out) {
-        (true, "-") => eprintln!("{}", made.to_json()),
-        (true, _) => println!("{}", made.to_json()),
+        (true, "-") => eprintln!("{}", Line::from(made.clone()).json()),
+        (true, _) => Line::from(made.clone()).print(),
         (false, "-") => eprintln!("{words}"),
         (false, _) => println!("{words}"),
     }

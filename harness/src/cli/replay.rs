@@ -5,7 +5,7 @@ use crate::backend::kvm::KvmBackend;
 use crate::oracle::compare::compare_variants;
 use crate::oracle::diff::{check_real, known_divergences, same_access_divergence};
 use crate::oracle::run_model;
-use crate::report::records::{Record, ScenarioResult};
+use crate::report::records::ScenarioResult;
 
 pub fn run(a: &super::commands::ReplayArgs) -> Result<i32, String> {
     let modelled = a.kernel.as_deref().map(crate::model::kernel::kernel_arg).transpose()?;
@@ -88,7 +88,7 @@ pub fn run(a: &super::commands::ReplayArgs) -> Result<i32, String> {
             Err(e) => {
                 let r = ScenarioResult::failed(path, &e);
                 if json && !tap {
-                    println!("{}", r.to_json());
+                    crate::wire::print(r.clone());
                 } else if !tap {
                     eprintln!("{e}");
                 }
@@ -154,7 +154,7 @@ pub fn run(a: &super::commands::ReplayArgs) -> Result<i32, String> {
             skipped += 1;
             let r = ScenarioResult::skip(path, why);
             if json && !tap {
-                println!("{}", r.to_json());
+                crate::wire::print(r.clone());
             } else if !tap {
                 println!("skip  {path}: {why}");
             }
@@ -172,7 +172,7 @@ pub fn run(a: &super::commands::ReplayArgs) -> Result<i32, String> {
         };
         if tap {
         } else if json {
-            println!("{}", record.to_json());
+            crate::wire::print(record.clone());
         } else if ok {
             println!("ok    {path} ({} steps)", seq.steps.len());
         } else {
@@ -190,7 +190,7 @@ pub fn run(a: &super::commands::ReplayArgs) -> Result<i32, String> {
             return Ok(4);
         }
     } else if json && !covered.is_empty() {
-        println!("{}", super::fuzz::coverage_event("replay", covered.into_iter()));
+        super::fuzz::coverage_line("replay", covered.into_iter()).print();
     }
     if let Some(j) = a.junit.as_deref() {
         crate::report::junit::write(std::path::Path::new(j), "privmem-replay", &results)

@@ -58,7 +58,7 @@ pub fn run(a: &super::commands::ShrinkArgs) -> Result<i32, String> {
             steps_after: small.steps.len(),
             out: out.to_string(),
         };
-        println!("{}", crate::report::records::Record::to_json(&r));
+        crate::wire::print(r);
     } else {
         let words = format!("{sig}: {} -> {} steps, written to {out}", seq.steps.len(), small.steps.len());
         match out {

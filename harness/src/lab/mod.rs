@@ -1,15 +1,20 @@
-//! The lab: private memory on real KVM under QEMU TCG. A small kernel (ci/lab/) boots with an
-//! initramfs holding a static privmem as `/init`, the scenarios and the command to run; privmem
-//! runs them against the nested KVM (SW_PROTECTED VMs, attributes, MEMORY_FAULT, pre-fault)
-//! and prints JSON lines, which the host side collects.
+//! The lab: private memory on real KVM under QEMU TCG. A small kernel (ci/lab/, one of the table
+//! in [`kernels`]) boots with an initramfs holding a static privmem as `/init`, the scenarios and
+//! a typed [`plan::Plan`] of the jobs to run; privmem runs them against the nested KVM
+//! (SW_PROTECTED VMs, attributes, MEMORY_FAULT, pre-fault) and prints wire lines
+//! ([`crate::wire::Line`]), which the host side's [`collect::Collector`] takes as they arrive.
+//! The PID-1 side is `cli/lab_init.rs`.
 //!
 //! Results and the kernel's console go out on two serial ports: the console (ttyS0) carries
 //! the kernel's messages, and privmem's stdout goes to ttyS1. On one port a printk could land
 //! in the middle of a result line and lose that case (seen in CI: one JSON line of 393, broken
 //! by a kernel message, and a baseline run that failed with "a lab VM gave no result").
 
+pub mod collect;
 pub mod coverage;
 pub mod cpio;
+pub mod kernels;
+pub mod plan;
 pub mod profile;
 
 use std::io::{BufRead, BufReader, Read};
@@ -19,24 +24,47 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The line the guest side prints when it is done, with the command's exit code.
-pub const DONE: &str = "PRIVMEM-LAB-DONE";
-/// The line it prints after each command, with that command's exit code.
-const CMD_DONE: &str = "PRIVMEM-LAB-CMD";
-
-/// Build the initramfs: `/init` (a static privmem), `/lab/args` (one argument per line), and
-/// the named files under `/corpus/`.
-pub fn initramfs(init: &[u8], args: &[String], files: &[(String, Vec<u8>)]) -> Vec<u8> {
+/// Build the initramfs: `/init` (a static privmem), the plan, and the named files under
+/// [`plan::FILES_DIR`].
+pub fn initramfs(init: &[u8], plan: &plan::Plan, files: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut w = cpio::Writer::default();
-    for d in ["dev", "proc", "sys", "tmp", "lab", "corpus"] {
+    for d in ["dev", "proc", "sys", "tmp", "lab", plan::FILES_DIR] {
         w.dir(d);
     }
     w.file("init", 0o755, init);
-    w.file("lab/args", 0o644, args.join("\n").as_bytes());
+    w.file(plan::PLAN_PATH, 0o644, &plan.to_bytes());
     for (name, data) in files {
-        w.file(&format!("corpus/{name}"), 0o644, data);
+        w.file(&format!("{}/{name}", plan::FILES_DIR), 0o644, data);
     }
     w.finish()
+}
+
+/// Which serial port a lab VM's line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// ttyS0: the kernel's console (its messages, privmem's stderr).
+    Console,
+    /// ttyS1: privmem's stdout, wire lines only.
+    Results,
+}
+
+/// What the line handler tells the boot loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The VM said it is done: stop reading and power it off.
+    Done,
+}
+
+/// How a lab VM's boot ended (everything it printed went to the line handler as it came).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The handler saw the done line.
+    Done,
+    /// The VM ran past the time limit and was killed; what QEMU said on stderr.
+    TimedOut { limit_secs: u64, qemu: String },
+    /// QEMU exited before the done line (a kernel panic, most likely).
+    Exited,
 }
 
 /// PIDs of the QEMU children (one per lab VM running at once), for the Ctrl-C handler: nothing
@@ -94,15 +122,15 @@ pub fn boot(
     kernel: &Path,
     initrd: &Path,
     limit: Duration,
-    mut on_line: impl FnMut(&str),
-) -> Result<Vec<String>, String> {
+    mut on_line: impl FnMut(Port, &str) -> Flow,
+) -> Result<Ended, String> {
     for attempt in 1..=BOOT_TRIES {
         match boot_once(kernel, initrd, limit, &mut on_line) {
             Err(BootError::BrokenClock(line)) => {
                 eprintln!("lab: boot {attempt} came up with a broken clock (\"{line}\"; TCG under load), booting again")
             }
             Err(BootError::Other(e)) => return Err(e),
-            Ok(lines) => return Ok(lines),
+            Ok(ended) => return Ok(ended),
         }
     }
     Err(format!("the lab kernel came up with a broken clock {BOOT_TRIES} times in a row (machine too loaded?)"))
@@ -117,8 +145,8 @@ fn boot_once(
     kernel: &Path,
     initrd: &Path,
     limit: Duration,
-    on_line: &mut impl FnMut(&str),
-) -> Result<Vec<String>, BootError> {
+    on_line: &mut impl FnMut(Port, &str) -> Flow,
+) -> Result<Ended, BootError> {
     let qemu = std::env::var("PRIVMEM_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
     // The results port: QEMU's pipe chardev writes ttyS1 into BASE.out and reads its input
     // from BASE.in (one FIFO for both would have QEMU read back its own output: characters
@@ -162,17 +190,17 @@ fn boot_once(
         libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
     }
     let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let forward = |r: Box<dyn Read + Send>, tx: std::sync::mpsc::Sender<String>| {
+    let (tx, rx) = std::sync::mpsc::channel::<(Port, String)>();
+    let forward = |port: Port, r: Box<dyn Read + Send>, tx: std::sync::mpsc::Sender<(Port, String)>| {
         std::thread::spawn(move || {
             for line in BufReader::new(r).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                if tx.send((port, line)).is_err() {
                     break;
                 }
             }
         })
     };
-    forward(Box::new(stdout), tx.clone());
+    forward(Port::Console, Box::new(stdout), tx.clone());
     // Opening the FIFO for reading waits for QEMU to open it; QEMU holds it read-write, so
     // the reader sees EOF only when QEMU is gone. The file is unlinked as soon as it is open.
     {
@@ -180,26 +208,24 @@ fn boot_once(
         std::thread::spawn(move || {
             if let Ok(f) = std::fs::File::open(&fifo) {
                 let _ = std::fs::remove_file(&fifo);
-                forward(Box::new(f), tx);
+                forward(Port::Results, Box::new(f), tx);
             }
         });
     }
     let start = Instant::now();
-    let mut lines = Vec::new();
+    let mut done = false;
     let mut timed_out = false;
     let mut broken = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) => {
-                let l = l.trim_end_matches('\r').to_string();
-                on_line(&l);
-                let done = l.starts_with(DONE);
-                if BROKEN_CLOCK.iter().any(|m| l.contains(m)) {
-                    broken = Some(l.clone());
+            Ok((port, l)) => {
+                let l = l.trim_end_matches('\r');
+                if port == Port::Console && BROKEN_CLOCK.iter().any(|m| l.contains(m)) {
+                    broken = Some(l.to_string());
                     break;
                 }
-                lines.push(l);
-                if done {
+                if on_line(port, l) == Flow::Done {
+                    done = true;
                     break;
                 }
             }
@@ -213,6 +239,16 @@ fn boot_once(
     }
     let _ = child.kill();
     let _ = child.wait();
+    // What the VM printed before it was killed or died is still in the pipes: nothing it saw
+    // is lost (the forwarding threads end at EOF, QEMU being gone).
+    if !done && broken.is_none() {
+        while let Ok((port, l)) = rx.recv_timeout(Duration::from_millis(300)) {
+            if on_line(port, l.trim_end_matches('\r')) == Flow::Done {
+                done = true;
+                break;
+            }
+        }
+    }
     // Unblocks the opener if QEMU died before opening the FIFO (a bad command line), then
     // removes the FIFO whoever got there first.
     let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo);
@@ -224,18 +260,14 @@ fn boot_once(
     if let Some(l) = broken {
         return Err(BootError::BrokenClock(l));
     }
-    if timed_out {
-        let mut err = String::new();
+    if timed_out && !done {
+        let mut qemu = String::new();
         if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
+            let _ = e.read_to_string(&mut qemu);
         }
-        return Err(BootError::Other(format!(
-            "the lab VM did not finish within {}s (killed){}",
-            limit.as_secs(),
-            if err.is_empty() { String::new() } else { format!("; qemu: {err}") }
-        )));
+        return Ok(Ended::TimedOut { limit_secs: limit.as_secs(), qemu });
     }
-    Ok(lines)
+    Ok(if done { Ended::Done } else { Ended::Exited })
 }
 
 /// New FIFOs for one lab VM's results port, unique across the lab VMs of this process: the
@@ -259,86 +291,59 @@ fn results_fifo() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
     Ok((base.clone(), base.with_extension("out")))
 }
 
-/// In the lab VM: send stdout to the results port (ttyS1), leaving the console (stderr and the
-/// kernel's messages) on ttyS0. Without the port (an older host side), stdout stays put.
-fn stdout_to_results_port() {
-    let Ok(f) = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY).open("/dev/ttyS1") else {
-        return;
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: duplicating an open fd onto stdout; the File is leaked so the fd stays valid.
-    unsafe {
-        // Raw output: no \n to \r\n, no echo; the host reads bytes as they are written.
-        let mut t: libc::termios = std::mem::zeroed();
-        if libc::tcgetattr(f.as_raw_fd(), &mut t) == 0 {
-            libc::cfmakeraw(&mut t);
-            libc::tcsetattr(f.as_raw_fd(), libc::TCSANOW, &t);
-        }
-        libc::dup2(f.as_raw_fd(), 1);
-    }
-    std::mem::forget(f);
+/// One lab VM to boot: its initramfs and what its files are called.
+pub struct VmSpec {
+    pub initrd: Vec<u8>,
+    pub names: Vec<(String, String)>,
 }
 
-/// When privmem is PID 1 in the lab's initramfs: mount what it needs, run the command in
-/// `/lab/args`, print the done line and power off.
-pub fn init_main() -> ! {
-    let mount = |src: &str, dst: &str, fs: &str| {
-        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-        let (src, dst, fs) = (c(src), c(dst), c(fs));
-        // SAFETY: plain mount(2) with valid C strings.
-        unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
-    };
-    mount("proc", "/proc", "proc");
-    mount("sysfs", "/sys", "sysfs");
-    mount("devtmpfs", "/dev", "devtmpfs");
-    mount("tmpfs", "/tmp", "tmpfs");
-    // Where the kernel has debugfs (the debug flavour): clear_warn_once and KCOV live there.
-    mount("debugfs", "/sys/kernel/debug", "debugfs");
-    stdout_to_results_port();
-    // Commands, one argument per line, separated by a line `--next--`.
-    let text = std::fs::read_to_string("/lab/args").unwrap_or_default();
-    let mut rc = 0;
-    for cmd in text.split("\n--next--\n") {
-        let args: Vec<String> = cmd.lines().filter(|l| !l.is_empty()).map(String::from).collect();
-        if args.is_empty() {
-            continue;
-        }
-        let r = std::panic::catch_unwind(|| crate::cli::main(args.clone())).unwrap_or(101);
-        println!("{CMD_DONE} {} rc={r}", args.first().map(String::as_str).unwrap_or(""));
-        rc = rc.max(r);
-    }
-    println!("{DONE} rc={rc}");
-    // SAFETY: flushing and powering off the lab VM; nothing else runs.
-    unsafe {
-        // The results port's last bytes (the done line) leave the UART before power-off.
-        let _ = std::io::Write::flush(&mut std::io::stdout());
-        libc::tcdrain(1);
-        libc::sync();
-        libc::reboot(libc::RB_POWER_OFF);
-    }
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// A lab VM's line saying one of its commands could not run: exit 2 (an error) or a panic's
-/// 101 (1 is a command's own verdict: a scenario failed, or findings).
-pub fn failed_command(line: &str) -> Option<(String, i32)> {
-    let (cmd, rc) = line.strip_prefix(CMD_DONE)?.strip_prefix(' ')?.rsplit_once(" rc=")?;
-    let rc: i32 = rc.trim().parse().ok()?;
-    (rc == 2 || rc >= 100).then(|| (cmd.to_string(), rc))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::failed_command;
-
-    #[test]
-    fn a_command_that_could_not_run_is_named() {
-        assert_eq!(failed_command("PRIVMEM-LAB-CMD fuzz rc=2"), Some(("fuzz".into(), 2)));
-        assert_eq!(failed_command("PRIVMEM-LAB-CMD replay rc=101"), Some(("replay".into(), 101)));
-        assert_eq!(failed_command("PRIVMEM-LAB-CMD fuzz rc=1"), None, "findings are a verdict");
-        assert_eq!(failed_command("PRIVMEM-LAB-CMD caps rc=0"), None);
-        assert_eq!(failed_command("lab0| PRIVMEM-LAB-CMD fuzz rc=2"), None, "console lines are not results");
-    }
+/// Boot each VM (at once, one thread each) and read its lines through a [`collect::Collector`];
+/// `on_line` sees each wire line as it arrives, with that VM's index and collector, to act on it
+/// then (print a result, write a finding). `PRIVMEM_LAB_VERBOSE` echoes the VMs' lines on
+/// stderr; `PRIVMEM_LAB_RECORD=DIR` records them (`vmJ.console`, a port letter per line) for
+/// the collector's offline tests.
+pub fn run_vms(
+    kernel: &Path,
+    vms: Vec<VmSpec>,
+    limit: Duration,
+    on_line: &(dyn Fn(usize, &collect::Collector, &crate::wire::Line) + Sync),
+) -> Vec<Result<collect::VmOutcome, String>> {
+    let verbose = std::env::var_os("PRIVMEM_LAB_VERBOSE").is_some();
+    let record = std::env::var_os("PRIVMEM_LAB_RECORD").map(std::path::PathBuf::from);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = vms
+            .into_iter()
+            .enumerate()
+            .map(|(j, vm)| {
+                let record = record.clone();
+                sc.spawn(move || {
+                    let initrd = std::env::temp_dir().join(format!("privmem-lab-{}-{j}.cpio", std::process::id()));
+                    std::fs::write(&initrd, &vm.initrd).map_err(|e| format!("{}: {e}", initrd.display()))?;
+                    let mut c = collect::Collector::new(vm.names);
+                    let mut rec = Vec::new();
+                    let ended = boot(kernel, &initrd, limit, |port, l| {
+                        if verbose {
+                            eprintln!("lab{j}| {l}");
+                        }
+                        if record.is_some() {
+                            rec.push(format!("{} {l}", if port == Port::Console { 'C' } else { 'R' }));
+                        }
+                        let (line, flow) = c.feed(port, l);
+                        if let Some(line) = line {
+                            on_line(j, &c, &line);
+                        }
+                        flow
+                    });
+                    let _ = std::fs::remove_file(&initrd);
+                    if let Some(dir) = &record {
+                        let p = dir.join(format!("vm{j}.console"));
+                        let _ = std::fs::create_dir_all(dir);
+                        std::fs::write(&p, rec.join("\n") + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
+                    }
+                    Ok(c.finish(ended?))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("lab VM thread panicked".into()))).collect()
+    })
 }

@@ -4,7 +4,6 @@
 //! that the rest is the cases' own kernel work: what a kernel change makes slower shows here.
 
 use crate::backend::kvm::mem::Mapping;
-use crate::report::records::Record;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -42,10 +41,6 @@ pub struct ProfileRecord {
     pub dropped: bool,
     /// Kernel samples by call chain: the instruction pointer, then up to three callers.
     pub chains: Vec<(Vec<u64>, u64)>,
-}
-
-impl Record for ProfileRecord {
-    const TYPE: &'static str = "profile";
 }
 
 /// One CPU's event and its sample buffer (a metadata page, then `PAGES` pages).
@@ -330,7 +325,10 @@ mod tests {
         };
         let m = merge(&[a, b]).expect("two records");
         assert_eq!((m.kernel, m.user, m.guest, m.dropped, m.chains.clone()), (3, 1, 3, true, vec![(vec![5], 3)]));
-        let back = ProfileRecord::read(&m.to_json().to_string()).expect("a profile").expect("reads");
+        let Some(Ok(crate::wire::Line::Profile(back))) = crate::wire::Line::parse(&crate::wire::Line::from(m).json())
+        else {
+            panic!("a profile line")
+        };
         assert_eq!(back.chains, vec![(vec![5], 3)]);
     }
 }

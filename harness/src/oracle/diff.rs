@@ -166,10 +166,23 @@ pub struct RealCheck {
     pub steps: Vec<RealStep>,
 }
 
+/// One step on a real kernel, typed: two kernels' steps compare as values, not as text.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RealStep {
-    pub outcome: String,
+    pub outcome: Observed,
     pub leaves: Option<[u64; 3]>,
+}
+
+impl RealStep {
+    /// The outcome as a person reads it (the `.seq` syntax).
+    pub fn outcome_text(&self) -> String {
+        match &self.outcome {
+            Observed::Outcome(o) => crate::seq::text::print_outcome(o),
+            Observed::Pages(p) => format!("pages_4k={} pages_2m={} pages_1g={}", p[0], p[1], p[2]),
+            Observed::NotChecked => "-".into(),
+            Observed::HarnessError(why) => format!("harness error: {why}"),
+        }
+    }
 }
 
 fn real_steps(real: &RealTrace) -> Vec<RealStep> {
@@ -177,12 +190,7 @@ fn real_steps(real: &RealTrace) -> Vec<RealStep> {
         .iter()
         .enumerate()
         .map(|(i, o)| RealStep {
-            outcome: match o {
-                Observed::Outcome(o) => crate::seq::text::print_outcome(o),
-                Observed::Pages(p) => format!("pages_4k={} pages_2m={} pages_1g={}", p[0], p[1], p[2]),
-                Observed::NotChecked => "-".into(),
-                Observed::HarnessError(why) => format!("harness error: {why}"),
-            },
+            outcome: o.clone(),
             leaves: real.views.get(i).and_then(|v| v.as_ref()).map(|v| {
                 let mut n = [0u64; 3];
                 v.leaves().iter().for_each(|k| n[k.level as usize] += 1);
@@ -193,6 +201,8 @@ fn real_steps(real: &RealTrace) -> Vec<RealStep> {
 }
 
 pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
+    // The lab's watchdog names this case if it runs for long.
+    let _in_progress = super::progress::running(seq);
     // The model runs as the kernel the backend is on; a scenario that holds on other kernels
     // only is not this kernel's to check.
     let mut as_kernel;

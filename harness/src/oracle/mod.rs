@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod diff;
 pub mod finding;
+pub mod progress;
 pub mod run;
 pub mod signature;
 

@@ -1,48 +1,11 @@
-//! The JSON records privmem prints with `--json`, one serde struct each, so that the writer and
-//! every reader (the lab's host side reading what runs in the lab VM, `bench` reading `lab`,
-//! `lab --baseline` reading `replay`, TAP and JUnit, the tests) share one schema. Each line
-//! also carries `type` (the record's name) and `format` ([`JSON_FORMAT`]); readers ignore
-//! fields they do not know, so a newer writer does not break an older reader.
+//! The records privmem prints with `--json` and the lab's VMs send to its host side, one serde
+//! struct each. They travel as the variants of [`crate::wire::Line`], which adds each line's
+//! `type` and `format`; readers ignore fields they do not know.
 
 use crate::backend::caps::Caps;
 use crate::oracle::diff::RealStep;
 use crate::oracle::Finding;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-
-/// Bumped when a record changes incompatibly.
-pub const JSON_FORMAT: u64 = 1;
-
-/// `v` with the line's `type` and `format`.
-pub fn typed(ty: &str, mut v: serde_json::Value) -> serde_json::Value {
-    if let Some(o) = v.as_object_mut() {
-        o.insert("type".into(), ty.into());
-        o.insert("format".into(), JSON_FORMAT.into());
-    }
-    v
-}
-
-/// A record of one `type`.
-pub trait Record: Serialize + DeserializeOwned {
-    const TYPE: &'static str;
-
-    /// The record as one output line's value, with its `type` and `format`.
-    fn to_json(&self) -> serde_json::Value {
-        typed(Self::TYPE, serde_json::to_value(self).expect("records are plain data"))
-    }
-
-    /// `v` as this record: None where it is another record (or none), an error where it says it
-    /// is this one but does not read as it.
-    fn from_value(v: &serde_json::Value) -> Option<Result<Self, String>> {
-        (v.get("type")?.as_str()? == Self::TYPE)
-            .then(|| Self::deserialize(v).map_err(|e| format!("a `{}` record that does not read: {e}", Self::TYPE)))
-    }
-
-    /// One line of privmem's output as this record ([`Record::from_value`]).
-    fn read(line: &str) -> Option<Result<Self, String>> {
-        Self::from_value(&serde_json::from_str(line).ok()?)
-    }
-}
 
 /// What a command that makes one thing of each input made (`print`, `export`, `coverage`,
 /// `argcheck`, `plan`, with `--json`): the input, the file written or the text itself.
@@ -57,14 +20,6 @@ pub struct Made {
     pub steps: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-}
-
-impl Record for Made {
-    const TYPE: &'static str = "made";
-}
-
-impl Record for Caps {
-    const TYPE: &'static str = "caps";
 }
 
 /// One scenario's result: a replayed `.seq` (on the model, real KVM or the emulated shims) or a
@@ -101,10 +56,6 @@ pub struct ScenarioResult {
     pub emulated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<crate::backend::emulated::Counts>,
-}
-
-impl Record for ScenarioResult {
-    const TYPE: &'static str = "replay";
 }
 
 /// How a scenario ended, as TAP, JUnit and the summaries count it.
@@ -158,6 +109,35 @@ pub struct Hits {
     pub hits: u64,
 }
 
+/// A finding of a campaign, as `privmem fuzz --json` writes it when it arrives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FindingEvent {
+    pub signature: String,
+    pub label: String,
+    pub known: bool,
+    pub file: String,
+    pub sequence: String,
+    pub seconds: f64,
+    pub detail: String,
+    /// The finding itself (kind, step (1-based in JSON), op, state, ...).
+    pub finding: Finding,
+}
+
+/// A program `privmem exec` ran, and how it ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExecRecord {
+    pub file: String,
+    pub exit: Option<i32>,
+    pub output: String,
+}
+
+/// The kernel PCs a command reached (KCOV), sorted.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CoverageRecord {
+    pub source: String,
+    pub pcs: Vec<u64>,
+}
+
 /// The end of a `privmem fuzz` campaign (also the `summary` event the lab reads).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FuzzSummary {
@@ -196,10 +176,6 @@ pub struct FuzzSummary {
     pub files: Vec<String>,
 }
 
-impl Record for FuzzSummary {
-    const TYPE: &'static str = "fuzz.summary";
-}
-
 /// One kernel source file's coverage on `lab --coverage`'s page.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FileCoverage {
@@ -223,7 +199,7 @@ pub struct LabRecord {
     pub failed: usize,
     pub skipped: usize,
     pub results: Vec<ScenarioResult>,
-    pub fuzz_findings: Vec<crate::cli::events::FindingEvent>,
+    pub fuzz_findings: Vec<FindingEvent>,
     pub fuzz: Vec<FuzzSummary>,
     /// Every lab VM finished its commands.
     pub completed: bool,
@@ -245,10 +221,6 @@ pub struct LabRecord {
     /// `--profile`: where the lab VMs' CPU went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<crate::lab::profile::LabProfile>,
-}
-
-impl Record for LabRecord {
-    const TYPE: &'static str = "lab";
 }
 
 impl LabRecord {
@@ -313,10 +285,6 @@ pub struct BaselineRecord {
     pub differences: Vec<Difference>,
 }
 
-impl Record for BaselineRecord {
-    const TYPE: &'static str = "lab.baseline";
-}
-
 /// `privmem bench`: the model's throughput and the cost of a range op.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ModelBench {
@@ -327,10 +295,6 @@ pub struct ModelBench {
     pub range_cost_ratio: f64,
     pub range_op_64g_ns: f64,
     pub range_op_2m_ns: f64,
-}
-
-impl Record for ModelBench {
-    const TYPE: &'static str = "bench";
 }
 
 /// `privmem bench --backend kvm`: a reused VM against a fresh one per case, in one run.
@@ -349,10 +313,6 @@ pub struct KvmBench {
     pub fresh_vms_created: u64,
 }
 
-impl Record for KvmBench {
-    const TYPE: &'static str = "bench.kvm";
-}
-
 /// `privmem bench --backend lab`: today's lab path against the new one, in one run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LabBench {
@@ -369,10 +329,6 @@ pub struct LabBench {
     pub rounds: Vec<[f64; 2]>,
 }
 
-impl Record for LabBench {
-    const TYPE: &'static str = "bench.lab";
-}
-
 /// `privmem shrink --json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ShrinkRecord {
@@ -382,19 +338,11 @@ pub struct ShrinkRecord {
     pub out: String,
 }
 
-impl Record for ShrinkRecord {
-    const TYPE: &'static str = "shrink";
-}
-
 /// `privmem corpus export --json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CorpusExport {
     pub exported: usize,
     pub dir: String,
-}
-
-impl Record for CorpusExport {
-    const TYPE: &'static str = "corpus.export";
 }
 
 /// What a finding was found on: privmem's version, the kernel (release and the named kernel
@@ -452,42 +400,6 @@ pub struct FindingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oracle::FindingKind;
-
-    fn finding() -> Finding {
-        Finding {
-            kind: FindingKind::Divergence,
-            step: Some(2),
-            op: Some(crate::seq::OpKind::Private),
-            state: "ok/err EINVAL".into(),
-            detail: "step 3: the model allows ok".into(),
-            context: "sw-protected".into(),
-        }
-    }
-
-    #[test]
-    fn a_record_reads_back_as_written_and_only_as_itself() {
-        let r =
-            ScenarioResult { steps: Some(5), mapping_checks: Some(9), ..ScenarioResult::ran("a.seq", vec![finding()]) };
-        let line = r.to_json().to_string();
-        // Step numbers are 1-based where a person reads them, 0-based inside.
-        assert!(line.contains("\"step\":3") && line.contains("\"type\":\"replay\""), "{line}");
-        let back = ScenarioResult::read(&line).expect("a replay record").expect("reads");
-        assert_eq!(back.findings, vec![finding()]);
-        assert_eq!((back.verdict(), back.steps, back.signatures.len()), (Verdict::Failed, Some(5), 1));
-        // Another record's line, console text and a record that does not read.
-        assert!(LabRecord::read(&line).is_none());
-        assert!(ScenarioResult::read("[    1.2] kvm: loaded").is_none());
-        assert!(ScenarioResult::read(r#"{"type":"replay","file":7}"#).is_some_and(|r| r.is_err()));
-    }
-
-    #[test]
-    fn the_lab_record_gives_the_rate_bench_reads() {
-        let f = |cases, skipped, seconds| FuzzSummary { cases, skipped, seconds, ..Default::default() };
-        let r = LabRecord { fuzz: vec![f(100, 10, 3.0), f(80, 0, 4.0)], ..Default::default() };
-        let back = LabRecord::read(&r.to_json().to_string()).unwrap().unwrap();
-        assert_eq!(back.fuzz_rate(), (170.0 / 4.0, 170));
-    }
 
     #[test]
     fn verdicts_and_failure_details() {

@@ -3,12 +3,12 @@
 
 use super::words::words;
 use super::Level;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Errno names the model and backends report (values as on x86-64 Linux); an errno the list
 /// does not name is kept as its number ([`Errno::Other`], written `err 123`), never folded into
 /// another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Errno {
     EPERM,
     ENOENT,
@@ -122,7 +122,7 @@ impl super::words::Word for Errno {
 words! {
     /// TDX module status codes (docs/model.md §4). The value is the 64-bit status with the operand bits
     /// clear; KVM compares the upper 32 bits.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
     pub enum TdxStatus: u64 {
         Success = "SUCCESS" => 0,
         InterruptedRestartable = "INTERRUPTED_RESTARTABLE" => 0x8000_0004_0000_0000,
@@ -151,7 +151,7 @@ impl TdxStatus {
 
 words! {
     /// S-EPT entry states with the values the TDX module reports (docs/model.md §4).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
     pub enum SeptState: u8 {
         Free = "FREE" => 0,
         Blocked = "BLOCKED" => 1,
@@ -172,14 +172,14 @@ impl SeptState {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Exit {
     Mmio,
     MemoryFault { private: bool },
 }
 
 /// What one op did, as a backend observes it. Also the expectation syntax after `=>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Outcome {
     Ok,
     Err(Errno),
@@ -199,7 +199,7 @@ pub enum Outcome {
 
 words! {
     /// TDVMCALL statuses (`arch/x86/include/asm/shared/tdx.h`), the failing ones KVM returns.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
     pub enum VmcallStatus: u64 {
         Retry = "RETRY" => 1,
         InvalidOperand = "INVALID_OPERAND" => 0x8000_0000_0000_0000,
@@ -210,7 +210,7 @@ words! {
 
 words! {
     /// PVALIDATE return codes (AMD APM vol. 2; docs/model.md §7).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
     pub enum PvalidateRc: u32 {
         Success = "SUCCESS" => 0,
         FailInput = "FAIL_INPUT" => 1,

@@ -11,7 +11,7 @@ pub const SZ_2M: u64 = 2 << 20;
 pub const SZ_1G: u64 = 1 << 30;
 
 words! {
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
     pub enum VmType {
         Default = "default",
         SwProtected = "sw-protected",
@@ -42,7 +42,7 @@ impl VmType {
 
 words! {
     /// The KVM TDX variants of docs/model.md §5.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
     pub enum Variant {
         Upstream = "upstream",
         HugeV1 = "huge-v1",
@@ -59,7 +59,7 @@ impl Variant {
 
 words! {
     /// Policy knobs (`option NAME`): proposals a variant can switch on (docs/model.md §5).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
     pub enum Knob {
         IgnoreAcceptLevel = "ignore-accept-level",
         Promote = "promote",
@@ -102,7 +102,7 @@ impl Knob {
 
 words! {
     /// Mapping levels. `pg_level` numbering lives in exactly one place: [`Level::pg_level`].
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
     pub enum Level {
         L4K = "4K",
         L2M = "2M",
