@@ -49,9 +49,14 @@ pub enum Line {
     /// The lab VM finished one job of its plan, with that job's exit status.
     #[serde(rename = "lab.job")]
     JobDone { job: JobKind, rc: i32 },
-    /// The lab VM finished its plan; the worst exit status of its jobs.
+    /// The lab VM finished its plan; the worst exit status of its jobs, and whether they were
+    /// stopped early because the plan's deadline neared.
     #[serde(rename = "lab.done")]
-    LabDone { rc: i32 },
+    LabDone {
+        rc: i32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stopped: bool,
+    },
     /// A case has been running for long: the lab VM's watchdog says which, once per case.
     #[serde(rename = "lab.stuck")]
     Stuck(StuckCase),

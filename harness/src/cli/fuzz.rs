@@ -162,6 +162,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
         if limit_time.is_some_and(|t| start.elapsed() >= t)
             || runs.is_some_and(|r| c.cases >= r)
             || super::interrupt::requested()
+            || crate::oracle::progress::stopping()
         {
             break;
         }
@@ -288,6 +289,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
             mapped_cases: c.mapped_cases,
             mapped_unchecked: c.mapped_unchecked,
             known: known_hits.clone(),
+            stopped_early: crate::oracle::progress::stopping(),
             exec_per_sec: c.cases as f64 / el,
             findings: sigs.iter().map(|(s, n)| Hits { signature: s.to_string(), hits: **n }).collect(),
             files: written.iter().map(|p| p.display().to_string()).collect(),

@@ -334,7 +334,7 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
     }
     // Problems a named hang does not account for (a VM that died, a job that could not run).
     let unexplained = o.problems.len() - hangs.min(o.problems.len());
-    let code = lab_exit(unexplained == 0, o.failed, o.findings.len());
+    let code = lab_exit(unexplained, o.failed, o.findings.len());
     if a.tap {
         print!("{}", crate::report::tap::tap(&o.results));
         if crate::report::tap::all_skipped(&o.results) && o.findings.is_empty() {
@@ -390,13 +390,13 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
     Ok(code)
 }
 
-/// 2: a lab VM did not finish (and no named hang says why); 1: a scenario failed or the
-/// campaign found something new; 0.
-fn lab_exit(finished: bool, failed: usize, findings: usize) -> i32 {
-    if !finished {
-        2
-    } else if failed > 0 || findings > 0 {
+/// 1: a scenario failed or the lab found something new (a hang included); 2: a lab VM did not
+/// finish its plan and no finding says why; 0.
+fn lab_exit(problems: usize, failed: usize, findings: usize) -> i32 {
+    if failed > 0 || findings > 0 {
         1
+    } else if problems > 0 {
+        2
     } else {
         0
     }

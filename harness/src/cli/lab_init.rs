@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 /// A case running this long is named on the results port (once).
 const STUCK_SECS: u64 = 60;
-/// How long before the plan's deadline the case in progress is named, whatever its age.
-const DEADLINE_MARGIN_SECS: u64 = 20;
+/// How long before the plan's deadline the jobs are asked to stop after their case in progress
+/// (a campaign then ends with its summary), and how long before it a case still running is
+/// named, whatever its age.
+const STOP_MARGIN_SECS: u64 = 30;
+const NAME_MARGIN_SECS: u64 = 10;
 /// The console's log level once the lab is up: only KERN_EMERG and KERN_ALERT (panics, oopses)
 /// reach the serial console. Under TCG each console character costs an emulated port write,
 /// and a WARN storm on the console once slowed a lab past its deadline; the splat oracle reads
@@ -46,22 +49,29 @@ pub fn init_main() -> ! {
             2
         }
     };
-    Line::LabDone { rc }.print();
+    Line::LabDone { rc, stopped: progress::stopping() }.print();
     power_off()
 }
 
 fn run(plan: &Plan, started: Instant) -> i32 {
     progress::arm();
-    let deadline = plan.deadline_secs.saturating_sub(DEADLINE_MARGIN_SECS);
+    let at = |margin: u64| (plan.deadline_secs > margin).then(|| plan.deadline_secs - margin);
+    let (stop_at, name_at) = (at(STOP_MARGIN_SECS), at(NAME_MARGIN_SECS));
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_secs(1));
-        let late = deadline > 0 && started.elapsed().as_secs() >= deadline;
-        if let Some(s) = progress::overdue(STUCK_SECS, late) {
+        let now = started.elapsed().as_secs();
+        if stop_at.is_some_and(|t| now >= t) {
+            progress::stop();
+        }
+        if let Some(s) = progress::overdue(STUCK_SECS, name_at.is_some_and(|t| now >= t)) {
             Line::from(s).print();
         }
     });
     let mut rc = 0;
     for job in &plan.jobs {
+        if progress::stopping() {
+            break;
+        }
         let kind = job.kind();
         progress::job(kind.name());
         let r = std::panic::catch_unwind(|| super::main(job.argv())).unwrap_or(101);

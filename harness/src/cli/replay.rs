@@ -74,6 +74,10 @@ pub fn run(a: &super::commands::ReplayArgs) -> Result<i32, String> {
         }
     }
     for path in &paths {
+        // The lab's time is nearly up: what ran is reported, the rest is not started.
+        if crate::oracle::progress::stopping() {
+            break;
+        }
         let loaded = if bin {
             std::fs::read(path).map_err(|e| format!("{path}: {e}")).map(|b| {
                 let mut s = crate::seq::codec::decode(&b);

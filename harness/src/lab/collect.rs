@@ -32,6 +32,8 @@ pub struct Collector {
     pub jobs: Vec<(JobKind, i32)>,
     /// The plan's end, with the worst exit status.
     pub done: Option<i32>,
+    /// The plan's jobs were stopped early: its deadline neared.
+    pub stopped: bool,
     /// The last case the VM's watchdog named (still running for long, or when time ran out).
     pub stuck: Option<StuckCase>,
     /// Results-port lines that did not read.
@@ -83,8 +85,9 @@ impl Collector {
             Line::Profile(p) => self.profiles.push(p.clone()),
             Line::JobDone { job, rc } => self.jobs.push((*job, *rc)),
             Line::Stuck(s) => self.stuck = Some(s.clone()),
-            Line::LabDone { rc } => {
+            Line::LabDone { rc, stopped } => {
                 self.done = Some(*rc);
+                self.stopped = *stopped;
                 flow = Flow::Done;
             }
             // Lines of the commands the lab does not run there, and newer writers' lines.
@@ -146,6 +149,11 @@ impl VmOutcome {
             return Some(format!("`privmem {}` failed (exit {rc})", job.name()));
         }
         match &self.ended {
+            Ended::Done if self.c.stopped => Some(format!(
+                "the VM ran out of time: its jobs stopped early ({} fuzz cases ran, {} scenarios); everything they reported is kept",
+                self.c.summaries.iter().map(|s| s.cases).sum::<u64>(),
+                self.c.results.len()
+            )),
             Ended::Done => None,
             Ended::Exited => Some("the VM stopped before its jobs finished (a kernel panic?)".into()),
             Ended::TimedOut { limit_secs, qemu } => Some(format!(

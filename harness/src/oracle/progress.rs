@@ -27,6 +27,7 @@ struct Running {
 }
 
 static ARMED: AtomicBool = AtomicBool::new(false);
+static STOP: AtomicBool = AtomicBool::new(false);
 static CASES: AtomicU64 = AtomicU64::new(0);
 static CURRENT: Mutex<Option<Running>> = Mutex::new(None);
 static COMMAND: Mutex<String> = Mutex::new(String::new());
@@ -40,6 +41,17 @@ pub fn arm() {
 pub fn job(command: &str) {
     *COMMAND.lock().unwrap_or_else(|e| e.into_inner()) = command.to_string();
     CASES.store(0, Ordering::SeqCst);
+}
+
+/// Ask the running job to stop after its case in progress (the lab's time is nearly up: a
+/// campaign ends with its summary rather than be killed without one).
+pub fn stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Whether the running job should stop after its case in progress.
+pub fn stopping() -> bool {
+    STOP.load(Ordering::Relaxed)
 }
 
 /// Until dropped, `seq` is the case in progress.

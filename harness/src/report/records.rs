@@ -172,6 +172,9 @@ pub struct FuzzSummary {
     /// Recorded kernel differences that showed.
     pub known: Vec<String>,
     pub exec_per_sec: f64,
+    /// The campaign stopped before its budget: the lab's time was nearly up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
     pub findings: Vec<Hits>,
     pub files: Vec<String>,
 }
