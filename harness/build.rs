@@ -5,7 +5,47 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+/// What the tests that need this machine's parts look for, probed once here: a test whose need
+/// is missing is `#[ignore]`d with its reason (`cfg(privmem_no_...)`), so `cargo test` says it
+/// did not run. `PRIVMEM_STRICT_SKIPS=1` (CI) makes a missing need a build error instead; it
+/// also probes again (the probe is not redone when only the machine changed: a cache directory
+/// of kernel trees is too large to watch).
+fn probe_test_needs() {
+    println!("cargo:rerun-if-env-changed=PRIVMEM_STRICT_SKIPS");
+    println!("cargo:rerun-if-env-changed=PRIVMEM_LAB_CACHE");
+    let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let gcc = std::process::Command::new("gcc").arg("--version").output().is_ok_and(|o| o.status.success());
+    // The lab cache's 7.3 uAPI headers (ci/lab/build-kernel.sh --version 7.3 installs them).
+    let cache = std::env::var_os("PRIVMEM_LAB_CACHE").map(std::path::PathBuf::from).or_else(|| {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+        Some(base.join("privmem-lab"))
+    });
+    let uapi = cache.as_ref().and_then(|c| std::fs::read_dir(c).ok()).is_some_and(|rd| {
+        rd.flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with("headers-7.3") && e.path().join("include/linux/kvm.h").is_file()
+        })
+    });
+    let mut missing = Vec::new();
+    for (cfg, have, what) in [
+        ("privmem_no_kvm", kvm, "/dev/kvm, read-write"),
+        ("privmem_no_gcc", gcc, "gcc"),
+        ("privmem_no_uapi73", uapi, "Linux 7.3's uAPI headers in the lab cache (bash ci/lab/build-kernel.sh --version 7.3)"),
+    ] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        if !have {
+            println!("cargo:rustc-cfg={cfg}");
+            missing.push(what);
+        }
+    }
+    if std::env::var_os("PRIVMEM_STRICT_SKIPS").is_some_and(|v| v != "0") && !missing.is_empty() {
+        panic!("PRIVMEM_STRICT_SKIPS: tests would be skipped; this machine lacks: {}", missing.join("; "));
+    }
+}
+
 fn main() {
+    probe_test_needs();
     // `privmem --version`: the checkout's `git describe`, or the crate's version outside one.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for f in [".git/HEAD", ".git/index", ".git/refs"] {

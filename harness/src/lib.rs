@@ -1,11 +1,13 @@
 //! privmem: a fuzzing and conformance harness for the private memory of confidential VMs under
-//! Linux KVM. See `DESIGN.md` in the shared folder and the README.
+//! Linux KVM. The README says how to use it, `docs/model.md` what the model holds.
 //!
 //! - [`seq`]: the operation language (ops, text format, binary codec, generation, fixup)
 //! - [`model`]: the executable model of KVM and the TDX module
 //! - [`oracle`]: running sequences and turning what happened into findings
 //! - [`shrink`]: delta debugging that keeps a finding
 //! - [`report`]: findings on disk
+//! - [`wire`]: every line of `--json` output and of the lab's results port
+//! - [`lab`]: real KVM under QEMU TCG
 //! - [`cli`]: the `privmem` command
 
 pub mod backend;

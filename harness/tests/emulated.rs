@@ -20,11 +20,9 @@ fn corpus() -> Vec<(String, privmem::seq::Sequence)> {
 }
 
 #[test]
+#[cfg_attr(privmem_no_kvm, ignore = "needs /dev/kvm")]
 fn every_tdx_and_snp_scenario_runs_through_the_shims_to_the_models_outcomes() {
-    let Ok(mut b) = EmulatedBackend::open() else {
-        eprintln!("skipping: needs /dev/kvm");
-        return;
-    };
+    let mut b = EmulatedBackend::open().expect("needs /dev/kvm");
     let cases = corpus();
     assert!(cases.len() >= 30, "only {} TDX/SNP scenarios", cases.len());
     let (mut td, mut snp) = (0, 0);
@@ -45,11 +43,9 @@ fn every_tdx_and_snp_scenario_runs_through_the_shims_to_the_models_outcomes() {
 }
 
 #[test]
+#[cfg_attr(privmem_no_kvm, ignore = "needs /dev/kvm")]
 fn a_platform_answering_otherwise_is_a_divergence() {
-    let Ok(mut b) = EmulatedBackend::open() else {
-        eprintln!("skipping: needs /dev/kvm");
-        return;
-    };
+    let mut b = EmulatedBackend::open().expect("needs /dev/kvm");
     b.tamper = true;
     for vm in [VmType::Tdx, VmType::Snp] {
         let (f, s) = corpus()

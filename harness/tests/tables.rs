@@ -1,4 +1,5 @@
-//! Every status code, state value and errno the model uses is the exact value of SPEC.md.
+//! Every status code, state value and errno the model uses is the exact value of its
+//! source (the kernel's uAPI and errno headers, the TDX module's ABI).
 
 use privmem::seq::{Errno, Level, SeptState, TdxStatus};
 

@@ -75,10 +75,11 @@ extern "C" fn on_interrupt(sig: libc::c_int) {
     for c in &CHILDREN {
         let pid = c.load(Ordering::SeqCst);
         if pid > 0 {
-            // SAFETY: kill and _exit are async-signal-safe.
+            // SAFETY: kill(2) is async-signal-safe and takes any pid.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+    // SAFETY: _exit(2) is async-signal-safe; nothing runs after it.
     unsafe { libc::_exit(128 + sig) };
 }
 
