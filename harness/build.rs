@@ -31,7 +31,11 @@ fn probe_test_needs() {
     for (cfg, have, what) in [
         ("privmem_no_kvm", kvm, "/dev/kvm, read-write"),
         ("privmem_no_gcc", gcc, "gcc"),
-        ("privmem_no_uapi73", uapi, "Linux 7.3's uAPI headers in the lab cache (bash ci/lab/build-kernel.sh --version 7.3)"),
+        (
+            "privmem_no_uapi73",
+            uapi,
+            "Linux 7.3's uAPI headers in the lab cache (bash ci/lab/build-kernel.sh --version 7.3)",
+        ),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         if !have {

@@ -5,14 +5,14 @@
 
 use crate::backend::kvm::KvmBackend;
 use crate::backend::Backend;
-use crate::campaign::Rng;
+use crate::campaign::{mutate_sequence, Rng};
 use crate::oracle::compare::compare_variants;
 use crate::oracle::diff::check_real;
 use crate::oracle::{run_model, Finding};
 use crate::seq::codec::{decode, encode};
 use crate::seq::gen::fixup;
 use crate::seq::text::{parse, print};
-use crate::seq::{Op, Sequence, Variant, VmType};
+use crate::seq::{Sequence, Variant, VmType};
 use std::sync::Mutex;
 
 /// A fuzz target's verdict: the findings, which the glue turns into a crash (libFuzzer/AFL
@@ -139,49 +139,4 @@ pub fn mutate(
     }
     data[..bytes.len()].copy_from_slice(&bytes);
     bytes.len()
-}
-
-/// One structural edit of a sequence.
-pub fn mutate_sequence(s: &mut Sequence, rng: &mut Rng) {
-    let n = s.steps.len();
-    let pick = |rng: &mut Rng, n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
-    match rng.next_u64() % 6 {
-        0 if n > 0 => {
-            s.steps.remove(pick(rng, n));
-        }
-        1 if n > 0 => {
-            let i = pick(rng, n);
-            let st = s.steps[i].clone();
-            s.steps.insert(pick(rng, n + 1), st);
-        }
-        2 if n > 1 => {
-            let (i, j) = (pick(rng, n), pick(rng, n));
-            s.steps.swap(i, j);
-        }
-        3 if n > 0 => {
-            let i = pick(rng, n);
-            let delta = match rng.next_u64() % 4 {
-                0 => 4096i64,
-                1 => -4096,
-                2 => 2 << 20,
-                _ => -(2 << 20),
-            };
-            nudge(&mut s.steps[i].op, delta);
-        }
-        4 if n > 0 => {
-            let i = pick(rng, n);
-            if let Op::Accept { level, .. } = &mut s.steps[i].op {
-                *level = crate::seq::Level::ALL[(rng.next_u64() % 2) as usize];
-            }
-        }
-        _ => {
-            s.header.variant = Some(Variant::ALL[(rng.next_u64() % 4) as usize]);
-        }
-    }
-}
-
-fn nudge(op: &mut Op, delta: i64) {
-    if let Some(a) = op.addr_mut() {
-        *a = a.wrapping_add_signed(delta);
-    }
 }

@@ -57,7 +57,10 @@ const RULES: &[Rule] = &[
             let names = lab_kernel_names();
             lines_matching(text, |l| {
                 let code = l.split("//").next().unwrap_or("");
-                names.iter().find(|n| code.contains(&format!("\"{n}\""))).map(|n| format!("the lab kernel \"{n}\" as a literal"))
+                names
+                    .iter()
+                    .find(|n| code.contains(&format!("\"{n}\"")))
+                    .map(|n| format!("the lab kernel \"{n}\" as a literal"))
             })
         },
         bad: ("harness/src/cli/lab_cmd.rs", "let v = a.kernel.unwrap_or(\"6.12\");\n"),
@@ -128,7 +131,8 @@ fn files() -> Vec<(String, String)> {
             let p = e.path();
             let rel = p.strip_prefix(root()).unwrap_or(&p).display().to_string();
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') || ["target", "corpus"].contains(&name.as_str()) || rel.starts_with("fuzz/corpus") {
+            if name.starts_with('.') || ["target", "corpus"].contains(&name.as_str()) || rel.starts_with("fuzz/corpus")
+            {
                 continue;
             }
             if p.is_dir() {

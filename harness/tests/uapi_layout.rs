@@ -150,7 +150,8 @@ fn rust_side() -> Vec<String> {
 #[cfg_attr(privmem_no_uapi73, ignore = "needs Linux 7.3's uAPI headers (bash ci/lab/build-kernel.sh --version 7.3)")]
 #[cfg_attr(privmem_no_gcc, ignore = "needs gcc")]
 fn tdx_and_snp_layouts_match_the_7_3_headers() {
-    let tree = tree_7_3().expect("Linux 7.3's uAPI headers in the lab cache (bash ci/lab/build-kernel.sh --version 7.3)");
+    let tree =
+        tree_7_3().expect("Linux 7.3's uAPI headers in the lab cache (bash ci/lab/build-kernel.sh --version 7.3)");
     let dir = std::env::temp_dir().join(format!("privmem-uapi-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("probe.c"), PROBE).unwrap();

@@ -5,6 +5,9 @@
 pub mod caps;
 pub mod emulated;
 pub mod kvm;
+pub mod mem;
+pub mod raw;
+pub mod vcpu;
 pub mod view;
 
 use crate::oracle::run_model;

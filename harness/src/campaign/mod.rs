@@ -13,28 +13,8 @@ use crate::shrink::shrink;
 use arbitrary::Unstructured;
 use std::collections::{HashMap, HashSet};
 
-/// SplitMix64: small, fast, and the same stream on every machine for a given seed.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
-}
+mod mutate;
+pub use mutate::{mutate_sequence, Rng};
 
 #[derive(Clone, Debug, Default)]
 pub struct CampaignConfig {
@@ -141,7 +121,7 @@ impl Campaign {
             let i = (self.rng.next_u64() % self.corpus.len() as u64) as usize;
             let mut s = self.corpus[i].clone();
             for _ in 0..1 + self.rng.next_u64() % 3 {
-                crate::fuzzing::mutate_sequence(&mut s, &mut self.rng);
+                mutate_sequence(&mut s, &mut self.rng);
             }
             crate::seq::gen::fixup(&mut s);
             return match &self.real {

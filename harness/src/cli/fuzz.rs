@@ -277,10 +277,10 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
                 .map(|(p, n)| (p.to_string(), n.load(Relaxed) as f64 / 1e9))
                 .collect(),
             fresh_vms: crate::backend::kvm::FRESH_VMS.load(Relaxed),
-            fresh_vm_reasons: crate::backend::kvm::FRESH_WHY
+            fresh_vm_reasons: crate::backend::kvm::Fresh::ALL
                 .iter()
                 .zip(&crate::backend::kvm::FRESH_WHY_COUNTS)
-                .map(|(w, n)| (w.to_string(), n.load(Relaxed)))
+                .map(|(w, n)| (w.name().to_string(), n.load(Relaxed)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             pcs: c.covered.len(),

@@ -3,7 +3,7 @@
 //! guest's. It showed `clear_page_erms` at 12% (TCG runs `rep stosb` a byte at a time), and
 //! that the rest is the cases' own kernel work: what a kernel change makes slower shows here.
 
-use crate::backend::kvm::mem::Mapping;
+use crate::backend::mem::Mapping;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

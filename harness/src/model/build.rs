@@ -3,8 +3,8 @@
 
 use super::sept::OpState;
 use super::stage2::Leaf;
-use super::tdx::TD_SHARED_BIT;
 use super::*;
+use crate::seq::TD_SHARED_BIT;
 
 impl Model {
     /// KVM_TDX_INIT_MEM_REGION (`tdx_vcpu_init_mem_region()`): after the argument checks, one

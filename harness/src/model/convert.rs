@@ -2,8 +2,8 @@
 //! SNP page-state changes, and a SW_PROTECTED guest's KVM_HC_MAP_GPA_RANGE; userspace's half of
 //! each (set the attributes, drop the side the range left) is one function.
 
-use super::tdx::TD_SHARED_BIT;
 use super::*;
+use crate::seq::TD_SHARED_BIT;
 
 impl Model {
     /// TDG.VP.VMCALL<MapGPA> as `tdx_map_gpa()` takes it: the argument checks answer the guest

@@ -154,7 +154,7 @@ impl Model {
                 return Err(Errno::EOPNOTSUPP);
             }
             // kvm_arch_vcpu_pre_fault_memory(): a GFN with the shared bit is an alias (D5).
-            if addr & super::tdx::TD_SHARED_BIT != 0 {
+            if addr & crate::seq::TD_SHARED_BIT != 0 {
                 return Err(Errno::EINVAL);
             }
         }

@@ -87,7 +87,7 @@ pub enum Change {
 /// slots stay below its shared bit.
 pub fn max_gfn(vm: VmType, phys_bits: Option<u8>) -> u64 {
     match vm {
-        VmType::Tdx => super::tdx::TD_SHARED_BIT / crate::seq::PAGE,
+        VmType::Tdx => crate::seq::TD_SHARED_BIT / crate::seq::PAGE,
         _ => 1 << (phys_bits.unwrap_or(52).clamp(13, 52) - 12),
     }
 }

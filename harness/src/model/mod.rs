@@ -77,6 +77,9 @@ pub enum Attempt {
     Exit(FaultReq),
 }
 
+/// One S-EPT state's counts: `[level][op kind]`, sized from the levels and the ops.
+pub type SeptCounts = [[u64; OpKind::ALL.len()]; Level::ALL.len()];
+
 /// What the model covered, for coverage pictures and liveness tests.
 #[derive(Clone, Debug, Default)]
 pub struct Coverage {
@@ -84,7 +87,7 @@ pub struct Coverage {
     pub outcomes: BTreeMap<(OpKind, &'static str), u64>,
     /// S-EPT state × level × op kind, sampled at the op's address after the op; indexed by
     /// `[state][level][op kind]` so counting costs no allocation.
-    pub sept: Vec<[[u64; 23]; 3]>,
+    pub sept: Vec<SeptCounts>,
     pub splits: u64,
     pub split_failures: u64,
     pub promote_attempts: u64,
@@ -404,7 +407,7 @@ impl Model {
         if let Some(td) = &self.td {
             if let Some(a) = op.addr() {
                 if self.cov.sept.is_empty() {
-                    self.cov.sept = vec![[[0; 23]; 3]; SeptState::ALL.len()];
+                    self.cov.sept = vec![[[0; OpKind::ALL.len()]; Level::ALL.len()]; SeptState::ALL.len()];
                 }
                 for l in Level::ALL {
                     let st = td.state(a / PAGE, l) as usize;

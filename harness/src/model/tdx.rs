@@ -9,9 +9,7 @@ use super::stage2::Leaf;
 use super::variant::{AcceptRule, DemoteRetry, FaultSplit};
 use super::*;
 
-/// The shared bit of a TD's GPAs: the model's TDs have a 48-bit GPA width (GPAW 48), so it
-/// is bit 47. A GPA with it set is the shared alias.
-pub const TD_SHARED_BIT: u64 = 1 << 47;
+pub use crate::seq::TD_SHARED_BIT;
 
 impl Model {
     pub(crate) fn td_mut(&mut self) -> &mut Td {

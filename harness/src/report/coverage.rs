@@ -13,7 +13,7 @@ pub fn merge(a: &mut Coverage, b: &Coverage) {
         *a.outcomes.entry(*k).or_default() += v;
     }
     if a.sept.is_empty() {
-        a.sept = vec![[[0; 23]; 3]; SeptState::ALL.len()];
+        a.sept = vec![[[0; OpKind::ALL.len()]; Level::ALL.len()]; SeptState::ALL.len()];
     }
     for (s, lv) in b.sept.iter().enumerate() {
         for (l, ops) in lv.iter().enumerate() {

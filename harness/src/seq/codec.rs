@@ -6,6 +6,12 @@
 //!
 //! Layout: `vm variant+5*kernels options vcpus ngmem {gmem} nslot {slot} {op expect}`. Numbers are LEB128;
 //! addresses and sizes are page numbers when page aligned (low bit 0), else a tagged pair.
+//!
+//! **Stability.** Saved fuzzer inputs and crash artifacts are these bytes, so the numbers are
+//! an interface (as SYZOS's command IDs are): an op's number is its index in `OpKind::ALL`, a
+//! VM type's, variant's, knob's, errno's and status's their index in their `ALL`, and a kernel
+//! line's its [`kernel_bit`]. New ones are appended, never inserted; a kernel line added later
+//! has no bit and is written as a range. `golden_bytes_are_stable` pins the numbers.
 
 use super::codes::*;
 use super::header::*;
@@ -52,7 +58,7 @@ impl Reader<'_> {
         Ok(high.wrapping_shl(12) | low)
     }
     fn level(&mut self) -> Result<Level, Eof> {
-        Ok(Level::ALL[(self.byte()? % 3) as usize])
+        Ok(pick(&Level::ALL, self.byte()?))
     }
     fn flag(&mut self) -> Result<bool, Eof> {
         Ok(self.byte()? & 1 == 1)
@@ -91,6 +97,26 @@ impl Writer {
         self.byte(f as u8);
     }
 }
+
+/// A kernel line's bit in the variant byte's mask: fixed per line, below [`RANGES_FOLLOW`]. A
+/// line added later gets none (the header is then written as ranges), so that no saved input
+/// changes meaning.
+fn kernel_bit(k: Kernel) -> Option<u8> {
+    match k {
+        Kernel::V6_12 => Some(0),
+        Kernel::V6_18 => Some(1),
+        Kernel::V7_3 => Some(2),
+        Kernel::Next => Some(3),
+    }
+}
+
+/// `all[b mod len]`: a byte picks one of a list (the list's length is the only modulus).
+fn pick<T: Copy>(all: &[T], b: u8) -> T {
+    all[b as usize % all.len()]
+}
+
+/// Variants are written as 1 + their index (0: none), so the variant byte's modulus.
+const VARIANT_CHOICES: u8 = Variant::ALL.len() as u8 + 1;
 
 fn knob_mask(opts: &[Knob]) -> u8 {
     opts.iter().fold(0, |m, k| m | 1 << (*k as u8))
@@ -135,13 +161,13 @@ const RANGES_FOLLOW: u8 = 1 << 4;
 fn decode_header(r: &mut Reader<'_>) -> Header {
     let mut h = Header::new(VmType::Tdx);
     let _ = (|| -> Result<(), Eof> {
-        h.vm = VmType::ALL[(r.byte()? % 4) as usize];
-        // The variant byte's quotient by 5 is the mask of kernel lines the case holds on; with
+        h.vm = pick(&VmType::ALL, r.byte()?);
+        // The variant byte's quotient by VARIANT_CHOICES is the mask of kernel lines the case holds on; with
         // RANGES_FOLLOW, a count and each range's two releases follow instead (`kernel
         // 6.12.118..`).
         let vb = r.byte()?;
-        let v = vb % 5;
-        let kmask = vb / 5;
+        let v = vb % VARIANT_CHOICES;
+        let kmask = vb / VARIANT_CHOICES;
         if kmask & RANGES_FOLLOW != 0 {
             for _ in 0..r.byte()? as usize % (legal::MAX_KERNEL_RANGES + 1) {
                 let mut rel = || -> Result<Release, Eof> {
@@ -159,8 +185,12 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
             }
             h.kernels.sort();
         } else {
-            h.kernels =
-                Kernel::ALL.iter().copied().filter(|k| kmask & (1 << (*k as u8)) != 0).map(KernelRange::line).collect();
+            h.kernels = Kernel::ALL
+                .iter()
+                .copied()
+                .filter(|&k| kernel_bit(k).is_some_and(|b| kmask & (1 << b) != 0))
+                .map(KernelRange::line)
+                .collect();
         }
         let mask = r.byte()?;
         if h.vm == VmType::Tdx {
@@ -212,8 +242,11 @@ fn decode_slot(r: &mut Reader<'_>, h: &Header) -> Result<SlotSpec, Eof> {
     Ok(SlotSpec { id, gpa, size, gmem, readonly: f & 2 != 0 })
 }
 
+/// A decoded count set holds 1 to this many values (a generated one holds fewer).
+const COUNT_SET_MAX: u8 = 4;
+
 fn decode_count_set(r: &mut Reader<'_>) -> Result<CountSet, Eof> {
-    let n = 1 + r.byte()? % 4;
+    let n = 1 + r.byte()? % COUNT_SET_MAX;
     let mut v = Vec::with_capacity(n as usize);
     for _ in 0..n {
         v.push(r.varint()?);
@@ -224,7 +257,7 @@ fn decode_count_set(r: &mut Reader<'_>) -> Result<CountSet, Eof> {
 }
 
 fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
-    let kind = OpKind::ALL[(r.byte()? as usize) % OpKind::ALL.len()];
+    let kind = pick(&OpKind::ALL, r.byte()?);
     let vcpus = h.vcpus;
     let vcpu = |r: &mut Reader<'_>| -> Result<u32, Eof> { Ok(r.byte()? as u32 % vcpus) };
     let op = match kind {
@@ -240,7 +273,7 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
         OpKind::InitMem => Op::InitMem { addr: r.addr()?, pages: r.varint()?, measure: r.flag()? },
         OpKind::Finalize => Op::Finalize,
         OpKind::MtrrZap => Op::MtrrZap { addr: r.addr()?, size: r.addr()? },
-        OpKind::Inject => Op::Inject(Fault::ALL[(r.byte()? % 3) as usize]),
+        OpKind::Inject => Op::Inject(pick(&Fault::ALL, r.byte()?)),
         OpKind::Accept => Op::Accept { vcpu: vcpu(r)?, addr: r.addr()?, level: r.level()? },
         OpKind::Release => Op::Release { vcpu: vcpu(r)?, addr: r.addr()?, level: r.level()? },
         OpKind::Read => Op::Read { vcpu: vcpu(r)?, addr: r.addr()?, shared: r.flag()? },
@@ -275,21 +308,24 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
             Op::Fallocate { gmem, offset, len, punch: f & 1 != 0, keep_size: f & 2 == 0 }
         }
         OpKind::ExpectSept => {
-            Op::ExpectSept { addr: r.addr()?, level: r.level()?, state: SeptState::ALL[(r.byte()? % 7) as usize] }
+            Op::ExpectSept { addr: r.addr()?, level: r.level()?, state: pick(&SeptState::ALL, r.byte()?) }
         }
     };
     let expect = decode_outcome(r)?;
     Ok(legal::check_op(h, &op).is_ok().then_some(Step { op, expect }))
 }
 
+/// The outcome tags `decode_outcome` reads (0: no expectation); `encode_outcome` writes the same.
+const OUTCOME_TAGS: u8 = 13;
+
 fn decode_outcome(r: &mut Reader<'_>) -> Result<Option<Outcome>, Eof> {
-    Ok(Some(match r.byte()? % 13 {
+    Ok(Some(match r.byte()? % OUTCOME_TAGS {
         0 => return Ok(None),
         1 => Outcome::Ok,
-        2 => Outcome::Err(Errno::ALL[r.byte()? as usize % Errno::ALL.len()]),
+        2 => Outcome::Err(pick(&Errno::ALL, r.byte()?)),
         3 => {
-            let s = TdxStatus::ALL[r.byte()? as usize % TdxStatus::ALL.len()];
-            let l = r.byte()? % 4;
+            let s = pick(&TdxStatus::ALL, r.byte()?);
+            let l = r.byte()? % (Level::ALL.len() as u8 + 1);
             Outcome::Tdx(s, if l == 0 { None } else { Some(Level::ALL[l as usize - 1]) })
         }
         4 => Outcome::Value(r.varint()?),
@@ -303,7 +339,7 @@ fn decode_outcome(r: &mut Reader<'_>) -> Result<Option<Outcome>, Eof> {
             let b = r.byte()?;
             Outcome::Pvalidate(PvalidateRc::ALL[(b & 3) as usize], b & 4 != 0)
         }
-        _ => Outcome::Vmcall(VmcallStatus::ALL[r.byte()? as usize % VmcallStatus::ALL.len()]),
+        _ => Outcome::Vmcall(pick(&VmcallStatus::ALL, r.byte()?)),
     }))
 }
 
@@ -312,13 +348,14 @@ pub fn encode(s: &Sequence) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64 + s.steps.len() * 6));
     let h = &s.header;
     w.byte(VmType::ALL.iter().position(|v| *v == h.vm).unwrap_or(0) as u8);
-    let lines: Option<Vec<Kernel>> =
-        h.kernels.iter().map(|r| r.kernel().filter(|&k| KernelRange::line(k) == *r)).collect();
+    // Whole lines with a bit go in the mask; anything else is written as ranges.
+    let lines: Option<Vec<u8>> =
+        h.kernels.iter().map(|r| r.kernel().filter(|&k| KernelRange::line(k) == *r).and_then(kernel_bit)).collect();
     let variant = h.variant.map(|v| v as u8 + 1).unwrap_or(0);
     match lines {
-        Some(lines) => w.byte(variant + 5 * lines.iter().fold(0, |m, &k| m | 1 << (k as u8))),
+        Some(lines) => w.byte(variant + VARIANT_CHOICES * lines.iter().fold(0, |m, &b| m | 1 << b)),
         None => {
-            w.byte(variant + 5 * RANGES_FOLLOW);
+            w.byte(variant + VARIANT_CHOICES * RANGES_FOLLOW);
             w.byte(h.kernels.len() as u8);
             for r in &h.kernels {
                 for x in [r.lo, r.hi] {
@@ -483,6 +520,44 @@ fn encode_outcome(w: &mut Writer, o: Option<&Outcome>) {
         Outcome::Vmcall(st) => {
             w.byte(12);
             w.byte(*st as u8);
+        }
+    }
+}
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// Two headers (whole lines; a release range) and ops with expectations of each kind the
+    /// codec tags: their bytes are the codec's interface (saved inputs and crash artifacts).
+    const CASES: [(&str, &str); 2] = [
+        (
+            "vm tdx\nvariant huge-v3\nkernel 6.18 7.3\ngmem g size=2M\nslot 0 gpa=0x100000000 size=2M gmem=g offset=0\n\
+             private 0x100000000 2M => ok\nfinalize => ok\nvcpu0 accept 0x100000000 4K => tdx PAGE_ALREADY_ACCEPTED 4K\n\
+             shared 0x100000000 4K => err EINVAL\n",
+            GOLDEN_0,
+        ),
+        ("vm sw-protected\nkernel 6.12.118..\nslot 0 gpa=0x40000000 size=2M\nvcpu0 write 0x40000000 7\n", GOLDEN_1),
+    ];
+    const GOLDEN_0: &str =
+        "02220000010006800800010080808001800801000003808080018008010a010d008080800100030c01048080800102020b";
+    const GOLDEN_1: &str = "015001060c76060cfeff0300000001008080208008001000808020070000";
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn golden_bytes_are_stable() {
+        for (text, golden) in CASES {
+            let s = crate::seq::text::parse("golden", text).unwrap();
+            let bytes = encode(&s);
+            assert_eq!(
+                hex(&bytes),
+                golden,
+                "the codec's numbers moved (append new ones; see the module's note):\n{text}"
+            );
+            assert_eq!(crate::seq::text::print(&decode(&bytes)), crate::seq::text::print(&s));
         }
     }
 }

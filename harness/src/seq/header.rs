@@ -7,6 +7,10 @@ use super::words::words;
 use serde::Serialize;
 
 pub const PAGE: u64 = 4096;
+/// The shared bit of a TD's GPAs: the model's TDs have a 48-bit GPA width (GPAW 48), so it
+/// is bit 47. A GPA with it set is the shared alias. A fact of the guest's address space, so
+/// it lives with the language, not in the model's TDX file (the slots need it too).
+pub const TD_SHARED_BIT: u64 = 1 << 47;
 pub const SZ_2M: u64 = 2 << 20;
 pub const SZ_1G: u64 = 1 << 30;
 

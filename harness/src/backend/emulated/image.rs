@@ -4,7 +4,7 @@
 //! real SNP guest (`SNP_LAUNCH_UPDATE`) and the emulated mode; only the bits that mark a
 //! page-table entry shared differ.
 
-use crate::backend::kvm::mem::Mapping;
+use crate::backend::mem::Mapping;
 use privmem_guest::abi::*;
 use privmem_guest::x86_cvm;
 

@@ -18,9 +18,9 @@ pub mod trap;
 
 pub use image::{EncBits, Platform};
 
-use super::kvm::mem::Mapping;
+use super::mem::Mapping;
 use super::{Backend, Observed, RealTrace, RunError};
-use crate::backend::kvm::guest::seg;
+use crate::backend::vcpu::seg;
 use crate::oracle::run_model;
 use crate::seq::*;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
@@ -57,7 +57,7 @@ pub struct Counts {
 pub struct EmulatedBackend {
     kvm: Kvm,
     /// Interrupts a KVM_RUN that overstays (one for the backend: it keeps a polling thread).
-    watchdog: crate::backend::kvm::guest::Watchdog,
+    watchdog: crate::backend::vcpu::Watchdog,
     pub counts: Counts,
     /// Answer ACCEPT and PVALIDATE wrongly (the harness's own test: the oracle must see it).
     pub tamper: bool,
@@ -80,7 +80,7 @@ impl EmulatedBackend {
         let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
         Ok(EmulatedBackend {
             kvm,
-            watchdog: crate::backend::kvm::guest::Watchdog::new(),
+            watchdog: crate::backend::vcpu::Watchdog::new(),
             counts: Counts::default(),
             tamper: false,
         })
@@ -91,7 +91,7 @@ impl EmulatedBackend {
         let vm = self.kvm.create_vm().map_err(|e| setup("KVM_CREATE_VM", &e))?;
         let harness = Mapping::anon(HARNESS_SIZE as usize).map_err(|e| setup("mmap", &e))?;
         let boot = Mapping::anon(BOOT_SIZE as usize).map_err(|e| setup("mmap", &e))?;
-        let gib = crate::backend::kvm::guest::has_gib_pages(&self.kvm);
+        let gib = crate::backend::vcpu::has_gib_pages(&self.kvm);
         image::build_boot(&boot, &harness, EncBits::default(), gib);
         image::build_harness(&harness, platform);
         for (slot, gpa, m) in [(HARNESS_SLOT, HARNESS_GPA, &harness), (BOOT_SLOT, BOOT_GPA, &boot)] {
@@ -164,7 +164,7 @@ pub fn initial_state(fd: &VcpuFd, platform: Platform, index: u64) -> std::io::Re
     // In the lab QEMU's TCG hangs when a nested guest enters long mode from 32-bit code (seen
     // with the TD's boot page), so there a TD vCPU starts in 64-bit mode at the main code, as
     // an SNP one does; the boot page runs on hosts (this project's runs it on every case).
-    let platform = if platform == Platform::Td && crate::backend::kvm::in_lab() { Platform::Snp } else { platform };
+    let platform = if platform == Platform::Td && crate::backend::vcpu::in_lab() { Platform::Snp } else { platform };
     match platform {
         Platform::Td => {
             s.cs = seg(0x18, 11, 0, 1);

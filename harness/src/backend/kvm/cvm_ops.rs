@@ -4,8 +4,8 @@
 use super::cvm::{KVM_HC_MAP_GPA_RANGE, KVM_SYSTEM_EVENT_TDX_FATAL};
 use super::cvm_run::{unsupported, CvmGuest, Slot};
 use super::host_ops::{guest_conversion, SlotSides};
-use super::mem::Mapping;
 use super::raw;
+use crate::backend::mem::Mapping;
 use crate::backend::{Observed, RealTrace, RunError};
 use crate::model::attrs::KVM_MEMORY_ATTRIBUTE_PRIVATE as PRIVATE;
 use crate::seq::*;

@@ -18,8 +18,8 @@
 //! A memory fault ends a TD's case there: a TD's registers cannot be set to skip the access.
 
 use super::cvm::*;
-use super::mem::Mapping;
 use crate::backend::emulated::{image, EncBits, Platform};
+use crate::backend::mem::Mapping;
 use crate::backend::RunError;
 use crate::seq::*;
 use kvm_bindings::{kvm_cpuid_entry2, kvm_create_guest_memfd, kvm_userspace_memory_region2, KVM_MAX_CPUID_ENTRIES};

@@ -27,7 +27,7 @@ impl KvmBackend {
         if settled {
             return Ok(());
         }
-        fresh_because(12);
+        fresh_because(Fresh::MmioLeft);
         self.vm = None;
         self.prepare(seq.header.vm, seq.header.vcpus, seq.header.has(Knob::NoSlotZapAll))?;
         self.ensure_baseline()

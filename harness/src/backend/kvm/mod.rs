@@ -18,22 +18,23 @@ pub mod guest;
 mod host_ops;
 pub mod kcov;
 pub mod kmsg;
-pub mod mem;
 mod mmio;
-pub mod raw;
+/// The uAPI layer lives beside the backends (caps and the mappings read it too).
+pub use super::raw;
 pub mod trace;
 mod vm;
 
 use super::caps::Caps;
 use super::view::{Mmu, StepView, UserBacking};
 use super::{Backend, Observed, RealTrace, RunError};
+use crate::backend::mem::{self, Mapping};
+pub(crate) use crate::backend::vcpu::in_lab;
 use crate::model::ranges::RangeSet;
 use crate::model::HostFacts;
 use crate::seq::*;
 use guest::{BatchError, CmdExit, Watchdog};
 use kvm_bindings::{kvm_create_guest_memfd, kvm_userspace_memory_region2};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use mem::Mapping;
 use privmem_guest::abi::*;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -137,28 +138,72 @@ impl ResetClock {
 /// clean (or reuse is off).
 pub static FRESH_VMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Why a VM was not kept for the next case, counted per reason ([`FRESH_WHY`] names them):
-/// what to look at when the lab makes more fresh VMs than it should.
-pub static FRESH_WHY_COUNTS: [std::sync::atomic::AtomicU64; FRESH_WHY.len()] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; FRESH_WHY.len()];
-pub const FRESH_WHY: [&str; 13] = [
-    "reuse off",
-    "another VM type",
-    "VM type not reusable here (SW_PROTECTED without the TDP view)",
-    "the case did not end cleanly",
-    "a slot deletion failed",
-    "too many private pages to set back",
-    "page counters not back at the baseline",
-    "the view saw a leaf of the case left",
-    "more vCPUs",
-    "another quirk setting",
-    "no VM yet",
-    "the view lost events",
-    "MMIO SPTEs that could not be cleared",
-];
+/// Why a VM was not kept for the next case: what to look at when the lab makes more fresh VMs
+/// than it should. Counted per reason ([`FRESH_WHY_COUNTS`], indexed by the reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fresh {
+    ReuseOff,
+    AnotherVmType,
+    NotReusableHere,
+    UncleanEnd,
+    SlotDeletionFailed,
+    TooManyPrivatePages,
+    CountersOffBaseline,
+    LeafLeft,
+    MoreVcpus,
+    AnotherQuirk,
+    NoVmYet,
+    ViewLostEvents,
+    MmioLeft,
+}
 
-fn fresh_because(i: usize) {
-    FRESH_WHY_COUNTS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+impl Fresh {
+    pub const ALL: [Fresh; 13] = [
+        Fresh::ReuseOff,
+        Fresh::AnotherVmType,
+        Fresh::NotReusableHere,
+        Fresh::UncleanEnd,
+        Fresh::SlotDeletionFailed,
+        Fresh::TooManyPrivatePages,
+        Fresh::CountersOffBaseline,
+        Fresh::LeafLeft,
+        Fresh::MoreVcpus,
+        Fresh::AnotherQuirk,
+        Fresh::NoVmYet,
+        Fresh::ViewLostEvents,
+        Fresh::MmioLeft,
+    ];
+
+    /// The reason in words (the keys of `fuzz --json`'s `fresh_vm_reasons`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fresh::ReuseOff => "reuse off",
+            Fresh::AnotherVmType => "another VM type",
+            Fresh::NotReusableHere => "VM type not reusable here (SW_PROTECTED without the TDP view)",
+            Fresh::UncleanEnd => "the case did not end cleanly",
+            Fresh::SlotDeletionFailed => "a slot deletion failed",
+            Fresh::TooManyPrivatePages => "too many private pages to set back",
+            Fresh::CountersOffBaseline => "page counters not back at the baseline",
+            Fresh::LeafLeft => "the view saw a leaf of the case left",
+            Fresh::MoreVcpus => "more vCPUs",
+            Fresh::AnotherQuirk => "another quirk setting",
+            Fresh::NoVmYet => "no VM yet",
+            Fresh::ViewLostEvents => "the view lost events",
+            Fresh::MmioLeft => "MMIO SPTEs that could not be cleared",
+        }
+    }
+
+    /// A VM of another type or quirk setting is parked for the cases that want it, not dropped.
+    pub fn parks(self) -> bool {
+        matches!(self, Fresh::AnotherVmType | Fresh::AnotherQuirk)
+    }
+}
+
+pub static FRESH_WHY_COUNTS: [std::sync::atomic::AtomicU64; Fresh::ALL.len()] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; Fresh::ALL.len()];
+
+fn fresh_because(why: Fresh) {
+    FRESH_WHY_COUNTS[why as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Time per op kind (guest batches under their first op's kind), and in the view's reading
@@ -188,12 +233,6 @@ fn cpu_phys_bits() -> Option<u8> {
     let s = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let l = s.lines().find(|l| l.starts_with("address sizes"))?;
     l.split(':').nth(1)?.split_whitespace().next()?.parse().ok()
-}
-
-/// Privmem is the lab VM's init: the machine is disposable.
-/// Whether this process is the lab VM's init (PID 1): nested KVM under QEMU's TCG.
-pub(crate) fn in_lab() -> bool {
-    std::process::id() == 1
 }
 
 /// Guest accesses and host accesses of guest memory.
@@ -436,5 +475,19 @@ impl Backend for KvmBackend {
             PHASE_NANOS[i].fetch_add(d.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod fresh_tests {
+    use super::Fresh;
+
+    #[test]
+    fn each_reason_counts_in_its_own_slot() {
+        for (i, f) in Fresh::ALL.iter().enumerate() {
+            assert_eq!(*f as usize, i, "{f:?}: Fresh::ALL is in declaration order");
+        }
+        let names: std::collections::BTreeSet<_> = Fresh::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names.len(), Fresh::ALL.len(), "each reason has its own words");
     }
 }

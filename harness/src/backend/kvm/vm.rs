@@ -80,12 +80,14 @@ impl KvmBackend {
         // proves that no leaf and no MMIO SPTE of the case is left; else a fresh VM per case.
         let proved = self.view.as_ref().is_some_and(|v| v.mmu == Mmu::Tdp);
         let why = match &self.vm {
-            _ if !self.reuse => Some(0),
-            None => Some(10),
-            Some(s) if s.vm_type != vm_type => Some(1),
-            Some(s) if s.vcpus.len() < n as usize => Some(8),
-            Some(s) if s.slot_zap_all_off != slot_zap_all_off => Some(9),
-            _ if !(vm_type == VmType::Default || (vm_type == VmType::SwProtected && proved)) => Some(2),
+            _ if !self.reuse => Some(Fresh::ReuseOff),
+            None => Some(Fresh::NoVmYet),
+            Some(s) if s.vm_type != vm_type => Some(Fresh::AnotherVmType),
+            Some(s) if s.vcpus.len() < n as usize => Some(Fresh::MoreVcpus),
+            Some(s) if s.slot_zap_all_off != slot_zap_all_off => Some(Fresh::AnotherQuirk),
+            _ if !(vm_type == VmType::Default || (vm_type == VmType::SwProtected && proved)) => {
+                Some(Fresh::NotReusableHere)
+            }
             _ => None,
         };
         if let Some(i) = why {
@@ -94,11 +96,11 @@ impl KvmBackend {
             // instead of a fresh VM. Parked VMs do not run, and none has a leaf below the harness
             // (nor, with private memory, an MMIO SPTE), so the view (which sees every VM's
             // events) stays right.
-            if matches!(i, 1 | 9) {
+            if i.parks() {
                 // The view forgets a parked VM's MMIO SPTEs when it comes back: it leaves
                 // without any that could misroute a private access, or is not kept.
                 if !self.clear_left_mmio() {
-                    fresh_because(12);
+                    fresh_because(Fresh::MmioLeft);
                     self.vm = None;
                 }
                 self.parked.extend(self.vm.take());
@@ -119,7 +121,7 @@ impl KvmBackend {
                 }
                 None => {
                     // A VM the reset already dropped was counted there.
-                    if self.vm.is_some() || i != 10 {
+                    if self.vm.is_some() || i != Fresh::NoVmYet {
                         fresh_because(i);
                     }
                     self.vm = None;
@@ -151,13 +153,13 @@ impl KvmBackend {
         let Some(st) = self.vm.as_mut() else { return };
         let mut clock = ResetClock::start();
         let ids: Vec<u32> = st.slots.keys().copied().collect();
-        // The first reason the VM cannot be kept, for FRESH_WHY.
-        let mut why = (!clean_run).then_some(3);
+        // The first reason the VM cannot be kept.
+        let mut why = (!clean_run).then_some(Fresh::UncleanEnd);
         for id in ids {
             let r = kvm_userspace_memory_region2 { slot: id, ..Default::default() };
             // SAFETY: deleting a slot; no memory is handed to KVM.
             if unsafe { st.vm.set_user_memory_region2(r) }.is_err() {
-                why = why.or(Some(4));
+                why = why.or(Some(Fresh::SlotDeletionFailed));
             }
             st.memslot_zapped();
         }
@@ -170,12 +172,12 @@ impl KvmBackend {
         let private_pages: u64 = st.private.iter().map(|(s, e)| (e - s) >> 12).sum();
         let small = private_pages <= RESET_ATTR_PAGES;
         if !small {
-            why = why.or(Some(5));
+            why = why.or(Some(Fresh::TooManyPrivatePages));
         }
         for (address, end) in std::mem::take(&mut st.private).iter().filter(|_| small) {
             let a = kvm_bindings::kvm_memory_attributes { address, size: end - address, attributes: 0, flags: 0 };
             if st.vm.set_memory_attributes(a).is_err() {
-                why = why.or(Some(5));
+                why = why.or(Some(Fresh::TooManyPrivatePages));
             }
         }
         clock.lap(part::ATTRIBUTES);
@@ -188,7 +190,7 @@ impl KvmBackend {
         let expected = if st.harness_warm { st.baseline } else { st.post_zap };
         let now = st.stats.as_ref().and_then(|s| s.pages());
         if !(expected.is_some() && now == expected) {
-            why = why.or(Some(6));
+            why = why.or(Some(Fresh::CountersOffBaseline));
         }
         // Where the view sees every leaf (TDP MMU), it proves the reset too: no leaf of the
         // case's memory is left.
@@ -196,14 +198,14 @@ impl KvmBackend {
             v.drain();
             let (leaf, _) = v.left_below(HARNESS_GPA >> 12);
             if v.lost() {
-                why = why.or(Some(11));
+                why = why.or(Some(Fresh::ViewLostEvents));
             } else if leaf {
-                why = why.or(Some(7));
+                why = why.or(Some(Fresh::LeafLeft));
             }
         }
         clock.lap(part::VIEW);
         if !self.reuse {
-            why = Some(0);
+            why = Some(Fresh::ReuseOff);
         }
         // Where the deletions zapped every root (a default VM with KVM_X86_QUIRK_SLOT_ZAP_ALL),
         // each vCPU still holds an obsolete one until it next runs. A fresh VM's vCPUs hold
@@ -218,7 +220,7 @@ impl KvmBackend {
                     .as_ref()
                     .is_some_and(|s| s.baseline.is_some() && s.stats.as_ref().and_then(|x| x.pages()) == s.baseline);
             if !back {
-                why = Some(6);
+                why = Some(Fresh::CountersOffBaseline);
             }
         }
         clock.lap(part::REWARM);

@@ -6,7 +6,7 @@
 //! `TRACE_MMAP_IOCTL_GET_READER`.
 
 use super::{commit_len, decode_range, Event, Format, RB_MISSED_EVENTS};
-use crate::backend::kvm::mem::Mapping;
+use crate::backend::mem::Mapping;
 use std::os::fd::RawFd;
 
 /// `TRACE_MMAP_IOCTL_GET_READER` (include/uapi/linux/trace_mmap.h): `_IO('R', 0x20)`.
