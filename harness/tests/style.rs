@@ -173,3 +173,164 @@ fn the_repository_keeps_every_rule() {
     }
     assert!(bad.is_empty(), "style:\n{}", bad.join("\n"));
 }
+
+/// Why no two files may import each other, even through others: a circle is two files that can
+/// only be understood, tested and changed together (the review that asked for this rule found
+/// five, among them the lab calling the CLI and the CLI calling the lab).
+const NO_CIRCLES_WHY: &str = "files in an import circle can only be read, tested and changed together";
+
+/// The module path of a file under harness/src (`backend/kvm/vm.rs` is backend::kvm::vm).
+fn module_of(rel: &str) -> Vec<String> {
+    let mut parts: Vec<String> = rel.trim_end_matches(".rs").split('/').map(String::from).collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The paths a file names (`crate::a::b`, `super::c`), outside comments and its tests, as
+/// module paths from the crate root.
+fn named_paths(rel: &str, text: &str) -> Vec<Vec<String>> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    let me = module_of(rel);
+    let mut out = Vec::new();
+    for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        for (start, root) in [("crate::", None), ("super::", Some(me[..me.len().saturating_sub(1)].to_vec()))] {
+            let mut rest = line;
+            while let Some(i) = rest.find(start) {
+                let before = rest[..i].chars().last();
+                rest = &rest[i + start.len()..];
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let mut path = root.clone().unwrap_or_default();
+                let mut segs = rest.split("::");
+                loop {
+                    let Some(seg) = segs.next() else { break };
+                    let ident: String = seg.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    if ident.is_empty() {
+                        break;
+                    }
+                    if ident == "super" {
+                        path.pop();
+                    } else {
+                        path.push(ident.clone());
+                    }
+                    if ident.len() != seg.len() {
+                        break;
+                    }
+                }
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// The import circles among `files` (path under harness/src, text): each a list of files.
+fn circles(files: &[(String, String)]) -> Vec<Vec<String>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let by_module: BTreeMap<Vec<String>, usize> =
+        files.iter().enumerate().map(|(i, (p, _))| (module_of(p), i)).collect();
+    let edges: Vec<BTreeSet<usize>> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (p, t))| {
+            named_paths(p, t)
+                .into_iter()
+                .filter_map(|path| (1..=path.len()).rev().find_map(|n| by_module.get(&path[..n]).copied()))
+                .filter(|&j| j != i)
+                .collect()
+        })
+        .collect();
+    // Tarjan's strongly connected components; a component of two or more is a circle.
+    struct T<'a> {
+        edges: &'a [BTreeSet<usize>],
+        index: Vec<Option<usize>>,
+        low: Vec<usize>,
+        stack: Vec<usize>,
+        on: Vec<bool>,
+        next: usize,
+        out: Vec<Vec<usize>>,
+    }
+    fn visit(t: &mut T, v: usize) {
+        t.index[v] = Some(t.next);
+        t.low[v] = t.next;
+        t.next += 1;
+        t.stack.push(v);
+        t.on[v] = true;
+        for &w in t.edges[v].clone().iter() {
+            match t.index[w] {
+                None => {
+                    visit(t, w);
+                    t.low[v] = t.low[v].min(t.low[w]);
+                }
+                Some(iw) if t.on[w] => t.low[v] = t.low[v].min(iw),
+                Some(_) => {}
+            }
+        }
+        if Some(t.low[v]) == t.index[v] {
+            let mut c = Vec::new();
+            while let Some(w) = t.stack.pop() {
+                t.on[w] = false;
+                c.push(w);
+                if w == v {
+                    break;
+                }
+            }
+            if c.len() > 1 {
+                t.out.push(c);
+            }
+        }
+    }
+    let n = files.len();
+    let mut t = T {
+        edges: &edges,
+        index: vec![None; n],
+        low: vec![0; n],
+        stack: Vec::new(),
+        on: vec![false; n],
+        next: 0,
+        out: Vec::new(),
+    };
+    for v in 0..n {
+        if t.index[v].is_none() {
+            visit(&mut t, v);
+        }
+    }
+    t.out.into_iter().map(|c| c.into_iter().map(|i| files[i].0.clone()).collect()).collect()
+}
+
+#[test]
+fn the_circle_rule_flags_its_sample_and_passes_a_chain() {
+    let f = |p: &str, t: &str| (p.to_string(), t.to_string());
+    let circle = [
+        f("lab/mod.rs", "fn init() { crate::cli::main(vec![]); }\n"),
+        f("cli/mod.rs", "use crate::lab::boot;\n"),
+        f("cli/x.rs", "use super::y;\n"),
+    ];
+    assert_eq!(circles(&circle).len(), 1, "{NO_CIRCLES_WHY}");
+    let chain = [
+        f("lab/mod.rs", "// crate::cli::main is not called here\nfn init() {}\n"),
+        f("cli/mod.rs", "use crate::lab::boot;\n#[cfg(test)]\nmod t { use crate::cli::x; }\n"),
+        f("cli/x.rs", "use super::super::lab;\n"),
+    ];
+    assert!(circles(&chain).is_empty(), "{:?}", circles(&chain));
+}
+
+#[test]
+fn no_import_circles_between_files() {
+    let src = root().join("harness/src");
+    let files: Vec<(String, String)> = files()
+        .into_iter()
+        .filter_map(|(p, t)| Some((p.strip_prefix("harness/src/")?.to_string(), t)))
+        .filter(|(p, _)| p.ends_with(".rs"))
+        .collect();
+    assert!(files.len() > 50 && src.is_dir(), "the walk found harness/src");
+    let c = circles(&files);
+    assert!(
+        c.is_empty(),
+        "import circles ({NO_CIRCLES_WHY}):\n{}",
+        c.iter().map(|c| c.join(" -> ")).collect::<Vec<_>>().join("\n")
+    );
+}

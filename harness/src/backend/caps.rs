@@ -1,6 +1,6 @@
 //! `privmem caps`: what the host's KVM offers, in words and as JSON.
 
-use crate::backend::kvm::raw;
+use crate::backend::raw;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -43,18 +43,8 @@ impl StepView {
     }
 }
 
-/// What the host's userspace backing of plain slots was, as the backend made it and checked it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UserBacking {
-    /// Not known: the kernel's level for userspace-backed memory is the host's THP choice.
-    #[default]
-    Unknown,
-    /// Every 2M-aligned 2M range of the slot's memory is one transparent huge page.
-    Huge,
-    /// Small pages only (MADV_NOHUGEPAGE, or shmem with huge pages off).
-    Small,
-}
+/// The host's backing of plain slots is a fact the model takes in (`model/lpage.rs`).
+pub use crate::model::lpage::UserBacking;
 
 /// The first difference between the kernel's leaves and the model's, if any: (GFN, what the
 /// model has there, what the kernel has there), and how many GFN comparisons were made.

@@ -12,7 +12,7 @@
 //! some, 2 the run failed.
 
 use super::commands::LabArgs;
-use super::lab_cmd::{repo, resolve_kernel};
+use super::lab_build::{build_init, repo, resolve_kernel};
 use super::lab_files::lab_files;
 use crate::backend::caps::Caps;
 use crate::campaign::{Campaign, CampaignConfig};
@@ -185,7 +185,7 @@ fn name_of(k: Option<Release>) -> String {
 pub fn run(a: &LabArgs) -> Result<i32, String> {
     let ka = resolve_kernel(a.kernel.as_deref().unwrap_or(lab::kernels::default().name))?;
     let kb = resolve_kernel(a.baseline.as_deref().expect("caller checked"))?;
-    let init = super::lab_cmd::build_init()?;
+    let init = build_init()?;
     let init = std::fs::read(&init).map_err(|e| format!("{}: {e}", init.display()))?;
     let json = a.json;
     // The cases: scenarios by file, then generated ones, all as text.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub use super::lab_build::{build_init, default_kernel, repo, resolve_kernel, BUILD_INIT};
+use super::lab_build::{build_init, default_kernel, repo, BUILD_INIT};
 
 /// The lab kernel a run boots, and how a finding's replay names it.
 struct Kernel {

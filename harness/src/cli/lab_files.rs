@@ -1,7 +1,7 @@
 //! Which scenarios a lab run takes when none are named: the corpus's default and SW_PROTECTED
 //! ones for real KVM, its TDX and SNP ones for the emulated mode.
 
-use super::lab_cmd::repo;
+use super::lab_build::repo;
 use super::load;
 use crate::corpus::seq_files;
 use crate::seq::VmType;

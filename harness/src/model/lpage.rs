@@ -5,8 +5,21 @@
 use super::attrs::Attrs;
 use super::gmem::Gmem;
 use super::memslot::Slot;
-use crate::backend::view::UserBacking;
 use crate::seq::Level;
+use serde::Serialize;
+
+/// What the host's userspace backing of plain slots was, as the backend made it and checked it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserBacking {
+    /// Not known: the kernel's level for userspace-backed memory is the host's THP choice.
+    #[default]
+    Unknown,
+    /// Every 2M-aligned 2M range of the slot's memory is one transparent huge page.
+    Huge,
+    /// Small pages only (MADV_NOHUGEPAGE, or shmem with huge pages off).
+    Small,
+}
 
 /// The backing a fault resolved to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,11 +28,11 @@ pub mod stage2;
 pub mod tdx;
 pub mod variant;
 
-use crate::backend::view::UserBacking;
 use crate::seq::*;
 use attrs::Attrs;
 use gmem::Gmem;
 use guest::GuestView;
+use lpage::UserBacking;
 use memory::Memory;
 use memslot::Slots;
 use ranges::{RangeSet, Run, RunMap};
@@ -348,7 +348,13 @@ impl Model {
                 self.fallocate(gmem, *offset, *len, *punch, *keep_size)
             }
             Op::ExpectPages { .. } | Op::ExpectSept { .. } => Ok(()),
-            _ => unreachable!("guest ops run through attempt()"),
+            // Listed, not a wildcard: a new op must be placed here or in `attempt()`.
+            Op::Accept { .. }
+            | Op::Release { .. }
+            | Op::Read { .. }
+            | Op::Write { .. }
+            | Op::Touch { .. }
+            | Op::MapGpa { .. } => unreachable!("guest ops run through attempt()"),
         };
         match r {
             Ok(()) => Outcome::Ok,

@@ -210,10 +210,10 @@ impl EmulatedBackend {
         let mut t = Trapped::default();
         let frame = match how {
             Via::Stack { error_code } => {
-                for i in 0..SAVED.len() {
+                for i in 0..SAVED {
                     t.regs[i] = rd(vm, regs.rsp + i as u64 * 8)?;
                 }
-                let frame = regs.rsp + SAVED.len() as u64 * 8 + if error_code { 8 } else { 0 };
+                let frame = regs.rsp + SAVED as u64 * 8 + if error_code { 8 } else { 0 };
                 t.rip = rd(vm, frame)?;
                 t.rflags = rd(vm, frame + 16)?;
                 frame
@@ -231,64 +231,64 @@ impl EmulatedBackend {
         };
         let mut end = TrapEnd::Continue;
         let mut extra = 0;
-        let leaf = t.get("rax");
+        let leaf = t.get(Reg::Rax);
         match (insn, &mut *pending) {
             (Insn::Tdcall, _) if leaf == TDG_VP_INFO => {
-                t.set("rax", 0);
-                t.set("rcx", 48);
-                t.set("rdx", 0);
-                t.set("r8", vm.vcpus.len() as u64 | (vm.vcpus.len() as u64) << 32);
-                t.set("r9", v as u64);
+                t.set(Reg::Rax, 0);
+                t.set(Reg::Rcx, 48);
+                t.set(Reg::Rdx, 0);
+                t.set(Reg::R8, vm.vcpus.len() as u64 | (vm.vcpus.len() as u64) << 32);
+                t.set(Reg::R9, v as u64);
             }
             (Insn::Tdcall, Pending::Accept { rcx, rax }) if leaf == TDG_MEM_PAGE_ACCEPT => {
-                if t.get("rcx") != *rcx {
-                    return Err(format!("TDG.MEM.PAGE.ACCEPT with rcx {:#x}, the op says {rcx:#x}", t.get("rcx")));
+                if t.get(Reg::Rcx) != *rcx {
+                    return Err(format!("TDG.MEM.PAGE.ACCEPT with rcx {:#x}, the op says {rcx:#x}", t.get(Reg::Rcx)));
                 }
                 // The harness's own test: a platform that answers otherwise must be seen.
                 let rax = if self.tamper { TdxStatus::PageAlreadyAccepted.value() } else { *rax };
-                t.set("rax", rax);
+                t.set(Reg::Rax, rax);
                 *pending = Pending::None;
             }
             (Insn::Tdcall, Pending::VeInfo { gpa }) if leaf == TDG_VP_VEINFO_GET => {
-                t.set("rax", 0);
-                t.set("rcx", EXIT_REASON_EPT_VIOLATION);
-                t.set("rdx", 0);
-                t.set("r8", *gpa);
-                t.set("r9", *gpa);
-                t.set("r10", 0);
+                t.set(Reg::Rax, 0);
+                t.set(Reg::Rcx, EXIT_REASON_EPT_VIOLATION);
+                t.set(Reg::Rdx, 0);
+                t.set(Reg::R8, *gpa);
+                t.set(Reg::R9, *gpa);
+                t.set(Reg::R10, 0);
                 *pending = Pending::None;
             }
-            (Insn::Tdcall, _) if leaf == TDG_VP_VMCALL && t.get("r10") == 0 && t.get("r11") == TDVMCALL_IO => {
-                if t.get("r14") != PORT_DONE as u64 || t.get("r13") != 1 {
-                    return Err(format!("TDVMCALL<Instruction.IO> to port {:#x}, not the done port", t.get("r14")));
+            (Insn::Tdcall, _) if leaf == TDG_VP_VMCALL && t.get(Reg::R10) == 0 && t.get(Reg::R11) == TDVMCALL_IO => {
+                if t.get(Reg::R14) != PORT_DONE as u64 || t.get(Reg::R13) != 1 {
+                    return Err(format!("TDVMCALL<Instruction.IO> to port {:#x}, not the done port", t.get(Reg::R14)));
                 }
-                t.set("r10", 0);
+                t.set(Reg::R10, 0);
                 end = TrapEnd::BatchDone;
             }
             (Insn::Tdcall, Pending::MapGpa { gpa, size, r10 })
-                if leaf == TDG_VP_VMCALL && t.get("r11") == TDVMCALL_MAP_GPA =>
+                if leaf == TDG_VP_VMCALL && t.get(Reg::R11) == TDVMCALL_MAP_GPA =>
             {
-                if (t.get("r12"), t.get("r13")) != (*gpa, *size) {
+                if (t.get(Reg::R12), t.get(Reg::R13)) != (*gpa, *size) {
                     return Err(format!(
                         "TDVMCALL<MapGPA>({:#x}, {:#x}), the op says ({gpa:#x}, {size:#x})",
-                        t.get("r12"),
-                        t.get("r13")
+                        t.get(Reg::R12),
+                        t.get(Reg::R13)
                     ));
                 }
-                t.set("r10", *r10);
+                t.set(Reg::R10, *r10);
                 *pending = Pending::None;
             }
             (Insn::Pvalidate, Pending::Pvalidate { rax, size, validate, answer }) => {
-                let got = (t.get("rax"), t.get("rcx") & 0xffff_ffff, t.get("rdx") & 0xffff_ffff);
+                let got = (t.get(Reg::Rax), t.get(Reg::Rcx) & 0xffff_ffff, t.get(Reg::Rdx) & 0xffff_ffff);
                 if got != (*rax, *size, *validate) {
                     return Err(format!("PVALIDATE{got:x?}, the op says ({rax:#x}, {size}, {validate})"));
                 }
-                t.set("rax", answer.0);
+                t.set(Reg::Rax, answer.0);
                 t.rflags = (t.rflags & !1) | (answer.1 ^ self.tamper) as u64;
                 *pending = Pending::None;
             }
-            (Insn::Wrmsr, Pending::Psc { next, op, .. }) if t.get("rcx") & 0xffff_ffff == MSR_GHCB => {
-                let req = (t.get("rdx") << 32) | (t.get("rax") & 0xffff_ffff);
+            (Insn::Wrmsr, Pending::Psc { next, op, .. }) if t.get(Reg::Rcx) & 0xffff_ffff == MSR_GHCB => {
+                let req = (t.get(Reg::Rdx) << 32) | (t.get(Reg::Rax) & 0xffff_ffff);
                 let want = (*next & 0x000f_ffff_ffff_f000) | (*op << 52) | GHCB_PSC_REQ;
                 if req != want {
                     return Err(format!("GHCB MSR request {req:#x}, the op says {want:#x}"));
@@ -301,21 +301,23 @@ impl EmulatedBackend {
                 }
                 extra = 4;
             }
-            (Insn::Rdmsr, Pending::Psc { next, end: last, .. }) if t.get("rcx") & 0xffff_ffff == MSR_GHCB => {
+            (Insn::Rdmsr, Pending::Psc { next, end: last, .. }) if t.get(Reg::Rcx) & 0xffff_ffff == MSR_GHCB => {
                 // The model converted the whole range at once; each page's response is success.
-                t.set("rax", GHCB_PSC_RESP);
-                t.set("rdx", 0);
+                t.set(Reg::Rax, GHCB_PSC_RESP);
+                t.set(Reg::Rdx, 0);
                 *next += 4096;
                 if *next >= *last {
                     *pending = Pending::None;
                 }
             }
-            (i, p) => return Err(format!("{i:?} (rax {leaf:#x}, r11 {:#x}) while the op expects {p:?}", t.get("r11"))),
+            (i, p) => {
+                return Err(format!("{i:?} (rax {leaf:#x}, r11 {:#x}) while the op expects {p:?}", t.get(Reg::R11)))
+            }
         }
         t.rip += len + extra;
         match how {
             Via::Stack { .. } => {
-                for i in 0..SAVED.len() {
+                for i in 0..SAVED {
                     vm.write_u64(regs.rsp + i as u64 * 8, t.regs[i]);
                 }
                 vm.write_u64(frame, t.rip);
@@ -341,7 +343,7 @@ enum Via {
     Registers,
 }
 
-/// The live registers in [`SAVED`]'s order, and back.
+/// The live registers in [`Reg`]'s order, and back.
 fn live(r: &kvm_regs) -> [u64; 11] {
     [r.r15, r.r14, r.r13, r.r12, r.r11, r.r10, r.r9, r.r8, r.rdx, r.rcx, r.rax]
 }

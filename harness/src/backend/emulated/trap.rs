@@ -6,23 +6,40 @@
 
 use crate::seq::*;
 
-/// The registers the trap handlers push, in the order they sit on the stack from RSP up.
-pub const SAVED: [&str; 11] = ["r15", "r14", "r13", "r12", "r11", "r10", "r9", "r8", "rdx", "rcx", "rax"];
+/// The registers the trap handlers push, in the order they sit on the stack from RSP up: a
+/// register's number is its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reg {
+    R15,
+    R14,
+    R13,
+    R12,
+    R11,
+    R10,
+    R9,
+    R8,
+    Rdx,
+    Rcx,
+    Rax,
+}
 
-/// The trapped context: the pushed registers by name, the frame's RIP and RFLAGS.
+/// How many registers the handlers push.
+pub const SAVED: usize = Reg::Rax as usize + 1;
+
+/// The trapped context: the pushed registers, the frame's RIP and RFLAGS.
 #[derive(Clone, Debug, Default)]
 pub struct Trapped {
-    pub regs: [u64; 11],
+    pub regs: [u64; SAVED],
     pub rip: u64,
     pub rflags: u64,
 }
 
 impl Trapped {
-    pub fn get(&self, r: &str) -> u64 {
-        self.regs[SAVED.iter().position(|x| *x == r).expect("a pushed register")]
+    pub fn get(&self, r: Reg) -> u64 {
+        self.regs[r as usize]
     }
-    pub fn set(&mut self, r: &str, v: u64) {
-        self.regs[SAVED.iter().position(|x| *x == r).expect("a pushed register")] = v;
+    pub fn set(&mut self, r: Reg, v: u64) {
+        self.regs[r as usize] = v;
     }
 }
 
