@@ -205,8 +205,7 @@ fn named_paths(rel: &str, text: &str) -> Vec<Vec<String>> {
                 }
                 let mut path = root.clone().unwrap_or_default();
                 let mut segs = rest.split("::");
-                loop {
-                    let Some(seg) = segs.next() else { break };
+                for seg in segs.by_ref() {
                     let ident: String = seg.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
                     if ident.is_empty() {
                         break;
