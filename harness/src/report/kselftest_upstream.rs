@@ -456,7 +456,7 @@ impl Emit {
             }
             return Err(format!("{}: a punch outside guest_memfd slots", cx.what));
         }
-        let aligned = addr % 4096 == 0 && size % 4096 == 0 && size > 0;
+        let aligned = addr.is_multiple_of(4096) && size.is_multiple_of(4096) && size > 0;
         if !aligned || !keep_size {
             // The kernel judges the exact arguments.
             let (fd, off, _) = &pieces[0];
