@@ -45,7 +45,13 @@ fn a_finished_lab_vm_reads_whole() {
     assert_eq!(vm.c.jobs.iter().map(|(j, _)| j.name()).collect::<Vec<_>>(), ["caps", "replay", "fuzz"]);
     let o = LabOutcome::of(&[vm]);
     assert_eq!((o.failed, o.completed, o.setup_failed.as_deref()), (0, 1, None));
-    assert!(o.passed > 0 && o.mapping_checks > 0 && o.fuzz_cases() > 0, "{} {} {}", o.passed, o.mapping_checks, o.fuzz_cases());
+    assert!(
+        o.passed > 0 && o.mapping_checks > 0 && o.fuzz_cases() > 0,
+        "{} {} {}",
+        o.passed,
+        o.mapping_checks,
+        o.fuzz_cases()
+    );
     // The console's tail is kept for messages, and it is the kernel's.
     assert!(o.problems.is_empty());
 }
