@@ -99,7 +99,25 @@ impl Model {
                     }),
                 }
             }
-            _ => Attempt::Done(Outcome::Err(Errno::EINVAL)),
+            // PVALIDATE's release is SNP's; host ops never come here. Listed, so a new op is placed.
+            Op::Release { .. }
+            | Op::SlotAdd(_)
+            | Op::SlotDelete { .. }
+            | Op::SlotMove { .. }
+            | Op::Private { .. }
+            | Op::Shared { .. }
+            | Op::Punch { .. }
+            | Op::Prefault { .. }
+            | Op::HostWrite { .. }
+            | Op::HostRead { .. }
+            | Op::InitMem { .. }
+            | Op::Finalize
+            | Op::MtrrZap { .. }
+            | Op::Inject(_)
+            | Op::ExpectPages { .. }
+            | Op::ExpectSept { .. }
+            | Op::GmemCreate { .. }
+            | Op::Fallocate { .. } => Attempt::Done(Outcome::Err(Errno::EINVAL)),
         }
     }
 

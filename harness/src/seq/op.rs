@@ -191,7 +191,45 @@ macro_rules! op_addr_field {
             | Op::ExpectSept { addr, .. }
             | Op::SlotAdd(SlotSpec { gpa: addr, .. })
             | Op::SlotMove { gpa: addr, .. } => Some(addr),
-            _ => None,
+            // Listed, not a wildcard: a new op says here whether it has an address.
+            Op::SlotDelete { .. }
+            | Op::Finalize
+            | Op::Inject(_)
+            | Op::ExpectPages { .. }
+            | Op::GmemCreate { .. }
+            | Op::Fallocate { .. } => None,
+        }
+    };
+}
+
+/// The field holding the vCPU an op runs on, as [`op_addr_field`] does for addresses: one
+/// exhaustive list for [`Op::vcpu`] and [`Op::vcpu_mut`].
+macro_rules! op_vcpu_field {
+    ($op:expr) => {
+        match $op {
+            Op::Prefault { vcpu, .. }
+            | Op::Accept { vcpu, .. }
+            | Op::Release { vcpu, .. }
+            | Op::Read { vcpu, .. }
+            | Op::Write { vcpu, .. }
+            | Op::Touch { vcpu, .. }
+            | Op::MapGpa { vcpu, .. } => Some(vcpu),
+            Op::SlotAdd(_)
+            | Op::SlotDelete { .. }
+            | Op::SlotMove { .. }
+            | Op::Private { .. }
+            | Op::Shared { .. }
+            | Op::Punch { .. }
+            | Op::HostWrite { .. }
+            | Op::HostRead { .. }
+            | Op::InitMem { .. }
+            | Op::Finalize
+            | Op::MtrrZap { .. }
+            | Op::Inject(_)
+            | Op::ExpectPages { .. }
+            | Op::ExpectSept { .. }
+            | Op::GmemCreate { .. }
+            | Op::Fallocate { .. } => None,
         }
     };
 }
@@ -236,28 +274,12 @@ impl Op {
 
     /// The vCPU a guest op (or pre-fault) runs on.
     pub fn vcpu(&self) -> Option<u32> {
-        match *self {
-            Op::Prefault { vcpu, .. }
-            | Op::Accept { vcpu, .. }
-            | Op::Release { vcpu, .. }
-            | Op::Read { vcpu, .. }
-            | Op::Write { vcpu, .. }
-            | Op::Touch { vcpu, .. }
-            | Op::MapGpa { vcpu, .. } => Some(vcpu),
-            _ => None,
-        }
+        op_vcpu_field!(self).copied()
     }
+
+    /// The vCPU a guest op runs on, to edit it.
     pub fn vcpu_mut(&mut self) -> Option<&mut u32> {
-        match self {
-            Op::Prefault { vcpu, .. }
-            | Op::Accept { vcpu, .. }
-            | Op::Release { vcpu, .. }
-            | Op::Read { vcpu, .. }
-            | Op::Write { vcpu, .. }
-            | Op::Touch { vcpu, .. }
-            | Op::MapGpa { vcpu, .. } => Some(vcpu),
-            _ => None,
-        }
+        op_vcpu_field!(self)
     }
 }
 
