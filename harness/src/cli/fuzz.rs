@@ -7,7 +7,7 @@ use crate::campaign::{Campaign, CampaignConfig};
 use crate::report::records::{FuzzSummary, Hits, ScenarioResult};
 use crate::report::write_finding;
 use crate::seq::gen::GenConfig;
-use crate::seq::VmType;
+use crate::seq::{Variant, VmType};
 use crate::wire::Line;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -29,12 +29,10 @@ fn op_seconds() -> std::collections::BTreeMap<String, f64> {
     m
 }
 
-pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
-    // Open fds are counted with no backend open at either end, RSS once the backend is set up
-    // and again at the end, so that a soak compares like with like.
-    let (fds0, _) = process_usage();
-    let kvm = match a.backend.as_deref().unwrap_or("model") {
-        "model" => None,
+/// `--backend`: the model (None) or this host's KVM, checked on its footing first.
+fn open_backend(a: &super::commands::FuzzArgs) -> Result<Option<KvmBackend>, String> {
+    match a.backend.as_deref().unwrap_or("model") {
+        "model" => Ok(None),
         "kvm" => {
             let mut k = KvmBackend::open_with(!a.c.no_view)?;
             if let Some(ms) = a.timeout_ms {
@@ -43,10 +41,17 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
             // A fresh VM per case instead of a reused one.
             k.reuse = !a.c.fresh_vm;
             k.footing().map_err(|why| format!("footing check failed, refusing to fuzz real KVM: {why}"))?;
-            Some(k)
+            Ok(Some(k))
         }
-        other => return Err(format!("unknown backend `{other}` (model, kvm)")),
-    };
+        other => Err(format!("unknown backend `{other}` (model, kvm)")),
+    }
+}
+
+/// The campaign's VM type, variant and `--against` variant, from the options and the host.
+fn vm_choice(
+    a: &super::commands::FuzzArgs,
+    kvm: Option<&KvmBackend>,
+) -> Result<(Option<VmType>, Option<Variant>, Option<Variant>), String> {
     // `--vm any`: every VM type, each adapted to what the backend's host can run.
     let any = a.vm.as_deref() == Some("any");
     let mut vm = a.vm.as_deref().filter(|_| !any).map(parse_vm).transpose()?;
@@ -63,11 +68,20 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
     }
     // A VM type the host cannot run is refused, never fuzzed as another type: "0 findings" on
     // default VMs must not read as "TDX fuzzed clean".
-    if let (Some(k), Some(v)) = (kvm.as_ref(), vm) {
+    if let (Some(k), Some(v)) = (kvm, vm) {
         if let Some(missing) = k.caps.missing_for(v) {
             return Err(format!("--vm {}: this host's KVM cannot run it; it lacks {missing}", v.name()));
         }
     }
+    Ok((vm, variant, against))
+}
+
+pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
+    // Open fds are counted with no backend open at either end, RSS once the backend is set up
+    // and again at the end, so that a soak compares like with like.
+    let (fds0, _) = process_usage();
+    let kvm = open_backend(a)?;
+    let (vm, variant, against) = vm_choice(a, kvm.as_ref())?;
     let planted = super::plant_arg(a.plant.as_deref())?;
     // `--known DIR,DIR`: scenarios whose known-divergence markers count as known besides the
     // ones privmem ships.
@@ -261,38 +275,13 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
         let summary = FuzzSummary {
             backend: backend_name.into(),
             seed,
-            cases: c.cases,
-            ops: c.ops,
             seconds: el,
-            skipped,
             open_fds: [fds0, fds1],
             rss_kib: [rss0, rss1],
-            mapping_checks: c.mapping_checks,
-            views_lost: c.views_lost,
-            phase_seconds: crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(Relaxed) as f64 / 1e9).collect(),
-            op_seconds: op_seconds(),
-            reset_seconds: crate::backend::kvm::RESET_PARTS
-                .iter()
-                .zip(&crate::backend::kvm::RESET_NANOS)
-                .map(|(p, n)| (p.to_string(), n.load(Relaxed) as f64 / 1e9))
-                .collect(),
-            fresh_vms: crate::backend::kvm::FRESH_VMS.load(Relaxed),
-            fresh_vm_reasons: crate::backend::kvm::Fresh::ALL
-                .iter()
-                .zip(&crate::backend::kvm::FRESH_WHY_COUNTS)
-                .map(|(w, n)| (w.name().to_string(), n.load(Relaxed)))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
-            pcs: c.covered.len(),
-            corpus: c.corpus.len(),
-            feedback: c.feedback,
-            mapped_cases: c.mapped_cases,
-            mapped_unchecked: c.mapped_unchecked,
             known: known_hits.clone(),
-            stopped_early: crate::oracle::progress::stopping(),
-            exec_per_sec: c.cases as f64 / el,
             findings: sigs.iter().map(|(s, n)| Hits { signature: s.to_string(), hits: **n }).collect(),
             files: written.iter().map(|p| p.display().to_string()).collect(),
+            ..campaign_summary(&c, el)
         };
         Line::from(summary).print();
     } else {
@@ -332,6 +321,40 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
         return Ok(super::interrupt::EXIT);
     }
     Ok(if sigs.is_empty() { 0 } else { 1 })
+}
+
+/// What the campaign and the KVM backend's counters say, for the end-of-campaign summary (the
+/// caller adds what only it knows: the backend's name, the seed, process usage, findings).
+fn campaign_summary(c: &Campaign, seconds: f64) -> FuzzSummary {
+    FuzzSummary {
+        cases: c.cases,
+        ops: c.ops,
+        skipped: c.skipped,
+        mapping_checks: c.mapping_checks,
+        views_lost: c.views_lost,
+        phase_seconds: crate::backend::kvm::PHASE_NANOS.iter().map(|n| n.load(Relaxed) as f64 / 1e9).collect(),
+        op_seconds: op_seconds(),
+        reset_seconds: crate::backend::kvm::RESET_PARTS
+            .iter()
+            .zip(&crate::backend::kvm::RESET_NANOS)
+            .map(|(p, n)| (p.to_string(), n.load(Relaxed) as f64 / 1e9))
+            .collect(),
+        fresh_vms: crate::backend::kvm::FRESH_VMS.load(Relaxed),
+        fresh_vm_reasons: crate::backend::kvm::Fresh::ALL
+            .iter()
+            .zip(&crate::backend::kvm::FRESH_WHY_COUNTS)
+            .map(|(w, n)| (w.name().to_string(), n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+        pcs: c.covered.len(),
+        corpus: c.corpus.len(),
+        feedback: c.feedback,
+        mapped_cases: c.mapped_cases,
+        mapped_unchecked: c.mapped_unchecked,
+        stopped_early: crate::oracle::progress::stopping(),
+        exec_per_sec: c.cases as f64 / seconds,
+        ..Default::default()
+    }
 }
 
 /// Open file descriptors and resident set size (KiB) of this process, for soak runs.
