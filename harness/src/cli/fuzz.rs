@@ -47,11 +47,11 @@ fn open_backend(a: &super::commands::FuzzArgs) -> Result<Option<KvmBackend>, Str
     }
 }
 
-/// The campaign's VM type, variant and `--against` variant, from the options and the host.
-fn vm_choice(
-    a: &super::commands::FuzzArgs,
-    kvm: Option<&KvmBackend>,
-) -> Result<(Option<VmType>, Option<Variant>, Option<Variant>), String> {
+/// The campaign's VM type, variant and `--against` variant.
+type VmChoice = (Option<VmType>, Option<Variant>, Option<Variant>);
+
+/// The campaign's [`VmChoice`], from the options and the host.
+fn vm_choice(a: &super::commands::FuzzArgs, kvm: Option<&KvmBackend>) -> Result<VmChoice, String> {
     // `--vm any`: every VM type, each adapted to what the backend's host can run.
     let any = a.vm.as_deref() == Some("any");
     let mut vm = a.vm.as_deref().filter(|_| !any).map(parse_vm).transpose()?;
