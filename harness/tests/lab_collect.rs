@@ -39,9 +39,9 @@ fn a_finished_lab_vm_reads_whole() {
     assert!(done, "the recording ends with lab.done");
     assert_eq!(vm.problem(), None);
     assert!(vm.c.unreadable.is_empty(), "{:?}", vm.c.unreadable);
-    let caps = vm.c.caps.as_ref().expect("the caps line");
+    let caps = vm.c.seen.caps.as_ref().expect("the caps line");
     assert!(caps.release.starts_with("6.12.118"), "{}", caps.release);
-    assert!(!vm.c.results.is_empty() && vm.c.summaries.len() == 1, "results and a campaign summary");
+    assert!(!vm.c.seen.results.is_empty() && vm.c.seen.summaries.len() == 1, "results and a campaign summary");
     assert_eq!(vm.c.jobs.iter().map(|(j, _)| j.name()).collect::<Vec<_>>(), ["caps", "replay", "fuzz"]);
     let o = LabOutcome::of(&[vm]);
     assert_eq!((o.failed, o.completed, o.setup_failed.as_deref()), (0, 1, None));
@@ -67,8 +67,8 @@ fn a_lab_vm_killed_mid_campaign_keeps_what_it_printed() {
     let (whole, _) = collect(&lines, lines.len(), Ended::Done);
     let (cut, done) = collect(&lines, replay_done + 1, Ended::TimedOut { limit_secs: 300, qemu: String::new() });
     assert!(!done);
-    assert_eq!(cut.c.results.len(), whole.c.results.len(), "every scenario result before the cut is kept");
-    assert!(cut.c.summaries.is_empty(), "no campaign summary came");
+    assert_eq!(cut.c.seen.results.len(), whole.c.seen.results.len(), "every scenario result before the cut is kept");
+    assert!(cut.c.seen.summaries.is_empty(), "no campaign summary came");
     let p = cut.problem().expect("a VM out of time is a problem");
     assert!(p.contains("did not finish within 300s"), "{p}");
     assert_eq!(cut.hang(), None, "no case was named: no hang finding, the lab says it ran out of time");
@@ -79,7 +79,7 @@ fn a_lab_vm_stopped_near_its_deadline_says_so_and_keeps_its_summary() {
     let lines = recorded("6.12.118-stopped-early.console");
     let (vm, done) = collect(&lines, lines.len(), Ended::Done);
     assert!(done && vm.c.stopped, "lab.done says the jobs were stopped");
-    let s = vm.c.summaries.first().expect("the stopped campaign's summary");
+    let s = vm.c.seen.summaries.first().expect("the stopped campaign's summary");
     assert!(s.stopped_early && s.cases > 0, "{s:?}");
     let p = vm.problem().expect("stopping early is reported");
     assert!(p.contains("ran out of time") && p.contains(&format!("{} fuzz cases ran", s.cases)), "{p}");

@@ -53,7 +53,7 @@ fn run_on(
         return Err(format!("the lab VM on {}: {why}; its console ends:\n{}", kernel.display(), vm.console_tail(30)));
     }
     let mut r = Results::new();
-    for x in vm.c.results {
+    for x in vm.c.seen.results {
         let name = x.file.rsplit('/').next().unwrap_or(&x.file).to_string();
         let entry = match x.skipped {
             Some(why) => Err(why),
@@ -61,7 +61,7 @@ fn run_on(
         };
         r.insert(name, entry);
     }
-    Ok(LabRun { results: r, caps: vm.c.caps })
+    Ok(LabRun { results: r, caps: vm.c.seen.caps })
 }
 
 /// What the comparison of two labs' results found.

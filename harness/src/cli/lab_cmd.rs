@@ -249,19 +249,19 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
                 println!("lab: {d}");
             }
         }
-        Line::Replay(_) if !json => say_result(c.results.last().expect("just collected"), None),
-        Line::Exec(e) if !json => say_result(c.results.last().expect("just collected"), Some(e.exit)),
+        Line::Replay(_) if !json => say_result(c.seen.results.last().expect("just collected"), None),
+        Line::Exec(e) if !json => say_result(c.seen.results.last().expect("just collected"), Some(e.exit)),
         Line::Finding(f) => {
             let known: Vec<String> = corpus_sources
                 .iter()
-                .flat_map(|s| known_divergences(s, c.caps.as_ref().and_then(|c| c.kernel)))
+                .flat_map(|s| known_divergences(s, c.seen.caps.as_ref().and_then(|c| c.kernel)))
                 .collect();
             if known.iter().any(|k| same_access_divergence(k, &f.signature)) {
                 if !json {
                     println!("fuzz found the known divergence {}", f.signature);
                 }
             } else {
-                sink.write(f, c.caps.as_ref());
+                sink.write(f, c.seen.caps.as_ref());
             }
         }
         Line::Summary(f) if !json => {
@@ -279,13 +279,13 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
     let mut hangs = 0;
     for (j, vm) in vms.iter().enumerate() {
         if let Some(s) = vm.hang() {
-            sink.hang(j, s, vm.c.caps.as_ref());
+            sink.hang(j, s, vm.c.seen.caps.as_ref());
             hangs += 1;
         }
     }
     let mut o = LabOutcome::of(&vms);
     let (new, written, write_errors) = sink.new.into_inner().unwrap_or_else(|e| e.into_inner());
-    o.findings = new;
+    o.seen.findings = new;
     for (j, why, tail) in &o.problems {
         eprintln!("lab: VM {j}: {why}; its console ends:\n{tail}");
     }
@@ -299,7 +299,7 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
             "the lab could not run its first case ({first}); a setup error, not a finding. Console:\n{tail}"
         ));
     }
-    let Some(caps) = o.caps.clone() else {
+    let Some(caps) = o.seen.caps.clone() else {
         let tail = vms.first().map(|v| v.console_tail(15)).unwrap_or_default();
         return Err(format!("the lab VM printed no capabilities; last lines:\n{tail}"));
     };
@@ -311,15 +311,15 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         }
         eprintln!("lab: {msg}");
     }
-    let profile = lab::profile::merge(&o.profiles).map(|p| lab::profile::LabProfile::of(&kernel.path, p));
+    let profile = lab::profile::merge(&o.seen.profiles).map(|p| lab::profile::LabProfile::of(&kernel.path, p));
     if let (Some(p), false) = (&profile, json) {
         p.print(25);
     }
     let mut coverage = None;
     if let Some(page) = a.coverage.as_deref() {
-        let c = lab::coverage::lab_page(&kernel.path, &o.pcs, Path::new(page))?;
+        let c = lab::coverage::lab_page(&kernel.path, &o.seen.pcs, Path::new(page))?;
         if !json {
-            println!("lab: kernel coverage: {} distinct PCs; page written to {page}", o.pcs.len());
+            println!("lab: kernel coverage: {} distinct PCs; page written to {page}", o.seen.pcs.len());
             for f in &c.files {
                 println!(
                     "lab:   {:32} lines {:>5}/{:<5} functions {:>4}/{}",
@@ -330,14 +330,14 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         coverage = Some(c);
     }
     if let Some(j) = a.c.junit.as_deref() {
-        crate::report::junit::write(Path::new(j), "privmem-lab", &o.results).map_err(|e| format!("{j}: {e}"))?;
+        crate::report::junit::write(Path::new(j), "privmem-lab", &o.seen.results).map_err(|e| format!("{j}: {e}"))?;
     }
     // Problems a named hang does not account for (a VM that died, a job that could not run).
     let unexplained = o.problems.len() - hangs.min(o.problems.len());
-    let code = lab_exit(unexplained, o.failed, o.findings.len());
+    let code = lab_exit(unexplained, o.failed, o.seen.findings.len());
     if a.tap {
-        print!("{}", crate::report::tap::tap(&o.results));
-        if crate::report::tap::all_skipped(&o.results) && o.findings.is_empty() {
+        print!("{}", crate::report::tap::tap(&o.seen.results));
+        if crate::report::tap::all_skipped(&o.seen.results) && o.seen.findings.is_empty() {
             return Ok(4);
         }
         return Ok(code);
@@ -352,7 +352,7 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
             jobs,
             wall_seconds: wall,
             fuzz_cases,
-            pcs: o.pcs.len(),
+            pcs: o.seen.pcs.len(),
             coverage,
             mapping_checks: o.mapping_checks,
             mapped_unchecked: o.mapped_unchecked,
@@ -360,9 +360,9 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
             kernel_release: Some(caps.release.clone()),
             model_kernel: caps.kernel.map(|k| k.to_string()),
             drift: caps.drift.clone(),
-            fuzz_findings: o.findings,
-            fuzz: o.summaries,
-            results: o.results,
+            fuzz_findings: o.seen.findings,
+            fuzz: o.seen.summaries,
+            results: o.seen.results,
             profile,
         };
         Line::from(r).print();
@@ -385,7 +385,7 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         o.passed,
         o.failed,
         o.skipped,
-        o.findings.len()
+        o.seen.findings.len()
     );
     Ok(code)
 }

@@ -16,18 +16,38 @@ use std::collections::{BTreeSet, VecDeque};
 /// Console lines kept per VM, for the messages that show why a VM stopped.
 const CONSOLE_TAIL: usize = 60;
 
-/// One lab VM's lines, as they arrive.
+/// What lab VMs reported: one VM's, or every VM's summed.
 #[derive(Debug, Default)]
-pub struct Collector {
-    /// The files' names in the initramfs and as the user named them.
-    names: Vec<(String, String)>,
-    console: VecDeque<String>,
+pub struct Seen {
     pub caps: Option<Caps>,
     pub results: Vec<ScenarioResult>,
     pub findings: Vec<FindingEvent>,
     pub summaries: Vec<FuzzSummary>,
     pub profiles: Vec<ProfileRecord>,
     pub pcs: BTreeSet<u64>,
+}
+
+impl Seen {
+    /// Add another VM's: the first caps stand (every VM runs the same kernel).
+    fn absorb(&mut self, o: &Seen) {
+        if self.caps.is_none() {
+            self.caps = o.caps.clone();
+        }
+        self.results.extend(o.results.iter().cloned());
+        self.findings.extend(o.findings.iter().cloned());
+        self.summaries.extend(o.summaries.iter().cloned());
+        self.profiles.extend(o.profiles.iter().cloned());
+        self.pcs.extend(o.pcs.iter().copied());
+    }
+}
+
+/// One lab VM's lines, as they arrive.
+#[derive(Debug, Default)]
+pub struct Collector {
+    /// The files' names in the initramfs and as the user named them.
+    names: Vec<(String, String)>,
+    console: VecDeque<String>,
+    pub seen: Seen,
     /// Each finished job and its exit status.
     pub jobs: Vec<(JobKind, i32)>,
     /// The plan's end, with the worst exit status.
@@ -72,17 +92,20 @@ impl Collector {
         };
         let mut flow = Flow::Continue;
         match &line {
-            Line::Caps(c) => self.caps = Some(c.clone()),
+            Line::Caps(c) => self.seen.caps = Some(c.clone()),
             Line::Replay(r) => {
                 let mut r = r.clone();
                 r.file = self.shown(&r.file);
-                self.results.push(r);
+                self.seen.results.push(r);
             }
-            Line::Exec(e) => self.results.push(exec_result(e, &self.shown(&e.file))),
-            Line::Finding(f) => self.findings.push((**f).clone()),
-            Line::Summary(s) => self.summaries.push(s.clone()),
-            Line::Coverage(c) => self.pcs.extend(c.pcs.iter().copied()),
-            Line::Profile(p) => self.profiles.push(p.clone()),
+            Line::Exec(e) => {
+                let r = exec_result(e, &self.shown(&e.file));
+                self.seen.results.push(r);
+            }
+            Line::Finding(f) => self.seen.findings.push((**f).clone()),
+            Line::Summary(s) => self.seen.summaries.push(s.clone()),
+            Line::Coverage(c) => self.seen.pcs.extend(c.pcs.iter().copied()),
+            Line::Profile(p) => self.seen.profiles.push(p.clone()),
             Line::JobDone { job, rc } => self.jobs.push((*job, *rc)),
             Line::Stuck(s) => self.stuck = Some(s.clone()),
             Line::LabDone { rc, stopped } => {
@@ -151,8 +174,8 @@ impl VmOutcome {
         match &self.ended {
             Ended::Done if self.c.stopped => Some(format!(
                 "the VM ran out of time: its jobs stopped early ({} fuzz cases ran, {} scenarios); everything they reported is kept",
-                self.c.summaries.iter().map(|s| s.cases).sum::<u64>(),
-                self.c.results.len()
+                self.c.seen.summaries.iter().map(|s| s.cases).sum::<u64>(),
+                self.c.seen.results.len()
             )),
             Ended::Done => None,
             Ended::Exited => Some("the VM stopped before its jobs finished (a kernel panic?)".into()),
@@ -180,12 +203,7 @@ impl VmOutcome {
 /// Every lab VM's outcome, summed: what `privmem lab` reports.
 #[derive(Debug, Default)]
 pub struct LabOutcome {
-    pub caps: Option<Caps>,
-    pub results: Vec<ScenarioResult>,
-    pub findings: Vec<FindingEvent>,
-    pub summaries: Vec<FuzzSummary>,
-    pub profiles: Vec<ProfileRecord>,
-    pub pcs: BTreeSet<u64>,
+    pub seen: Seen,
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
@@ -205,22 +223,14 @@ impl LabOutcome {
     pub fn of(vms: &[VmOutcome]) -> LabOutcome {
         let mut o = LabOutcome::default();
         for (j, vm) in vms.iter().enumerate() {
-            let c = &vm.c;
-            if o.caps.is_none() {
-                o.caps = c.caps.clone();
-            }
-            o.results.extend(c.results.iter().cloned());
-            o.findings.extend(c.findings.iter().cloned());
-            o.summaries.extend(c.summaries.iter().cloned());
-            o.profiles.extend(c.profiles.iter().cloned());
-            o.pcs.extend(c.pcs.iter().copied());
-            o.unreadable.extend(c.unreadable.iter().cloned());
+            o.seen.absorb(&vm.c.seen);
+            o.unreadable.extend(vm.c.unreadable.iter().cloned());
             match vm.problem() {
                 Some(p) => o.problems.push((j, p, vm.console_tail(30))),
                 None => o.completed += 1,
             }
         }
-        for r in &o.results {
+        for r in &o.seen.results {
             o.mapping_checks += r.mapping_checks.unwrap_or(0);
             match r.verdict() {
                 Verdict::Passed => o.passed += 1,
@@ -228,11 +238,11 @@ impl LabOutcome {
                 Verdict::Skipped => o.skipped += 1,
             }
         }
-        for s in &o.summaries {
+        for s in &o.seen.summaries {
             o.mapping_checks += s.mapping_checks;
             o.mapped_unchecked += s.mapped_unchecked;
         }
-        let first = o.results.iter().find(|r| r.verdict() != Verdict::Skipped);
+        let first = o.seen.results.iter().find(|r| r.verdict() != Verdict::Skipped);
         if first.is_some_and(|r| r.signatures.iter().any(|x| x.starts_with("timeout:") || x.starts_with("setup:"))) {
             o.setup_failed = first.and_then(|r| r.failure_details().into_iter().next()).or(Some("?".into()));
         }
@@ -240,7 +250,7 @@ impl LabOutcome {
     }
 
     pub fn fuzz_cases(&self) -> u64 {
-        self.summaries.iter().map(|f| f.cases).sum()
+        self.seen.summaries.iter().map(|f| f.cases).sum()
     }
 }
 
@@ -267,7 +277,7 @@ mod tests {
             ],
         );
         assert_eq!(flow, Flow::Done);
-        assert_eq!(c.results[0].file, "corpus/a.seq", "shown as the user named it");
+        assert_eq!(c.seen.results[0].file, "corpus/a.seq", "shown as the user named it");
         assert_eq!(c.unreadable.len(), 1);
         let vm = c.finish(Ended::Done);
         assert_eq!((vm.problem(), vm.console_tail(5).as_str()), (None, "[    0.1] Linux version 6.12.118"));

@@ -290,24 +290,9 @@ impl Model {
             Op::MapGpa { addr, size, private, .. } => return Attempt::Done(self.hc_map_gpa(addr, size, private)),
             // TDX and SNP guest ops on a VM without them (the legality checks keep them out of
             // generated cases); host ops never come here. Listed, so a new op is placed.
-            Op::Accept { .. } | Op::Release { .. } => return Attempt::Done(Outcome::Err(Errno::EINVAL)),
-            Op::SlotAdd(_)
-            | Op::SlotDelete { .. }
-            | Op::SlotMove { .. }
-            | Op::Private { .. }
-            | Op::Shared { .. }
-            | Op::Punch { .. }
-            | Op::Prefault { .. }
-            | Op::HostWrite { .. }
-            | Op::HostRead { .. }
-            | Op::InitMem { .. }
-            | Op::Finalize
-            | Op::MtrrZap { .. }
-            | Op::Inject(_)
-            | Op::GmemCreate { .. }
-            | Op::Fallocate { .. }
-            | Op::ExpectPages { .. }
-            | Op::ExpectSept { .. } => return Attempt::Done(Outcome::Err(Errno::EINVAL)),
+            Op::Accept { .. } | Op::Release { .. } | crate::seq::host_ops!() => {
+                return Attempt::Done(Outcome::Err(Errno::EINVAL))
+            }
         };
         let gfn = addr / PAGE;
         let private = self.h.vm.has_private_mem() && self.attrs.is_private(gfn);

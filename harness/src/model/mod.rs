@@ -349,12 +349,7 @@ impl Model {
             }
             Op::ExpectPages { .. } | Op::ExpectSept { .. } => Ok(()),
             // Listed, not a wildcard: a new op must be placed here or in `attempt()`.
-            Op::Accept { .. }
-            | Op::Release { .. }
-            | Op::Read { .. }
-            | Op::Write { .. }
-            | Op::Touch { .. }
-            | Op::MapGpa { .. } => unreachable!("guest ops run through attempt()"),
+            crate::seq::guest_ops!() => unreachable!("guest ops run through attempt()"),
         };
         match r {
             Ok(()) => Outcome::Ok,

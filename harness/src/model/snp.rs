@@ -21,23 +21,7 @@ impl Model {
             Op::Read { addr, shared, .. } | Op::Write { addr, shared, .. } => self.snp_access(op, addr, !shared),
             Op::Touch { addr, .. } => self.snp_access(op, addr, true),
             // Host ops never come here; listed, so that a new op is placed.
-            Op::SlotAdd(_)
-            | Op::SlotDelete { .. }
-            | Op::SlotMove { .. }
-            | Op::Private { .. }
-            | Op::Shared { .. }
-            | Op::Punch { .. }
-            | Op::Prefault { .. }
-            | Op::HostWrite { .. }
-            | Op::HostRead { .. }
-            | Op::InitMem { .. }
-            | Op::Finalize
-            | Op::MtrrZap { .. }
-            | Op::Inject(_)
-            | Op::ExpectPages { .. }
-            | Op::ExpectSept { .. }
-            | Op::GmemCreate { .. }
-            | Op::Fallocate { .. } => Attempt::Done(Outcome::Err(Errno::EINVAL)),
+            crate::seq::host_ops!() => Attempt::Done(Outcome::Err(Errno::EINVAL)),
         }
     }
 

@@ -100,24 +100,7 @@ impl Model {
                 }
             }
             // PVALIDATE's release is SNP's; host ops never come here. Listed, so a new op is placed.
-            Op::Release { .. }
-            | Op::SlotAdd(_)
-            | Op::SlotDelete { .. }
-            | Op::SlotMove { .. }
-            | Op::Private { .. }
-            | Op::Shared { .. }
-            | Op::Punch { .. }
-            | Op::Prefault { .. }
-            | Op::HostWrite { .. }
-            | Op::HostRead { .. }
-            | Op::InitMem { .. }
-            | Op::Finalize
-            | Op::MtrrZap { .. }
-            | Op::Inject(_)
-            | Op::ExpectPages { .. }
-            | Op::ExpectSept { .. }
-            | Op::GmemCreate { .. }
-            | Op::Fallocate { .. } => Attempt::Done(Outcome::Err(Errno::EINVAL)),
+            Op::Release { .. } | crate::seq::host_ops!() => Attempt::Done(Outcome::Err(Errno::EINVAL)),
         }
     }
 

@@ -202,6 +202,46 @@ macro_rules! op_addr_field {
     };
 }
 
+/// The pattern of every op a vCPU runs (the guest's), for dispatches that route them elsewhere:
+/// a match naming `guest_ops!()` and `host_ops!()` is exhaustive, so a new op is placed in one
+/// of the two lists and every such match follows.
+macro_rules! guest_ops {
+    () => {
+        $crate::seq::Op::Accept { .. }
+            | $crate::seq::Op::Release { .. }
+            | $crate::seq::Op::Read { .. }
+            | $crate::seq::Op::Write { .. }
+            | $crate::seq::Op::Touch { .. }
+            | $crate::seq::Op::MapGpa { .. }
+    };
+}
+pub(crate) use guest_ops;
+
+/// The pattern of every op the host runs (and the state checks): the complement of
+/// [`guest_ops`].
+macro_rules! host_ops {
+    () => {
+        $crate::seq::Op::SlotAdd(_)
+            | $crate::seq::Op::SlotDelete { .. }
+            | $crate::seq::Op::SlotMove { .. }
+            | $crate::seq::Op::Private { .. }
+            | $crate::seq::Op::Shared { .. }
+            | $crate::seq::Op::Punch { .. }
+            | $crate::seq::Op::Prefault { .. }
+            | $crate::seq::Op::HostWrite { .. }
+            | $crate::seq::Op::HostRead { .. }
+            | $crate::seq::Op::InitMem { .. }
+            | $crate::seq::Op::Finalize
+            | $crate::seq::Op::MtrrZap { .. }
+            | $crate::seq::Op::Inject(_)
+            | $crate::seq::Op::ExpectPages { .. }
+            | $crate::seq::Op::ExpectSept { .. }
+            | $crate::seq::Op::GmemCreate { .. }
+            | $crate::seq::Op::Fallocate { .. }
+    };
+}
+pub(crate) use host_ops;
+
 /// The field holding the vCPU an op runs on, as [`op_addr_field`] does for addresses: one
 /// exhaustive list for [`Op::vcpu`] and [`Op::vcpu_mut`].
 macro_rules! op_vcpu_field {
