@@ -10,6 +10,9 @@
 //! - [`lab`]: real KVM under QEMU TCG
 //! - [`cli`]: the `privmem` command
 
+/// privmem's version: the checkout's `git describe` (build.rs), or the crate's outside one.
+pub const VERSION: &str = env!("PRIVMEM_DESCRIBE");
+
 pub mod backend;
 pub mod campaign;
 pub mod cli;

@@ -10,10 +10,11 @@
 use crate::backend::caps::Caps;
 use crate::lab::plan::JobKind;
 use crate::lab::profile::ProfileRecord;
+use crate::lab::record::LabRecord;
 use crate::oracle::progress::StuckCase;
 use crate::report::records::{
-    BaselineRecord, CorpusExport, CoverageRecord, ExecRecord, FindingEvent, FuzzSummary, KvmBench, LabBench, LabRecord,
-    Made, ModelBench, ScenarioResult, ShrinkRecord,
+    BaselineRecord, CorpusExport, CoverageRecord, ExecRecord, FindingEvent, FuzzSummary, KvmBench, LabBench, Made,
+    ModelBench, ScenarioResult, ShrinkRecord,
 };
 use serde::{Deserialize, Serialize};
 

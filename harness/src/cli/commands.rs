@@ -5,8 +5,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-/// privmem's version: `git describe` of the checkout it was built from (build.rs).
-pub const VERSION: &str = env!("PRIVMEM_DESCRIBE");
+pub use crate::VERSION;
 
 /// A number as the sequence language writes one (decimal, `0x` hex, `K`/`M`/`G` suffixes).
 fn number(s: &str) -> Result<u64, String> {

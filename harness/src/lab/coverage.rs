@@ -7,7 +7,7 @@
 //! return address, so the instruction after each such call is one coverable PC (as syzkaller
 //! computes it).
 
-use crate::report::records::{CoverageSummary, FileCoverage};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -210,6 +210,22 @@ pub fn write_page(vmlinux: &Path, tree: &Path, reached: &BTreeSet<u64>, out: &Pa
     }
     crate::report::write_atomic(out, html.as_bytes()).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(summary)
+}
+
+/// One kernel source file's coverage on `lab --coverage`'s page.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FileCoverage {
+    pub file: String,
+    pub lines_covered: usize,
+    pub lines: usize,
+    pub functions_reached: usize,
+    pub functions: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CoverageSummary {
+    pub page: String,
+    pub files: Vec<FileCoverage>,
 }
 
 /// `privmem lab --coverage PAGE`: the PCs the run reached, as lines of the lab kernel's KVM sources. The

@@ -16,6 +16,7 @@ pub mod cpio;
 pub mod kernels;
 pub mod plan;
 pub mod profile;
+pub mod record;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;

@@ -33,7 +33,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// privmem's own version for a finding: `git describe` of the checkout it was built from, or
 /// the crate version where it was built outside one (build.rs).
 pub fn privmem_version() -> String {
-    crate::cli::commands::VERSION.to_string()
+    crate::VERSION.to_string()
 }
 
 /// What a finding was found on, for its `.json`: privmem's version, the kernel (release and
