@@ -87,8 +87,18 @@ struct Sink<'a> {
     out: &'a Path,
     kernel: &'a Kernel,
     json: bool,
-    /// New findings and the files written, in the order they arrived.
-    new: Mutex<(Vec<FindingEvent>, Vec<String>, Vec<String>)>,
+    /// The corpus's known kernel differences on the lab kernel's release, once its caps came
+    /// (every lab VM runs the same kernel).
+    known: std::sync::OnceLock<Vec<String>>,
+    written: Mutex<Written>,
+}
+
+/// What the sink took, in the order it arrived.
+#[derive(Default)]
+struct Written {
+    findings: Vec<FindingEvent>,
+    files: Vec<String>,
+    errors: Vec<String>,
 }
 
 impl Sink<'_> {
@@ -113,15 +123,15 @@ impl Sink<'_> {
     /// Write a finding now, as `privmem fuzz` writes its own: atomically, as it arrives.
     fn write(&self, f: &FindingEvent, caps: Option<&Caps>) {
         let origin = self.origin(&f.label, f.known, caps);
-        let mut new = self.new.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new = self.written.lock().unwrap_or_else(|e| e.into_inner());
         match crate::report::write_finding_files(self.out, &f.finding, &f.sequence, &self.kernel.replay_cmd, origin) {
-            Ok(path) => new.1.push(path.display().to_string()),
-            Err(e) => new.2.push(format!("{}: {e}", self.out.display())),
+            Ok(path) => new.files.push(path.display().to_string()),
+            Err(e) => new.errors.push(format!("{}: {e}", self.out.display())),
         }
         if !self.json {
             println!("fuzz finding {} ({}):\n{}", f.signature, f.label, f.sequence);
         }
-        new.0.push(f.clone());
+        new.findings.push(f.clone());
     }
 
     /// A lab VM that ran out of time in a case its watchdog named: a finding of its own.
@@ -237,7 +247,7 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
     // Divergences the corpus records as known kernel differences do not fail the run; which
     // are known depends on the release the lab kernel reports (its caps line comes first).
     let corpus_sources: Vec<String> = crate::known::sources(&[]);
-    let sink = Sink { out: &out, kernel: &kernel, json, new: Mutex::new(Default::default()) };
+    let sink = Sink { out: &out, kernel: &kernel, json, known: Default::default(), written: Default::default() };
     let started = std::time::Instant::now();
     let on_line = |j: usize, c: &lab::collect::Collector, line: &Line| match line {
         Line::Caps(c) if j == 0 && !json => {
@@ -253,10 +263,10 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         Line::Replay(_) if !json => say_result(c.seen.results.last().expect("just collected"), None),
         Line::Exec(e) if !json => say_result(c.seen.results.last().expect("just collected"), Some(e.exit)),
         Line::Finding(f) => {
-            let known: Vec<String> = corpus_sources
-                .iter()
-                .flat_map(|s| known_divergences(s, c.seen.caps.as_ref().and_then(|c| c.kernel)))
-                .collect();
+            let known = sink.known.get_or_init(|| {
+                let release = c.seen.caps.as_ref().and_then(|c| c.kernel);
+                corpus_sources.iter().flat_map(|s| known_divergences(s, release)).collect()
+            });
             if known.iter().any(|k| same_access_divergence(k, &f.signature)) {
                 if !json {
                     println!("fuzz found the known divergence {}", f.signature);
@@ -285,7 +295,8 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         }
     }
     let mut o = LabOutcome::of(&vms);
-    let (new, written, write_errors) = sink.new.into_inner().unwrap_or_else(|e| e.into_inner());
+    let Written { findings: new, files: written, errors: write_errors } =
+        sink.written.into_inner().unwrap_or_else(|e| e.into_inner());
     o.seen.findings = new;
     for (j, why, tail) in &o.problems {
         eprintln!("lab: VM {j}: {why}; its console ends:\n{tail}");

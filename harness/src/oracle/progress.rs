@@ -21,7 +21,8 @@ pub struct StuckCase {
 
 struct Running {
     case: u64,
-    sequence: String,
+    /// Printed only if the case is named: a case costs a clone, not a print.
+    sequence: crate::seq::Sequence,
     since: Instant,
     reported: bool,
 }
@@ -62,7 +63,7 @@ pub fn running(seq: &crate::seq::Sequence) -> Guard {
         return Guard(false);
     }
     let case = CASES.fetch_add(1, Ordering::SeqCst) + 1;
-    let r = Running { case, sequence: crate::seq::text::print(seq), since: Instant::now(), reported: false };
+    let r = Running { case, sequence: seq.clone(), since: Instant::now(), reported: false };
     *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
     Guard(true)
 }
@@ -86,7 +87,7 @@ pub fn overdue(after: u64, now: bool) -> Option<StuckCase> {
     }
     r.reported = true;
     let command = COMMAND.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    Some(StuckCase { command, case: r.case, sequence: r.sequence.clone(), seconds })
+    Some(StuckCase { command, case: r.case, sequence: crate::seq::text::print(&r.sequence), seconds })
 }
 
 #[cfg(test)]

@@ -148,8 +148,7 @@ impl Emit {
             }
         }
         for g in &h.gmems {
-            let call = self.gmem_decl(g, 0)?;
-            let var = gmem_var(g);
+            let (var, call) = self.gmem_decl(g, 0)?;
             let _ = writeln!(self.body, "\t{call};\n\tTEST_ASSERT({var} >= 0, \"gmem {}\");", g.name);
             self.gmems.insert(g.name.clone(), GmemRec { var, mmap: g.mmap, init_shared: g.init_shared });
         }
@@ -185,14 +184,16 @@ impl Emit {
         self.cmd_ix - 1
     }
 
-    fn gmem_decl(&mut self, g: &GmemDecl, raw: u64) -> Result<String, String> {
+    /// A guest_memfd's variable (declared in the body) and the call that creates it.
+    fn gmem_decl(&mut self, g: &GmemDecl, raw: u64) -> Result<(String, String), String> {
         if g.huge {
             return Err(format!("gmem {}: huge guest_memfd folios have no kernel flag", g.name));
         }
         let flags = raw | g.mmap as u64 | (g.init_shared as u64) << 1;
-        let var = gmem_var(g);
+        let var = format!("gmem_{}", g.name.replace('-', "_"));
         let _ = writeln!(self.body, "\tint {var} = -1;\t/* gmem {} */", g.name);
-        Ok(format!("{var} = __vm_create_guest_memfd(vm, {:#x}ull, {flags:#x})", g.size))
+        let call = format!("{var} = __vm_create_guest_memfd(vm, {:#x}ull, {flags:#x})", g.size);
+        Ok((var, call))
     }
 
     /// A slot's memory and its `KVM_SET_USER_MEMORY_REGION2` call.
@@ -281,8 +282,7 @@ impl Emit {
                 Ok(())
             }
             Op::GmemCreate { decl, raw } => {
-                let call = self.gmem_decl(decl, *raw)?;
-                let var = gmem_var(decl);
+                let (var, call) = self.gmem_decl(decl, *raw)?;
                 let _ = writeln!(self.body, "\t{call};\n\tr = {var} < 0 ? -1 : 0;");
                 self.check(cx, "r");
                 self.gmems.insert(decl.name.clone(), GmemRec { var, mmap: decl.mmap, init_shared: decl.init_shared });
@@ -551,8 +551,4 @@ impl Emit {
         out.push_str("\n\t(void)attr;\n\t(void)range;\n\t(void)n;\n\tkvm_vm_free(vm);\n\treturn 0;\n}\n");
         out
     }
-}
-
-fn gmem_var(g: &GmemDecl) -> String {
-    format!("gmem_{}", g.name.replace('-', "_"))
 }
