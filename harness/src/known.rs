@@ -1,5 +1,5 @@
 //! What privmem knows before it runs anything: the documented hazards of the series
-//! (`corpus/hazards/`, H1-H12) and the kernel differences the corpus records
+//! (`corpus/hazards/`, H1-H14) and the kernel differences the corpus records
 //! (`corpus/known/`), shipped in the binary by `build.rs`, plus any `--known DIR` a campaign
 //! adds. A campaign reports a finding that matches one as known ("known: H1 (...)"), never as
 //! a new bug.
@@ -11,7 +11,11 @@
 //! that shows it, with reads, writes and touches taken as one access. A hazard documented under
 //! a hazard knob (H6's `ignore-accept-level`, H8's `zap-private-on-mtrr`: the knob is the bug)
 //! is matched by a finding of its kind under that knob, in any variant, whose reproducer goes
-//! through the op the knob changes (`Knob::hazard_trigger`).
+//! through the op the knob changes (`Knob::hazard_trigger`). A hazard a variant's posting
+//! documents whichever way a campaign reaches it (huge-v5's over-zap, huge-v2's KVM_BUG_ON on an
+//! interrupted DEMOTE) names the ops it shows through in its file, `# shows through: shared
+//! punch`: a finding of its kind and state in that VM type and variant whose reproducer goes
+//! through one of them is that hazard.
 
 use crate::oracle::run_model;
 use crate::oracle::signature::Signature;
@@ -33,6 +37,9 @@ pub struct Hazard {
     pub shape: Vec<String>,
     /// The hazard knobs the scenario turns on.
     pub knobs: Vec<crate::seq::Knob>,
+    /// `# shows through: OP...`: the ops (as [`shape`] names them) through which the variant's
+    /// documented hazard shows, whatever the rest of the reproducer.
+    pub through: Vec<String>,
 }
 
 impl Hazard {
@@ -59,6 +66,8 @@ fn shape_of(op: &Op) -> Option<String> {
     Some(match op {
         Op::Read { .. } | Op::Write { .. } | Op::Touch { .. } => "access".into(),
         Op::Accept { level, .. } => format!("accept-{}", level.name()),
+        // Each injected fault takes its own path.
+        Op::Inject(f) => format!("inject-{}", f.name()),
         _ => k.name().to_string(),
     })
 }
@@ -83,6 +92,11 @@ pub fn hazards() -> &'static [Hazard] {
             let Ok(mut seq) = crate::seq::text::parse(path, text) else { continue };
             seq.steps.iter_mut().for_each(|s| s.expect = None);
             let id = path.rsplit('/').next().unwrap_or(path).split('-').next().unwrap_or_default().to_string();
+            let through: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# shows through:"))
+                .flat_map(|l| l.split_whitespace().map(str::to_string))
+                .collect();
             for f in run_model(&seq).findings.into_iter().filter(|f| f.is_hazard()) {
                 let (Ok(sig), Some(step)) = (f.signature().parse::<Signature>(), f.step) else { continue };
                 v.push(Hazard {
@@ -91,6 +105,7 @@ pub fn hazards() -> &'static [Hazard] {
                     signature: without_options(&sig),
                     shape: shape(&seq, step),
                     knobs: seq.header.options.iter().copied().filter(|k| k.is_hazard()).collect(),
+                    through: through.clone(),
                 });
             }
         }
@@ -108,6 +123,12 @@ pub fn hazard_of(f: &crate::oracle::Finding, seq: &Sequence) -> Option<&'static 
     let shape = shape(seq, f.step?);
     let vm = |s: &Signature| s.context.as_deref().map(|c| c.split('/').next().unwrap_or_default().to_string());
     hazards().iter().find(|h| match h.knobs.is_empty() {
+        true if !h.through.is_empty() => {
+            h.signature.kind == sig.kind
+                && h.signature.state == sig.state
+                && h.signature.context == sig.context
+                && shape.iter().any(|s| h.through.contains(s))
+        }
         true => h.signature == sig && h.shape == shape,
         false => {
             h.signature.kind == sig.kind
@@ -164,5 +185,22 @@ mod tests {
         let seq = crate::seq::text::parse("h8", src).unwrap();
         let f = run_model(&seq).findings.into_iter().find(|f| f.is_hazard()).expect("the data loss");
         assert_eq!(hazard_of(&f, &seq).map(|h| h.id.as_str()), Some("H8"));
+        // A hazard that names the ops it shows through (H13: huge-v5's over-zap), reached by
+        // another of them and another shape; and by none of them, which is reported.
+        let v5 = |host: &str| {
+            crate::seq::text::parse(
+                "h13",
+                &format!(
+                    "vm tdx\nvariant huge-v5\noption promote\ngmem g0 size=2052K huge\n\
+                     slot 0 gpa=0x40000000 size=2052K gmem=g0 offset=0\nprivate 0x40000000 2M\nfinalize\n\
+                     vcpu0 accept 0x40000000 2M\n{host}\nvcpu0 accept 0x40000000 4K\n"
+                ),
+            )
+            .unwrap()
+        };
+        let seq = v5("fallocate g0 0x1000 2052K punch");
+        let f = run_model(&seq).findings.into_iter().find(|f| f.is_hazard()).expect("the data loss");
+        assert_eq!(hazard_of(&f, &seq).map(|h| h.id.as_str()), Some("H13"));
+        assert!(hazard_of(&f, &v5("mtrr-zap 0x40000000 4K")).is_none(), "not through an op H13 names");
     }
 }

@@ -17,7 +17,7 @@ fn number(s: &str) -> Result<u64, String> {
     name = "privmem",
     version = VERSION,
     about = "privmem: fuzzing and conformance harness for confidential-VM private memory under KVM",
-    after_help = "VM types: default, sw-protected, tdx, snp; variants: upstream, huge-v1, huge-v2, huge-v3.\n\
+    after_help = "VM types: default, sw-protected, tdx, snp; variants: upstream, huge-v1, huge-v2, huge-v3, huge-v5.\n\
                   Exit status: 0 all held, 1 a finding or failed expectation, 2 bad input or usage, 4 everything skipped (--tap), 130 interrupted."
 )]
 pub struct Cli {

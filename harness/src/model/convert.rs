@@ -96,6 +96,10 @@ impl Model {
     /// dropped (guest_memfd punched going shared, the shared memory cleared going private).
     fn convert_for_guest(&mut self, a: u64, e: u64, private: bool) -> Result<(), Errno> {
         self.set_attributes(a, e - a, private)?;
+        if self.pol.in_place {
+            // One page serves both sides: nothing is left behind to drop.
+            return Ok(());
+        }
         let (s, e) = (a / PAGE, e / PAGE);
         for sl in self.slots.overlapping(s, e) {
             let (ps, pe) = (s.max(sl.base_gfn), e.min(sl.end_gfn()));

@@ -2,6 +2,7 @@
 //! (allocate and punch) in the kernel's order, and the punch of a file range with the zap of the
 //! GFNs bound there.
 
+use super::variant::GmemPath;
 use super::*;
 
 /// `kvm_gmem_create()`'s checks for `decl` (plus `raw` flag bits) on a VM of type `vm` under
@@ -26,17 +27,20 @@ impl Model {
         let mut zapped = Vec::new();
         for (bs, be, id) in self.gmems[fi].bindings_in(is, ie) {
             let Some(slot) = self.slots.get(id) else { continue };
-            let (ps, pe) = (slot.base_gfn + (is.max(bs) - bs), slot.base_gfn + (ie.min(be) - bs));
-            // Its private/shared filter only picks a root where there are two (TDX's mirror);
-            // with one root everything mapped there goes, shared leaves too (observed on 6.18:
-            // punching an MMAP file zaps the guest's shared mapping; found by AFL on the model:
-            // a SW_PROTECTED MMAP file left a shared guest_memfd leaf over a freed page).
-            if self.is_tdx() {
-                self.tdx_zap_private(ps, pe, true)?;
-            } else {
+            zapped.push((slot.base_gfn + (is.max(bs) - bs), slot.base_gfn + (ie.min(be) - bs)));
+        }
+        // Its private/shared filter only picks a root where there are two (TDX's mirror); with
+        // one root everything mapped there goes, shared leaves too (observed on 6.18: punching
+        // an MMAP file zaps the guest's shared mapping; found by AFL on the model: a
+        // SW_PROTECTED MMAP file left a shared guest_memfd leaf over a freed page). On a TD the
+        // bindings' huge leaves are split as the variant's guest_memfd path does (all bindings
+        // before any zap from v2 on: docs/model.md §5).
+        if self.is_tdx() {
+            self.tdx_zap_pieces(&zapped, self.pol.gmem_split(GmemPath::Punch))?;
+        } else {
+            for &(ps, pe) in &zapped {
                 self.unmap_range(false, ps, pe);
             }
-            zapped.push((ps, pe));
         }
         let freed = self.gmems[fi].punch(is, ie, &mut self.mem);
         for &(pfn, n) in &freed {

@@ -6,6 +6,7 @@ use super::attrs;
 use super::lpage::{self, Backing};
 use super::memslot::{self, Change};
 use super::stage2::Leaf;
+use super::variant::{GmemPath, ZapSplit};
 use super::*;
 
 impl Model {
@@ -41,9 +42,11 @@ impl Model {
         let (s, e) = (old.base_gfn, old.end_gfn());
         if self.is_tdx() {
             // Leaf-first: each private leaf is blocked, tracked and removed by the module.
-            self.tdx_zap_private(s, e, false).map_err(|_| Errno::EIO)?;
+            self.tdx_zap_private(s, e, ZapSplit::Whole).map_err(|_| Errno::EIO)?;
         }
         self.flush_shadow_memslot(id, s, e);
+        // The guest's inhibit lives in the slot's lpage_info and goes with it.
+        self.inhibit.remove(s, e);
         if let Some((fi, start)) = old.gmem {
             self.gmems[fi].unbind(start);
         }
@@ -76,6 +79,8 @@ impl Model {
             _ => return Ok(()),
         };
         self.flush_shadow_memslot(id, old.base_gfn, old.end_gfn());
+        // A MOVE allocates the slot's lpage_info afresh: no inhibit comes along.
+        self.inhibit.remove(old.base_gfn, old.end_gfn());
         self.guest.forget(old.base_gfn, old.end_gfn());
         self.slots.remove(id);
         let mut moved = old;
@@ -87,6 +92,9 @@ impl Model {
     }
 
     pub(crate) fn set_attributes(&mut self, addr: u64, size: u64, private: bool) -> Result<(), Errno> {
+        if self.pol.in_place {
+            return self.convert_in_place(addr, size, private);
+        }
         let (s, e) = attrs::check_args(addr, size)?;
         // Nothing to change: KVM returns 0 without zapping anything.
         if self.attrs.uniform(s, e) == Some(private) {
@@ -96,7 +104,7 @@ impl Model {
         // going shared zaps the mirror root and going private the direct (shared) root, through
         // kvm_gfn_range_filter_to_root_types() (D1). Other VMs have the one root.
         if self.is_tdx() && !private {
-            self.tdx_zap_private(s, e, true)?;
+            self.tdx_zap_private(s, e, self.pol.attr_split())?;
         } else {
             self.unmap_range(false, s, e);
         }
@@ -110,21 +118,9 @@ impl Model {
     /// fallocate(PUNCH_HOLE|KEEP_SIZE) on the guest_memfd behind `[addr, addr + size)`, one
     /// call per memslot piece, as the selftests' `vm_guest_mem_fallocate` does.
     pub(crate) fn punch(&mut self, addr: u64, size: u64, keep_size: bool) -> Result<(), Errno> {
-        // The harness resolves the page-rounded range through the slots first: a part with no
-        // guest_memfd slot is an error before any call.
         let s = addr / PAGE;
         let e = addr.saturating_add(size.max(1)).div_ceil(PAGE);
-        let pieces: Vec<_> = self.slots.overlapping(s, e);
-        let mut covered = s;
-        for p in &pieces {
-            if p.base_gfn > covered || p.gmem.is_none() {
-                return Err(Errno::ENOENT);
-            }
-            covered = p.end_gfn();
-        }
-        if covered < e {
-            return Err(Errno::ENOENT);
-        }
+        let pieces = self.gmem_pieces(s, e)?;
         // Then the kernel's checks, in vfs_fallocate's and guest_memfd's order.
         if size == 0 {
             return Err(Errno::EINVAL);
@@ -139,6 +135,48 @@ impl Model {
             let (ps, pe) = (s.max(p.base_gfn), e.min(p.end_gfn()));
             let (fi, off) = p.gmem.expect("checked");
             self.punch_file(fi, off + (ps - p.base_gfn), off + (pe - p.base_gfn))?;
+        }
+        Ok(())
+    }
+
+    /// The memslots covering GFNs `[s, e)`, each bound to guest_memfd. The harness resolves a
+    /// guest_memfd call's range through them first: a part with no guest_memfd slot is an
+    /// error (ENOENT) before any call.
+    fn gmem_pieces(&self, s: u64, e: u64) -> Result<Vec<memslot::Slot>, Errno> {
+        let pieces: Vec<_> = self.slots.overlapping(s, e);
+        let mut covered = s;
+        for p in &pieces {
+            if p.base_gfn > covered || p.gmem.is_none() {
+                return Err(Errno::ENOENT);
+            }
+            covered = p.end_gfn();
+        }
+        if covered < e {
+            return Err(Errno::ENOENT);
+        }
+        Ok(pieces)
+    }
+
+    /// `option in-place-conversion`: guest_memfd keeps private/shared, and the harness converts
+    /// each memslot piece through the file behind it, one call per piece as for `punch`. The
+    /// guest_memfd path splits before it zaps (docs/model.md §5), so a piece converts whole or
+    /// not at all; an error stops with the earlier pieces converted (and the guest told so by
+    /// their new attributes: no partial conversion).
+    fn convert_in_place(&mut self, addr: u64, size: u64, private: bool) -> Result<(), Errno> {
+        let (s, e) = attrs::check_args(addr, size)?;
+        for p in self.gmem_pieces(s, e)? {
+            let (ps, pe) = (s.max(p.base_gfn), e.min(p.end_gfn()));
+            if self.attrs.uniform(ps, pe) == Some(private) {
+                continue;
+            }
+            if self.is_tdx() && !private {
+                self.tdx_zap_pieces(&[(ps, pe)], self.pol.gmem_split(GmemPath::Convert))?;
+            } else {
+                self.unmap_range(false, ps, pe);
+            }
+            self.attrs.set(ps, pe, private);
+            self.guest.forget(ps, pe);
+            self.touch_range(ps & !511, (pe + 511) & !511);
         }
         Ok(())
     }

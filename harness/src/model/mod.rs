@@ -52,6 +52,9 @@ pub enum ViolationKind {
     Livelock,
     /// An accepted page's value changed or vanished with no event the guest could see.
     SilentDataLoss,
+    /// The modelled kernel reaches one of its own KVM_BUG_ONs or WARNs (the name says which):
+    /// a splat on a real kernel, the VM dead after a KVM_BUG_ON.
+    KvmBug(&'static str),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,6 +198,8 @@ pub struct Model {
     pub inhibit: RangeSet,
     /// `inject split-oom`: the next split's allocation fails.
     pub split_oom_next: bool,
+    /// `inject pamt-oom`: the next split's Dynamic PAMT top-up fails (where there is one).
+    pub pamt_oom_next: bool,
     pub dead: bool,
     /// Mapped frames by pfn, as runs. Catches a host page mapped at two GFNs.
     rmap: RunMap<Rmap>,
@@ -229,6 +234,7 @@ impl Model {
             guest: GuestView::default(),
             inhibit: RangeSet::default(),
             split_oom_next: false,
+            pamt_oom_next: false,
             dead: false,
             rmap: RunMap::default(),
             dirty: Vec::new(),
@@ -330,6 +336,9 @@ impl Model {
             Op::Inject(f) => {
                 match f {
                     Fault::SplitOom => self.split_oom_next = true,
+                    // Armed only where a split tops up a PAMT cache; elsewhere there is no such
+                    // allocation to fail.
+                    Fault::PamtOom => self.pamt_oom_next = self.pol.dynamic_pamt(),
                     Fault::SeamcallBusy => {
                         if let Some(td) = self.td.as_mut() {
                             td.busy_next = true

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeededBug {
-    /// huge-v3's fault-path split (the 4K ACCEPT over a 2M leaf) silently ignored, as huge-v1
-    /// does: the ACCEPT can then loop forever.
+    /// huge-v3's handling of the guest's accept level (the split and inhibit of a 4K ACCEPT
+    /// over a 2M leaf) silently skipped: the ACCEPT can then loop forever, as in H6.
     HugeV3SplitIgnored,
 }
 

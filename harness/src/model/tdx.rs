@@ -6,7 +6,7 @@
 use super::lpage::{self, Backing};
 use super::sept::{AcceptWalk, AccessWalk, Td};
 use super::stage2::Leaf;
-use super::variant::{AcceptRule, DemoteRetry, FaultSplit};
+use super::variant::{AcceptRule, DemoteRetry, FaultSplit, SplitFailed, ZapSplit};
 use super::*;
 
 pub use crate::seq::TD_SHARED_BIT;
@@ -34,7 +34,7 @@ impl Model {
     pub(crate) fn tdx_bug(&mut self, what: &str, st: TdxStatus) -> Errno {
         self.dead = true;
         self.violate(
-            ViolationKind::Invariant("seamcall-failed"),
+            ViolationKind::KvmBug("seamcall-failed"),
             format!("{what} returned {}: KVM_BUG_ON, VM dead", st.name()),
         );
         Errno::EIO
@@ -134,8 +134,40 @@ impl Model {
         }
     }
 
+    /// TDX's EPT-violation handler on an ACCEPT exit at 4K, before the fault proper (v2 14/23
+    /// `tdx_check_accept_level()`, v3 13/24 and v5 41/45 `tdx_honor_guest_accept_level()`):
+    /// where a memslot holds the GFN (the inhibit lives in its `lpage_info`) and 2M is not yet
+    /// inhibited, split the 2M range under the write lock, and only after the split succeeded
+    /// inhibit 2M there. Runs before the attribute and guest_memfd checks, so a 4K ACCEPT of a
+    /// shared GFN inhibits too. `Some` ends the fault with that answer.
+    fn tdx_honor_accept_level(&mut self, gfn: u64, on_error: SplitFailed) -> Option<Result<(), Outcome>> {
+        if self.slots.find(gfn).is_none() || self.inhibit.contains(gfn) {
+            return None;
+        }
+        if let Some((b, leaf)) = self.mirror.get(gfn) {
+            if leaf.level > Level::L4K {
+                if let Err(e) = self.tdx_split(b) {
+                    return Some(match on_error {
+                        _ if self.dead => Err(Outcome::Err(e)),
+                        SplitFailed::Retry => Ok(()),
+                        SplitFailed::ToUserspace => Err(Outcome::Err(e)),
+                    });
+                }
+            }
+        }
+        let h2 = gfn & !511;
+        self.inhibit.insert(h2, h2 + 512);
+        None
+    }
+
     /// A private fault of a TD (the mirror root).
     pub(crate) fn tdx_private_fault(&mut self, req: FaultReq, prefault: bool) -> Result<(), Outcome> {
+        if let (AcceptRule::Inhibit(on_error), Some(Level::L4K), false) = (self.pol.accept_rule(), req.accept, prefault)
+        {
+            if let Some(done) = self.tdx_honor_accept_level(req.gfn, on_error) {
+                return done;
+            }
+        }
         if !self.attrs.is_private(req.gfn) {
             return Err(Outcome::Exit(Exit::MemoryFault { private: true }));
         }
@@ -160,10 +192,7 @@ impl Model {
                     max = max.min(a);
                 }
             }
-            AcceptRule::Inhibit => {
-                if req.accept == Some(Level::L4K) {
-                    self.inhibit.insert(h2, h2 + 512);
-                }
+            AcceptRule::Inhibit(_) => {
                 if self.inhibit.contains(gfn) {
                     max = Level::L4K;
                 }
@@ -173,13 +202,26 @@ impl Model {
         let (lp, _) = lpage::max_level(&slot, gfn, Some(&self.attrs), Some(&self.gmems[fi]), Backing::Gmem { idx });
         max = max.min(lp);
 
-        if let Some((b, leaf)) = self.mirror.get(gfn) {
+        if let Some((_, leaf)) = self.mirror.get(gfn) {
             if leaf.level > max {
                 return match self.pol.fault_split() {
                     // The split is skipped and the fault retried with nothing changed (H1).
                     FaultSplit::Ignore | FaultSplit::Never => Ok(()),
-                    FaultSplit::Refuse => Err(Outcome::Err(Errno::EOPNOTSUPP)),
-                    FaultSplit::WriteLock => self.tdx_split(b).map_err(Outcome::Err),
+                    FaultSplit::WarnRetry => {
+                        self.violate(
+                            ViolationKind::KvmBug("split-under-shared-lock"),
+                            format!("gfn {gfn:#x}: the fault meets a {} leaf and would split it under the shared mmu_lock: WARN_ON_ONCE, retried", leaf.level.name()),
+                        );
+                        Ok(())
+                    }
+                    FaultSplit::Bug => {
+                        self.dead = true;
+                        self.violate(
+                            ViolationKind::KvmBug("split-under-shared-lock"),
+                            format!("gfn {gfn:#x}: the fault meets a {} mirror leaf it would split under the shared mmu_lock: KVM_BUG_ON, VM dead", leaf.level.name()),
+                        );
+                        Err(Outcome::Err(Errno::EBUSY))
+                    }
                 };
             }
             // Spurious: the mapping is there; the guest retries.
@@ -252,6 +294,13 @@ impl Model {
             self.cov.split_failures += 1;
             return Err(Errno::ENOMEM);
         }
+        if self.pamt_oom_next {
+            // The PAMT cache top-up after the table pages (v5 44/45
+            // `tdp_mmu_alloc_sp_for_split()`): also before any S-EPT change.
+            self.pamt_oom_next = false;
+            self.cov.split_failures += 1;
+            return Err(Errno::ENOMEM);
+        }
         self.cov.splits += 1;
         if self.td_ref().runnable() {
             let st = self.seamcall(|td| td.block(base, Level::L2M));
@@ -271,12 +320,6 @@ impl Model {
                         self.violate(ViolationKind::Livelock, format!("DEMOTE at gfn {base:#x} never completes"));
                         return Err(Errno::EINTR);
                     }
-                }
-                TdxStatus::InterruptedRestartable => {
-                    // Not retried: the split fails; the leaf is unblocked again.
-                    self.cov.split_failures += 1;
-                    self.seamcall(|td| td.unblock(base, Level::L2M));
-                    return Err(Errno::EIO);
                 }
                 st => return Err(self.tdx_bug("TDH.MEM.PAGE.DEMOTE", st)),
             }
@@ -320,10 +363,9 @@ impl Model {
     }
 
     /// Zap the private leaves of `[s, e)`, memslot piece by memslot piece as
-    /// `kvm_handle_gfn_range` walks them. With `split_ends`, huge leaves straddling a piece's
-    /// ends are split first (conversion, punch); without, leaves are zapped whole (memslot
-    /// deletion, MTRR zap).
-    pub(crate) fn tdx_zap_private(&mut self, s: u64, e: u64, split_ends: bool) -> Result<(), Errno> {
+    /// `kvm_handle_gfn_range` walks them, splitting the huge leaves straddling a piece's ends
+    /// as `how` says (docs/model.md §5).
+    pub(crate) fn tdx_zap_private(&mut self, s: u64, e: u64, how: ZapSplit) -> Result<(), Errno> {
         let pieces: Vec<(u64, u64)> = self
             .slots
             .overlapping(s, e)
@@ -331,14 +373,18 @@ impl Model {
             .filter(|sl| sl.gmem.is_some())
             .map(|sl| (s.max(sl.base_gfn), e.min(sl.end_gfn())))
             .collect();
-        let split_first = self.pol.split_all_first();
-        if split_ends && split_first {
-            for &(ps, pe) in &pieces {
+        self.tdx_zap_pieces(&pieces, how)
+    }
+
+    /// Zap the private leaves of each `(start, end)` GFN piece, splitting as `how` says.
+    pub(crate) fn tdx_zap_pieces(&mut self, pieces: &[(u64, u64)], how: ZapSplit) -> Result<(), Errno> {
+        if how == ZapSplit::AllFirst {
+            for &(ps, pe) in pieces {
                 self.tdx_split_edges(ps, pe)?;
             }
         }
         for (i, &(ps, pe)) in pieces.iter().enumerate() {
-            if split_ends && !split_first {
+            if how == ZapSplit::PerPiece {
                 if let Err(err) = self.tdx_split_edges(ps, pe) {
                     if i > 0 {
                         // Earlier pieces are split and zapped; their attributes stay (H2).
@@ -363,7 +409,7 @@ impl Model {
     pub(crate) fn mtrr_zap(&mut self, addr: u64, size: u64) -> Result<(), Errno> {
         let (s, e) = super::attrs::check_args(addr, size)?;
         if self.pol.zap_private_on_mtrr {
-            self.tdx_zap_private(s, e, false)?;
+            self.tdx_zap_private(s, e, ZapSplit::Whole)?;
         }
         self.unmap_range(false, s, e);
         Ok(())

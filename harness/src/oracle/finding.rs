@@ -27,6 +27,9 @@ pub enum FindingKind {
     Setup,
     /// The kernel printed a WARNING, BUG, KASAN or lockdep report during a step.
     KernelSplat,
+    /// The model's kernel reached a KVM_BUG_ON or WARN of its own (a posting's documented
+    /// choice, e.g. huge-v2 on an interrupted DEMOTE).
+    KvmBug,
 }
 
 impl FindingKind {
@@ -41,6 +44,7 @@ impl FindingKind {
             FindingKind::Timeout => "timeout",
             FindingKind::Setup => "setup",
             FindingKind::KernelSplat => "kernel-splat",
+            FindingKind::KvmBug => "kvm-bug",
         }
     }
 }
@@ -125,13 +129,15 @@ impl Finding {
             ViolationKind::Invariant(name) => (FindingKind::Invariant, name.to_string()),
             ViolationKind::Livelock => (FindingKind::Livelock, "no-progress".to_string()),
             ViolationKind::SilentDataLoss => (FindingKind::SilentDataLoss, "accepted-page-lost".to_string()),
+            ViolationKind::KvmBug(name) => (FindingKind::KvmBug, name.to_string()),
         };
         Finding { kind, step: Some(step), op: Some(op), state, detail: v.detail, context: String::new() }
     }
 
-    /// Hazards a sequence may document with an expectation (`=> livelock`, `=> ve`): when the
-    /// step's expectation holds, such a finding is the documented behaviour, not news.
+    /// Hazards a sequence may document with an expectation (`=> livelock`, `=> ve`, the
+    /// `err EIO` of a KVM_BUG_ON): when the step's expectation holds, such a finding is the
+    /// documented behaviour, not news.
     pub fn is_hazard(&self) -> bool {
-        matches!(self.kind, FindingKind::Livelock | FindingKind::SilentDataLoss)
+        matches!(self.kind, FindingKind::Livelock | FindingKind::SilentDataLoss | FindingKind::KvmBug)
     }
 }

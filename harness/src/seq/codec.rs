@@ -115,8 +115,35 @@ fn pick<T: Copy>(all: &[T], b: u8) -> T {
     all[b as usize % all.len()]
 }
 
-/// Variants are written as 1 + their index (0: none), so the variant byte's modulus.
-const VARIANT_CHOICES: u8 = Variant::ALL.len() as u8 + 1;
+/// The variant byte's first form: 1 + the variant's index (0: none) + VARIANT_CHOICES × the
+/// kernel mask, for the first four variants (upstream to huge-v3), which fixed the modulus.
+const VARIANT_CHOICES: u8 = 5;
+/// The second form, for variants appended later, in the bytes the first never reaches (its
+/// largest is 4 + 5 × 31): EXTENDED_VARIANTS + 32 × (index − 4) + the kernel mask.
+const EXTENDED_VARIANTS: u8 = VARIANT_CHOICES * 32;
+const _: () = assert!(Variant::ALL.len() <= 4 + (256 - EXTENDED_VARIANTS as usize) / 32);
+
+/// The variant byte for `variant` (1 + index, 0 for none) and a kernel mask below 32.
+fn variant_byte(variant: u8, mask: u8) -> u8 {
+    if variant < VARIANT_CHOICES {
+        variant + VARIANT_CHOICES * mask
+    } else {
+        EXTENDED_VARIANTS + 32 * (variant - VARIANT_CHOICES) + mask
+    }
+}
+
+/// The inverse of [`variant_byte`]: (1 + index or 0, kernel mask).
+fn split_variant_byte(vb: u8) -> (u8, u8) {
+    if vb < EXTENDED_VARIANTS {
+        (vb % VARIANT_CHOICES, vb / VARIANT_CHOICES)
+    } else {
+        (VARIANT_CHOICES + (vb - EXTENDED_VARIANTS) / 32, (vb - EXTENDED_VARIANTS) % 32)
+    }
+}
+
+// The knobs are one byte's bits: a ninth needs a second byte (appended, so old inputs keep
+// their meaning).
+const _: () = assert!(Knob::ALL.len() <= 8);
 
 fn knob_mask(opts: &[Knob]) -> u8 {
     opts.iter().fold(0, |m, k| m | 1 << (*k as u8))
@@ -162,12 +189,11 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
     let mut h = Header::new(VmType::Tdx);
     let _ = (|| -> Result<(), Eof> {
         h.vm = pick(&VmType::ALL, r.byte()?);
-        // The variant byte's quotient by VARIANT_CHOICES is the mask of kernel lines the case holds on; with
+        // The variant byte carries the mask of kernel lines the case holds on; with
         // RANGES_FOLLOW, a count and each range's two releases follow instead (`kernel
         // 6.12.118..`).
         let vb = r.byte()?;
-        let v = vb % VARIANT_CHOICES;
-        let kmask = vb / VARIANT_CHOICES;
+        let (v, kmask) = split_variant_byte(vb);
         if kmask & RANGES_FOLLOW != 0 {
             for _ in 0..r.byte()? as usize % (legal::MAX_KERNEL_RANGES + 1) {
                 let mut rel = || -> Result<Release, Eof> {
@@ -194,7 +220,7 @@ fn decode_header(r: &mut Reader<'_>) -> Header {
         }
         let mask = r.byte()?;
         if h.vm == VmType::Tdx {
-            h.variant = if v == 0 { None } else { Some(Variant::ALL[v as usize - 1]) };
+            h.variant = if v == 0 { None } else { Variant::ALL.get(v as usize - 1).copied() };
         }
         let vm = h.vm;
         h.options = Knob::ALL.iter().copied().filter(|k| mask & (1 << (*k as u8)) != 0 && k.vm() == vm).collect();
@@ -353,9 +379,9 @@ pub fn encode(s: &Sequence) -> Vec<u8> {
         h.kernels.iter().map(|r| r.kernel().filter(|&k| KernelRange::line(k) == *r).and_then(kernel_bit)).collect();
     let variant = h.variant.map(|v| v as u8 + 1).unwrap_or(0);
     match lines {
-        Some(lines) => w.byte(variant + VARIANT_CHOICES * lines.iter().fold(0, |m, &b| m | 1 << b)),
+        Some(lines) => w.byte(variant_byte(variant, lines.iter().fold(0, |m, &b| m | 1 << b))),
         None => {
-            w.byte(variant + VARIANT_CHOICES * RANGES_FOLLOW);
+            w.byte(variant_byte(variant, RANGES_FOLLOW));
             w.byte(h.kernels.len() as u8);
             for r in &h.kernels {
                 for x in [r.lo, r.hi] {
@@ -545,6 +571,17 @@ mod golden {
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn appended_variants_round_trip_in_the_second_form() {
+        for kernel in ["kernel 6.18 7.3 next\n", "kernel 7.3.4..\n", ""] {
+            let text = format!("vm tdx\nvariant huge-v5\n{kernel}gmem g size=2M\nfinalize => ok\n");
+            let s = crate::seq::text::parse("v5", &text).unwrap();
+            let bytes = encode(&s);
+            assert!(bytes[1] >= EXTENDED_VARIANTS, "{text}");
+            assert_eq!(crate::seq::text::print(&decode(&bytes)), crate::seq::text::print(&s));
+        }
     }
 
     #[test]

@@ -52,6 +52,8 @@ words! {
         HugeV1 = "huge-v1",
         HugeV2 = "huge-v2",
         HugeV3 = "huge-v3",
+        /// Sean Christopherson's "[RFC PATCH v5 00/45] TDX: Dynamic PAMT + S-EPT Hugepage".
+        HugeV5 = "huge-v5",
     }
 }
 
@@ -74,6 +76,12 @@ words! {
         /// then zaps only the slot's own range. Not a TDX proposal: the quirk is real uAPI and
         /// exists on default VMs only (`kvm_arch_flush_shadow_memslot()`, 6.12).
         NoSlotZapAll = "no-slot-zap-all",
+        /// guest_memfd keeps private/shared itself (`kvm.vm_memory_attributes=N`, the
+        /// configuration v3 was tested in): `private`/`shared` convert through the guest_memfd
+        /// behind each memslot piece, and nothing is punched afterwards.
+        InPlaceConversion = "in-place-conversion",
+        /// kvm_intel's `tdx_huge_page=N` (v3, v5): private memory maps at 4K.
+        NoTdxHugePage = "no-tdx-huge-page",
     }
 }
 

@@ -15,6 +15,8 @@ words! {
         SplitOom = "split-oom",
         SeamcallBusy = "seamcall-busy",
         DemoteInterrupted = "demote-interrupted",
+        /// Dynamic PAMT: the next split's PAMT cache top-up fails (huge-v5).
+        PamtOom = "pamt-oom",
     }
 }
 
