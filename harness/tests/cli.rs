@@ -126,6 +126,28 @@ fn variant_comparison_finds_differences() {
     let (code, out, _) = privmem(&["replay", "--against", "huge-v3", &h1]);
     assert_eq!(code, 1);
     assert!(out.contains("variant-diff:accept:huge-v1:livelock/huge-v3:ok"), "{out}");
+    // v3 against Sean's v5: the punch that v3 splits first and v5 zaps whole (H12, H13).
+    let h12 = corpus("hazards/H12-punch-splits-first.seq");
+    let (code, out, _) = privmem(&["replay", "--against", "huge-v5", &h12]);
+    assert_eq!(code, 1);
+    assert!(out.contains("variant-diff:read:huge-v3:value/huge-v5:ve"), "{out}");
+    let (code, out, _) = privmem(&[
+        "fuzz",
+        "--vm",
+        "tdx",
+        "--variant",
+        "huge-v3",
+        "--against",
+        "huge-v5",
+        "--runs",
+        "5000",
+        "--seed",
+        "1",
+        "--out",
+        d.join("v5").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("/huge-v5:"), "{out}");
 }
 
 #[test]
