@@ -94,3 +94,26 @@ fn pvalidate_return_codes_are_the_documented_values() {
         assert_eq!(rc.value(), v, "{name}");
     }
 }
+
+/// docs/model.md §5's table of variant rules has a column for every variant the language
+/// knows, and the README's sequence language names every option and injected fault.
+#[test]
+fn the_docs_name_every_variant_option_and_fault() {
+    use privmem::seq::{Fault, Knob, Variant};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = std::fs::read_to_string(root.join("docs/model.md")).unwrap();
+    let header = model
+        .lines()
+        .find(|l| l.starts_with("| rule (`Policy::"))
+        .expect("docs/model.md §5 has the table of variant rules");
+    for v in Variant::ALL {
+        assert!(header.contains(&format!("| {} ", v.name())), "no column for {} in: {header}", v.name());
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for k in Knob::ALL {
+        assert!(readme.contains(k.name()), "README.md does not name the option {}", k.name());
+    }
+    for f in Fault::ALL {
+        assert!(readme.contains(f.name()), "README.md does not name `inject {}`", f.name());
+    }
+}
