@@ -176,8 +176,25 @@ mod tests {
         };
         assert_eq!(h1("touch", "", "").as_deref(), Some("H1"));
         assert_eq!(h1("read", "option promote\n", "").as_deref(), Some("H1"), "options and the access may differ");
-        // The same signature from a reproducer of another shape is not H1: it is reported.
-        assert_eq!(h1("touch", "", "shared 0x40200000 2M\n"), None);
+        // H1 names the op it shows through (a 4K ACCEPT: huge-v1 ignores every fault-path
+        // split), so another shape through it is H1 too.
+        assert_eq!(h1("touch", "", "shared 0x40200000 2M\n").as_deref(), Some("H1"));
+        // H2 shows through a failed split: in huge-v1, the partial conversion with an extra
+        // op before it is still H2.
+        let h2 = |extra: &str| {
+            let src = format!(
+                "vm tdx\nvariant huge-v1\ngmem a size=2M huge\ngmem b size=4M huge\n\
+                 slot 0 gpa=0x100000000 size=2M gmem=a offset=0\nslot 1 gpa=0x100200000 size=4M gmem=b offset=0\n\
+                 private 0x100000000 6M\nfinalize\nvcpu0 accept 0x100000000 2M\nvcpu0 accept 0x100200000 2M\n\
+                 {extra}inject split-oom\nshared 0x100000000 3M\nvcpu0 read 0x100000000\n"
+            );
+            crate::seq::text::parse("h2", &src).unwrap()
+        };
+        for extra in ["", "vcpu0 write 0x100200000 0x5\n"] {
+            let seq = h2(extra);
+            let f = run_model(&seq).findings.into_iter().find(|f| f.is_hazard()).expect("the data loss");
+            assert_eq!(hazard_of(&f, &seq).map(|h| h.id.as_str()), Some("H2"), "{extra}");
+        }
         // A hazard knob's hazard in another variant, through the knob's op: H8.
         let src = "vm tdx\nvariant huge-v3\noption zap-private-on-mtrr\ngmem g0 size=2M huge\n\
                    slot 0 gpa=0x100001000 size=2M gmem=g0 offset=0\nprivate 0x100001000 2M\ninit-mem 0x100001000 2\n\
