@@ -107,7 +107,8 @@ fn hazards_against_v3_and_v5_differ_where_documented() {
         ("H2-enomem-partial-conversion-v3.seq", Variant::HugeV5),
         ("H2-enomem-partial-conversion.seq", Variant::HugeV5),
         ("H2-enomem-partial-conversion-v2.seq", Variant::HugeV5),
-        ("H13-v5-zap-whole-leaf.seq", Variant::HugeV3),
+        ("H13-v5-attributes-zap-whole-leaf.seq", Variant::HugeV3),
+        ("H13-v5-punch-zaps-whole-leaf.seq", Variant::HugeV3),
         ("H14-v2-demote-interrupted-kvm-bug.seq", Variant::HugeV3),
         ("H14-v2-demote-interrupted-kvm-bug.seq", Variant::HugeV5),
     ];

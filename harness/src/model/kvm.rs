@@ -164,7 +164,17 @@ impl Model {
     /// their new attributes: no partial conversion).
     fn convert_in_place(&mut self, addr: u64, size: u64, private: bool) -> Result<(), Errno> {
         let (s, e) = attrs::check_args(addr, size)?;
-        for p in self.gmem_pieces(s, e)? {
+        if self.attrs.uniform(s, e) == Some(private) {
+            return Ok(());
+        }
+        // Memory without guest_memfd is shared and stays so: going shared it is skipped; going
+        // private there is nothing to convert it through.
+        let pieces = if private {
+            self.gmem_pieces(s, e)?
+        } else {
+            self.slots.overlapping(s, e).into_iter().filter(|p| p.gmem.is_some()).collect()
+        };
+        for p in pieces {
             let (ps, pe) = (s.max(p.base_gfn), e.min(p.end_gfn()));
             if self.attrs.uniform(ps, pe) == Some(private) {
                 continue;

@@ -201,6 +201,8 @@ pub struct Model {
     /// `inject pamt-oom`: the next split's Dynamic PAMT top-up fails (where there is one).
     pub pamt_oom_next: bool,
     pub dead: bool,
+    /// The fault path's shared-lock split WARN_ON_ONCE has fired (v2, v3).
+    pub warned_shared_split: bool,
     /// Mapped frames by pfn, as runs. Catches a host page mapped at two GFNs.
     rmap: RunMap<Rmap>,
     /// GFN ranges the current step touched; invariants are checked there.
@@ -236,6 +238,7 @@ impl Model {
             split_oom_next: false,
             pamt_oom_next: false,
             dead: false,
+            warned_shared_split: false,
             rmap: RunMap::default(),
             dirty: Vec::new(),
             violations: Vec::new(),

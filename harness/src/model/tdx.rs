@@ -34,7 +34,7 @@ impl Model {
     pub(crate) fn tdx_bug(&mut self, what: &str, st: TdxStatus) -> Errno {
         self.dead = true;
         self.violate(
-            ViolationKind::KvmBug("seamcall-failed"),
+            ViolationKind::Invariant("seamcall-failed"),
             format!("{what} returned {}: KVM_BUG_ON, VM dead", st.name()),
         );
         Errno::EIO
@@ -141,7 +141,8 @@ impl Model {
     /// inhibit 2M there. Runs before the attribute and guest_memfd checks, so a 4K ACCEPT of a
     /// shared GFN inhibits too. `Some` ends the fault with that answer.
     fn tdx_honor_accept_level(&mut self, gfn: u64, on_error: SplitFailed) -> Option<Result<(), Outcome>> {
-        if self.slots.find(gfn).is_none() || self.inhibit.contains(gfn) {
+        let (sb, se) = self.slots.find(gfn).map(|sl| (sl.base_gfn, sl.end_gfn()))?;
+        if self.inhibit.contains(gfn) {
             return None;
         }
         if let Some((b, leaf)) = self.mirror.get(gfn) {
@@ -155,8 +156,10 @@ impl Model {
                 }
             }
         }
+        // The slot's lpage_info holds it: only the slot's part of the 2M range (another slot
+        // there has its own, and a huge leaf cannot span two slots anyway).
         let h2 = gfn & !511;
-        self.inhibit.insert(h2, h2 + 512);
+        self.inhibit.insert(h2.max(sb), (h2 + 512).min(se));
         None
     }
 
@@ -208,6 +211,10 @@ impl Model {
                     // The split is skipped and the fault retried with nothing changed (H1).
                     FaultSplit::Ignore | FaultSplit::Never => Ok(()),
                     FaultSplit::WarnRetry => {
+                        // WARN_ON_ONCE: one report per VM.
+                        if std::mem::replace(&mut self.warned_shared_split, true) {
+                            return Ok(());
+                        }
                         self.violate(
                             ViolationKind::KvmBug("split-under-shared-lock"),
                             format!("gfn {gfn:#x}: the fault meets a {} leaf and would split it under the shared mmu_lock: WARN_ON_ONCE, retried", leaf.level.name()),
@@ -320,6 +327,16 @@ impl Model {
                         self.violate(ViolationKind::Livelock, format!("DEMOTE at gfn {base:#x} never completes"));
                         return Err(Errno::EINTR);
                     }
+                }
+                TdxStatus::InterruptedRestartable => {
+                    // Not retried: like any DEMOTE error but BUSY, the posting's KVM_BUG_ON (v2
+                    // 10/23), a documented outcome rather than an unexpected status.
+                    self.dead = true;
+                    self.violate(
+                        ViolationKind::KvmBug("demote-interrupted"),
+                        format!("TDH.MEM.PAGE.DEMOTE at gfn {base:#x} returned INTERRUPTED_RESTARTABLE: KVM_BUG_ON, VM dead"),
+                    );
+                    return Err(Errno::EIO);
                 }
                 st => return Err(self.tdx_bug("TDH.MEM.PAGE.DEMOTE", st)),
             }

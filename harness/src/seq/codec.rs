@@ -119,7 +119,9 @@ fn pick<T: Copy>(all: &[T], b: u8) -> T {
 /// kernel mask, for the first four variants (upstream to huge-v3), which fixed the modulus.
 const VARIANT_CHOICES: u8 = 5;
 /// The second form, for variants appended later, in the bytes the first never reaches (its
-/// largest is 4 + 5 × 31): EXTENDED_VARIANTS + 32 × (index − 4) + the kernel mask.
+/// largest is 4 + 5 × 31): EXTENDED_VARIANTS + 32 × (index − 4) + the kernel mask. Every
+/// encoded case keeps its bytes; an arbitrary input with such a byte (which the encoder never
+/// wrote) now decodes to an appended variant, as an appended list entry moves a `pick`.
 const EXTENDED_VARIANTS: u8 = VARIANT_CHOICES * 32;
 const _: () = assert!(Variant::ALL.len() <= 4 + (256 - EXTENDED_VARIANTS as usize) / 32);
 
