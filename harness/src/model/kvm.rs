@@ -100,11 +100,17 @@ impl Model {
         if self.attrs.uniform(s, e) == Some(private) {
             return Ok(());
         }
-        // kvm_arch_pre_set_memory_attributes() zaps the old attribute's mappings only: on a TD,
-        // going shared zaps the mirror root and going private the direct (shared) root, through
-        // kvm_gfn_range_filter_to_root_types() (D1). Other VMs have the one root.
+        self.convert_range(s, e, private, self.pol.attr_split())
+    }
+
+    /// Convert GFNs `[s, e)`: zap the old attribute's mappings, splitting a TD's huge private
+    /// leaves as `how` says, then set the attributes. kvm_arch_pre_set_memory_attributes() zaps
+    /// the old attribute's mappings only: on a TD, going shared zaps the mirror root and going
+    /// private the direct (shared) root, through kvm_gfn_range_filter_to_root_types() (D1).
+    /// Other VMs have the one root.
+    fn convert_range(&mut self, s: u64, e: u64, private: bool, how: ZapSplit) -> Result<(), Errno> {
         if self.is_tdx() && !private {
-            self.tdx_zap_private(s, e, self.pol.attr_split())?;
+            self.tdx_zap_private(s, e, how)?;
         } else {
             self.unmap_range(false, s, e);
         }
@@ -176,17 +182,9 @@ impl Model {
         };
         for p in pieces {
             let (ps, pe) = (s.max(p.base_gfn), e.min(p.end_gfn()));
-            if self.attrs.uniform(ps, pe) == Some(private) {
-                continue;
+            if self.attrs.uniform(ps, pe) != Some(private) {
+                self.convert_range(ps, pe, private, self.pol.gmem_split(GmemPath::Convert))?;
             }
-            if self.is_tdx() && !private {
-                self.tdx_zap_pieces(&[(ps, pe)], self.pol.gmem_split(GmemPath::Convert))?;
-            } else {
-                self.unmap_range(false, ps, pe);
-            }
-            self.attrs.set(ps, pe, private);
-            self.guest.forget(ps, pe);
-            self.touch_range(ps & !511, (pe + 511) & !511);
         }
         Ok(())
     }

@@ -295,16 +295,10 @@ impl Model {
 
     /// Split the 2M private leaf at `base` into 512 4K leaves: BLOCK, TRACK, kick, DEMOTE.
     pub(crate) fn tdx_split(&mut self, base: u64) -> Result<(), Errno> {
-        if self.split_oom_next {
-            // The page for the new table could not be allocated.
-            self.split_oom_next = false;
-            self.cov.split_failures += 1;
-            return Err(Errno::ENOMEM);
-        }
-        if self.pamt_oom_next {
-            // The PAMT cache top-up after the table pages (v5 44/45
-            // `tdp_mmu_alloc_sp_for_split()`): also before any S-EPT change.
-            self.pamt_oom_next = false;
+        // The page for the new table, then (Dynamic PAMT) the PAMT cache top-up (v5 44/45
+        // `tdp_mmu_alloc_sp_for_split()`): either fails before any S-EPT change, the first
+        // armed first.
+        if std::mem::take(&mut self.split_oom_next) || std::mem::take(&mut self.pamt_oom_next) {
             self.cov.split_failures += 1;
             return Err(Errno::ENOMEM);
         }
