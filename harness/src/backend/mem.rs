@@ -11,6 +11,9 @@ pub struct Mapping {
 
 // SAFETY: the mapping is plain memory owned by this value.
 unsafe impl Send for Mapping {}
+// SAFETY: every access through `&self` is a bounds-checked volatile read or write of memory a
+// guest shares anyway; the threads of a concurrent group touch it as the guest's vCPUs do.
+unsafe impl Sync for Mapping {}
 
 const ALIGN: usize = 2 << 20;
 /// Slot memory larger than this is not faulted in ahead (its page size stays the host's choice).

@@ -21,6 +21,8 @@ pub enum Observed {
     Pages([u64; 3]),
     /// The step has no meaning on this backend (e.g. `expect sept` on real KVM): not checked.
     NotChecked,
+    /// What KVM_GET_DIRTY_LOG reported: the slot's dirty pages, by offset in the slot.
+    DirtyLog(Vec<u64>),
     /// The harness could not account for what it read (its own mappings in the page counters
     /// disagree with the kernel's mapping view): an error of the harness, not the kernel's.
     HarnessError(String),
@@ -96,6 +98,14 @@ pub trait Backend {
     fn adapt(&self, seq: &Sequence) -> Sequence {
         seq.clone()
     }
+    /// Whether the ops of a concurrent group really overlap here (threads on a real kernel), so
+    /// that repeating a case with other start offsets can show another interleaving.
+    fn overlaps(&self) -> bool {
+        false
+    }
+    /// How the next run releases its concurrent groups: start offsets drawn from `seed` for
+    /// repetition `repetition` (see [`crate::oracle::race`]).
+    fn release_as(&mut self, _seed: u64, _repetition: u32) {}
 }
 
 /// The model as a backend (what `--backend model` runs).

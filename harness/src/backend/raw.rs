@@ -37,6 +37,39 @@ pub const fn kvm_iowr<T>(nr: u32) -> u64 {
 pub const KVM_PRE_FAULT_MEMORY: u64 = kvm_iowr::<kvm_pre_fault_memory>(0xd5);
 pub const KVM_GET_STATS_FD: u64 = kvm_io(0xce);
 
+pub const KVM_GET_DIRTY_LOG: u64 = kvm_iow::<kvm_bindings::kvm_dirty_log>(0x42);
+pub const KVM_CLEAR_DIRTY_LOG: u64 = kvm_iowr::<kvm_bindings::kvm_clear_dirty_log>(0xc0);
+
+/// KVM_GET_DIRTY_LOG of a slot of `pages` pages: the pages reported dirty, in order.
+pub fn get_dirty_log(vm: &impl AsRawFd, slot: u32, pages: u64) -> Result<Vec<u64>, i32> {
+    let mut bitmap = vec![0u64; pages.div_ceil(64).max(1) as usize];
+    let mut a = kvm_bindings::kvm_dirty_log { slot, ..Default::default() };
+    a.__bindgen_anon_1.dirty_bitmap = bitmap.as_mut_ptr().cast();
+    // SAFETY: the bitmap holds the slot's ALIGN(npages, 64) bits, as the kernel writes them.
+    let r = unsafe { libc::ioctl(vm.as_raw_fd(), KVM_GET_DIRTY_LOG as _, &a as *const kvm_bindings::kvm_dirty_log) };
+    if r < 0 {
+        return Err(errno());
+    }
+    Ok((0..pages).filter(|p| bitmap[(p / 64) as usize] & (1 << (p % 64)) != 0).collect())
+}
+
+/// KVM_CLEAR_DIRTY_LOG of `[first, first + pages)`, every bit set. `slot_pages` bounds the
+/// mask the kernel reads (it refuses a range past the slot before reading it).
+pub fn clear_dirty_log(vm: &impl AsRawFd, slot: u32, first: u64, pages: u32, slot_pages: u64) -> Result<(), i32> {
+    let words = (pages as u64).min(slot_pages).div_ceil(64).max(1) as usize;
+    let mut mask = vec![u64::MAX; words];
+    let mut a = kvm_bindings::kvm_clear_dirty_log { slot, num_pages: pages, first_page: first, ..Default::default() };
+    a.__bindgen_anon_1.dirty_bitmap = mask.as_mut_ptr().cast();
+    // SAFETY: the mask holds every bit the kernel may read for a range inside the slot.
+    let r = unsafe {
+        libc::ioctl(vm.as_raw_fd(), KVM_CLEAR_DIRTY_LOG as _, &a as *const kvm_bindings::kvm_clear_dirty_log)
+    };
+    if r < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }

@@ -30,7 +30,13 @@ impl Rng {
 pub fn mutate_sequence(s: &mut Sequence, rng: &mut Rng) {
     let n = s.steps.len();
     let pick = |rng: &mut Rng, n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
-    match rng.next_u64() % 6 {
+    match rng.next_u64() % 7 {
+        6 if n > 1 => {
+            // Run a step together with the one before it, or apart.
+            let i = 1 + pick(rng, n - 1);
+            s.steps[i].together ^= true;
+            crate::seq::legal::normalize_groups(s);
+        }
         0 if n > 0 => {
             s.steps.remove(pick(rng, n));
         }

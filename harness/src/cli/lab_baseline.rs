@@ -203,7 +203,9 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         "sw-protected" => VmType::SwProtected,
         other => return Err(format!("--vm: the lab runs default or sw-protected VMs, not `{other}`")),
     };
-    let gen = GenConfig { vm: Some(vm), variant: None, max_ops: 24, hazards: Vec::new() };
+    // No concurrent groups: two kernels' outcomes are compared step by step, and a race may
+    // serialize either way on each.
+    let gen = GenConfig { vm: Some(vm), variant: None, max_ops: 24, hazards: Vec::new(), groups: false };
     let mut c = Campaign::new(CampaignConfig { gen, against: None, seed, ignore: Vec::new() });
     c.feedback = false;
     for i in 0..runs {

@@ -65,6 +65,7 @@ pub struct FuzzJob {
     pub fresh_vm: bool,
     pub no_view: bool,
     pub no_feedback: bool,
+    pub no_groups: bool,
     pub print_cases: bool,
     pub profile: bool,
 }
@@ -134,6 +135,7 @@ impl Job {
                     (z.fresh_vm, "--fresh-vm"),
                     (z.no_view, "--no-view"),
                     (z.no_feedback, "--no-feedback"),
+                    (z.no_groups, "--no-groups"),
                     (z.print_cases, "--print-cases"),
                     (z.profile, "--profile"),
                 ] {
@@ -169,6 +171,7 @@ mod tests {
             fresh_vm: false,
             no_view: true,
             no_feedback: false,
+            no_groups: false,
             print_cases: false,
             profile: true,
         })

@@ -29,6 +29,10 @@ pub enum Rule {
     /// no longer refuses an up-to-date folio (EEXIST until 6.18), and the map in
     /// `kvm_tdp_mmu_map_private_pfn()` comes back spurious, which it turns into EIO.
     InitMemAddedEio,
+    /// Turning dirty logging off makes the TDP MMU's small leaves huge again in place
+    /// (`kvm_mmu_recover_huge_pages()`, `recover_huge_pages_range()`); before, they were zapped
+    /// (`kvm_mmu_zap_collapsible_sptes()`) for later faults to map huge.
+    RecoverHugePages,
 }
 
 /// Where a rule's behaviour starts: the mainline release, and each stable line it was
@@ -49,7 +53,7 @@ const fn mainline(major: u16, minor: u16) -> Since {
     Since { mainline: Release::new(major, minor, 0), backports: &[] }
 }
 
-pub const RULES: [RuleInfo; 5] = [
+pub const RULES: [RuleInfo; 6] = [
     RuleInfo {
         rule: Rule::GmemMmapFlags,
         name: "gmem-mmap-flags",
@@ -76,6 +80,12 @@ pub const RULES: [RuleInfo; 5] = [
         name: "init-mem-added-eio",
         since: mainline(7, 3),
         source: "virt/kvm/guest_memfd.c kvm_gmem_populate(), arch/x86/kvm/mmu/mmu.c kvm_tdp_mmu_map_private_pfn()",
+    },
+    RuleInfo {
+        rule: Rule::RecoverHugePages,
+        name: "recover-huge-pages",
+        since: mainline(6, 13),
+        source: "arch/x86/kvm/x86.c kvm_mmu_slot_apply_flags(), arch/x86/kvm/mmu/tdp_mmu.c recover_huge_pages_range()",
     },
 ];
 

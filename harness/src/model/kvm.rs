@@ -359,6 +359,7 @@ impl Model {
         if write && slot.readonly && !private {
             return Attempt::Done(Outcome::Exit(Exit::Mmio));
         }
+        self.log_breaks_huge(gfn, write);
         match self.shared.get(gfn) {
             Some((b, l)) => Attempt::Done(self.guest_access(op, gfn, l.pfn + (gfn - b))),
             None => Attempt::Exit(FaultReq { gfn, private, write, accept: None }),
@@ -371,6 +372,7 @@ impl Model {
             Op::Write { value, .. } => {
                 self.mem.write(pfn, value);
                 self.guest.wrote(gfn, value);
+                self.log_write(gfn);
                 Outcome::Ok
             }
             Op::Read { .. } => {

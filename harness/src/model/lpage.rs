@@ -37,6 +37,10 @@ pub fn max_level(slot: &Slot, gfn: u64, attrs: Option<&Attrs>, gmem: Option<&Gme
     // No backing offers 1G (no hugetlbfs, guest_memfd folios are at most 2M), so 2M is the
     // only huge level to consider.
     let l = Level::L2M;
+    // kvm_mmu_hugepage_adjust(): a dirty-tracked slot maps 4K.
+    if slot.log.is_some() {
+        return (Level::L4K, false);
+    }
     let base = gfn & !(l.pages() - 1);
     // Head/tail: the huge range must lie inside the slot. The userspace address is 2M aligned,
     // so a slot whose GPA is not is misaligned for every huge page (KVM compares base_gfn ^ ugfn).

@@ -20,6 +20,8 @@ pub struct Slot {
     /// First frame of the slot's userspace (shared) backing. The harness maps it 2M aligned,
     /// so its alignment never disallows a huge mapping by itself.
     pub uregion: u64,
+    /// KVM_MEM_LOG_DIRTY_PAGES, and the dirty bitmap: see [`super::dirty_log`].
+    pub log: Option<super::dirty_log::DirtyLog>,
 }
 
 /// What a memslot's checks depend on beyond the slots: the VM type, the host's GPA width, the
@@ -93,6 +95,11 @@ pub fn max_gfn(vm: VmType, phys_bits: Option<u8>) -> u64 {
 }
 
 impl Slots {
+    /// A slot's flags and bitmap, to change them (its place in the GPA space stays).
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut Slot> {
+        self.by_id.get_mut(&id)
+    }
+
     pub fn get(&self, id: u32) -> Option<&Slot> {
         self.by_id.get(&id)
     }
@@ -222,6 +229,7 @@ impl Slots {
             gmem: binding,
             readonly: spec.readonly,
             uregion,
+            log: None,
         }))
     }
 

@@ -10,6 +10,7 @@ pub mod argcheck;
 pub mod attrs;
 pub mod build;
 pub mod convert;
+pub mod dirty_log;
 pub mod gmem;
 pub mod gmem_ops;
 pub mod guest;
@@ -143,6 +144,9 @@ pub struct HostFacts {
     /// Memslot address spaces of a default VM (KVM_CAP_MULTI_ADDRESS_SPACE: 2 with KVM_SMM, the
     /// upstream default, else 1); None: 2.
     pub address_spaces: Option<u16>,
+    /// KVM runs its shadow MMU (no EPT/NPT: a PVM host), not the TDP MMU; what dirty logging
+    /// does to huge leaves differs.
+    pub shadow_mmu: bool,
 }
 
 impl HostFacts {
@@ -176,6 +180,7 @@ pub fn pages_feasible(model: ([u64; 3], u64), want: [Option<&[u64]>; 3]) -> bool
             .any(|taken| ok(want[1], c2 - taken, c2 - taken) && ok(want[0], c4 + taken, c4 + 512 * taken))
 }
 
+#[derive(Clone)]
 pub struct Model {
     pub h: Header,
     /// The kernel the model behaves as (`Header::kernel`): see [`kernel::RULES`].
@@ -203,6 +208,8 @@ pub struct Model {
     pub dead: bool,
     /// The fault path's shared-lock split WARN_ON_ONCE has fired (v2, v3).
     pub warned_shared_split: bool,
+    /// What the last KVM_GET_DIRTY_LOG must and may report (taken by the runner).
+    pub dirty_report: Option<dirty_log::DirtyReport>,
     /// Mapped frames by pfn, as runs. Catches a host page mapped at two GFNs.
     rmap: RunMap<Rmap>,
     /// GFN ranges the current step touched; invariants are checked there.
@@ -239,6 +246,7 @@ impl Model {
             pamt_oom_next: false,
             dead: false,
             warned_shared_split: false,
+            dirty_report: None,
             rmap: RunMap::default(),
             dirty: Vec::new(),
             violations: Vec::new(),
@@ -298,6 +306,9 @@ impl Model {
         let root = if mirror { &mut self.mirror } else { &mut self.shared };
         root.insert(base, leaf);
         self.dirty.push((base, base + pages));
+        if !mirror {
+            self.log_mapped(base, base + pages);
+        }
     }
 
     /// Unmap every leaf overlapping `[s, e)` in a root (huge leaves whole); returns the runs.
@@ -327,6 +338,11 @@ impl Model {
             Op::SlotAdd(s) => self.slot_add(s),
             Op::SlotDelete { id } => self.slot_delete(*id),
             Op::SlotMove { id, gpa } => self.slot_move(*id, *gpa),
+            Op::SlotUpdate { id, log_dirty, readonly, gmem } => {
+                self.slot_update(*id, *log_dirty, *readonly, gmem.as_ref())
+            }
+            Op::GetDirtyLog { id } => self.get_dirty_log(*id).map(|r| self.dirty_report = Some(r)),
+            Op::ClearDirtyLog { id, first, pages } => self.clear_dirty_log(*id, *first, *pages),
             Op::Private { addr, size } => self.set_attributes(*addr, *size, true),
             Op::Shared { addr, size } => self.set_attributes(*addr, *size, false),
             Op::Punch { addr, size, keep_size } => self.punch(*addr, *size, *keep_size),

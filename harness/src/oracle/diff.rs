@@ -7,7 +7,7 @@ use crate::backend::view::{compare_installed, compare_leaves, StepView};
 use crate::backend::{Backend, Observed, RealTrace, RunError};
 use crate::model::pages_feasible;
 use crate::seq::text::{print_op, print_outcome};
-use crate::seq::Sequence;
+use crate::seq::{Outcome, Sequence};
 
 /// Whether real page counters are ones the model allows ([`pages_feasible`]).
 pub fn pages_allowed(model: ([u64; 3], u64), real: [u64; 3]) -> bool {
@@ -40,7 +40,8 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Diff {
         if let Some(Some(v)) = real.views.get(i) {
             d.kernel_mapped |= !v.leaves().is_empty();
         }
-        if let (Some(Some(v)), Some(Some(leaves))) = (real.views.get(i), model.leaves.get(i)) {
+        let unexplained = model.unexplained.get(i).copied().unwrap_or(false);
+        if let (Some(Some(v)), Some(Some(leaves)), false) = (real.views.get(i), model.leaves.get(i), unexplained) {
             let (checks, mismatch) = match v {
                 StepView::Leaves(k) => compare_leaves(leaves, k),
                 StepView::Installed(k) => compare_installed(leaves, k),
@@ -67,6 +68,29 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Diff {
         }
         let (ok, m, r) = match (&real.observed[i], model.pages[i]) {
             (Observed::NotChecked, _) => continue,
+            _ if unexplained => continue,
+            (Observed::DirtyLog(bits), _) => {
+                let mo = &model.outcomes[i];
+                let verdict = match (mo, model.dirty.get(i).and_then(|d| d.as_ref())) {
+                    (Outcome::Ok, Some(rep)) => rep.allows(bits),
+                    _ => Err(format!("the model gives {}", print_outcome(mo))),
+                };
+                let Err(why) = verdict else { continue };
+                d.findings.push(Finding {
+                    context: String::new(),
+                    kind: FindingKind::Divergence,
+                    step: Some(i),
+                    op: Some(st.op.kind()),
+                    state: format!("dirty-log:model:{}/real:bitmap", mo.label()),
+                    detail: format!(
+                        "step {} `{}`: KVM_GET_DIRTY_LOG reported {} dirty page(s): {why}",
+                        i + 1,
+                        print_op(&st.op),
+                        bits.len()
+                    ),
+                });
+                continue;
+            }
             (Observed::HarnessError(why), _) => {
                 d.findings.push(Finding {
                     context: String::new(),
@@ -180,6 +204,7 @@ impl RealStep {
             Observed::Outcome(o) => crate::seq::text::print_outcome(o),
             Observed::Pages(p) => format!("pages_4k={} pages_2m={} pages_1g={}", p[0], p[1], p[2]),
             Observed::NotChecked => "-".into(),
+            Observed::DirtyLog(bits) => format!("{} dirty page(s)", bits.len()),
             Observed::HarnessError(why) => format!("harness error: {why}"),
         }
     }
@@ -229,9 +254,54 @@ pub fn check_real(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
         }
         None => seq,
     };
+    // Concurrent groups on a backend where they really overlap: the case again with other start
+    // offsets until something shows, or the repetitions are spent.
+    let repeats = if seq.has_groups() && b.overlaps() { collide_repeats() } else { 1 };
+    let seed = collide_seed(seq);
+    let mut rep = 0;
+    loop {
+        b.release_as(seed, rep);
+        let mut c = check_once(b, seq);
+        rep += 1;
+        let found = !c.diff.findings.is_empty() || !c.model.findings.is_empty();
+        if found || c.unsupported.is_some() || rep >= repeats {
+            if repeats > 1 {
+                let note = format!(
+                    "\nthreads released: repetition {rep} of {repeats}, seed {seed:#x} (the case's own hash: a replay with \
+                     PRIVMEM_COLLIDE={repeats} tries the same offsets in the same order)"
+                );
+                c.diff.findings.iter_mut().chain(c.model.findings.iter_mut()).for_each(|f| f.detail.push_str(&note));
+            }
+            return c;
+        }
+    }
+}
+
+/// How many times a case with concurrent groups runs, each with other start offsets
+/// (`PRIVMEM_COLLIDE`, default 8).
+pub fn collide_repeats() -> u32 {
+    std::env::var("PRIVMEM_COLLIDE").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(8)
+}
+
+/// The seed of a case's start offsets: a hash of its ops and header without expectations, so
+/// that its reproducer (which carries them) replays the same way.
+pub fn collide_seed(seq: &Sequence) -> u64 {
+    let mut bare = seq.clone();
+    bare.steps.iter_mut().for_each(|st| st.expect = None);
+    crate::seq::codec::encode(&bare)
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// One run of `seq` on `b`, held to the model.
+fn check_once(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
     match b.run(seq) {
         Ok(real) => {
-            let opts = RunOpts { host: real.host, leaves_at: real.views.iter().map(Option::is_some).collect() };
+            let opts = RunOpts {
+                host: real.host,
+                leaves_at: real.views.iter().map(Option::is_some).collect(),
+                real: Some(&real),
+            };
             let model = run_model_with(seq, &opts).0;
             let diff = diff(seq, &model, &real);
             let steps = real_steps(&real);

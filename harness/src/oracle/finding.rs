@@ -30,6 +30,9 @@ pub enum FindingKind {
     /// The model's kernel reached a KVM_BUG_ON or WARN of its own (a posting's documented
     /// choice, e.g. huge-v2 on an interrupted DEMOTE).
     KvmBug,
+    /// Ops that ran at the same time gave what no serialization of them gives on the model,
+    /// or left a mapping no serialization allows.
+    Race,
 }
 
 impl FindingKind {
@@ -45,6 +48,7 @@ impl FindingKind {
             FindingKind::Setup => "setup",
             FindingKind::KernelSplat => "kernel-splat",
             FindingKind::KvmBug => "kvm-bug",
+            FindingKind::Race => "race",
         }
     }
 }

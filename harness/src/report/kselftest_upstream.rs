@@ -327,6 +327,9 @@ impl Emit {
             Op::InitMem { .. }
             | Op::Finalize
             | Op::MtrrZap { .. }
+            | Op::SlotUpdate { .. }
+            | Op::GetDirtyLog { .. }
+            | Op::ClearDirtyLog { .. }
             | Op::Inject(_)
             | Op::Accept { .. }
             | Op::Release { .. }

@@ -158,7 +158,18 @@ pub fn decode(bytes: &[u8]) -> Sequence {
     let mut seq = Sequence::new(header);
     while seq.steps.len() < legal::MAX_STEPS {
         match decode_step(&mut r, &seq.header) {
-            Ok(Some(st)) => seq.steps.push(st),
+            Ok(Some(mut st)) => {
+                // A step joins the group before it only where the group may take it.
+                if st.together {
+                    let start = seq.steps.iter().rposition(|s| !s.together);
+                    let group: Vec<&Op> = match start {
+                        Some(k) => seq.steps[k..].iter().map(|s| &s.op).collect(),
+                        None => Vec::new(),
+                    };
+                    st.together = !group.is_empty() && legal::check_join(&group, &st.op).is_ok();
+                }
+                seq.steps.push(st)
+            }
             Ok(None) => {}
             Err(Eof) => break,
         }
@@ -284,14 +295,34 @@ fn decode_count_set(r: &mut Reader<'_>) -> Result<CountSet, Eof> {
     Ok(v)
 }
 
+/// In a step's kind byte: the step runs together with the one before (the kinds' indices stay
+/// below it; bytes the encoder never wrote, so old inputs keep their meaning).
+const TOGETHER: u8 = 0x80;
+const _: () = assert!(OpKind::ALL.len() < TOGETHER as usize);
+
 fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
-    let kind = pick(&OpKind::ALL, r.byte()?);
+    let kb = r.byte()?;
+    let together = kb & TOGETHER != 0;
+    let kind = pick(&OpKind::ALL, kb & !TOGETHER);
     let vcpus = h.vcpus;
     let vcpu = |r: &mut Reader<'_>| -> Result<u32, Eof> { Ok(r.byte()? as u32 % vcpus) };
     let op = match kind {
         OpKind::SlotAdd => Op::SlotAdd(decode_slot(r, h)?),
         OpKind::SlotDelete => Op::SlotDelete { id: r.varint()? as u32 },
         OpKind::SlotMove => Op::SlotMove { id: r.varint()? as u32, gpa: r.addr()? },
+        OpKind::SlotUpdate => {
+            let id = r.varint()? as u32;
+            let f = r.byte()?;
+            let gmem = if f & 4 != 0 && !h.gmems.is_empty() {
+                let idx = r.byte()? as usize % h.gmems.len();
+                Some(GmemBinding { gmem: h.gmems[idx].name.clone(), offset: r.addr()? })
+            } else {
+                None
+            };
+            Op::SlotUpdate { id, log_dirty: f & 1 != 0, readonly: f & 2 != 0, gmem }
+        }
+        OpKind::GetDirtyLog => Op::GetDirtyLog { id: r.varint()? as u32 },
+        OpKind::ClearDirtyLog => Op::ClearDirtyLog { id: r.varint()? as u32, first: r.varint()?, pages: r.varint()? },
         OpKind::Private => Op::Private { addr: r.addr()?, size: r.addr()? },
         OpKind::Shared => Op::Shared { addr: r.addr()?, size: r.addr()? },
         OpKind::Punch => Op::Punch { addr: r.addr()?, size: r.addr()?, keep_size: !r.flag()? },
@@ -340,7 +371,7 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
         }
     };
     let expect = decode_outcome(r)?;
-    Ok(legal::check_op(h, &op).is_ok().then_some(Step { op, expect }))
+    Ok(legal::check_op(h, &op).is_ok().then_some(Step { op, expect, together }))
 }
 
 /// The outcome tags `decode_outcome` reads (0: no expectation); `encode_outcome` writes the same.
@@ -423,8 +454,22 @@ fn encode_slot(w: &mut Writer, h: &Header, s: &SlotSpec) {
 
 fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
     let kind = st.op.kind();
-    w.byte(OpKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u8);
+    w.byte(OpKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u8 | if st.together { TOGETHER } else { 0 });
     match &st.op {
+        Op::SlotUpdate { id, log_dirty, readonly, gmem } => {
+            w.varint(*id as u64);
+            w.byte(*log_dirty as u8 | (*readonly as u8) << 1 | (gmem.is_some() as u8) << 2);
+            if let Some(b) = gmem {
+                w.byte(h.gmems.iter().position(|g| g.name == b.gmem).unwrap_or(0) as u8);
+                w.addr(b.offset);
+            }
+        }
+        Op::GetDirtyLog { id } => w.varint(*id as u64),
+        Op::ClearDirtyLog { id, first, pages } => {
+            w.varint(*id as u64);
+            w.varint(*first);
+            w.varint(*pages);
+        }
         Op::SlotAdd(s) => encode_slot(w, h, s),
         Op::GmemCreate { decl, raw } => {
             encode_name(w, &decl.name);

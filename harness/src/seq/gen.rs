@@ -21,6 +21,9 @@ pub struct GenConfig {
     pub hazards: Vec<Knob>,
     /// Upper bound on generated ops.
     pub max_ops: usize,
+    /// Whether ops may run together (concurrent groups): where a backend overlaps them, or
+    /// on the model, where each group is one serialization.
+    pub groups: bool,
 }
 
 const GPA_BASES: [u64; 4] = [0x1_0000_0000, 0x4000_0000, 0x8000_0000, 0x2_0000_0000];
@@ -128,7 +131,10 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
         let kind = pick(u, &enabled)?;
         let op = gen_op(u, kind, &s.header, &ranges)?;
         if legal::check_op(&s.header, &op).is_ok() {
-            s.push(op);
+            // Now and then the op runs together with the ones before it (a race).
+            let together = cfg.groups && u.ratio(1, 3)?;
+            s.steps.push(Step { op, expect: None, together });
+            legal::normalize_groups(&mut s);
         }
     }
     Ok(s)
@@ -168,6 +174,9 @@ fn sample_op(k: OpKind, h: &Header) -> Option<Op> {
             punch: false,
             keep_size: true,
         }),
+        OpKind::SlotUpdate => Some(Op::SlotUpdate { id: 0, log_dirty: true, readonly: false, gmem: None }),
+        OpKind::GetDirtyLog => Some(Op::GetDirtyLog { id: 0 }),
+        OpKind::ClearDirtyLog => Some(Op::ClearDirtyLog { id: 0, first: 0, pages: 64 }),
         OpKind::ExpectPages | OpKind::ExpectSept => None,
     }
 }
@@ -273,6 +282,22 @@ fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]
             Op::SlotAdd(SlotSpec { id, gpa, size, gmem, readonly: u.ratio(1, 8)? })
         }
         OpKind::SlotDelete => Op::SlotDelete { id: u.int_in_range(0..=9)? },
+        OpKind::SlotUpdate => {
+            // Mostly the one update that succeeds (logging on or off a plain slot), now and
+            // then each refusal: READONLY or GUEST_MEMFD changed, a guest_memfd slot.
+            let id = pick(u, &[7, 7, 7, 0, 1, 9])?;
+            let gmem = match h.gmems.first() {
+                Some(g) if u.ratio(1, 8)? => Some(GmemBinding { gmem: g.name.clone(), offset: 0 }),
+                _ => None,
+            };
+            let readonly = h.slots.iter().any(|s| s.id == id && s.readonly) ^ u.ratio(1, 8)?;
+            Op::SlotUpdate { id, log_dirty: u.ratio(2, 3)?, readonly, gmem }
+        }
+        OpKind::GetDirtyLog => Op::GetDirtyLog { id: pick(u, &[7, 7, 7, 0, 9])? },
+        OpKind::ClearDirtyLog => {
+            let first = pick(u, &[0, 0, 64, 1, 512])?;
+            Op::ClearDirtyLog { id: pick(u, &[7, 7, 0])?, first, pages: pick(u, &[64, 512, 448, 1, 0, 65])? }
+        }
         OpKind::SlotMove => {
             Op::SlotMove { id: u.int_in_range(0..=9)?, gpa: pick(u, &[0x3_0000_0000, addr & !(SZ_2M - 1)])? }
         }
@@ -374,4 +399,5 @@ pub fn fixup(s: &mut Sequence) {
     let h = &s.header;
     s.steps.retain(|st| legal::check_op(h, &st.op).is_ok());
     s.steps.truncate(legal::MAX_STEPS);
+    legal::normalize_groups(s);
 }

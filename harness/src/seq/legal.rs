@@ -137,6 +137,15 @@ pub fn check_op(h: &Header, op: &Op) -> Result<(), String> {
     };
     match op {
         Op::SlotAdd(s) => check_slot(h, s),
+        Op::SlotUpdate { id, .. } | Op::GetDirtyLog { id } | Op::ClearDirtyLog { id, .. } if *id == HARNESS_SLOT => {
+            Err(format!("slot id {HARNESS_SLOT} is reserved for the harness guest"))
+        }
+        Op::ClearDirtyLog { pages, .. } if *pages > u32::MAX as u64 => {
+            Err("clear-dirty-log's page count is 32 bits (`num_pages`)".into())
+        }
+        Op::SlotUpdate { gmem: Some(b), .. } if !h.gmems.iter().any(|g| g.name == b.gmem) => {
+            Err(format!("no guest_memfd named `{}` in the header", b.gmem))
+        }
         Op::Private { .. } | Op::Shared { .. } => {
             need(vm.has_private_mem(), "memory attributes exist only on VMs with private memory")
         }
@@ -170,6 +179,42 @@ pub fn check_op(h: &Header, op: &Op) -> Result<(), String> {
     })
 }
 
+/// Why `op` may not join a concurrent group that already holds `group`, if it may not: every
+/// op joinable, [`MAX_GROUP`] at most, one op per vCPU (a vCPU is one thread).
+pub fn check_join(group: &[&Op], op: &Op) -> Result<(), String> {
+    if !op.kind().joinable() {
+        return Err(format!("`{}` cannot run together with other ops", op.kind().name()));
+    }
+    if let Some(first) = group.iter().find(|o| !o.kind().joinable()) {
+        return Err(format!("`{}` cannot run together with other ops", first.kind().name()));
+    }
+    if group.len() >= MAX_GROUP {
+        return Err(format!("at most {MAX_GROUP} ops run together"));
+    }
+    if let Some(v) = op.vcpu() {
+        if group.iter().any(|o| o.vcpu() == Some(v)) {
+            return Err(format!("vcpu{v} runs one op of a group: a vCPU is one thread"));
+        }
+    }
+    Ok(())
+}
+
+/// Make every `together` flag legal: the first step starts a group, and a step that may not
+/// join the group before it starts its own (after edits that removed or moved steps).
+pub fn normalize_groups(s: &mut Sequence) {
+    let mut start = 0;
+    for i in 0..s.steps.len() {
+        let joins = i > 0 && s.steps[i].together && {
+            let group: Vec<&Op> = s.steps[start..i].iter().map(|st| &st.op).collect();
+            check_join(&group, &s.steps[i].op).is_ok()
+        };
+        s.steps[i].together = joins;
+        if !joins {
+            start = i;
+        }
+    }
+}
+
 pub fn check_sequence(s: &Sequence) -> Result<(), (usize, String)> {
     check_header(&s.header).map_err(|e| (usize::MAX, e))?;
     if s.steps.len() > MAX_STEPS {
@@ -177,6 +222,14 @@ pub fn check_sequence(s: &Sequence) -> Result<(), (usize, String)> {
     }
     for (i, st) in s.steps.iter().enumerate() {
         check_op(&s.header, &st.op).map_err(|e| (i, e))?;
+        if st.together {
+            if i == 0 {
+                return Err((i, "the first step has nothing to run together with".into()));
+            }
+            let start = (0..i).rev().find(|&k| !s.steps[k].together).unwrap_or(0);
+            let group: Vec<&Op> = s.steps[start..i].iter().map(|st| &st.op).collect();
+            check_join(&group, &st.op).map_err(|e| (i, e))?;
+        }
     }
     Ok(())
 }

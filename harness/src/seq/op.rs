@@ -34,6 +34,25 @@ pub enum Op {
         id: u32,
         gpa: u64,
     },
+    /// KVM_SET_USER_MEMORY_REGION2 on an existing slot, its GPA, size and userspace address as
+    /// they are, with these flags: LOG_DIRTY_PAGES, READONLY, and GUEST_MEMFD with a binding
+    /// (that file at that offset). On a slot id with no slot the call is a DELETE (size 0).
+    SlotUpdate {
+        id: u32,
+        log_dirty: bool,
+        readonly: bool,
+        gmem: Option<GmemBinding>,
+    },
+    /// KVM_GET_DIRTY_LOG of a slot: the outcome is how many pages the bitmap reports dirty.
+    GetDirtyLog {
+        id: u32,
+    },
+    /// KVM_CLEAR_DIRTY_LOG of `pages` pages from page `first` of a slot, every bit set.
+    ClearDirtyLog {
+        id: u32,
+        first: u64,
+        pages: u64,
+    },
     Private {
         addr: u64,
         size: u64,
@@ -159,6 +178,9 @@ words! {
         ExpectSept = "expect-sept",
         GmemCreate = "gmem-create",
         Fallocate = "fallocate",
+        SlotUpdate = "slot-update",
+        GetDirtyLog = "get-dirty-log",
+        ClearDirtyLog = "clear-dirty-log",
     }
 }
 
@@ -168,6 +190,24 @@ impl OpKind {
     }
     pub fn is_check(self) -> bool {
         matches!(self, OpKind::ExpectPages | OpKind::ExpectSept)
+    }
+
+    /// Whether an op of this kind may run at the same time as others (`together`): guest
+    /// accesses and the host ops a VMM issues while vCPUs run. Not the checks, the TDX build,
+    /// injected faults (the model's, not the kernel's), MapGPA (its host half is the harness's
+    /// own conversion between exits), or the ops that make new things (a slot's memory, a
+    /// file), which the harness prepares on its own thread.
+    pub fn joinable(self) -> bool {
+        !self.is_check()
+            && !matches!(
+                self,
+                OpKind::InitMem
+                    | OpKind::Finalize
+                    | OpKind::Inject
+                    | OpKind::MapGpa
+                    | OpKind::GmemCreate
+                    | OpKind::SlotAdd
+            )
     }
 }
 
@@ -195,6 +235,9 @@ macro_rules! op_addr_field {
             | Op::SlotMove { gpa: addr, .. } => Some(addr),
             // Listed, not a wildcard: a new op says here whether it has an address.
             Op::SlotDelete { .. }
+            | Op::SlotUpdate { .. }
+            | Op::GetDirtyLog { .. }
+            | Op::ClearDirtyLog { .. }
             | Op::Finalize
             | Op::Inject(_)
             | Op::ExpectPages { .. }
@@ -226,6 +269,9 @@ macro_rules! host_ops {
         $crate::seq::Op::SlotAdd(_)
             | $crate::seq::Op::SlotDelete { .. }
             | $crate::seq::Op::SlotMove { .. }
+            | $crate::seq::Op::SlotUpdate { .. }
+            | $crate::seq::Op::GetDirtyLog { .. }
+            | $crate::seq::Op::ClearDirtyLog { .. }
             | $crate::seq::Op::Private { .. }
             | $crate::seq::Op::Shared { .. }
             | $crate::seq::Op::Punch { .. }
@@ -259,6 +305,9 @@ macro_rules! op_vcpu_field {
             Op::SlotAdd(_)
             | Op::SlotDelete { .. }
             | Op::SlotMove { .. }
+            | Op::SlotUpdate { .. }
+            | Op::GetDirtyLog { .. }
+            | Op::ClearDirtyLog { .. }
             | Op::Private { .. }
             | Op::Shared { .. }
             | Op::Punch { .. }
@@ -282,6 +331,9 @@ impl Op {
             Op::SlotAdd(_) => OpKind::SlotAdd,
             Op::SlotDelete { .. } => OpKind::SlotDelete,
             Op::SlotMove { .. } => OpKind::SlotMove,
+            Op::SlotUpdate { .. } => OpKind::SlotUpdate,
+            Op::GetDirtyLog { .. } => OpKind::GetDirtyLog,
+            Op::ClearDirtyLog { .. } => OpKind::ClearDirtyLog,
             Op::Private { .. } => OpKind::Private,
             Op::Shared { .. } => OpKind::Shared,
             Op::Punch { .. } => OpKind::Punch,
@@ -329,7 +381,14 @@ impl Op {
 pub struct Step {
     pub op: Op,
     pub expect: Option<Outcome>,
+    /// The step runs at the same time as the one before it: a maximal run of such steps after
+    /// a plain one is a concurrent group (`together { … }`), see [`Sequence::group_at`].
+    pub together: bool,
 }
+
+/// The most ops in one concurrent group: the race oracle runs every serialization on the
+/// model (5! = 120 runs of the group).
+pub const MAX_GROUP: usize = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Sequence {
@@ -342,7 +401,19 @@ impl Sequence {
         Sequence { header, steps: Vec::new() }
     }
     pub fn push(&mut self, op: Op) {
-        self.steps.push(Step { op, expect: None });
+        self.steps.push(Step { op, expect: None, together: false });
+    }
+
+    /// The steps of the concurrent group that starts at step `i`: `i` alone when the next step
+    /// does not run together with it.
+    pub fn group_at(&self, i: usize) -> std::ops::Range<usize> {
+        let n = 1 + self.steps[i + 1..].iter().take_while(|st| st.together).count();
+        i..i + n
+    }
+
+    /// Whether any steps run together.
+    pub fn has_groups(&self) -> bool {
+        self.steps.iter().any(|st| st.together)
     }
 
     /// The one rule for batching guest ops: the batch starting at step `i` (a guest op) runs
@@ -351,8 +422,15 @@ impl Sequence {
     /// `batch()` call.
     pub fn guest_batch_end(&self, i: usize, max: usize) -> usize {
         let v = self.steps[i].op.vcpu();
-        let same = |st: &Step| st.op.kind().is_guest() && st.op.vcpu() == v;
-        i + self.steps[i..].iter().take(max).take_while(|st| same(st)).count()
+        let same = |st: &Step| st.op.kind().is_guest() && st.op.vcpu() == v && !st.together;
+        let after = self.steps[i + 1..].iter().take(max.saturating_sub(1)).take_while(|st| same(st)).count();
+        // A step that starts a group is its group's, not a batch's.
+        let starts_group = |k: usize| self.steps.get(k + 1).is_some_and(|st| st.together);
+        let mut end = i + 1 + after;
+        while end > i + 1 && starts_group(end - 1) {
+            end -= 1;
+        }
+        end
     }
 }
 

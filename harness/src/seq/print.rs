@@ -48,6 +48,21 @@ pub fn print_op(op: &Op) -> String {
         Op::SlotAdd(s) => format!("slot-add {}", fmt_slot(s)),
         Op::SlotDelete { id } => format!("slot-delete {id}"),
         Op::SlotMove { id, gpa } => format!("slot-move {id} gpa={}", fmt_addr(*gpa)),
+        Op::SlotUpdate { id, log_dirty, readonly, gmem } => {
+            let mut o = format!("slot-update {id}");
+            if *log_dirty {
+                o.push_str(" log-dirty");
+            }
+            if *readonly {
+                o.push_str(" readonly");
+            }
+            if let Some(b) = gmem {
+                let _ = write!(o, " gmem={} offset={}", b.gmem, fmt_size(b.offset));
+            }
+            o
+        }
+        Op::GetDirtyLog { id } => format!("get-dirty-log {id}"),
+        Op::ClearDirtyLog { id, first, pages } => format!("clear-dirty-log {id} first={first} pages={pages}"),
         Op::Private { addr, size } => format!("private {} {}", fmt_addr(*addr), fmt_size(*size)),
         Op::Shared { addr, size } => format!("shared {} {}", fmt_addr(*addr), fmt_size(*size)),
         Op::Punch { addr, size, keep_size } => {
@@ -171,12 +186,27 @@ pub fn print_header(h: &Header) -> String {
     o
 }
 
+/// What goes before step `k` and after it for its concurrent group: `together {` before a
+/// group's first step, `}` after its last; a group's steps are indented.
+fn group_marks(s: &Sequence, k: usize) -> (bool, bool, &'static str) {
+    let opens = s.steps.get(k + 1).is_some_and(|n| n.together) && !s.steps[k].together;
+    let inside = s.steps[k].together || opens;
+    let closes = s.steps[k].together && !s.steps.get(k + 1).is_some_and(|n| n.together);
+    (opens, closes, if inside { "    " } else { "" })
+}
+
 /// Canonical text of a sequence.
 pub fn print(s: &Sequence) -> String {
     let mut o = print_header(&s.header);
-    for st in &s.steps {
-        o.push_str(&print_step(st));
-        o.push('\n');
+    for (k, st) in s.steps.iter().enumerate() {
+        let (opens, closes, indent) = group_marks(s, k);
+        if opens {
+            o.push_str("together {\n");
+        }
+        let _ = writeln!(o, "{indent}{}", print_step(st));
+        if closes {
+            o.push_str("}\n");
+        }
     }
     o
 }
@@ -192,7 +222,8 @@ pub fn print_keeping_comments(src: &str, s: &Sequence) -> String {
         .enumerate()
         .filter(|(_, l)| {
             let t = l.trim_start();
-            !t.is_empty() && !t.starts_with('#')
+            let brace = t.starts_with("together") || t.starts_with('}');
+            !t.is_empty() && !t.starts_with('#') && !brace
         })
         .map(|(i, _)| i)
         .collect();
@@ -211,6 +242,8 @@ pub fn print_keeping_comments(src: &str, s: &Sequence) -> String {
         } else if let Some(&k) = step_line.get(&i) {
             before[k] = std::mem::take(&mut pending);
             trailing[k] = inline;
+        } else if t.starts_with("together") || t.starts_with('}') {
+            // The printer writes the group's braces itself.
         } else if !t.is_empty() {
             head.append(&mut pending);
             head.extend(inline);
@@ -222,16 +255,23 @@ pub fn print_keeping_comments(src: &str, s: &Sequence) -> String {
     }
     o.push_str(&print_header(&s.header));
     for (k, st) in s.steps.iter().enumerate() {
+        let (opens, closes, indent) = group_marks(s, k);
+        if opens {
+            o.push_str("together {\n");
+        }
         for c in &before[k] {
-            let _ = writeln!(o, "{c}");
+            let _ = writeln!(o, "{indent}{c}");
         }
         match trailing[k] {
             Some(c) => {
-                let _ = writeln!(o, "{}  {c}", print_step(st));
+                let _ = writeln!(o, "{indent}{}  {c}", print_step(st));
             }
             None => {
-                let _ = writeln!(o, "{}", print_step(st));
+                let _ = writeln!(o, "{indent}{}", print_step(st));
             }
+        }
+        if closes {
+            o.push_str("}\n");
         }
     }
     for c in pending {

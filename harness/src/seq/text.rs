@@ -23,6 +23,8 @@ pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
     let mut last_line = 0;
     // Header lines said once at most (`kernel` checks its own).
     let mut once: Vec<&str> = Vec::new();
+    // An open `together {`: its line, and how many ops it holds so far.
+    let mut group: Option<(usize, usize)> = None;
     for (idx, raw) in src.lines().enumerate() {
         last_line = idx + 1;
         let toks = tokenize(raw);
@@ -42,8 +44,38 @@ pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
             header = Some(Header::new(vm));
             continue;
         };
+        if first.text == "together" {
+            l.pos += 1;
+            let brace = l.next("`{` after `together`")?;
+            if brace.text != "{" {
+                return l.fail(brace, "`{` after `together`");
+            }
+            l.done()?;
+            if let Some((open, _)) = group {
+                return Err(
+                    l.err_at(first.col, format!("a `together` group cannot hold another (line {open} opened one)"))
+                );
+            }
+            group = Some((idx + 1, 0));
+            continue;
+        }
+        if first.text == "}" {
+            l.pos += 1;
+            l.done()?;
+            match group.take() {
+                None => return Err(l.err_at(first.col, "`}` with no open `together {`".into())),
+                Some((open, n)) if n < 2 => {
+                    return Err(l.err_at(
+                        first.col,
+                        format!("the `together` group of line {open} holds {n} op(s): it needs two or more"),
+                    ))
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
         if HEADER_WORDS.contains(&first.text) {
-            if !steps.is_empty() {
+            if !steps.is_empty() || group.is_some() {
                 return Err(l.err_at(first.col, format!("`{}` belongs in the header, before the first op", first.text)));
             }
             if matches!(first.text, "vcpus" | "variant") {
@@ -65,7 +97,26 @@ pub fn parse(file: &str, src: &str) -> Result<Sequence, ParseError> {
         if steps.len() >= legal::MAX_STEPS {
             return Err(l.err_at(op_col, format!("at most {} steps in a sequence", legal::MAX_STEPS)));
         }
-        steps.push(Step { op, expect });
+        let together = match group.as_mut() {
+            Some((_, n)) => {
+                let before: Vec<&Op> = steps[steps.len() - *n..].iter().map(|st| &st.op).collect();
+                if let Err(why) = legal::check_join(&before, &op) {
+                    return Err(l.err_at(op_col, why));
+                }
+                *n += 1;
+                *n > 1
+            }
+            None => false,
+        };
+        steps.push(Step { op, expect, together });
+    }
+    if let Some((open, _)) = group {
+        return Err(ParseError {
+            file: file.into(),
+            line: last_line.max(1),
+            col: 1,
+            msg: format!("expected `}}` closing the `together {{` of line {open}, found end of file"),
+        });
     }
     let Some(header) = header else {
         return Err(ParseError {
@@ -238,8 +289,11 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
             _ => unreachable!("choose returns a listed word"),
         });
     }
-    const OPS: [&str; 16] = [
+    const OPS: [&str; 19] = [
         "slot-add",
+        "slot-update",
+        "get-dirty-log",
+        "clear-dirty-log",
         "gmem-create",
         "fallocate",
         "slot-delete",
@@ -276,6 +330,25 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
             Op::Fallocate { gmem, offset, len, punch, keep_size: !l.flag("no-keep-size") }
         }
         "slot-delete" => Op::SlotDelete { id: slot_id(l)? },
+        "slot-update" => {
+            let id = slot_id(l)?;
+            let log_dirty = l.flag("log-dirty");
+            let readonly = l.flag("readonly");
+            let mut gmem = None;
+            if matches!(l.peek(), Some(t) if t.text.starts_with("gmem=")) {
+                let name = l.keyed("gmem")?;
+                let offset = l.keyed_size("offset")?;
+                gmem = Some(GmemBinding { gmem: name.text.to_string(), offset });
+            }
+            Op::SlotUpdate { id, log_dirty, readonly, gmem }
+        }
+        "get-dirty-log" => Op::GetDirtyLog { id: slot_id(l)? },
+        "clear-dirty-log" => {
+            let id = slot_id(l)?;
+            let first = l.keyed_size("first")?;
+            let pages = l.keyed_size("pages")?;
+            Op::ClearDirtyLog { id, first, pages }
+        }
         "slot-move" => {
             let id = slot_id(l)?;
             let v = l.keyed("gpa")?;

@@ -32,6 +32,7 @@ pub fn shrink(seq: &Sequence, mut still_fails: impl FnMut(&Sequence) -> bool) ->
                 let mut cand = best.clone();
                 let end = (i + chunk).min(cand.steps.len());
                 cand.steps.drain(i..end);
+                legal::normalize_groups(&mut cand);
                 if !try_it(cand, &mut best, &mut budget) {
                     i += chunk;
                 }
@@ -40,6 +41,15 @@ pub fn shrink(seq: &Sequence, mut still_fails: impl FnMut(&Sequence) -> bool) ->
                 break;
             }
             chunk /= 2;
+        }
+        // Ops that need not run together: each group's ops one at a time, then each op apart.
+        for i in 0..best.steps.len() {
+            if i < best.steps.len() && best.steps[i].together {
+                let mut cand = best.clone();
+                cand.steps[i].together = false;
+                legal::normalize_groups(&mut cand);
+                try_it(cand, &mut best, &mut budget);
+            }
         }
         // Expectations that are not needed.
         for i in 0..best.steps.len() {

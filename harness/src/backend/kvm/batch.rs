@@ -3,37 +3,86 @@
 
 use super::*;
 
+/// vCPU `v`'s command page and its result page.
+fn command_pages(v: u32) -> (u64, u64) {
+    let cmd = CMD_OFF + v as u64 * CMD_STRIDE;
+    (cmd, cmd + 0x1000)
+}
+
+/// Write guest ops as vCPU `v`'s commands.
+pub(super) fn write_commands(harness: &Mapping, v: u32, ops: &[(usize, &Op)]) -> Result<(), RunError> {
+    let (cmd, res) = command_pages(v);
+    for (i, (_, op)) in ops.iter().enumerate() {
+        let (code, addr, value, attrs) = match **op {
+            Op::Read { addr, .. } => (OP_READ, (addr & !0xfff) + VALUE_OFFSET, 0, 0),
+            Op::Write { addr, value, .. } => (OP_WRITE, (addr & !0xfff) + VALUE_OFFSET, value, 0),
+            Op::Touch { addr, .. } => (OP_TOUCH, (addr & !0xfff) + VALUE_OFFSET, 0, 0),
+            // The GPA as it is (KVM checks its alignment), the size in pages.
+            Op::MapGpa { addr, size, private, .. } => {
+                (OP_MAP_GPA, addr, size / 4096, if private { MAP_GPA_ENCRYPTED } else { 0 })
+            }
+            _ => return Err(RunError::Unsupported(format!("guest op `{}` on this guest", text::print_op(op)))),
+        };
+        let c = cmd + CMD_FIRST + i as u64 * CMD_SIZE;
+        harness.write_u64(c, code);
+        harness.write_u64(c + 8, addr);
+        harness.write_u64(c + 16, value);
+        harness.write_u64(c + 24, attrs);
+        harness.write_u64(res + i as u64 * RES_SIZE, 0);
+    }
+    harness.write_u64(cmd, ops.len() as u64);
+    Ok(())
+}
+
+/// The outcomes of vCPU `v`'s commands, from the exits its run took and its result page.
+pub(super) fn read_results(
+    harness: &Mapping,
+    v: u32,
+    ops: &[(usize, &Op)],
+    exits: &[(u64, CmdExit)],
+) -> Result<Vec<Outcome>, RunError> {
+    let (_, res) = command_pages(v);
+    let mut out = Vec::with_capacity(ops.len());
+    for (i, (step, op)) in ops.iter().enumerate() {
+        let o = match exits.iter().find(|(k, _)| *k == i as u64) {
+            Some((_, CmdExit::Mmio)) => Outcome::Exit(Exit::Mmio),
+            Some((_, CmdExit::MemoryFault { private })) => Outcome::Exit(Exit::MemoryFault { private: *private }),
+            None => {
+                let status = harness.read_u64(res + i as u64 * RES_SIZE);
+                if status != ST_DONE {
+                    return Err(RunError::Guest { step: *step, detail: format!("command {i} status {status:#x}") });
+                }
+                let value = harness.read_u64(res + i as u64 * RES_SIZE + 8);
+                match op {
+                    Op::Read { .. } => Outcome::Value(value),
+                    // The hypercall's return: 0, or a negative KVM errno.
+                    Op::MapGpa { .. } if value != 0 => errno_of((value as i64).unsigned_abs() as i32),
+                    _ => Outcome::Ok,
+                }
+            }
+        };
+        out.push(o);
+    }
+    Ok(out)
+}
+
+/// How many of vCPU `v`'s `n` commands are done (the batch's progress).
+pub(super) fn commands_done(harness: &Mapping, v: u32, n: u64) -> u64 {
+    let (_, res) = command_pages(v);
+    (0..n).filter(|i| harness.read_u64(res + i * RES_SIZE) == ST_DONE).count() as u64
+}
+
 impl KvmBackend {
     /// Run consecutive guest ops of one vCPU as one batch.
     pub(super) fn guest_batch(&mut self, v: u32, ops: &[(usize, &Op)], t: &mut RealTrace) -> Result<(), RunError> {
         let st = self.vm.as_mut().expect("prepared");
-        let cmd = CMD_OFF + v as u64 * CMD_STRIDE;
-        let res = cmd + 0x1000;
-        for (i, (_, op)) in ops.iter().enumerate() {
-            let (code, addr, value, attrs) = match **op {
-                Op::Read { addr, .. } => (OP_READ, (addr & !0xfff) + VALUE_OFFSET, 0, 0),
-                Op::Write { addr, value, .. } => (OP_WRITE, (addr & !0xfff) + VALUE_OFFSET, value, 0),
-                Op::Touch { addr, .. } => (OP_TOUCH, (addr & !0xfff) + VALUE_OFFSET, 0, 0),
-                // The GPA as it is (KVM checks its alignment), the size in pages.
-                Op::MapGpa { addr, size, private, .. } => {
-                    (OP_MAP_GPA, addr, size / 4096, if private { MAP_GPA_ENCRYPTED } else { 0 })
-                }
-                _ => return Err(RunError::Unsupported(format!("guest op `{}` on this guest", text::print_op(op)))),
-            };
-            let c = cmd + CMD_FIRST + i as u64 * CMD_SIZE;
-            st.harness.write_u64(c, code);
-            st.harness.write_u64(c + 8, addr);
-            st.harness.write_u64(c + 16, value);
-            st.harness.write_u64(c + 24, attrs);
-            st.harness.write_u64(res + i as u64 * RES_SIZE, 0);
-        }
-        st.harness.write_u64(cmd, ops.len() as u64);
+        write_commands(&st.harness, v, ops)?;
         let n = ops.len() as u64;
         let first = ops.first().map(|o| o.0).unwrap_or(0);
         let (mut exits, mut runs) = (Vec::new(), 0);
         loop {
             let harness = &st.harness;
-            let done = || (0..n).filter(|i| harness.read_u64(res + i * RES_SIZE) == ST_DONE).count() as u64;
+            let done = || commands_done(harness, v, n);
             let r = guest::run_batch(&mut st.vcpus[v as usize], n, self.timeout, &self.watchdog, done);
             match r {
                 Ok((e, r)) => {
@@ -57,24 +106,7 @@ impl KvmBackend {
         t.exits += runs;
         t.guest_ops += ops.len() as u64;
         st.harness_warm = true;
-        for (i, (step, op)) in ops.iter().enumerate() {
-            let o = match exits.iter().find(|(k, _)| *k == i as u64) {
-                Some((_, CmdExit::Mmio)) => Outcome::Exit(Exit::Mmio),
-                Some((_, CmdExit::MemoryFault { private })) => Outcome::Exit(Exit::MemoryFault { private: *private }),
-                None => {
-                    let status = st.harness.read_u64(res + i as u64 * RES_SIZE);
-                    if status != ST_DONE {
-                        return Err(RunError::Guest { step: *step, detail: format!("command {i} status {status:#x}") });
-                    }
-                    let value = st.harness.read_u64(res + i as u64 * RES_SIZE + 8);
-                    match op {
-                        Op::Read { .. } => Outcome::Value(value),
-                        // The hypercall's return: 0, or a negative KVM errno.
-                        Op::MapGpa { .. } if value != 0 => errno_of((value as i64).unsigned_abs() as i32),
-                        _ => Outcome::Ok,
-                    }
-                }
-            };
+        for ((step, _), o) in ops.iter().zip(read_results(&st.harness, v, ops, &exits)?) {
             t.observed[*step] = Observed::Outcome(o);
         }
         Ok(())
@@ -106,6 +138,15 @@ impl KvmBackend {
         let mut i = 0;
         while i < seq.steps.len() {
             let op = &seq.steps[i].op;
+            let group = seq.group_at(i);
+            if group.len() > 1 {
+                let t0 = Instant::now();
+                self.run_together(seq, group.clone(), &mut t)?;
+                count_time(op.kind() as usize, t0);
+                i = group.end;
+                self.observe(&mut t, i - 1);
+                continue;
+            }
             if op.kind().is_guest() {
                 let v = op.vcpu().expect("guest op");
                 let end = seq.guest_batch_end(i, MAX_BATCH as usize);
@@ -144,6 +185,7 @@ impl KvmBackend {
             },
             gmem_shared: mem::shmem_backing(),
             phys_bits: self.max_gpa_bits,
+            shadow_mmu: trace::host_mmu() == Mmu::Shadow,
         };
         Ok(t)
     }

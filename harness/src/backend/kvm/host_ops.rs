@@ -71,87 +71,27 @@ impl KvmBackend {
                 return Observed::HarnessError(format!("mapping its own pages back after a zap: {e}"));
             }
         }
+        let limit = self.prefault_limit();
         let st = self.vm.as_mut().expect("prepared");
         let o = match op {
             Op::SlotAdd(s) => Self::slot_add(st, h, s),
-            Op::SlotDelete { id } => {
-                let r = kvm_userspace_memory_region2 { slot: *id, ..Default::default() };
-                // SAFETY: deleting a slot.
-                match unsafe { st.vm.set_user_memory_region2(r) } {
-                    Ok(()) => {
-                        st.slots.remove(id);
-                        st.memslot_zapped();
-                        Outcome::Ok
-                    }
-                    Err(e) => errno_of(e.errno()),
-                }
+            Op::SlotDelete { .. }
+            | Op::SlotMove { .. }
+            | Op::SlotUpdate { .. }
+            | Op::GetDirtyLog { .. }
+            | Op::ClearDirtyLog { .. }
+            | Op::Private { .. }
+            | Op::Shared { .. }
+            | Op::Punch { .. }
+            | Op::Prefault { .. }
+            | Op::HostWrite { .. }
+            | Op::HostRead { .. }
+            | Op::Fallocate { .. } => {
+                let vcpu = op.vcpu().map(|v| &st.vcpus[v as usize]);
+                let (o, effect) = Self::shared_op(st, vcpu, &self.watchdog, limit, op);
+                Self::apply(st, effect);
+                return o;
             }
-            Op::SlotMove { id, gpa } => match st.slots.get(id) {
-                None => Outcome::Err(Errno::ENOENT),
-                Some(sl) => {
-                    let r = Self::slot_region(*id, sl, *gpa, sl.size, st);
-                    // SAFETY: same userspace memory, new GPA.
-                    match unsafe { st.vm.set_user_memory_region2(r) } {
-                        Ok(()) => {
-                            st.slots.get_mut(id).expect("present").gpa = *gpa;
-                            st.memslot_zapped();
-                            Outcome::Ok
-                        }
-                        Err(e) => errno_of(e.errno()),
-                    }
-                }
-            },
-            Op::Private { addr, size } | Op::Shared { addr, size } => {
-                let attributes = if matches!(op, Op::Private { .. }) { PRIVATE } else { 0 };
-                let a = kvm_bindings::kvm_memory_attributes { address: *addr, size: *size, attributes, flags: 0 };
-                match st.vm.set_memory_attributes(a) {
-                    Ok(()) => {
-                        st.private.set(*addr, addr.saturating_add(*size), attributes != 0);
-                        Outcome::Ok
-                    }
-                    Err(e) => errno_of(e.errno()),
-                }
-            }
-            Op::Punch { addr, size, keep_size } => Self::punch(st, *addr, *size, *keep_size),
-            Op::Prefault { vcpu, addr, size } => {
-                // The kernel's pre-fault loop stops on a signal and nowhere else: with progress
-                // it returns 0 with the range advanced, without any -EINTR. A tick of signals
-                // measures progress; a pre-fault that makes none for PREFAULT_STALL (6.12 on an
-                // obsolete root, found by the lab) is an EINTR outcome, not a hung lab, and
-                // costs a second, not a whole guest window.
-                let (mut gpa, mut left) = (*addr, *size);
-                let mut stalled = Duration::ZERO;
-                // Where every vCPU's root is obsolete (a slot deletion zapped every root and no
-                // vCPU has run since), 6.12's pre-fault never completes: one tick without
-                // progress is that livelock, not a slow lab, and waiting three more buys nothing.
-                let obsolete =
-                    st.zaps_all && !st.harness_warm && self.caps.kernel.and_then(|k| k.line()) == Some(Kernel::V6_12);
-                let limit = if obsolete { Duration::ZERO } else { PREFAULT_STALL };
-                loop {
-                    self.watchdog.arm(PREFAULT_TICK);
-                    let r = raw::pre_fault(&st.vcpus[*vcpu as usize], gpa, left);
-                    self.watchdog.disarm();
-                    match r {
-                        Ok((_, 0)) => break Outcome::Ok,
-                        Ok((g, l)) => {
-                            (gpa, left, stalled) = (g, l, Duration::ZERO);
-                        }
-                        Err(e) if e == libc::EINTR && stalled < limit => stalled += PREFAULT_TICK,
-                        Err(e) => break errno_of(e),
-                    }
-                }
-            }
-            Op::HostWrite { addr, value } => match Self::host_view(st, *addr) {
-                Some((m, off)) => {
-                    m.write_u64(off, *value);
-                    Outcome::Ok
-                }
-                None => Outcome::Err(Errno::EFAULT),
-            },
-            Op::HostRead { addr } => match Self::host_view(st, *addr) {
-                Some((m, off)) => Outcome::Value(m.read_u64(off)),
-                None => Outcome::Err(Errno::EFAULT),
-            },
             Op::ExpectPages { .. } => {
                 // With the TDP view every leaf of the case's memory is known: those are the
                 // case's pages, and the counters must be them plus the harness's own, or the
@@ -201,18 +141,6 @@ impl KvmBackend {
                         Outcome::Ok
                     }
                     Err(e) => errno_of(e.errno()),
-                }
-            }
-            Op::Fallocate { gmem, offset, len, punch, keep_size } => {
-                // A name the case never created is fd -1: the kernel's EBADF, as the model says.
-                let fd = st.gmems.iter().rev().find(|g| g.decl.name == *gmem).map(|g| g.fd.as_raw_fd()).unwrap_or(-1);
-                let mode = if *keep_size { libc::FALLOC_FL_KEEP_SIZE } else { 0 }
-                    | if *punch { libc::FALLOC_FL_PUNCH_HOLE } else { 0 };
-                // SAFETY: fallocate(2) on an fd of ours (or -1); no memory is passed.
-                if unsafe { libc::fallocate(fd, mode, *offset as i64, *len as i64) } == 0 {
-                    Outcome::Ok
-                } else {
-                    errno_of(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
                 }
             }
             // TDX build ops and injected model faults are refused by `unsupported` before the
@@ -292,4 +220,194 @@ pub(super) fn guest_conversion<'a>(
         }
     }
     0
+}
+
+/// What a host op run with shared access leaves for the harness's own records, applied once
+/// the op (or its concurrent group) is done: [`KvmBackend::apply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Effect {
+    None,
+    SlotGone(u32),
+    SlotMoved(u32, u64),
+    SlotFlags(u32, u32),
+    /// The attributes of `[start, end)` became private (true) or shared.
+    Attrs(u64, u64, bool),
+}
+
+impl KvmBackend {
+    /// How long a pre-fault may go without progress before it is an EINTR outcome.
+    pub(super) fn prefault_limit(&self) -> Duration {
+        let st = self.vm.as_ref().expect("prepared");
+        // Where every vCPU's root is obsolete (a slot deletion zapped every root and no vCPU has
+        // run since), 6.12's pre-fault never completes: one tick without progress is that
+        // livelock, not a slow lab, and waiting three more buys nothing.
+        let obsolete =
+            st.zaps_all && !st.harness_warm && self.caps.kernel.and_then(|k| k.line()) == Some(Kernel::V6_12);
+        if obsolete {
+            Duration::ZERO
+        } else {
+            PREFAULT_STALL
+        }
+    }
+
+    /// The harness's records after a host op.
+    pub(super) fn apply(st: &mut VmState, e: Effect) {
+        match e {
+            Effect::None => {}
+            Effect::SlotGone(id) => {
+                st.slots.remove(&id);
+                st.memslot_zapped();
+            }
+            Effect::SlotMoved(id, gpa) => {
+                if let Some(sl) = st.slots.get_mut(&id) {
+                    sl.gpa = gpa;
+                }
+                st.memslot_zapped();
+            }
+            Effect::SlotFlags(id, flags) => {
+                if let Some(sl) = st.slots.get_mut(&id) {
+                    sl.flags = flags;
+                }
+            }
+            Effect::Attrs(s, e, private) => st.private.set(s, e, private),
+        }
+    }
+
+    /// The host ops that need only shared access to the VM (and, for a pre-fault, its vCPU):
+    /// what a concurrent group's threads run. Each ioctl's arguments come from the harness's
+    /// records as they were before the op.
+    pub(super) fn shared_op(
+        st: &VmState,
+        vcpu: Option<&VcpuFd>,
+        watchdog: &Watchdog,
+        prefault_limit: Duration,
+        op: &Op,
+    ) -> (Observed, Effect) {
+        let mut effect = Effect::None;
+        let o = match op {
+            Op::SlotDelete { id } => {
+                let r = kvm_userspace_memory_region2 { slot: *id, ..Default::default() };
+                // SAFETY: deleting a slot.
+                match unsafe { st.vm.set_user_memory_region2(r) } {
+                    Ok(()) => {
+                        effect = Effect::SlotGone(*id);
+                        Outcome::Ok
+                    }
+                    Err(e) => errno_of(e.errno()),
+                }
+            }
+            Op::SlotMove { id, gpa } => match st.slots.get(id) {
+                None => Outcome::Err(Errno::ENOENT),
+                Some(sl) => {
+                    let r = Self::slot_region(*id, sl, *gpa, sl.size, st);
+                    // SAFETY: same userspace memory, new GPA.
+                    match unsafe { st.vm.set_user_memory_region2(r) } {
+                        Ok(()) => {
+                            effect = Effect::SlotMoved(*id, *gpa);
+                            Outcome::Ok
+                        }
+                        Err(e) => errno_of(e.errno()),
+                    }
+                }
+            },
+            Op::SlotUpdate { id, log_dirty, readonly, gmem } => match st.slots.get(id) {
+                None => Outcome::Err(Errno::ENOENT),
+                Some(sl) => {
+                    let mut r = Self::slot_region(*id, sl, sl.gpa, sl.size, st);
+                    r.flags = if *log_dirty { kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES } else { 0 }
+                        | if *readonly { raw::KVM_MEM_READONLY } else { 0 };
+                    (r.guest_memfd, r.guest_memfd_offset) = (0, 0);
+                    if let Some(b) = gmem {
+                        r.flags |= raw::KVM_MEM_GUEST_MEMFD;
+                        let fd = st.gmems.iter().find(|g| g.decl.name == b.gmem).map(|g| g.fd.as_raw_fd());
+                        (r.guest_memfd, r.guest_memfd_offset) = (fd.unwrap_or(-1) as u32, b.offset);
+                    }
+                    // SAFETY: the slot's own memory and file; only the flags differ.
+                    match unsafe { st.vm.set_user_memory_region2(r) } {
+                        Ok(()) => {
+                            effect = Effect::SlotFlags(*id, r.flags);
+                            Outcome::Ok
+                        }
+                        Err(e) => errno_of(e.errno()),
+                    }
+                }
+            },
+            Op::GetDirtyLog { id } => {
+                let pages = st.slots.get(id).map(|sl| sl.size / PAGE).unwrap_or(0);
+                return match raw::get_dirty_log(&st.vm, *id, pages) {
+                    Ok(dirty) => (Observed::DirtyLog(dirty), effect),
+                    Err(e) => (Observed::Outcome(errno_of(e)), effect),
+                };
+            }
+            Op::ClearDirtyLog { id, first, pages } => {
+                let slot_pages = st.slots.get(id).map(|sl| sl.size / PAGE).unwrap_or(0);
+                match raw::clear_dirty_log(&st.vm, *id, *first, *pages as u32, slot_pages) {
+                    Ok(()) => Outcome::Ok,
+                    Err(e) => errno_of(e),
+                }
+            }
+            Op::Private { addr, size } | Op::Shared { addr, size } => {
+                let attributes = if matches!(op, Op::Private { .. }) { PRIVATE } else { 0 };
+                let a = kvm_bindings::kvm_memory_attributes { address: *addr, size: *size, attributes, flags: 0 };
+                match st.vm.set_memory_attributes(a) {
+                    Ok(()) => {
+                        effect = Effect::Attrs(*addr, addr.saturating_add(*size), attributes != 0);
+                        Outcome::Ok
+                    }
+                    Err(e) => errno_of(e.errno()),
+                }
+            }
+            Op::Punch { addr, size, keep_size } => Self::punch(st, *addr, *size, *keep_size),
+            Op::Prefault { addr, size, .. } => {
+                let Some(vcpu) = vcpu else {
+                    return (Observed::HarnessError("a pre-fault without its vCPU".into()), effect);
+                };
+                // The kernel's pre-fault loop stops on a signal and nowhere else: with progress
+                // it returns 0 with the range advanced, without any -EINTR. A tick of signals
+                // measures progress; a pre-fault that makes none for `prefault_limit` (6.12 on an
+                // obsolete root, found by the lab) is an EINTR outcome, not a hung lab, and
+                // costs a second, not a whole guest window.
+                let (mut gpa, mut left) = (*addr, *size);
+                let mut stalled = Duration::ZERO;
+                loop {
+                    watchdog.arm(PREFAULT_TICK);
+                    let r = raw::pre_fault(vcpu, gpa, left);
+                    watchdog.disarm();
+                    match r {
+                        Ok((_, 0)) => break Outcome::Ok,
+                        Ok((g, l)) => {
+                            (gpa, left, stalled) = (g, l, Duration::ZERO);
+                        }
+                        Err(e) if e == libc::EINTR && stalled < prefault_limit => stalled += PREFAULT_TICK,
+                        Err(e) => break errno_of(e),
+                    }
+                }
+            }
+            Op::HostWrite { addr, value } => match Self::host_view(st, *addr) {
+                Some((m, off)) => {
+                    m.write_u64(off, *value);
+                    Outcome::Ok
+                }
+                None => Outcome::Err(Errno::EFAULT),
+            },
+            Op::HostRead { addr } => match Self::host_view(st, *addr) {
+                Some((m, off)) => Outcome::Value(m.read_u64(off)),
+                None => Outcome::Err(Errno::EFAULT),
+            },
+            Op::Fallocate { gmem, offset, len, punch, keep_size } => {
+                // A name the case never created is fd -1: the kernel's EBADF, as the model says.
+                let fd = st.gmems.iter().rev().find(|g| g.decl.name == *gmem).map(|g| g.fd.as_raw_fd()).unwrap_or(-1);
+                let mode = if *keep_size { libc::FALLOC_FL_KEEP_SIZE } else { 0 }
+                    | if *punch { libc::FALLOC_FL_PUNCH_HOLE } else { 0 };
+                // SAFETY: fallocate(2) on an fd of ours (or -1); no memory is passed.
+                if unsafe { libc::fallocate(fd, mode, *offset as i64, *len as i64) } == 0 {
+                    Outcome::Ok
+                } else {
+                    errno_of(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+                }
+            }
+            _ => return (Observed::HarnessError(format!("`{}` is not a shared host op", op.kind().name())), effect),
+        };
+        (Observed::Outcome(o), effect)
+    }
 }

@@ -153,8 +153,10 @@ mod tests {
 
     #[test]
     fn only_conversions_to_private_over_a_gfn_matter() {
-        let seq =
-            |op: Op| Sequence { header: Header::new(VmType::SwProtected), steps: vec![Step { op, expect: None }] };
+        let seq = |op: Op| Sequence {
+            header: Header::new(VmType::SwProtected),
+            steps: vec![Step { op, expect: None, together: false }],
+        };
         let private = seq(Op::Private { addr: 0x1000, size: 0x2000 });
         assert!(may_become_private(&private, 2));
         assert!(!may_become_private(&private, 3));

@@ -19,6 +19,7 @@ mod host_ops;
 pub mod kcov;
 pub mod kmsg;
 mod mmio;
+mod together;
 /// The uAPI layer lives beside the backends (caps and the mappings read it too).
 pub use super::raw;
 pub mod trace;
@@ -296,6 +297,9 @@ pub struct KvmBackend {
     /// The GPA width memslots may reach: `kvm_mmu_max_gfn()` is the CPU's physical address
     /// width with TDP (the lab), 52 bits with shadow paging (this host).
     max_gpa_bits: Option<u8>,
+    /// How the threads of concurrent groups are released in this run, and their watchdogs.
+    release: together::Release,
+    lane_watchdogs: Vec<Watchdog>,
 }
 
 fn errno_of(e: i32) -> Outcome {
@@ -356,6 +360,8 @@ impl KvmBackend {
                 Mmu::Tdp => cpu_phys_bits(),
                 Mmu::Shadow => Some(52),
             },
+            release: together::Release::default(),
+            lane_watchdogs: Vec::new(),
         }
         .with_view())
     }
@@ -431,6 +437,14 @@ impl Backend for KvmBackend {
 
     fn adapt(&self, seq: &Sequence) -> Sequence {
         self.adapt_here(seq)
+    }
+
+    fn overlaps(&self) -> bool {
+        true
+    }
+
+    fn release_as(&mut self, seed: u64, repetition: u32) {
+        self.release = together::Release { seed, repetition };
     }
 
     fn run(&mut self, seq: &Sequence) -> Result<RealTrace, RunError> {

@@ -254,6 +254,8 @@ impl TraceView {
             write(&dir.join("buffer_size_kb"), "8192")?;
             if let Some(p) = pid {
                 write(&dir.join("set_event_pid"), &p.to_string())?;
+                // The threads of a concurrent group are this thread's children: traced too.
+                write(&dir.join("options/event-fork"), "1")?;
             }
             write(&dir.join(format!("events/kvmmmu/{name}/enable")), "1")?;
             let tdp = Format::read(&events.join("kvm_tdp_mmu_spte_changed"))?;

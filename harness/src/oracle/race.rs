@@ -1,0 +1,246 @@
+//! The race oracle. The ops of a concurrent group (`together { … }`) ran at the same time on a
+//! real kernel; what it gave must be what some serialization of them gives on the model. Every
+//! order is tried (at most 5! = 120, each a clone of the model running a handful of ops), the
+//! first whose outcomes, dirty bitmaps and mapping view are the kernel's is taken and the run
+//! goes on from its state. Where none is, a `race` finding names the group, what the kernel
+//! gave and what each order gives.
+//!
+//! After the group, the kernel's mapping view must also hold what every serialization holds:
+//! no leaf outside a slot, no huge leaf over a range that mixes attributes, crosses a slot's
+//! edge or lies in a dirty-logged slot.
+
+use super::finding::{Finding, FindingKind};
+use super::run::{run_group, run_host_step, snapshot, RunOpts, Trace};
+use crate::backend::view::{compare_installed, compare_leaves, KLeaf, StepView};
+use crate::backend::Observed;
+use crate::model::lpage::{self, Backing, UserBacking};
+use crate::model::Model;
+use crate::seq::text::{print_op, print_outcome};
+use crate::seq::{Level, Outcome, Sequence};
+use std::ops::Range;
+
+/// Every order of `0..n`, the identity first.
+pub fn orders(n: usize) -> Vec<Vec<usize>> {
+    fn go(prefix: &mut Vec<usize>, left: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if left.is_empty() {
+            out.push(prefix.clone());
+            return;
+        }
+        for i in 0..left.len() {
+            let x = left.remove(i);
+            prefix.push(x);
+            go(prefix, left, out);
+            prefix.pop();
+            left.insert(i, x);
+        }
+    }
+    let mut out = Vec::new();
+    go(&mut Vec::new(), &mut (0..n).collect(), &mut out);
+    out
+}
+
+/// One serialization of a group, run on a clone of the model.
+struct Serial {
+    order: Vec<usize>,
+    model: Model,
+    trace: Trace,
+    per_step: Vec<Vec<Finding>>,
+}
+
+fn run_order(m: &Model, seq: &Sequence, g: &Range<usize>, order: &[usize]) -> Serial {
+    let n = seq.steps.len();
+    let mut model = m.clone();
+    let mut trace = Trace {
+        outcomes: vec![Outcome::Ok; n],
+        exits: vec![0; n],
+        pages: vec![None; n],
+        dirty: vec![None; n],
+        ..Default::default()
+    };
+    let mut per_step = vec![Vec::new(); n];
+    for &o in order {
+        let k = g.start + o;
+        if seq.steps[k].op.kind().is_guest() {
+            run_group(&mut model, seq, k, k + 1, &mut trace, &mut per_step);
+        } else {
+            run_host_step(&mut model, seq, k, &mut trace, &mut per_step);
+        }
+    }
+    Serial { order: order.to_vec(), model, trace, per_step }
+}
+
+/// Whether a serialization's outcomes are what the kernel observed for the group.
+fn outcomes_match(s: &Serial, g: &Range<usize>, observed: &[Observed]) -> bool {
+    g.clone().all(|k| match observed.get(k) {
+        Some(Observed::Outcome(o)) => *o == s.trace.outcomes[k],
+        Some(Observed::DirtyLog(bits)) => {
+            s.trace.outcomes[k] == Outcome::Ok && s.trace.dirty[k].as_ref().is_some_and(|r| r.allows(bits).is_ok())
+        }
+        _ => true,
+    })
+}
+
+fn view_matches(s: &Serial, view: Option<&StepView>) -> bool {
+    let leaves = snapshot(&s.model);
+    match view {
+        Some(StepView::Leaves(k)) => compare_leaves(&leaves, k).1.is_none(),
+        Some(StepView::Installed(k)) => compare_installed(&leaves, k).1.is_none(),
+        None => true,
+    }
+}
+
+/// Run the group `g` on `m`: the serialization the real run shows where there is one.
+pub(super) fn run_together(
+    m: &mut Model,
+    seq: &Sequence,
+    g: Range<usize>,
+    opts: &RunOpts<'_>,
+    t: &mut Trace,
+    per_step: &mut [Vec<Finding>],
+) {
+    let all = orders(g.len());
+    let real = opts.real;
+    let view = real.and_then(|r| r.views.get(g.end - 1)).and_then(|v| v.as_ref());
+    let mut tried: Vec<Serial> = Vec::new();
+    let mut chosen = None;
+    for order in &all {
+        let s = run_order(m, seq, &g, order);
+        let Some(r) = real else {
+            // The model alone: program order.
+            chosen = Some(s);
+            break;
+        };
+        if outcomes_match(&s, &g, &r.observed) && view_matches(&s, view) {
+            chosen = Some(s);
+            break;
+        }
+        tried.push(s);
+    }
+    let s = match chosen {
+        Some(s) => s,
+        None => {
+            per_step[g.start].push(no_serialization(seq, &g, real.map(|r| &r.observed[..]), &tried));
+            g.clone().for_each(|k| t.unexplained[k] = true);
+            tried.swap_remove(0)
+        }
+    };
+    *m = s.model;
+    for k in g.clone() {
+        t.outcomes[k] = s.trace.outcomes[k].clone();
+        t.exits[k] = s.trace.exits[k];
+        t.dirty[k] = s.trace.dirty[k].clone();
+        per_step[k].extend(s.per_step[k].iter().cloned());
+    }
+    if let Some(v) = view {
+        if let Some(f) = illegal_leaf(m, seq, &g, v.leaves()) {
+            per_step[g.end - 1].push(f);
+        }
+    }
+}
+
+fn group_text(seq: &Sequence, g: &Range<usize>) -> String {
+    g.clone().map(|k| format!("  {}. {}", k + 1, print_op(&seq.steps[k].op))).collect::<Vec<_>>().join("\n")
+}
+
+fn observed_text(o: Option<&Observed>) -> String {
+    match o {
+        Some(Observed::Outcome(o)) => print_outcome(o),
+        Some(Observed::DirtyLog(bits)) => format!("{} dirty page(s)", bits.len()),
+        Some(Observed::Pages(_)) | Some(Observed::NotChecked) | None => "-".into(),
+        Some(Observed::HarnessError(e)) => format!("harness error: {e}"),
+    }
+}
+
+/// The finding for a group no serialization explains.
+fn no_serialization(seq: &Sequence, g: &Range<usize>, observed: Option<&[Observed]>, tried: &[Serial]) -> Finding {
+    let real: Vec<String> = g.clone().map(|k| observed_text(observed.and_then(|o| o.get(k)))).collect();
+    let mut detail = format!(
+        "steps {}..{} ran together:\n{}\nthe kernel gave: {}\nno serialization of the {} ops gives that; tried {} order(s):",
+        g.start + 1,
+        g.end,
+        group_text(seq, g),
+        real.join(", "),
+        g.len(),
+        tried.len()
+    );
+    for s in tried.iter().take(24) {
+        let order: Vec<String> = s.order.iter().map(|o| (g.start + o + 1).to_string()).collect();
+        let outs: Vec<String> = g.clone().map(|k| print_outcome(&s.trace.outcomes[k])).collect();
+        detail.push_str(&format!("\n  {}: {}", order.join(" "), outs.join(", ")));
+    }
+    if tried.len() > 24 {
+        detail.push_str(&format!("\n  … and {} more", tried.len() - 24));
+    }
+    let kinds: Vec<&str> = g.clone().map(|k| seq.steps[k].op.kind().name()).collect();
+    Finding {
+        context: String::new(),
+        kind: FindingKind::Race,
+        step: Some(g.start),
+        op: Some(seq.steps[g.start].op.kind()),
+        state: format!("no-serialization:{}", kinds.join("+")),
+        detail,
+    }
+}
+
+/// A kernel leaf that no serialization allows, against the state the group left: outside
+/// every slot, or huge where a slot's edge, mixed attributes or dirty logging forbid it.
+fn illegal_leaf(m: &Model, seq: &Sequence, g: &Range<usize>, leaves: &[KLeaf]) -> Option<Finding> {
+    let attrs = m.h.vm.has_private_mem().then_some(&m.attrs);
+    for k in leaves.iter().filter(|k| k.root == 0) {
+        let end = k.gfn + k.level.pages();
+        let slot = m.slots.find(k.gfn).filter(|s| end <= s.end_gfn());
+        let why = match slot {
+            None => Some(("leaf-outside-slots", "lies outside every memslot".to_string())),
+            // A huge page backing is assumed: only the slot, the attributes and logging decide.
+            Some(s) if k.level != Level::L4K => {
+                let (max, _) = lpage::max_level(s, k.gfn, attrs, None, Backing::User(UserBacking::Huge));
+                (max < k.level).then(|| {
+                    let what = if s.log.is_some() {
+                        "lies in a dirty-logged slot"
+                    } else if attrs.is_some_and(|a| a.uniform(k.gfn, end).is_none()) {
+                        "spans private and shared GFNs"
+                    } else {
+                        "crosses its slot's edge or alignment"
+                    };
+                    ("huge-leaf-forbidden", what.to_string())
+                })
+            }
+            Some(_) => None,
+        };
+        if let Some((state, what)) = why {
+            return Some(Finding {
+                context: String::new(),
+                kind: FindingKind::Race,
+                step: Some(g.end - 1),
+                op: Some(seq.steps[g.start].op.kind()),
+                state: state.into(),
+                detail: format!(
+                    "after steps {}..{} ran together:\n{}\nthe kernel has a {} leaf at gfn {:#x} that {what}, under every order of the group",
+                    g.start + 1,
+                    g.end,
+                    group_text(seq, g),
+                    k.level.name(),
+                    k.gfn
+                ),
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_are_every_permutation_once_identity_first() {
+        for n in 1..=5 {
+            let o = orders(n);
+            let fact: usize = (1..=n).product();
+            assert_eq!(o.len(), fact);
+            assert_eq!(o[0], (0..n).collect::<Vec<_>>());
+            let set: std::collections::BTreeSet<_> = o.iter().cloned().collect();
+            assert_eq!(set.len(), fact);
+        }
+    }
+}
