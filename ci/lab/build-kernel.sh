@@ -3,7 +3,8 @@
 # table of kernels: 6.12 from the release's own suite, 7.3 from trixie-backports; the first line
 # is the default): tinyconfig plus kernel.config,
 # plus debug.config with --debug (the options KVM developers run: KVM_PROVE_MMU, DEBUG_VM,
-# PROVE_LOCKING, DEBUG_LIST, KASAN, and KCOV for kernel coverage), plus one patch from
+# PROVE_LOCKING, DEBUG_LIST, KASAN, KCOV for kernel coverage, the lockup, stall and leak
+# detectors and fault injection), plus one patch from
 # planted/ with --planted NAME (a bug planted on purpose: the harness's own test).
 #
 # Prints the bzImage path; its vmlinux (for addr2line) sits beside it as vmlinux-KEY. The cache
@@ -109,7 +110,7 @@ build() { # DIR: configure from the fragments and build bzImage there
             done
             make -s olddefconfig >&2
             opts="KVM KVM_AMD KVM_SW_PROTECTED_VM TRANSPARENT_HUGEPAGE BLK_DEV_INITRD SERIAL_8250_CONSOLE TRACING"
-            [ "$flavour" = debug ] && opts="$opts KVM_PROVE_MMU DEBUG_VM PROVE_LOCKING DEBUG_LIST KASAN KCOV"
+            [ "$flavour" = debug ] && opts="$opts KVM_PROVE_MMU DEBUG_VM PROVE_LOCKING DEBUG_LIST KASAN KCOV KASAN_VMALLOC SOFTLOCKUP_DETECTOR DETECT_HUNG_TASK FAULT_INJECTION FAILSLAB FAIL_PAGE_ALLOC FAULT_INJECTION_DEBUG_FS DEBUG_KMEMLEAK"
             for opt in $opts; do
                 grep -q "^CONFIG_$opt=y" .config || { echo "lab: CONFIG_$opt did not stick" >&2; exit 1; }
             done

@@ -14,7 +14,7 @@ fn cases_until(
     mut hit: impl FnMut(&privmem::seq::Sequence) -> bool,
 ) -> Option<u64> {
     let cfg = CampaignConfig {
-        gen: GenConfig { vm: Some(VmType::Tdx), variant, max_ops: 24, hazards: Knob::ALL.to_vec() },
+        gen: GenConfig { vm: Some(VmType::Tdx), variant, max_ops: 24, hazards: Knob::ALL.to_vec(), groups: false },
         against: None,
         ignore: Vec::new(),
         seed,
@@ -87,6 +87,7 @@ fn huge_v3_never_livelocks_unless_the_accept_level_is_ignored() {
             variant: Some(Variant::HugeV3),
             max_ops: 24,
             hazards: Knob::ALL.to_vec(),
+            groups: false,
         },
         against: None,
         ignore: Vec::new(),

@@ -12,7 +12,7 @@ use privmem::seq::text::{parse, print};
 fn generated(n: usize, seed: u64) -> Vec<privmem::seq::Sequence> {
     let mut rng = Rng::new(seed);
     let mut buf = vec![0u8; 1024];
-    let cfg = GenConfig { max_ops: 32, ..Default::default() };
+    let cfg = GenConfig { max_ops: 32, groups: true, ..Default::default() };
     let mut v = Vec::new();
     while v.len() < n {
         rng.fill(&mut buf);

@@ -44,6 +44,8 @@ pub struct RealTrace {
     pub splats: Vec<(usize, kvm::kmsg::Splat)>,
     /// The distinct kernel PCs the case ran (KCOV), where the backend has coverage.
     pub pcs: Vec<u64>,
+    /// At a host op after `fail-nth`: whether the injected allocation failure fired.
+    pub fault_fired: Vec<Option<bool>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,20 +11,9 @@
 
 use super::kernel::Rule;
 use super::lpage::{self, Backing};
-use super::memslot::{self, Slot, KVM_USER_MEM_SLOTS};
+use super::memslot::{self, DirtyLog, Slot, KVM_USER_MEM_SLOTS};
 use super::stage2::Leaf;
 use super::*;
-use std::collections::BTreeSet;
-
-/// A slot's dirty bitmap, by page offset in the slot (a MOVE keeps it, as KVM keeps the
-/// bitmap).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DirtyLog {
-    /// Pages the guest wrote since logging began or their bit was last cleared.
-    pub must: BTreeSet<u64>,
-    /// Pages a fault mapped since then (reads, pre-faults): reported or not.
-    pub may: BTreeSet<u64>,
-}
 
 /// What a KVM_GET_DIRTY_LOG must and may report, as page offsets in the slot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -2,7 +2,17 @@
 
 use super::gmem::Gmem;
 use crate::seq::{Errno, Release, SlotSpec, VmType, PAGE};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A slot's dirty bitmap, by page offset in the slot (a MOVE keeps it, as KVM keeps the
+/// bitmap).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirtyLog {
+    /// Pages the guest wrote since logging began or their bit was last cleared.
+    pub must: BTreeSet<u64>,
+    /// Pages a fault mapped since then (reads, pre-faults): reported or not.
+    pub may: BTreeSet<u64>,
+}
 
 /// x86: KVM_MEM_SLOTS_NUM (SHRT_MAX) less the internal slots.
 pub const KVM_USER_MEM_SLOTS: u32 = 32764;
@@ -21,7 +31,7 @@ pub struct Slot {
     /// so its alignment never disallows a huge mapping by itself.
     pub uregion: u64,
     /// KVM_MEM_LOG_DIRTY_PAGES, and the dirty bitmap: see [`super::dirty_log`].
-    pub log: Option<super::dirty_log::DirtyLog>,
+    pub log: Option<DirtyLog>,
 }
 
 /// What a memslot's checks depend on beyond the slots: the VM type, the host's GPA width, the

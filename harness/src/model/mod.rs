@@ -372,6 +372,8 @@ impl Model {
                 Ok(())
             }
             Op::GmemCreate { decl, raw } => self.gmem_create(decl, *raw),
+            // The runner gives the next host op its failed alternative (oracle::race).
+            Op::FailNth { .. } => Ok(()),
             Op::Fallocate { gmem, offset, len, punch, keep_size } => {
                 self.fallocate(gmem, *offset, *len, *punch, *keep_size)
             }

@@ -9,6 +9,7 @@ pub mod progress;
 pub mod race;
 pub mod run;
 pub mod signature;
+pub mod step;
 
 pub use finding::{Finding, FindingKind};
 pub use run::{run_model, Trace};

@@ -8,9 +8,13 @@
 //! After the group, the kernel's mapping view must also hold what every serialization holds:
 //! no leaf outside a slot, no huge leaf over a range that mixes attributes, crosses a slot's
 //! edge or lies in a dirty-logged slot.
+//!
+//! A host op after `fail-nth` is judged the same way, between two alternatives: the op done
+//! (the failed allocation had a fallback, or the fault never fired) or the op not done at all
+//! with ENOMEM, which is what KVM's ioctls promise (they reserve before they change anything).
 
 use super::finding::{Finding, FindingKind};
-use super::run::{run_group, run_host_step, snapshot, RunOpts, Trace};
+use super::step::{run_group, run_host_step, snapshot, RunOpts, Trace};
 use crate::backend::view::{compare_installed, compare_leaves, KLeaf, StepView};
 use crate::backend::Observed;
 use crate::model::lpage::{self, Backing, UserBacking};
@@ -124,6 +128,16 @@ pub(super) fn run_together(
             tried.swap_remove(0)
         }
     };
+    commit(m, s, &g, t, per_step);
+    if let Some(v) = view {
+        if let Some(f) = illegal_leaf(m, seq, &g, v.leaves()) {
+            per_step[g.end - 1].push(f);
+        }
+    }
+}
+
+/// Go on from a chosen run: its model, and its outcomes and findings for the steps `g`.
+fn commit(m: &mut Model, s: Serial, g: &Range<usize>, t: &mut Trace, per_step: &mut [Vec<Finding>]) {
     *m = s.model;
     for k in g.clone() {
         t.outcomes[k] = s.trace.outcomes[k].clone();
@@ -131,11 +145,60 @@ pub(super) fn run_together(
         t.dirty[k] = s.trace.dirty[k].clone();
         per_step[k].extend(s.per_step[k].iter().cloned());
     }
-    if let Some(v) = view {
-        if let Some(f) = illegal_leaf(m, seq, &g, v.leaves()) {
-            per_step[g.end - 1].push(f);
-        }
+}
+
+/// Run host op `i`, which ran with an allocation failing (`fail-nth` before it): done as the
+/// model does it, or not done with ENOMEM, whichever the kernel shows.
+pub(super) fn run_failing(
+    m: &mut Model,
+    seq: &Sequence,
+    i: usize,
+    opts: &RunOpts<'_>,
+    t: &mut Trace,
+    per_step: &mut [Vec<Finding>],
+) {
+    let g = i..i + 1;
+    let done = run_order(m, seq, &g, &[0]);
+    let Some(real) = opts.real else {
+        return commit(m, done, &g, t, per_step);
+    };
+    let view = real.views.get(i).and_then(|v| v.as_ref());
+    let fired = real.fault_fired.get(i).copied().flatten() == Some(true);
+    if !fired || (outcomes_match(&done, &g, &real.observed) && view_matches(&done, view)) {
+        return commit(m, done, &g, t, per_step);
     }
+    let mut undone = run_order(m, seq, &g, &[]);
+    undone.trace.outcomes[i] = Outcome::Err(crate::seq::Errno::ENOMEM);
+    if outcomes_match(&undone, &g, &real.observed) && view_matches(&undone, view) {
+        return commit(m, undone, &g, t, per_step);
+    }
+    let op = &seq.steps[i].op;
+    let n = match i.checked_sub(1).map(|p| &seq.steps[p].op) {
+        Some(crate::seq::Op::FailNth { n }) => *n,
+        _ => 0,
+    };
+    per_step[i].push(Finding {
+        context: String::new(),
+        kind: FindingKind::Divergence,
+        step: Some(i),
+        op: Some(op.kind()),
+        state: format!("injected-fault:model:{}|ENOMEM/real:{}", done.trace.outcomes[i].label(), {
+            match real.observed.get(i) {
+                Some(Observed::Outcome(o)) => o.label(),
+                _ => "state",
+            }
+        }),
+        detail: format!(
+            "step {} `{}` ran with allocation {n} of its ioctl failing, and the fault fired: the kernel gave {} \
+             (and its mappings); the model allows the op done ({}) or not done at all (err ENOMEM)",
+            i + 1,
+            print_op(op),
+            observed_text(real.observed.get(i)),
+            print_outcome(&done.trace.outcomes[i])
+        ),
+    });
+    t.unexplained[i] = true;
+    commit(m, done, &g, t, per_step);
 }
 
 fn group_text(seq: &Sequence, g: &Range<usize>) -> String {

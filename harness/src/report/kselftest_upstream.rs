@@ -328,6 +328,7 @@ impl Emit {
             | Op::Finalize
             | Op::MtrrZap { .. }
             | Op::SlotUpdate { .. }
+            | Op::FailNth { .. }
             | Op::GetDirtyLog { .. }
             | Op::ClearDirtyLog { .. }
             | Op::Inject(_)

@@ -333,6 +333,7 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
         OpKind::Finalize => Op::Finalize,
         OpKind::MtrrZap => Op::MtrrZap { addr: r.addr()?, size: r.addr()? },
         OpKind::Inject => Op::Inject(pick(&Fault::ALL, r.byte()?)),
+        OpKind::FailNth => Op::FailNth { n: (r.varint()? as u32).max(1) },
         OpKind::Accept => Op::Accept { vcpu: vcpu(r)?, addr: r.addr()?, level: r.level()? },
         OpKind::Release => Op::Release { vcpu: vcpu(r)?, addr: r.addr()?, level: r.level()? },
         OpKind::Read => Op::Read { vcpu: vcpu(r)?, addr: r.addr()?, shared: r.flag()? },
@@ -514,6 +515,7 @@ fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
         }
         Op::Finalize => {}
         Op::Inject(f) => w.byte(*f as u8),
+        Op::FailNth { n } => w.varint(*n as u64),
         Op::Accept { vcpu, addr, level } | Op::Release { vcpu, addr, level } => {
             w.byte(*vcpu as u8);
             w.addr(*addr);

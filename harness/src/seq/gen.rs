@@ -174,6 +174,7 @@ fn sample_op(k: OpKind, h: &Header) -> Option<Op> {
             punch: false,
             keep_size: true,
         }),
+        OpKind::FailNth => Some(Op::FailNth { n: 1 }),
         OpKind::SlotUpdate => Some(Op::SlotUpdate { id: 0, log_dirty: true, readonly: false, gmem: None }),
         OpKind::GetDirtyLog => Some(Op::GetDirtyLog { id: 0 }),
         OpKind::ClearDirtyLog => Some(Op::ClearDirtyLog { id: 0, first: 0, pages: 64 }),
@@ -282,6 +283,8 @@ fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]
             Op::SlotAdd(SlotSpec { id, gpa, size, gmem, readonly: u.ratio(1, 8)? })
         }
         OpKind::SlotDelete => Op::SlotDelete { id: u.int_in_range(0..=9)? },
+        // Early allocations mostly: most ioctls allocate a handful of times.
+        OpKind::FailNth => Op::FailNth { n: pick(u, &[1, 1, 2, 3, 5, 8, 16])? },
         OpKind::SlotUpdate => {
             // Mostly the one update that succeeds (logging on or off a plain slot), now and
             // then each refusal: READONLY or GUEST_MEMFD changed, a guest_memfd slot.

@@ -91,6 +91,11 @@ pub enum Op {
         size: u64,
     },
     Inject(Fault),
+    /// A fault injected into the kernel, syzkaller's way: the next step, if it is a host op,
+    /// runs with `/proc/thread-self/fail-nth` at `n` (its ioctl's n-th allocation fails).
+    FailNth {
+        n: u32,
+    },
     /// KVM_CREATE_GUEST_MEMFD as an op with an outcome: the declared flags plus `raw` bits
     /// (flags no kernel knows, to hit the flag check). Named like a header `gmem`.
     GmemCreate {
@@ -181,6 +186,7 @@ words! {
         SlotUpdate = "slot-update",
         GetDirtyLog = "get-dirty-log",
         ClearDirtyLog = "clear-dirty-log",
+        FailNth = "fail-nth",
     }
 }
 
@@ -204,6 +210,7 @@ impl OpKind {
                 OpKind::InitMem
                     | OpKind::Finalize
                     | OpKind::Inject
+                    | OpKind::FailNth
                     | OpKind::MapGpa
                     | OpKind::GmemCreate
                     | OpKind::SlotAdd
@@ -239,6 +246,7 @@ macro_rules! op_addr_field {
             | Op::GetDirtyLog { .. }
             | Op::ClearDirtyLog { .. }
             | Op::Finalize
+            | Op::FailNth { .. }
             | Op::Inject(_)
             | Op::ExpectPages { .. }
             | Op::GmemCreate { .. }
@@ -282,6 +290,7 @@ macro_rules! host_ops {
             | $crate::seq::Op::Finalize
             | $crate::seq::Op::MtrrZap { .. }
             | $crate::seq::Op::Inject(_)
+            | $crate::seq::Op::FailNth { .. }
             | $crate::seq::Op::ExpectPages { .. }
             | $crate::seq::Op::ExpectSept { .. }
             | $crate::seq::Op::GmemCreate { .. }
@@ -317,6 +326,7 @@ macro_rules! op_vcpu_field {
             | Op::Finalize
             | Op::MtrrZap { .. }
             | Op::Inject(_)
+            | Op::FailNth { .. }
             | Op::ExpectPages { .. }
             | Op::ExpectSept { .. }
             | Op::GmemCreate { .. }
@@ -344,6 +354,7 @@ impl Op {
             Op::Finalize => OpKind::Finalize,
             Op::MtrrZap { .. } => OpKind::MtrrZap,
             Op::Inject(_) => OpKind::Inject,
+            Op::FailNth { .. } => OpKind::FailNth,
             Op::Accept { .. } => OpKind::Accept,
             Op::Release { .. } => OpKind::Release,
             Op::Read { .. } => OpKind::Read,

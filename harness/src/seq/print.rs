@@ -77,6 +77,7 @@ pub fn print_op(op: &Op) -> String {
         Op::Finalize => "finalize".into(),
         Op::MtrrZap { addr, size } => format!("mtrr-zap {} {}", fmt_addr(*addr), fmt_size(*size)),
         Op::Inject(f) => format!("inject {}", f.name()),
+        Op::FailNth { n } => format!("fail-nth {n}"),
         Op::Accept { vcpu, addr, level } => {
             format!("vcpu{vcpu} accept {} {}", fmt_addr(*addr), level.name())
         }

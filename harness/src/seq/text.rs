@@ -289,7 +289,8 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
             _ => unreachable!("choose returns a listed word"),
         });
     }
-    const OPS: [&str; 19] = [
+    const OPS: [&str; 20] = [
+        "fail-nth",
         "slot-add",
         "slot-update",
         "get-dirty-log",
@@ -369,6 +370,14 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
         "finalize" => Op::Finalize,
         "mtrr-zap" => Op::MtrrZap { addr: l.number("an address")?, size: l.size("a size")? },
         "inject" => Op::Inject(l.pick::<Fault>("a fault")?),
+        "fail-nth" => {
+            let t = l.peek();
+            let n = l.number("the allocation to fail (1 is the first)")?;
+            match u32::try_from(n) {
+                Ok(n) if n > 0 => Op::FailNth { n },
+                _ => return l.fail(t.expect("consumed"), "an allocation number 1..2^32"),
+            }
+        }
         _ => parse_expect_state(l)?,
     })
 }

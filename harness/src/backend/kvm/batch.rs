@@ -127,6 +127,7 @@ impl KvmBackend {
         let mut t = RealTrace {
             observed: vec![Observed::NotChecked; seq.steps.len()],
             views: vec![None; seq.steps.len()],
+            fault_fired: vec![None; seq.steps.len()],
             ..Default::default()
         };
         // The header's slots are in place: what the kernel mapped so far is not the case's.
@@ -161,7 +162,18 @@ impl KvmBackend {
                 count_time(OP_NANOS.len() - 1, t0);
             } else {
                 let t0 = Instant::now();
-                t.observed[i] = self.host_op(h, op);
+                let armed = i.checked_sub(1).and_then(|p| match seq.steps[p].op {
+                    Op::FailNth { n } => Some(n),
+                    _ => None,
+                });
+                t.observed[i] = match armed {
+                    Some(n) => {
+                        let (o, fired) = self.host_op_failing(h, op, n);
+                        t.fault_fired[i] = Some(fired);
+                        o
+                    }
+                    None => self.host_op(h, op),
+                };
                 count_time(op.kind() as usize, t0);
                 let t0 = Instant::now();
                 self.observe(&mut t, i);

@@ -25,6 +25,13 @@ impl KvmBackend {
                     .into(),
             );
         }
+        if seq.steps.iter().any(|st| matches!(st.op, Op::FailNth { .. }))
+            && !std::path::Path::new("/proc/thread-self/fail-nth").exists()
+        {
+            return Some(
+                "fault injection (/proc/thread-self/fail-nth: CONFIG_FAULT_INJECTION, the lab's debug kernel)".into(),
+            );
+        }
         if h.vcpus as u64 > MAX_VCPUS {
             return Some(format!("more than {MAX_VCPUS} vCPUs in the guest's layout"));
         }

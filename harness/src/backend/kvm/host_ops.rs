@@ -127,6 +127,8 @@ impl KvmBackend {
                 };
             }
             Op::ExpectSept { .. } => return Observed::NotChecked,
+            // Armed for the next step by the runner (`run_steps`).
+            Op::FailNth { .. } => Outcome::Ok,
             Op::GmemCreate { decl, raw } => {
                 let flags = *raw
                     | if decl.mmap { raw::GUEST_MEMFD_FLAG_MMAP } else { 0 }
@@ -235,6 +237,19 @@ pub(super) enum Effect {
 }
 
 impl KvmBackend {
+    /// A host op with the n-th allocation of its thread failing (`/proc/thread-self/fail-nth`);
+    /// also whether the fault fired (the file reads 0 once it has).
+    pub(super) fn host_op_failing(&mut self, h: &Header, op: &Op, n: u32) -> (Observed, bool) {
+        const FAIL_NTH: &str = "/proc/thread-self/fail-nth";
+        if std::fs::write(FAIL_NTH, n.to_string()).is_err() {
+            return (Observed::HarnessError(format!("{FAIL_NTH} cannot be written")), false);
+        }
+        let o = self.host_op(h, op);
+        let left = std::fs::read_to_string(FAIL_NTH).ok().and_then(|s| s.trim().parse::<u64>().ok());
+        let _ = std::fs::write(FAIL_NTH, "0");
+        (o, left == Some(0))
+    }
+
     /// How long a pre-fault may go without progress before it is an EINTR outcome.
     pub(super) fn prefault_limit(&self) -> Duration {
         let st = self.vm.as_ref().expect("prepared");

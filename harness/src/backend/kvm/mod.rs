@@ -481,6 +481,12 @@ impl Backend for KvmBackend {
             let last = seq.steps.len().saturating_sub(1);
             t.splats.extend(k.splats().into_iter().map(|s| (last, s)));
         }
+        // A case that failed an allocation in the kernel: anything it leaked (kmemleak, in the
+        // lab's debug kernel) is the case's, at its last step.
+        if let (Ok(t), true) = (r.as_mut(), seq.steps.iter().any(|st| matches!(st.op, Op::FailNth { .. }))) {
+            let last = seq.steps.len().saturating_sub(1);
+            t.splats.extend(kmsg::kmemleak_scan().unwrap_or_default().into_iter().map(|s| (last, s)));
+        }
         if let (Ok(t), Some(k)) = (r.as_mut(), self.kcov.as_mut()) {
             t.pcs = k.collect();
         }

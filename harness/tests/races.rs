@@ -1,0 +1,215 @@
+//! Concurrent groups, dirty logging and injected faults: the language, the race oracle held to
+//! made-up kernel observations (what a buggy kernel would give), and real overlap on
+//! `/dev/kvm`.
+
+use privmem::backend::kvm::KvmBackend;
+use privmem::backend::{Backend, Observed, RealTrace};
+use privmem::oracle::diff::{check_real, collide_seed, diff};
+use privmem::oracle::run::{run_model, run_model_with, RunOpts};
+use privmem::oracle::FindingKind;
+use privmem::seq::text::{parse, print};
+use privmem::seq::{codec, Errno, Outcome, Sequence};
+
+fn seq(src: &str) -> Sequence {
+    parse("t.seq", src).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const GROUP: &str = "vm default\nvcpus 2\nslot 7 gpa=0x100000000 size=2M\nvcpu0 write 0x100000000 0x1\n\
+                     together {\n    slot-delete 7\n    vcpu0 read 0x100000000\n}\nvcpu1 read 0x100000000\n";
+
+#[test]
+fn a_group_prints_parses_and_encodes_back() {
+    let s = seq(GROUP);
+    assert_eq!(s.group_at(3), 3..4, "the last read runs alone");
+    assert_eq!(s.group_at(1), 1..3);
+    assert_eq!(print(&s), "vm default\nvcpus 2\nslot 7 gpa=0x100000000 size=2M\nvcpu0 write 0x100000000 0x1\ntogether {\n    slot-delete 7\n    vcpu0 read 0x100000000\n}\nvcpu1 read 0x100000000\n");
+    assert_eq!(codec::decode(&codec::encode(&s)), s);
+}
+
+#[test]
+fn groups_that_cannot_be_are_parse_errors_with_their_place() {
+    let cases = [
+        ("vm default\nvcpus 2\ntogether {\nvcpu0 read 0x1000\n}\n", 5, "needs two or more"),
+        ("vm default\nvcpus 2\ntogether {\nvcpu0 read 0x1000\nvcpu0 write 0x1000 1\n}\n", 5, "one op of a group"),
+        ("vm default\ntogether {\nhost-read 0x1000\ntogether {\n", 4, "cannot hold another"),
+        ("vm default\ntogether {\nhost-read 0x1000\nhost-read 0x2000\n", 4, "expected `}`"),
+        ("vm default\n}\n", 2, "no open"),
+        ("vm default\ntogether {\nhost-read 0x1000\nfail-nth 2\n}\n", 4, "cannot run together"),
+        ("vm default\nclear-dirty-log 7 first=0 pages=0x100000000\n", 2, "32 bits"),
+    ];
+    for (src, line, what) in cases {
+        let e = parse("bad.seq", src).expect_err(src);
+        assert_eq!(e.line, line, "{src}: {e}");
+        assert!(e.msg.contains(what), "{src}: {e}");
+    }
+}
+
+/// A made-up real run: the given outcomes per step, nothing else observed.
+fn observed(outcomes: &[Outcome]) -> RealTrace {
+    RealTrace { observed: outcomes.iter().cloned().map(Observed::Outcome).collect(), ..Default::default() }
+}
+
+#[test]
+fn the_race_oracle_takes_any_serialization_and_names_the_group_when_none_fits() {
+    let s = seq(GROUP);
+    fn opts(r: &RealTrace) -> RunOpts<'_> {
+        RunOpts { real: Some(r), ..Default::default() }
+    }
+    // The read before the deletion (value 1) or after it (MMIO): both are serializations.
+    for read in [Outcome::Value(1), Outcome::Exit(privmem::seq::Exit::Mmio)] {
+        let r = observed(&[Outcome::Ok, Outcome::Ok, read.clone(), Outcome::Exit(privmem::seq::Exit::Mmio)]);
+        let t = run_model_with(&s, &opts(&r)).0;
+        assert!(t.findings.is_empty(), "{read:?}: {:?}", t.findings);
+        assert!(diff(&s, &t, &r).findings.is_empty());
+    }
+    // A read that gives a value nobody wrote: no order gives it.
+    let r = observed(&[Outcome::Ok, Outcome::Ok, Outcome::Value(7), Outcome::Exit(privmem::seq::Exit::Mmio)]);
+    let t = run_model_with(&s, &opts(&r)).0;
+    let f = t.findings.iter().find(|f| f.kind == FindingKind::Race).expect("a race finding");
+    assert_eq!(f.state, "no-serialization:slot-delete+read");
+    assert!(f.detail.contains("tried 2 order(s)") && f.detail.contains("2 3: ok, exit mmio"), "{}", f.detail);
+    // The group's steps are the race finding's, not divergences one by one.
+    assert!(diff(&s, &t, &r).findings.is_empty());
+}
+
+#[test]
+fn dirty_logging_on_the_model_follows_the_kernel_rules() {
+    let s = seq("vm default\nslot 7 gpa=0x100000000 size=4M\nvcpu0 write 0x100000000 1\nslot-update 7 log-dirty\n\
+                 vcpu0 write 0x100001000 2\nvcpu0 write 0x100001000 3\nvcpu0 read 0x100203000\nget-dirty-log 7\n\
+                 clear-dirty-log 7 first=1 pages=64\nclear-dirty-log 7 first=0 pages=1088\nslot-update 7 readonly\n\
+                 slot-update 8 log-dirty\nslot-update 7\nget-dirty-log 7\n");
+    let t = run_model(&s);
+    let rep = t.dirty[5].as_ref().expect("a report");
+    assert_eq!(rep.must, vec![1], "the one page written while logging");
+    assert!(rep.may.contains(&0x203), "a read fault may dirty its page: {:?}", rep.may);
+    assert!(rep.allows(&[1, 0x203]).is_ok() && rep.allows(&[1]).is_ok());
+    assert!(rep.allows(&[]).unwrap_err().contains("page 1"));
+    assert!(rep.allows(&[1, 5]).unwrap_err().contains("page 5"));
+    let e = |x| Outcome::Err(x);
+    assert_eq!(t.outcomes[6], e(Errno::EINVAL), "first page not a multiple of 64");
+    assert_eq!(t.outcomes[7], e(Errno::EINVAL), "past the slot");
+    assert_eq!(t.outcomes[8], e(Errno::EINVAL), "READONLY differs");
+    assert_eq!(t.outcomes[9], e(Errno::ENOENT), "no slot 8: no call to make");
+    assert_eq!(t.outcomes[10], Outcome::Ok, "logging off");
+    assert_eq!(t.outcomes[11], e(Errno::ENOENT), "logging off: no bitmap");
+}
+
+#[test]
+fn logging_splits_huge_leaves_and_turning_it_off_recovers_or_zaps_by_release() {
+    let src = |k: &str| {
+        format!(
+            "vm default\nkernel {k}\nslot 7 gpa=0x100000000 size=2M\nvcpu0 write 0x100000000 1\n\
+             slot-update 7 log-dirty\nexpect pages_4k=512 pages_2m=0\nslot-update 7\nexpect {}\n",
+            if k == "7.3" { "pages_2m=1 pages_4k=0" } else { "pages_2m=0 pages_4k=0" }
+        )
+    };
+    for k in ["6.12", "7.3"] {
+        let mut s = seq(&src(k));
+        // THP decides a plain slot's level unless the host says: make it huge.
+        let opts = RunOpts {
+            host: privmem::model::HostFacts { plain: privmem::backend::view::UserBacking::Huge, ..Default::default() },
+            ..Default::default()
+        };
+        s.header.set_kernel(privmem::seq::Release::new(
+            if k == "7.3" { 7 } else { 6 },
+            if k == "7.3" { 3 } else { 12 },
+            118,
+        ));
+        let t = run_model_with(&s, &opts).0;
+        assert!(t.findings.is_empty(), "{k}: {:?}", t.findings);
+    }
+}
+
+#[test]
+fn a_failed_allocation_is_the_op_done_or_not_done_with_enomem() {
+    let s = seq("vm sw-protected\ngmem g size=2M\nslot 0 gpa=0x100000000 size=2M gmem=g offset=0\n\
+                 fail-nth 3\nprivate 0x100000000 2M\nvcpu0 read 0x100000000\n");
+    let fired = |o: Outcome| {
+        let mut r = observed(&[Outcome::Ok, o, Outcome::Value(0)]);
+        r.fault_fired = vec![None, Some(true), None];
+        r
+    };
+    for o in [Outcome::Ok, Outcome::Err(Errno::ENOMEM)] {
+        let r = fired(o.clone());
+        let t = run_model_with(&s, &RunOpts { real: Some(&r), ..Default::default() }).0;
+        assert!(t.findings.is_empty() && diff(&s, &t, &r).findings.is_empty(), "{o:?}: {:?}", t.findings);
+    }
+    let r = fired(Outcome::Err(Errno::EFAULT));
+    let t = run_model_with(&s, &RunOpts { real: Some(&r), ..Default::default() }).0;
+    let f = t.findings.iter().find(|f| f.state.starts_with("injected-fault:")).expect("a finding");
+    assert!(f.detail.contains("allocation 3"), "{}", f.detail);
+    // Where the fault did not fire, only the op done is right.
+    let mut r = fired(Outcome::Err(Errno::ENOMEM));
+    r.fault_fired[1] = Some(false);
+    let t = run_model_with(&s, &RunOpts { real: Some(&r), ..Default::default() }).0;
+    assert!(!diff(&s, &t, &r).findings.is_empty());
+}
+
+#[test]
+fn the_collide_seed_ignores_expectations() {
+    let s = seq(GROUP);
+    let mut with = s.clone();
+    with.steps[0].expect = Some(Outcome::Ok);
+    assert_eq!(collide_seed(&s), collide_seed(&with));
+    let mut other = s.clone();
+    other.steps[0].op = privmem::seq::Op::HostRead { addr: 0x100000000 };
+    assert_ne!(collide_seed(&s), collide_seed(&other));
+}
+
+/// On real KVM: a deletion racing two vCPUs' reads, every repetition held to the model.
+#[test]
+fn real_overlap_on_kvm_is_always_some_serialization() {
+    let mut k = match KvmBackend::open() {
+        Ok(k) => k,
+        Err(e) => return privmem_skip(&e),
+    };
+    let s = seq(GROUP);
+    if let Some(why) = k.unsupported(&s) {
+        return privmem_skip(&why);
+    }
+    for rep in 0..16 {
+        k.release_as(collide_seed(&s), rep);
+        let real = k.run(&s).expect("runs");
+        let opts =
+            RunOpts { host: real.host, leaves_at: real.views.iter().map(Option::is_some).collect(), real: Some(&real) };
+        let t = run_model_with(&s, &opts).0;
+        assert!(t.findings.is_empty(), "repetition {rep}: {:?}", t.findings);
+        let d = diff(&s, &t, &real);
+        assert!(d.findings.is_empty(), "repetition {rep}: {:?}", d.findings);
+    }
+    // And through check_real, which repeats with other offsets itself.
+    let c = check_real(&mut k, &s);
+    assert!(c.diff.findings.is_empty() && c.model.findings.is_empty());
+}
+
+/// Dirty logging on real KVM: the bitmap lies between what the guest wrote and what it touched.
+#[test]
+fn dirty_logging_on_kvm_reports_every_written_page() {
+    let mut k = match KvmBackend::open() {
+        Ok(k) => k,
+        Err(e) => return privmem_skip(&e),
+    };
+    let s = seq("vm default\nslot 7 gpa=0x100000000 size=4M\nvcpu0 write 0x100000000 1\nvcpu0 read 0x100200000\n\
+                 slot-update 7 log-dirty\nvcpu0 write 0x100000000 2\nvcpu0 write 0x100003000 2\nvcpu0 read 0x100004000\n\
+                 get-dirty-log 7\nget-dirty-log 7\nvcpu0 write 0x100005000 2\nclear-dirty-log 7 first=0 pages=64\n\
+                 get-dirty-log 7\nslot-update 7\nget-dirty-log 7 => err ENOENT\n");
+    if let Some(why) = k.unsupported(&s) {
+        return privmem_skip(&why);
+    }
+    let c = check_real(&mut k, &s);
+    assert!(c.diff.findings.is_empty() && c.model.findings.is_empty(), "{:?} {:?}", c.diff.findings, c.model.findings);
+    let bits = |i: usize| match &c.steps[i].outcome {
+        Observed::DirtyLog(b) => b.clone(),
+        o => panic!("step {}: {o:?}", i + 1),
+    };
+    assert!(bits(6).contains(&0) && bits(6).contains(&3), "{:?}", bits(6));
+    assert!(bits(7).is_empty(), "GET without manual protect clears: {:?}", bits(7));
+    assert!(bits(10).is_empty(), "CLEAR took page 5 away: {:?}", bits(10));
+}
+
+fn privmem_skip(why: &str) {
+    if std::env::var_os("PRIVMEM_STRICT_SKIPS").is_some_and(|v| v != "0") {
+        panic!("PRIVMEM_STRICT_SKIPS: would skip: {why}");
+    }
+    eprintln!("skipped: {why}");
+}
