@@ -129,8 +129,10 @@ pub(super) fn run_together(
         }
     };
     commit(m, s, &g, t, per_step);
-    if let Some(v) = view {
-        if let Some(f) = illegal_leaf(m, seq, &g, v.leaves()) {
+    // Only a view of every present leaf (the TDP MMU's): the shadow MMU's lists the leaves
+    // installed during the group, some of which a later op of the group zapped.
+    if let Some(StepView::Leaves(leaves)) = view {
+        if let Some(f) = illegal_leaf(m, seq, &g, leaves) {
             per_step[g.end - 1].push(f);
         }
     }

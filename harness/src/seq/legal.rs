@@ -196,7 +196,27 @@ pub fn check_join(group: &[&Op], op: &Op) -> Result<(), String> {
             return Err(format!("vcpu{v} runs one op of a group: a vCPU is one thread"));
         }
     }
+    // Two writes of guest memory in one group leave a value either order explains, and the
+    // oracle goes on from one order only: one write per group.
+    if matches!(op, Op::Write { .. }) && group.iter().any(|o| matches!(o, Op::Write { .. })) {
+        return Err("one guest write per group: which of two writes lands last is not KVM's to say".into());
+    }
+    // Each slot op is issued with the slot's GPA, size and address as they were before the
+    // group: two on one slot would be other calls than the ops say.
+    if let Some(id) = slot_of(op) {
+        if group.iter().any(|o| slot_of(o) == Some(id)) {
+            return Err(format!("slot {id} is changed by one op of a group"));
+        }
+    }
     Ok(())
+}
+
+/// The slot a memslot op changes.
+fn slot_of(op: &Op) -> Option<u32> {
+    match op {
+        Op::SlotDelete { id } | Op::SlotMove { id, .. } | Op::SlotUpdate { id, .. } => Some(*id),
+        _ => None,
+    }
 }
 
 /// Make every `together` flag legal: the first step starts a group, and a step that may not

@@ -201,13 +201,16 @@ impl OpKind {
     /// Whether an op of this kind may run at the same time as others (`together`): guest
     /// accesses and the host ops a VMM issues while vCPUs run. Not the checks, the TDX build,
     /// injected faults (the model's, not the kernel's), MapGPA (its host half is the harness's
-    /// own conversion between exits), or the ops that make new things (a slot's memory, a
-    /// file), which the harness prepares on its own thread.
+    /// own conversion between exits), the ops that make new things (a slot's memory, a
+    /// file), which the harness prepares on its own thread, or userspace's own reads and writes
+    /// of guest memory, whose order is userspace's, not the kernel's.
     pub fn joinable(self) -> bool {
         !self.is_check()
             && !matches!(
                 self,
                 OpKind::InitMem
+                    | OpKind::HostRead
+                    | OpKind::HostWrite
                     | OpKind::Finalize
                     | OpKind::Inject
                     | OpKind::FailNth
