@@ -31,10 +31,13 @@ fn groups_that_cannot_be_are_parse_errors_with_their_place() {
     let cases = [
         ("vm default\nvcpus 2\ntogether {\nvcpu0 read 0x1000\n}\n", 5, "needs two or more"),
         ("vm default\nvcpus 2\ntogether {\nvcpu0 read 0x1000\nvcpu0 write 0x1000 1\n}\n", 5, "one op of a group"),
-        ("vm default\ntogether {\nhost-read 0x1000\ntogether {\n", 4, "cannot hold another"),
-        ("vm default\ntogether {\nhost-read 0x1000\nhost-read 0x2000\n", 4, "expected `}`"),
+        ("vm default\ntogether {\nvcpu0 read 0x1000\ntogether {\n", 4, "cannot hold another"),
+        ("vm default\nvcpus 2\ntogether {\nvcpu0 read 0x1000\nvcpu1 read 0x2000\n", 5, "expected `}`"),
         ("vm default\n}\n", 2, "no open"),
-        ("vm default\ntogether {\nhost-read 0x1000\nfail-nth 2\n}\n", 4, "cannot run together"),
+        ("vm default\ntogether {\nvcpu0 read 0x1000\nfail-nth 2\n}\n", 4, "cannot run together"),
+        ("vm default\ntogether {\nvcpu0 read 0x1000\nprefault vcpu0 0x1000 4K\n}\n", 4, "cannot run together"),
+        ("vm default\ntogether {\nslot-delete 1\nslot-move 1 gpa=0x1000\n}\n", 4, "slot 1 is changed"),
+        ("vm default\nvcpus 2\ntogether {\nvcpu0 write 0x1000 1\nvcpu1 write 0x2000 1\n}\n", 5, "one guest write"),
         ("vm default\nclear-dirty-log 7 first=0 pages=0x100000000\n", 2, "32 bits"),
     ];
     for (src, line, what) in cases {
@@ -57,7 +60,7 @@ fn the_race_oracle_takes_any_serialization_and_names_the_group_when_none_fits() 
     }
     // The read before the deletion (value 1) or after it (MMIO): both are serializations.
     for read in [Outcome::Value(1), Outcome::Exit(privmem::seq::Exit::Mmio)] {
-        let r = observed(&[Outcome::Ok, Outcome::Ok, read.clone(), Outcome::Exit(privmem::seq::Exit::Mmio)]);
+        let r = observed(&[Outcome::Ok, Outcome::Ok, read, Outcome::Exit(privmem::seq::Exit::Mmio)]);
         let t = run_model_with(&s, &opts(&r)).0;
         assert!(t.findings.is_empty(), "{read:?}: {:?}", t.findings);
         assert!(diff(&s, &t, &r).findings.is_empty());
@@ -130,7 +133,7 @@ fn a_failed_allocation_is_the_op_done_or_not_done_with_enomem() {
         r
     };
     for o in [Outcome::Ok, Outcome::Err(Errno::ENOMEM)] {
-        let r = fired(o.clone());
+        let r = fired(o);
         let t = run_model_with(&s, &RunOpts { real: Some(&r), ..Default::default() }).0;
         assert!(t.findings.is_empty() && diff(&s, &t, &r).findings.is_empty(), "{o:?}: {:?}", t.findings);
     }

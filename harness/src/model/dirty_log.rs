@@ -152,13 +152,13 @@ impl Model {
     /// KVM_CLEAR_DIRTY_LOG of `[first, first + pages)` with every bit set in the mask.
     pub(crate) fn clear_dirty_log(&mut self, id: u32, first: u64, pages: u64) -> Result<(), Errno> {
         self.log_slot_id(id)?;
-        if first % 64 != 0 {
+        if !first.is_multiple_of(64) {
             return Err(Errno::EINVAL);
         }
         let slot = self.slots.get_mut(id).ok_or(Errno::ENOENT)?;
         let npages = slot.npages;
         let log = slot.log.as_mut().ok_or(Errno::ENOENT)?;
-        if first > npages || pages > npages - first || (pages < npages - first && pages % 64 != 0) {
+        if first > npages || pages > npages - first || (pages < npages - first && !pages.is_multiple_of(64)) {
             return Err(Errno::EINVAL);
         }
         let end = first + pages;

@@ -142,7 +142,7 @@ pub(super) fn run_together(
 fn commit(m: &mut Model, s: Serial, g: &Range<usize>, t: &mut Trace, per_step: &mut [Vec<Finding>]) {
     *m = s.model;
     for k in g.clone() {
-        t.outcomes[k] = s.trace.outcomes[k].clone();
+        t.outcomes[k] = s.trace.outcomes[k];
         t.exits[k] = s.trace.exits[k];
         t.dirty[k] = s.trace.dirty[k].clone();
         per_step[k].extend(s.per_step[k].iter().cloned());

@@ -273,6 +273,12 @@ pub struct LabBench {
     /// best of each.
     #[serde(default)]
     pub rounds: Vec<[f64; 2]>,
+    /// The same campaign without concurrent groups (`--no-groups`), and the generated
+    /// campaign's cases per second (with groups: each repeated with other offsets) against it.
+    #[serde(default)]
+    pub lab_sequential_cases_per_sec: f64,
+    #[serde(default)]
+    pub concurrent_vs_sequential: f64,
 }
 
 /// `privmem shrink --json`.

@@ -203,12 +203,15 @@ impl OpKind {
     /// injected faults (the model's, not the kernel's), MapGPA (its host half is the harness's
     /// own conversion between exits), the ops that make new things (a slot's memory, a
     /// file), which the harness prepares on its own thread, or userspace's own reads and writes
-    /// of guest memory, whose order is userspace's, not the kernel's.
+    /// of guest memory, whose order is userspace's, not the kernel's. Nor a pre-fault: it is
+    /// one fault per page (and a loop in userspace), each its own point of serialization,
+    /// which the oracle's one-op granularity cannot hold.
     pub fn joinable(self) -> bool {
         !self.is_check()
             && !matches!(
                 self,
                 OpKind::InitMem
+                    | OpKind::Prefault
                     | OpKind::HostRead
                     | OpKind::HostWrite
                     | OpKind::Finalize

@@ -153,7 +153,7 @@ fn lane(
     match guest::run_batch(vcpu, 1, timeout, wd, || commands_done(harness, v, 1)) {
         Ok((exits, runs)) => {
             let o = read_results(harness, v, &[(k, op)], &exits)?;
-            Ok(Lane { observed: Observed::Outcome(o[0].clone()), effect: Effect::None, runs: Some(runs) })
+            Ok(Lane { observed: Observed::Outcome(o[0]), effect: Effect::None, runs: Some(runs) })
         }
         Err(BatchError::MapGpa(..)) => {
             Err(RunError::Guest { step: k, detail: "a MapGPA exit in a concurrent group".into() })
