@@ -127,8 +127,8 @@ pub struct CampaignArgs {
     pub no_view: bool,
     #[arg(long = "no-feedback", help = "no coverage-guided mutation")]
     pub no_feedback: bool,
-    #[arg(long = "no-groups", help = "no concurrent groups (`together`) in generated cases")]
-    pub no_groups: bool,
+    #[arg(long = "groups", help = "concurrent groups (`together`) in generated cases")]
+    pub groups: bool,
 }
 
 #[derive(Args, Debug, Default)]

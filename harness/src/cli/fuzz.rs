@@ -113,7 +113,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
             variant,
             max_ops: a.max_ops.unwrap_or(24) as usize,
             hazards: super::parse_hazards(a.hazards.as_deref())?,
-            groups: !a.c.no_groups,
+            groups: a.c.groups,
         },
         against,
         seed,

@@ -73,7 +73,7 @@ fn plans(a: &LabArgs, jobs: u64, files: Vec<String>, deadline_secs: u64) -> Vec<
                     fresh_vm: a.c.fresh_vm,
                     no_view: a.c.no_view,
                     no_feedback: a.c.no_feedback,
-                    no_groups: a.c.no_groups,
+                    groups: a.c.groups,
                     print_cases: std::env::var_os("PRIVMEM_LAB_VERBOSE").is_some(),
                     profile: a.profile,
                 }));

@@ -65,7 +65,7 @@ pub struct FuzzJob {
     pub fresh_vm: bool,
     pub no_view: bool,
     pub no_feedback: bool,
-    pub no_groups: bool,
+    pub groups: bool,
     pub print_cases: bool,
     pub profile: bool,
 }
@@ -135,7 +135,7 @@ impl Job {
                     (z.fresh_vm, "--fresh-vm"),
                     (z.no_view, "--no-view"),
                     (z.no_feedback, "--no-feedback"),
-                    (z.no_groups, "--no-groups"),
+                    (z.groups, "--groups"),
                     (z.print_cases, "--print-cases"),
                     (z.profile, "--profile"),
                 ] {
@@ -171,7 +171,7 @@ mod tests {
             fresh_vm: false,
             no_view: true,
             no_feedback: false,
-            no_groups: false,
+            groups: false,
             print_cases: false,
             profile: true,
         })

@@ -273,10 +273,10 @@ pub struct LabBench {
     /// best of each.
     #[serde(default)]
     pub rounds: Vec<[f64; 2]>,
-    /// The same campaign without concurrent groups (`--no-groups`), and the generated
-    /// campaign's cases per second (with groups: each repeated with other offsets) against it.
+    /// The same campaign with concurrent groups (`--groups`: each case with groups repeated
+    /// with other offsets), and its cases per second against the sequential campaign's.
     #[serde(default)]
-    pub lab_sequential_cases_per_sec: f64,
+    pub lab_concurrent_cases_per_sec: f64,
     #[serde(default)]
     pub concurrent_vs_sequential: f64,
 }
