@@ -165,8 +165,12 @@ fn the_mapping_view_sees_levels_and_the_oracle_compares_them() {
         leaves.iter().find(|l| gfn >= l.gfn && gfn < l.gfn + l.level.pages()).expect("the written GFN has a leaf");
     assert_eq!(hit.level, privmem::seq::Level::L2M, "the kernel mapped huge memory with {hit:?}");
     // The right facts: no divergence, and comparisons were made.
-    let opts =
-        RunOpts { host: real.host, leaves_at: real.views.iter().map(Option::is_some).collect(), real: Some(&real) };
+    let opts = RunOpts {
+        host: real.host,
+        leaves_at: real.views.iter().map(Option::is_some).collect(),
+        real: Some(&real),
+        ..Default::default()
+    };
     let d = diff(&seq, &run_model_with(&seq, &opts).0, &real);
     assert!(d.findings.is_empty(), "{:?}", d.findings);
     assert!(d.mapping_checks > 0);

@@ -301,6 +301,7 @@ fn check_once(b: &mut dyn Backend, seq: &Sequence) -> RealCheck {
                 host: real.host,
                 leaves_at: real.views.iter().map(Option::is_some).collect(),
                 real: Some(&real),
+                nested: false,
             };
             let model = run_model_with(seq, &opts).0;
             let diff = diff(seq, &model, &real);

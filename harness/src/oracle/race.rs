@@ -20,7 +20,7 @@ use crate::backend::Observed;
 use crate::model::lpage::{self, Backing, UserBacking};
 use crate::model::Model;
 use crate::seq::text::{print_op, print_outcome};
-use crate::seq::{Level, Outcome, Sequence};
+use crate::seq::{Exit, Level, Outcome, Sequence};
 use std::ops::Range;
 
 /// Every order of `0..n`, the identity first.
@@ -51,26 +51,82 @@ struct Serial {
     per_step: Vec<Vec<Finding>>,
 }
 
+/// The fault that lost a race with an attribute change. On a VM whose faults take their
+/// private-ness from the attributes (SW_PROTECTED; TDX and SNP read it from the GPA), KVM decides
+/// a fault is private or shared when it starts, and checks the attribute again once it holds the
+/// page (`kvm_mmu_faultin_pfn()`); a conversion in between makes the fault exit to userspace with
+/// KVM_EXIT_MEMORY_FAULT carrying what it started as. Serialized, that is the guest op placed
+/// where the attribute was what the exit says, done nothing, with a later op of the group
+/// changing the attribute. The VMM then converts or re-enters; the harness takes the exit as
+/// the op's outcome.
+fn lost_fault(seq: &Sequence, k: usize, observed: Option<&[Observed]>) -> Option<(u64, bool)> {
+    if seq.header.vm.has_shared_alias() || !seq.steps[k].op.kind().is_guest() {
+        return None;
+    }
+    match observed?.get(k)? {
+        Observed::Outcome(Outcome::Exit(Exit::MemoryFault { private })) => {
+            Some((seq.steps[k].op.addr()? / crate::seq::PAGE, *private))
+        }
+        _ => None,
+    }
+}
+
+/// `order` with every guest op whose real run lost its fault to a conversion ([`lost_fault`])
+/// taken as lost where the attributes allow it; None when a lost fault's attribute never changes
+/// after it, or no op was lost.
+fn run_order_lost(
+    m: &Model,
+    seq: &Sequence,
+    g: &Range<usize>,
+    order: &[usize],
+    observed: &[Observed],
+) -> Option<Serial> {
+    let mut s = run_prefix(m, seq, g, &[]);
+    let mut pending: Vec<(u64, bool)> = Vec::new();
+    let mut lost = false;
+    for &o in order {
+        let k = g.start + o;
+        match lost_fault(seq, k, Some(observed)) {
+            Some((gfn, a)) if s.model.attrs.is_private(gfn) == a => {
+                s.trace.outcomes[k] = Outcome::Exit(Exit::MemoryFault { private: a });
+                pending.push((gfn, a));
+                lost = true;
+            }
+            _ => step_one(&mut s, seq, k),
+        }
+        pending.retain(|&(gfn, a)| s.model.attrs.is_private(gfn) == a);
+    }
+    (lost && pending.is_empty()).then(|| Serial { order: order.to_vec(), ..s })
+}
+
+fn step_one(s: &mut Serial, seq: &Sequence, k: usize) {
+    if seq.steps[k].op.kind().is_guest() {
+        run_group(&mut s.model, seq, k, k + 1, &mut s.trace, &mut s.per_step);
+    } else {
+        run_host_step(&mut s.model, seq, k, &mut s.trace, &mut s.per_step);
+    }
+}
+
 fn run_order(m: &Model, seq: &Sequence, g: &Range<usize>, order: &[usize]) -> Serial {
+    run_prefix(m, seq, g, order)
+}
+
+fn run_prefix(m: &Model, seq: &Sequence, g: &Range<usize>, order: &[usize]) -> Serial {
     let n = seq.steps.len();
-    let mut model = m.clone();
-    let mut trace = Trace {
+    let model = m.clone();
+    let trace = Trace {
         outcomes: vec![Outcome::Ok; n],
         exits: vec![0; n],
         pages: vec![None; n],
         dirty: vec![None; n],
         ..Default::default()
     };
-    let mut per_step = vec![Vec::new(); n];
+    let per_step = vec![Vec::new(); n];
+    let mut s = Serial { order: order.to_vec(), model, trace, per_step };
     for &o in order {
-        let k = g.start + o;
-        if seq.steps[k].op.kind().is_guest() {
-            run_group(&mut model, seq, k, k + 1, &mut trace, &mut per_step);
-        } else {
-            run_host_step(&mut model, seq, k, &mut trace, &mut per_step);
-        }
+        step_one(&mut s, seq, g.start + o);
     }
-    Serial { order: order.to_vec(), model, trace, per_step }
+    s
 }
 
 /// Whether a serialization's outcomes are what the kernel observed for the group.
@@ -106,27 +162,33 @@ pub(super) fn run_together(
     let real = opts.real;
     let view = real.and_then(|r| r.views.get(g.end - 1)).and_then(|v| v.as_ref());
     let mut tried: Vec<Serial> = Vec::new();
-    let mut chosen = None;
+    let mut fitting: Vec<Serial> = Vec::new();
+    let any_lost = g.clone().any(|k| lost_fault(seq, k, real.map(|r| &r.observed[..])).is_some());
     for order in &all {
         let s = run_order(m, seq, &g, order);
         let Some(r) = real else {
             // The model alone: program order.
-            chosen = Some(s);
+            fitting.push(s);
             break;
         };
-        if outcomes_match(&s, &g, &r.observed) && view_matches(&s, view) {
-            chosen = Some(s);
+        let lost = any_lost.then(|| run_order_lost(m, seq, &g, order, &r.observed)).flatten();
+        for s in std::iter::once(s).chain(lost) {
+            if outcomes_match(&s, &g, &r.observed) && view_matches(&s, view) {
+                fitting.push(s);
+            } else {
+                tried.push(s);
+            }
+        }
+        if opts.nested && !fitting.is_empty() {
             break;
         }
-        tried.push(s);
     }
-    let s = match chosen {
-        Some(s) => s,
-        None => {
-            per_step[g.start].push(no_serialization(seq, &g, real.map(|r| &r.observed[..]), &tried));
-            g.clone().for_each(|k| t.unexplained[k] = true);
-            tried.swap_remove(0)
-        }
+    let s = if fitting.is_empty() {
+        per_step[g.start].push(no_serialization(seq, &g, real.map(|r| &r.observed[..]), &tried));
+        g.clone().for_each(|k| t.unexplained[k] = true);
+        tried.swap_remove(0)
+    } else {
+        best_fit(fitting, seq, &g, opts, t, per_step)
     };
     commit(m, s, &g, t, per_step);
     // Only a view of every present leaf (the TDP MMU's): the shadow MMU's lists the leaves
@@ -138,15 +200,63 @@ pub(super) fn run_together(
     }
 }
 
-/// Go on from a chosen run: its model, and its outcomes and findings for the steps `g`.
-fn commit(m: &mut Model, s: Serial, g: &Range<usize>, t: &mut Trace, per_step: &mut [Vec<Finding>]) {
-    *m = s.model;
+/// Of the orders that fit the group, the one whose continuation best explains the rest of the
+/// real run. Several orders may fit the group's own outcomes and view yet leave different states
+/// (a guest write before or after a conversion of its page, with the leaf zapped either way):
+/// each is run to the end of the sequence (later groups taking their first fitting order), and
+/// the one with the fewest divergences from the group on wins, the earliest order on a tie. This
+/// is carrying every fitting state forward, decided at the end instead of step by step.
+fn best_fit(
+    mut fitting: Vec<Serial>,
+    seq: &Sequence,
+    g: &Range<usize>,
+    opts: &RunOpts<'_>,
+    t: &Trace,
+    per_step: &[Vec<Finding>],
+) -> Serial {
+    let Some(real) = opts.real.filter(|_| fitting.len() > 1 && !opts.nested) else {
+        return fitting.swap_remove(0);
+    };
+    let inner = RunOpts { nested: true, ..opts.clone() };
+    let score = |s: &Serial| {
+        let mut m = s.model.clone();
+        let mut t = t.clone();
+        let mut ps = per_step.to_vec();
+        commit_ref(s, g, &mut t, &mut ps);
+        if opts.leaves_at.get(g.end - 1).copied().unwrap_or(false) {
+            t.leaves[g.end - 1] = Some(snapshot(&m));
+        }
+        super::run::run_steps(&mut m, seq, g.end, &inner, &mut t, &mut ps);
+        let d = super::diff::diff(seq, &t, real);
+        d.findings.iter().filter(|f| f.step.is_none_or(|k| k >= g.start)).count()
+    };
+    let mut best = 0;
+    let mut best_score = usize::MAX;
+    for (k, s) in fitting.iter().enumerate() {
+        let sc = score(s);
+        if sc < best_score {
+            (best, best_score) = (k, sc);
+        }
+        if sc == 0 {
+            break;
+        }
+    }
+    fitting.swap_remove(best)
+}
+
+fn commit_ref(s: &Serial, g: &Range<usize>, t: &mut Trace, per_step: &mut [Vec<Finding>]) {
     for k in g.clone() {
         t.outcomes[k] = s.trace.outcomes[k];
         t.exits[k] = s.trace.exits[k];
         t.dirty[k] = s.trace.dirty[k].clone();
         per_step[k].extend(s.per_step[k].iter().cloned());
     }
+}
+
+/// Go on from a chosen run: its model, and its outcomes and findings for the steps `g`.
+fn commit(m: &mut Model, s: Serial, g: &Range<usize>, t: &mut Trace, per_step: &mut [Vec<Finding>]) {
+    commit_ref(&s, g, t, per_step);
+    *m = s.model;
 }
 
 /// Run host op `i`, which ran with an allocation failing (`fail-nth` before it): done as the

@@ -43,7 +43,6 @@ pub fn run_model_with(seq: &Sequence, opts: &RunOpts) -> (Trace, Option<Coverage
         }
     };
     m.host = opts.host;
-    let want = |k: usize| opts.leaves_at.get(k).copied().unwrap_or(false);
     let n = seq.steps.len();
     t.outcomes = vec![Outcome::Ok; n];
     t.exits = vec![0; n];
@@ -52,54 +51,7 @@ pub fn run_model_with(seq: &Sequence, opts: &RunOpts) -> (Trace, Option<Coverage
     t.dirty = vec![None; n];
     t.unexplained = vec![false; n];
     let mut per_step: Vec<Vec<Finding>> = vec![Vec::new(); n];
-    let mut i = 0;
-    while i < n {
-        let op = &seq.steps[i].op;
-        let group = seq.group_at(i);
-        if group.len() > 1 {
-            super::race::run_together(&mut m, seq, group.clone(), opts, &mut t, &mut per_step);
-            if want(group.end - 1) {
-                t.leaves[group.end - 1] = Some(snapshot(&m));
-            }
-            i = group.end;
-            continue;
-        }
-        if op.kind().is_guest() {
-            let mut j = i;
-            let mut used: u64 = 0;
-            let interleave = seq.header.vm.has_shared_alias();
-            while j < n && (interleave || j == i) {
-                // A step that starts a concurrent group is that group's.
-                if j > i && seq.steps.get(j + 1).is_some_and(|s| s.together) {
-                    break;
-                }
-                let Some(v) = seq.steps[j].op.vcpu().filter(|_| seq.steps[j].op.kind().is_guest()) else {
-                    break;
-                };
-                if used & (1 << v) != 0 {
-                    break;
-                }
-                used |= 1 << v;
-                j += 1;
-            }
-            run_group(&mut m, seq, i, j, &mut t, &mut per_step);
-            for k in (i..j).filter(|&k| want(k)) {
-                t.leaves[k] = Some(snapshot(&m));
-            }
-            i = j;
-            continue;
-        }
-        let armed = i.checked_sub(1).is_some_and(|p| matches!(seq.steps[p].op, Op::FailNth { .. }));
-        if armed {
-            super::race::run_failing(&mut m, seq, i, opts, &mut t, &mut per_step);
-        } else {
-            run_host_step(&mut m, seq, i, &mut t, &mut per_step);
-        }
-        if want(i) {
-            t.leaves[i] = Some(snapshot(&m));
-        }
-        i += 1;
-    }
+    run_steps(&mut m, seq, 0, opts, &mut t, &mut per_step);
     for (i, st) in seq.steps.iter().enumerate() {
         let held = match &st.expect {
             Some(e) if *e != t.outcomes[i] => {
@@ -135,4 +87,66 @@ pub fn run_model_with(seq: &Sequence, opts: &RunOpts) -> (Trace, Option<Coverage
     }
     m.cov.final_thp_leaves += thp;
     (t, Some(m.cov))
+}
+
+/// Run steps `from..` of `seq` on `m`, recording into `t` and `per_step` (the race oracle's
+/// look-ahead runs the rest of a sequence from each fitting order of a group).
+pub(super) fn run_steps(
+    m: &mut Model,
+    seq: &Sequence,
+    from: usize,
+    opts: &RunOpts,
+    t: &mut Trace,
+    per_step: &mut [Vec<Finding>],
+) {
+    let want = |k: usize| opts.leaves_at.get(k).copied().unwrap_or(false);
+    let n = seq.steps.len();
+    let mut i = from;
+    while i < n {
+        let op = &seq.steps[i].op;
+        let group = seq.group_at(i);
+        if group.len() > 1 {
+            super::race::run_together(m, seq, group.clone(), opts, t, per_step);
+            if want(group.end - 1) {
+                t.leaves[group.end - 1] = Some(snapshot(m));
+            }
+            i = group.end;
+            continue;
+        }
+        if op.kind().is_guest() {
+            let mut j = i;
+            let mut used: u64 = 0;
+            let interleave = seq.header.vm.has_shared_alias();
+            while j < n && (interleave || j == i) {
+                // A step that starts a concurrent group is that group's.
+                if j > i && seq.steps.get(j + 1).is_some_and(|s| s.together) {
+                    break;
+                }
+                let Some(v) = seq.steps[j].op.vcpu().filter(|_| seq.steps[j].op.kind().is_guest()) else {
+                    break;
+                };
+                if used & (1 << v) != 0 {
+                    break;
+                }
+                used |= 1 << v;
+                j += 1;
+            }
+            run_group(m, seq, i, j, t, per_step);
+            for k in (i..j).filter(|&k| want(k)) {
+                t.leaves[k] = Some(snapshot(m));
+            }
+            i = j;
+            continue;
+        }
+        let armed = i.checked_sub(1).is_some_and(|p| matches!(seq.steps[p].op, Op::FailNth { .. }));
+        if armed {
+            super::race::run_failing(m, seq, i, opts, t, per_step);
+        } else {
+            run_host_step(m, seq, i, t, per_step);
+        }
+        if want(i) {
+            t.leaves[i] = Some(snapshot(m));
+        }
+        i += 1;
+    }
 }

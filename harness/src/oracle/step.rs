@@ -36,6 +36,8 @@ pub struct RunOpts<'a> {
     /// What a real run observed, for choosing the serialization of each concurrent group
     /// (None: the model alone, program order).
     pub real: Option<&'a crate::backend::RealTrace>,
+    /// Inside the race oracle's look-ahead: a group takes its first fitting order.
+    pub nested: bool,
 }
 
 pub fn snapshot(m: &Model) -> Vec<(u64, Leaf)> {
