@@ -270,3 +270,76 @@ fn the_race_oracle_keeps_the_order_the_rest_of_the_run_explains() {
     let alone = run_model_with(&s, &RunOpts { leaves_at: vec![false, false, true], ..Default::default() }).0;
     assert!(!diff(&s, &alone, &r).findings.is_empty(), "the test needs the two orders to differ");
 }
+
+fn generated(n: usize, seed: u64, cfg: &privmem::seq::gen::GenConfig) -> Vec<Sequence> {
+    let mut rng = privmem::campaign::Rng::new(seed);
+    let mut buf = vec![0u8; 1024];
+    let mut v = Vec::new();
+    while v.len() < n {
+        rng.fill(&mut buf);
+        if let Ok(s) = privmem::seq::gen::generate(&mut arbitrary::Unstructured::new(&buf), cfg) {
+            v.push(s);
+        }
+    }
+    v
+}
+
+/// Races live where two ops touch the same GFNs: with groups, the generator puts a guest access
+/// inside the slot a deletion removes into the deletion's group (the other side of
+/// `fault-ignores-invalid-slot`), and a conversion over a guest access's page, often.
+#[test]
+fn the_generator_joins_ops_that_touch_the_same_gfns() {
+    use privmem::seq::Op;
+    let cfg = privmem::seq::gen::GenConfig {
+        vm: Some(privmem::seq::VmType::SwProtected),
+        max_ops: 24,
+        groups: true,
+        ..Default::default()
+    };
+    let (mut delete_access, mut convert_access) = (0, 0);
+    for s in generated(3000, 5, &cfg) {
+        for i in 0..s.steps.len() {
+            let g = s.group_at(i);
+            if g.start != i || g.len() < 2 {
+                continue;
+            }
+            let ops: Vec<&Op> = g.clone().map(|k| &s.steps[k].op).collect();
+            let access = |lo: u64, hi: u64| {
+                ops.iter().any(|o| o.kind().is_guest() && o.addr().is_some_and(|a| (lo..hi).contains(&a)))
+            };
+            for o in &ops {
+                match o {
+                    Op::SlotDelete { id } => {
+                        if let Some(sl) = s.header.slots.iter().find(|sl| sl.id == *id) {
+                            delete_access += usize::from(access(sl.gpa, sl.gpa + sl.size));
+                        }
+                    }
+                    Op::Private { addr, size } | Op::Shared { addr, size } => {
+                        convert_access += usize::from(access(*addr, addr + size));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert!(delete_access >= 100, "a deletion and an access of its slot in {delete_access} groups");
+    assert!(convert_access >= 200, "a conversion and an access in its range in {convert_access} groups");
+}
+
+/// `--large-conversions`: some conversions are 16G to 64G from a 1G boundary; without it none
+/// is over what a lab campaign allows.
+#[test]
+fn large_conversions_are_opt_in() {
+    use privmem::seq::Op;
+    let big = |large| {
+        let cfg = privmem::seq::gen::GenConfig { max_ops: 24, large_conversions: large, ..Default::default() };
+        generated(2000, 9, &cfg)
+            .iter()
+            .flat_map(|s| s.steps.iter())
+            .filter(|st| matches!(st.op, Op::Private { size, addr } | Op::Shared { size, addr }
+                if size >= 16 << 30 && addr % (1 << 30) == 0))
+            .count()
+    };
+    assert_eq!(big(false), 0);
+    assert!(big(true) >= 50, "{} large conversions", big(true));
+}

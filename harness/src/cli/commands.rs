@@ -129,6 +129,11 @@ pub struct CampaignArgs {
     pub no_feedback: bool,
     #[arg(long = "groups", help = "concurrent groups (`together`) in generated cases")]
     pub groups: bool,
+    #[arg(
+        long = "large-conversions",
+        help = "conversions of 16G to 64G now and then (slow: for the lockup and RCU-stall detectors of a debug kernel)"
+    )]
+    pub large_conversions: bool,
 }
 
 #[derive(Args, Debug, Default)]

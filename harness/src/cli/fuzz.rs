@@ -40,6 +40,9 @@ fn open_backend(a: &super::commands::FuzzArgs) -> Result<Option<KvmBackend>, Str
             }
             // A fresh VM per case instead of a reused one.
             k.reuse = !a.c.fresh_vm;
+            if a.c.large_conversions {
+                crate::backend::kvm::allow_large_conversions();
+            }
             k.footing().map_err(|why| format!("footing check failed, refusing to fuzz real KVM: {why}"))?;
             Ok(Some(k))
         }
@@ -114,6 +117,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
             max_ops: a.max_ops.unwrap_or(24) as usize,
             hazards: super::parse_hazards(a.hazards.as_deref())?,
             groups: a.c.groups,
+            large_conversions: a.c.large_conversions,
         },
         against,
         seed,

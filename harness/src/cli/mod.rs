@@ -207,7 +207,7 @@ fn coverage(a: &commands::CoverageArgs) -> Result<i32, String> {
             variant: a.variant.as_deref().map(parse_variant).transpose()?,
             max_ops: 24,
             hazards: parse_hazards(a.hazards.as_deref())?,
-            groups: false,
+            ..Default::default()
         };
         let mut c =
             Campaign::new(CampaignConfig { gen, against: None, seed: a.seed.unwrap_or(1), ..Default::default() });

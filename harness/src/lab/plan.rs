@@ -66,6 +66,8 @@ pub struct FuzzJob {
     pub no_view: bool,
     pub no_feedback: bool,
     pub groups: bool,
+    #[serde(default)]
+    pub large_conversions: bool,
     pub print_cases: bool,
     pub profile: bool,
 }
@@ -136,6 +138,7 @@ impl Job {
                     (z.no_view, "--no-view"),
                     (z.no_feedback, "--no-feedback"),
                     (z.groups, "--groups"),
+                    (z.large_conversions, "--large-conversions"),
                     (z.print_cases, "--print-cases"),
                     (z.profile, "--profile"),
                 ] {
@@ -172,6 +175,7 @@ mod tests {
             no_view: true,
             no_feedback: false,
             groups: false,
+            large_conversions: false,
             print_cases: false,
             profile: true,
         })

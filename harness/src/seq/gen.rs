@@ -24,6 +24,10 @@ pub struct GenConfig {
     /// Whether ops may run together (concurrent groups): where a backend overlaps them, or
     /// on the model, where each group is one serialization.
     pub groups: bool,
+    /// Conversions of 16G to 64G now and then: page by page in the kernel, long enough under
+    /// the lab's TCG to meet the soft-lockup and RCU-stall detectors where a loop forgets to
+    /// reschedule (`--large-conversions`, opt-in: each costs seconds).
+    pub large_conversions: bool,
 }
 
 const GPA_BASES: [u64; 4] = [0x1_0000_0000, 0x4000_0000, 0x8000_0000, 0x2_0000_0000];
@@ -128,16 +132,80 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
         if u.is_empty() {
             break;
         }
-        let kind = pick(u, &enabled)?;
-        let op = gen_op(u, kind, &s.header, &ranges)?;
+        // Now and then the op runs together with the ones before it (a race); half of those
+        // times it is chosen to conflict with the op before (a fault in the range a conversion
+        // or a slot change touches, or the reverse), where the races live.
+        let together = cfg.groups && !s.steps.is_empty() && u.ratio(1, 3)?;
+        let conflict = match s.steps.last() {
+            Some(prev) if together && u.ratio(1, 2)? => gen_conflict(u, &prev.op, &s.header, &enabled)?,
+            _ => None,
+        };
+        let mut op = match conflict {
+            Some(op) => op,
+            None => {
+                let kind = pick(u, &enabled)?;
+                gen_op(u, kind, &s.header, &ranges)?
+            }
+        };
+        if let (true, Op::Private { addr, size } | Op::Shared { addr, size }) = (cfg.large_conversions, &mut op) {
+            if u.ratio(1, 4)? {
+                *addr &= !(SZ_1G - 1);
+                *size = pick(u, &[16 * SZ_1G, 32 * SZ_1G, 64 * SZ_1G])?;
+            }
+        }
         if legal::check_op(&s.header, &op).is_ok() {
-            // Now and then the op runs together with the ones before it (a race).
-            let together = cfg.groups && u.ratio(1, 3)?;
             s.steps.push(Step { op, expect: None, together });
             legal::normalize_groups(&mut s);
         }
     }
     Ok(s)
+}
+
+/// An op that touches what `prev` touches, the other side of a race: a guest access inside the
+/// range or slot a host op changes, or a conversion, punch or slot change under a guest access.
+/// Kinds come from the case's enabled ones; None where none fits.
+fn gen_conflict(u: &mut Unstructured<'_>, prev: &Op, h: &Header, enabled: &[OpKind]) -> Result<Option<Op>> {
+    let slot_of = |id: u32| h.slots.iter().find(|s| s.id == id).map(|s| (s.gpa, s.gpa + s.size));
+    let range = match prev {
+        Op::Private { addr, size } | Op::Shared { addr, size } | Op::Punch { addr, size, .. } => {
+            Some((*addr, addr.saturating_add(*size)))
+        }
+        Op::SlotDelete { id } | Op::SlotMove { id, .. } | Op::SlotUpdate { id, .. } => slot_of(*id),
+        _ => None,
+    };
+    if let Some((a, b)) = range.filter(|(a, b)| a < b) {
+        let guests: Vec<OpKind> = enabled.iter().copied().filter(|k| k.is_guest() && *k != OpKind::MapGpa).collect();
+        if guests.is_empty() {
+            return Ok(None);
+        }
+        let pages = ((b - a) / PAGE).clamp(1, 1 << 20);
+        let addr = a + u.int_in_range(0..=pages - 1)? * PAGE;
+        let kind = pick(u, &guests)?;
+        let mut op = gen_op(u, kind, h, &[(a, b)])?;
+        if let Some(x) = op.addr_mut() {
+            *x = addr;
+        }
+        return Ok(Some(op));
+    }
+    let Some(addr) = prev.addr().filter(|_| prev.kind().is_guest()) else {
+        return Ok(None);
+    };
+    let hosts = [OpKind::Private, OpKind::Shared, OpKind::Punch, OpKind::SlotDelete, OpKind::SlotMove];
+    let hosts: Vec<OpKind> = hosts.into_iter().filter(|k| enabled.contains(k)).collect();
+    if hosts.is_empty() {
+        return Ok(None);
+    }
+    let base = addr & !(SZ_2M - 1);
+    let size = pick(u, &[PAGE, SZ_2M])?;
+    let at = if size == PAGE { addr & !(PAGE - 1) } else { base };
+    let slot = h.slots.iter().find(|s| (s.gpa..s.gpa + s.size).contains(&addr)).map(|s| s.id);
+    Ok(match pick(u, &hosts)? {
+        OpKind::Private => Some(Op::Private { addr: at, size }),
+        OpKind::Shared => Some(Op::Shared { addr: at, size }),
+        OpKind::Punch => Some(Op::Punch { addr: at, size, keep_size: true }),
+        OpKind::SlotDelete => slot.map(|id| Op::SlotDelete { id }),
+        _ => slot.map(|id| Op::SlotMove { id, gpa: 0x3_0000_0000 }),
+    })
 }
 
 /// A placeholder op of a kind, to ask `legal` whether the kind means anything on this VM.

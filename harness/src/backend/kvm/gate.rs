@@ -137,7 +137,7 @@ impl KvmBackend {
             // of memory and panics. Such ranges stay on the model.
             // A guest's map-gpa becomes the same conversion, done by the harness on its exit.
             Op::Private { size, .. } | Op::Shared { size, .. } | Op::MapGpa { size, .. }
-                if *size > if in_lab() { MAX_ATTR_RANGE_LAB } else { MAX_ATTR_RANGE } =>
+                if *size > max_attr_range() =>
             {
                 false
             }

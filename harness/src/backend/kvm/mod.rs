@@ -226,6 +226,25 @@ const PREFAULT_STALL: Duration = Duration::from_millis(150);
 /// 64M to 1G still a third. Larger ranges stay on the model, in scenarios and on a host.
 const MAX_ATTR_RANGE: u64 = 16 << 30;
 const MAX_ATTR_RANGE_LAB: u64 = 64 << 20;
+/// With `--large-conversions`, which asks for conversions long enough to meet a lockup detector.
+const MAX_ATTR_RANGE_LARGE: u64 = 64 << 30;
+static LARGE_CONVERSIONS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Let generated cases convert up to 64G at once (`--large-conversions`).
+pub fn allow_large_conversions() {
+    LARGE_CONVERSIONS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The largest attribute range a generated case sets here.
+fn max_attr_range() -> u64 {
+    if LARGE_CONVERSIONS.load(std::sync::atomic::Ordering::Relaxed) {
+        MAX_ATTR_RANGE_LARGE
+    } else if in_lab() {
+        MAX_ATTR_RANGE_LAB
+    } else {
+        MAX_ATTR_RANGE
+    }
+}
 /// The largest range a generated case pre-faults on a real kernel.
 const MAX_PREFAULT: u64 = 64 << 20;
 

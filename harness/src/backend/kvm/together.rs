@@ -104,7 +104,15 @@ impl KvmBackend {
         for (k, r) in g.clone().zip(results) {
             match r {
                 Ok(l) => {
-                    Self::apply(st, l.effect);
+                    // The harness does not know in which order the group's conversions landed
+                    // (`private X` and `shared X` together may leave X either way): every range
+                    // a conversion of the group touched is recorded private, so the reset sets
+                    // it shared. Found in the lab: a reused VM's next case met a private GFN.
+                    let effect = match l.effect {
+                        Effect::Attrs(s, e, _) => Effect::Attrs(s, e, true),
+                        e => e,
+                    };
+                    Self::apply(st, effect);
                     if let Some(runs) = l.runs {
                         t.exits += runs;
                         t.guest_ops += 1;
