@@ -14,7 +14,13 @@ fn cases_until(
     mut hit: impl FnMut(&privmem::seq::Sequence) -> bool,
 ) -> Option<u64> {
     let cfg = CampaignConfig {
-        gen: GenConfig { vm: Some(VmType::Tdx), variant, max_ops: 24, hazards: Knob::ALL.to_vec(), groups: false },
+        gen: GenConfig {
+            vm: Some(VmType::Tdx),
+            variant,
+            max_ops: 24,
+            hazards: Knob::ALL.to_vec(),
+            ..Default::default()
+        },
         against: None,
         ignore: Vec::new(),
         seed,
@@ -87,7 +93,7 @@ fn huge_v3_never_livelocks_unless_the_accept_level_is_ignored() {
             variant: Some(Variant::HugeV3),
             max_ops: 24,
             hazards: Knob::ALL.to_vec(),
-            groups: false,
+            ..Default::default()
         },
         against: None,
         ignore: Vec::new(),

@@ -205,7 +205,14 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
     };
     // No concurrent groups: two kernels' outcomes are compared step by step, and a race may
     // serialize either way on each.
-    let gen = GenConfig { vm: Some(vm), variant: None, max_ops: 24, hazards: Vec::new(), groups: false, large_conversions: false };
+    let gen = GenConfig {
+        vm: Some(vm),
+        variant: None,
+        max_ops: 24,
+        hazards: Vec::new(),
+        groups: false,
+        large_conversions: false,
+    };
     let mut c = Campaign::new(CampaignConfig { gen, against: None, seed, ignore: Vec::new() });
     c.feedback = false;
     for i in 0..runs {

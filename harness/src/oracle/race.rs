@@ -184,7 +184,7 @@ pub(super) fn run_together(
         }
     }
     let s = if fitting.is_empty() {
-        per_step[g.start].push(no_serialization(seq, &g, real.map(|r| &r.observed[..]), &tried));
+        per_step[g.start].push(no_serialization(seq, &g, real, view, &tried));
         g.clone().for_each(|k| t.unexplained[k] = true);
         tried.swap_remove(0)
     } else {
@@ -208,16 +208,16 @@ pub(super) fn run_together(
 /// is carrying every fitting state forward, decided at the end instead of step by step.
 fn best_fit(
     mut fitting: Vec<Serial>,
-    seq: &Sequence,
+    _seq: &Sequence,
     g: &Range<usize>,
     opts: &RunOpts<'_>,
     t: &Trace,
     per_step: &[Vec<Finding>],
 ) -> Serial {
-    let Some(real) = opts.real.filter(|_| fitting.len() > 1 && !opts.nested) else {
+    let Some(look) = opts.lookahead.filter(|_| fitting.len() > 1 && !opts.nested) else {
         return fitting.swap_remove(0);
     };
-    let inner = RunOpts { nested: true, ..opts.clone() };
+    let inner = RunOpts { nested: true, lookahead: None, ..opts.clone() };
     let score = |s: &Serial| {
         let mut m = s.model.clone();
         let mut t = t.clone();
@@ -226,9 +226,7 @@ fn best_fit(
         if opts.leaves_at.get(g.end - 1).copied().unwrap_or(false) {
             t.leaves[g.end - 1] = Some(snapshot(&m));
         }
-        super::run::run_steps(&mut m, seq, g.end, &inner, &mut t, &mut ps);
-        let d = super::diff::diff(seq, &t, real);
-        d.findings.iter().filter(|f| f.step.is_none_or(|k| k >= g.start)).count()
+        (look.0)(&mut m, &mut t, &mut ps, g.end, g.start, &inner)
     };
     let mut best = 0;
     let mut best_score = usize::MAX;
@@ -326,8 +324,37 @@ fn observed_text(o: Option<&Observed>) -> String {
     }
 }
 
-/// The finding for a group no serialization explains.
-fn no_serialization(seq: &Sequence, g: &Range<usize>, observed: Option<&[Observed]>, tried: &[Serial]) -> Finding {
+/// The steps of the group whose outcome an order gives otherwise than the kernel did.
+fn mismatches(s: &Serial, g: &Range<usize>, observed: &[Observed]) -> Vec<usize> {
+    g.clone().filter(|&k| !outcomes_match_one(s, k, observed)).collect()
+}
+
+fn outcomes_match_one(s: &Serial, k: usize, observed: &[Observed]) -> bool {
+    outcomes_match(s, &(k..k + 1), observed)
+}
+
+/// The finding for a group no serialization explains. Where the closest order (its view the
+/// kernel's) differs in one step's outcome only, the finding is named by that step as a
+/// divergence would be (`race:read:model:…/real:…`): a kernel difference `corpus/known` records
+/// then shows as known in a group too (a stale MMIO SPTE answers a read racing a conversion
+/// just as it answers one after it). Otherwise `race:OP:no-serialization:KIND+KIND…`.
+fn no_serialization(
+    seq: &Sequence,
+    g: &Range<usize>,
+    real: Option<&crate::backend::RealTrace>,
+    view: Option<&StepView>,
+    tried: &[Serial],
+) -> Finding {
+    let observed = real.map(|r| &r.observed[..]);
+    let closest = observed.and_then(|o| {
+        tried
+            .iter()
+            .filter(|s| view_matches(s, view))
+            .map(|s| (mismatches(s, g, o), s))
+            .min_by_key(|(m, _)| m.len())
+            .filter(|(m, _)| m.len() == 1)
+            .map(|(m, s)| (m[0], s))
+    });
     let real: Vec<String> = g.clone().map(|k| observed_text(observed.and_then(|o| o.get(k)))).collect();
     let mut detail = format!(
         "steps {}..{} ran together:\n{}\nthe kernel gave: {}\nno serialization of the {} ops gives that; tried {} order(s):",
@@ -347,12 +374,30 @@ fn no_serialization(seq: &Sequence, g: &Range<usize>, observed: Option<&[Observe
         detail.push_str(&format!("\n  … and {} more", tried.len() - 24));
     }
     let kinds: Vec<&str> = g.clone().map(|k| seq.steps[k].op.kind().name()).collect();
+    let (step, state) = match closest {
+        Some((k, s)) => {
+            let real = match observed.and_then(|o| o.get(k)) {
+                Some(Observed::Outcome(o)) => o.label(),
+                _ => "state",
+            };
+            let order: Vec<String> = s.order.iter().map(|o| (g.start + o + 1).to_string()).collect();
+            detail.push_str(&format!(
+                "\nclosest order {}: all but step {} (`{}`), where it gives {}",
+                order.join(" "),
+                k + 1,
+                print_op(&seq.steps[k].op),
+                print_outcome(&s.trace.outcomes[k])
+            ));
+            (k, format!("model:{}/real:{real}", s.trace.outcomes[k].label()))
+        }
+        None => (g.start, format!("no-serialization:{}", kinds.join("+"))),
+    };
     Finding {
         context: String::new(),
         kind: FindingKind::Race,
-        step: Some(g.start),
-        op: Some(seq.steps[g.start].op.kind()),
-        state: format!("no-serialization:{}", kinds.join("+")),
+        step: Some(step),
+        op: Some(seq.steps[step].op.kind()),
+        state,
         detail,
     }
 }

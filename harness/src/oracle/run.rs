@@ -91,7 +91,7 @@ pub fn run_model_with(seq: &Sequence, opts: &RunOpts) -> (Trace, Option<Coverage
 
 /// Run steps `from..` of `seq` on `m`, recording into `t` and `per_step` (the race oracle's
 /// look-ahead runs the rest of a sequence from each fitting order of a group).
-pub(super) fn run_steps(
+pub(crate) fn run_steps(
     m: &mut Model,
     seq: &Sequence,
     from: usize,

@@ -38,6 +38,22 @@ pub struct RunOpts<'a> {
     pub real: Option<&'a crate::backend::RealTrace>,
     /// Inside the race oracle's look-ahead: a group takes its first fitting order.
     pub nested: bool,
+    /// How well the rest of a run from a group's end explains the real run (the race oracle's
+    /// look-ahead; None: the first fitting order). The differential oracle gives it.
+    pub lookahead: Option<Lookahead<'a>>,
+}
+
+/// Run the steps from `from` on the model and trace given (with the options given) and count
+/// the divergences from the real run at steps `since..`.
+pub type LookaheadFn<'a> = dyn Fn(&mut Model, &mut Trace, &mut [Vec<Finding>], usize, usize, &RunOpts) -> usize + 'a;
+
+#[derive(Clone, Copy)]
+pub struct Lookahead<'a>(pub &'a LookaheadFn<'a>);
+
+impl std::fmt::Debug for Lookahead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lookahead")
+    }
 }
 
 pub fn snapshot(m: &Model) -> Vec<(u64, Leaf)> {
