@@ -375,3 +375,46 @@ fn a_known_divergence_inside_a_group_is_known() {
     assert!(same_access_divergence("divergence:read:model:exit-memory-fault-private/real:exit-mmio", &sig));
     assert!(!same_access_divergence("divergence:read:model:ok/real:exit-mmio", &sig));
 }
+
+/// After a group, a leaf's memory must be the side its GFN is on under every order: the slot's
+/// shared page behind a GFN every order leaves private is what a fault that ignored an
+/// invalidation leaves (ci/lab/planted/fault-ignores-invalidation).
+#[test]
+fn a_leaf_on_the_wrong_side_of_a_conversion_is_a_race() {
+    let s = seq("vm sw-protected\nvcpus 1\ngmem g0 size=2M\nslot 0 gpa=0x100000000 size=2M gmem=g0 offset=0\n\
+                 together {\n    private 0x100000000 2M\n    vcpu0 read 0x100002000\n}\n");
+    let run = |shared_page: bool| {
+        let mut r = observed(&[Outcome::Ok, Outcome::Value(0)]);
+        r.backing = vec![None, Some(vec![(0x100002, shared_page)])];
+        privmem::oracle::diff::run_model_against(&s, &r).findings
+    };
+    let f = run(true);
+    let r = f.iter().find(|f| f.kind == FindingKind::Race).expect("a race finding");
+    assert_eq!(r.state, "shared-leaf-for-private-gfn", "{}", r.detail);
+    assert!(run(false).is_empty(), "guest_memfd's page behind a private GFN: {:?}", run(false));
+    // Where the orders disagree on the GFN's side, either memory is allowed.
+    let s = seq("vm sw-protected\nvcpus 1\ngmem g0 size=2M\nslot 0 gpa=0x100000000 size=2M gmem=g0 offset=0\n\
+                 together {\n    private 0x100000000 2M\n    shared 0x100002000 4K\n    vcpu0 read 0x100002000\n}\n");
+    for shared_page in [true, false] {
+        let mut r = observed(&[Outcome::Ok, Outcome::Ok, Outcome::Value(0)]);
+        r.backing = vec![None, None, Some(vec![(0x100002, shared_page)])];
+        let f = privmem::oracle::diff::run_model_against(&s, &r).findings;
+        assert!(!f.iter().any(|f| f.state.contains("-leaf-for-")), "{f:?}");
+    }
+}
+
+/// A GFN an earlier group left on an order-dependent side (`private` over it and `shared` of
+/// it together) is judged by a later group under the order the rest of the run explains: the
+/// guest_memfd page behind it after the later group says the earlier `shared` came first.
+/// (A false `private-leaf-for-shared-gfn` of a stock 7.3.4 lab campaign, seed 2.)
+#[test]
+fn a_later_group_is_judged_under_the_order_that_explains_the_earlier_one() {
+    let s = seq("vm sw-protected\nvcpus 1\ngmem g0 size=2M\nslot 0 gpa=0x200001000 size=2M gmem=g0 offset=0\n\
+                 together {\n    private 0x200001000 2M\n    vcpu0 touch 0x20019f000\n    shared 0x20019f000 4K\n}\n\
+                 together {\n    fallocate g0 0x1000 2M punch no-keep-size\n    private 0x200201000 2M\n}\n");
+    // A punch without KEEP_SIZE is EOPNOTSUPP (guest_memfd keeps its size).
+    let mut r = observed(&[Outcome::Ok, Outcome::Ok, Outcome::Ok, Outcome::Err(Errno::EOPNOTSUPP), Outcome::Ok]);
+    r.backing = vec![None, None, Some(vec![(0x20019f, false)]), None, Some(vec![(0x20019f, false)])];
+    let f = privmem::oracle::diff::run_model_against(&s, &r).findings;
+    assert!(f.is_empty(), "{f:?}");
+}

@@ -55,6 +55,24 @@ fn shmem_backing_now() -> UserBacking {
     }
 }
 
+/// The frame behind userspace address `addr` (/proc/self/pagemap): Some(0) where no page is
+/// present, None where the file cannot be read or hides frames (it shows them to
+/// CAP_SYS_ADMIN only, as zero).
+pub fn pfn_of(addr: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/pagemap").ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, (addr >> 12) * 8).ok()?;
+    let e = u64::from_le_bytes(b);
+    let present = e & (1 << 63) != 0;
+    let pfn = e & ((1 << 55) - 1);
+    match (present, pfn) {
+        (false, _) => Some(0),
+        (true, 0) => None,
+        (true, p) => Some(p),
+    }
+}
+
 /// `AnonHugePages` of the mapping that starts at `addr`, in KiB, from /proc/self/smaps.
 /// Whether all of `[addr, addr + len)` is mapped by present huge PMDs: one PAGEMAP_SCAN
 /// ioctl on /proc/self/pagemap (6.7+, `pagemap_scan_thp_entry()` in fs/proc/task_mmu.c: a
@@ -290,6 +308,21 @@ mod tests {
         unsafe { libc::madvise(small.ptr as *mut libc::c_void, small.len, libc::MADV_NOHUGEPAGE) };
         small.write_u64(0, 1);
         assert_eq!(pmd_mapped(small.addr(), len as u64), Some(false));
+    }
+
+    /// pagemap: no frame for a page never touched; for a touched one, the frame (root) or None
+    /// (pagemap hides it); two pages of one small mapping are two frames.
+    #[test]
+    fn pagemap_gives_the_frame_of_a_touched_page() {
+        let m = Mapping::anon_with(2 << 12, libc::MAP_PRIVATE).unwrap();
+        assert_eq!(pfn_of(m.addr()), Some(0), "untouched");
+        m.write_u64(0, 1);
+        m.write_u64(4096, 2);
+        match (pfn_of(m.addr()), pfn_of(m.addr() + 4096)) {
+            (Some(a), Some(b)) => assert!(a != 0 && b != 0 && a != b, "{a:#x} {b:#x}"),
+            (None, None) => eprintln!("pagemap hides frames here (not CAP_SYS_ADMIN)"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Recycled slot memory comes back for the next slot of its length, with every page's

@@ -46,6 +46,10 @@ pub struct RealTrace {
     pub pcs: Vec<u64>,
     /// At a host op after `fail-nth`: whether the injected allocation failure fired.
     pub fault_fired: Vec<Option<bool>>,
+    /// After a concurrent group, where the backend can tell: each leaf of a slot whose shared
+    /// and private memory differ, by its first GFN, and whether its frame is the slot's shared
+    /// (userspace) page. What the race oracle's "no private leaf for a shared GFN" reads.
+    pub backing: Vec<Option<Vec<(u64, bool)>>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -304,13 +304,15 @@ pub fn run_model_against(seq: &Sequence, real: &RealTrace) -> Trace {
                 since: usize,
                 opts: &RunOpts| {
         super::run::run_steps(m, seq, from, opts, t, ps);
-        diff(seq, t, real).findings.iter().filter(|f| f.step.is_none_or(|k| k >= since)).count()
+        // The later groups' race findings count too: a GFN an earlier group left on an
+        // order-dependent side shows only there (a leaf's memory against its side).
+        let races = ps[since..].iter().flatten().filter(|f| f.kind == FindingKind::Race).count();
+        races + diff(seq, t, real).findings.iter().filter(|f| f.step.is_none_or(|k| k >= since)).count()
     };
     let opts = RunOpts {
         host: real.host,
         leaves_at: real.views.iter().map(Option::is_some).collect(),
         real: Some(real),
-        nested: false,
         lookahead: Some(super::step::Lookahead(&look)),
     };
     run_model_with(seq, &opts).0

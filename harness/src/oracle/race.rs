@@ -179,8 +179,12 @@ pub(super) fn run_together(
                 tried.push(s);
             }
         }
-        if opts.nested && !fitting.is_empty() {
-            break;
+    }
+    let backing = real.and_then(|r| r.backing.get(g.end - 1)).and_then(|b| b.as_ref());
+    if let (Some(b), false) = (backing, seq.header.vm.has_shared_alias()) {
+        let every: Vec<&Serial> = tried.iter().chain(&fitting).collect();
+        if let Some(f) = wrong_backing(seq, &g, b, &every) {
+            per_step[g.end - 1].push(f);
         }
     }
     let s = if fitting.is_empty() {
@@ -214,10 +218,10 @@ fn best_fit(
     t: &Trace,
     per_step: &[Vec<Finding>],
 ) -> Serial {
-    let Some(look) = opts.lookahead.filter(|_| fitting.len() > 1 && !opts.nested) else {
+    let Some(look) = opts.lookahead.filter(|_| fitting.len() > 1) else {
         return fitting.swap_remove(0);
     };
-    let inner = RunOpts { nested: true, lookahead: None, ..opts.clone() };
+    let inner = RunOpts { lookahead: None, ..opts.clone() };
     let score = |s: &Serial| {
         let mut m = s.model.clone();
         let mut t = t.clone();
@@ -428,22 +432,45 @@ fn illegal_leaf(m: &Model, seq: &Sequence, g: &Range<usize>, leaves: &[KLeaf]) -
             Some(_) => None,
         };
         if let Some((state, what)) = why {
-            return Some(Finding {
-                context: String::new(),
-                kind: FindingKind::Race,
-                step: Some(g.end - 1),
-                op: Some(seq.steps[g.start].op.kind()),
-                state: state.into(),
-                detail: format!(
-                    "after steps {}..{} ran together:\n{}\nthe kernel has a {} leaf at gfn {:#x} that {what}, under every order of the group",
-                    g.start + 1,
-                    g.end,
-                    group_text(seq, g),
-                    k.level.name(),
-                    k.gfn
-                ),
-            });
+            let leaf = format!(" has a {} leaf at gfn {:#x} that {what},", k.level.name(), k.gfn);
+            return Some(after_group(seq, g, state, &leaf));
         }
+    }
+    None
+}
+
+/// A finding about the kernel's leaves after group `g`: `what` the kernel's leaf does, under
+/// every order of the group.
+fn after_group(seq: &Sequence, g: &Range<usize>, state: &str, what: &str) -> Finding {
+    Finding {
+        context: String::new(),
+        kind: FindingKind::Race,
+        step: Some(g.end - 1),
+        op: Some(seq.steps[g.start].op.kind()),
+        state: state.into(),
+        detail: format!(
+            "after steps {}..{} ran together:\n{}\nthe kernel{what} under every order of the group",
+            g.start + 1,
+            g.end,
+            group_text(seq, g),
+        ),
+    }
+}
+
+/// A leaf whose memory is the wrong side for its GFN under every order of the group: the slot's
+/// shared page behind a GFN every order leaves private, or other memory (guest_memfd's) behind
+/// one every order leaves shared. `backing` is the backend's (GFN, frame is the shared page).
+fn wrong_backing(seq: &Sequence, g: &Range<usize>, backing: &[(u64, bool)], every: &[&Serial]) -> Option<Finding> {
+    for &(gfn, shared_page) in backing {
+        let private: Vec<bool> = every.iter().map(|s| s.model.attrs.is_private(gfn)).collect();
+        let (state, what) = if shared_page && private.iter().all(|&p| p) {
+            ("shared-leaf-for-private-gfn", "maps the slot's shared page, but the GFN is private")
+        } else if !shared_page && private.iter().all(|&p| !p) {
+            ("private-leaf-for-shared-gfn", "maps memory other than the slot's shared page, but the GFN is shared")
+        } else {
+            continue;
+        };
+        return Some(after_group(seq, g, state, &format!("'s leaf at gfn {gfn:#x} {what}")));
     }
     None
 }

@@ -36,10 +36,9 @@ pub struct RunOpts<'a> {
     /// What a real run observed, for choosing the serialization of each concurrent group
     /// (None: the model alone, program order).
     pub real: Option<&'a crate::backend::RealTrace>,
-    /// Inside the race oracle's look-ahead: a group takes its first fitting order.
-    pub nested: bool,
     /// How well the rest of a run from a group's end explains the real run (the race oracle's
-    /// look-ahead; None: the first fitting order). The differential oracle gives it.
+    /// look-ahead; None: the first fitting order, as inside a look-ahead). The differential
+    /// oracle gives it.
     pub lookahead: Option<Lookahead<'a>>,
 }
 

@@ -98,6 +98,9 @@ pub fn export(seq: &Sequence, source: &str) -> Result<String, String> {
             h.vm.name()
         ));
     }
+    if seq.has_groups() {
+        return Err("concurrent groups: the export runs ops one at a time, and a race needs threads".into());
+    }
     // The expectations as the C compares them: privmem's own outcome text, by step (1-based).
     let mut exp = vec!["NULL".to_string()];
     for st in &seq.steps {

@@ -114,6 +114,9 @@ pub fn export(seq: &Sequence, source: &str, src_text: &str, kernel: Option<Relea
     if h.vcpus != 1 {
         return Err("more than one vCPU: the export runs one".into());
     }
+    if seq.has_groups() {
+        return Err("concurrent groups: the export runs ops one at a time, and a race needs threads".into());
+    }
     let model = run_model(seq);
     let mut e = Emit {
         has_map_gpa: seq.steps.iter().any(|st| matches!(st.op, Op::MapGpa { .. })),

@@ -128,6 +128,7 @@ impl KvmBackend {
             observed: vec![Observed::NotChecked; seq.steps.len()],
             views: vec![None; seq.steps.len()],
             fault_fired: vec![None; seq.steps.len()],
+            backing: vec![None; seq.steps.len()],
             ..Default::default()
         };
         // The header's slots are in place: what the kernel mapped so far is not the case's.
@@ -146,6 +147,7 @@ impl KvmBackend {
                 count_time(op.kind() as usize, t0);
                 i = group.end;
                 self.observe(&mut t, i - 1);
+                t.backing[i - 1] = self.leaf_backing(&t.views[i - 1]);
                 continue;
             }
             if op.kind().is_guest() {

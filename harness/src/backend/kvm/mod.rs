@@ -429,6 +429,27 @@ impl KvmBackend {
         }
     }
 
+    /// Which leaves of `view` map a slot's shared page, for the slots whose shared and private
+    /// memory differ (a guest_memfd slot with its own anonymous memory): the leaf's frame
+    /// against the one /proc/self/pagemap gives for the slot's userspace page. None without a
+    /// full view (TDP) or where pagemap hides frames (not root).
+    fn leaf_backing(&self, view: &Option<StepView>) -> Option<Vec<(u64, bool)>> {
+        let Some(StepView::Leaves(leaves)) = view else { return None };
+        let (v, st) = (self.view.as_ref()?, self.vm.as_ref()?);
+        let mut out = Vec::new();
+        for k in leaves.iter().filter(|k| k.root == 0) {
+            let Some(sl) = st.slots.values().find(|s| (s.gpa >> 12..(s.gpa + s.size) >> 12).contains(&k.gfn)) else {
+                continue;
+            };
+            if sl.gmem.is_none() || sl.anon.is_none() {
+                continue;
+            }
+            let user = crate::backend::mem::pfn_of(sl.uaddr + (k.gfn - (sl.gpa >> 12)) * 4096)?;
+            out.push((k.gfn, v.pfn(k).is_some_and(|p| p == user && user != 0)));
+        }
+        Some(out)
+    }
+
     /// The view after a step (None where the backend has none).
     fn step_view(&mut self) -> Option<StepView> {
         let v = self.view.as_mut()?;

@@ -13,7 +13,7 @@
 
 use crate::backend::view::{KLeaf, Mmu};
 use crate::seq::Level;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,8 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 const SPTE_PRESENT: u64 = 1 << 11;
 /// `PT_PAGE_SIZE_MASK`: a present SPTE above 4K with this bit is a huge leaf.
 const SPTE_LARGE: u64 = 1 << 7;
+/// The frame address in an SPTE (`SPTE_BASE_ADDR_MASK`, bits 12 to 51).
+const SPTE_ADDR: u64 = ((1 << 52) - 1) & !0xfff;
 /// `SHADOW_NONPRESENT_VALUE` (64-bit) and `FROZEN_SPTE`: the non-present values that cache
 /// nothing. Any other non-present, non-zero SPTE caches an MMIO access.
 const NONPRESENT: u64 = 1 << 63;
@@ -195,8 +197,9 @@ pub struct TraceView {
     /// TDP: present leaves by (gfn, address space, level), so that iteration is already in the
     /// order a step's view is compared in and "below a GFN" is a range. The level is part of
     /// the key: when a 2M leaf replaces a page table, its event comes first and the removed 4K
-    /// children's after, at the same GFN.
-    leaves: BTreeSet<(u64, u8, Level)>,
+    /// children's after, at the same GFN. The value is the leaf's frame (the SPTE's address bits),
+    /// which tells a shared leaf from a private one ([`TraceView::pfn`]).
+    leaves: BTreeMap<(u64, u8, Level), u64>,
     /// The last view handed out and its limit: most steps change no leaf (a guest read of a
     /// mapped page, a host op, an ioctl that fails), and the view after them is that one
     /// again, shared rather than copied. Dropped whenever a leaf comes or goes.
@@ -294,7 +297,7 @@ impl TraceView {
             tdp_fmt,
             set_fmt,
             mmu,
-            leaves: BTreeSet::new(),
+            leaves: BTreeMap::new(),
             snapshot: None,
             mmio: Default::default(),
             installed: Vec::new(),
@@ -366,8 +369,8 @@ impl TraceView {
             Event::SpteChanged { as_id, gfn, level: lv, old, new } => {
                 let Some(l) = level(lv) else { return };
                 let leaf = |s: u64| s & SPTE_PRESENT != 0 && (l == Level::L4K || s & SPTE_LARGE != 0);
-                let gone = leaf(old) && self.leaves.remove(&(gfn, as_id, l));
-                let came = leaf(new) && self.leaves.insert((gfn, as_id, l));
+                let gone = leaf(old) && self.leaves.remove(&(gfn, as_id, l)).is_some();
+                let came = leaf(new) && self.leaves.insert((gfn, as_id, l), (new & SPTE_ADDR) >> 12).is_none();
                 if gone || came {
                     self.snapshot = None;
                 }
@@ -398,7 +401,7 @@ impl TraceView {
                 let v: Arc<[KLeaf]> = self
                     .leaves
                     .range(..(limit_gfn, 0, Level::L4K))
-                    .map(|&(gfn, root, level)| KLeaf { gfn, level, root })
+                    .map(|(&(gfn, root, level), _)| KLeaf { gfn, level, root })
                     .collect();
                 self.snapshot = Some((limit_gfn, v.clone()));
                 Some(v)
@@ -413,11 +416,16 @@ impl TraceView {
             return None;
         }
         let (mut below, mut above) = ([0u64; 3], [0u64; 3]);
-        for &(gfn, _, level) in &self.leaves {
+        for &(gfn, _, level) in self.leaves.keys() {
             let n = if gfn < limit_gfn { &mut below } else { &mut above };
             n[level as usize] += 1;
         }
         Some((below, above))
+    }
+
+    /// The frame of a present leaf (TDP), from its SPTE.
+    pub fn pfn(&self, leaf: &KLeaf) -> Option<u64> {
+        self.leaves.get(&(leaf.gfn, leaf.root, leaf.level)).copied()
     }
 
     /// The leaves installed since the last call (shadow MMU), below `limit_gfn`.
@@ -432,7 +440,10 @@ impl TraceView {
     /// Whether a present leaf, and whether a cached MMIO SPTE, is left below `limit_gfn` (TDP):
     /// a reset is proved clean only if no leaf is.
     pub fn left_below(&self, limit_gfn: u64) -> (bool, bool) {
-        (self.leaves.first().is_some_and(|(g, _, _)| *g < limit_gfn), self.mmio.iter().any(|(_, g)| *g < limit_gfn))
+        (
+            self.leaves.first_key_value().is_some_and(|((g, _, _), _)| *g < limit_gfn),
+            self.mmio.iter().any(|(_, g)| *g < limit_gfn),
+        )
     }
 
     /// The GFNs below `limit_gfn` with an MMIO SPTE, in address space 0.

@@ -8,7 +8,7 @@ fn view(mmu: Mmu) -> TraceView {
         tdp_fmt: Format::default(),
         set_fmt: Format::default(),
         mmu,
-        leaves: BTreeSet::new(),
+        leaves: BTreeMap::new(),
         snapshot: None,
         mmio: Default::default(),
         installed: Vec::new(),
@@ -38,6 +38,8 @@ fn tdp_events_rebuild_the_leaves() {
     v.apply(changed(0x80200, 2, 0x6000_0000_0123_4807, 0x6000_0000_0abc_08f7));
     v.apply(changed(0x80200, 1, 0x6000_0000_0abc_0807, FROZEN[0]));
     assert_eq!(v.leaves(u64::MAX).map(|l| l.to_vec()), Some(vec![KLeaf { gfn: 0x80200, level: Level::L2M, root: 0 }]));
+    // The leaf's frame is its SPTE's address bits, not the top flag bits.
+    assert_eq!(v.pfn(&KLeaf { gfn: 0x80200, level: Level::L2M, root: 0 }), Some(0xabc0));
     assert_eq!(v.left_below(0x90001), (true, true), "the MMIO SPTE is still cached");
     assert_eq!(v.left_below(0x80200), (false, false));
     v.forget_mmio();
