@@ -20,7 +20,13 @@ use super::*;
 pub struct DirtyReport {
     pub must: Vec<u64>,
     pub may: Vec<u64>,
+    /// Ranges of pages that must be reported too (KVM_DIRTY_LOG_INITIALLY_SET).
+    pub must_ranges: Vec<(u64, u64)>,
 }
+
+/// KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE and KVM_DIRTY_LOG_INITIALLY_SET (include/uapi/linux/kvm.h).
+pub const MANUAL_PROTECT: u64 = 1;
+pub const INITIALLY_SET: u64 = 2;
 
 impl DirtyReport {
     /// Whether a real bitmap (page offsets set) is one the model allows; else the first page
@@ -29,7 +35,19 @@ impl DirtyReport {
         if let Some(p) = self.must.iter().find(|p| real.binary_search(p).is_err()) {
             return Err(format!("page {p} of the slot was written by the guest and is not reported dirty"));
         }
-        if let Some(p) = real.iter().find(|p| self.must.binary_search(p).is_err() && self.may.binary_search(p).is_err())
+        let in_ranges = |p: u64| self.must_ranges.iter().any(|&(s, e)| (s..e).contains(&p));
+        for &(s, e) in &self.must_ranges {
+            let (a, b) = (real.partition_point(|&p| p < s), real.partition_point(|&p| p < e));
+            if (b - a) as u64 != e - s {
+                let missing = (s..e).find(|p| real.binary_search(p).is_err()).unwrap_or(s);
+                return Err(format!(
+                    "page {missing} of the slot was set when logging began (initially set) and is not reported dirty"
+                ));
+            }
+        }
+        if let Some(p) = real
+            .iter()
+            .find(|&&p| self.must.binary_search(&p).is_err() && self.may.binary_search(&p).is_err() && !in_ranges(p))
         {
             return Err(format!("page {p} of the slot is reported dirty; the guest neither wrote nor faulted it"));
         }
@@ -89,6 +107,17 @@ impl Model {
     /// (`kvm_mmu_slot_try_split_huge_pages()`, on by default) turns the slot's huge leaves into
     /// 4K leaves of the same frames. The shadow MMU keeps them write-protected until a write.
     fn logging_on(&mut self, slot: &Slot) {
+        // Initially all set: every bit set, no page write-protected and nothing split, since
+        // every page counts as dirty already (`kvm_prepare_memory_region()`,
+        // `kvm_mmu_slot_apply_flags()`); KVM_CLEAR_DIRTY_LOG splits and protects later.
+        if self.dirty_protect & INITIALLY_SET != 0 {
+            let mut log = DirtyLog::default();
+            log.initially.insert(0, slot.npages);
+            if let Some(s) = self.slots.get_mut(slot.id) {
+                s.log = Some(log);
+            }
+            return;
+        }
         if self.tdp_mmu() {
             for (b, l) in self.shared.runs_in(slot.base_gfn, slot.end_gfn()) {
                 if l.level != Level::L4K {
@@ -140,13 +169,32 @@ impl Model {
         Ok(())
     }
 
-    /// KVM_GET_DIRTY_LOG without manual protect: report the bitmap and clear it. Returns what
-    /// the report must and may hold.
+    /// KVM_GET_DIRTY_LOG: report the bitmap; without manual protect also clear it (and
+    /// write-protect what it reported), with it leave both to KVM_CLEAR_DIRTY_LOG
+    /// (`kvm_get_dirty_log_protect()`). Returns what the report must and may hold.
     pub(crate) fn get_dirty_log(&mut self, id: u32) -> Result<DirtyReport, Errno> {
         self.log_slot_id(id)?;
+        let manual = self.dirty_protect & MANUAL_PROTECT != 0;
         let log = self.slots.get_mut(id).and_then(|s| s.log.as_mut()).ok_or(Errno::ENOENT)?;
-        let taken = std::mem::take(log);
-        Ok(DirtyReport { must: taken.must.into_iter().collect(), may: taken.may.into_iter().collect() })
+        let taken = if manual { log.clone() } else { std::mem::take(log) };
+        Ok(DirtyReport {
+            must: taken.must.into_iter().collect(),
+            may: taken.may.into_iter().collect(),
+            must_ranges: taken.initially.iter().collect(),
+        })
+    }
+
+    /// KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2): no flags, and args[0] within
+    /// MANUAL_PROTECT, plus INITIALLY_SET where MANUAL_PROTECT is asked for (x86's
+    /// KVM_DIRTY_LOG_MANUAL_CAPS). Any time, slots logging or not: the next GET, CLEAR and
+    /// logging-on go by it.
+    pub(crate) fn dirty_log_protect(&mut self, flags: u64) -> Result<(), Errno> {
+        let allowed = if flags & MANUAL_PROTECT != 0 { MANUAL_PROTECT | INITIALLY_SET } else { MANUAL_PROTECT };
+        if flags & !allowed != 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.dirty_protect = flags;
+        Ok(())
     }
 
     /// KVM_CLEAR_DIRTY_LOG of `[first, first + pages)` with every bit set in the mask.
@@ -164,6 +212,24 @@ impl Model {
         let end = first + pages;
         log.must.retain(|p| !(first..end).contains(p));
         log.may.retain(|p| !(first..end).contains(p));
+        // Initially set: the first clear of a page that was set splits its huge leaf (eager
+        // splitting, TDP MMU) and write-protects it (`kvm_arch_mmu_enable_log_dirty_pt_masked()`):
+        // huge leaves in a logging slot are only ever ones mapped before logging began, in
+        // pages still initially set.
+        let first_clear: Vec<(u64, u64)> =
+            log.initially.iter().map(|(s, e)| (s.max(first), e.min(end))).filter(|(s, e)| s < e).collect();
+        log.initially.remove(first, end);
+        let (base, init_set) = (slot.base_gfn, self.dirty_protect & INITIALLY_SET != 0);
+        if init_set && self.tdp_mmu() {
+            for (s, e) in first_clear {
+                for (b, l) in self.shared.runs_in(base + s, base + e) {
+                    if l.level != Level::L4K {
+                        self.unmap_range(false, b, b + l.pages());
+                        self.map_leaf(false, b, Leaf { level: Level::L4K, count: l.pages(), ..l });
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -196,7 +262,11 @@ impl Model {
     /// the leaf goes and the fault maps 4K (`kvm_mmu_hugepage_adjust()` refuses huge pages
     /// for a dirty-tracked slot). True where that happened.
     pub(crate) fn log_breaks_huge(&mut self, gfn: u64, write: bool) -> bool {
-        let logging = self.slots.find(gfn).is_some_and(|s| s.log.is_some());
+        // A page still initially set was never write-protected: the write goes through.
+        let logging = self
+            .slots
+            .find(gfn)
+            .is_some_and(|s| s.log.as_ref().is_some_and(|l| !l.initially.contains(gfn - s.base_gfn)));
         match self.shared.get(gfn) {
             Some((b, l)) if write && logging && l.level != Level::L4K => {
                 self.unmap_range(false, b, b + l.pages());

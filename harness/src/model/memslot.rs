@@ -12,6 +12,9 @@ pub struct DirtyLog {
     pub must: BTreeSet<u64>,
     /// Pages a fault mapped since then (reads, pre-faults): reported or not.
     pub may: BTreeSet<u64>,
+    /// With KVM_DIRTY_LOG_INITIALLY_SET: the pages set when logging began and not cleared
+    /// since (ranges of page offsets; a slot may be large).
+    pub initially: super::ranges::RangeSet,
 }
 
 /// x86: KVM_MEM_SLOTS_NUM (SHRT_MAX) less the internal slots.

@@ -210,6 +210,9 @@ pub struct Model {
     pub warned_shared_split: bool,
     /// What the last KVM_GET_DIRTY_LOG must and may report (taken by the runner).
     pub dirty_report: Option<dirty_log::DirtyReport>,
+    /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2's args[0] (`dirty-log-protect`): bit 0 manual
+    /// protect, bit 1 initially set.
+    pub dirty_protect: u64,
     /// Mapped frames by pfn, as runs. Catches a host page mapped at two GFNs.
     rmap: RunMap<Rmap>,
     /// GFN ranges the current step touched; invariants are checked there.
@@ -247,6 +250,7 @@ impl Model {
             dead: false,
             warned_shared_split: false,
             dirty_report: None,
+            dirty_protect: 0,
             rmap: RunMap::default(),
             dirty: Vec::new(),
             violations: Vec::new(),
@@ -343,6 +347,7 @@ impl Model {
             }
             Op::GetDirtyLog { id } => self.get_dirty_log(*id).map(|r| self.dirty_report = Some(r)),
             Op::ClearDirtyLog { id, first, pages } => self.clear_dirty_log(*id, *first, *pages),
+            Op::DirtyLogProtect { flags } => self.dirty_log_protect(*flags),
             Op::Private { addr, size } => self.set_attributes(*addr, *size, true),
             Op::Shared { addr, size } => self.set_attributes(*addr, *size, false),
             Op::Punch { addr, size, keep_size } => self.punch(*addr, *size, *keep_size),

@@ -334,6 +334,7 @@ impl Emit {
             | Op::FailNth { .. }
             | Op::GetDirtyLog { .. }
             | Op::ClearDirtyLog { .. }
+            | Op::DirtyLogProtect { .. }
             | Op::Inject(_)
             | Op::Accept { .. }
             | Op::Release { .. }

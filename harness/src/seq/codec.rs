@@ -322,6 +322,7 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
             Op::SlotUpdate { id, log_dirty: f & 1 != 0, readonly: f & 2 != 0, gmem }
         }
         OpKind::GetDirtyLog => Op::GetDirtyLog { id: r.varint()? as u32 },
+        OpKind::DirtyLogProtect => Op::DirtyLogProtect { flags: r.varint()? },
         OpKind::ClearDirtyLog => Op::ClearDirtyLog { id: r.varint()? as u32, first: r.varint()?, pages: r.varint()? },
         OpKind::Private => Op::Private { addr: r.addr()?, size: r.addr()? },
         OpKind::Shared => Op::Shared { addr: r.addr()?, size: r.addr()? },
@@ -466,6 +467,7 @@ fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
             }
         }
         Op::GetDirtyLog { id } => w.varint(*id as u64),
+        Op::DirtyLogProtect { flags } => w.varint(*flags),
         Op::ClearDirtyLog { id, first, pages } => {
             w.varint(*id as u64);
             w.varint(*first);

@@ -246,6 +246,7 @@ fn sample_op(k: OpKind, h: &Header) -> Option<Op> {
         OpKind::SlotUpdate => Some(Op::SlotUpdate { id: 0, log_dirty: true, readonly: false, gmem: None }),
         OpKind::GetDirtyLog => Some(Op::GetDirtyLog { id: 0 }),
         OpKind::ClearDirtyLog => Some(Op::ClearDirtyLog { id: 0, first: 0, pages: 64 }),
+        OpKind::DirtyLogProtect => Some(Op::DirtyLogProtect { flags: 1 }),
         OpKind::ExpectPages | OpKind::ExpectSept => None,
     }
 }
@@ -365,6 +366,9 @@ fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]
             Op::SlotUpdate { id, log_dirty: u.ratio(2, 3)?, readonly, gmem }
         }
         OpKind::GetDirtyLog => Op::GetDirtyLog { id: pick(u, &[7, 7, 7, 0, 9])? },
+        // Mostly manual protect, with or without initially set; now and then off, or a
+        // refused value (initially set alone, an unknown bit).
+        OpKind::DirtyLogProtect => Op::DirtyLogProtect { flags: pick(u, &[1, 3, 3, 1, 0, 2, 5, 1 << 63])? },
         OpKind::ClearDirtyLog => {
             let first = pick(u, &[0, 0, 64, 1, 512])?;
             Op::ClearDirtyLog { id: pick(u, &[7, 7, 0])?, first, pages: pick(u, &[64, 512, 448, 1, 0, 65])? }

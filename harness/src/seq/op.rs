@@ -53,6 +53,11 @@ pub enum Op {
         first: u64,
         pages: u64,
     },
+    /// KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) with `flags` as args[0]: bit 0
+    /// MANUAL_PROTECT_ENABLE, bit 1 INITIALLY_SET.
+    DirtyLogProtect {
+        flags: u64,
+    },
     Private {
         addr: u64,
         size: u64,
@@ -187,6 +192,7 @@ words! {
         GetDirtyLog = "get-dirty-log",
         ClearDirtyLog = "clear-dirty-log",
         FailNth = "fail-nth",
+        DirtyLogProtect = "dirty-log-protect",
     }
 }
 
@@ -251,6 +257,7 @@ macro_rules! op_addr_field {
             | Op::SlotUpdate { .. }
             | Op::GetDirtyLog { .. }
             | Op::ClearDirtyLog { .. }
+            | Op::DirtyLogProtect { .. }
             | Op::Finalize
             | Op::FailNth { .. }
             | Op::Inject(_)
@@ -286,6 +293,7 @@ macro_rules! host_ops {
             | $crate::seq::Op::SlotUpdate { .. }
             | $crate::seq::Op::GetDirtyLog { .. }
             | $crate::seq::Op::ClearDirtyLog { .. }
+            | $crate::seq::Op::DirtyLogProtect { .. }
             | $crate::seq::Op::Private { .. }
             | $crate::seq::Op::Shared { .. }
             | $crate::seq::Op::Punch { .. }
@@ -323,6 +331,7 @@ macro_rules! op_vcpu_field {
             | Op::SlotUpdate { .. }
             | Op::GetDirtyLog { .. }
             | Op::ClearDirtyLog { .. }
+            | Op::DirtyLogProtect { .. }
             | Op::Private { .. }
             | Op::Shared { .. }
             | Op::Punch { .. }
@@ -350,6 +359,7 @@ impl Op {
             Op::SlotUpdate { .. } => OpKind::SlotUpdate,
             Op::GetDirtyLog { .. } => OpKind::GetDirtyLog,
             Op::ClearDirtyLog { .. } => OpKind::ClearDirtyLog,
+            Op::DirtyLogProtect { .. } => OpKind::DirtyLogProtect,
             Op::Private { .. } => OpKind::Private,
             Op::Shared { .. } => OpKind::Shared,
             Op::Punch { .. } => OpKind::Punch,

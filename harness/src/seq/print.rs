@@ -62,6 +62,13 @@ pub fn print_op(op: &Op) -> String {
             o
         }
         Op::GetDirtyLog { id } => format!("get-dirty-log {id}"),
+        Op::DirtyLogProtect { flags } => match flags {
+            0 => "dirty-log-protect off".into(),
+            1 => "dirty-log-protect manual".into(),
+            2 => "dirty-log-protect initially-set".into(),
+            3 => "dirty-log-protect manual initially-set".into(),
+            f => format!("dirty-log-protect flags={f:#x}"),
+        },
         Op::ClearDirtyLog { id, first, pages } => format!("clear-dirty-log {id} first={first} pages={pages}"),
         Op::Private { addr, size } => format!("private {} {}", fmt_addr(*addr), fmt_size(*size)),
         Op::Shared { addr, size } => format!("shared {} {}", fmt_addr(*addr), fmt_size(*size)),

@@ -289,12 +289,13 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
             _ => unreachable!("choose returns a listed word"),
         });
     }
-    const OPS: [&str; 20] = [
+    const OPS: [&str; 21] = [
         "fail-nth",
         "slot-add",
         "slot-update",
         "get-dirty-log",
         "clear-dirty-log",
+        "dirty-log-protect",
         "gmem-create",
         "fallocate",
         "slot-delete",
@@ -344,6 +345,25 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
             Op::SlotUpdate { id, log_dirty, readonly, gmem }
         }
         "get-dirty-log" => Op::GetDirtyLog { id: slot_id(l)? },
+        "dirty-log-protect" => {
+            // `manual`, `manual initially-set`, `off`, or the raw args[0] as `flags=N`.
+            let what = "`manual`, `manual initially-set`, `off` or `flags=N`";
+            let flags = if matches!(l.peek(), Some(t) if t.text.starts_with("flags=")) {
+                let v = l.keyed("flags")?;
+                parse_number(v.text, false).ok_or(()).or_else(|_| l.fail(v, "a number after `flags=`"))?
+            } else if l.flag("off") {
+                0
+            } else {
+                let manual = l.flag("manual");
+                let init = l.flag("initially-set");
+                if !manual && !init {
+                    let t = l.next(what)?;
+                    return l.fail(t, what);
+                }
+                manual as u64 | (init as u64) << 1
+            };
+            Op::DirtyLogProtect { flags }
+        }
         "clear-dirty-log" => {
             let id = slot_id(l)?;
             let first = l.keyed_size("first")?;

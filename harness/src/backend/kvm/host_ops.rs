@@ -80,6 +80,7 @@ impl KvmBackend {
             | Op::SlotUpdate { .. }
             | Op::GetDirtyLog { .. }
             | Op::ClearDirtyLog { .. }
+            | Op::DirtyLogProtect { .. }
             | Op::Private { .. }
             | Op::Shared { .. }
             | Op::Punch { .. }
@@ -234,6 +235,8 @@ pub(super) enum Effect {
     SlotFlags(u32, u32),
     /// The attributes of `[start, end)` became private (true) or shared.
     Attrs(u64, u64, bool),
+    /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 was set to these flags.
+    DirtyProtect(u64),
 }
 
 impl KvmBackend {
@@ -285,6 +288,7 @@ impl KvmBackend {
                 }
             }
             Effect::Attrs(s, e, private) => st.private.set(s, e, private),
+            Effect::DirtyProtect(flags) => st.dirty_protect = flags,
         }
     }
 
@@ -359,6 +363,20 @@ impl KvmBackend {
                 match raw::clear_dirty_log(&st.vm, *id, *first, *pages as u32, slot_pages) {
                     Ok(()) => Outcome::Ok,
                     Err(e) => errno_of(e),
+                }
+            }
+            Op::DirtyLogProtect { flags } => {
+                let cap = kvm_bindings::kvm_enable_cap {
+                    cap: kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+                    args: [*flags, 0, 0, 0],
+                    ..Default::default()
+                };
+                match st.vm.enable_cap(&cap) {
+                    Ok(()) => {
+                        effect = Effect::DirtyProtect(*flags);
+                        Outcome::Ok
+                    }
+                    Err(e) => errno_of(e.errno()),
                 }
             }
             Op::Private { addr, size } | Op::Shared { addr, size } => {

@@ -95,6 +95,9 @@ struct VmState {
     gmems: Vec<RGmem>,
     /// Cases run on this VM.
     cases: u64,
+    /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2's flags as a case set them (`dirty-log-protect`): per
+    /// VM, so the reset sets them back to 0.
+    dirty_protect: u64,
     /// `KVM_X86_QUIRK_SLOT_ZAP_ALL` was disabled on this VM (`option no-slot-zap-all`).
     slot_zap_all_off: bool,
     /// What each plain slot's memory of the case turned out to be (checked in smaps).
