@@ -185,13 +185,7 @@ fn real_overlap_on_kvm_is_always_some_serialization() {
     for rep in 0..16 {
         k.release_as(collide_seed(&s), rep);
         let real = k.run(&s).expect("runs");
-        let opts = RunOpts {
-            host: real.host,
-            leaves_at: real.views.iter().map(Option::is_some).collect(),
-            real: Some(&real),
-            ..Default::default()
-        };
-        let t = run_model_with(&s, &opts).0;
+        let t = privmem::oracle::diff::run_model_against(&s, &real);
         assert!(t.findings.is_empty(), "repetition {rep}: {:?}", t.findings);
         let d = diff(&s, &t, &real);
         assert!(d.findings.is_empty(), "repetition {rep}: {:?}", d.findings);

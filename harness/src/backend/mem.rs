@@ -55,21 +55,28 @@ fn shmem_backing_now() -> UserBacking {
     }
 }
 
-/// The frame behind userspace address `addr` (/proc/self/pagemap): Some(0) where no page is
-/// present, None where the file cannot be read or hides frames (it shows them to
-/// CAP_SYS_ADMIN only, as zero).
-pub fn pfn_of(addr: u64) -> Option<u64> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open("/proc/self/pagemap").ok()?;
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, (addr >> 12) * 8).ok()?;
-    let e = u64::from_le_bytes(b);
-    let present = e & (1 << 63) != 0;
-    let pfn = e & ((1 << 55) - 1);
-    match (present, pfn) {
-        (false, _) => Some(0),
-        (true, 0) => None,
-        (true, p) => Some(p),
+/// /proc/self/pagemap, opened once for a batch of lookups.
+pub struct Pagemap(std::fs::File);
+
+impl Pagemap {
+    pub fn open() -> Option<Pagemap> {
+        std::fs::File::open("/proc/self/pagemap").ok().map(Pagemap)
+    }
+
+    /// The frame behind userspace address `addr`: Some(0) where no page is present, None where
+    /// the file cannot be read or hides frames (it shows them to CAP_SYS_ADMIN only, as zero).
+    pub fn pfn(&self, addr: u64) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 8];
+        self.0.read_exact_at(&mut b, (addr >> 12) * 8).ok()?;
+        let e = u64::from_le_bytes(b);
+        let present = e & (1 << 63) != 0;
+        let pfn = e & ((1 << 55) - 1);
+        match (present, pfn) {
+            (false, _) => Some(0),
+            (true, 0) => None,
+            (true, p) => Some(p),
+        }
     }
 }
 
@@ -315,10 +322,11 @@ mod tests {
     #[test]
     fn pagemap_gives_the_frame_of_a_touched_page() {
         let m = Mapping::anon_with(2 << 12, libc::MAP_PRIVATE).unwrap();
-        assert_eq!(pfn_of(m.addr()), Some(0), "untouched");
+        let pm = Pagemap::open().unwrap();
+        assert_eq!(pm.pfn(m.addr()), Some(0), "untouched");
         m.write_u64(0, 1);
         m.write_u64(4096, 2);
-        match (pfn_of(m.addr()), pfn_of(m.addr() + 4096)) {
+        match (pm.pfn(m.addr()), pm.pfn(m.addr() + 4096)) {
             (Some(a), Some(b)) => assert!(a != 0 && b != 0 && a != b, "{a:#x} {b:#x}"),
             (None, None) => eprintln!("pagemap hides frames here (not CAP_SYS_ADMIN)"),
             other => panic!("{other:?}"),

@@ -81,7 +81,7 @@ fn run_order_lost(
     order: &[usize],
     observed: &[Observed],
 ) -> Option<Serial> {
-    let mut s = run_prefix(m, seq, g, &[]);
+    let mut s = run_order(m, seq, g, &[]);
     let mut pending: Vec<(u64, bool)> = Vec::new();
     let mut lost = false;
     for &o in order {
@@ -108,10 +108,6 @@ fn step_one(s: &mut Serial, seq: &Sequence, k: usize) {
 }
 
 fn run_order(m: &Model, seq: &Sequence, g: &Range<usize>, order: &[usize]) -> Serial {
-    run_prefix(m, seq, g, order)
-}
-
-fn run_prefix(m: &Model, seq: &Sequence, g: &Range<usize>, order: &[usize]) -> Serial {
     let n = seq.steps.len();
     let model = m.clone();
     let trace = Trace {
@@ -192,7 +188,7 @@ pub(super) fn run_together(
         g.clone().for_each(|k| t.unexplained[k] = true);
         tried.swap_remove(0)
     } else {
-        best_fit(fitting, seq, &g, opts, t, per_step)
+        best_fit(fitting, &g, opts, t, per_step)
     };
     commit(m, s, &g, t, per_step);
     // Only a view of every present leaf (the TDP MMU's): the shadow MMU's lists the leaves
@@ -212,7 +208,6 @@ pub(super) fn run_together(
 /// is carrying every fitting state forward, decided at the end instead of step by step.
 fn best_fit(
     mut fitting: Vec<Serial>,
-    _seq: &Sequence,
     g: &Range<usize>,
     opts: &RunOpts<'_>,
     t: &Trace,
@@ -330,11 +325,7 @@ fn observed_text(o: Option<&Observed>) -> String {
 
 /// The steps of the group whose outcome an order gives otherwise than the kernel did.
 fn mismatches(s: &Serial, g: &Range<usize>, observed: &[Observed]) -> Vec<usize> {
-    g.clone().filter(|&k| !outcomes_match_one(s, k, observed)).collect()
-}
-
-fn outcomes_match_one(s: &Serial, k: usize, observed: &[Observed]) -> bool {
-    outcomes_match(s, &(k..k + 1), observed)
+    g.clone().filter(|&k| !outcomes_match(s, &(k..k + 1), observed)).collect()
 }
 
 /// The finding for a group no serialization explains. Where the closest order (its view the
@@ -462,10 +453,11 @@ fn after_group(seq: &Sequence, g: &Range<usize>, state: &str, what: &str) -> Fin
 /// one every order leaves shared. `backing` is the backend's (GFN, frame is the shared page).
 fn wrong_backing(seq: &Sequence, g: &Range<usize>, backing: &[(u64, bool)], every: &[&Serial]) -> Option<Finding> {
     for &(gfn, shared_page) in backing {
-        let private: Vec<bool> = every.iter().map(|s| s.model.attrs.is_private(gfn)).collect();
-        let (state, what) = if shared_page && private.iter().all(|&p| p) {
+        // The side every order leaves the GFN on: the wrong one is a finding.
+        let always = |private: bool| every.iter().all(|s| s.model.attrs.is_private(gfn) == private);
+        let (state, what) = if shared_page && always(true) {
             ("shared-leaf-for-private-gfn", "maps the slot's shared page, but the GFN is private")
-        } else if !shared_page && private.iter().all(|&p| !p) {
+        } else if !shared_page && always(false) {
             ("private-leaf-for-shared-gfn", "maps memory other than the slot's shared page, but the GFN is shared")
         } else {
             continue;

@@ -439,6 +439,7 @@ impl KvmBackend {
     fn leaf_backing(&self, view: &Option<StepView>) -> Option<Vec<(u64, bool)>> {
         let Some(StepView::Leaves(leaves)) = view else { return None };
         let (v, st) = (self.view.as_ref()?, self.vm.as_ref()?);
+        let pagemap = crate::backend::mem::Pagemap::open()?;
         let mut out = Vec::new();
         for k in leaves.iter().filter(|k| k.root == 0) {
             let Some(sl) = st.slots.values().find(|s| (s.gpa >> 12..(s.gpa + s.size) >> 12).contains(&k.gfn)) else {
@@ -447,7 +448,7 @@ impl KvmBackend {
             if sl.gmem.is_none() || sl.anon.is_none() {
                 continue;
             }
-            let user = crate::backend::mem::pfn_of(sl.uaddr + (k.gfn - (sl.gpa >> 12)) * 4096)?;
+            let user = pagemap.pfn(sl.uaddr + (k.gfn - (sl.gpa >> 12)) * 4096)?;
             out.push((k.gfn, v.pfn(k).is_some_and(|p| p == user && user != 0)));
         }
         Some(out)
