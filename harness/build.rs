@@ -48,8 +48,36 @@ fn probe_test_needs() {
     }
 }
 
+/// The software TDX module's core (`ci/lab/tdx/module/seam.c`), the same source the lab's TDX
+/// kernel builds in, as a static library for `src/seam.rs`: privmem holds it to its model.
+/// Freestanding: no libc calls, so the object links into the glibc and the static musl binary.
+fn build_seam() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/lab/tdx/module");
+    for f in ["seam.c", "seam.h"] {
+        println!("cargo:rerun-if-changed={}", src.join(f).display());
+    }
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let obj = out.join("seam.o");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".into());
+    let ok = std::process::Command::new(&cc)
+        .args(["-c", "-O2", "-fPIC", "-ffreestanding", "-fno-stack-protector", "-Wall", "-Werror"])
+        .args(["-Wno-unused-parameter", "-fno-tree-loop-distribute-patterns", "-o"])
+        .arg(&obj)
+        .arg(src.join("seam.c"))
+        .status()
+        .unwrap_or_else(|e| panic!("{cc} (the software TDX module's core, ci/lab/tdx/module/seam.c): {e}"));
+    assert!(ok.success(), "{cc} could not build ci/lab/tdx/module/seam.c");
+    let lib = out.join("libprivmem_seam.a");
+    let _ = std::fs::remove_file(&lib);
+    let ok = std::process::Command::new("ar").arg("rcs").arg(&lib).arg(&obj).status().expect("ar (binutils)");
+    assert!(ok.success(), "ar could not archive seam.o");
+    println!("cargo:rustc-link-search=native={}", out.display());
+    println!("cargo:rustc-link-lib=static=privmem_seam");
+}
+
 fn main() {
     probe_test_needs();
+    build_seam();
     // `privmem --version`: the checkout's `git describe`, or the crate's version outside one.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for f in [".git/HEAD", ".git/index", ".git/refs"] {

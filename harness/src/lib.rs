@@ -23,6 +23,7 @@ pub mod lab;
 pub mod model;
 pub mod oracle;
 pub mod report;
+pub mod seam;
 pub mod seq;
 pub mod shrink;
 pub mod wire;

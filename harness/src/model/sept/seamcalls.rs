@@ -234,6 +234,10 @@ impl Td {
     pub fn page_remove_range(&mut self, gfn: u64, level: Level, n: u64) -> TdxStatus {
         Self::ok((|| {
             self.enter()?;
+            // The module walks to the entry first: a missing table on the way is a walk failure.
+            if !self.parent_ok(gfn, level) {
+                return Err(TdxStatus::EptWalkFailed);
+            }
             let runs = self.covered(gfn, level, n).ok_or(TdxStatus::EptEntryStateIncorrect)?;
             for (_, r) in &runs {
                 if !r.state.is_leaf() {

@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The software TDX module's home in the lab kernel (CONFIG_INTEL_TDX_SOFT_MODULE, boot
+ * parameter tdx_soft): every SEAMCALL the kernel makes lands in tdx_soft_seamcall() (the glue
+ * in seamcall_internal.h and tdh_vp_enter()), which runs privmem's module core (seam.c, shared
+ * with privmem's host tests) under one lock. The module is simulated: no SEAM mode, no guest
+ * instruction stream; TDH.VP.ENTER interprets the TD shim's command page.
+ *
+ * debugfs (tdx_soft/):
+ *   calls   SEAMCALLs per leaf since boot ("LEAF COUNT" lines)
+ *   inject  write "LEAF busy N" or "LEAF interrupted N": the next N calls of that leaf
+ *           return TDX_OPERAND_BUSY / the leaf's INTERRUPTED status and change nothing
+ *   sept    every live TD's S-EPT: "td HKID TDR" lines, then "GPA LEVEL STATE PA" per entry
+ */
+#include <linux/debugfs.h>
+#include <linux/init.h>
+#include <linux/mm.h>
+#include <linux/seq_file.h>
+#include <linux/spinlock.h>
+#include <linux/uaccess.h>
+#include <asm/tdx.h>
+#include <asm/tdx_soft.h>
+
+#include "seam.c"
+
+static struct seam soft_module;
+static DEFINE_RAW_SPINLOCK(soft_lock);
+static bool soft_ready;
+/* The TDRs of live TDs (for the sept dump): added at TDH.MNG.CREATE, dropped at the TDR's
+ * reclaim. */
+#define SOFT_MAX_TDS 256
+static u64 soft_tds[SOFT_MAX_TDS];
+
+static void *soft_page(void *ctx, u64 pa)
+{
+	if (!pfn_valid(PHYS_PFN(pa)))
+		return NULL;
+	return __va(pa);
+}
+
+static u32 soft_cpu(void *ctx)
+{
+	return raw_smp_processor_id();
+}
+
+static void soft_track_td(u64 fn, u64 tdr, u64 ret, u64 reclaimed_type)
+{
+	int i;
+
+	if (ret)
+		return;
+	if ((fn & 0xffff) == SEAM_MNG_CREATE) {
+		for (i = 0; i < SOFT_MAX_TDS; i++) {
+			if (!soft_tds[i]) {
+				soft_tds[i] = tdr;
+				return;
+			}
+		}
+	} else if ((fn & 0xffff) == SEAM_PHYMEM_PAGE_RECLAIM && reclaimed_type == SEAM_PT_TDR) {
+		for (i = 0; i < SOFT_MAX_TDS; i++)
+			if (soft_tds[i] == tdr)
+				soft_tds[i] = 0;
+	}
+}
+
+u64 tdx_soft_seamcall(u64 fn, struct tdx_module_args *args)
+{
+	struct seam_regs *r = (struct seam_regs *)args;
+	unsigned long flags;
+	u64 in_rcx = args->rcx, ret;
+
+	BUILD_BUG_ON(sizeof(struct seam_regs) != sizeof(struct tdx_module_args));
+	raw_spin_lock_irqsave(&soft_lock, flags);
+	if (!soft_ready) {
+		struct seam_env env = { .page = soft_page, .cpu = soft_cpu };
+
+		seam_init(&soft_module, &env, 0);
+		soft_ready = true;
+	}
+	ret = seam_call(&soft_module, fn, r);
+	soft_track_td(fn, in_rcx, ret, args->rcx);
+	raw_spin_unlock_irqrestore(&soft_lock, flags);
+	return ret;
+}
+
+static const char *const leaf_names[SEAM_NR_LEAVES] = {
+	[SEAM_VP_ENTER] = "VP.ENTER", [SEAM_MNG_ADDCX] = "MNG.ADDCX",
+	[SEAM_MEM_PAGE_ADD] = "MEM.PAGE.ADD", [SEAM_MEM_SEPT_ADD] = "MEM.SEPT.ADD",
+	[SEAM_VP_ADDCX] = "VP.ADDCX", [SEAM_MEM_PAGE_AUG] = "MEM.PAGE.AUG",
+	[SEAM_MEM_RANGE_BLOCK] = "MEM.RANGE.BLOCK", [SEAM_MNG_KEY_CONFIG] = "MNG.KEY.CONFIG",
+	[SEAM_MNG_CREATE] = "MNG.CREATE", [SEAM_VP_CREATE] = "VP.CREATE",
+	[SEAM_MNG_RD] = "MNG.RD", [SEAM_MR_EXTEND] = "MR.EXTEND",
+	[SEAM_MR_FINALIZE] = "MR.FINALIZE", [SEAM_VP_FLUSH] = "VP.FLUSH",
+	[SEAM_MNG_VPFLUSHDONE] = "MNG.VPFLUSHDONE", [SEAM_MNG_KEY_FREEID] = "MNG.KEY.FREEID",
+	[SEAM_MNG_INIT] = "MNG.INIT", [SEAM_VP_INIT] = "VP.INIT",
+	[SEAM_PHYMEM_PAGE_RDMD] = "PHYMEM.PAGE.RDMD", [SEAM_VP_RD] = "VP.RD",
+	[SEAM_PHYMEM_PAGE_RECLAIM] = "PHYMEM.PAGE.RECLAIM",
+	[SEAM_MEM_PAGE_REMOVE] = "MEM.PAGE.REMOVE", [SEAM_SYS_KEY_CONFIG] = "SYS.KEY.CONFIG",
+	[SEAM_SYS_INIT] = "SYS.INIT", [SEAM_SYS_RD] = "SYS.RD", [SEAM_SYS_LP_INIT] = "SYS.LP.INIT",
+	[SEAM_SYS_TDMR_INIT] = "SYS.TDMR.INIT", [SEAM_MEM_TRACK] = "MEM.TRACK",
+	[SEAM_PHYMEM_CACHE_WB] = "PHYMEM.CACHE.WB", [SEAM_PHYMEM_PAGE_WBINVD] = "PHYMEM.PAGE.WBINVD",
+	[SEAM_VP_WR] = "VP.WR", [SEAM_SYS_CONFIG] = "SYS.CONFIG",
+	[SEAM_SYS_DISABLE] = "SYS.DISABLE",
+};
+
+static int calls_show(struct seq_file *s, void *unused)
+{
+	int i;
+
+	for (i = 0; i < SEAM_NR_LEAVES; i++)
+		if (leaf_names[i])
+			seq_printf(s, "%s %llu\n", leaf_names[i], READ_ONCE(soft_module.calls[i]));
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(calls);
+
+static void sept_line(void *ctx, u64 gpa, int level, u32 state, u64 pa)
+{
+	seq_printf(ctx, "%llx %d %x %llx\n", gpa, level, state, pa);
+}
+
+static int sept_show(struct seq_file *s, void *unused)
+{
+	unsigned long flags;
+	int i;
+
+	/* Under the module's lock: a consistent picture, as KVM can't change it meanwhile. */
+	raw_spin_lock_irqsave(&soft_lock, flags);
+	for (i = 0; i < SOFT_MAX_TDS; i++) {
+		if (!soft_tds[i])
+			continue;
+		seq_printf(s, "td %llx\n", soft_tds[i]);
+		seam_sept_leaves(&soft_module, soft_tds[i], sept_line, s);
+	}
+	raw_spin_unlock_irqrestore(&soft_lock, flags);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(sept);
+
+static ssize_t inject_write(struct file *f, const char __user *ubuf, size_t len, loff_t *off)
+{
+	char buf[64], what[16], name[24];
+	unsigned long flags;
+	unsigned int n;
+	int i;
+
+	if (len >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, len))
+		return -EFAULT;
+	buf[len] = 0;
+	if (sscanf(buf, "%23s %15s %u", name, what, &n) != 3)
+		return -EINVAL;
+	for (i = 0; i < SEAM_NR_LEAVES; i++)
+		if (leaf_names[i] && !strcmp(leaf_names[i], name))
+			break;
+	if (i == SEAM_NR_LEAVES)
+		return -ENOENT;
+	raw_spin_lock_irqsave(&soft_lock, flags);
+	if (!strcmp(what, "busy"))
+		soft_module.inject[i].busy = n;
+	else if (!strcmp(what, "interrupted"))
+		soft_module.inject[i].interrupted = n;
+	else
+		i = -1;
+	raw_spin_unlock_irqrestore(&soft_lock, flags);
+	return i < 0 ? -EINVAL : len;
+}
+
+static const struct file_operations inject_fops = {
+	.write = inject_write,
+};
+
+static int __init tdx_soft_debugfs(void)
+{
+	struct dentry *d;
+
+	if (!tdx_soft_enabled())
+		return 0;
+	d = debugfs_create_dir("tdx_soft", NULL);
+	debugfs_create_file("calls", 0444, d, NULL, &calls_fops);
+	debugfs_create_file("sept", 0444, d, NULL, &sept_fops);
+	debugfs_create_file("inject", 0200, d, NULL, &inject_fops);
+	return 0;
+}
+late_initcall(tdx_soft_debugfs);

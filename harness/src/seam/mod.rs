@@ -1,0 +1,272 @@
+//! The lab's software TDX module (`ci/lab/tdx/module/seam.c`), linked into privmem from the same
+//! source the lab's TDX kernel builds in (`build.rs`), on a simulated physical memory. It is
+//! here so that privmem can hold it to its own model of the module (`model/sept/`): the
+//! differential in [`diff`] runs the same SEAMCALL sequence on both and compares every status
+//! and every S-EPT entry (docs/tdx-lab.md, "One source of truth").
+
+pub mod diff;
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+
+/// `struct seam_regs` / Linux's `struct tdx_module_args`: every register a SEAMCALL uses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub rcx: u64,
+    pub rdx: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rbx: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+}
+
+#[repr(C)]
+struct Env {
+    ctx: *mut c_void,
+    page: extern "C" fn(*mut c_void, u64) -> *mut c_void,
+    cpu: extern "C" fn(*mut c_void) -> u32,
+    owned: Option<extern "C" fn(*mut c_void, u64, bool)>,
+}
+
+type LeafFn = extern "C" fn(*mut c_void, u64, i32, u32, u64);
+
+extern "C" {
+    fn seam_size() -> std::ffi::c_ulong;
+    fn seam_init(m: *mut c_void, env: *const Env, flags: u32);
+    fn seam_call(m: *mut c_void, rax: u64, r: *mut Regs) -> u64;
+    fn seam_sept_leaves(m: *mut c_void, tdr: u64, cb: LeafFn, ctx: *mut c_void);
+    fn seam_page_type(m: *mut c_void, pa: u64, owner: *mut u64) -> i32;
+    fn seam_guest_accept(m: *mut c_void, tdr: u64, gpa: u64, level: i32, exit: *mut bool) -> u64;
+}
+
+/// Leaf numbers (RAX bits 15:0), as `seam.h` and Linux's `arch/x86/virt/vmx/tdx/tdx.h` have them.
+pub mod leaf {
+    pub const VP_ENTER: u64 = 0;
+    pub const MNG_ADDCX: u64 = 1;
+    pub const MEM_PAGE_ADD: u64 = 2;
+    pub const MEM_SEPT_ADD: u64 = 3;
+    pub const VP_ADDCX: u64 = 4;
+    pub const MEM_PAGE_AUG: u64 = 6;
+    pub const MEM_RANGE_BLOCK: u64 = 7;
+    pub const MNG_KEY_CONFIG: u64 = 8;
+    pub const MNG_CREATE: u64 = 9;
+    pub const VP_CREATE: u64 = 10;
+    pub const MR_EXTEND: u64 = 16;
+    pub const MR_FINALIZE: u64 = 17;
+    pub const VP_FLUSH: u64 = 18;
+    pub const MNG_VPFLUSHDONE: u64 = 19;
+    pub const MNG_KEY_FREEID: u64 = 20;
+    pub const MNG_INIT: u64 = 21;
+    pub const VP_INIT: u64 = 22 | 1 << 16;
+    pub const PHYMEM_PAGE_RECLAIM: u64 = 28;
+    pub const MEM_PAGE_REMOVE: u64 = 29;
+    pub const SYS_KEY_CONFIG: u64 = 31;
+    pub const SYS_INIT: u64 = 33;
+    pub const SYS_RD: u64 = 34;
+    pub const SYS_LP_INIT: u64 = 35;
+    pub const SYS_TDMR_INIT: u64 = 36;
+    pub const MEM_TRACK: u64 = 38;
+    pub const SYS_CONFIG: u64 = 45;
+}
+
+/// `SEAM_F_HUGE_PAGES`: 2M AUG (the huge-page series' interface).
+pub const F_HUGE_PAGES: u32 = 1;
+const PAGE: u64 = 4096;
+
+/// Simulated physical memory: pages made on first touch, below `limit`.
+struct Memory {
+    pages: HashMap<u64, Box<[u64; 512]>>,
+    limit: u64,
+}
+
+extern "C" fn env_page(ctx: *mut c_void, pa: u64) -> *mut c_void {
+    // SAFETY: `ctx` is the `Memory` the owning `SoftModule` boxed and keeps alive for as long as
+    // the module can call back (the module is only called through `&mut SoftModule`).
+    let mem = unsafe { &mut *(ctx as *mut Memory) };
+    if pa % PAGE != 0 || pa >= mem.limit {
+        return std::ptr::null_mut();
+    }
+    mem.pages.entry(pa).or_insert_with(|| Box::new([0; 512])).as_mut_ptr() as *mut c_void
+}
+
+extern "C" fn env_cpu(_: *mut c_void) -> u32 {
+    0
+}
+
+extern "C" fn leaf_cb(ctx: *mut c_void, gpa: u64, level: i32, state: u32, pa: u64) {
+    // SAFETY: `ctx` is the `Vec` `sept` passes for the duration of the walk.
+    let v = unsafe { &mut *(ctx as *mut Vec<SeptEntry>) };
+    v.push(SeptEntry { gpa, level: level as u8, state: state as u8, pa });
+}
+
+/// One present S-EPT entry as the module holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeptEntry {
+    pub gpa: u64,
+    pub level: u8,
+    pub state: u8,
+    pub pa: u64,
+}
+
+/// The module core on its own memory, booted (SYS.INIT to TDMR.INIT) as the kernel boots it.
+pub struct SoftModule {
+    state: Vec<u64>,
+    mem: Box<Memory>,
+    next_page: u64,
+    /// The memory the one TDMR covers; pages for TDs come from below its PAMT.
+    pub tdmr_size: u64,
+}
+
+impl SoftModule {
+    /// A module over `mem_gib` GiB of memory, booted: one TDMR over all of it, its PAMT at the
+    /// top, the global KeyID 32.
+    pub fn boot(mem_gib: u64, flags: u32) -> Result<SoftModule, String> {
+        // SAFETY: a pure function of the C module.
+        let words = (unsafe { seam_size() } as usize).div_ceil(8);
+        let limit = mem_gib << 30;
+        let mut m = SoftModule {
+            state: vec![0; words],
+            mem: Box::new(Memory { pages: HashMap::new(), limit }),
+            next_page: 1 << 20,
+            tdmr_size: limit,
+        };
+        let env = Env {
+            ctx: &mut *m.mem as *mut Memory as *mut c_void,
+            page: env_page,
+            cpu: env_cpu,
+            owned: None,
+        };
+        // SAFETY: `state` has seam_size() bytes, 8-aligned; `env` is copied by the callee.
+        unsafe { seam_init(m.state.as_mut_ptr() as *mut c_void, &env, flags) };
+        m.ok(leaf::SYS_INIT, &mut Regs::default(), "SYS.INIT")?;
+        m.ok(leaf::SYS_LP_INIT, &mut Regs::default(), "SYS.LP.INIT")?;
+        // The PAMT: 16 bytes per 4K page, at the top of memory.
+        let pamt_size = (limit / PAGE * 16).next_multiple_of(PAGE);
+        let pamt = limit - pamt_size;
+        let info = m.alloc();
+        let list = m.alloc();
+        m.write(info, &[0, limit, 0, 0, 0, 0, pamt, pamt_size]);
+        m.write(list, &[info]);
+        m.ok(leaf::SYS_CONFIG, &mut Regs { rcx: list, rdx: 1, r8: 32, ..Default::default() }, "SYS.CONFIG")?;
+        m.ok(leaf::SYS_KEY_CONFIG, &mut Regs::default(), "SYS.KEY.CONFIG")?;
+        loop {
+            let mut r = Regs { rcx: 0, ..Default::default() };
+            m.ok(leaf::SYS_TDMR_INIT, &mut r, "SYS.TDMR.INIT")?;
+            if r.rdx >= limit {
+                break;
+            }
+        }
+        // Pages the boot used stay the host's; TD pages start after them.
+        Ok(m)
+    }
+
+    fn ptr(&mut self) -> *mut c_void {
+        self.state.as_mut_ptr() as *mut c_void
+    }
+
+    /// One SEAMCALL.
+    pub fn call(&mut self, rax: u64, r: &mut Regs) -> u64 {
+        let p = self.ptr();
+        // SAFETY: the module state is initialized; `r` is a live, properly laid out struct.
+        unsafe { seam_call(p, rax, r) }
+    }
+
+    fn ok(&mut self, rax: u64, r: &mut Regs, what: &str) -> Result<(), String> {
+        match self.call(rax, r) {
+            0 => Ok(()),
+            st => Err(format!("{what}: status {st:#018x}")),
+        }
+    }
+
+    /// A fresh host page (never handed out before).
+    pub fn alloc(&mut self) -> u64 {
+        let pa = self.next_page;
+        self.next_page += PAGE;
+        pa
+    }
+
+    /// `n` contiguous fresh pages aligned to `n` pages (a 2M page: 512).
+    pub fn alloc_aligned(&mut self, n: u64) -> u64 {
+        self.next_page = self.next_page.next_multiple_of(n * PAGE);
+        let pa = self.next_page;
+        self.next_page += n * PAGE;
+        pa
+    }
+
+    /// Write words at physical address `pa`.
+    pub fn write(&mut self, pa: u64, words: &[u64]) {
+        let p = env_page(&mut *self.mem as *mut Memory as *mut c_void, pa & !(PAGE - 1)) as *mut u64;
+        assert!(!p.is_null(), "write outside memory at {pa:#x}");
+        for (i, w) in words.iter().enumerate() {
+            // SAFETY: the page has 512 words; the callers write within one page.
+            unsafe { *p.add((pa % PAGE / 8) as usize + i) = *w };
+        }
+    }
+
+    /// Every present S-EPT entry at 1G and below of the TD at `tdr`, in GPA order.
+    pub fn sept(&mut self, tdr: u64) -> Vec<SeptEntry> {
+        let mut v: Vec<SeptEntry> = Vec::new();
+        let p = self.ptr();
+        // SAFETY: `v` lives across the call; the callback only pushes to it.
+        unsafe { seam_sept_leaves(p, tdr, leaf_cb, &mut v as *mut Vec<SeptEntry> as *mut c_void) };
+        v.sort();
+        v
+    }
+
+    /// The PAMT's type of a page and its owner's TDR.
+    pub fn page_type(&mut self, pa: u64) -> Option<(u8, u64)> {
+        let mut owner = 0;
+        let p = self.ptr();
+        // SAFETY: plain out-parameter.
+        let t = unsafe { seam_page_type(p, pa, &mut owner) };
+        (t >= 0).then_some((t as u8, owner))
+    }
+
+    /// The guest's ACCEPT walk: `Ok(rax)` or `Err(())` for an EPT violation to the host.
+    pub fn guest_accept(&mut self, tdr: u64, gpa: u64, level: u8) -> Result<u64, ()> {
+        let mut exit = false;
+        let p = self.ptr();
+        // SAFETY: plain out-parameter.
+        let rax = unsafe { seam_guest_accept(p, tdr, gpa, level as i32, &mut exit) };
+        if exit {
+            Err(())
+        } else {
+            Ok(rax)
+        }
+    }
+
+    /// A TD through MNG.INIT (4-level S-EPT, one vCPU initialized) with the 512G entry for
+    /// the low GPAs added: what KVM has done by the time it maps private memory. Returns
+    /// (TDR, TDVPR).
+    pub fn build_td(&mut self, hkid: u64, attributes: u64) -> Result<(u64, u64), String> {
+        let tdr = self.alloc();
+        self.ok(leaf::MNG_CREATE, &mut Regs { rcx: tdr, rdx: hkid, ..Default::default() }, "MNG.CREATE")?;
+        self.ok(leaf::MNG_KEY_CONFIG, &mut Regs { rcx: tdr, ..Default::default() }, "MNG.KEY.CONFIG")?;
+        for _ in 0..4 {
+            let p = self.alloc();
+            self.ok(leaf::MNG_ADDCX, &mut Regs { rcx: p, rdx: tdr, ..Default::default() }, "MNG.ADDCX")?;
+        }
+        let params = self.alloc();
+        // attributes, xfam (x87|SSE), max_vcpus, eptp (WB, 4-level), config_flags (NO_RBP_MOD)
+        self.write(params, &[attributes, 3, 8, 6 | 3 << 3, 4]);
+        self.ok(leaf::MNG_INIT, &mut Regs { rcx: tdr, rdx: params, ..Default::default() }, "MNG.INIT")?;
+        let vp = self.alloc();
+        self.ok(leaf::VP_CREATE, &mut Regs { rcx: vp, rdx: tdr, ..Default::default() }, "VP.CREATE")?;
+        for _ in 0..2 {
+            let p = self.alloc();
+            self.ok(leaf::VP_ADDCX, &mut Regs { rcx: p, rdx: vp, ..Default::default() }, "VP.ADDCX")?;
+        }
+        self.ok(leaf::VP_INIT, &mut Regs { rcx: vp, ..Default::default() }, "VP.INIT")?;
+        let pdpt = self.alloc();
+        self.ok(leaf::MEM_SEPT_ADD, &mut Regs { rcx: 3, rdx: tdr, r8: pdpt, ..Default::default() }, "SEPT.ADD 512G")?;
+        Ok((tdr, vp))
+    }
+}

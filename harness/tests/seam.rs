@@ -1,0 +1,134 @@
+//! The lab's software TDX module (`ci/lab/tdx/module/seam.c`) on its own: the rules it must
+//! enforce as the real module does, and the differential against privmem's model.
+
+use arbitrary::{Arbitrary, Unstructured};
+use privmem::seam::diff::{self, Step};
+use privmem::seam::{leaf, Regs, SoftModule};
+
+const SUCCESS: u64 = 0;
+const PAGE_METADATA_INCORRECT: u64 = 0xC000_0300_0000_0000;
+const GPA_RANGE_NOT_BLOCKED: u64 = 0xC000_0B06_0000_0000;
+const TLB_TRACKING_NOT_DONE: u64 = 0xC000_0B08_0000_0000;
+const TD_ASSOCIATED_PAGES_EXIST: u64 = 0xC000_0400_0000_0000;
+const LIFECYCLE_STATE_INCORRECT: u64 = 0xC000_0607_0000_0000;
+const OP_STATE_INCORRECT: u64 = 0xC000_0608_0000_0000;
+const SYS_NOT_READY: u64 = 0xC000_0505_0000_0000;
+const FLUSHVP_NOT_DONE: u64 = 0x8000_0824_0000_0000;
+const PT_NDA: u8 = 0;
+const PT_REG: u8 = 3;
+
+fn call(m: &mut SoftModule, rax: u64, r: Regs) -> (u64, Regs) {
+    let mut r = r;
+    let st = m.call(rax, &mut r);
+    (st >> 32 << 32, r)
+}
+
+fn regs(rcx: u64, rdx: u64, r8: u64) -> Regs {
+    Regs { rcx, rdx, r8, ..Default::default() }
+}
+
+#[test]
+fn boot_reports_what_linux_7_3_needs() {
+    let mut m = SoftModule::boot(1, 0).expect("boot");
+    // features0: NO_RBP_MOD (bit 18, tdx.c check_features) and TOPOLOGY_ENUM (bit 20, KVM).
+    let (st, r) = call(&mut m, leaf::SYS_RD, regs(0, 0x0A00_0003_0000_0008, 0));
+    assert_eq!(st, SUCCESS);
+    assert_eq!(r.r8 & (1 << 18 | 1 << 20), 1 << 18 | 1 << 20);
+    // KVM's tdcs_nr_pages and tdcx_nr_pages come from these sizes.
+    let (_, r) = call(&mut m, leaf::SYS_RD, regs(0, 0x9800_0001_0000_0100, 0));
+    assert_eq!(r.r8, 4 * 4096);
+    // An unknown field is an error (KVM's CPUID probing relies on errors).
+    let (st, _) = call(&mut m, leaf::SYS_RD, regs(0, 0x9800_0001_0000_0300, 0));
+    assert_ne!(st, SUCCESS);
+}
+
+#[test]
+fn leaves_before_init_are_refused() {
+    // A second module instance, not booted by hand: SYS.INIT done by boot; here the first
+    // leaf after a fresh boot's TDMR init is fine, and a second SYS.INIT is refused.
+    let mut m = SoftModule::boot(1, 0).expect("boot");
+    let (st, _) = call(&mut m, leaf::SYS_INIT, Regs::default());
+    assert_ne!(st, SUCCESS, "SYS.INIT twice");
+    assert_ne!(SYS_NOT_READY, 0);
+}
+
+#[test]
+fn a_td_lives_and_dies_as_kvm_drives_it() {
+    let mut m = SoftModule::boot(1, 0).expect("boot");
+    let (tdr, vp) = m.build_td(40, 0).expect("TD");
+    // A 2M table under the 1G entry at GPA 0, then a 4K table.
+    let pd = m.alloc();
+    assert_eq!(call(&mut m, leaf::MEM_SEPT_ADD, regs(2, tdr, pd)).0, SUCCESS);
+    let pt = m.alloc();
+    assert_eq!(call(&mut m, leaf::MEM_SEPT_ADD, regs(1, tdr, pt)).0, SUCCESS);
+    // PAGE.ADD at build time; the same page twice is refused by the PAMT.
+    let (page, src) = (m.alloc(), m.alloc());
+    m.write(src, &[0x1234]);
+    let add = Regs { rcx: 0x1000, rdx: tdr, r8: page, r9: src, ..Default::default() };
+    assert_eq!(call(&mut m, leaf::MEM_PAGE_ADD, add).0, SUCCESS);
+    assert_eq!(m.page_type(page), Some((PT_REG, tdr)));
+    let again = Regs { rcx: 0x2000, ..add };
+    assert_eq!(call(&mut m, leaf::MEM_PAGE_ADD, again).0, PAGE_METADATA_INCORRECT);
+    // AUG only once runnable.
+    let aug_page = m.alloc();
+    assert_eq!(call(&mut m, leaf::MEM_PAGE_AUG, regs(0x3000, tdr, aug_page)).0, OP_STATE_INCORRECT);
+    assert_eq!(call(&mut m, leaf::MR_FINALIZE, regs(tdr, 0, 0)).0, SUCCESS);
+    assert_eq!(call(&mut m, leaf::MEM_PAGE_AUG, regs(0x3000, tdr, aug_page)).0, SUCCESS);
+    assert_eq!(m.guest_accept(tdr, 0x3000, 0), Ok(0));
+    // REMOVE needs BLOCK, then TRACK.
+    assert_eq!(call(&mut m, leaf::MEM_PAGE_REMOVE, regs(0x3000, tdr, 0)).0, GPA_RANGE_NOT_BLOCKED);
+    assert_eq!(call(&mut m, leaf::MEM_RANGE_BLOCK, regs(0x3000, tdr, 0)).0, SUCCESS);
+    assert_eq!(call(&mut m, leaf::MEM_PAGE_REMOVE, regs(0x3000, tdr, 0)).0, TLB_TRACKING_NOT_DONE);
+    assert_eq!(call(&mut m, leaf::MEM_TRACK, regs(tdr, 0, 0)).0, SUCCESS);
+    assert_eq!(call(&mut m, leaf::MEM_PAGE_REMOVE, regs(0x3000, tdr, 0)).0, SUCCESS);
+    assert_eq!(m.page_type(aug_page), Some((PT_NDA, 0)));
+    // Teardown in KVM's order: the TDR can't go while the TD owns pages, nor before the keys.
+    assert_eq!(call(&mut m, leaf::PHYMEM_PAGE_RECLAIM, regs(pd, 0, 0)).0, LIFECYCLE_STATE_INCORRECT);
+    assert_eq!(call(&mut m, leaf::MNG_VPFLUSHDONE, regs(tdr, 0, 0)).0, FLUSHVP_NOT_DONE);
+    assert_eq!(call(&mut m, leaf::VP_FLUSH, regs(vp, 0, 0)).0, SUCCESS);
+    assert_eq!(call(&mut m, leaf::MNG_VPFLUSHDONE, regs(tdr, 0, 0)).0, SUCCESS);
+    assert_eq!(call(&mut m, leaf::MNG_KEY_FREEID, regs(tdr, 0, 0)).0, SUCCESS);
+    assert_eq!(call(&mut m, leaf::PHYMEM_PAGE_RECLAIM, regs(tdr, 0, 0)).0, TD_ASSOCIATED_PAGES_EXIST);
+    // The added page is still the TD's: REMOVE it now that the TD is torn down? KVM zaps the
+    // leaves before it frees the HKID; a page left over is reclaimed directly.
+    assert_eq!(call(&mut m, leaf::PHYMEM_PAGE_RECLAIM, regs(page, 0, 0)).0, SUCCESS);
+    for p in [pt, pd, vp] {
+        assert_eq!(call(&mut m, leaf::PHYMEM_PAGE_RECLAIM, regs(p, 0, 0)).0, SUCCESS, "reclaim {p:#x}");
+    }
+    let sept = m.sept(tdr);
+    assert!(!sept.is_empty(), "the S-EPT is still readable until the TDR goes");
+}
+
+/// A small deterministic generator (xorshift) for the differential's input bytes.
+fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn the_module_agrees_with_the_model() {
+    let mut ran = 0;
+    for seed in 1..=400u64 {
+        let data = bytes(seed, 400);
+        let mut u = Unstructured::new(&data);
+        let mut steps: Vec<Step> = Vec::new();
+        while steps.len() < 40 {
+            match Step::arbitrary(&mut u) {
+                Ok(s) => steps.push(s),
+                Err(_) => break,
+            }
+        }
+        if let Err(d) = diff::run(&steps) {
+            panic!("seed {seed}: {d}\nsteps: {:#?}", &steps[..=d.step.min(steps.len() - 1)]);
+        }
+        ran += steps.len();
+    }
+    assert!(ran > 10_000, "only {ran} steps ran");
+}
