@@ -13,7 +13,7 @@ if [ -z "${SRC:-}" ]; then
 fi
 cd "$src/fuzz"
 "${cargo_cmd[@]}" fuzz build -O
-for t in model variants text codec; do
+for t in model variants text codec seam_diff; do
     cp "target/x86_64-unknown-linux-gnu/release/$t" "$out/$t"
 done
 # Seeds: the corpus scenarios, encoded.

@@ -1,8 +1,7 @@
 //! The lab's software TDX module (`ci/lab/tdx/module/seam.c`) on its own: the rules it must
 //! enforce as the real module does, and the differential against privmem's model.
 
-use arbitrary::{Arbitrary, Unstructured};
-use privmem::seam::diff::{self, Step};
+use privmem::seam::diff;
 use privmem::seam::{leaf, Regs, SoftModule};
 
 const SUCCESS: u64 = 0;
@@ -116,15 +115,7 @@ fn bytes(seed: u64, n: usize) -> Vec<u8> {
 fn the_module_agrees_with_the_model() {
     let mut ran = 0;
     for seed in 1..=400u64 {
-        let data = bytes(seed, 400);
-        let mut u = Unstructured::new(&data);
-        let mut steps: Vec<Step> = Vec::new();
-        while steps.len() < 40 {
-            match Step::arbitrary(&mut u) {
-                Ok(s) => steps.push(s),
-                Err(_) => break,
-            }
-        }
+        let steps = diff::steps(&bytes(seed, 400));
         if let Err(d) = diff::run(&steps) {
             panic!("seed {seed}: {d}\nsteps: {:#?}", &steps[..=d.step.min(steps.len() - 1)]);
         }

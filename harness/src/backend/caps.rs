@@ -90,8 +90,16 @@ pub fn kernel_release() -> String {
 impl Caps {
     /// What a lab kernel must offer for the lab's corpus and campaigns: SW_PROTECTED VMs and
     /// private memory attributes (empty when it has both).
-    pub fn missing_for_lab(&self) -> Vec<&'static str> {
+    /// What the lab needs of its kernel: SW_PROTECTED with private attributes, or (`--tdx`)
+    /// the TDX VM type on the software module.
+    pub fn missing_for_lab(&self, tdx: bool) -> Vec<&'static str> {
         let mut missing = Vec::new();
+        if tdx {
+            if !self.tdx {
+                missing.push("VM type 5 (KVM_X86_TDX_VM) in KVM_CAP_VM_TYPES (the tdx_soft boot mode: dmesg virt/tdx, kvm_intel)");
+            }
+            return missing;
+        }
         if !self.sw_protected {
             missing.push("VM type 1 (KVM_X86_SW_PROTECTED_VM) in KVM_CAP_VM_TYPES");
         }

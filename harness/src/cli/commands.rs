@@ -206,6 +206,12 @@ pub struct LabArgs {
         help = "run the TD and SNP shims there in emulated mode (default: the corpus's TDX and SNP scenarios)"
     )]
     pub emulated: bool,
+    #[arg(
+        long = "tdx",
+        help = "boot 7.3 with privmem's software TDX module (simulated): the corpus's TDX scenarios run through KVM's real tdx.c",
+        conflicts_with_all = ["emulated", "exec", "baseline"]
+    )]
+    pub tdx: bool,
     #[arg(long = "json", help = "machine-readable output, one JSON record per line")]
     pub json: bool,
     #[arg(value_name = "FILE", help = "[FILE...]")]

@@ -47,7 +47,7 @@ fn run_on(
         jobs: vec![Job::Caps, Job::Replay { on: ReplayOn::Kvm, files, adapt: true }],
         deadline_secs: limit.as_secs(),
     };
-    let spec = VmSpec { initrd: lab::initramfs(init, &plan, payload), names: Vec::new() };
+    let spec = VmSpec { initrd: lab::initramfs(init, &plan, payload), names: Vec::new(), mode: Default::default() };
     let vm = lab::run_vms(kernel, vec![spec], limit, &|_, _, _| {}).pop().expect("one VM")?;
     if let Some(why) = vm.problem() {
         return Err(format!("the lab VM on {}: {why}; its console ends:\n{}", kernel.display(), vm.console_tail(30)));

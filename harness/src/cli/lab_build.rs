@@ -11,12 +11,22 @@ pub fn repo() -> PathBuf {
 /// The lab kernel of a name in `ci/lab/kernels`, built or reused by
 /// `ci/lab/build-kernel.sh`; the time it took is printed, so a cold build shows its cost.
 pub fn default_kernel(version: &str) -> Result<PathBuf, String> {
+    flavour_kernel(version, &[])
+}
+
+/// The 7.3 flavour with privmem's software TDX module (`build-kernel.sh --tdx`).
+pub fn tdx_kernel() -> Result<PathBuf, String> {
+    flavour_kernel("7.3", &["--tdx"])
+}
+
+fn flavour_kernel(version: &str, flavour: &[&str]) -> Result<PathBuf, String> {
     let script = repo().join("ci/lab/build-kernel.sh");
-    eprintln!("lab: building (or reusing) the {version} kernel with {}", script.display());
+    eprintln!("lab: building (or reusing) the {version} kernel{} with {}", flavour.join(" "), script.display());
     let t0 = std::time::Instant::now();
     let out = std::process::Command::new("bash")
         .arg(&script)
         .args(["--version", version])
+        .args(flavour)
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| format!("{}: {e}", script.display()))?;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::lab_build::{build_init, default_kernel, repo, BUILD_INIT};
+use super::lab_build::{build_init, default_kernel, repo, tdx_kernel, BUILD_INIT};
 
 /// The lab kernel a run boots, and how a finding's replay names it.
 struct Kernel {
@@ -35,12 +35,17 @@ fn kernel_of(a: &LabArgs) -> Result<Kernel, String> {
     // `--kernel 6.12` names a lab kernel as `--kernel-version` and `--baseline` do.
     let named = a.kernel.as_deref().filter(|k| kernels::named(k).is_some());
     let user = a.kernel.as_deref().filter(|_| named.is_none());
-    let version = a.kernel_version.as_deref().or(named).unwrap_or(kernels::default().name);
+    let version = a.kernel_version.as_deref().or(named).unwrap_or(if a.tdx { "7.3" } else { kernels::default().name });
     if kernels::named(version).is_none() {
         return Err(format!("--kernel-version: `{version}` is not a lab kernel ({})", kernels::names()));
     }
+    if a.tdx && version != "7.3" {
+        return Err(format!("--tdx: the software TDX module's flavour is built on 7.3, not {version}"));
+    }
     let (path, replay_cmd) = match user {
+        Some(k) if a.tdx => (PathBuf::from(k), format!("privmem lab --tdx --kernel {k}")),
         Some(k) => (PathBuf::from(k), format!("privmem lab --kernel {k}")),
+        None if a.tdx => (tdx_kernel()?, "privmem lab --tdx".to_string()),
         None => (default_kernel(version)?, format!("privmem lab --kernel-version {version}")),
     };
     let config_key =
@@ -212,6 +217,8 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         a.positional.iter().map(PathBuf::from).collect()
     } else if a.emulated {
         super::lab_files::emulated_files(&a.positional)
+    } else if a.tdx {
+        super::lab_files::tdx_files(&a.positional)
     } else {
         super::lab_files::lab_files(&a.positional)?
     };
@@ -235,9 +242,20 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
     let file_names: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
     let specs: Vec<VmSpec> = plans(a, jobs, file_names, limit.as_secs())
         .iter()
-        .map(|p| VmSpec { initrd: lab::initramfs(&init_bin, p, &payload), names: names.clone() })
+        .map(|p| VmSpec {
+            initrd: lab::initramfs(&init_bin, p, &payload),
+            names: names.clone(),
+            mode: if a.tdx { lab::BootMode::SoftTdx } else { lab::BootMode::Standard },
+        })
         .collect();
     if !json {
+        if a.tdx {
+            eprintln!(
+                "lab: TDX module SIMULATED (privmem's software module, ci/lab/tdx/module): KVM's tdx.c, \
+                 the mirror root and guest_memfd run for real; the module's own behaviour, SEAM \
+                 transitions and a guest's instruction stream do not (docs/tdx-lab.md)"
+            );
+        }
         eprintln!(
             "lab: booting {} with {} scenarios{} ({jobs} lab VM{} at once)",
             kernel.path.display(),
@@ -317,7 +335,7 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         let tail = vms.first().map(|v| v.console_tail(15)).unwrap_or_default();
         return Err(format!("the lab VM printed no capabilities; last lines:\n{tail}"));
     };
-    let missing = caps.missing_for_lab();
+    let missing = caps.missing_for_lab(a.tdx);
     if !missing.is_empty() {
         let msg = format!("the lab kernel lacks: {}", missing.join("; "));
         if kernel.user {

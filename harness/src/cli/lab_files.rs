@@ -24,6 +24,17 @@ pub fn lab_files(named: &[String]) -> Result<Vec<PathBuf>, String> {
 }
 
 /// The FILEs, or the corpus's TDX and SNP scenarios (`lab --emulated`).
+/// `lab --tdx`: the FILEs, or every TDX scenario of the corpus.
+pub fn tdx_files(named: &[String]) -> Vec<PathBuf> {
+    if !named.is_empty() {
+        return named.iter().map(PathBuf::from).collect();
+    }
+    seq_files(&repo().join("corpus"))
+        .into_iter()
+        .filter(|f| load(&f.display().to_string()).is_ok_and(|s| s.header.vm == VmType::Tdx))
+        .collect()
+}
+
 pub fn emulated_files(named: &[String]) -> Vec<PathBuf> {
     if !named.is_empty() {
         return named.iter().map(PathBuf::from).collect();

@@ -123,11 +123,12 @@ const BOOT_TRIES: u32 = 6;
 pub fn boot(
     kernel: &Path,
     initrd: &Path,
+    mode: BootMode,
     limit: Duration,
     mut on_line: impl FnMut(Port, &str) -> Flow,
 ) -> Result<Ended, String> {
     for attempt in 1..=BOOT_TRIES {
-        match boot_once(kernel, initrd, limit, &mut on_line) {
+        match boot_once(kernel, initrd, mode, limit, &mut on_line) {
             Err(BootError::BrokenClock(line)) => {
                 eprintln!("lab: boot {attempt} came up with a broken clock (\"{line}\"; TCG under load), booting again")
             }
@@ -146,6 +147,7 @@ enum BootError {
 fn boot_once(
     kernel: &Path,
     initrd: &Path,
+    mode: BootMode,
     limit: Duration,
     on_line: &mut impl FnMut(Port, &str) -> Flow,
 ) -> Result<Ended, BootError> {
@@ -170,7 +172,7 @@ fn boot_once(
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")
-        .arg(format!("console=ttyS0 panic=-1 transparent_hugepage=always{}", tsc_hint()))
+        .arg(format!("console=ttyS0 panic=-1 transparent_hugepage=always{}{}", tsc_hint(), mode.cmdline()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -297,6 +299,28 @@ fn results_fifo() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
 pub struct VmSpec {
     pub initrd: Vec<u8>,
     pub names: Vec<(String, String)>,
+    /// The boot mode's kernel parameters, after the lab's own ([`BootMode::cmdline`]).
+    pub mode: BootMode,
+}
+
+/// How a lab kernel boots: as an ordinary KVM host (kvm_amd on TCG's SVM), or with privmem's
+/// software TDX module answering every SEAMCALL (the `--tdx` flavour, docs/tdx-lab.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BootMode {
+    #[default]
+    Standard,
+    /// `tdx_soft`: kvm_intel with TDX on the simulated module. `nohibernate` because TDX host
+    /// support refuses to start while hibernation is possible.
+    SoftTdx,
+}
+
+impl BootMode {
+    pub fn cmdline(self) -> &'static str {
+        match self {
+            BootMode::Standard => "",
+            BootMode::SoftTdx => " tdx_soft nohibernate kvm_intel.tdx=1",
+        }
+    }
 }
 
 /// Boot each VM (at once, one thread each) and read its lines through a [`collect::Collector`];
@@ -323,7 +347,7 @@ pub fn run_vms(
                     std::fs::write(&initrd, &vm.initrd).map_err(|e| format!("{}: {e}", initrd.display()))?;
                     let mut c = collect::Collector::new(vm.names);
                     let mut rec = Vec::new();
-                    let ended = boot(kernel, &initrd, limit, |port, l| {
+                    let ended = boot(kernel, &initrd, vm.mode, limit, |port, l| {
                         if verbose {
                             eprintln!("lab{j}| {l}");
                         }

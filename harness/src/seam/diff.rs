@@ -53,6 +53,19 @@ impl<'a> Arbitrary<'a> for Step {
     }
 }
 
+/// The steps fuzz bytes decode to (at most 64).
+pub fn steps(data: &[u8]) -> Vec<Step> {
+    let mut u = Unstructured::new(data);
+    let mut v = Vec::new();
+    while v.len() < 64 && !u.is_empty() {
+        match Step::arbitrary(&mut u) {
+            Ok(s) => v.push(s),
+            Err(_) => break,
+        }
+    }
+    v
+}
+
 fn level(l: u8) -> Level {
     match l % 3 {
         0 => Level::L4K,
