@@ -16,7 +16,7 @@ pub fn default_kernel(version: &str) -> Result<PathBuf, String> {
 
 /// The 7.3 flavour with privmem's software TDX module (`build-kernel.sh --tdx`).
 pub fn tdx_kernel() -> Result<PathBuf, String> {
-    flavour_kernel("7.3", &["--tdx"])
+    flavour_kernel(crate::lab::kernels::tdx().name, &["--tdx"])
 }
 
 fn flavour_kernel(version: &str, flavour: &[&str]) -> Result<PathBuf, String> {

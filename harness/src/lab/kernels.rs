@@ -30,6 +30,12 @@ pub fn default() -> LabKernel {
     all()[0]
 }
 
+/// The kernel the software TDX module's flavour builds on (`build-kernel.sh --tdx`): the
+/// table's last, the newest, which the glue (`ci/lab/tdx/glue.patch`) is written against.
+pub fn tdx() -> LabKernel {
+    *all().last().expect("ci/lab/kernels has kernels")
+}
+
 /// The lab kernel of that name.
 pub fn named(name: &str) -> Option<LabKernel> {
     all().into_iter().find(|k| k.name == name)
@@ -55,5 +61,6 @@ mod tests {
             assert!(line.is_ok(), "{}: not a kernel line the model knows: {:?}", k.name, line.err());
         }
         assert!(named("6.12").is_some() && named("5.10").is_none());
+        assert_eq!(tdx().name, "7.3", "the TDX glue is written against 7.3");
     }
 }

@@ -166,7 +166,7 @@ fn boot_once(
         // with `rep stosb`, which TCG (7.2) runs a byte at a time; clear_page_erms was 12% of a
         // lab campaign's samples (a cpu-clock profile of the lab kernel). Without, `rep stosq`:
         // campaigns ran 12% more cases per second, and nothing KVM does depends on it.
-        .args(["-machine", "pc", "-cpu", LAB_CPU, "-accel", "tcg", "-m", "2G", "-smp", "1", "-no-reboot"])
+        .args(["-machine", "pc", "-cpu", LAB_CPU, "-accel", "tcg", "-m", "2G", "-smp", mode.cpus(), "-no-reboot"])
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
@@ -315,6 +315,15 @@ pub enum BootMode {
 }
 
 impl BootMode {
+    /// The lab VM's CPUs: KVM caps a TD's vCPUs at the host's present CPUs (tdx_vm_init), and
+    /// the corpus's TDX scenarios use two.
+    pub fn cpus(self) -> &'static str {
+        match self {
+            BootMode::Standard => "1",
+            BootMode::SoftTdx => "2",
+        }
+    }
+
     pub fn cmdline(self) -> &'static str {
         match self {
             BootMode::Standard => "",

@@ -277,7 +277,7 @@ static const u32 cpuid_config[NR_CPUID][4] = {
 	{ 0, 0, 0, 0 },
 	{ 0, 0, 0, 0 },
 	{ 0, 0, 0, 0 },
-	{ 0x00ff00ff, 0, 0, 0 },
+	{ 0x00ff0000, 0, 0, 0 },	/* GPAW only; MAXPHYADDR is the platform's */
 };
 /* The TD's CPUID before configuration: a small Intel-like CPU (GenuineIntel). */
 static const u32 cpuid_base[NR_CPUID][4] = {
@@ -288,7 +288,7 @@ static const u32 cpuid_base[NR_CPUID][4] = {
 	{ 0x1, 0, 0, 0 },
 	{ 0x80000008, 0x756e6547, 0x6c65746e, 0x49656e69 },
 	{ 0, 0, 0x1, 0x20100800 },
-	{ 0x00003030, 0, 0, 0 },
+	{ 0x00003034, 0, 0, 0 },	/* 52 physical address bits, 48 linear */
 };
 
 static u64 sys_rd(struct seam *m, struct seam_regs *r)
@@ -1246,8 +1246,9 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
 			break;
 		}
 		case C_ACCEPT: {
-			bool exit;
-			u64 rax = accept(m, td, gpa & ~0xfffULL, value & 7, &exit);
+			bool exit = false;
+			u64 rax = gpa & shared_bit(td) ? SEAM_OPERAND_INVALID | SEAM_OP_RCX :
+				  accept(m, td, gpa & ~0xfffULL, value & 7, &exit);
 
 			if (exit)
 				return exit_ept(r, gpa & ~0xfffULL, 2, 1 | (value & 7) << 32);

@@ -83,28 +83,34 @@ pub const EXIT_REASON_EPT_VIOLATION: u64 = 48;
 /// check it (it waits for an SNP host).
 pub const VC_PAGE_NOT_VALIDATED: u64 = 0x404;
 
-/// A TDX status as RAX carries it in emulated mode: the status in the high half, the level
-/// (1-based, 0 for none) in the low bits.
+/// The statuses whose operand is the S-EPT level the walk stopped at (`tdg_mem_page_accept.c`:
+/// `api_error_with_operand_id(TDX_PAGE_ALREADY_ACCEPTED, ept_level)`, 0 for 4K).
+fn status_has_level(s: TdxStatus) -> bool {
+    matches!(s, TdxStatus::PageAlreadyAccepted | TdxStatus::PageSizeMismatch)
+}
+
+/// A TDX status as the module returns it in RAX: the status in the high half, its operand in
+/// the low bits (the level, 0-based, for the two statuses that carry one; RCX, operand 1, for
+/// OPERAND_INVALID of ACCEPT's GPA). Emulated mode answers the shim in the same ABI.
 pub fn tdx_rax(o: &Outcome) -> Option<u64> {
     match o {
         Outcome::Ok => Some(0),
-        Outcome::Tdx(s, l) => {
-            Some(s.value() | l.map(|l| Level::ALL.iter().position(|x| *x == l).unwrap_or(0) as u64 + 1).unwrap_or(0))
+        Outcome::Tdx(s, Some(l)) if status_has_level(*s) => {
+            Some(s.value() | Level::ALL.iter().position(|x| x == l).unwrap_or(0) as u64)
         }
+        Outcome::Tdx(TdxStatus::OperandInvalid, _) => Some(TdxStatus::OperandInvalid.value() | 1),
+        Outcome::Tdx(s, _) => Some(s.value()),
         _ => None,
     }
 }
 
-/// The outcome a shim's ACCEPT result stands for.
+/// The outcome a shim's ACCEPT result (RAX) stands for.
 pub fn tdx_outcome(rax: u64) -> Option<Outcome> {
     if rax == 0 {
         return Some(Outcome::Ok);
     }
     let s = TdxStatus::ALL.iter().copied().find(|s| s.value() == rax & 0xffff_ffff_0000_0000)?;
-    let level = match rax & 0xff {
-        0 => None,
-        n => Some(*Level::ALL.get(n as usize - 1)?),
-    };
+    let level = if status_has_level(s) { Some(*Level::ALL.get((rax & 0xff) as usize)?) } else { None };
     Some(Outcome::Tdx(s, level))
 }
 

@@ -116,6 +116,7 @@ impl CvmGuest {
         }
         self.shared.write_u64(page + 0x1000, 0);
         self.shared.write_u64(page, 1);
+        let finalized = self.finalized;
         let vcpu = self.vcpus.get_mut(v).ok_or_else(|| guest(format!("no vCPU {v}")))?;
         loop {
             match vcpu.run() {
@@ -138,6 +139,8 @@ impl CvmGuest {
                 Ok(VcpuExit::Intr) => continue,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
                 Ok(other) => return Err(guest(format!("unexpected exit {other:?}"))),
+                // KVM_RUN before FINALIZE: the outcome the model gives such a guest op.
+                Err(e) if e.errno() == libc::EINVAL && !finalized => return Ok(Some(Outcome::Err(Errno::EINVAL))),
                 Err(e) => return Err(guest(format!("KVM_RUN: {e}"))),
             }
         }

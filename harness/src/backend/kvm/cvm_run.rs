@@ -75,7 +75,7 @@ pub struct CvmGuest {
     pub(super) gmems: Vec<OwnedFd>,
     pub(super) slots: BTreeMap<u32, Slot>,
     sev: Option<std::fs::File>,
-    finalized: bool,
+    pub(super) finalized: bool,
 }
 
 fn setup(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> RunError {
@@ -230,10 +230,9 @@ impl CvmGuest {
             }
             g.vcpus.push(vcpu);
         }
+        // No implicit FINALIZE: a sequence's TD stays in its build until its own `finalize`,
+        // as the model's does (KVM_RUN before it is EINVAL; INIT_MEM_REGION after it too).
         g.load_image()?;
-        if !seq.steps.iter().any(|s| matches!(s.op, Op::Finalize)) {
-            g.finalize().map_err(|e| RunError::Setup(format!("finalize: errno {e}")))?;
-        }
         Ok(g)
     }
 

@@ -13,7 +13,22 @@ impl KvmBackend {
         if c.vm_types & (1 << h.vm.kvm_type()) == 0 {
             return Some(format!("VM type {} ({}) in KVM_CAP_VM_TYPES", h.vm.kvm_type(), h.vm.name()));
         }
+        if h.vm == VmType::Tdx && h.variant().is_huge() {
+            // No kernel this project boots carries the huge-page series (7.3: 4K private
+            // mappings only, no DEMOTE, order-0 guest_memfd folios).
+            return Some(format!(
+                "TDX huge pages (variant {}: the series is not in Linux {})",
+                h.variant().name(),
+                c.release
+            ));
+        }
         if matches!(h.vm, VmType::Tdx | VmType::Snp) {
+            let huge_gmem = h.gmems.iter().any(|g| g.huge)
+                || seq.steps.iter().any(|st| matches!(&st.op, Op::GmemCreate { decl, .. } if decl.huge));
+            if huge_gmem {
+                return Some("huge guest_memfd folios (no such guest_memfd flag in this kernel)".into());
+            }
+            // The rest (attributes, slots) is the TD's own set-up's to check (cvm_run).
             return super::cvm_run::unsupported(seq);
         }
         if h.has(Knob::NoSlotZapAll) && c.quirks2 & kvm_bindings::KVM_X86_QUIRK_SLOT_ZAP_ALL as u64 == 0 {
