@@ -4,7 +4,9 @@
 # is the default): tinyconfig plus kernel.config,
 # plus debug.config with --debug (the options KVM developers run: KVM_PROVE_MMU, DEBUG_VM,
 # PROVE_LOCKING, DEBUG_LIST, KASAN, KCOV for kernel coverage, the lockup, stall and leak
-# detectors and fault injection), plus one patch from
+# detectors and fault injection), or tdx.config with --tdx (kvm_intel and KVM's TDX code on the
+# software TDX module: tdx/glue.patch plus the module's sources from tdx/module/, 7.3 only;
+# boot it with `tdx_soft`), plus one patch from
 # planted/ with --planted NAME (a bug planted on purpose: the harness's own test).
 #
 # Prints the bzImage path; its vmlinux (for addr2line) sits beside it as vmlinux-KEY. The cache
@@ -22,6 +24,7 @@ version=$(kernels | awk 'NR == 1 {print $1}')
 while [ $# -gt 0 ]; do
     case "$1" in
         --debug) flavour=debug ;;
+        --tdx) flavour=tdx ;;
         --version)
             shift
             version=${1:-}
@@ -31,13 +34,16 @@ while [ $# -gt 0 ]; do
             patch="$here/planted/${1%.patch}.patch"
             [ -f "$patch" ] || { echo "lab: no planted bug $1 (see $here/planted/)" >&2; exit 2; }
             ;;
-        *) echo "usage: build-kernel.sh [--version $(kernels | awk '{print $1}' | paste -sd'|')] [--debug] [--planted NAME]" >&2; exit 2 ;;
+        *) echo "usage: build-kernel.sh [--version $(kernels | awk '{print $1}' | paste -sd'|')] [--debug | --tdx] [--planted NAME]" >&2; exit 2 ;;
     esac
     shift
 done
 row=$(kernels | awk -v v="$version" '$1 == v')
 [ -n "$row" ] || { echo "lab: --version takes one of $(kernels | awk '{print $1}' | paste -sd' ') (ci/lab/kernels), not \"$version\"" >&2; exit 2; }
 read -r _ suite package <<<"$row"
+# The glue patch is written against 7.3's TDX code (virt/hw.c, the SEAMCALL path, KVM's TDX
+# support); 6.12 has none of it.
+[ "$flavour" != tdx ] || [ "$version" = 7.3 ] || { echo "lab: --tdx needs --version 7.3 (the glue patch is for 7.3's TDX code), not \"$version\"" >&2; exit 2; }
 mkdir -p "$cache"
 need=()
 for p in qemu-system-x86 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils rsync; do
@@ -84,7 +90,11 @@ else
 fi
 fragments=("$here/kernel.config")
 [ "$flavour" = debug ] && fragments+=("$here/debug.config")
-base_key=$( (echo "$ver"; cat "${fragments[@]}") | sha256sum | cut -c1-16)
+[ "$flavour" = tdx ] && fragments+=("$here/tdx.config")
+# The tdx flavour's sources beyond the package: the glue patch and the software module.
+tdx_sources=()
+[ "$flavour" = tdx ] && tdx_sources=("$here/tdx/glue.patch" "$here"/tdx/module/*.[ch])
+base_key=$( (echo "$ver"; cat "${fragments[@]}" ${tdx_sources[@]+"${tdx_sources[@]}"}) | sha256sum | cut -c1-16)
 key=$base_key
 [ -n "$patch" ] && key=$( (echo "$base_key"; cat "$patch") | sha256sum | cut -c1-16)
 out="$cache/bzImage-$key"
@@ -95,14 +105,25 @@ fi
 
 # The flavour's tree: extracted once per source version, configured and built once per key.
 src="$cache/linux-$ver-$flavour"
-if [ ! -f "$src/Makefile" ]; then
-    rm -rf "$src.tmp" && mkdir -p "$src.tmp"
+# The tdx tree carries the glue patch, applied to the pristine sources; the tree remembers the
+# patch's hash, and a changed patch means a fresh extraction (patches do not undo cleanly).
+glue=
+[ "$flavour" = tdx ] && glue=$(sha256sum < "$here/tdx/glue.patch" | cut -c1-16)
+if [ ! -f "$src/Makefile" ] || [ "$(cat "$src/.privmem-glue" 2>/dev/null || true)" != "$glue" ]; then
+    rm -rf "$src" "$src.tmp" && mkdir -p "$src.tmp"
     tar -xf "$tarball" -C "$src.tmp" --strip-components=1
+    if [ -n "$glue" ]; then
+        patch -s -p1 -d "$src.tmp" < "$here/tdx/glue.patch"
+        echo "$glue" > "$src.tmp/.privmem-glue"
+    fi
     mv "$src.tmp" "$src"
 fi
 build() { # DIR: configure from the fragments and build bzImage there
     (
         cd "$1"
+        # The software TDX module (seam.c, seam.h, soft.c) builds as arch/x86/virt/vmx/tdx/soft.o.
+        # cp -p keeps the files' times, so an unchanged module is not recompiled.
+        [ "$flavour" = tdx ] && cp -p "$here"/tdx/module/*.[ch] arch/x86/virt/vmx/tdx/
         if [ ! -f .privmem-key ] || [ "$(cat .privmem-key)" != "$base_key" ]; then
             make -s tinyconfig >&2
             for f in "${fragments[@]}"; do
@@ -110,6 +131,8 @@ build() { # DIR: configure from the fragments and build bzImage there
             done
             make -s olddefconfig >&2
             opts="KVM KVM_AMD KVM_SW_PROTECTED_VM TRANSPARENT_HUGEPAGE BLK_DEV_INITRD SERIAL_8250_CONSOLE TRACING"
+            # kvm_intel replaces kvm_amd (both built in cannot be).
+            [ "$flavour" = tdx ] && opts="${opts/KVM_AMD/KVM_INTEL} INTEL_TDX_HOST KVM_INTEL_TDX INTEL_TDX_SOFT_MODULE"
             [ "$flavour" = debug ] && opts="$opts KVM_PROVE_MMU DEBUG_VM PROVE_LOCKING DEBUG_LIST KASAN KCOV KASAN_VMALLOC SOFTLOCKUP_DETECTOR DETECT_HUNG_TASK FAULT_INJECTION FAILSLAB FAIL_PAGE_ALLOC FAULT_INJECTION_DEBUG_FS DEBUG_KMEMLEAK"
             for opt in $opts; do
                 grep -q "^CONFIG_$opt=y" .config || { echo "lab: CONFIG_$opt did not stick" >&2; exit 1; }
@@ -124,7 +147,7 @@ if [ -z "$patch" ]; then
     tree=$src
 else
     # Build the flavour first, then a copy of its tree with the patch: an incremental build.
-    [ -f "$cache/bzImage-$base_key" ] || bash "$0" --version "$version" $([ "$flavour" = debug ] && echo --debug) >/dev/null
+    [ -f "$cache/bzImage-$base_key" ] || bash "$0" --version "$version" $([ "$flavour" != stock ] && echo "--$flavour") >/dev/null
     tree="$cache/planted-$key"
     rm -rf "$tree"
     cp -a "$src" "$tree"

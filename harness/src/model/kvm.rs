@@ -412,6 +412,12 @@ impl Model {
             if self.attrs.is_private(req.gfn) {
                 return Err(Outcome::Exit(Exit::MemoryFault { private: false }));
             }
+            // No slot: KVM installs a TD's MMIO SPTE without SUPPRESS_VE, so the retried access
+            // is a #VE in the guest (whose handler would ask for MMIO by TDVMCALL; the shim's
+            // reports it). Seen in the lab's software-module mode.
+            if !prefault && self.slots.find(req.gfn).is_none() {
+                return Err(Outcome::Ve);
+            }
         }
         self.map_fault(req)
     }

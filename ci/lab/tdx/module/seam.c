@@ -1042,25 +1042,30 @@ enum { C_READ = 1, C_WRITE = 2, C_TOUCH = 3, C_SPIN = 4, C_ACCEPT = 6, C_MAP_GPA
 #define EXIT_TDCALL 77
 
 /* A shared GPA through KVM's real EPT (the SHARED_EPT_POINTER KVM wrote): the page, or NULL
- * with *fault set when an entry on the way is not present (or not writable for a write). */
-static u8 *shared_page(struct seam *m, struct tdvpr *vp, u64 gpa, bool write, bool *fault)
+ * when an entry on the way is not present (or not writable for a write). *ve: that entry is
+ * not present with SUPPRESS_VE (bit 63) clear -- KVM's MMIO SPTE for a TD -- so the CPU gives
+ * the guest #VE instead of exiting to the host. */
+static u8 *shared_page(struct seam *m, struct tdvpr *vp, u64 gpa, bool write, bool *ve)
 {
 	u64 *t = page(m, vp->shared_eptp & PA_MASK);
 	int l;
 
-	*fault = true;
+	*ve = false;
 	if (!t)
 		return NULL;
 	for (l = 3; l >= 0; l--) {
 		u64 e = t[idx(gpa, l)];
 
+		if (!(e & 7) && !(e >> 63)) {
+			*ve = true;
+			return NULL;
+		}
 		if (!(e & 1) || (write && !(e & 2)))
 			return NULL;
 		if (l == 0 || (e & 0x80)) {
 			u64 mask = (1ULL << (12 + 9 * l)) - 1;
 			u64 pa = ((e & PA_MASK) & ~mask) | (gpa & mask);
 
-			*fault = false;
 			return page(m, pa & PAGE_MASK_);
 		}
 		t = page(m, e & PA_MASK);
@@ -1211,6 +1216,11 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
 
 			if (shared) {
 				p = shared_page(m, vp, gpa & PAGE_MASK_, write, &fault);
+				if (!p && fault) {
+					/* #VE: the shim's handler reports the GPA. */
+					result(res, vp->cmd++, ST_EXC, gpa);
+					continue;
+				}
 				if (!p)
 					return exit_ept(r, gpa & PAGE_MASK_, write ? 2 : 1, 0);
 			} else {

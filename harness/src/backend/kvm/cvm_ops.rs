@@ -57,14 +57,24 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
                 };
                 g.vm.set_memory_attributes(a).map(|_| Outcome::Ok).unwrap_or_else(|e| errno(e.errno()))
             }
-            Op::Punch { addr, size, keep_size } => match g.gmem_at(*addr) {
-                Some((fd, off)) => {
-                    raw::punch_hole(fd, off, *size, *keep_size).map(|_| Outcome::Ok).unwrap_or_else(errno)
-                }
-                None => Outcome::Err(Errno::ENOENT),
-            },
+            Op::Punch { addr, size, keep_size } => {
+                let slots = g.slots.values().map(|s| (s.gpa, s.size, s.gmem.map(|(i, off)| (g.gmems[i].as_raw_fd(), off))));
+                super::host_ops::punch_gpa_range(slots, *addr, *size, *keep_size)
+            }
             Op::Prefault { vcpu, addr, size } => match g.vcpus.get(*vcpu as usize) {
-                Some(v) => raw::pre_fault(v, *addr, *size).map(|_| Outcome::Ok).unwrap_or_else(errno),
+                // The op pre-faults its whole range: the kernel returns after partial progress
+                // (0, range advanced), so ask again until done or an error, as host_ops does.
+                Some(v) => {
+                    let (mut gpa, mut left) = (*addr, *size);
+                    loop {
+                        match raw::pre_fault(v, gpa, left) {
+                            Ok((_, 0)) => break Outcome::Ok,
+                            Ok((g, l)) => (gpa, left) = (g, l),
+                            Err(libc::EINTR) => continue,
+                            Err(e) => break errno(e),
+                        }
+                    }
+                }
                 None => continue,
             },
             Op::HostRead { addr } => match g.host(*addr) {
@@ -79,12 +89,12 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
                 None => Outcome::Err(Errno::EFAULT),
             },
             op if op.kind().is_guest() => match g.guest_op(op, i)? {
-                Some(o) => o,
-                None => {
+                o @ Outcome::Exit(Exit::MemoryFault { .. }) => {
                     // A memory fault: the TD cannot be resumed past the access.
-                    t.observed[i] = Observed::Outcome(Outcome::Exit(Exit::MemoryFault { private: true }));
+                    t.observed[i] = Observed::Outcome(o);
                     break;
                 }
+                o => o,
             },
             _ => continue,
         };
@@ -101,18 +111,13 @@ impl CvmGuest {
     fn slot_at(&self, gpa: u64) -> Option<&Slot> {
         self.slots.values().find(|s| gpa >= s.gpa && gpa - s.gpa < s.size)
     }
-    fn gmem_at(&self, gpa: u64) -> Option<(i32, u64)> {
-        let s = self.slot_at(gpa)?;
-        let (i, off) = s.gmem?;
-        Some((self.gmems[i].as_raw_fd(), off + (gpa - s.gpa)))
-    }
     fn host(&self, gpa: u64) -> Option<(&Mapping, u64)> {
         let s = self.slot_at(gpa)?;
         Some((&s.anon, (gpa & !0xfff) - s.gpa + VALUE_OFFSET))
     }
 
-    /// One guest op as one batch of the shim. None: the access faulted to userspace.
-    fn guest_op(&mut self, op: &Op, step: usize) -> Result<Option<Outcome>, RunError> {
+    /// One guest op as one batch of the shim (a memory fault exit ends it with that outcome).
+    fn guest_op(&mut self, op: &Op, step: usize) -> Result<Outcome, RunError> {
         let v = op.vcpu().unwrap_or(0) as usize;
         let guest = |d: String| RunError::Guest { step, detail: d };
         let cmd = crate::backend::emulated::shim_command(op, crate::backend::emulated::Platform::Td)
@@ -139,27 +144,30 @@ impl CvmGuest {
                     });
                     *h.ret = guest_conversion(&self.vm, slots, h.args[0], h.args[1], private);
                 }
-                Ok(VcpuExit::MemoryFault { .. }) => return Ok(None),
+                // KVM_MEMORY_EXIT_FLAG_PRIVATE says which side the fault wanted.
+                Ok(VcpuExit::MemoryFault { flags, .. }) => {
+                    return Ok(Outcome::Exit(Exit::MemoryFault { private: flags & (1 << 3) != 0 }))
+                }
                 Ok(VcpuExit::SystemEvent(ty, _)) if ty == KVM_SYSTEM_EVENT_TDX_FATAL => {
-                    return Ok(Some(Outcome::VmDead))
+                    return Ok(Outcome::VmDead)
                 }
                 Ok(VcpuExit::Intr) => continue,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
                 Ok(other) => return Err(guest(format!("unexpected exit {other:?}"))),
                 // KVM_RUN before FINALIZE: the outcome the model gives such a guest op.
-                Err(e) if e.errno() == libc::EINVAL && !finalized => return Ok(Some(Outcome::Err(Errno::EINVAL))),
+                Err(e) if e.errno() == libc::EINVAL && !finalized => return Ok(Outcome::Err(Errno::EINVAL)),
                 Err(e) => return Err(guest(format!("KVM_RUN: {e}"))),
             }
         }
         let (status, value) = (self.shared.read_u64(page + 0x1000), self.shared.read_u64(page + 0x1008));
         use crate::backend::emulated::trap as decode;
-        Ok(Some(match (status, cmd.0) {
+        Ok(match (status, cmd.0) {
             (ST_EXC, _) => Outcome::Ve,
             (ST_DONE, OP_READ) => Outcome::Value(value),
             (ST_DONE, OP_WRITE | OP_TOUCH) => Outcome::Ok,
             (ST_DONE, OP_TD_ACCEPT) => decode::tdx_outcome(value).unwrap_or(Outcome::Value(value)),
             (ST_DONE, OP_TD_MAP_GPA) => decode::vmcall_outcome(value).unwrap_or(Outcome::Value(value)),
             _ => return Err(guest(format!("the shim's result: status {status:#x}, value {value:#x}"))),
-        }))
+        })
     }
 }

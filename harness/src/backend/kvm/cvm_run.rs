@@ -28,19 +28,23 @@ use privmem_guest::abi::{BOOT_GPA, BOOT_SIZE, BOOT_SLOT, HARNESS_GPA, HARNESS_SI
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+/// Whether the runner issues `op` on a TD (or, `snp`, an SNP guest).
+pub fn issues(op: &Op, snp: bool) -> bool {
+    match op {
+        Op::Finalize | Op::Private { .. } | Op::Shared { .. } | Op::Punch { .. } => true,
+        Op::HostRead { .. } | Op::HostWrite { .. } | Op::Prefault { .. } => true,
+        Op::ExpectPages { .. } | Op::ExpectSept { .. } => true,
+        Op::InitMem { .. } => !snp,
+        op if op.kind().is_guest() => !snp,
+        _ => false,
+    }
+}
+
 /// The ops the runner issues; a sequence with another is refused, naming it.
 pub fn unsupported(seq: &Sequence) -> Option<String> {
     let snp = seq.header.vm == VmType::Snp;
     for st in &seq.steps {
-        let ok = match &st.op {
-            Op::Finalize | Op::Private { .. } | Op::Shared { .. } | Op::Punch { .. } => true,
-            Op::HostRead { .. } | Op::HostWrite { .. } | Op::Prefault { .. } => true,
-            Op::ExpectPages { .. } | Op::ExpectSept { .. } => true,
-            Op::InitMem { .. } => !snp,
-            op if op.kind().is_guest() => !snp,
-            _ => false,
-        };
-        if !ok {
+        if !issues(&st.op, snp) {
             let why = if snp && st.op.kind().is_guest() {
                 "SNP guest ops (the shim's GHCB page for its port I/O is not written)".to_string()
             } else {

@@ -116,6 +116,9 @@ impl KvmBackend {
     /// guest's identity map.
     pub(super) fn adapt_here(&self, seq: &Sequence) -> Sequence {
         let c = &self.caps;
+        if seq.header.vm == VmType::Tdx && c.tdx {
+            return adapt_td(seq);
+        }
         let mut s = seq.clone();
         if c.vm_types & (1 << s.header.vm.kvm_type()) == 0 || matches!(s.header.vm, VmType::Tdx | VmType::Snp) {
             s.header.vm = VmType::Default;
@@ -178,4 +181,22 @@ impl KvmBackend {
         crate::seq::gen::fixup(&mut s);
         s
     }
+}
+
+/// A generated TD case on a host with TDX (the lab's software module): the TD stays a TD, on
+/// upstream KVM's rules (no huge pages), with the ops the runner issues.
+fn adapt_td(seq: &Sequence) -> Sequence {
+    let mut s = seq.clone();
+    s.header.variant = None;
+    s.header.options.clear();
+    for g in &mut s.header.gmems {
+        g.huge = false;
+    }
+    // The shim's page tables map [0, IDENTITY_LIMIT) (and its shared alias) only.
+    s.steps.retain(|st| {
+        super::cvm_run::issues(&st.op, false)
+            && (!st.op.kind().is_guest() || st.op.addr().is_none_or(|a| a & !crate::seq::TD_SHARED_BIT < IDENTITY_LIMIT))
+    });
+    crate::seq::gen::fixup(&mut s);
+    s
 }

@@ -22,44 +22,8 @@ impl KvmBackend {
     }
 
     pub(super) fn punch(st: &VmState, addr: u64, size: u64, keep_size: bool) -> Outcome {
-        // Resolve the page-rounded range through the slots first (as the model does), in
-        // pages: a range that ends at the top of the address space must not wrap.
-        let s = addr / 4096;
-        let e = addr.saturating_add(size.max(1)).div_ceil(4096);
-        let mut pieces = Vec::new();
-        let mut at = s;
-        while at < e {
-            let Some((_, sl)) = st
-                .slots
-                .iter()
-                .find(|(_, sl)| at >= sl.gpa / 4096 && at < (sl.gpa + sl.size) / 4096 && sl.gmem.is_some())
-            else {
-                return Outcome::Err(Errno::ENOENT);
-            };
-            let end = e.min((sl.gpa + sl.size) / 4096);
-            let (fi, off) = sl.gmem.expect("filtered");
-            pieces.push((fi, off + (at * 4096 - sl.gpa), (end - at) * 4096));
-            at = end;
-        }
-        let s = s * 4096;
-        let Some(&(first_fi, first_off, _)) = pieces.first() else {
-            return Outcome::Err(Errno::ENOENT);
-        };
-        let aligned = addr.is_multiple_of(4096) && size.is_multiple_of(4096) && size > 0;
-        if !aligned || !keep_size {
-            // Let the kernel judge the exact arguments.
-            let off = first_off + (addr - s);
-            return match raw::punch_hole(st.gmems[first_fi].fd.as_raw_fd(), off, size, keep_size) {
-                Ok(()) => Outcome::Ok,
-                Err(e) => errno_of(e),
-            };
-        }
-        for (fi, off, len) in pieces {
-            if let Err(e) = raw::punch_hole(st.gmems[fi].fd.as_raw_fd(), off, len, true) {
-                return errno_of(e);
-            }
-        }
-        Outcome::Ok
+        let slots = st.slots.values().map(|sl| (sl.gpa, sl.size, sl.gmem.map(|(fi, off)| (st.gmems[fi].fd.as_raw_fd(), off))));
+        punch_gpa_range(slots, addr, size, keep_size)
     }
 
     pub(super) fn host_op(&mut self, h: &Header, op: &Op) -> Observed {
@@ -443,4 +407,49 @@ impl KvmBackend {
         };
         (Observed::Outcome(o), effect)
     }
+}
+
+/// The `punch` op on a VM whose slots are `(gpa, size, guest_memfd fd and offset)`: resolve the
+/// page-rounded range through the slots first (as the model does), in pages, so a range that
+/// ends at the top of the address space does not wrap; a part outside every guest_memfd slot is
+/// ENOENT. Default, SW_PROTECTED and TD runners share it.
+pub(super) fn punch_gpa_range(
+    slots: impl Iterator<Item = (u64, u64, Option<(i32, u64)>)> + Clone,
+    addr: u64,
+    size: u64,
+    keep_size: bool,
+) -> Outcome {
+    let s = addr / 4096;
+    let e = addr.saturating_add(size.max(1)).div_ceil(4096);
+    let mut pieces = Vec::new();
+    let mut at = s;
+    while at < e {
+        let Some((gpa, sz, gmem)) = slots.clone().find(|(gpa, sz, gmem)| at >= gpa / 4096 && at < (gpa + sz) / 4096 && gmem.is_some())
+        else {
+            return Outcome::Err(Errno::ENOENT);
+        };
+        let end = e.min((gpa + sz) / 4096);
+        let (fd, off) = gmem.expect("filtered");
+        pieces.push((fd, off + (at * 4096 - gpa), (end - at) * 4096));
+        at = end;
+    }
+    let s = s * 4096;
+    let Some(&(first_fd, first_off, _)) = pieces.first() else {
+        return Outcome::Err(Errno::ENOENT);
+    };
+    let aligned = addr.is_multiple_of(4096) && size.is_multiple_of(4096) && size > 0;
+    if !aligned || !keep_size {
+        // Let the kernel judge the exact arguments.
+        let off = first_off + (addr - s);
+        return match raw::punch_hole(first_fd, off, size, keep_size) {
+            Ok(()) => Outcome::Ok,
+            Err(e) => errno_of(e),
+        };
+    }
+    for (fd, off, len) in pieces {
+        if let Err(e) = raw::punch_hole(fd, off, len, true) {
+            return errno_of(e);
+        }
+    }
+    Outcome::Ok
 }
