@@ -1037,6 +1037,8 @@ enum { C_READ = 1, C_WRITE = 2, C_TOUCH = 3, C_SPIN = 4, C_ACCEPT = 6, C_MAP_GPA
 #define ST_EXC 2
 #define ST_BAD_OP 0xbad
 
+#define IDENTITY_LIMIT	(128ULL << 30)
+#define EXIT_TRIPLE_FAULT 2
 #define EXIT_IO 30
 #define EXIT_EPT_VIOLATION 48
 #define EXIT_TDCALL 77
@@ -1207,6 +1209,14 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
 		bool shared = (va & SHARED_VA) == SHARED_VA;
 		u64 gpa = shared ? ((va & ~SHARED_VA) | shared_bit(td)) : va;
 		u8 *p;
+
+		/* The shim's page tables map [0, 128G) and its shared alias: anything else faults
+		 * in the guest, which has no handler for it (a triple fault; KVM: shutdown). */
+		if ((op == C_READ || op == C_WRITE || op == C_TOUCH) && (va & ~SHARED_VA) >= IDENTITY_LIMIT) {
+			r->rcx = 0;
+			r->r9 = 0;
+			return EXIT_TRIPLE_FAULT;
+		}
 
 		switch (op) {
 		case C_READ:

@@ -192,10 +192,11 @@ fn adapt_td(seq: &Sequence) -> Sequence {
     for g in &mut s.header.gmems {
         g.huge = false;
     }
-    // The shim's page tables map [0, IDENTITY_LIMIT) (and its shared alias) only.
+    // The shim's page tables map [0, IDENTITY_LIMIT) (and its shared alias) only; ACCEPT and
+    // MapGPA take a GPA and touch nothing.
     s.steps.retain(|st| {
-        super::cvm_run::issues(&st.op, false)
-            && (!st.op.kind().is_guest() || st.op.addr().is_none_or(|a| a & !crate::seq::TD_SHARED_BIT < IDENTITY_LIMIT))
+        let access = matches!(st.op, Op::Read { .. } | Op::Write { .. } | Op::Touch { .. });
+        super::cvm_run::issues(&st.op, false) && (!access || st.op.addr().is_none_or(|a| a < IDENTITY_LIMIT))
     });
     crate::seq::gen::fixup(&mut s);
     s
