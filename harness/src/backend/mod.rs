@@ -50,7 +50,13 @@ pub struct RealTrace {
     /// and private memory differ, by its first GFN, and whether its frame is the slot's shared
     /// (userspace) page. What the race oracle's "no private leaf for a shared GFN" reads.
     pub backing: Vec<Option<Vec<(u64, bool)>>>,
+    /// After each step, where the TDX module can be read (the lab's software module): the
+    /// case's S-EPT leaves as the module holds them.
+    pub sept: Vec<Option<Vec<SeptLeaf>>>,
 }
+
+/// One S-EPT leaf: its first GFN, level and state (as the module and the model number them).
+pub type SeptLeaf = (u64, crate::seq::Level, crate::seq::SeptState);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunError {

@@ -66,6 +66,14 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Diff {
                 });
             }
         }
+        if let (Some(Some(k)), Some(Some(mm)), false) = (real.sept.get(i), model.sept.get(i), unexplained) {
+            // Every S-EPT leaf either side has is one GFN comparison (at least one per step).
+            d.mapping_checks += mm.len().max(k.len()).max(1) as u64;
+            if let (Some(f), false) = (sept_mismatch(i, st, mm, k), mapping_seen) {
+                mapping_seen = true;
+                d.findings.push(f);
+            }
+        }
         let (ok, m, r) = match (&real.observed[i], model.pages[i]) {
             (Observed::NotChecked, _) => continue,
             _ if unexplained => continue,
@@ -311,7 +319,9 @@ pub fn run_model_against(seq: &Sequence, real: &RealTrace) -> Trace {
     };
     let opts = RunOpts {
         host: real.host,
-        leaves_at: real.views.iter().map(Option::is_some).collect(),
+        leaves_at: (0..real.views.len().max(real.sept.len()))
+            .map(|i| matches!(real.views.get(i), Some(Some(_))) || matches!(real.sept.get(i), Some(Some(_))))
+            .collect(),
         real: Some(real),
         lookahead: Some(super::step::Lookahead(&look)),
     };
@@ -377,4 +387,33 @@ pub fn same_access_divergence(recorded: &str, actual: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// The first S-EPT leaf the module and the model disagree on after step `i` (the module's is
+/// the lab's software TDX module, read from its debugfs after every step).
+fn sept_mismatch(
+    i: usize,
+    st: &crate::seq::Step,
+    model: &[crate::backend::SeptLeaf],
+    module: &[crate::backend::SeptLeaf],
+) -> Option<Finding> {
+    let m: std::collections::BTreeMap<_, _> = model.iter().map(|&(g, l, s)| ((g, l), s)).collect();
+    let k: std::collections::BTreeMap<_, _> = module.iter().map(|&(g, l, s)| ((g, l), s)).collect();
+    let first = m.keys().chain(k.keys()).filter(|key| m.get(key) != k.get(key)).min()?;
+    let name = |s: Option<&crate::seq::SeptState>| s.map(|s| s.name()).unwrap_or("FREE");
+    let (ms, ks) = (name(m.get(first)), name(k.get(first)));
+    Some(Finding {
+        context: String::new(),
+        kind: FindingKind::Divergence,
+        step: Some(i),
+        op: Some(st.op.kind()),
+        state: format!("sept:model:{ms}/real:{ks}"),
+        detail: format!(
+            "step {} `{}`: S-EPT {} at gpa {:#x}: the model has {ms}; the TDX module (simulated) has {ks}",
+            i + 1,
+            print_op(&st.op),
+            first.1.name(),
+            first.0 << 12
+        ),
+    })
 }

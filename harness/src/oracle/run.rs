@@ -48,6 +48,7 @@ pub fn run_model_with(seq: &Sequence, opts: &RunOpts) -> (Trace, Option<Coverage
     t.exits = vec![0; n];
     t.pages = vec![None; n];
     t.leaves = vec![None; n];
+    t.sept = vec![None; n];
     t.dirty = vec![None; n];
     t.unexplained = vec![false; n];
     let mut per_step: Vec<Vec<Finding>> = vec![Vec::new(); n];
@@ -108,7 +109,7 @@ pub(crate) fn run_steps(
         if group.len() > 1 {
             super::race::run_together(m, seq, group.clone(), opts, t, per_step);
             if want(group.end - 1) {
-                t.leaves[group.end - 1] = Some(snapshot(m));
+                take_snapshots(m, t, group.end - 1);
             }
             i = group.end;
             continue;
@@ -133,7 +134,7 @@ pub(crate) fn run_steps(
             }
             run_group(m, seq, i, j, t, per_step);
             for k in (i..j).filter(|&k| want(k)) {
-                t.leaves[k] = Some(snapshot(m));
+                take_snapshots(m, t, k);
             }
             i = j;
             continue;
@@ -145,8 +146,21 @@ pub(crate) fn run_steps(
             run_host_step(m, seq, i, t, per_step);
         }
         if want(i) {
-            t.leaves[i] = Some(snapshot(m));
+            take_snapshots(m, t, i);
         }
         i += 1;
+    }
+}
+
+/// The model's leaves after step `k`, and a TD's S-EPT leaves.
+fn take_snapshots(m: &Model, t: &mut Trace, k: usize) {
+    t.leaves[k] = Some(snapshot(m));
+    if let (Some(td), Some(slot)) = (&m.td, t.sept.get_mut(k)) {
+        *slot = Some(
+            td.leaves_in(0, u64::MAX >> 12)
+                .into_iter()
+                .flat_map(|(first, l, e)| (0..e.count).map(move |i| (first + i * l.pages(), l, e.state)))
+                .collect(),
+        );
     }
 }

@@ -20,6 +20,8 @@ pub struct Trace {
     /// The model's stage-2 leaves (every root) after the steps [`RunOpts::leaves_at`] asked for,
     /// for the kernel's mapping view.
     pub leaves: Vec<Option<Vec<(u64, Leaf)>>>,
+    /// The model's S-EPT leaves (a TD's) at the same steps, to hold the module's to.
+    pub sept: Vec<Option<Vec<crate::backend::SeptLeaf>>>,
     /// At `get-dirty-log` steps that succeeded: what the bitmap must and may hold.
     pub dirty: Vec<Option<DirtyReport>>,
     /// Steps of a concurrent group no serialization explains: their outcomes are the race

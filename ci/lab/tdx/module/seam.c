@@ -1320,6 +1320,12 @@ void seam_init(struct seam *m, const struct seam_env *env, u32 flags)
 	m->flags = flags;
 }
 
+static bool is_sept_leaf(u32 leaf)
+{
+	return leaf == SEAM_MEM_SEPT_ADD || leaf == SEAM_MEM_PAGE_ADD || leaf == SEAM_MEM_PAGE_AUG ||
+	       leaf == SEAM_MEM_RANGE_BLOCK || leaf == SEAM_MEM_TRACK || leaf == SEAM_MEM_PAGE_REMOVE;
+}
+
 static u64 interrupted_status(u32 leaf)
 {
 	return leaf == SEAM_PHYMEM_CACHE_WB || leaf == SEAM_SYS_DISABLE ?
@@ -1334,6 +1340,10 @@ u64 seam_call(struct seam *m, u64 rax, struct seam_regs *r)
 	if (m->state == ST_DISABLED || leaf >= SEAM_NR_LEAVES)
 		return leaf >= SEAM_NR_LEAVES ? SEAM_OPERAND_INVALID : SEAM_SEAMCALL_VMFAILINVALID;
 	m->calls[leaf]++;
+	if (m->sept_busy && is_sept_leaf(leaf)) {
+		m->sept_busy--;
+		return SEAM_OPERAND_BUSY | SEAM_OP_SEPT;
+	}
 	if (m->inject[leaf].busy) {
 		m->inject[leaf].busy--;
 		return SEAM_OPERAND_BUSY;

@@ -168,6 +168,9 @@ struct seam {
 	u8 hkid[SEAM_NR_KEYIDS];	/* per HKID: free, assigned, configured, reclaimed */
 	u64 calls[SEAM_NR_LEAVES];
 	struct seam_inject inject[SEAM_NR_LEAVES];
+	/* The next `sept_busy` S-EPT leaves (SEPT.ADD, PAGE.ADD/AUG, BLOCK, TRACK, REMOVE),
+	 * whichever comes: privmem's `inject seamcall-busy`. */
+	u32 sept_busy;
 };
 
 void seam_init(struct seam *m, const struct seam_env *env, u32 flags);

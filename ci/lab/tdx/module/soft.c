@@ -9,7 +9,8 @@
  * debugfs (tdx_soft/):
  *   calls   SEAMCALLs per leaf since boot ("LEAF COUNT" lines)
  *   inject  write "LEAF busy N" or "LEAF interrupted N": the next N calls of that leaf
- *           return TDX_OPERAND_BUSY / the leaf's INTERRUPTED status and change nothing
+ *           return TDX_OPERAND_BUSY / the leaf's INTERRUPTED status and change nothing;
+ *           "S-EPT busy N": the next N S-EPT leaves, whichever (privmem's seamcall-busy)
  *   sept    every live TD's S-EPT: "td HKID TDR" lines, then "GPA LEVEL STATE PA" per entry
  */
 #include <linux/debugfs.h>
@@ -151,6 +152,12 @@ static ssize_t inject_write(struct file *f, const char __user *ubuf, size_t len,
 	buf[len] = 0;
 	if (sscanf(buf, "%23s %15s %u", name, what, &n) != 3)
 		return -EINVAL;
+	if (!strcmp(name, "S-EPT") && !strcmp(what, "busy")) {
+		raw_spin_lock_irqsave(&soft_lock, flags);
+		soft_module.sept_busy = n;
+		raw_spin_unlock_irqrestore(&soft_lock, flags);
+		return len;
+	}
 	for (i = 0; i < SEAM_NR_LEAVES; i++)
 		if (leaf_names[i] && !strcmp(leaf_names[i], name))
 			break;

@@ -24,6 +24,9 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
     let mut g = CvmGuest::build(kvm, seq)?;
     let n = seq.steps.len();
     let mut t = RealTrace { observed: vec![Observed::NotChecked; n], views: vec![None; n], ..Default::default() };
+    // The lab's software TDX module: its S-EPT after every step, held to the model's.
+    let module = super::soft_tdx::present();
+    t.sept = vec![None; n];
     for (i, st) in seq.steps.iter().enumerate() {
         let o = match &st.op {
             Op::Finalize => g.finalize().map(|_| Outcome::Ok).unwrap_or_else(errno),
@@ -96,9 +99,16 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
                 }
                 o => o,
             },
+            Op::Inject(Fault::SeamcallBusy) if module => match super::soft_tdx::inject_sept_busy() {
+                Ok(()) => Outcome::Ok,
+                Err(e) => return Err(RunError::Setup(e)),
+            },
             _ => continue,
         };
         t.observed[i] = Observed::Outcome(o);
+        if module {
+            t.sept[i] = super::soft_tdx::sept();
+        }
     }
     Ok(t)
 }

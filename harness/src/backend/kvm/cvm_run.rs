@@ -35,6 +35,8 @@ pub fn issues(op: &Op, snp: bool) -> bool {
         Op::HostRead { .. } | Op::HostWrite { .. } | Op::Prefault { .. } => true,
         Op::ExpectPages { .. } | Op::ExpectSept { .. } => true,
         Op::InitMem { .. } => !snp,
+        // The lab's software TDX module injects it (its debugfs).
+        Op::Inject(Fault::SeamcallBusy) => !snp && super::soft_tdx::present(),
         op if op.kind().is_guest() => !snp,
         _ => false,
     }

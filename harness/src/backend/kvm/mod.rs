@@ -19,6 +19,7 @@ mod host_ops;
 pub mod kcov;
 pub mod kmsg;
 mod mmio;
+pub mod soft_tdx;
 mod together;
 /// The uAPI layer lives beside the backends (caps and the mappings read it too).
 pub use super::raw;
