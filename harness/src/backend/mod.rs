@@ -53,6 +53,9 @@ pub struct RealTrace {
     /// After each step, where the TDX module can be read (the lab's software module): the
     /// case's S-EPT leaves as the module holds them.
     pub sept: Vec<Option<Vec<SeptLeaf>>>,
+    /// Guest ops of distinct vCPUs ran one after another, each to its end (the real TD runner),
+    /// not interleaved attempt by attempt as the model runs a TD's.
+    pub serial_guest_ops: bool,
 }
 
 /// One S-EPT leaf: its first GFN, level and state (as the module and the model number them).

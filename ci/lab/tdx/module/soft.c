@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The software TDX module's home in the lab kernel (CONFIG_INTEL_TDX_SOFT_MODULE, boot
+ * The software TDX module's home in the lab kernel (CONFIG_INTEL_TDX_SOFT, boot
  * parameter tdx_soft): every SEAMCALL the kernel makes lands in tdx_soft_seamcall() (the glue
  * in seamcall_internal.h and tdh_vp_enter()), which runs privmem's module core (seam.c, shared
  * with privmem's host tests) under one lock. The module is simulated: no SEAM mode, no guest

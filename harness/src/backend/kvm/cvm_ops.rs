@@ -27,6 +27,7 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
     // The lab's software TDX module: its S-EPT after every step, held to the model's.
     let module = super::soft_tdx::present();
     t.sept = vec![None; n];
+    t.serial_guest_ops = true;
     for (i, st) in seq.steps.iter().enumerate() {
         let o = match &st.op {
             Op::Finalize => g.finalize().map(|_| Outcome::Ok).unwrap_or_else(errno),
