@@ -73,7 +73,7 @@ fn a_td_lives_and_dies_as_kvm_drives_it() {
     assert_eq!(call(&mut m, leaf::MEM_PAGE_AUG, regs(0x3000, tdr, aug_page)).0, OP_STATE_INCORRECT);
     assert_eq!(call(&mut m, leaf::MR_FINALIZE, regs(tdr, 0, 0)).0, SUCCESS);
     assert_eq!(call(&mut m, leaf::MEM_PAGE_AUG, regs(0x3000, tdr, aug_page)).0, SUCCESS);
-    assert_eq!(m.guest_accept(tdr, 0x3000, 0), Ok(0));
+    assert_eq!(m.guest_accept(tdr, 0x3000, 0), privmem::seam::GuestAccept::Rax(0));
     // REMOVE needs BLOCK, then TRACK.
     assert_eq!(call(&mut m, leaf::MEM_PAGE_REMOVE, regs(0x3000, tdr, 0)).0, GPA_RANGE_NOT_BLOCKED);
     assert_eq!(call(&mut m, leaf::MEM_RANGE_BLOCK, regs(0x3000, tdr, 0)).0, SUCCESS);

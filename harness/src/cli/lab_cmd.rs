@@ -35,12 +35,19 @@ fn kernel_of(a: &LabArgs) -> Result<Kernel, String> {
     // `--kernel 6.12` names a lab kernel as `--kernel-version` and `--baseline` do.
     let named = a.kernel.as_deref().filter(|k| kernels::named(k).is_some());
     let user = a.kernel.as_deref().filter(|_| named.is_none());
-    let version = a.kernel_version.as_deref().or(named).unwrap_or(if a.tdx { kernels::tdx().name } else { kernels::default().name });
+    let version = a.kernel_version.as_deref().or(named).unwrap_or(if a.tdx {
+        kernels::tdx().name
+    } else {
+        kernels::default().name
+    });
     if kernels::named(version).is_none() {
         return Err(format!("--kernel-version: `{version}` is not a lab kernel ({})", kernels::names()));
     }
     if a.tdx && version != kernels::tdx().name {
-        return Err(format!("--tdx: the software TDX module's flavour is built on {}, not {version}", kernels::tdx().name));
+        return Err(format!(
+            "--tdx: the software TDX module's flavour is built on {}, not {version}",
+            kernels::tdx().name
+        ));
     }
     let (path, replay_cmd) = match user {
         Some(k) if a.tdx => (PathBuf::from(k), format!("privmem lab --tdx --kernel {k}")),

@@ -3,7 +3,7 @@
 //! after every call, every S-EPT entry at 1G and below (state and, for leaves, page). The fuzz
 //! target `seam_diff` and `tests/seam.rs` drive it; CI runs both.
 
-use super::{leaf, Regs, SoftModule, F_HUGE_PAGES};
+use super::{leaf, GuestAccept, Regs, SoftModule, F_HUGE_PAGES};
 use crate::model::sept::{AcceptWalk, Td};
 use crate::seq::{Level, SeptState, TdxStatus};
 use arbitrary::{Arbitrary, Unstructured};
@@ -206,9 +206,9 @@ pub fn run(steps: &[Step]) -> Result<(), Divergence> {
                 let real = soft.guest_accept(tdr, gpa, l as u8);
                 let want = model.accept(gpa >> 12, l);
                 let same = match (real, want) {
-                    (Err(()), AcceptWalk::EptViolation) => true,
-                    (Ok(0), AcceptWalk::Accepted { .. }) => true,
-                    (Ok(rax), AcceptWalk::Status(st, lv)) => {
+                    (GuestAccept::Exit, AcceptWalk::EptViolation) => true,
+                    (GuestAccept::Rax(0), AcceptWalk::Accepted { .. }) => true,
+                    (GuestAccept::Rax(rax), AcceptWalk::Status(st, lv)) => {
                         class(rax) == class(st.value()) && lv.is_none_or(|lv| rax & 7 == lv as u64)
                     }
                     _ => false,

@@ -91,7 +91,7 @@ extern "C" fn env_page(ctx: *mut c_void, pa: u64) -> *mut c_void {
     // SAFETY: `ctx` is the `Memory` the owning `SoftModule` boxed and keeps alive for as long as
     // the module can call back (the module is only called through `&mut SoftModule`).
     let mem = unsafe { &mut *(ctx as *mut Memory) };
-    if pa % PAGE != 0 || pa >= mem.limit {
+    if !pa.is_multiple_of(PAGE) || pa >= mem.limit {
         return std::ptr::null_mut();
     }
     mem.pages.entry(pa).or_insert_with(|| Box::new([0; 512])).as_mut_ptr() as *mut c_void
@@ -105,6 +105,15 @@ extern "C" fn leaf_cb(ctx: *mut c_void, gpa: u64, level: i32, state: u32, pa: u6
     // SAFETY: `ctx` is the `Vec` `sept` passes for the duration of the walk.
     let v = unsafe { &mut *(ctx as *mut Vec<SeptEntry>) };
     v.push(SeptEntry { gpa, level: level as u8, state: state as u8, pa });
+}
+
+/// What the guest's TDG.MEM.PAGE.ACCEPT did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestAccept {
+    /// Returned to the guest with this RAX.
+    Rax(u64),
+    /// An EPT violation to the host (KVM maps and the guest retries).
+    Exit,
 }
 
 /// One present S-EPT entry as the module holds it.
@@ -138,12 +147,7 @@ impl SoftModule {
             next_page: 1 << 20,
             tdmr_size: limit,
         };
-        let env = Env {
-            ctx: &mut *m.mem as *mut Memory as *mut c_void,
-            page: env_page,
-            cpu: env_cpu,
-            owned: None,
-        };
+        let env = Env { ctx: &mut *m.mem as *mut Memory as *mut c_void, page: env_page, cpu: env_cpu, owned: None };
         // SAFETY: `state` has seam_size() bytes, 8-aligned; `env` is copied by the callee.
         unsafe { seam_init(m.state.as_mut_ptr() as *mut c_void, &env, flags) };
         m.ok(leaf::SYS_INIT, &mut Regs::default(), "SYS.INIT")?;
@@ -230,16 +234,16 @@ impl SoftModule {
         (t >= 0).then_some((t as u8, owner))
     }
 
-    /// The guest's ACCEPT walk: `Ok(rax)` or `Err(())` for an EPT violation to the host.
-    pub fn guest_accept(&mut self, tdr: u64, gpa: u64, level: u8) -> Result<u64, ()> {
+    /// The guest's ACCEPT walk: the guest's RAX, or an EPT-violation exit to the host.
+    pub fn guest_accept(&mut self, tdr: u64, gpa: u64, level: u8) -> GuestAccept {
         let mut exit = false;
         let p = self.ptr();
         // SAFETY: plain out-parameter.
         let rax = unsafe { seam_guest_accept(p, tdr, gpa, level as i32, &mut exit) };
         if exit {
-            Err(())
+            GuestAccept::Exit
         } else {
-            Ok(rax)
+            GuestAccept::Rax(rax)
         }
     }
 

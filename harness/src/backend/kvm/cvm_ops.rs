@@ -62,7 +62,8 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
                 g.vm.set_memory_attributes(a).map(|_| Outcome::Ok).unwrap_or_else(|e| errno(e.errno()))
             }
             Op::Punch { addr, size, keep_size } => {
-                let slots = g.slots.values().map(|s| (s.gpa, s.size, s.gmem.map(|(i, off)| (g.gmems[i].as_raw_fd(), off))));
+                let slots =
+                    g.slots.values().map(|s| (s.gpa, s.size, s.gmem.map(|(i, off)| (g.gmems[i].as_raw_fd(), off))));
                 super::host_ops::punch_gpa_range(slots, *addr, *size, *keep_size)
             }
             Op::Prefault { vcpu, addr, size } => match g.vcpus.get(*vcpu as usize) {
@@ -159,9 +160,7 @@ impl CvmGuest {
                 Ok(VcpuExit::MemoryFault { flags, .. }) => {
                     return Ok(Outcome::Exit(Exit::MemoryFault { private: flags & (1 << 3) != 0 }))
                 }
-                Ok(VcpuExit::SystemEvent(ty, _)) if ty == KVM_SYSTEM_EVENT_TDX_FATAL => {
-                    return Ok(Outcome::VmDead)
-                }
+                Ok(VcpuExit::SystemEvent(ty, _)) if ty == KVM_SYSTEM_EVENT_TDX_FATAL => return Ok(Outcome::VmDead),
                 Ok(VcpuExit::Intr) => continue,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
                 Ok(other) => return Err(guest(format!("unexpected exit {other:?}"))),

@@ -198,7 +198,10 @@ fn adapt_td(seq: &Sequence) -> Sequence {
         let access = matches!(st.op, Op::Read { .. } | Op::Write { .. } | Op::Touch { .. });
         // The shim's own image (its boot region below 4G) is not the case's memory.
         let image = st.op.kind().is_guest()
-            && st.op.addr().is_some_and(|a| (privmem_guest::abi::BOOT_GPA..privmem_guest::abi::BOOT_GPA + privmem_guest::abi::BOOT_SIZE).contains(&(a & !crate::seq::TD_SHARED_BIT)));
+            && st.op.addr().is_some_and(|a| {
+                (privmem_guest::abi::BOOT_GPA..privmem_guest::abi::BOOT_GPA + privmem_guest::abi::BOOT_SIZE)
+                    .contains(&(a & !crate::seq::TD_SHARED_BIT))
+            });
         super::cvm_run::issues(&st.op, false) && !image && (!access || st.op.addr().is_none_or(|a| a < IDENTITY_LIMIT))
     });
     crate::seq::gen::fixup(&mut s);

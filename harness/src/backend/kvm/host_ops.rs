@@ -22,7 +22,8 @@ impl KvmBackend {
     }
 
     pub(super) fn punch(st: &VmState, addr: u64, size: u64, keep_size: bool) -> Outcome {
-        let slots = st.slots.values().map(|sl| (sl.gpa, sl.size, sl.gmem.map(|(fi, off)| (st.gmems[fi].fd.as_raw_fd(), off))));
+        let slots =
+            st.slots.values().map(|sl| (sl.gpa, sl.size, sl.gmem.map(|(fi, off)| (st.gmems[fi].fd.as_raw_fd(), off))));
         punch_gpa_range(slots, addr, size, keep_size)
     }
 
@@ -424,7 +425,8 @@ pub(super) fn punch_gpa_range(
     let mut pieces = Vec::new();
     let mut at = s;
     while at < e {
-        let Some((gpa, sz, gmem)) = slots.clone().find(|(gpa, sz, gmem)| at >= gpa / 4096 && at < (gpa + sz) / 4096 && gmem.is_some())
+        let Some((gpa, sz, gmem)) =
+            slots.clone().find(|(gpa, sz, gmem)| at >= gpa / 4096 && at < (gpa + sz) / 4096 && gmem.is_some())
         else {
             return Outcome::Err(Errno::ENOENT);
         };
