@@ -21,7 +21,11 @@ pub fn tdx_kernel() -> Result<PathBuf, String> {
 
 fn flavour_kernel(version: &str, flavour: &[&str]) -> Result<PathBuf, String> {
     let script = repo().join("ci/lab/build-kernel.sh");
-    eprintln!("lab: building (or reusing) the {version} kernel{} with {}", flavour.join(" "), script.display());
+    eprintln!(
+        "lab: building (or reusing) the {version} kernel{} with {}",
+        flavour.iter().map(|f| format!(" {f}")).collect::<String>(),
+        script.display()
+    );
     let t0 = std::time::Instant::now();
     let out = std::process::Command::new("bash")
         .arg(&script)
