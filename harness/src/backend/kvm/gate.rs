@@ -196,14 +196,26 @@ fn adapt_td(seq: &Sequence) -> Sequence {
     // MapGPA take a GPA and touch nothing.
     s.steps.retain(|st| {
         let access = matches!(st.op, Op::Read { .. } | Op::Write { .. } | Op::Touch { .. });
-        // The shim's own image (its boot region below 4G) is not the case's memory.
-        let image = st.op.kind().is_guest()
-            && st.op.addr().is_some_and(|a| {
-                (privmem_guest::abi::BOOT_GPA..privmem_guest::abi::BOOT_GPA + privmem_guest::abi::BOOT_SIZE)
-                    .contains(&(a & !crate::seq::TD_SHARED_BIT))
-            });
-        super::cvm_run::issues(&st.op, false) && !image && (!access || st.op.addr().is_none_or(|a| a < IDENTITY_LIMIT))
+        super::cvm_run::issues(&st.op, false)
+            && !touches_image(&st.op)
+            && (!access || st.op.addr().is_none_or(|a| a < IDENTITY_LIMIT))
     });
     crate::seq::gen::fixup(&mut s);
     s
+}
+
+/// Whether an op's range meets the TD shim's own image (its boot region below 4G, the harness
+/// slot): not the case's memory, which the model does not hold.
+fn touches_image(op: &Op) -> bool {
+    use privmem_guest::abi::{BOOT_GPA, BOOT_SIZE, HARNESS_GPA, HARNESS_SIZE};
+    let Some(addr) = op.addr() else { return false };
+    let len = match *op {
+        Op::Prefault { size, .. } | Op::Private { size, .. } | Op::Shared { size, .. } | Op::Punch { size, .. } => size,
+        Op::MapGpa { size, .. } => size,
+        Op::InitMem { pages, .. } => pages.saturating_mul(4096),
+        _ => 4096,
+    };
+    let s = addr & !crate::seq::TD_SHARED_BIT;
+    let e = s.saturating_add(len.max(1));
+    [(BOOT_GPA, BOOT_SIZE), (HARNESS_GPA, HARNESS_SIZE)].iter().any(|&(b, n)| s < b + n && e > b)
 }
