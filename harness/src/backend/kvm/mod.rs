@@ -496,10 +496,20 @@ impl Backend for KvmBackend {
         if let Some(why) = self.unsupported(seq) {
             return Err(RunError::Unsupported(why));
         }
-        // A TD or an SNP guest: its own set-up and runner (never run yet: see cvm_run).
+        // A TD or an SNP guest: its own set-up and runner (see cvm_run), built and torn down
+        // within the case. What the kernel reported meanwhile (a TDX_BUG_ON's warning, at a
+        // zap or at the teardown) is the case's, at its last step.
         if matches!(seq.header.vm, VmType::Tdx | VmType::Snp) {
             self.vm = None;
-            return cvm_ops::run(&self.kvm, seq);
+            for s in self.kmsg.as_mut().map(|k| k.splats()).unwrap_or_default() {
+                eprintln!("privmem: kernel report between cases (an earlier VM's teardown): {}", s.title);
+            }
+            let mut r = cvm_ops::run(&self.kvm, seq);
+            if let (Ok(t), Some(k)) = (r.as_mut(), self.kmsg.as_mut()) {
+                let last = seq.steps.len().saturating_sub(1);
+                t.splats.extend(k.splats().into_iter().map(|s| (last, s)));
+            }
+            return r;
         }
         if let Err(why) = self.footing() {
             return Err(RunError::Setup(format!("footing check failed, refusing to run: {why}")));
