@@ -29,6 +29,8 @@ struct Kernel {
     user: bool,
     /// The build's key (source version and config fragments' hash): names the config.
     config_key: Option<String>,
+    /// Booted with privmem's software TDX module (`--tdx`): every finding says so.
+    simulated_tdx: bool,
 }
 
 fn kernel_of(a: &LabArgs) -> Result<Kernel, String> {
@@ -57,7 +59,7 @@ fn kernel_of(a: &LabArgs) -> Result<Kernel, String> {
     };
     let config_key =
         path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("bzImage-")).map(String::from);
-    Ok(Kernel { path, replay_cmd, user: user.is_some(), config_key })
+    Ok(Kernel { path, replay_cmd, user: user.is_some(), config_key, simulated_tdx: a.tdx })
 }
 
 /// Each lab VM's plan: the first replays the scenarios (or runs the programs), and a campaign's
@@ -118,7 +120,7 @@ struct Written {
 impl Sink<'_> {
     fn origin(&self, label: &str, known: bool, caps: Option<&Caps>) -> FindingOrigin {
         FindingOrigin {
-            backend: "lab".into(),
+            backend: if self.kernel.simulated_tdx { "lab (TDX module simulated)" } else { "lab" }.into(),
             label: label.into(),
             known,
             kernel: Some(self.kernel.path.display().to_string()),

@@ -300,11 +300,10 @@ static u64 sys_rd(struct seam *m, struct seam_regs *r)
 	case 0x0800000100000003: v = 5; break;				/* minor */
 	case 0x0800000100000004: v = 1; break;				/* major */
 	case 0x0800000100000005: v = 0; break;				/* update */
-	/* features0: NO_RBP_MOD (18), TOPOLOGY_ENUM (20); ENHANCED_DEMOTE (bit 25? see docs) */
+	/* features0: NO_RBP_MOD (18) and TOPOLOGY_ENUM (20), which 7.3 requires. The huge-page
+	 * series' feature bits are not reported: DEMOTE is not implemented yet. */
 	case 0x0A00000300000008:
 		v = (1ULL << 18) | (1ULL << 20);
-		if (m->flags & SEAM_F_ENHANCED_DEMOTE)
-			v |= 1ULL << 51;
 		break;
 	case 0x9100000100000008: v = SEAM_MAX_TDMRS; break;
 	case 0x9100000100000009: v = SEAM_MAX_RSVD_PER_TDMR; break;

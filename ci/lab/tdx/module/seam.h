@@ -140,9 +140,9 @@ enum seam_page_type {
 #define SEAM_MAX_VCPUS		64
 #define SEAM_NR_KEYIDS		1024
 
-/* Switches: the huge-page interface (2M AUG, DEMOTE) for a kernel carrying the series. */
+/* Switch: the huge-page interface for a kernel carrying the series (so far 2M AUG, and ACCEPT
+ * at 2M; DEMOTE and its ENHANCED_DEMOTE feature bit are not implemented yet). */
 #define SEAM_F_HUGE_PAGES	(1u << 0)
-#define SEAM_F_ENHANCED_DEMOTE	(1u << 1)
 /* TD attribute SEPT_VE_DISABLE: a pending-page access exits to the host instead of #VE. */
 #define SEAM_ATTR_SEPT_VE_DISABLE (1ULL << 28)
 
