@@ -84,10 +84,6 @@ fn class(st: u64) -> u64 {
     st >> 32
 }
 
-fn model_status(st: TdxStatus) -> u64 {
-    st.value()
-}
-
 /// What the two disagree on, first: the step, and what each said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Divergence {
@@ -130,7 +126,7 @@ pub fn run(steps: &[Step]) -> Result<(), Divergence> {
                 let page = soft.alloc();
                 let mut r = Regs { rcx: gpa_of(gfn, l) | l as u64, rdx: tdr, r8: page, ..Default::default() };
                 let st = soft.call(leaf::MEM_SEPT_ADD, &mut r);
-                (st, model_status(model.sept_add(gpa_of(gfn, l) >> 12, l)))
+                (st, model.sept_add(gpa_of(gfn, l) >> 12, l).value())
             }
             Step::Add { gfn } => {
                 let page = soft.alloc();
@@ -147,7 +143,7 @@ pub fn run(steps: &[Step]) -> Result<(), Divergence> {
                         }
                     }
                 }
-                (st, model_status(model.page_add(gpa >> 12, page >> 12)))
+                (st, model.page_add(gpa >> 12, page >> 12).value())
             }
             Step::Finalize => {
                 let mut r = Regs { rcx: tdr, ..Default::default() };
@@ -158,7 +154,7 @@ pub fn run(steps: &[Step]) -> Result<(), Divergence> {
                     model.op_state = crate::model::sept::OpState::Runnable;
                     TdxStatus::Success
                 };
-                (st, model_status(want))
+                (st, want.value())
             }
             Step::Aug { gfn, level: l } => {
                 let l = level(l);
@@ -171,13 +167,13 @@ pub fn run(steps: &[Step]) -> Result<(), Divergence> {
                 } else {
                     model.page_aug(gpa >> 12, l, page >> 12)
                 };
-                (st, model_status(want))
+                (st, want.value())
             }
             Step::Block { gfn, level: l } => {
                 let l = level(l);
                 let gpa = gpa_of(gfn, l);
                 let mut r = Regs { rcx: gpa | l as u64, rdx: tdr, ..Default::default() };
-                (soft.call(leaf::MEM_RANGE_BLOCK, &mut r), model_status(model.block(gpa >> 12, l)))
+                (soft.call(leaf::MEM_RANGE_BLOCK, &mut r), model.block(gpa >> 12, l).value())
             }
             Step::Track => {
                 let mut r = Regs { rcx: tdr, ..Default::default() };
@@ -189,13 +185,13 @@ pub fn run(steps: &[Step]) -> Result<(), Divergence> {
                 } else {
                     TdxStatus::OpStateIncorrect
                 };
-                (st, model_status(want))
+                (st, want.value())
             }
             Step::Remove { gfn, level: l } => {
                 let l = level(l);
                 let gpa = gpa_of(gfn, l);
                 let mut r = Regs { rcx: gpa | l as u64, rdx: tdr, ..Default::default() };
-                (soft.call(leaf::MEM_PAGE_REMOVE, &mut r), model_status(model.page_remove(gpa >> 12, l)))
+                (soft.call(leaf::MEM_PAGE_REMOVE, &mut r), model.page_remove(gpa >> 12, l).value())
             }
             Step::Accept { gfn, level: l } => {
                 let l = level(l);

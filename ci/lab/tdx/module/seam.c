@@ -44,7 +44,7 @@ struct tdr {
 };
 
 /* A vCPU's script state: the TD shim's command loop (guests/src/abi.rs), interpreted. */
-enum { RUN_NEXT, RUN_IO_DONE, RUN_MAP_GPA, RUN_RETRY };
+enum { RUN_NEXT, RUN_IO_DONE, RUN_MAP_GPA };
 
 struct tdvpr {
 	u64 magic;
@@ -148,21 +148,28 @@ static u64 take(struct seam *m, u64 pa, u64 op, struct pamt **out)
 
 /* ---- TDs and vCPUs ----------------------------------------------------------------------- */
 
-static struct tdr *tdr_of(struct seam *m, u64 pa, u64 *err)
+/* A page the module made a TDR or TDVPR (both begin with their magic): the PAMT's type, then
+ * the magic, each with the module's status for the operand `op`. */
+static void *control_page(struct seam *m, u64 pa, u32 type, u64 magic, u64 op, u64 *err)
 {
 	struct pamt *p = (pa & (PAGE - 1)) ? NULL : pamt_of(m, pa);
-	struct tdr *td;
+	u64 *page_;
 
-	if (!p || pt_type(p) != SEAM_PT_TDR) {
-		*err = SEAM_PAGE_METADATA_INCORRECT | SEAM_OP_TDR;
+	if (!p || pt_type(p) != type) {
+		*err = SEAM_PAGE_METADATA_INCORRECT | op;
 		return NULL;
 	}
-	td = page(m, pa);
-	if (!td || td->magic != TDR_MAGIC) {
-		*err = SEAM_OPERAND_INVALID | SEAM_OP_TDR;
+	page_ = page(m, pa);
+	if (!page_ || *page_ != magic) {
+		*err = SEAM_OPERAND_INVALID | op;
 		return NULL;
 	}
-	return td;
+	return page_;
+}
+
+static struct tdr *tdr_of(struct seam *m, u64 pa, u64 *err)
+{
+	return control_page(m, pa, SEAM_PT_TDR, TDR_MAGIC, SEAM_OP_TDR, err);
 }
 
 /* A TD whose keys are configured and whose TDCS is complete: what the memory leaves need. */
@@ -186,19 +193,7 @@ static struct tdr *td_usable(struct seam *m, u64 pa, u64 *err)
 
 static struct tdvpr *tdvpr_of(struct seam *m, u64 pa, u64 *err)
 {
-	struct pamt *p = (pa & (PAGE - 1)) ? NULL : pamt_of(m, pa);
-	struct tdvpr *vp;
-
-	if (!p || pt_type(p) != SEAM_PT_TDVPR) {
-		*err = SEAM_PAGE_METADATA_INCORRECT | SEAM_OP_TDVPR;
-		return NULL;
-	}
-	vp = page(m, pa);
-	if (!vp || vp->magic != TDVPR_MAGIC) {
-		*err = SEAM_OPERAND_INVALID | SEAM_OP_TDVPR;
-		return NULL;
-	}
-	return vp;
+	return control_page(m, pa, SEAM_PT_TDVPR, TDVPR_MAGIC, SEAM_OP_TDVPR, err);
 }
 
 /* ---- The S-EPT --------------------------------------------------------------------------- */
@@ -1182,18 +1177,6 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
 		return err;
 	vp->entered_epoch = td->epoch;
 
-	/* What the last exit waited for. */
-	if (vp->run == RUN_IO_DONE) {
-		vp->run = RUN_NEXT;
-	} else if (vp->run == RUN_MAP_GPA) {
-		/* R10 is KVM's TDVMCALL status (RETRY: 1, R11 the next GPA; the shim reports
-		 * the status as the command's value). */
-		vp->run = RUN_NEXT;
-		cmdgpa = (HARNESS_GPA + CMD_OFF + vp->index * CMD_STRIDE) | shared_bit(td);
-		res = shared_page(m, vp, cmdgpa + PAGE, true, &fault);
-		if (res)
-			result(res, vp->cmd++, ST_DONE, r->r10);
-	}
 	cmdgpa = (HARNESS_GPA + CMD_OFF + vp->index * CMD_STRIDE) | shared_bit(td);
 	cmd = shared_page(m, vp, cmdgpa, false, &fault);
 	if (!cmd)
@@ -1201,6 +1184,11 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
 	res = shared_page(m, vp, cmdgpa + PAGE, true, &fault);
 	if (!res)
 		return exit_ept(r, cmdgpa + PAGE, 2, 0);
+	/* What the last exit waited for. After MapGPA, R10 is KVM's TDVMCALL status (RETRY: 1,
+	 * R11 the next GPA); the shim reports the status as the command's value. */
+	if (vp->run == RUN_MAP_GPA)
+		result(res, vp->cmd++, ST_DONE, r->r10);
+	vp->run = RUN_NEXT;
 	count = *(u64 *)cmd;
 	while (vp->cmd < count && vp->cmd < 120) {
 		u64 *c = (u64 *)(cmd + CMD_FIRST + vp->cmd * CMD_SIZE);

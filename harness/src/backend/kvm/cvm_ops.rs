@@ -35,13 +35,18 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
                 // The source: the slot's shared memory at the same GPAs (what the host wrote
                 // there is what the model's added pages hold, as a VMM loading its image in
                 // place), zeroes past the slot.
-                let zero = Mapping::anon((*pages * PAGE).clamp(PAGE, 1 << 30) as usize)
-                    .map_err(|e| RunError::Setup(format!("mmap: {e}")))?;
                 let in_slot = g
                     .slot_at(*addr)
                     .filter(|s| *addr + *pages * PAGE <= s.gpa + s.size)
                     .map(|s| s.anon.addr() + (*addr & !0xfff) - s.gpa);
-                let source_addr = in_slot.unwrap_or(zero.addr());
+                let zero = match in_slot {
+                    Some(_) => None,
+                    None => Some(
+                        Mapping::anon((*pages * PAGE).clamp(PAGE, 1 << 30) as usize)
+                            .map_err(|e| RunError::Setup(format!("mmap: {e}")))?,
+                    ),
+                };
+                let source_addr = in_slot.or(zero.as_ref().map(Mapping::addr)).expect("one of the two");
                 let mut r = super::cvm::KvmTdxInitMemRegion { source_addr, gpa: *addr, nr_pages: *pages };
                 let mut cmd = super::cvm::KvmTdxCmd {
                     id: super::cvm::KVM_TDX_INIT_MEM_REGION,

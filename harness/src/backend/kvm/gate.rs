@@ -23,10 +23,8 @@ impl KvmBackend {
             ));
         }
         if matches!(h.vm, VmType::Tdx | VmType::Snp) {
-            let huge_gmem = h.gmems.iter().any(|g| g.huge)
-                || seq.steps.iter().any(|st| matches!(&st.op, Op::GmemCreate { decl, .. } if decl.huge));
-            if huge_gmem {
-                return Some("huge guest_memfd folios (no such guest_memfd flag in this kernel)".into());
+            if wants_huge_gmem(seq) {
+                return Some(NO_HUGE_GMEM.into());
             }
             // The rest (attributes, slots) is the TD's own set-up's to check (cvm_run).
             return super::cvm_run::unsupported(seq);
@@ -59,7 +57,7 @@ impl KvmBackend {
         }
         for g in &h.gmems {
             if g.huge {
-                return Some("huge guest_memfd folios (no such guest_memfd flag in this kernel)".into());
+                return Some(NO_HUGE_GMEM.into());
             }
             if g.mmap && c.guest_memfd_flags & raw::GUEST_MEMFD_FLAG_MMAP == 0 {
                 return Some("GUEST_MEMFD_FLAG_MMAP in KVM_CAP_GUEST_MEMFD_FLAGS".into());
@@ -70,9 +68,7 @@ impl KvmBackend {
         }
         for st in &seq.steps {
             match &st.op {
-                Op::GmemCreate { decl, .. } if decl.huge => {
-                    return Some("huge guest_memfd folios (no such guest_memfd flag in this kernel)".into())
-                }
+                Op::GmemCreate { decl, .. } if decl.huge => return Some(NO_HUGE_GMEM.into()),
                 Op::GmemCreate { .. } if !c.guest_memfd => return Some("KVM_CAP_GUEST_MEMFD".into()),
                 Op::MapGpa { .. } if !in_lab() => {
                     return Some(
@@ -218,4 +214,13 @@ fn touches_image(op: &Op) -> bool {
     let s = addr & !crate::seq::TD_SHARED_BIT;
     let e = s.saturating_add(len.max(1));
     [(BOOT_GPA, BOOT_SIZE), (HARNESS_GPA, HARNESS_SIZE)].iter().any(|&(b, n)| s < b + n && e > b)
+}
+
+/// What a kernel without huge guest_memfd folios lacks, for every VM type.
+const NO_HUGE_GMEM: &str = "huge guest_memfd folios (no such guest_memfd flag in this kernel)";
+
+/// Whether a sequence asks for huge guest_memfd folios (in its header or a created file).
+fn wants_huge_gmem(seq: &Sequence) -> bool {
+    seq.header.gmems.iter().any(|g| g.huge)
+        || seq.steps.iter().any(|st| matches!(&st.op, Op::GmemCreate { decl, .. } if decl.huge))
 }

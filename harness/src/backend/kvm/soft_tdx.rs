@@ -8,9 +8,11 @@ use privmem_guest::abi::{BOOT_GPA, BOOT_SIZE, HARNESS_GPA, HARNESS_SIZE};
 
 const DIR: &str = "/sys/kernel/debug/tdx_soft";
 
-/// Whether this kernel answers SEAMCALLs from the software module.
+/// Whether this kernel answers SEAMCALLs from the software module (looked up once: the gate
+/// asks for every op of every generated case).
 pub fn present() -> bool {
-    std::path::Path::new(DIR).join("sept").exists()
+    static PRESENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PRESENT.get_or_init(|| std::path::Path::new(DIR).join("sept").exists())
 }
 
 /// The case's S-EPT leaves (the shim's own image left out): the last TD the module lists,
