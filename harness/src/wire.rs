@@ -13,8 +13,8 @@ use crate::lab::profile::ProfileRecord;
 use crate::lab::record::LabRecord;
 use crate::oracle::progress::StuckCase;
 use crate::report::records::{
-    BaselineRecord, CorpusExport, CoverageRecord, ExecRecord, FindingEvent, FuzzSummary, KvmBench, LabBench, Made,
-    ModelBench, ScenarioResult, ShrinkRecord,
+    BaselineRecord, CorpusExport, CoverageRecord, ExecRecord, FindingEvent, FuzzSummary, KvmBench, LabBench,
+    LabTdxBench, Made, ModelBench, ScenarioResult, ShrinkRecord,
 };
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +72,8 @@ pub enum Line {
     KvmBench(KvmBench),
     #[serde(rename = "bench.lab")]
     LabBench(LabBench),
+    #[serde(rename = "bench.lab.tdx")]
+    LabTdxBench(LabTdxBench),
     #[serde(rename = "shrink")]
     Shrink(ShrinkRecord),
     #[serde(rename = "corpus.export")]
@@ -144,6 +146,7 @@ from_record! {
     ModelBench => ModelBench,
     KvmBench => KvmBench,
     LabBench => LabBench,
+    LabTdxBench => LabTdxBench,
     ShrinkRecord => Shrink,
     CorpusExport => CorpusExport,
     Made => Made,

@@ -249,10 +249,81 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
     Ok(0)
 }
 
+/// `bench --backend lab --tdx`: TD cases per second on the `--tdx` flavour (KVM's real `tdx.c`
+/// on the software TDX module), a kept TD (`td_reuse`) against a fresh TD per case, in
+/// interleaved rounds of one run. Two mixes: TDs built as a VMM builds them (`--td-finalized`:
+/// the case's memory made private, then FINALIZE), which a kept TD serves whole, and the
+/// campaign's own, where about half the cases build their TD (init-mem before finalize, or no
+/// finalize) and get a fresh one either way.
+fn run_lab_tdx(json: bool, kernel: Option<&str>) -> Result<i32, String> {
+    const RUNS: u64 = 150;
+    const ROUNDS: usize = 2;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // One lab VM, one job: the ratio is the TD's cost, not the cores'.
+    let lab = |extra: &[&str]| -> Result<(f64, u64, u64), String> {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["lab", "--tdx", "--vm", "tdx", "--json", "--jobs", "1", "--runs", &RUNS.to_string(), "--seed", "1"]);
+        cmd.args(extra);
+        if let Some(k) = kernel {
+            cmd.args(["--kernel", k]);
+        }
+        let out = cmd.stderr(std::process::Stdio::inherit()).output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let r = match Line::parse(text.lines().last().unwrap_or("")) {
+            Some(Ok(Line::Lab(r))) => r,
+            Some(Err(e)) => return Err(format!("lab output: {e}")),
+            _ => return Err(format!("lab output: no `lab` line: {text}")),
+        };
+        if !r.fuzz_findings.is_empty() {
+            eprintln!("bench: the campaign found {} things (see `privmem lab` for them)", r.fuzz_findings.len());
+        }
+        let (rate, cases) = r.fuzz_rate();
+        Ok((rate, r.fuzz.iter().map(|f| f.fresh_vms).sum(), cases))
+    };
+    let mut rounds = Vec::new();
+    let mut fresh_tds = [[0; 2]; 2];
+    for _ in 0..ROUNDS {
+        let (ff, _, _) = lab(&["--td-finalized", "--fresh-vm"])?;
+        let (fk, fresh_f, cases_f) = lab(&["--td-finalized"])?;
+        let (gf, _, _) = lab(&["--fresh-vm"])?;
+        let (gk, fresh_g, cases_g) = lab(&[])?;
+        fresh_tds = [[fresh_f, cases_f], [fresh_g, cases_g]];
+        rounds.push([ff, fk, gf, gk]);
+    }
+    let best = |i: usize| rounds.iter().map(|r| r[i]).fold(0.0, f64::max);
+    let (ff, fk, gf, gk) = (best(0), best(1), best(2), best(3));
+    if json {
+        crate::wire::print(crate::report::records::LabTdxBench {
+            finalized_cases_per_sec: [ff, fk],
+            finalized_speedup: fk / ff,
+            generated_cases_per_sec: [gf, gk],
+            generated_speedup: gk / gf,
+            fresh_tds,
+            rounds,
+        });
+        return Ok(0);
+    }
+    let [[f1, c1], [f2, c2]] = fresh_tds;
+    println!("lab --tdx (TDX module simulated), one lab VM, {RUNS} generated TD cases a run, best of {ROUNDS} rounds:");
+    println!(
+        "  TDs built as a VMM builds them (--td-finalized): fresh TD per case {ff:6.1} cases/s, kept TD {fk:6.1} cases/s: {:.2}x ({f1} fresh TDs in {c1} cases)",
+        fk / ff
+    );
+    println!(
+        "  the campaign's own mix:                         fresh TD per case {gf:6.1} cases/s, kept TD {gk:6.1} cases/s: {:.2}x ({f2} fresh TDs in {c2} cases)",
+        gk / gf
+    );
+    for (i, r) in rounds.iter().enumerate() {
+        println!("  round {}: {:.1} / {:.1}, {:.1} / {:.1} cases/s", i + 1, r[0], r[1], r[2], r[3]);
+    }
+    Ok(0)
+}
+
 pub fn run(a: &super::commands::BenchArgs) -> Result<i32, String> {
     match a.backend.as_deref().unwrap_or("model") {
         "model" => {}
         "kvm" => return run_kvm(a.json),
+        "lab" if a.tdx => return run_lab_tdx(a.json, a.kernel.as_deref()),
         "lab" => return run_lab(a.json, a.kernel.as_deref(), a.debug_kernel.as_deref()),
         other => return Err(format!("unknown backend `{other}` (model, kvm, lab)")),
     }

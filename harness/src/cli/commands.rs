@@ -134,6 +134,11 @@ pub struct CampaignArgs {
         help = "conversions of 16G to 64G now and then (slow: for the lockup and RCU-stall detectors of a debug kernel)"
     )]
     pub large_conversions: bool,
+    #[arg(
+        long = "td-finalized",
+        help = "generated TDs finalize first, as a VMM builds them (no init-mem before; with a kept TD, no TD build per case)"
+    )]
+    pub td_finalized: bool,
 }
 
 #[derive(Args, Debug, Default)]
@@ -244,6 +249,8 @@ pub struct BenchArgs {
     pub kernel: Option<String>,
     #[arg(long = "debug-kernel", value_name = "BZIMAGE", help = "lab: also the debug flavour")]
     pub debug_kernel: Option<String>,
+    #[arg(long = "tdx", help = "lab: TD cases on the software TDX module, a kept TD against a fresh TD per case")]
+    pub tdx: bool,
     #[arg(long = "json", help = "machine-readable output, one JSON record per line")]
     pub json: bool,
 }

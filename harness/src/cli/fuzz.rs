@@ -118,6 +118,7 @@ pub fn run(a: &super::commands::FuzzArgs) -> Result<i32, String> {
             hazards: super::parse_hazards(a.hazards.as_deref())?,
             groups: a.c.groups,
             large_conversions: a.c.large_conversions,
+            finalized: a.c.td_finalized,
         },
         against,
         seed,

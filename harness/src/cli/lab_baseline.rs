@@ -225,6 +225,7 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         hazards: Vec::new(),
         groups: false,
         large_conversions: false,
+        finalized: false,
     };
     let mut c = Campaign::new(CampaignConfig { gen, against: None, seed, ignore: Vec::new() });
     c.feedback = false;

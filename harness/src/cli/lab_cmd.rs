@@ -89,6 +89,7 @@ fn plans(a: &LabArgs, jobs: u64, files: Vec<String>, deadline_secs: u64) -> Vec<
                     no_feedback: a.c.no_feedback,
                     groups: a.c.groups,
                     large_conversions: a.c.large_conversions,
+                    td_finalized: a.c.td_finalized,
                     print_cases: std::env::var_os("PRIVMEM_LAB_VERBOSE").is_some(),
                     profile: a.profile,
                 }));

@@ -119,6 +119,7 @@ impl Collector {
             | Line::ModelBench(_)
             | Line::KvmBench(_)
             | Line::LabBench(_)
+            | Line::LabTdxBench(_)
             | Line::Shrink(_)
             | Line::CorpusExport(_)
             | Line::Made(_)

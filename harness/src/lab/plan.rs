@@ -68,6 +68,8 @@ pub struct FuzzJob {
     pub groups: bool,
     #[serde(default)]
     pub large_conversions: bool,
+    #[serde(default)]
+    pub td_finalized: bool,
     pub print_cases: bool,
     pub profile: bool,
 }
@@ -139,6 +141,7 @@ impl Job {
                     (z.no_feedback, "--no-feedback"),
                     (z.groups, "--groups"),
                     (z.large_conversions, "--large-conversions"),
+                    (z.td_finalized, "--td-finalized"),
                     (z.print_cases, "--print-cases"),
                     (z.profile, "--profile"),
                 ] {
@@ -176,6 +179,7 @@ mod tests {
             no_feedback: false,
             groups: false,
             large_conversions: false,
+            td_finalized: false,
             print_cases: false,
             profile: true,
         })

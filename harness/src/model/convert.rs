@@ -5,6 +5,9 @@
 use super::*;
 use crate::seq::TD_SHARED_BIT;
 
+/// The first GPA past a TD vCPU's MAXPHYADDR (52 bits: see [`Model::tdx_map_gpa`]).
+const TD_MAXPA_LIMIT: u64 = 1 << 52;
+
 impl Model {
     /// TDG.VP.VMCALL<MapGPA> as `tdx_map_gpa()` takes it: the argument checks answer the guest
     /// with a TDVMCALL status and KVM_RUN goes on (D9); then KVM exits to userspace with
@@ -13,8 +16,11 @@ impl Model {
     /// chooses which alias the guest names.
     pub(crate) fn tdx_map_gpa(&mut self, addr: u64, size: u64, private: bool) -> Outcome {
         let gpa = if private { addr } else { addr | TD_SHARED_BIT };
-        // GPAW 48: a legal GPA is below 2^48; both ends must name the same alias.
-        let legal = |g: u64| g < TD_SHARED_BIT << 1;
+        // kvm_vcpu_is_legal_gpa(): below the vCPU's MAXPHYADDR (CPUID 0x80000008 EAX[7:0]),
+        // not the TD's GPAW. The TDX module gives every TD the native MAXPA, and refuses a
+        // platform whose native MAXPA is not 52 (TDH.SYS.INIT), so it is 52 whatever the GPAW;
+        // GPAW 48 only places the shared bit. Both ends must name the same alias.
+        let legal = |g: u64| g < TD_MAXPA_LIMIT;
         let Some(last) = gpa.checked_add(size).filter(|&e| e > gpa).map(|e| e - 1) else {
             return Outcome::Vmcall(VmcallStatus::InvalidOperand);
         };

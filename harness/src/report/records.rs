@@ -281,6 +281,22 @@ pub struct LabBench {
     pub concurrent_vs_sequential: f64,
 }
 
+/// `privmem bench --backend lab --tdx --json`: TD cases per second on the software TDX module,
+/// a kept TD (td_reuse) against a fresh TD per case, on two mixes of generated TD cases.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LabTdxBench {
+    /// TDs built as a VMM builds them (`--td-finalized`): fresh TD per case, kept TD.
+    pub finalized_cases_per_sec: [f64; 2],
+    pub finalized_speedup: f64,
+    /// The campaign's own mix (some cases build their TD: init-mem before finalize, or none).
+    pub generated_cases_per_sec: [f64; 2],
+    pub generated_speedup: f64,
+    /// Fresh TDs the kept-TD runs built, of their cases: [finalized, generated] as (fresh, cases).
+    pub fresh_tds: [[u64; 2]; 2],
+    /// Each round's figures in the order above; the figures above are the best of each.
+    pub rounds: Vec<[f64; 4]>,
+}
+
 /// `privmem shrink --json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ShrinkRecord {

@@ -28,6 +28,9 @@ pub struct GenConfig {
     /// the lab's TCG to meet the soft-lockup and RCU-stall detectors where a loop forgets to
     /// reschedule (`--large-conversions`, opt-in: each costs seconds).
     pub large_conversions: bool,
+    /// TDX and SNP guests finalize first (their memory made private before), as a VMM builds
+    /// them: no `init-mem` before, and never left unfinalized (`--td-finalized`).
+    pub finalized: bool,
 }
 
 const GPA_BASES: [u64; 4] = [0x1_0000_0000, 0x4000_0000, 0x8000_0000, 0x2_0000_0000];
@@ -114,11 +117,11 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
     let mut s = Sequence::new(h);
     let ranges: Vec<(u64, u64)> = s.header.slots.iter().map(|sl| (sl.gpa, sl.gpa + sl.size)).collect();
     // Most TDX and SNP hazards live after FINALIZE: usually make the memory private and finalize first.
-    if matches!(vm, VmType::Tdx | VmType::Snp) && u.ratio(4, 5)? {
+    if matches!(vm, VmType::Tdx | VmType::Snp) && (cfg.finalized || u.ratio(4, 5)?) {
         for &(a, b) in ranges.iter().take(2) {
             s.push(Op::Private { addr: a, size: b - a });
         }
-        if vm == VmType::Tdx && u.ratio(1, 3)? {
+        if vm == VmType::Tdx && !cfg.finalized && u.ratio(1, 3)? {
             s.push(Op::InitMem { addr: ranges[0].0, pages: pick(u, &[1, 2, 16, 512])?, measure: u.ratio(1, 2)? });
         }
         s.push(Op::Finalize);

@@ -36,6 +36,7 @@ struct tdr {
 	u64 children;			/* pages of any type the TD owns, TDCS excluded */
 	u64 attributes, xfam, eptp, config_flags;
 	u64 epoch;
+	u64 shared_eptp;		/* the last SHARED_EPT_POINTER a vCPU of the TD was given */
 	u64 mrtd;
 	u64 tsc_offset, tsc_multiplier;
 	u32 cpuid[NR_CPUID][4];		/* the TD's CPUID, configurable bits from td_params */
@@ -694,6 +695,13 @@ static u64 vp_rd_wr(struct seam *m, struct seam_regs *r, bool wr)
 
 		*f = (old & ~r->r9) | (r->r8 & r->r9);
 		r->r8 = old;
+		/* KVM's vCPUs of a TD share one shared root: kept with the TD for the dump. */
+		if (f == &vp->shared_eptp) {
+			struct tdr *td = tdr_of(m, vp->tdr, &err);
+
+			if (td)
+				td->shared_eptp = *f;
+		}
 	} else {
 		r->r8 = *f;
 	}
@@ -1465,6 +1473,57 @@ void seam_sept_leaves(struct seam *m, u64 tdr_pa,
 			if (l <= 2)
 				cb(ctx, gpa, l, est(e), e & PA_MASK);
 			t[l - 1] = table(m, e);
+			i[l - 1] = 0;
+			l--;
+		}
+	}
+}
+
+/* KVM's shared EPT of a TD (the root its vCPUs were last given), depth first: every present
+ * leaf (kind 1) and every MMIO SPTE (kind 0: not present, SUPPRESS_VE clear, which the guest
+ * takes as #VE). Entries KVM initialised as not present (SUPPRESS_VE set) are skipped. */
+void seam_shared_ept(struct seam *m, u64 tdr_pa, void (*cb)(void *ctx, u64 gpa, int level, int kind),
+		     void *ctx)
+{
+	u64 err, *t[5];
+	u32 i[5];
+	int l, top;
+	struct tdr *td = tdr_of(m, tdr_pa, &err);
+
+	if (!td || !td->shared_eptp)
+		return;
+	top = ((td->shared_eptp >> 3) & 7) == 4 ? 4 : 3;
+	t[top] = page(m, td->shared_eptp & PA_MASK);
+	if (!t[top])
+		return;
+	i[top] = 0;
+	l = top;
+	while (l <= top) {
+		u64 e, gpa = 0;
+		int k;
+
+		if (i[l] == 512) {
+			l++;
+			if (l <= top)
+				i[l]++;
+			continue;
+		}
+		e = t[l][i[l]];
+		for (k = top; k >= l; k--)
+			gpa |= (u64)i[k] << (12 + 9 * k);
+		if (!(e & 7)) {
+			if (!(e >> 63))
+				cb(ctx, gpa, l, 0);
+			i[l]++;
+		} else if (l == 0 || (e & 0x80)) {
+			cb(ctx, gpa, l, 1);
+			i[l]++;
+		} else {
+			t[l - 1] = page(m, e & PA_MASK);
+			if (!t[l - 1]) {
+				i[l]++;
+				continue;
+			}
 			i[l - 1] = 0;
 			l--;
 		}

@@ -183,6 +183,9 @@ int seam_sept_state(struct seam *m, u64 tdr_pa, u64 gpa, int level, u64 *pa);
 /* Every present S-EPT entry at 1G and below of a TD, leaves and non-leaves, in GPA order. */
 void seam_sept_leaves(struct seam *m, u64 tdr_pa,
 		      void (*cb)(void *ctx, u64 gpa, int level, u32 state, u64 pa), void *ctx);
+/* KVM's shared EPT of a TD: present leaves (kind 1) and MMIO SPTEs (kind 0), in GPA order. */
+void seam_shared_ept(struct seam *m, u64 tdr_pa, void (*cb)(void *ctx, u64 gpa, int level, int kind),
+		     void *ctx);
 /* sizeof(struct seam), for a host that allocates it. */
 unsigned long seam_size(void);
 /* The guest's TDG.MEM.PAGE.ACCEPT walk, as VP.ENTER runs it for the TD shim: the guest's RAX,

@@ -8,10 +8,14 @@
  *
  * debugfs (tdx_soft/):
  *   calls   SEAMCALLs per leaf since boot ("LEAF COUNT" lines)
+ *   total   SEAMCALLs since boot, any leaf (privmem reads sept again only when it moved)
  *   inject  write "LEAF busy N" or "LEAF interrupted N": the next N calls of that leaf
  *           return TDX_OPERAND_BUSY / the leaf's INTERRUPTED status and change nothing;
  *           "S-EPT busy N": the next N S-EPT leaves, whichever (privmem's seamcall-busy)
- *   sept    every live TD's S-EPT: "td HKID TDR" lines, then "GPA LEVEL STATE PA" per entry
+ *   sept    every live TD's S-EPT: a "td TDR" line, then "GPA LEVEL STATE PA" per entry
+ *   sept_skip  write up to four "START SIZE" pairs (hex): GPA ranges sept leaves out
+ *   shared  every live TD's shared EPT (KVM's): "td TDR", then "GPA LEVEL leaf|mmio" per
+ *           present leaf and MMIO SPTE
  */
 #include <linux/debugfs.h>
 #include <linux/init.h>
@@ -31,6 +35,8 @@ static bool soft_ready;
  * reclaim. */
 #define SOFT_MAX_TDS 256
 static u64 soft_tds[SOFT_MAX_TDS];
+/* SEAMCALLs since boot, any leaf: the sept dump cannot have changed while this stands still. */
+static u64 soft_total;
 
 static void *soft_page(void *ctx, u64 pa)
 {
@@ -79,6 +85,7 @@ u64 tdx_soft_seamcall(u64 fn, struct tdx_module_args *args)
 		soft_ready = true;
 	}
 	ret = seam_call(&soft_module, fn, r);
+	soft_total++;
 	soft_track_td(fn, in_rcx, ret, args->rcx);
 	raw_spin_unlock_irqrestore(&soft_lock, flags);
 	return ret;
@@ -115,10 +122,53 @@ static int calls_show(struct seq_file *s, void *unused)
 }
 DEFINE_SHOW_ATTRIBUTE(calls);
 
+static int total_show(struct seq_file *s, void *unused)
+{
+	seq_printf(s, "%llu\n", READ_ONCE(soft_total));
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(total);
+
+/* GPA ranges the sept dump leaves out (privmem's TD shim image: written once to sept_skip,
+ * so that the dump it reads after every step holds the case's entries only). */
+#define SOFT_SKIPS 4
+static u64 sept_skip[SOFT_SKIPS][2];
+
 static void sept_line(void *ctx, u64 gpa, int level, u32 state, u64 pa)
 {
+	int i;
+
+	for (i = 0; i < SOFT_SKIPS; i++)
+		if (gpa >= sept_skip[i][0] && gpa - sept_skip[i][0] < sept_skip[i][1])
+			return;
 	seq_printf(ctx, "%llx %d %x %llx\n", gpa, level, state, pa);
 }
+
+static ssize_t sept_skip_write(struct file *f, const char __user *ubuf, size_t len, loff_t *off)
+{
+	u64 r[SOFT_SKIPS][2] = {};
+	unsigned long flags;
+	char buf[160];
+	int n;
+
+	if (len >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, len))
+		return -EFAULT;
+	buf[len] = 0;
+	n = sscanf(buf, "%llx %llx %llx %llx %llx %llx %llx %llx", &r[0][0], &r[0][1], &r[1][0],
+		   &r[1][1], &r[2][0], &r[2][1], &r[3][0], &r[3][1]);
+	if (n < 0 || n % 2)
+		return -EINVAL;
+	raw_spin_lock_irqsave(&soft_lock, flags);
+	memcpy(sept_skip, r, sizeof(r));
+	raw_spin_unlock_irqrestore(&soft_lock, flags);
+	return len;
+}
+
+static const struct file_operations sept_skip_fops = {
+	.write = sept_skip_write,
+};
 
 static int sept_show(struct seq_file *s, void *unused)
 {
@@ -137,6 +187,29 @@ static int sept_show(struct seq_file *s, void *unused)
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(sept);
+
+static void shared_line(void *ctx, u64 gpa, int level, int kind)
+{
+	seq_printf(ctx, "%llx %d %s\n", gpa, level, kind ? "leaf" : "mmio");
+}
+
+/* KVM's shared EPT of each TD, as the module reads it: what a TD's reset must leave empty. */
+static int shared_show(struct seq_file *s, void *unused)
+{
+	unsigned long flags;
+	int i;
+
+	raw_spin_lock_irqsave(&soft_lock, flags);
+	for (i = 0; i < SOFT_MAX_TDS; i++) {
+		if (!soft_tds[i])
+			continue;
+		seq_printf(s, "td %llx\n", soft_tds[i]);
+		seam_shared_ept(&soft_module, soft_tds[i], shared_line, s);
+	}
+	raw_spin_unlock_irqrestore(&soft_lock, flags);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(shared);
 
 static ssize_t inject_write(struct file *f, const char __user *ubuf, size_t len, loff_t *off)
 {
@@ -186,7 +259,10 @@ static int __init tdx_soft_debugfs(void)
 		return 0;
 	d = debugfs_create_dir("tdx_soft", NULL);
 	debugfs_create_file("calls", 0444, d, NULL, &calls_fops);
+	debugfs_create_file("total", 0444, d, NULL, &total_fops);
 	debugfs_create_file("sept", 0444, d, NULL, &sept_fops);
+	debugfs_create_file("shared", 0444, d, NULL, &shared_fops);
+	debugfs_create_file("sept_skip", 0200, d, NULL, &sept_skip_fops);
 	debugfs_create_file("inject", 0200, d, NULL, &inject_fops);
 	return 0;
 }

@@ -4,11 +4,11 @@
 //! `docs/cvm-setup.md` writes it down and a test holds the two together; `tests/uapi_layout.rs`
 //! checks every struct and constant here against the 7.3 headers with a C probe.
 //!
-//! What waits for hardware: no machine here has TDX or SNP, so the sequence is built and
-//! checked but never issued. The image it loads is the TD/SNP shim's
-//! (`privmem_guest::x86_cvm`), which runs here in emulated mode (`backend::emulated`).
+//! The TDX sequence is issued in the lab, on KVM's real `tdx.c` over privmem's software TDX
+//! module (`lab --tdx`); the SNP one waits for an SNP host. The image it loads is the TD/SNP
+//! shim's (`privmem_guest::x86_cvm`), which also runs in emulated mode (`backend::emulated`).
 
-use crate::seq::{Op, Sequence, VmType, PAGE};
+use crate::seq::{Sequence, VmType, PAGE};
 use privmem_guest::abi::{
     BOOT_GPA, BOOT_PML4, BOOT_SIZE, BOOT_SLOT, CMD_OFF, CODE_OFF, HARNESS_GPA, HARNESS_SIZE, HARNESS_SLOT,
 };
@@ -234,17 +234,8 @@ pub fn plan(seq: &Sequence) -> Option<Vec<Call>> {
             }
         }
     }
-    // `finalize` in the sequence is where the build ends; without one it ends here.
-    if !seq.steps.iter().any(|s| matches!(s.op, Op::Finalize)) {
-        match h.vm {
-            VmType::Tdx => call("vm", "KVM_MEMORY_ENCRYPT_OP", enc("KVM_TDX_FINALIZE_VM", "0")),
-            _ => call(
-                "vm",
-                "KVM_MEMORY_ENCRYPT_OP",
-                "{id KVM_SEV_SNP_LAUNCH_FINISH, data &kvm_sev_snp_launch_finish {}, sev_fd /dev/sev}".into(),
-            ),
-        }
-    }
+    // `finalize` in the sequence is where the build ends; without one the guest stays in its
+    // build (its guest ops are KVM_RUN's EINVAL, as the model has them).
     Some(v)
 }
 

@@ -1,5 +1,6 @@
-//! Running a sequence's ops on a real TD or SNP guest that [`super::cvm_run`] set up: host ops
-//! as ioctls, guest ops as commands of the shim. Never run (see `cvm_run`).
+//! Running a sequence's ops on a real TD or SNP guest that [`super::cvm_run`] set up (or, for a
+//! TD, that [`super::td_reuse`] kept from an earlier case): host ops as ioctls, guest ops as
+//! commands of the shim.
 
 use super::cvm::{KVM_HC_MAP_GPA_RANGE, KVM_SYSTEM_EVENT_TDX_FATAL};
 use super::cvm_run::{unsupported, CvmGuest, Slot};
@@ -16,12 +17,19 @@ use privmem_guest::abi::{
 };
 use std::os::fd::AsRawFd;
 
-/// Run `seq` on a real TD or SNP guest.
+/// Run `seq` on a fresh TD or SNP guest.
 pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
     if let Some(why) = unsupported(seq) {
         return Err(RunError::Unsupported(why));
     }
-    let mut g = CvmGuest::build(kvm, seq)?;
+    run_on(&mut CvmGuest::build(kvm, seq)?, seq, false)
+}
+
+/// Run `seq` on `g`, built for it or kept from an earlier case and given this case's files and
+/// slots. With `skip_finalize` (a TD finalized at an earlier case) the case's first `finalize`
+/// is not issued (FINALIZE was checked at the TD's first case): that step is not checked.
+pub(super) fn run_on(g: &mut CvmGuest, seq: &Sequence, skip_finalize: bool) -> Result<RealTrace, RunError> {
+    let mut skip_finalize = skip_finalize;
     let n = seq.steps.len();
     let mut t = RealTrace { observed: vec![Observed::NotChecked; n], views: vec![None; n], ..Default::default() };
     // The lab's software TDX module: its S-EPT after every step, held to the model's.
@@ -30,6 +38,7 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
     t.serial_guest_ops = true;
     for (i, st) in seq.steps.iter().enumerate() {
         let o = match &st.op {
+            Op::Finalize if std::mem::take(&mut skip_finalize) => continue,
             Op::Finalize => g.finalize().map(|_| Outcome::Ok).unwrap_or_else(errno),
             Op::InitMem { addr, pages, measure } => {
                 // The source: the slot's shared memory at the same GPAs (what the host wrote
@@ -64,7 +73,13 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
                     attributes: if private { PRIVATE } else { 0 },
                     flags: 0,
                 };
-                g.vm.set_memory_attributes(a).map(|_| Outcome::Ok).unwrap_or_else(|e| errno(e.errno()))
+                match g.vm.set_memory_attributes(a) {
+                    Ok(()) => {
+                        g.attrs_set.push((*addr, *size));
+                        Outcome::Ok
+                    }
+                    Err(e) => errno(e.errno()),
+                }
             }
             Op::Punch { addr, size, keep_size } => {
                 let slots =
@@ -114,7 +129,7 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
         };
         t.observed[i] = Observed::Outcome(o);
         if module {
-            t.sept[i] = super::soft_tdx::sept();
+            t.sept[i] = g.soft_tdr.and_then(super::soft_tdx::sept);
         }
     }
     Ok(t)
@@ -131,6 +146,24 @@ impl CvmGuest {
     fn host(&self, gpa: u64) -> Option<(&Mapping, u64)> {
         let s = self.slot_at(gpa)?;
         Some((&s.anon, (gpa & !0xfff) - s.gpa + VALUE_OFFSET))
+    }
+
+    /// End vCPU `v`'s batch where a memory fault left it (the access would be retried at the
+    /// next entry): the batch's command count set to none, KVM_RUN until the batch end. Only
+    /// the lab's software module reads the count again at each entry, so this is for it alone
+    /// (a TD's reset, `td_reuse`); a real TD would retry the access.
+    pub(super) fn end_batch(&mut self, v: usize) -> bool {
+        self.shared.write_u64(CMD_OFF + v as u64 * CMD_STRIDE, 0);
+        let Some(vcpu) = self.vcpus.get_mut(v) else { return false };
+        for _ in 0..16 {
+            match vcpu.run() {
+                Ok(VcpuExit::IoOut(PORT_DONE, _)) => return true,
+                Ok(VcpuExit::Intr) => continue,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                _ => return false,
+            }
+        }
+        false
     }
 
     /// One guest op as one batch of the shim (a memory fault exit ends it with that outcome).
@@ -160,6 +193,9 @@ impl CvmGuest {
                         gmem: sl.gmem.map(|(i, off)| (gmems[i].as_raw_fd(), off)),
                     });
                     *h.ret = guest_conversion(&self.vm, slots, h.args[0], h.args[1], private);
+                    // Whether or not all of it went through (the attributes may have, and not
+                    // the punch after): a reset that cannot set it back keeps no TD.
+                    self.attrs_set.push((h.args[0], h.args[1].saturating_mul(PAGE)));
                 }
                 // KVM_MEMORY_EXIT_FLAG_PRIVATE says which side the fault wanted.
                 Ok(VcpuExit::MemoryFault { flags, .. }) => {

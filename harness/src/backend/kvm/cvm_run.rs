@@ -3,8 +3,9 @@
 //! (`backend::emulated::image`) it loads.
 //!
 //! Written against Linux 7.3's `vmx/tdx.c` and `svm/sev.c`, the layouts `tests/uapi_layout.rs`
-//! checks, and the TDX module's ABI; it has never run: no machine this project has had offers
-//! either VM type, and here it is only compiled. What it covers:
+//! checks, and the TDX module's ABI. The TDX part runs in the lab on KVM's real `tdx.c` over
+//! privmem's software TDX module (`lab --tdx`, docs/tdx-lab.md); the SNP part is only compiled
+//! (no machine here offers SNP). What it covers:
 //! - TDX: the whole plan (CAPABILITIES, INIT_VM with the CPUID the capabilities allow and GPAW
 //!   48, per-vCPU GET_CPUID/SET_CPUID2/INIT_VCPU, the image through INIT_MEM_REGION, FINALIZE)
 //!   and the ops `finalize`, `init-mem`, `private`, `shared`, `punch`, `prefault`, host reads
@@ -82,6 +83,11 @@ pub struct CvmGuest {
     pub(super) slots: BTreeMap<u32, Slot>,
     sev: Option<std::fs::File>,
     pub(super) finalized: bool,
+    /// The ranges the case made private or shared (its ops, the guest's MapGPA), which a TD's
+    /// reset sets back to shared.
+    pub(super) attrs_set: Vec<(u64, u64)>,
+    /// The TD's TDR in the lab's software TDX module, whose dumps name TDs by it.
+    pub(super) soft_tdr: Option<u64>,
 }
 
 fn setup(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> RunError {
@@ -117,10 +123,17 @@ fn entries(buf: &mut [u64], head: usize) -> &mut [kvm_cpuid_entry2] {
 
 impl CvmGuest {
     pub fn build(kvm: &Kvm, seq: &Sequence) -> Result<CvmGuest, RunError> {
+        Self::build_with(kvm, seq, seq.header.vcpus.max(1))
+    }
+
+    /// `build` with `vcpus` vCPUs (at least the sequence's: a TD kept for later cases gets
+    /// room for theirs; the ones a case does not name stay idle).
+    pub(super) fn build_with(kvm: &Kvm, seq: &Sequence, vcpus: u32) -> Result<CvmGuest, RunError> {
         let h = &seq.header;
         let platform = if h.vm == VmType::Tdx { Platform::Td } else { Platform::Snp };
         let td = platform == Platform::Td;
         let vm = kvm.create_vm_with_type(h.vm.kvm_type()).map_err(setup("KVM_CREATE_VM"))?;
+        let mut soft_tdr = None;
         let mut sev = None;
         let enable = |cap: u32, arg: u64| {
             let c = kvm_bindings::kvm_enable_cap { cap, args: [arg, 0, 0, 0], ..Default::default() };
@@ -128,7 +141,11 @@ impl CvmGuest {
         };
         if td {
             enable(KVM_CAP_SPLIT_IRQCHIP, 24).map_err(setup("KVM_CAP_SPLIT_IRQCHIP"))?;
+            // The software TDX module names TDs by their TDR: this one's is the TD it did not
+            // have before KVM_TDX_INIT_VM (TDH.MNG.CREATE).
+            let before = super::soft_tdx::tds();
             Self::tdx_init_vm(kvm, &vm)?;
+            soft_tdr = before.and_then(|b| super::soft_tdx::tds()?.difference(&b).next().copied());
         } else {
             let f = std::fs::OpenOptions::new()
                 .read(true)
@@ -196,29 +213,16 @@ impl CvmGuest {
             slots: BTreeMap::new(),
             sev,
             finalized: false,
+            attrs_set: Vec::new(),
+            soft_tdr,
         };
-        for d in &h.gmems {
-            let fd = gmem(&g.vm, d.size).map_err(setup("KVM_CREATE_GUEST_MEMFD"))?;
-            g.gmems.push(fd);
-        }
-        for s in &h.slots {
-            let anon = mm(s.size.max(PAGE))?;
-            let gm = s.gmem.as_ref().and_then(|b| h.gmems.iter().position(|d| d.name == b.gmem).map(|i| (i, b.offset)));
-            let (fd, off) = gm.map(|(i, o)| (g.gmems[i].as_raw_fd() as u32, o)).unwrap_or((0, 0));
-            let mut r = region(s.id, s.gpa, s.size, anon.addr(), fd, off);
-            if gm.is_none() {
-                r.flags = 0;
-            }
-            // SAFETY: as above.
-            unsafe { g.vm.set_user_memory_region2(r) }.map_err(setup("KVM_SET_USER_MEMORY_REGION2"))?;
-            g.slots.insert(s.id, Slot { gpa: s.gpa, size: s.size, anon, gmem: gm });
-        }
+        g.attach(h)?;
         for (_, gpa, size) in IMAGE_PRIVATE {
             let a = kvm_bindings::kvm_memory_attributes { address: gpa, size, attributes: 1 << 3, flags: 0 };
             g.vm.set_memory_attributes(a).map_err(|e| RunError::ioctl("KVM_SET_MEMORY_ATTRIBUTES", e.errno()))?;
         }
         let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(setup("KVM_GET_SUPPORTED_CPUID"))?;
-        for i in 0..h.vcpus.max(1) {
+        for i in 0..vcpus.max(h.vcpus).max(1) {
             let vcpu = g.vm.create_vcpu(i as u64).map_err(setup("KVM_CREATE_VCPU"))?;
             if td {
                 let mut buf = with_cpuid(0);
@@ -240,6 +244,62 @@ impl CvmGuest {
         // as the model's does (KVM_RUN before it is EINVAL; INIT_MEM_REGION after it too).
         g.load_image()?;
         Ok(g)
+    }
+
+    /// A sequence's guest_memfd files and slots (its header's), on a TD being built or one
+    /// reused from an earlier case.
+    pub(super) fn attach(&mut self, h: &Header) -> Result<(), RunError> {
+        for d in &h.gmems {
+            let fd = self
+                .vm
+                .create_guest_memfd(kvm_create_guest_memfd { size: d.size, ..Default::default() })
+                .map_err(setup("KVM_CREATE_GUEST_MEMFD"))?;
+            // SAFETY: the kernel just handed us this fd.
+            self.gmems.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        for s in &h.slots {
+            let anon = Mapping::anon(s.size.max(PAGE) as usize).map_err(|e| RunError::Setup(format!("mmap: {e}")))?;
+            let gm = s.gmem.as_ref().and_then(|b| h.gmems.iter().position(|d| d.name == b.gmem).map(|i| (i, b.offset)));
+            let (fd, off) = gm.map(|(i, o)| (self.gmems[i].as_raw_fd() as u32, o)).unwrap_or((0, 0));
+            let r = kvm_userspace_memory_region2 {
+                slot: s.id,
+                flags: if gm.is_some() { kvm_bindings::KVM_MEM_GUEST_MEMFD } else { 0 },
+                guest_phys_addr: s.gpa,
+                memory_size: s.size,
+                userspace_addr: anon.addr(),
+                guest_memfd: fd,
+                guest_memfd_offset: off,
+                ..Default::default()
+            };
+            // SAFETY: the memory behind the slot lives in `self.slots` until the slot is deleted.
+            unsafe { self.vm.set_user_memory_region2(r) }.map_err(setup("KVM_SET_USER_MEMORY_REGION2"))?;
+            self.slots.insert(s.id, Slot { gpa: s.gpa, size: s.size, anon, gmem: gm });
+        }
+        Ok(())
+    }
+
+    /// Take a case's memory off the TD so another case can have it: delete its slots (KVM
+    /// zaps their S-EPT leaves through BLOCK, TRACK and REMOVE, and their shared EPT leaves),
+    /// close its files, set what it converted back to shared. Whether that left the TD as the
+    /// next case needs it is for the caller to prove (`td_reuse`).
+    pub(super) fn detach(&mut self) -> Result<(), String> {
+        let mut first_err = None;
+        for (&id, _) in self.slots.iter() {
+            let r = kvm_userspace_memory_region2 { slot: id, ..Default::default() };
+            // SAFETY: deleting a slot; no memory is handed to KVM.
+            if let Err(e) = unsafe { self.vm.set_user_memory_region2(r) } {
+                first_err.get_or_insert(format!("deleting slot {id}: {e}"));
+            }
+        }
+        self.slots.clear();
+        self.gmems.clear();
+        for (address, size) in std::mem::take(&mut self.attrs_set) {
+            let a = kvm_bindings::kvm_memory_attributes { address, size, attributes: 0, flags: 0 };
+            if let Err(e) = self.vm.set_memory_attributes(a) {
+                first_err.get_or_insert(format!("attributes of {address:#x}+{size:#x} back to shared: {e}"));
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// KVM_TDX_CAPABILITIES, then KVM_TDX_INIT_VM with the CPUID the capabilities allow

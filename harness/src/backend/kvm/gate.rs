@@ -204,7 +204,13 @@ fn adapt_td(seq: &Sequence) -> Sequence {
 /// slot): not the case's memory, which the model does not hold.
 fn touches_image(op: &Op) -> bool {
     use privmem_guest::abi::{BOOT_GPA, BOOT_SIZE, HARNESS_GPA, HARNESS_SIZE};
-    let Some(addr) = op.addr() else { return false };
+    let Some((s, e)) = op_span(op) else { return false };
+    [(BOOT_GPA, BOOT_SIZE), (HARNESS_GPA, HARNESS_SIZE)].iter().any(|&(b, n)| s < b + n && e > b)
+}
+
+/// The GPA range an op is about, shared bit cleared (a guest access's page), as [start, end).
+pub(super) fn op_span(op: &Op) -> Option<(u64, u64)> {
+    let addr = op.addr()?;
     let len = match *op {
         Op::Prefault { size, .. } | Op::Private { size, .. } | Op::Shared { size, .. } | Op::Punch { size, .. } => size,
         Op::MapGpa { size, .. } => size,
@@ -212,8 +218,7 @@ fn touches_image(op: &Op) -> bool {
         _ => 4096,
     };
     let s = addr & !crate::seq::TD_SHARED_BIT;
-    let e = s.saturating_add(len.max(1));
-    [(BOOT_GPA, BOOT_SIZE), (HARNESS_GPA, HARNESS_SIZE)].iter().any(|&(b, n)| s < b + n && e > b)
+    Some((s, s.saturating_add(len.max(1))))
 }
 
 /// What a kernel without huge guest_memfd folios lacks, for every VM type.

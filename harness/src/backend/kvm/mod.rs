@@ -20,6 +20,7 @@ pub mod kcov;
 pub mod kmsg;
 mod mmio;
 pub mod soft_tdx;
+mod td_reuse;
 mod together;
 /// The uAPI layer lives beside the backends (caps and the mappings read it too).
 pub use super::raw;
@@ -160,10 +161,15 @@ pub enum Fresh {
     NoVmYet,
     ViewLostEvents,
     MmioLeft,
+    TdBuiltInCase,
+    TdMappingsLeft,
+    NoTdView,
+    TdNoRoom,
+    TdCaseFar,
 }
 
 impl Fresh {
-    pub const ALL: [Fresh; 13] = [
+    pub const ALL: [Fresh; 18] = [
         Fresh::ReuseOff,
         Fresh::AnotherVmType,
         Fresh::NotReusableHere,
@@ -177,6 +183,11 @@ impl Fresh {
         Fresh::NoVmYet,
         Fresh::ViewLostEvents,
         Fresh::MmioLeft,
+        Fresh::TdBuiltInCase,
+        Fresh::TdMappingsLeft,
+        Fresh::NoTdView,
+        Fresh::TdNoRoom,
+        Fresh::TdCaseFar,
     ];
 
     /// The reason in words (the keys of `fuzz --json`'s `fresh_vm_reasons`).
@@ -195,6 +206,11 @@ impl Fresh {
             Fresh::NoVmYet => "no VM yet",
             Fresh::ViewLostEvents => "the view lost events",
             Fresh::MmioLeft => "MMIO SPTEs that could not be cleared",
+            Fresh::TdBuiltInCase => "the case builds its TD (a step before its first finalize, or none)",
+            Fresh::TdMappingsLeft => "the TD's reset left an S-EPT leaf or a shared EPT entry",
+            Fresh::NoTdView => "no view of a TD's EPTs (the TDX module is not privmem's)",
+            Fresh::TdNoRoom => "no gigabyte of GPA the kept TD has not used for the case's memory",
+            Fresh::TdCaseFar => "the case reaches past the TD shim's identity map (it is not moved)",
         }
     }
 
@@ -297,6 +313,8 @@ pub struct KvmBackend {
     kvm: Kvm,
     pub caps: Caps,
     vm: Option<VmState>,
+    /// Finalized TDs proved clean by their resets, kept for later TD cases (td_reuse).
+    tds: Vec<td_reuse::KeptTd>,
     /// Reused VMs of other types or quirk settings, proved clean, kept for later cases.
     parked: Vec<VmState>,
     /// The memory behind the slots that clear MMIO SPTEs (`MMIO_SPAN` pages, private and
@@ -366,6 +384,7 @@ impl KvmBackend {
             kvm,
             caps: Caps::probe(),
             vm: None,
+            tds: Vec::new(),
             parked: Vec::new(),
             mmio_backing: None,
             reuse: true,
@@ -501,9 +520,10 @@ impl Backend for KvmBackend {
         // zap or at the teardown) is the case's, at its last step.
         if matches!(seq.header.vm, VmType::Tdx | VmType::Snp) {
             self.vm = None;
-            for s in self.kmsg.as_mut().map(|k| k.splats()).unwrap_or_default() {
-                eprintln!("privmem: kernel report between cases (an earlier VM's teardown): {}", s.title);
+            if seq.header.vm == VmType::Tdx {
+                return self.run_td(seq);
             }
+            self.report_between_cases();
             let mut r = cvm_ops::run(&self.kvm, seq);
             if let (Ok(t), Some(k)) = (r.as_mut(), self.kmsg.as_mut()) {
                 let last = seq.steps.len().saturating_sub(1);
@@ -523,9 +543,7 @@ impl Backend for KvmBackend {
         self.settle_mmio(seq)?;
         // What the kernel reported while an earlier VM of another type went away is not this
         // case's: say so rather than blame the case (its own replay will show it again).
-        for s in self.kmsg.as_mut().map(|k| k.splats()).unwrap_or_default() {
-            eprintln!("privmem: kernel report between cases (an earlier VM's teardown): {}", s.title);
-        }
+        self.report_between_cases();
         let t1 = Instant::now();
         let mut r = self.run_steps(seq);
         let t2 = Instant::now();
