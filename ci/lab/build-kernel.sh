@@ -132,7 +132,7 @@ build() { # DIR: configure from the fragments and build bzImage there
             make -s olddefconfig >&2
             opts="KVM KVM_AMD KVM_SW_PROTECTED_VM TRANSPARENT_HUGEPAGE BLK_DEV_INITRD SERIAL_8250_CONSOLE TRACING"
             # kvm_intel replaces kvm_amd (both built in cannot be).
-            [ "$flavour" = tdx ] && opts="${opts/KVM_AMD/KVM_INTEL} INTEL_TDX_HOST KVM_INTEL_TDX INTEL_TDX_SOFT ACPI DEBUG_FS"
+            [ "$flavour" = tdx ] && opts="${opts/KVM_AMD/KVM_INTEL} INTEL_TDX_HOST KVM_INTEL_TDX INTEL_TDX_SOFT ACPI DEBUG_FS KCOV"
             [ "$flavour" = debug ] && opts="$opts KVM_PROVE_MMU DEBUG_VM PROVE_LOCKING DEBUG_LIST KASAN KCOV KASAN_VMALLOC SOFTLOCKUP_DETECTOR DETECT_HUNG_TASK FAULT_INJECTION FAILSLAB FAIL_PAGE_ALLOC FAULT_INJECTION_DEBUG_FS DEBUG_KMEMLEAK"
             for opt in $opts; do
                 grep -q "^CONFIG_$opt=y" .config || { echo "lab: CONFIG_$opt did not stick" >&2; exit 1; }

@@ -14,9 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The files the page shows, and for kvm_main.c the functions that count (memslots and
-/// attributes); every function of the others counts.
+/// attributes); every function of the others counts. KVM's TDX code and the TDX host code
+/// (`vmx/tdx.c`, `virt/vmx/tdx/tdx.c`) show where the kernel has them (the `--tdx` flavour).
 fn wanted(file: &str, func: &str) -> bool {
-    if file.starts_with("arch/x86/kvm/mmu/") && file.ends_with(".c") || file == "virt/kvm/guest_memfd.c" {
+    let tdx = ["arch/x86/kvm/vmx/tdx.c", "arch/x86/virt/vmx/tdx/tdx.c"];
+    if file.starts_with("arch/x86/kvm/mmu/") && file.ends_with(".c")
+        || file == "virt/kvm/guest_memfd.c"
+        || tdx.contains(&file)
+    {
         return true;
     }
     file == "virt/kvm/kvm_main.c"
@@ -52,31 +57,37 @@ fn coverable(vmlinux: &Path) -> Result<Vec<u64>, String> {
             matches!(t, "t" | "T").then(|| (a, n.to_string()))
         })
         .collect();
-    let kvm: Vec<usize> = (0..syms.len()).filter(|&i| syms[i].1.starts_with("kvm_")).collect();
-    let (Some(&lo), Some(&hi)) = (kvm.first(), kvm.last()) else {
-        return Err(format!("{}: no kvm_ symbols", vmlinux.display()));
+    // The same for the TDX host code (arch/x86/virt/vmx/tdx/tdx.c, its tdh_ wrappers), where the
+    // kernel has it and outside KVM's range: the --tdx flavour.
+    let range = |prefix: &str| {
+        let ix: Vec<usize> = (0..syms.len()).filter(|&i| syms[i].1.starts_with(prefix)).collect();
+        let (lo, hi) = (*ix.first()?, *ix.last()?);
+        Some((syms[lo].0, syms.get(hi + 1).map(|s| s.0).unwrap_or(u64::MAX)))
     };
-    let start = syms[lo].0;
-    let stop = syms.get(hi + 1).map(|s| s.0).unwrap_or(u64::MAX);
-    let mut child = Command::new("objdump")
-        .args(["-d", "--no-show-raw-insn"])
-        .arg(format!("--start-address=0x{start:x}"))
-        .arg(format!("--stop-address=0x{stop:x}"))
-        .arg(vmlinux)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("objdump: {e} (binutils)"))?;
+    let kvm = range("kvm_").ok_or(format!("{}: no kvm_ symbols", vmlinux.display()))?;
+    let mut ranges = vec![kvm];
+    ranges.extend(range("tdh_").filter(|&(s, e)| e <= kvm.0 || s >= kvm.1));
     let mut out = Vec::new();
-    let mut after_call = false;
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
-        let Some((addr, rest)) = line.trim_start().split_once(":\t") else { continue };
-        let Ok(a) = u64::from_str_radix(addr, 16) else { continue };
-        if after_call {
-            out.push(a);
+    for (start, stop) in ranges {
+        let mut child = Command::new("objdump")
+            .args(["-d", "--no-show-raw-insn"])
+            .arg(format!("--start-address=0x{start:x}"))
+            .arg(format!("--stop-address=0x{stop:x}"))
+            .arg(vmlinux)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("objdump: {e} (binutils)"))?;
+        let mut after_call = false;
+        for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+            let Some((addr, rest)) = line.trim_start().split_once(":\t") else { continue };
+            let Ok(a) = u64::from_str_radix(addr, 16) else { continue };
+            if after_call {
+                out.push(a);
+            }
+            after_call = rest.contains("<__sanitizer_cov_trace_pc>");
         }
-        after_call = rest.contains("<__sanitizer_cov_trace_pc>");
+        let _ = child.wait();
     }
-    let _ = child.wait();
     let text: String = out.iter().map(|a| format!("{a:x}\n")).collect();
     let _ = std::fs::write(&cache, text);
     Ok(out)
@@ -175,7 +186,7 @@ pub fn write_page(vmlinux: &Path, tree: &Path, reached: &BTreeSet<u64>, out: &Pa
          body{font:13px sans-serif}table{border-collapse:collapse}td,th{padding:2px 8px;border:1px solid #ccc}\
          pre{font:12px monospace;margin:0}.c{background:#c8f0c8}.u{background:#f6c6c6}.bar{background:#eee;width:200px}\
          .bar div{background:#4a4;height:10px}</style><h1>Kernel coverage of the lab run</h1>\
-         <p>Lines of KVM's MMU, guest_memfd and the memslot/attribute parts of kvm_main.c that KCOV saw \
+         <p>Lines of KVM's MMU, guest_memfd, the memslot/attribute parts of kvm_main.c and, where the kernel has them, KVM's and the host's TDX code that KCOV saw \
          (green) or could have seen (red).</p><table><tr><th>file<th>lines<th><th>functions",
     );
     let mut summary = Summary { files: Vec::new() };

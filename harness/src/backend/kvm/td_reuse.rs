@@ -146,6 +146,11 @@ impl KvmBackend {
             }
         }
         self.report_between_cases();
+        // Kernel coverage (KCOV, where the flavour has it) of the case: the TD's build where it
+        // has one, its ops, its reset or the TD's teardown.
+        if let Some(k) = self.kcov.as_mut() {
+            k.start();
+        }
         let (mut g, by) = match placed {
             Ok((i, by)) => {
                 let mut k = self.tds.remove(i);
@@ -218,6 +223,9 @@ impl KvmBackend {
         }
         if let Ok(t) = r.as_mut() {
             t.splats.extend(splats.into_iter().map(|s| (last, s)));
+            if let Some(k) = self.kcov.as_mut() {
+                t.pcs = k.collect();
+            }
         }
         r
     }
