@@ -53,6 +53,11 @@ pub struct RealTrace {
     /// After each step, where the TDX module can be read (the lab's software module): the
     /// case's S-EPT leaves as the module holds them.
     pub sept: Vec<Option<Vec<SeptLeaf>>>,
+    /// Steps after which KVM's mirror root and the module's S-EPT disagreed (the lab's `--tdx`
+    /// flavour, where both are seen), each with the first leaf they disagree on.
+    pub mirror: Vec<(usize, MirrorMismatch)>,
+    /// Leaves compared between the mirror root and the S-EPT (at least one a step compared).
+    pub mirror_checks: u64,
     /// Guest ops of distinct vCPUs ran one after another, each to its end (the real TD runner),
     /// not interleaved attempt by attempt as the model runs a TD's.
     pub serial_guest_ops: bool,
@@ -60,6 +65,16 @@ pub struct RealTrace {
 
 /// One S-EPT leaf: its first GFN, level and state (as the module and the model number them).
 pub type SeptLeaf = (u64, crate::seq::Level, crate::seq::SeptState);
+
+/// A leaf KVM's mirror root (the kernel's mapping view) and the TDX module's S-EPT (the lab's
+/// software module) disagree on after a step: the page each maps, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MirrorMismatch {
+    pub gfn: u64,
+    pub level: crate::seq::Level,
+    pub kernel: Option<u64>,
+    pub module: Option<u64>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunError {

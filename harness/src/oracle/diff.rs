@@ -158,6 +158,37 @@ pub fn diff(seq: &Sequence, model: &Trace, real: &RealTrace) -> Diff {
             ),
         });
     }
+    // KVM's mirror root against the TDX module's S-EPT (both real, in the lab's --tdx flavour):
+    // the external-SPTE hooks must keep them one picture. The first step they part is the
+    // finding; later steps follow from it.
+    if let Some((i, m)) = real.mirror.first() {
+        let side = |p: Option<u64>, what: &str| match p {
+            Some(p) => format!("{what} maps pfn {p:#x}"),
+            None => format!("{what} has no leaf"),
+        };
+        let label = |p: Option<u64>| if p.is_some() { "leaf" } else { "none" };
+        let state = match (m.kernel, m.module) {
+            (Some(_), Some(_)) => "mirror:kvm:pfn/module:pfn".to_string(),
+            (k, s) => format!("mirror:kvm:{}/module:{}", label(k), label(s)),
+        };
+        d.findings.push(Finding {
+            context: String::new(),
+            kind: FindingKind::Divergence,
+            step: Some(*i),
+            op: seq.steps.get(*i).map(|st| st.op.kind()),
+            state,
+            detail: format!(
+                "step {} `{}`: {} at gpa {:#x}: {}; {}",
+                i + 1,
+                seq.steps.get(*i).map(|st| print_op(&st.op)).unwrap_or_default(),
+                m.level.name(),
+                m.gfn << 12,
+                side(m.kernel, "KVM's mirror root"),
+                side(m.module, "the TDX module's (simulated) S-EPT")
+            ),
+        });
+    }
+    d.mapping_checks += real.mirror_checks;
     d.views_lost = real.views_lost;
     set_context(&mut d.findings, &seq.header);
     d

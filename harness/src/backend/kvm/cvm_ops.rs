@@ -22,13 +22,20 @@ pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
     if let Some(why) = unsupported(seq) {
         return Err(RunError::Unsupported(why));
     }
-    run_on(&mut CvmGuest::build(kvm, seq)?, seq, false)
+    run_on(&mut CvmGuest::build(kvm, seq)?, seq, false, None)
 }
 
 /// Run `seq` on `g`, built for it or kept from an earlier case and given this case's files and
 /// slots. With `skip_finalize` (a TD finalized at an earlier case) the case's first `finalize`
 /// is not issued (FINALIZE was checked at the TD's first case): that step is not checked.
-pub(super) fn run_on(g: &mut CvmGuest, seq: &Sequence, skip_finalize: bool) -> Result<RealTrace, RunError> {
+/// With the kernel's mapping view (`view`), KVM's mirror root is held to the module's S-EPT
+/// after every step too.
+pub(super) fn run_on(
+    g: &mut CvmGuest,
+    seq: &Sequence,
+    skip_finalize: bool,
+    mut view: Option<&mut super::trace::TraceView>,
+) -> Result<RealTrace, RunError> {
     let mut skip_finalize = skip_finalize;
     let n = seq.steps.len();
     let mut t = RealTrace { observed: vec![Observed::NotChecked; n], views: vec![None; n], ..Default::default() };
@@ -76,6 +83,7 @@ pub(super) fn run_on(g: &mut CvmGuest, seq: &Sequence, skip_finalize: bool) -> R
                 match g.vm.set_memory_attributes(a) {
                     Ok(()) => {
                         g.attrs_set.push((*addr, *size));
+                        track_private(&mut g.private_gfns, *addr, *size, private);
                         Outcome::Ok
                     }
                     Err(e) => errno(e.errno()),
@@ -128,8 +136,14 @@ pub(super) fn run_on(g: &mut CvmGuest, seq: &Sequence, skip_finalize: bool) -> R
             _ => continue,
         };
         t.observed[i] = Observed::Outcome(o);
-        if module {
-            t.sept[i] = g.soft_tdr.and_then(super::soft_tdx::sept);
+        if let (true, Some(tdr)) = (module, g.soft_tdr) {
+            let dump = super::soft_tdx::sept_state(tdr);
+            if let (Some(v), Some(d)) = (view.as_deref_mut(), dump.as_ref()) {
+                if let Some(m) = super::soft_tdx::mirror_mismatch(v, d, &g.private_gfns, &mut t.mirror_checks) {
+                    t.mirror.push((i, m));
+                }
+            }
+            t.sept[i] = dump.map(|d| d.leaves);
         }
     }
     Ok(t)
@@ -137,6 +151,16 @@ pub(super) fn run_on(g: &mut CvmGuest, seq: &Sequence, skip_finalize: bool) -> R
 
 fn errno(e: i32) -> Outcome {
     Outcome::Err(Errno::from_raw(e))
+}
+
+/// Record an attribute change that went through: which GFNs are private.
+fn track_private(set: &mut crate::model::ranges::RangeSet, addr: u64, size: u64, private: bool) {
+    let (s, e) = (addr >> 12, addr.saturating_add(size).div_ceil(PAGE));
+    if private {
+        set.insert(s, e);
+    } else {
+        set.remove(s, e);
+    }
 }
 
 impl CvmGuest {
@@ -193,6 +217,9 @@ impl CvmGuest {
                         gmem: sl.gmem.map(|(i, off)| (gmems[i].as_raw_fd(), off)),
                     });
                     *h.ret = guest_conversion(&self.vm, slots, h.args[0], h.args[1], private);
+                    if *h.ret == 0 {
+                        track_private(&mut self.private_gfns, h.args[0], h.args[1].saturating_mul(PAGE), private);
+                    }
                     // Whether or not all of it went through (the attributes may have, and not
                     // the punch after): a reset that cannot set it back keeps no TD.
                     self.attrs_set.push((h.args[0], h.args[1].saturating_mul(PAGE)));

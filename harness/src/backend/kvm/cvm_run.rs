@@ -86,6 +86,9 @@ pub struct CvmGuest {
     /// The ranges the case made private or shared (its ops, the guest's MapGPA), which a TD's
     /// reset sets back to shared.
     pub(super) attrs_set: Vec<(u64, u64)>,
+    /// The GFNs the case made private and left so (its ops, the guest's MapGPA): where a leaf
+    /// of the kernel's mapping view is a mirror-root leaf.
+    pub(super) private_gfns: crate::model::ranges::RangeSet,
     /// The TD's TDR in the lab's software TDX module, whose dumps name TDs by it.
     pub(super) soft_tdr: Option<u64>,
 }
@@ -214,6 +217,7 @@ impl CvmGuest {
             sev,
             finalized: false,
             attrs_set: Vec::new(),
+            private_gfns: Default::default(),
             soft_tdr,
         };
         g.attach(h)?;
@@ -293,6 +297,7 @@ impl CvmGuest {
         }
         self.slots.clear();
         self.gmems.clear();
+        self.private_gfns = Default::default();
         for (address, size) in std::mem::take(&mut self.attrs_set) {
             let a = kvm_bindings::kvm_memory_attributes { address, size, attributes: 0, flags: 0 };
             if let Err(e) = self.vm.set_memory_attributes(a) {

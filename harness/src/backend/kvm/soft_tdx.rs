@@ -2,9 +2,10 @@
 //! (`/sys/kernel/debug/tdx_soft/`, `ci/lab/tdx/module/soft.c`): the S-EPT after every step,
 //! and fault injection. Present only on the `--tdx` flavour booted with `tdx_soft`.
 
-use crate::backend::SeptLeaf;
+use crate::backend::{MirrorMismatch, SeptLeaf};
 use crate::seq::{Level, SeptState};
 use privmem_guest::abi::{BOOT_GPA, BOOT_SIZE, HARNESS_GPA, HARNESS_SIZE};
+use std::collections::{BTreeMap, BTreeSet};
 
 const DIR: &str = "/sys/kernel/debug/tdx_soft";
 
@@ -28,7 +29,7 @@ fn image(gpa: u64) -> bool {
 }
 
 /// The TDRs of the live TDs the module lists (`td TDR` lines of its dump).
-pub fn tds() -> Option<Gigabytes> {
+pub fn tds() -> Option<BTreeSet<u64>> {
     let text = std::fs::read_to_string(format!("{DIR}/sept")).ok()?;
     text.lines().filter_map(|l| l.strip_prefix("td ")).map(|t| u64::from_str_radix(t.trim(), 16).ok()).collect()
 }
@@ -41,20 +42,30 @@ fn section(text: &str, tdr: u64) -> Option<&str> {
     Some(&rest[..rest.find("td ").unwrap_or(rest.len())])
 }
 
-/// The S-EPT leaves of the TD whose TDR is `tdr` (the shim's own image left out).
-pub fn sept(tdr: u64) -> Option<Vec<SeptLeaf>> {
-    sept_state(tdr).map(|(leaves, _)| leaves)
+/// One reading of a TD's S-EPT.
+#[derive(Clone, Debug, Default)]
+pub struct SeptDump {
+    /// The case's leaves (the shim's own image left out).
+    pub leaves: Vec<SeptLeaf>,
+    /// The 1G regions of GPA in which the S-EPT has any entry, a leaf or a table, the image's
+    /// included. KVM frees a TD's S-EPT tables only at its teardown, so a region a case used
+    /// keeps its tables, and only an untouched region is as a fresh TD's.
+    pub used: Gigabytes,
+    /// The page each of the case's leaves maps, by GFN and level.
+    pub frames: BTreeMap<(u64, Level), u64>,
 }
 
-/// A TD's S-EPT leaves (as [`sept`]), and the 1G regions of GPA (by index: GPA >> 30) in which
-/// its S-EPT has any entry, a leaf or a table, the image's included. KVM frees a TD's S-EPT
-/// tables only at its teardown, so a region a case used keeps its tables, and only an
-/// untouched region is as a fresh TD's.
-pub fn sept_state(tdr: u64) -> Option<(Vec<SeptLeaf>, Gigabytes)> {
+/// The S-EPT leaves of the TD whose TDR is `tdr` (the shim's own image left out).
+pub fn sept(tdr: u64) -> Option<Vec<SeptLeaf>> {
+    sept_state(tdr).map(|d| d.leaves)
+}
+
+/// A TD's S-EPT as the module has it now.
+pub fn sept_state(tdr: u64) -> Option<SeptDump> {
     // No SEAMCALL since the last reading, no change: the dump of a case with many pages costs
     // milliseconds under the lab's TCG, and most steps (host accesses, guest reads of mapped
     // pages, refused ops) make no SEAMCALL at all.
-    type Reading = (u64, u64, Option<(Vec<SeptLeaf>, Gigabytes)>);
+    type Reading = (u64, u64, Option<SeptDump>);
     static LAST: std::sync::Mutex<Option<Reading>> = std::sync::Mutex::new(None);
     let total = std::fs::read_to_string(format!("{DIR}/total")).ok().and_then(|t| t.trim().parse::<u64>().ok());
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
@@ -68,25 +79,64 @@ pub fn sept_state(tdr: u64) -> Option<(Vec<SeptLeaf>, Gigabytes)> {
     r
 }
 
-fn read_sept(tdr: u64) -> Option<(Vec<SeptLeaf>, Gigabytes)> {
+fn read_sept(tdr: u64) -> Option<SeptDump> {
     let text = std::fs::read_to_string(format!("{DIR}/sept")).ok()?;
-    let mut v = Vec::new();
-    let mut used: Gigabytes =
-        [BOOT_GPA >> 30, (BOOT_GPA + BOOT_SIZE - 1) >> 30, HARNESS_GPA >> 30, (HARNESS_GPA + HARNESS_SIZE - 1) >> 30]
-            .into();
+    let mut d = SeptDump {
+        used: [
+            BOOT_GPA >> 30,
+            (BOOT_GPA + BOOT_SIZE - 1) >> 30,
+            HARNESS_GPA >> 30,
+            (HARNESS_GPA + HARNESS_SIZE - 1) >> 30,
+        ]
+        .into(),
+        ..Default::default()
+    };
     for line in section(&text, tdr)?.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
-        let [gpa, level, state, _pa] = w[..] else { continue };
+        let [gpa, level, state, pa] = w[..] else { continue };
         let gpa = u64::from_str_radix(gpa, 16).ok()?;
-        used.insert(gpa >> 30);
+        d.used.insert(gpa >> 30);
         let level = *Level::ALL.get(level.parse::<usize>().ok()?)?;
         let state = u8::from_str_radix(state, 16).ok()?;
         let state = SeptState::ALL.iter().copied().find(|s| s.value() == state)?;
         if state.is_leaf() && !image(gpa) {
-            v.push((gpa >> 12, level, state));
+            d.leaves.push((gpa >> 12, level, state));
+            d.frames.insert((gpa >> 12, level), u64::from_str_radix(pa, 16).ok()? >> 12);
         }
     }
-    Some((v, used))
+    Some(d)
+}
+
+/// Where KVM's mirror root and the module's S-EPT disagree: the first (GFN, level) at which one
+/// has a leaf the other has not, or the two map different pages. The mirror is the kernel's
+/// mapping view (tracefs) at the GFNs the case made private (`private`: the trace names a
+/// shared-root leaf by the same GFN, and KVM zaps one side before it maps the other), the
+/// shim's image left out.
+pub fn mirror_mismatch(
+    view: &mut super::trace::TraceView,
+    dump: &SeptDump,
+    private: &crate::model::ranges::RangeSet,
+    checks: &mut u64,
+) -> Option<MirrorMismatch> {
+    view.drain();
+    let leaves = view.leaves(crate::seq::TD_SHARED_BIT >> 12)?;
+    let mirror: BTreeMap<(u64, Level), Option<u64>> = leaves
+        .iter()
+        .filter(|l| !image(l.gfn << 12) && private.contains(l.gfn))
+        .map(|l| ((l.gfn, l.level), view.pfn(l)))
+        .collect();
+    *checks += mirror.len().max(dump.frames.len()).max(1) as u64;
+    let first = mirror.keys().chain(dump.frames.keys()).copied().filter(|k| {
+        let (m, s) = (mirror.get(k), dump.frames.get(k));
+        m.is_none() || s.is_none() || m.copied().flatten() != s.copied()
+    });
+    let (gfn, level) = first.min()?;
+    Some(MirrorMismatch {
+        gfn,
+        level,
+        kernel: mirror.get(&(gfn, level)).map(|p| p.unwrap_or(0)),
+        module: dump.frames.get(&(gfn, level)).copied(),
+    })
 }
 
 /// `inject seamcall-busy`: the next S-EPT SEAMCALL returns TDX_OPERAND_BUSY.

@@ -170,15 +170,18 @@ impl KvmBackend {
             }
         };
         let skip_finalize = by.is_some() && g.finalized;
+        // The mirror root is read from the mapping view where it sees every SPTE (TDP MMU).
+        let view = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp);
         let mut r = match by {
-            Some(by) => cvm_ops::run_on(&mut g, &moved(seq, by), skip_finalize).map(|mut t| {
+            Some(by) => cvm_ops::run_on(&mut g, &moved(seq, by), skip_finalize, view).map(|mut t| {
                 // The S-EPT the case saw, where the case's own addresses are.
                 for leaves in t.sept.iter_mut().flatten() {
                     leaves.iter_mut().for_each(|l| l.0 -= by >> 12);
                 }
+                t.mirror.iter_mut().for_each(|(_, m)| m.gfn -= by >> 12);
                 t
             }),
-            None => cvm_ops::run_on(&mut g, seq, false),
+            None => cvm_ops::run_on(&mut g, seq, false, view),
         };
         let last = seq.steps.len().saturating_sub(1);
         let mut keep = match unclean(&r) {
@@ -242,7 +245,9 @@ impl KvmBackend {
         }
         let tdr = g.soft_tdr.ok_or(Fresh::NoTdView)?;
         match (soft_tdx::sept_state(tdr), soft_tdx::shared_left(tdr)) {
-            (Some((s, mut used)), Some((sh, mmio))) if s.is_empty() && sh.is_empty() => {
+            (Some(soft_tdx::SeptDump { leaves, mut used, .. }), Some((sh, mmio)))
+                if leaves.is_empty() && sh.is_empty() =>
+            {
                 // Gigabytes with an MMIO SPTE are not used again: a later case's shared access
                 // there would meet it (a #VE where a fresh TD's guest exits to KVM).
                 used.extend(mmio);
