@@ -173,11 +173,10 @@ impl KvmBackend {
         // The mirror root is read from the mapping view where it sees every SPTE (TDP MMU). The
         // view starts empty: no TD has a leaf of a case now (a kept one's reset proved it, a
         // fresh one has none), and a torn-down TD's leaves go without events.
-        let view = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp);
-        let view = view.map(|v| {
+        let mut view = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp);
+        if let Some(v) = view.as_deref_mut() {
             v.reset();
-            v
-        });
+        }
         let mut r = match by {
             Some(by) => cvm_ops::run_on(&mut g, &moved(seq, by), skip_finalize, view).map(|mut t| {
                 // The S-EPT the case saw, where the case's own addresses are.
