@@ -7,6 +7,7 @@ use super::cvm_run::{unsupported, CvmGuest, Slot};
 use super::host_ops::{guest_conversion, SlotSides};
 use super::raw;
 use crate::backend::mem::Mapping;
+use crate::backend::vcpu::Watchdog;
 use crate::backend::{Observed, RealTrace, RunError};
 use crate::model::attrs::KVM_MEMORY_ATTRIBUTE_PRIVATE as PRIVATE;
 use crate::seq::*;
@@ -16,13 +17,30 @@ use privmem_guest::abi::{
     PORT_DONE, ST_DONE, ST_EXC, VALUE_OFFSET,
 };
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 /// Run `seq` on a fresh TD or SNP guest.
-pub fn run(kvm: &Kvm, seq: &Sequence) -> Result<RealTrace, RunError> {
+pub fn run(kvm: &Kvm, seq: &Sequence, watch: &Watch) -> Result<RealTrace, RunError> {
     if let Some(why) = unsupported(seq) {
         return Err(RunError::Unsupported(why));
     }
-    run_on(&mut CvmGuest::build(kvm, seq)?, seq, false, None)
+    run_on(&mut CvmGuest::build(kvm, seq)?, seq, false, None, watch)
+}
+
+/// The backend's watchdog and the window a KVM_RUN or a pre-fault may go without progress: a
+/// signal then ends the ioctl (EINTR), and the step is a timeout, not a lab that hangs (KVM
+/// retries a fault it cannot resolve inside the ioctl until a signal is pending).
+pub struct Watch<'a> {
+    pub dog: &'a Watchdog,
+    pub window: std::time::Duration,
+}
+
+/// Disarms the watchdog on every way out.
+struct Disarm<'a>(&'a Watchdog);
+impl Drop for Disarm<'_> {
+    fn drop(&mut self) {
+        self.0.disarm();
+    }
 }
 
 /// Run `seq` on `g`, built for it or kept from an earlier case and given this case's files and
@@ -35,6 +53,7 @@ pub(super) fn run_on(
     seq: &Sequence,
     skip_finalize: bool,
     mut view: Option<&mut super::trace::TraceView>,
+    watch: &Watch,
 ) -> Result<RealTrace, RunError> {
     let mut skip_finalize = skip_finalize;
     let n = seq.steps.len();
@@ -99,10 +118,20 @@ pub(super) fn run_on(
                 // (0, range advanced), so ask again until done or an error, as host_ops does.
                 Some(v) => {
                     let (mut gpa, mut left) = (*addr, *size);
+                    let _d = Disarm(watch.dog);
+                    watch.dog.arm(watch.window);
+                    let mut since = Instant::now();
                     loop {
                         match raw::pre_fault(v, gpa, left) {
                             Ok((_, 0)) => break Outcome::Ok,
-                            Ok((g, l)) => (gpa, left) = (g, l),
+                            Ok((g, l)) => {
+                                (gpa, left) = (g, l);
+                                since = Instant::now();
+                                watch.dog.arm(watch.window);
+                            }
+                            Err(libc::EINTR) if since.elapsed() >= watch.window => {
+                                return Err(RunError::Timeout { step: i })
+                            }
                             Err(libc::EINTR) => continue,
                             Err(e) => break errno(e),
                         }
@@ -121,7 +150,7 @@ pub(super) fn run_on(
                 }
                 None => Outcome::Err(Errno::EFAULT),
             },
-            op if op.kind().is_guest() => match g.guest_op(op, i)? {
+            op if op.kind().is_guest() => match g.guest_op(op, i, watch)? {
                 o @ Outcome::Exit(Exit::MemoryFault { .. }) => {
                     // A memory fault: the TD cannot be resumed past the access.
                     t.observed[i] = Observed::Outcome(o);
@@ -176,9 +205,11 @@ impl CvmGuest {
     /// next entry): the batch's command count set to none, KVM_RUN until the batch end. Only
     /// the lab's software module reads the count again at each entry, so this is for it alone
     /// (a TD's reset, `td_reuse`); a real TD would retry the access.
-    pub(super) fn end_batch(&mut self, v: usize) -> bool {
+    pub(super) fn end_batch(&mut self, v: usize, watch: &Watch) -> bool {
         self.shared.write_u64(CMD_OFF + v as u64 * CMD_STRIDE, 0);
         let Some(vcpu) = self.vcpus.get_mut(v) else { return false };
+        let _d = Disarm(watch.dog);
+        watch.dog.arm(watch.window);
         for _ in 0..16 {
             match vcpu.run() {
                 Ok(VcpuExit::IoOut(PORT_DONE, _)) => return true,
@@ -191,7 +222,7 @@ impl CvmGuest {
     }
 
     /// One guest op as one batch of the shim (a memory fault exit ends it with that outcome).
-    fn guest_op(&mut self, op: &Op, step: usize) -> Result<Outcome, RunError> {
+    fn guest_op(&mut self, op: &Op, step: usize, watch: &Watch) -> Result<Outcome, RunError> {
         let v = op.vcpu().unwrap_or(0) as usize;
         let guest = |d: String| RunError::Guest { step, detail: d };
         let cmd = crate::backend::emulated::shim_command(op, crate::backend::emulated::Platform::Td)
@@ -204,6 +235,9 @@ impl CvmGuest {
         self.shared.write_u64(page, 1);
         let finalized = self.finalized;
         let vcpu = self.vcpus.get_mut(v).ok_or_else(|| guest(format!("no vCPU {v}")))?;
+        let _d = Disarm(watch.dog);
+        watch.dog.arm(watch.window);
+        let mut since = Instant::now();
         loop {
             match vcpu.run() {
                 Ok(VcpuExit::IoOut(PORT_DONE, _)) => break,
@@ -216,6 +250,9 @@ impl CvmGuest {
                         shared: Some(&sl.anon),
                         gmem: sl.gmem.map(|(i, off)| (gmems[i].as_raw_fd(), off)),
                     });
+                    // An exit KVM hands to userspace is progress.
+                    since = Instant::now();
+                    watch.dog.arm(watch.window);
                     *h.ret = guest_conversion(&self.vm, slots, h.args[0], h.args[1], private);
                     if *h.ret == 0 {
                         track_private(&mut self.private_gfns, h.args[0], h.args[1].saturating_mul(PAGE), private);
@@ -229,6 +266,10 @@ impl CvmGuest {
                     return Ok(Outcome::Exit(Exit::MemoryFault { private: flags & (1 << 3) != 0 }))
                 }
                 Ok(VcpuExit::SystemEvent(ty, _)) if ty == KVM_SYSTEM_EVENT_TDX_FATAL => return Ok(Outcome::VmDead),
+                Ok(VcpuExit::Intr) if since.elapsed() >= watch.window => return Err(RunError::Timeout { step }),
+                Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) && since.elapsed() >= watch.window => {
+                    return Err(RunError::Timeout { step })
+                }
                 Ok(VcpuExit::Intr) => continue,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
                 Ok(other) => return Err(guest(format!("unexpected exit {other:?}"))),

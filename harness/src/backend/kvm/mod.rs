@@ -524,7 +524,8 @@ impl Backend for KvmBackend {
                 return self.run_td(seq);
             }
             self.report_between_cases();
-            let mut r = cvm_ops::run(&self.kvm, seq);
+            let watch = cvm_ops::Watch { dog: &self.watchdog, window: self.timeout };
+            let mut r = cvm_ops::run(&self.kvm, seq, &watch);
             if let (Ok(t), Some(k)) = (r.as_mut(), self.kmsg.as_mut()) {
                 let last = seq.steps.len().saturating_sub(1);
                 t.splats.extend(k.splats().into_iter().map(|s| (last, s)));

@@ -173,12 +173,13 @@ impl KvmBackend {
         // The mirror root is read from the mapping view where it sees every SPTE (TDP MMU). The
         // view starts empty: no TD has a leaf of a case now (a kept one's reset proved it, a
         // fresh one has none), and a torn-down TD's leaves go without events.
+        let watch = cvm_ops::Watch { dog: &self.watchdog, window: self.timeout };
         let mut view = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp);
         if let Some(v) = view.as_deref_mut() {
             v.reset();
         }
         let mut r = match by {
-            Some(by) => cvm_ops::run_on(&mut g, &moved(seq, by), skip_finalize, view).map(|mut t| {
+            Some(by) => cvm_ops::run_on(&mut g, &moved(seq, by), skip_finalize, view, &watch).map(|mut t| {
                 // The S-EPT the case saw, where the case's own addresses are.
                 for leaves in t.sept.iter_mut().flatten() {
                     leaves.iter_mut().for_each(|l| l.0 -= by >> 12);
@@ -186,7 +187,7 @@ impl KvmBackend {
                 t.mirror.iter_mut().for_each(|(_, m)| m.gfn -= by >> 12);
                 t
             }),
-            None => cvm_ops::run_on(&mut g, seq, false, view),
+            None => cvm_ops::run_on(&mut g, seq, false, view, &watch),
         };
         let last = seq.steps.len().saturating_sub(1);
         let mut keep = match unclean(&r) {
@@ -196,7 +197,8 @@ impl KvmBackend {
             None => Ok(()),
         };
         if let (Ok(()), Some(v)) = (keep, stuck_vcpu(seq, &r)) {
-            if !g.end_batch(v) {
+            let watch = cvm_ops::Watch { dog: &self.watchdog, window: self.timeout };
+            if !g.end_batch(v, &watch) {
                 keep = Err(Fresh::UncleanEnd);
             }
         }
