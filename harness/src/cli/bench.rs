@@ -176,22 +176,27 @@ fn run_kvm(json: bool) -> Result<i32, String> {
 /// Rounds of `bench --backend lab`, each path once a round.
 const LAB_ROUNDS: usize = 3;
 
+/// One `privmem lab --json --seed 1 --runs N ARGS [--kernel K]` run of this binary: its summary.
+fn lab_record(runs: u64, args: &[&str], kernel: Option<&str>) -> Result<Box<crate::lab::record::LabRecord>, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["lab", "--json", "--runs", &runs.to_string(), "--seed", "1"]).args(args);
+    if let Some(k) = kernel {
+        cmd.args(["--kernel", k]);
+    }
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match Line::parse(text.lines().last().unwrap_or("")) {
+        Some(Ok(Line::Lab(r))) => Ok(r),
+        Some(Err(e)) => Err(format!("lab output: {e}")),
+        _ => Err(format!("lab output: no `lab` line: {text}")),
+    }
+}
+
 fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Result<i32, String> {
     const RUNS: u64 = 300;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let lab_on = |kernel: Option<&str>, extra: &[&str]| -> Result<(f64, u64, u64), String> {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.args(["lab", "--json", "--runs", &RUNS.to_string(), "--seed", "1"]).args(extra);
-        if let Some(k) = kernel {
-            cmd.args(["--kernel", k]);
-        }
-        let out = cmd.stderr(std::process::Stdio::inherit()).output().map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let r = match Line::parse(text.lines().last().unwrap_or("")) {
-            Some(Ok(Line::Lab(r))) => r,
-            Some(Err(e)) => return Err(format!("lab output: {e}")),
-            _ => return Err(format!("lab output: no `lab` line: {text}")),
-        };
+        let r = lab_record(RUNS, extra, kernel)?;
         let (rate, cases) = r.fuzz_rate();
         Ok((rate, cases, r.mapping_checks))
     };
@@ -258,22 +263,10 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
 fn run_lab_tdx(json: bool, kernel: Option<&str>) -> Result<i32, String> {
     const RUNS: u64 = 150;
     const ROUNDS: usize = 2;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     // One lab VM, one job: the ratio is the TD's cost, not the cores'.
     let lab = |extra: &[&str]| -> Result<(f64, u64, u64), String> {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.args(["lab", "--tdx", "--vm", "tdx", "--json", "--jobs", "1", "--runs", &RUNS.to_string(), "--seed", "1"]);
-        cmd.args(extra);
-        if let Some(k) = kernel {
-            cmd.args(["--kernel", k]);
-        }
-        let out = cmd.stderr(std::process::Stdio::inherit()).output().map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let r = match Line::parse(text.lines().last().unwrap_or("")) {
-            Some(Ok(Line::Lab(r))) => r,
-            Some(Err(e)) => return Err(format!("lab output: {e}")),
-            _ => return Err(format!("lab output: no `lab` line: {text}")),
-        };
+        let args: Vec<&str> = ["--tdx", "--vm", "tdx", "--jobs", "1"].iter().chain(extra).copied().collect();
+        let r = lab_record(RUNS, &args, kernel)?;
         if !r.fuzz_findings.is_empty() {
             eprintln!("bench: the campaign found {} things (see `privmem lab` for them)", r.fuzz_findings.len());
         }

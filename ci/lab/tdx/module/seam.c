@@ -1436,23 +1436,22 @@ int seam_sept_state(struct seam *m, u64 tdr_pa, u64 gpa, int level, u64 *pa)
 	return est(*e);
 }
 
-void seam_sept_leaves(struct seam *m, u64 tdr_pa,
-		      void (*cb)(void *ctx, u64 gpa, int level, u32 state, u64 pa), void *ctx)
+/* Depth first over a tree of 512-entry tables from `root` at level `top`: `visit` sees every
+ * entry with its GPA (rebuilt from the indices on the way) and returns the table to descend
+ * into, or NULL. */
+static void walk_tree(struct seam *m, u64 *root, int top,
+		      u64 *(*visit)(struct seam *m, u64 e, int l, u64 gpa, void *ctx), void *ctx)
 {
-	u64 err, *t[5];
+	u64 *t[5];
 	u32 i[5];
-	int l, top;
-	struct tdr *td = tdr_of(m, tdr_pa, &err);
+	int l = top;
 
-	if (!td || td->nr_tdcs < SEAM_TDCS_PAGES || !td->levels)
+	if (!root)
 		return;
-	top = td->levels - 1;
-	t[top] = table(m, td->tdcs[SEAM_TDCS_PAGES - 1]);
+	t[top] = root;
 	i[top] = 0;
-	l = top;
-	/* Depth first over present entries; gpa is rebuilt from the indices on the way. */
 	while (l <= top) {
-		u64 e, gpa = 0;
+		u64 gpa = 0, *child;
 		int k;
 
 		if (i[l] == 512) {
@@ -1461,73 +1460,87 @@ void seam_sept_leaves(struct seam *m, u64 tdr_pa,
 				i[l]++;
 			continue;
 		}
-		e = t[l][i[l]];
 		for (k = top; k >= l; k--)
 			gpa |= (u64)i[k] << (12 + 9 * k);
-		if (est(e) == SEAM_FREE) {
-			i[l]++;
-		} else if (e_leaf(e) || l == 0) {
-			cb(ctx, gpa, l, est(e), e & PA_MASK);
-			i[l]++;
-		} else {
-			if (l <= 2)
-				cb(ctx, gpa, l, est(e), e & PA_MASK);
-			t[l - 1] = table(m, e);
+		child = visit(m, t[l][i[l]], l, gpa, ctx);
+		if (child && l > 0) {
+			t[l - 1] = child;
 			i[l - 1] = 0;
 			l--;
+		} else {
+			i[l]++;
 		}
 	}
 }
 
-/* KVM's shared EPT of a TD (the root its vCPUs were last given), depth first: every present
- * leaf (kind 1) and every MMIO SPTE (kind 0: not present, SUPPRESS_VE clear, which the guest
- * takes as #VE). Entries KVM initialised as not present (SUPPRESS_VE set) are skipped. */
+struct sept_walk {
+	void (*cb)(void *ctx, u64 gpa, int level, u32 state, u64 pa);
+	void *ctx;
+};
+
+/* Present S-EPT entries: leaves, and non-leaves at 1G and below, then into the tables. */
+static u64 *sept_visit(struct seam *m, u64 e, int l, u64 gpa, void *p)
+{
+	struct sept_walk *w = p;
+
+	if (est(e) == SEAM_FREE)
+		return NULL;
+	if (e_leaf(e) || l == 0) {
+		w->cb(w->ctx, gpa, l, est(e), e & PA_MASK);
+		return NULL;
+	}
+	if (l <= 2)
+		w->cb(w->ctx, gpa, l, est(e), e & PA_MASK);
+	return table(m, e);
+}
+
+void seam_sept_leaves(struct seam *m, u64 tdr_pa,
+		      void (*cb)(void *ctx, u64 gpa, int level, u32 state, u64 pa), void *ctx)
+{
+	u64 err;
+	struct tdr *td = tdr_of(m, tdr_pa, &err);
+	struct sept_walk w = { cb, ctx };
+
+	if (!td || td->nr_tdcs < SEAM_TDCS_PAGES || !td->levels)
+		return;
+	walk_tree(m, table(m, td->tdcs[SEAM_TDCS_PAGES - 1]), td->levels - 1, sept_visit, &w);
+}
+
+struct shared_walk {
+	void (*cb)(void *ctx, u64 gpa, int level, int kind);
+	void *ctx;
+};
+
+/* KVM's EPT entries: not present with SUPPRESS_VE clear is an MMIO SPTE (kind 0); present
+ * leaves are kind 1; entries KVM initialised as not present (SUPPRESS_VE set) are skipped. */
+static u64 *shared_visit(struct seam *m, u64 e, int l, u64 gpa, void *p)
+{
+	struct shared_walk *w = p;
+
+	if (!(e & 7)) {
+		if (!(e >> 63))
+			w->cb(w->ctx, gpa, l, 0);
+		return NULL;
+	}
+	if (l == 0 || (e & 0x80)) {
+		w->cb(w->ctx, gpa, l, 1);
+		return NULL;
+	}
+	return page(m, e & PA_MASK);
+}
+
+/* KVM's shared EPT of a TD (the root its vCPUs were last given). */
 void seam_shared_ept(struct seam *m, u64 tdr_pa, void (*cb)(void *ctx, u64 gpa, int level, int kind),
 		     void *ctx)
 {
-	u64 err, *t[5];
-	u32 i[5];
-	int l, top;
+	u64 err;
 	struct tdr *td = tdr_of(m, tdr_pa, &err);
+	struct shared_walk w = { cb, ctx };
 
 	if (!td || !td->shared_eptp)
 		return;
-	top = ((td->shared_eptp >> 3) & 7) == 4 ? 4 : 3;
-	t[top] = page(m, td->shared_eptp & PA_MASK);
-	if (!t[top])
-		return;
-	i[top] = 0;
-	l = top;
-	while (l <= top) {
-		u64 e, gpa = 0;
-		int k;
-
-		if (i[l] == 512) {
-			l++;
-			if (l <= top)
-				i[l]++;
-			continue;
-		}
-		e = t[l][i[l]];
-		for (k = top; k >= l; k--)
-			gpa |= (u64)i[k] << (12 + 9 * k);
-		if (!(e & 7)) {
-			if (!(e >> 63))
-				cb(ctx, gpa, l, 0);
-			i[l]++;
-		} else if (l == 0 || (e & 0x80)) {
-			cb(ctx, gpa, l, 1);
-			i[l]++;
-		} else {
-			t[l - 1] = page(m, e & PA_MASK);
-			if (!t[l - 1]) {
-				i[l]++;
-				continue;
-			}
-			i[l - 1] = 0;
-			l--;
-		}
-	}
+	walk_tree(m, page(m, td->shared_eptp & PA_MASK), ((td->shared_eptp >> 3) & 7) == 4 ? 4 : 3, shared_visit,
+	     &w);
 }
 
 int seam_page_type(struct seam *m, u64 pa, u64 *owner)

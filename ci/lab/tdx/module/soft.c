@@ -170,21 +170,32 @@ static const struct file_operations sept_skip_fops = {
 	.write = sept_skip_write,
 };
 
-static int sept_show(struct seq_file *s, void *unused)
+/* Every live TD: a "td TDR" line, then what `dump` prints of it. Under the module's lock: a
+ * consistent picture, as KVM can't change it meanwhile. */
+static int each_td(struct seq_file *s, void (*dump)(struct seq_file *s, u64 tdr))
 {
 	unsigned long flags;
 	int i;
 
-	/* Under the module's lock: a consistent picture, as KVM can't change it meanwhile. */
 	raw_spin_lock_irqsave(&soft_lock, flags);
 	for (i = 0; i < SOFT_MAX_TDS; i++) {
 		if (!soft_tds[i])
 			continue;
 		seq_printf(s, "td %llx\n", soft_tds[i]);
-		seam_sept_leaves(&soft_module, soft_tds[i], sept_line, s);
+		dump(s, soft_tds[i]);
 	}
 	raw_spin_unlock_irqrestore(&soft_lock, flags);
 	return 0;
+}
+
+static void sept_dump(struct seq_file *s, u64 tdr)
+{
+	seam_sept_leaves(&soft_module, tdr, sept_line, s);
+}
+
+static int sept_show(struct seq_file *s, void *unused)
+{
+	return each_td(s, sept_dump);
 }
 DEFINE_SHOW_ATTRIBUTE(sept);
 
@@ -194,20 +205,14 @@ static void shared_line(void *ctx, u64 gpa, int level, int kind)
 }
 
 /* KVM's shared EPT of each TD, as the module reads it: what a TD's reset must leave empty. */
+static void shared_dump(struct seq_file *s, u64 tdr)
+{
+	seam_shared_ept(&soft_module, tdr, shared_line, s);
+}
+
 static int shared_show(struct seq_file *s, void *unused)
 {
-	unsigned long flags;
-	int i;
-
-	raw_spin_lock_irqsave(&soft_lock, flags);
-	for (i = 0; i < SOFT_MAX_TDS; i++) {
-		if (!soft_tds[i])
-			continue;
-		seq_printf(s, "td %llx\n", soft_tds[i]);
-		seam_shared_ept(&soft_module, soft_tds[i], shared_line, s);
-	}
-	raw_spin_unlock_irqrestore(&soft_lock, flags);
-	return 0;
+	return each_td(s, shared_dump);
 }
 DEFINE_SHOW_ATTRIBUTE(shared);
 
