@@ -356,6 +356,7 @@ impl Model {
             Op::HostRead { addr } => return self.host_read(*addr),
             Op::InitMem { addr, pages, measure } => self.init_mem(*addr, *pages, *measure),
             Op::Finalize => self.finalize(),
+            Op::TdxCmd(c) => self.tdx_cmd(c),
             Op::MtrrZap { addr, size } => self.mtrr_zap(*addr, *size),
             Op::Inject(f) => {
                 match f {

@@ -329,6 +329,7 @@ impl Emit {
             }
             Op::InitMem { .. }
             | Op::Finalize
+            | Op::TdxCmd(_)
             | Op::MtrrZap { .. }
             | Op::SlotUpdate { .. }
             | Op::FailNth { .. }

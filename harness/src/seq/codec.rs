@@ -300,6 +300,58 @@ fn decode_count_set(r: &mut Reader<'_>) -> Result<CountSet, Eof> {
 const TOGETHER: u8 = 0x80;
 const _: () = assert!(OpKind::ALL.len() < TOGETHER as usize);
 
+/// `tdx-cmd`: a byte of which fields follow and the flags, then the id and the numbers.
+fn decode_tdx_cmd(r: &mut Reader<'_>, vcpus: u32) -> Result<TdxCmd, Eof> {
+    let m = r.byte()?;
+    let mut c = TdxCmd {
+        new_td: m & 2 != 0,
+        bad_xfam: m & 8 != 0,
+        reserved: m & 16 != 0,
+        padding: m & 32 != 0,
+        ..Default::default()
+    };
+    // INIT_MEM_REGION and FINALIZE_VM are ops of their own.
+    c.id = match r.varint()? as u32 {
+        3 | 4 => 6,
+        id => id,
+    };
+    if m & 1 != 0 {
+        c.vcpu = Some(r.byte()? as u32 % vcpus.max(1));
+    }
+    c.flags = r.varint()? as u32;
+    c.hw_error = r.varint()?;
+    if m & 64 != 0 {
+        c.nent = Some(r.varint()? as u32);
+    }
+    c.attrs = r.varint()?;
+    if m & 128 != 0 {
+        c.gpaw = Some(match r.byte()? {
+            52 => 48,
+            w => w,
+        });
+    }
+    Ok(c)
+}
+
+fn encode_tdx_cmd(w: &mut Writer, c: &TdxCmd) {
+    let bits =
+        [c.vcpu.is_some(), c.new_td, false, c.bad_xfam, c.reserved, c.padding, c.nent.is_some(), c.gpaw.is_some()];
+    w.byte(bits.iter().enumerate().map(|(i, b)| (*b as u8) << i).sum());
+    w.varint(c.id as u64);
+    if let Some(v) = c.vcpu {
+        w.byte(v as u8);
+    }
+    w.varint(c.flags as u64);
+    w.varint(c.hw_error);
+    if let Some(n) = c.nent {
+        w.varint(n as u64);
+    }
+    w.varint(c.attrs);
+    if let Some(g) = c.gpaw {
+        w.byte(g);
+    }
+}
+
 fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
     let kb = r.byte()?;
     let together = kb & TOGETHER != 0;
@@ -332,6 +384,7 @@ fn decode_step(r: &mut Reader<'_>, h: &Header) -> Result<Option<Step>, Eof> {
         OpKind::HostRead => Op::HostRead { addr: r.addr()? },
         OpKind::InitMem => Op::InitMem { addr: r.addr()?, pages: r.varint()?, measure: r.flag()? },
         OpKind::Finalize => Op::Finalize,
+        OpKind::TdxCmd => Op::TdxCmd(decode_tdx_cmd(r, vcpus)?),
         OpKind::MtrrZap => Op::MtrrZap { addr: r.addr()?, size: r.addr()? },
         OpKind::Inject => Op::Inject(pick(&Fault::ALL, r.byte()?)),
         OpKind::FailNth => Op::FailNth { n: (r.varint()? as u32).max(1) },
@@ -516,6 +569,7 @@ fn encode_step(w: &mut Writer, h: &Header, st: &Step) {
             w.flag(*measure);
         }
         Op::Finalize => {}
+        Op::TdxCmd(c) => encode_tdx_cmd(w, c),
         Op::Inject(f) => w.byte(*f as u8),
         Op::FailNth { n } => w.varint(*n as u64),
         Op::Accept { vcpu, addr, level } | Op::Release { vcpu, addr, level } => {

@@ -226,6 +226,7 @@ fn sample_op(k: OpKind, h: &Header) -> Option<Op> {
         OpKind::HostRead => Some(Op::HostRead { addr: 0 }),
         OpKind::InitMem => Some(Op::InitMem { addr: 0, pages: 1, measure: false }),
         OpKind::Finalize => Some(Op::Finalize),
+        OpKind::TdxCmd => Some(Op::TdxCmd(TdxCmd::default())),
         OpKind::MtrrZap => Some(Op::MtrrZap { addr: 0, size: PAGE }),
         OpKind::Inject => Some(Op::Inject(Fault::SplitOom)),
         OpKind::Accept => g(|v| Op::Accept { vcpu: v, addr: 0, level: Level::L4K }),
@@ -387,6 +388,7 @@ fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]
         OpKind::HostRead => Op::HostRead { addr },
         OpKind::InitMem => Op::InitMem { addr, pages: pick(u, &[1, 2, 512, 0])?, measure: u.ratio(1, 2)? },
         OpKind::Finalize => Op::Finalize,
+        OpKind::TdxCmd => Op::TdxCmd(gen_tdx_cmd(u, vcpu)?),
         OpKind::MtrrZap => Op::MtrrZap { addr, size: gen_size(u, ranges, addr)? },
         OpKind::Inject => Op::Inject(pick(u, &Fault::ALL)?),
         OpKind::Accept => {
@@ -478,4 +480,27 @@ pub fn fixup(s: &mut Sequence) {
     s.steps.retain(|st| legal::check_op(h, &st.op).is_ok());
     s.steps.truncate(legal::MAX_STEPS);
     legal::normalize_groups(s);
+}
+
+/// A TDX command one field off the harness's own build, at that field's check: the flags, a
+/// nonzero hw_error, cpuid.nent at KVM_MAX_CPUID_ENTRIES's edge, attributes KVM does and does
+/// not support, XFAM, the GPA width, reserved bytes and padding. Now
+/// and then on the other fd (a VM command on a vCPU), an unknown id, or a TD of its own.
+fn gen_tdx_cmd(u: &mut Unstructured<'_>, vcpu: u32) -> Result<TdxCmd> {
+    let id = pick(u, &[0, 1, 2, 5, 0, 1, 2, 5, 6, u32::MAX])?;
+    let on_vcpu = matches!(id, 2 | 5) != u.ratio(1, 8)?;
+    let mut c = TdxCmd { id, vcpu: on_vcpu.then_some(vcpu), new_td: u.ratio(1, 2)?, ..Default::default() };
+    match u.int_in_range(0..=6)? {
+        0 => c.flags = pick(u, &[1, 0x8000_0000])?,
+        1 => c.hw_error = pick(u, &[1, u64::MAX])?,
+        2 => c.nent = Some(pick(u, &[256, 257, u32::MAX])?),
+        3 => c.attrs = pick(u, &[1, 1 << 28, 1 << 63])?,
+        4 => c.bad_xfam = true,
+        5 => c.gpaw = Some(pick(u, &[0, 47, 48, 53, 255])?),
+        _ => (c.reserved, c.padding) = if u.ratio(1, 2)? { (true, false) } else { (false, true) },
+    }
+    if c.id == 0 && u.ratio(1, 4)? {
+        c.nent = Some(0);
+    }
+    Ok(c)
 }

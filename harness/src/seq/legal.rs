@@ -151,6 +151,9 @@ pub fn check_op(h: &Header, op: &Op) -> Result<(), String> {
         }
         Op::InitMem { .. } => need(vm == VmType::Tdx, "init-mem is the TDX build step (KVM_TDX_INIT_MEM_REGION)"),
         Op::Finalize => need(matches!(vm, VmType::Tdx | VmType::Snp), "finalize ends a TDX or SNP build"),
+        Op::TdxCmd(c) => {
+            need(vm == VmType::Tdx, "tdx-cmd is a TDX command (KVM_MEMORY_ENCRYPT_OP)").and_then(|_| tdx_cmd(c, h))
+        }
         Op::MtrrZap { .. } => need(vm == VmType::Tdx, "mtrr-zap studies zapping TDX private memory"),
         Op::Inject(_) => need(vm == VmType::Tdx, "injected faults target TDX SEAMCALLs and splits"),
         Op::Accept { .. } => need(matches!(vm, VmType::Tdx | VmType::Snp), "accept is TDX ACCEPT or SNP PVALIDATE"),
@@ -252,4 +255,19 @@ pub fn check_sequence(s: &Sequence) -> Result<(), (usize, String)> {
         }
     }
     Ok(())
+}
+
+/// A `tdx-cmd` the model answers: a CPUID count the TDX module decides (CAPABILITIES below its
+/// configurable leaves, GET_CPUID below the TD's leaves, INIT_VM's entries) only at the ends
+/// that hold on every module: 0, or the room for KVM_MAX_CPUID_ENTRIES and past it.
+fn tdx_cmd(c: &crate::seq::TdxCmd, h: &Header) -> Result<(), String> {
+    let between = c.nent.is_some_and(|n| n > 0 && n < 256) || (c.id == 1 && c.nent == Some(0));
+    if between && matches!(c.id, 0 | 1 | 5) {
+        return Err("nent is 0 (not INIT_VM's), or 256 and up: a count between depends on the TDX module".into());
+    }
+    match c.vcpu {
+        Some(v) if v >= h.vcpus.max(1) && !c.new_td => Err(format!("vcpu={v}: the case has {} vCPUs", h.vcpus.max(1))),
+        Some(v) if v >= 8 => Err(format!("vcpu={v}: a new TD's vCPU is below 8")),
+        _ => Ok(()),
+    }
 }

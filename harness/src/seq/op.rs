@@ -20,6 +20,45 @@ words! {
     }
 }
 
+/// `struct kvm_tdx_cmd`'s ids the language names (`enum kvm_tdx_cmd_id`); INIT_MEM_REGION and
+/// FINALIZE_VM are ops of their own (`init-mem`, `finalize`).
+pub const TDX_CMD_NAMES: [(u32, &str); 4] = [(0, "capabilities"), (1, "init-vm"), (2, "init-vcpu"), (5, "get-cpuid")];
+
+/// `tdx-cmd`: a TDX command, on the case's TD or a TD of its own, with the fields a VMM fills
+/// as the harness's build does except those written out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct TdxCmd {
+    /// `kvm_tdx_cmd.id`: a named one, or any other as `id=N`.
+    pub id: u32,
+    /// On this vCPU's fd (`vcpu=N`); on the VM's otherwise.
+    pub vcpu: Option<u32>,
+    /// On a TD created for the command and destroyed after it (`new-td`): not initialized
+    /// for INIT_VM; for a vCPU command, initialized with the vCPU created, nothing more.
+    pub new_td: bool,
+    pub flags: u32,
+    /// `hw_error` as userspace passes it (KVM writes it; nonzero in is refused).
+    pub hw_error: u64,
+    /// `cpuid.nent` (CAPABILITIES, INIT_VM, GET_CPUID); None: the harness's own (room for
+    /// KVM_MAX_CPUID_ENTRIES; for INIT_VM the entries it fills).
+    pub nent: Option<u32>,
+    /// INIT_VM's attributes.
+    pub attrs: u64,
+    /// INIT_VM with XFAM bit 63, which no module supports (`bad-xfam`).
+    pub bad_xfam: bool,
+    /// INIT_VM's guest physical address width in CPUID 0x80000008 (None: 48).
+    pub gpaw: Option<u8>,
+    /// INIT_VM with a nonzero reserved byte (`reserved`), nonzero `cpuid.padding` (`padding`).
+    pub reserved: bool,
+    pub padding: bool,
+}
+
+impl TdxCmd {
+    /// The command's name in the language (`id=N` for an unnamed one).
+    pub fn name(&self) -> String {
+        TDX_CMD_NAMES.iter().find(|(i, _)| *i == self.id).map_or(format!("id={}", self.id), |(_, n)| n.to_string())
+    }
+}
+
 /// A set of values for a page counter: `pages_2m=0|1`.
 pub type CountSet = Vec<u64>;
 
@@ -91,6 +130,9 @@ pub enum Op {
         measure: bool,
     },
     Finalize,
+    /// A TDX command (KVM_MEMORY_ENCRYPT_OP) with its arguments written out: the argument
+    /// checks of the build ioctls, which the harness's own well-formed build never meets.
+    TdxCmd(TdxCmd),
     MtrrZap {
         addr: u64,
         size: u64,
@@ -193,6 +235,8 @@ words! {
         ClearDirtyLog = "clear-dirty-log",
         FailNth = "fail-nth",
         DirtyLogProtect = "dirty-log-protect",
+        // Last: the binary codec writes a kind by its place in this list.
+        TdxCmd = "tdx-cmd",
     }
 }
 
@@ -221,6 +265,7 @@ impl OpKind {
                     | OpKind::HostRead
                     | OpKind::HostWrite
                     | OpKind::Finalize
+                    | OpKind::TdxCmd
                     | OpKind::Inject
                     | OpKind::FailNth
                     | OpKind::MapGpa
@@ -259,6 +304,7 @@ macro_rules! op_addr_field {
             | Op::ClearDirtyLog { .. }
             | Op::DirtyLogProtect { .. }
             | Op::Finalize
+            | Op::TdxCmd(_)
             | Op::FailNth { .. }
             | Op::Inject(_)
             | Op::ExpectPages { .. }
@@ -302,6 +348,7 @@ macro_rules! host_ops {
             | $crate::seq::Op::HostRead { .. }
             | $crate::seq::Op::InitMem { .. }
             | $crate::seq::Op::Finalize
+            | $crate::seq::Op::TdxCmd(_)
             | $crate::seq::Op::MtrrZap { .. }
             | $crate::seq::Op::Inject(_)
             | $crate::seq::Op::FailNth { .. }
@@ -339,6 +386,7 @@ macro_rules! op_vcpu_field {
             | Op::HostRead { .. }
             | Op::InitMem { .. }
             | Op::Finalize
+            | Op::TdxCmd(_)
             | Op::MtrrZap { .. }
             | Op::Inject(_)
             | Op::FailNth { .. }
@@ -368,6 +416,7 @@ impl Op {
             Op::HostRead { .. } => OpKind::HostRead,
             Op::InitMem { .. } => OpKind::InitMem,
             Op::Finalize => OpKind::Finalize,
+            Op::TdxCmd(_) => OpKind::TdxCmd,
             Op::MtrrZap { .. } => OpKind::MtrrZap,
             Op::Inject(_) => OpKind::Inject,
             Op::FailNth { .. } => OpKind::FailNth,

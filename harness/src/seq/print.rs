@@ -82,6 +82,25 @@ pub fn print_op(op: &Op) -> String {
             format!("init-mem {} {pages}{}", fmt_addr(*addr), if *measure { " measure" } else { "" })
         }
         Op::Finalize => "finalize".into(),
+        Op::TdxCmd(c) => {
+            let mut o = format!("tdx-cmd {}", c.name());
+            let mut kv = |k: &str, v: Option<String>| {
+                if let Some(v) = v {
+                    o.push_str(&format!(" {k}{v}"));
+                }
+            };
+            kv("vcpu=", c.vcpu.map(|v| v.to_string()));
+            kv("new-td", c.new_td.then(String::new));
+            kv("flags=", (c.flags != 0).then(|| format!("{:#x}", c.flags)));
+            kv("hw-error=", (c.hw_error != 0).then(|| format!("{:#x}", c.hw_error)));
+            kv("nent=", c.nent.map(|n| n.to_string()));
+            kv("attrs=", (c.attrs != 0).then(|| format!("{:#x}", c.attrs)));
+            kv("bad-xfam", c.bad_xfam.then(String::new));
+            kv("gpaw=", c.gpaw.map(|w| w.to_string()));
+            kv("reserved", c.reserved.then(String::new));
+            kv("padding", c.padding.then(String::new));
+            o
+        }
         Op::MtrrZap { addr, size } => format!("mtrr-zap {} {}", fmt_addr(*addr), fmt_size(*size)),
         Op::Inject(f) => format!("inject {}", f.name()),
         Op::FailNth { n } => format!("fail-nth {n}"),

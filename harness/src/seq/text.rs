@@ -12,7 +12,7 @@ use super::op::*;
 pub use super::print::*;
 
 pub use super::lex::{parse_number, ParseError};
-use super::lex::{tokenize, Line};
+use super::lex::{tokenize, Line, Tok};
 
 const HEADER_WORDS: [&str; 7] = ["vm", "variant", "option", "vcpus", "gmem", "slot", "kernel"];
 
@@ -215,6 +215,67 @@ fn parse_header_line(l: &mut Line<'_>, h: &mut Header) -> Result<(), ParseError>
     l.done_header()
 }
 
+/// `tdx-cmd NAME|id=N` and its fields in any order: `vcpu=N`, `new-td`,
+/// `flags=N`, `hw-error=N`, `nent=N`, `attrs=N`, `bad-xfam`, `gpaw=N`, `reserved`, `padding`.
+fn parse_tdx_cmd(l: &mut Line<'_>) -> Result<TdxCmd, ParseError> {
+    let names: Vec<&str> = TDX_CMD_NAMES.iter().map(|(_, n)| *n).collect();
+    let what = format!("a TDX command ({} or id=N)", names.join(", "));
+    let mut c = TdxCmd::default();
+    let first = l.peek().ok_or_else(|| l.err_at(l.end_col, format!("expected {what}, found end of line")))?;
+    let u32_of = |l: &Line<'_>, t: Tok<'_>, v: u64, what: &str| u32::try_from(v).or_else(|_| l.fail(t, what));
+    if first.text.starts_with("id=") {
+        let v = l.keyed_size("id")?;
+        c.id = u32_of(l, first, v, "an id below 2^32")?;
+        if matches!(c.id, 3 | 4) {
+            return l.fail(first, "an id other than 3 and 4 (`init-mem` and `finalize` are ops of their own)");
+        }
+    } else {
+        let n = l.choose(&what, &names)?;
+        c.id = TDX_CMD_NAMES.iter().find(|(_, w)| *w == n).expect("listed").0;
+    }
+    const FIELDS: &str =
+        "`vcpu=N`, `new-td`, `flags=N`, `hw-error=N`, `nent=N`, `attrs=N`, `bad-xfam`, `gpaw=N`, `reserved`, `padding` or `=>`";
+    while let Some(t) = l.peek() {
+        if t.text == "=>" {
+            break;
+        }
+        let key = t.text.split_once('=').map_or(t.text, |(k, _)| k);
+        match key {
+            "new-td" | "bad-xfam" | "reserved" | "padding" => {
+                let f = match key {
+                    "new-td" => &mut c.new_td,
+                    "bad-xfam" => &mut c.bad_xfam,
+                    "reserved" => &mut c.reserved,
+                    _ => &mut c.padding,
+                };
+                if std::mem::replace(f, true) {
+                    return l.fail(t, FIELDS);
+                }
+                l.pos += 1;
+            }
+            "vcpu" | "flags" | "hw-error" | "nent" | "attrs" | "gpaw" => {
+                let v = l.keyed_size(key)?;
+                match key {
+                    "vcpu" => c.vcpu = Some(u32_of(l, t, v, "a vCPU below 2^32")?),
+                    "flags" => c.flags = u32_of(l, t, v, "flags below 2^32 (a __u32)")?,
+                    "hw-error" => c.hw_error = v,
+                    "nent" => c.nent = Some(u32_of(l, t, v, "nent below 2^32 (a __u32)")?),
+                    "attrs" => c.attrs = v,
+                    _ => match u8::try_from(v) {
+                        Ok(52) => {
+                            return l.fail(t, "a width other than 52 (52 holds where the platform has 5-level EPT)")
+                        }
+                        Ok(w) => c.gpaw = Some(w),
+                        Err(_) => return l.fail(t, "a width below 256"),
+                    },
+                }
+            }
+            _ => return l.fail(t, FIELDS),
+        }
+    }
+    Ok(c)
+}
+
 /// `NAME size=S [huge] [mmap] [init-shared]`, and with `raw` a `flags=N` of extra flag bits
 /// (a header `gmem` line, or a `gmem-create` op).
 fn parse_gmem_decl(l: &mut Line<'_>, raw: bool) -> Result<(GmemDecl, u64), ParseError> {
@@ -289,7 +350,7 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
             _ => unreachable!("choose returns a listed word"),
         });
     }
-    const OPS: [&str; 21] = [
+    const OPS: [&str; 22] = [
         "fail-nth",
         "slot-add",
         "slot-update",
@@ -308,6 +369,7 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
         "host-read",
         "init-mem",
         "finalize",
+        "tdx-cmd",
         "mtrr-zap",
         "inject",
         "expect",
@@ -388,6 +450,7 @@ fn parse_op(l: &mut Line<'_>) -> Result<Op, ParseError> {
             Op::InitMem { addr: l.number("an address")?, pages: l.number("a page count")?, measure: l.flag("measure") }
         }
         "finalize" => Op::Finalize,
+        "tdx-cmd" => Op::TdxCmd(parse_tdx_cmd(l)?),
         "mtrr-zap" => Op::MtrrZap { addr: l.number("an address")?, size: l.size("a size")? },
         "inject" => Op::Inject(l.pick::<Fault>("a fault")?),
         "fail-nth" => {

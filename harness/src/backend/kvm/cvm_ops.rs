@@ -63,9 +63,11 @@ pub(super) fn run_on(
     t.sept = vec![None; n];
     t.serial_guest_ops = true;
     for (i, st) in seq.steps.iter().enumerate() {
+        let t0 = Instant::now();
         let o = match &st.op {
             Op::Finalize if std::mem::take(&mut skip_finalize) => continue,
             Op::Finalize => g.finalize().map(|_| Outcome::Ok).unwrap_or_else(errno),
+            Op::TdxCmd(c) => g.tdx_cmd(c)?,
             Op::InitMem { addr, pages, measure } => {
                 // The source: the slot's shared memory at the same GPAs (what the host wrote
                 // there is what the model's added pages hold, as a VMM loading its image in
@@ -165,6 +167,8 @@ pub(super) fn run_on(
             _ => continue,
         };
         t.observed[i] = Observed::Outcome(o);
+        super::count_time(st.op.kind() as usize, t0);
+        let t0 = Instant::now();
         if let (true, Some(tdr)) = (module, g.soft_tdr) {
             let dump = super::soft_tdx::sept_state(tdr);
             if let (Some(v), Some(d)) = (view.as_deref_mut(), dump.as_ref()) {
@@ -173,6 +177,7 @@ pub(super) fn run_on(
                 }
             }
             t.sept[i] = dump.map(|d| d.leaves);
+            super::count_time(super::OP_NANOS.len() - 1, t0);
         }
     }
     Ok(t)

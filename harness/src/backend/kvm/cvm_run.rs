@@ -35,7 +35,7 @@ pub fn issues(op: &Op, snp: bool) -> bool {
         Op::Finalize | Op::Private { .. } | Op::Shared { .. } | Op::Punch { .. } => true,
         Op::HostRead { .. } | Op::HostWrite { .. } | Op::Prefault { .. } => true,
         Op::ExpectPages { .. } | Op::ExpectSept { .. } => true,
-        Op::InitMem { .. } => !snp,
+        Op::InitMem { .. } | Op::TdxCmd(_) => !snp,
         // The lab's software TDX module injects it (its debugfs).
         Op::Inject(Fault::SeamcallBusy) => !snp && super::soft_tdx::present(),
         op if op.kind().is_guest() => !snp,
@@ -312,6 +312,14 @@ impl CvmGuest {
     /// configure), XFAM within the supported set, no attributes (so that a pending page gives
     /// the guest #VE, which the shim handles), and a 48-bit guest physical address width.
     fn tdx_init_vm(kvm: &Kvm, vm: &VmFd) -> Result<(), RunError> {
+        let mut init = Self::init_vm_arg(kvm, vm)?;
+        let mut cmd = KvmTdxCmd { id: KVM_TDX_INIT_VM, data: init.as_mut_ptr() as u64, ..Default::default() };
+        // SAFETY: the command points at a buffer laid out as struct kvm_tdx_init_vm.
+        unsafe { vm.encrypt_op(&mut cmd) }.map_err(setup("KVM_TDX_INIT_VM"))
+    }
+
+    /// The `struct kvm_tdx_init_vm` [`Self::tdx_init_vm`] passes, as 8-byte words.
+    fn init_vm_arg(kvm: &Kvm, vm: &VmFd) -> Result<Vec<u64>, RunError> {
         let caps_head = std::mem::offset_of!(KvmTdxCapabilities, cpuid);
         let mut caps = with_cpuid(caps_head);
         let mut cmd = KvmTdxCmd { id: KVM_TDX_CAPABILITIES, data: caps.as_mut_ptr() as u64, ..Default::default() };
@@ -340,9 +348,89 @@ impl CvmGuest {
         let xcr0 = xsave(0).map(|e| e.eax as u64 | (e.edx as u64) << 32).unwrap_or(3);
         let xss = xsave(1).map(|e| e.ecx as u64 | (e.edx as u64) << 32).unwrap_or(0);
         init[1] = supported_xfam & (xcr0 | xss); // xfam; attributes (word 0) stay 0
-        let mut cmd = KvmTdxCmd { id: KVM_TDX_INIT_VM, data: init.as_mut_ptr() as u64, ..Default::default() };
-        // SAFETY: the command points at a buffer laid out as struct kvm_tdx_init_vm.
-        unsafe { vm.encrypt_op(&mut cmd) }.map_err(setup("KVM_TDX_INIT_VM"))
+        Ok(init)
+    }
+
+    /// `tdx-cmd`: the command as the build issues it but for the fields the op writes out, on
+    /// the case's TD or on a TD of its own (created here, destroyed on return; a step of its
+    /// set-up failing is the harness's error, not the op's outcome).
+    pub(super) fn tdx_cmd(&self, c: &TdxCmd) -> Result<Outcome, RunError> {
+        let kvm = Kvm::new().map_err(setup("open /dev/kvm"))?;
+        let own;
+        let vm = if c.new_td {
+            own = kvm.create_vm_with_type(VmType::Tdx.kvm_type()).map_err(setup("KVM_CREATE_VM (new TD)"))?;
+            &own
+        } else {
+            &self.vm
+        };
+        let mut own_vcpus = Vec::new();
+        if c.new_td {
+            // As the build: a TD's vCPUs need the in-kernel local APIC (x2APIC).
+            let cap =
+                kvm_bindings::kvm_enable_cap { cap: KVM_CAP_SPLIT_IRQCHIP, args: [24, 0, 0, 0], ..Default::default() };
+            vm.enable_cap(&cap).map_err(setup("KVM_CAP_SPLIT_IRQCHIP (new TD)"))?;
+        }
+        if let (true, Some(v)) = (c.new_td, c.vcpu) {
+            Self::tdx_init_vm(&kvm, vm)?;
+            for i in 0..=v {
+                let vcpu = vm.create_vcpu(i as u64).map_err(setup("KVM_CREATE_VCPU (new TD)"))?;
+                let mut buf = with_cpuid(0);
+                let mut cmd = KvmTdxCmd { id: KVM_TDX_GET_CPUID, data: buf.as_mut_ptr() as u64, ..Default::default() };
+                vcpu_encrypt_op(&vcpu, &mut cmd).map_err(|e| RunError::ioctl("KVM_TDX_GET_CPUID (new TD)", e))?;
+                let cpuid = kvm_bindings::CpuId::from_entries(entries(&mut buf, 0))
+                    .map_err(|e| RunError::Setup(format!("CPUID: {e:?}")))?;
+                vcpu.set_cpuid2(&cpuid).map_err(setup("KVM_SET_CPUID2 (new TD)"))?;
+                own_vcpus.push(vcpu);
+            }
+        }
+        let set_nent = |buf: &mut [u64], head: usize| {
+            if let Some(n) = c.nent {
+                buf[head / 8] = (buf[head / 8] & !0xffff_ffff) | n as u64;
+            }
+        };
+        let mut buf = match c.id {
+            KVM_TDX_CAPABILITIES => {
+                let head = std::mem::offset_of!(KvmTdxCapabilities, cpuid);
+                let mut b = with_cpuid(head);
+                set_nent(&mut b, head);
+                b
+            }
+            KVM_TDX_INIT_VM if c.vcpu.is_none() => {
+                let head = std::mem::offset_of!(KvmTdxInitVm, cpuid);
+                let mut b = Self::init_vm_arg(&kvm, vm)?;
+                b[0] = c.attrs;
+                b[1] |= (c.bad_xfam as u64) << 63;
+                b[std::mem::offset_of!(KvmTdxInitVm, reserved) / 8] = c.reserved as u64;
+                b[head / 8] |= (c.padding as u64) << 32;
+                if let Some(w) = c.gpaw {
+                    let n = (b[head / 8] & 0xffff_ffff) as usize;
+                    for e in entries_at(&mut b, head)[..n].iter_mut().filter(|e| e.function == 0x8000_0008) {
+                        e.eax = (e.eax & !0x00ff_0000) | (w as u32) << 16;
+                    }
+                }
+                set_nent(&mut b, head);
+                b
+            }
+            KVM_TDX_GET_CPUID => {
+                let mut b = with_cpuid(0);
+                set_nent(&mut b, 0);
+                b
+            }
+            _ => Vec::new(),
+        };
+        let data = if buf.is_empty() { 0 } else { buf.as_mut_ptr() as u64 };
+        let mut cmd = KvmTdxCmd { id: c.id, flags: c.flags, data, hw_error: c.hw_error };
+        let r = match c.vcpu {
+            // SAFETY: `data` is 0 or a buffer laid out as the command's struct, with room for
+            // KVM_MAX_CPUID_ENTRIES entries whatever nent says.
+            None => unsafe { vm.encrypt_op(&mut cmd) }.map_err(|e| e.errno()),
+            Some(v) => {
+                let vcpus = if c.new_td { &own_vcpus } else { &self.vcpus };
+                let vcpu = vcpus.get(v as usize).ok_or_else(|| RunError::Setup(format!("tdx-cmd: no vCPU {v}")))?;
+                vcpu_encrypt_op(vcpu, &mut cmd)
+            }
+        };
+        Ok(r.map_or_else(|e| Outcome::Err(Errno::from_raw(e)), |()| Outcome::Ok))
     }
 
     /// The image into the guest's private memory: INIT_MEM_REGION (measured) on a TD,

@@ -113,7 +113,9 @@ impl KvmBackend {
             }
             // TDX build ops and injected model faults are refused by `unsupported` before the
             // run; guest ops run in batches. Listed, so that a new op is placed.
-            Op::InitMem { .. } | Op::Finalize | Op::MtrrZap { .. } | Op::Inject(_) => Outcome::Err(Errno::ENOSYS),
+            Op::InitMem { .. } | Op::Finalize | Op::TdxCmd(_) | Op::MtrrZap { .. } | Op::Inject(_) => {
+                Outcome::Err(Errno::ENOSYS)
+            }
             crate::seq::guest_ops!() => Outcome::Err(Errno::ENOSYS),
         };
         Observed::Outcome(o)

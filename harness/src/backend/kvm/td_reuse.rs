@@ -10,8 +10,10 @@
 //!   only at teardown, and a table left at 2M or 1G changes what ACCEPT meets (a walk that
 //!   stops at a missing table exits to KVM; one that meets a table returns
 //!   PAGE_SIZE_MISMATCH). So the case runs moved by whole gigabytes to GPA no earlier case
-//!   touched (every address, the slots' too; the S-EPT it reads back is moved back), within
-//!   the shim's identity map and off its image; a case that cannot move gets a fresh TD;
+//!   touched (every address below the shim's identity map, the slots' too; the S-EPT it reads
+//!   back is moved back), within the identity map and off its image. What lies past the
+//!   identity map (MapGPA and conversions at the GPA width's edges) stays where it is, on
+//!   gigabytes no earlier case used; a case with an op across the map's end gets a fresh TD;
 //! - the reset (`CvmGuest::detach`: slot deletions, files closed, attributes back to shared)
 //!   went through, the case ended cleanly (the TD is alive, the kernel reported nothing; a vCPU
 //!   a memory fault left mid-access had its batch ended, `CvmGuest::end_batch`, which only the
@@ -44,42 +46,82 @@ pub(super) struct KeptTd {
     used: BTreeSet<u64>,
 }
 
-/// The gigabytes a case's memory and ops reach, or None where some reach past the shim's
-/// identity map (such a case is not moved).
-fn footprint(seq: &Sequence) -> Option<BTreeSet<u64>> {
-    let slots = seq.header.slots.iter().filter(|s| s.size > 0).map(|s| Some((s.gpa, s.gpa.checked_add(s.size)?)));
-    let ops = seq.steps.iter().filter(|st| st.op.addr().is_some()).map(|st| op_span(&st.op));
-    let mut g = BTreeSet::new();
-    for r in slots.chain(ops) {
-        let (s, e) = r?;
-        if e > IDENTITY_LIMIT {
-            return None;
-        }
-        g.extend(s / GIB..e.div_ceil(GIB));
-    }
-    Some(g)
+/// Past the identity map, how many gigabytes one op or slot may reach and still be placed (a
+/// conversion of half the GPA space is not worth a set of its gigabytes).
+const FAR_GIBS: u64 = 1024;
+
+/// The gigabytes a case's memory and ops reach: below the shim's identity map (`near`: moved)
+/// and past it (`far`: not moved; a MapGPA or conversion there is at the GPA width's edges,
+/// where moving it would change what it means).
+struct Footprint {
+    near: BTreeSet<u64>,
+    far: BTreeSet<u64>,
 }
 
-/// How far to move a case reaching `fp` so that it meets no gigabyte in `used`, staying below
-/// the identity map's end: the least such multiple of a gigabyte.
-fn move_by(fp: &BTreeSet<u64>, used: &BTreeSet<u64>) -> Option<u64> {
+/// The span of a slot or an op, where it has one.
+fn spans(seq: &Sequence) -> impl Iterator<Item = Option<(u64, u64)>> + '_ {
+    let slots = seq.header.slots.iter().filter(|s| s.size > 0).map(|s| Some((s.gpa, s.gpa.checked_add(s.size)?)));
+    slots.chain(seq.steps.iter().filter(|st| st.op.addr().is_some()).map(|st| op_span(&st.op)))
+}
+
+/// Whether a span lies wholly below the identity map's end (it moves with the case).
+fn near(s: u64, e: u64) -> bool {
+    s < e && e <= IDENTITY_LIMIT
+}
+
+/// A case's footprint, or None where one op or slot reaches across the identity map's end (or
+/// over too much GPA past it): such a case is not moved.
+fn footprint(seq: &Sequence) -> Option<Footprint> {
+    let mut f = Footprint { near: BTreeSet::new(), far: BTreeSet::new() };
+    for r in spans(seq) {
+        let (s, e) = r?;
+        let gibs = s / GIB..e.div_ceil(GIB);
+        if near(s, e) {
+            f.near.extend(gibs);
+        } else if s >= IDENTITY_LIMIT && gibs.end - gibs.start <= FAR_GIBS {
+            f.far.extend(gibs);
+        } else {
+            return None;
+        }
+    }
+    Some(f)
+}
+
+/// How far to move a case's near gigabytes so that they meet none in `used`, staying below the
+/// identity map's end: the least such multiple of a gigabyte. Its far ones stay where they are,
+/// so none of them may be used (moved near ones stay below them).
+fn move_by(fp: &Footprint, used: &BTreeSet<u64>) -> Option<u64> {
+    if fp.far.iter().any(|r| used.contains(r)) {
+        return None;
+    }
     let top = IDENTITY_LIMIT / GIB;
-    let fits = |k: u64| fp.iter().all(|&r| r + k < top && !used.contains(&(r + k)));
+    let fits = |k: u64| fp.near.iter().all(|&r| r + k < top && !used.contains(&(r + k)));
     (0..top).find(|&k| fits(k)).map(|k| k * GIB)
 }
 
-/// `seq` with every guest address moved up by `by` (header slots and ops).
+/// `seq` with every guest address below the identity map moved up by `by` (header slots and
+/// ops; a shared-bit address by its GPA).
 fn moved(seq: &Sequence, by: u64) -> Sequence {
     let mut s = seq.clone();
-    for sl in s.header.slots.iter_mut().filter(|sl| sl.size > 0) {
+    for sl in s.header.slots.iter_mut().filter(|sl| sl.size > 0 && near(sl.gpa, sl.gpa.saturating_add(sl.size))) {
         sl.gpa += by;
     }
     for st in &mut s.steps {
-        if let Some(a) = st.op.addr_mut() {
+        let stays = op_span(&st.op).is_none_or(|(s, e)| !near(s, e));
+        if let Some(a) = st.op.addr_mut().filter(|_| !stays) {
             *a += by;
         }
     }
     s
+}
+
+/// A GFN the moved case saw, where the case's own addresses are (a far one was not moved).
+fn moved_back(gfn: u64, by: u64) -> u64 {
+    if gfn < IDENTITY_LIMIT >> 12 {
+        gfn.saturating_sub(by >> 12)
+    } else {
+        gfn
+    }
 }
 
 /// Where `seq` runs on the kept TD (moved by how much), or why it cannot.
@@ -146,6 +188,7 @@ impl KvmBackend {
             }
         }
         self.report_between_cases();
+        let t0 = Instant::now();
         // Kernel coverage (KCOV, where the flavour has it) of the case: the TD's build where it
         // has one, its ops, its reset or the TD's teardown.
         if let Some(k) = self.kcov.as_mut() {
@@ -170,6 +213,7 @@ impl KvmBackend {
             }
         };
         let skip_finalize = by.is_some() && g.finalized;
+        let t1 = Instant::now();
         // The mirror root is read from the mapping view where it sees every SPTE (TDP MMU). The
         // view starts empty: no TD has a leaf of a case now (a kept one's reset proved it, a
         // fresh one has none), and a torn-down TD's leaves go without events.
@@ -182,14 +226,16 @@ impl KvmBackend {
             Some(by) => cvm_ops::run_on(&mut g, &moved(seq, by), skip_finalize, view, &watch).map(|mut t| {
                 // The S-EPT the case saw, where the case's own addresses are.
                 for leaves in t.sept.iter_mut().flatten() {
-                    leaves.iter_mut().for_each(|l| l.0 -= by >> 12);
+                    leaves.iter_mut().for_each(|l| l.0 = moved_back(l.0, by));
                 }
-                t.mirror.iter_mut().for_each(|(_, m)| m.gfn -= by >> 12);
+                t.mirror.iter_mut().for_each(|(_, m)| m.gfn = moved_back(m.gfn, by));
                 t
             }),
             None => cvm_ops::run_on(&mut g, seq, false, view, &watch),
         };
         let last = seq.steps.len().saturating_sub(1);
+        let t2 = Instant::now();
+        let mut clock = ResetClock::start();
         let mut keep = match unclean(&r) {
             _ if !self.reuse => Err(Fresh::ReuseOff),
             _ if !soft_tdx::present() || g.soft_tdr.is_none() => Err(Fresh::NoTdView),
@@ -202,7 +248,7 @@ impl KvmBackend {
                 keep = Err(Fresh::UncleanEnd);
             }
         }
-        let keep = keep.and_then(|()| self.reset_td(&mut g, seq));
+        let keep = keep.and_then(|()| self.reset_td(&mut g, seq, &mut clock));
         let mut splats = self.kmsg.as_mut().map(|k| k.splats()).unwrap_or_default();
         match keep {
             Ok(used) if splats.is_empty() => {
@@ -228,6 +274,7 @@ impl KvmBackend {
                     Ok(_) => fresh_because(Fresh::UncleanEnd),
                 }
                 drop(g);
+                clock.lap(part::TEARDOWN);
                 splats.extend(self.kmsg.as_mut().map(|k| k.splats()).unwrap_or_default());
             }
         }
@@ -237,12 +284,16 @@ impl KvmBackend {
                 t.pcs = k.collect();
             }
         }
+        let t3 = Instant::now();
+        for (i, d) in [t1 - t0, t2 - t1, t3 - t2].iter().enumerate() {
+            PHASE_NANOS[i].fetch_add(d.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         r
     }
 
     /// Take the case's memory off the TD and prove it gone: the gigabytes no later case may
     /// be moved onto, when the TD can serve another case.
-    fn reset_td(&mut self, g: &mut CvmGuest, seq: &Sequence) -> Result<BTreeSet<u64>, Fresh> {
+    fn reset_td(&mut self, g: &mut CvmGuest, seq: &Sequence, clock: &mut ResetClock) -> Result<BTreeSet<u64>, Fresh> {
         if seq.steps.iter().any(|st| matches!(st.op, Op::Inject(_))) && soft_tdx::clear_injections().is_err() {
             return Err(Fresh::UncleanEnd);
         }
@@ -250,8 +301,11 @@ impl KvmBackend {
             eprintln!("privmem: a TD's reset: {e}");
             return Err(Fresh::SlotDeletionFailed);
         }
+        clock.lap(part::SLOTS);
         let tdr = g.soft_tdr.ok_or(Fresh::NoTdView)?;
-        match (soft_tdx::sept_state(tdr), soft_tdx::shared_left(tdr)) {
+        let proof = (soft_tdx::sept_state(tdr), soft_tdx::shared_left(tdr));
+        clock.lap(part::VIEW);
+        match proof {
             (Some(soft_tdx::SeptDump { leaves, mut used, .. }), Some((sh, mmio)))
                 if leaves.is_empty() && sh.is_empty() =>
             {
@@ -287,7 +341,8 @@ mod tests {
         .unwrap();
         // The slot straddles gigabytes 4 and 5.
         let fp = footprint(&s).unwrap();
-        assert_eq!(fp.iter().copied().collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(fp.near.iter().copied().collect::<Vec<_>>(), [4, 5]);
+        assert!(fp.far.is_empty());
         let used: BTreeSet<u64> = [3, 4, 6, 127].into();
         // Up by 1: 5 and 6 (6 used); by 2: 6 (used); by 3: 7 and 8.
         assert_eq!(move_by(&fp, &used), Some(3 * GIB));
@@ -297,8 +352,31 @@ mod tests {
         // Nothing free up to the identity map's end: no move.
         let all: BTreeSet<u64> = (0..128).filter(|r| *r != 4).collect();
         assert_eq!(move_by(&fp, &all), None);
-        // An op past the identity map: the case is not moved.
-        let far = parse("s", "vm tdx\nfinalize\nprivate 0x2000000000 4K\n").unwrap();
-        assert_eq!(footprint(&far), None);
+        // An op across the identity map's end: the case is not moved.
+        let across = parse("s", "vm tdx\nfinalize\nprivate 0x1fffe00000 4M\n").unwrap();
+        assert!(footprint(&across).is_none());
+    }
+
+    #[test]
+    fn ops_past_the_identity_map_stay_where_they_are() {
+        let s = parse(
+            "s",
+            "vm tdx\ngmem g size=2M\nslot 0 gpa=0x100000000 size=2M gmem=g offset=0\nfinalize\n\
+             private 0x100000000 4K\nvcpu0 map-gpa 0x7ffffffff000 4K private\nvcpu0 map-gpa 0x800100000000 4K shared\n",
+        )
+        .unwrap();
+        let fp = footprint(&s).unwrap();
+        assert_eq!(fp.near.iter().copied().collect::<Vec<_>>(), [4]);
+        // The MAXPA-edge MapGPA is far; the shared-bit one is gigabyte 4 by its GPA.
+        assert_eq!(fp.far.iter().copied().collect::<Vec<_>>(), [(0x7ffffffff000 >> 30)]);
+        let m = moved(&s, 2 * GIB);
+        assert_eq!(m.header.slots[0].gpa, 0x100000000 + 2 * GIB);
+        assert_eq!(m.steps[1].op.addr(), Some(0x100000000 + 2 * GIB));
+        assert_eq!(m.steps[2].op.addr(), Some(0x7ffffffff000));
+        assert_eq!(m.steps[3].op.addr(), Some(0x800100000000 + 2 * GIB));
+        // A far gigabyte an earlier case used: no move (it cannot go elsewhere).
+        assert_eq!(move_by(&fp, &[0x7ffffffff000 >> 30].into()), None);
+        assert_eq!(moved_back((0x100000000 + 2 * GIB) >> 12, 2 * GIB), 0x100000);
+        assert_eq!(moved_back(0x7ffffffff, 2 * GIB), 0x7ffffffff);
     }
 }
