@@ -8,6 +8,7 @@ use privmem::seq::codec::{decode, encode};
 use privmem::seq::gen::{fixup, generate, GenConfig};
 use privmem::seq::legal::check_sequence;
 use privmem::seq::text::{parse, print};
+use privmem::seq::Op;
 
 fn generated(n: usize, seed: u64) -> Vec<privmem::seq::Sequence> {
     let mut rng = Rng::new(seed);
@@ -115,6 +116,24 @@ fn fixup_makes_mutated_sequences_legal_and_is_idempotent() {
         let once = s.clone();
         fixup(&mut s);
         assert_eq!(s, once);
+    }
+}
+
+/// `--td-finalized` campaigns: a mutated TD case goes back to attribute changes, `finalize`,
+/// then the rest, and stays legal.
+#[test]
+fn mutated_td_cases_finalize_first_again() {
+    let mut rng = Rng::new(16);
+    let tds = generated(3000, 17).into_iter().filter(|s| s.header.vm == privmem::seq::VmType::Tdx);
+    for mut s in tds.take(300) {
+        for _ in 0..3 {
+            privmem::campaign::mutate_sequence(&mut s, &mut rng);
+        }
+        fixup(&mut s);
+        privmem::seq::gen::finalize_first(&mut s);
+        let first = s.steps.iter().find(|st| !matches!(st.op, Op::Private { .. } | Op::Shared { .. }));
+        assert!(first.is_some_and(|st| st.op == Op::Finalize), "{}", print(&s));
+        assert!(check_sequence(&s).is_ok(), "{}", print(&s));
     }
 }
 

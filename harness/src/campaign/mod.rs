@@ -124,6 +124,9 @@ impl Campaign {
                 mutate_sequence(&mut s, &mut self.rng);
             }
             crate::seq::gen::fixup(&mut s);
+            if self.cfg.gen.finalized {
+                crate::seq::gen::finalize_first(&mut s);
+            }
             return match &self.real {
                 Some(b) => b.adapt(&s),
                 None => s,

@@ -275,9 +275,12 @@ fn run_lab(json: bool, kernel: Option<&str>, debug_kernel: Option<&str>) -> Resu
 fn run_lab_tdx(json: bool, kernel: Option<&str>) -> Result<i32, String> {
     const RUNS: u64 = 150;
     const ROUNDS: usize = 2;
-    // One lab VM, one job: the ratio is the TD's cost, not the cores'.
+    // One lab VM, one job: the ratio is the TD's cost, not the cores'. No coverage feedback:
+    // both ways run the same generated cases (seed 1), where KCOV's feedback would steer each
+    // run to a mix of its own.
     let lab = |extra: &[&str]| -> Result<(f64, u64, u64), String> {
-        let args: Vec<&str> = ["--tdx", "--vm", "tdx", "--jobs", "1"].iter().chain(extra).copied().collect();
+        let args: Vec<&str> =
+            ["--tdx", "--vm", "tdx", "--jobs", "1", "--no-feedback"].iter().chain(extra).copied().collect();
         let r = lab_record(RUNS, &args, kernel)?;
         if !r.fuzz_findings.is_empty() {
             eprintln!("bench: the campaign found {} things (see `privmem lab` for them)", r.fuzz_findings.len());

@@ -146,7 +146,12 @@ pub fn generate(u: &mut Unstructured<'_>, cfg: &GenConfig) -> Result<Sequence> {
         let mut op = match conflict {
             Some(op) => op,
             None => {
-                let kind = pick(u, &enabled)?;
+                let mut kind = pick(u, &enabled)?;
+                // A TDX command probes one argument check of a build ioctl (on a new TD it is a
+                // TD's creation and teardown): a few per case, not one op in every few.
+                if kind == OpKind::TdxCmd && !u.ratio(1, 4)? {
+                    kind = pick(u, &enabled)?;
+                }
                 gen_op(u, kind, &s.header, &ranges)?
             }
         };
@@ -420,6 +425,28 @@ fn gen_op(u: &mut Unstructured<'_>, k: OpKind, h: &Header, ranges: &[(u64, u64)]
     })
 }
 
+/// A mutated TD case back in `--td-finalized`'s shape: attribute changes, its `finalize`,
+/// then the rest. A mutation that put a step before the `finalize` (or took it away) would make
+/// a case that builds its TD, which that campaign is not about (and which no kept finalized TD
+/// serves): the first `finalize` moves up to just after the leading attribute changes, or one
+/// is put there.
+pub fn finalize_first(s: &mut Sequence) {
+    if s.header.vm != VmType::Tdx {
+        return;
+    }
+    let lead = s.steps.iter().take_while(|st| matches!(st.op, Op::Private { .. } | Op::Shared { .. })).count();
+    match s.steps.iter().position(|st| matches!(st.op, Op::Finalize)) {
+        Some(i) if i == lead => return,
+        Some(i) => {
+            let f = s.steps.remove(i);
+            s.steps.insert(lead, f);
+        }
+        None => s.steps.insert(lead, Step { op: Op::Finalize, expect: None, together: false }),
+    }
+    s.steps[lead].together = false;
+    legal::normalize_groups(s);
+}
+
 /// Make any (mutated) sequence legal: clamp counts, drop what the VM type has no meaning for,
 /// repair references. Idempotent; a legal sequence comes back unchanged.
 pub fn fixup(s: &mut Sequence) {
@@ -489,7 +516,7 @@ pub fn fixup(s: &mut Sequence) {
 fn gen_tdx_cmd(u: &mut Unstructured<'_>, vcpu: u32) -> Result<TdxCmd> {
     let id = pick(u, &[0, 1, 2, 5, 0, 1, 2, 5, 6, u32::MAX])?;
     let on_vcpu = matches!(id, 2 | 5) != u.ratio(1, 8)?;
-    let mut c = TdxCmd { id, vcpu: on_vcpu.then_some(vcpu), new_td: u.ratio(1, 2)?, ..Default::default() };
+    let mut c = TdxCmd { id, vcpu: on_vcpu.then_some(vcpu), new_td: u.ratio(1, 3)?, ..Default::default() };
     match u.int_in_range(0..=6)? {
         0 => c.flags = pick(u, &[1, 0x8000_0000])?,
         1 => c.hw_error = pick(u, &[1, u64::MAX])?,

@@ -36,6 +36,7 @@ struct tdr {
 	u64 children;			/* pages of any type the TD owns, TDCS excluded */
 	u64 attributes, xfam, eptp, config_flags;
 	u64 epoch;
+	u64 sept_gen;			/* m->sept_writes at the TD's last S-EPT write */
 	u64 shared_eptp;		/* the last SHARED_EPT_POINTER a vCPU of the TD was given */
 	u64 mrtd;
 	u64 tsc_offset, tsc_multiplier;
@@ -710,6 +711,12 @@ static u64 vp_rd_wr(struct seam *m, struct seam_regs *r, bool wr)
 
 /* ---- S-EPT leaves ------------------------------------------------------------------------ */
 
+/* An S-EPT entry of the TD was written: what a dump reader compares (seam_sept_gen()). */
+static void sept_changed(struct seam *m, struct tdr *td)
+{
+	td->sept_gen = ++m->sept_writes;
+}
+
 static u64 sept_add(struct seam *m, struct seam_regs *r)
 {
 	u64 err, gpa, *e;
@@ -736,6 +743,7 @@ static u64 sept_add(struct seam *m, struct seam_regs *r)
 		return err;
 	zero(page(m, r->r8));
 	*e = r->r8 | SEAM_NL_MAPPED;
+	sept_changed(m, td);
 	td->children++;
 	pt_set(m, p, r->r8, SEAM_PT_EPT, r->rdx);
 	r->rcx = *e;
@@ -789,6 +797,7 @@ static u64 page_add_aug(struct seam *m, struct seam_regs *r, bool aug)
 	}
 	td->children += n;
 	*e = pa | (aug ? SEAM_PENDING : SEAM_MAPPED);
+	sept_changed(m, td);
 	r->rcx = *e;
 	r->rdx = level;
 	return SEAM_SUCCESS;
@@ -868,6 +877,7 @@ static u64 range_block(struct seam *m, struct seam_regs *r)
 	case SEAM_PENDING: *e = (*e & ~0xffULL) | SEAM_PENDING_BLOCKED; break;
 	default: *e = (*e & ~0xffULL) | SEAM_NL_BLOCKED; break;
 	}
+	sept_changed(m, td);
 	p = target(m, *e);
 	if (p)
 		p->bepoch = td->epoch;
@@ -929,6 +939,7 @@ static u64 page_remove(struct seam *m, struct seam_regs *r)
 	r->rcx = *e;
 	r->rdx = level;
 	*e = SEAM_FREE;
+	sept_changed(m, td);
 	return SEAM_SUCCESS;
 }
 
@@ -1111,6 +1122,7 @@ static u64 accept(struct seam *m, struct tdr *td, u64 gpa, int level, bool *exit
 				for (i = 0; i < n; i++)
 					zero(page(m, (*e & PA_MASK) + i * PAGE));
 				*e = (*e & ~0xffULL) | SEAM_MAPPED;
+				sept_changed(m, td);
 				return SEAM_SUCCESS;
 			}
 			if (s == SEAM_MAPPED)
@@ -1476,7 +1488,19 @@ static void walk_tree(struct seam *m, u64 *root, int top,
 struct sept_walk {
 	void (*cb)(void *ctx, u64 gpa, int level, u32 state, u64 pa);
 	void *ctx;
+	const u64 *gibs;	/* the gigabytes to descend into (all where n is 0) */
+	int n;
 };
+
+static bool in_window(struct sept_walk *w, u64 gib)
+{
+	int i;
+
+	for (i = 0; i < w->n; i++)
+		if (w->gibs[i] == gib)
+			return true;
+	return !w->n;
+}
 
 /* Present S-EPT entries: leaves, and non-leaves at 1G and below, then into the tables. */
 static u64 *sept_visit(struct seam *m, u64 e, int l, u64 gpa, void *p)
@@ -1491,15 +1515,31 @@ static u64 *sept_visit(struct seam *m, u64 e, int l, u64 gpa, void *p)
 	}
 	if (l <= 2)
 		w->cb(w->ctx, gpa, l, est(e), e & PA_MASK);
+	if (l == 2 && !in_window(w, gpa >> 30))
+		return NULL;
 	return table(m, e);
+}
+
+u64 seam_sept_gen(struct seam *m, u64 tdr_pa)
+{
+	u64 err;
+	struct tdr *td = tdr_of(m, tdr_pa, &err);
+
+	return td ? td->sept_gen : 0;
 }
 
 void seam_sept_leaves(struct seam *m, u64 tdr_pa,
 		      void (*cb)(void *ctx, u64 gpa, int level, u32 state, u64 pa), void *ctx)
 {
+	seam_sept_window(m, tdr_pa, NULL, 0, cb, ctx);
+}
+
+void seam_sept_window(struct seam *m, u64 tdr_pa, const u64 *gibs, int n,
+		      void (*cb)(void *ctx, u64 gpa, int level, u32 state, u64 pa), void *ctx)
+{
 	u64 err;
 	struct tdr *td = tdr_of(m, tdr_pa, &err);
-	struct sept_walk w = { cb, ctx };
+	struct sept_walk w = { cb, ctx, gibs, n };
 
 	if (!td || td->nr_tdcs < SEAM_TDCS_PAGES || !td->levels)
 		return;

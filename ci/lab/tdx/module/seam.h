@@ -171,6 +171,8 @@ struct seam {
 	/* The next `sept_busy` S-EPT leaves (SEPT.ADD, PAGE.ADD/AUG, BLOCK, TRACK, REMOVE),
 	 * whichever comes: privmem's `inject seamcall-busy`. */
 	u32 sept_busy;
+	/* S-EPT entry writes, any TD: each TD keeps the count at its last one (seam_sept_gen()). */
+	u64 sept_writes;
 };
 
 void seam_init(struct seam *m, const struct seam_env *env, u32 flags);
@@ -181,7 +183,15 @@ u64 seam_call(struct seam *m, u64 rax, struct seam_regs *r);
  * target and the lab's after-step comparison. Returns -1 if the walk does not reach it. */
 int seam_sept_state(struct seam *m, u64 tdr_pa, u64 gpa, int level, u64 *pa);
 /* Every present S-EPT entry at 1G and below of a TD, leaves and non-leaves, in GPA order. */
+/* The module's S-EPT write count at the TD's last S-EPT write: unchanged, its dump is
+ * unchanged (unique across TDs, as the count only grows). */
+u64 seam_sept_gen(struct seam *m, u64 tdr_pa);
 void seam_sept_leaves(struct seam *m, u64 tdr_pa,
+		      void (*cb)(void *ctx, u64 gpa, int level, u32 state, u64 pa), void *ctx);
+/* The same, below 1G only in the `n` gigabytes `gibs` (every 1G entry is still listed): a
+ * long-lived TD keeps the tables of every region it used, and a reader after one case's
+ * leaves need not walk them. */
+void seam_sept_window(struct seam *m, u64 tdr_pa, const u64 *gibs, int n,
 		      void (*cb)(void *ctx, u64 gpa, int level, u32 state, u64 pa), void *ctx);
 /* KVM's shared EPT of a TD: present leaves (kind 1) and MMIO SPTEs (kind 0), in GPA order. */
 void seam_shared_ept(struct seam *m, u64 tdr_pa, void (*cb)(void *ctx, u64 gpa, int level, int kind),

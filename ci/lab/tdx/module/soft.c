@@ -12,7 +12,13 @@
  *   inject  write "LEAF busy N" or "LEAF interrupted N": the next N calls of that leaf
  *           return TDX_OPERAND_BUSY / the leaf's INTERRUPTED status and change nothing;
  *           "S-EPT busy N": the next N S-EPT leaves, whichever (privmem's seamcall-busy)
- *   sept    every live TD's S-EPT: a "td TDR" line, then "GPA LEVEL STATE PA" per entry
+ *   sept    every live TD's S-EPT: a "td TDR" line, then "GPA LEVEL STATE PA" per leaf and
+ *           per 1G non-leaf entry (a gigabyte's tables show as its 1G entry)
+ *   dump_td write a TDR (hex): sept and shared list that TD only; 0: every TD
+ *   dump_gib  write up to 64 gigabyte numbers (hex): sept lists leaves in those only (every
+ *           1G entry still); nothing written: everywhere
+ *   sept_gen  S-EPT entry writes of dump_td's TD (of every TD where 0): privmem reads sept
+ *           again only when it moved
  *   sept_skip  write up to four "START SIZE" pairs (hex): GPA ranges sept leaves out
  *   shared  every live TD's shared EPT (KVM's): "td TDR", then "GPA LEVEL leaf|mmio" per
  *           present leaf and MMIO SPTE
@@ -21,6 +27,7 @@
 #include <linux/init.h>
 #include <linux/mm.h>
 #include <linux/seq_file.h>
+#include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
 #include <asm/tdx.h>
@@ -138,6 +145,10 @@ static void sept_line(void *ctx, u64 gpa, int level, u32 state, u64 pa)
 {
 	int i;
 
+	/* Tables below 1G: privmem reads leaves, and which gigabytes have any entry. */
+	if ((state & 0x80) && level != 2)
+		return;
+
 	for (i = 0; i < SOFT_SKIPS; i++)
 		if (gpa >= sept_skip[i][0] && gpa - sept_skip[i][0] < sept_skip[i][1])
 			return;
@@ -170,8 +181,36 @@ static const struct file_operations sept_skip_fops = {
 	.write = sept_skip_write,
 };
 
-/* Every live TD: a "td TDR" line, then what `dump` prints of it. Under the module's lock: a
- * consistent picture, as KVM can't change it meanwhile. */
+/* The TD the dumps list (dump_td), 0 for all: privmem reads one TD's S-EPT after every step,
+ * and kept TDs would otherwise be in every reading. */
+static u64 dump_td;
+
+static ssize_t dump_td_write(struct file *f, const char __user *ubuf, size_t len, loff_t *off)
+{
+	unsigned long flags;
+	u64 tdr;
+	int r = kstrtoull_from_user(ubuf, len, 16, &tdr);
+
+	if (r)
+		return r;
+	raw_spin_lock_irqsave(&soft_lock, flags);
+	dump_td = tdr;
+	raw_spin_unlock_irqrestore(&soft_lock, flags);
+	return len;
+}
+
+static const struct file_operations dump_td_fops = {
+	.write = dump_td_write,
+};
+
+/* Whether the dumps list soft_tds[i] (under soft_lock). */
+static bool listed(int i)
+{
+	return soft_tds[i] && (!dump_td || soft_tds[i] == dump_td);
+}
+
+/* Every live TD (or dump_td's): a "td TDR" line, then what `dump` prints of it. Under the
+ * module's lock: a consistent picture, as KVM can't change it meanwhile. */
 static int each_td(struct seq_file *s, void (*dump)(struct seq_file *s, u64 tdr))
 {
 	unsigned long flags;
@@ -179,7 +218,7 @@ static int each_td(struct seq_file *s, void (*dump)(struct seq_file *s, u64 tdr)
 
 	raw_spin_lock_irqsave(&soft_lock, flags);
 	for (i = 0; i < SOFT_MAX_TDS; i++) {
-		if (!soft_tds[i])
+		if (!listed(i))
 			continue;
 		seq_printf(s, "td %llx\n", soft_tds[i]);
 		dump(s, soft_tds[i]);
@@ -188,9 +227,46 @@ static int each_td(struct seq_file *s, void (*dump)(struct seq_file *s, u64 tdr)
 	return 0;
 }
 
+#define SOFT_GIBS 64
+static u64 dump_gib[SOFT_GIBS];
+static int nr_dump_gib;
+
+static ssize_t dump_gib_write(struct file *f, const char __user *ubuf, size_t len, loff_t *off)
+{
+	u64 g[SOFT_GIBS];
+	unsigned long flags;
+	char *buf, *p, *tok;
+	int n = 0, r = 0;
+
+	buf = memdup_user_nul(ubuf, min_t(size_t, len, 2048));
+	if (IS_ERR(buf))
+		return PTR_ERR(buf);
+	p = buf;
+	while ((tok = strsep(&p, " \n")) && !r) {
+		if (!*tok)
+			continue;
+		if (n == SOFT_GIBS)
+			r = -E2BIG;
+		else
+			r = kstrtoull(tok, 16, &g[n++]);
+	}
+	kfree(buf);
+	if (r)
+		return r;
+	raw_spin_lock_irqsave(&soft_lock, flags);
+	memcpy(dump_gib, g, n * sizeof(u64));
+	nr_dump_gib = n;
+	raw_spin_unlock_irqrestore(&soft_lock, flags);
+	return len;
+}
+
+static const struct file_operations dump_gib_fops = {
+	.write = dump_gib_write,
+};
+
 static void sept_dump(struct seq_file *s, u64 tdr)
 {
-	seam_sept_leaves(&soft_module, tdr, sept_line, s);
+	seam_sept_window(&soft_module, tdr, dump_gib, nr_dump_gib, sept_line, s);
 }
 
 static int sept_show(struct seq_file *s, void *unused)
@@ -198,6 +274,23 @@ static int sept_show(struct seq_file *s, void *unused)
 	return each_td(s, sept_dump);
 }
 DEFINE_SHOW_ATTRIBUTE(sept);
+
+/* The sum over the TDs the dumps list: the reader asks after one TD (dump_td). */
+static int sept_gen_show(struct seq_file *s, void *unused)
+{
+	unsigned long flags;
+	u64 sum = 0;
+	int i;
+
+	raw_spin_lock_irqsave(&soft_lock, flags);
+	for (i = 0; i < SOFT_MAX_TDS; i++)
+		if (listed(i))
+			sum += seam_sept_gen(&soft_module, soft_tds[i]);
+	raw_spin_unlock_irqrestore(&soft_lock, flags);
+	seq_printf(s, "%llu\n", sum);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(sept_gen);
 
 static void shared_line(void *ctx, u64 gpa, int level, int kind)
 {
@@ -268,6 +361,9 @@ static int __init tdx_soft_debugfs(void)
 	debugfs_create_file("sept", 0444, d, NULL, &sept_fops);
 	debugfs_create_file("shared", 0444, d, NULL, &shared_fops);
 	debugfs_create_file("sept_skip", 0200, d, NULL, &sept_skip_fops);
+	debugfs_create_file("dump_td", 0200, d, NULL, &dump_td_fops);
+	debugfs_create_file("dump_gib", 0200, d, NULL, &dump_gib_fops);
+	debugfs_create_file("sept_gen", 0444, d, NULL, &sept_gen_fops);
 	debugfs_create_file("inject", 0200, d, NULL, &inject_fops);
 	return 0;
 }

@@ -30,8 +30,29 @@ fn image(gpa: u64) -> bool {
 
 /// The TDRs of the live TDs the module lists (`td TDR` lines of its dump).
 pub fn tds() -> Option<BTreeSet<u64>> {
+    dump_only(0);
     let text = std::fs::read_to_string(format!("{DIR}/sept")).ok()?;
     text.lines().filter_map(|l| l.strip_prefix("td ")).map(|t| u64::from_str_radix(t.trim(), 16).ok()).collect()
+}
+
+/// The gigabytes the S-EPT dump lists leaves in (empty: all), as last set.
+static WINDOW: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+/// Have the S-EPT dump list leaves only in these gigabytes (every 1G entry still, so `used`
+/// stays whole); empty: everywhere. A kept TD keeps every table its earlier cases made, and a
+/// reading after each step of a case need not walk theirs. At most 64 (more: everywhere).
+pub fn window(gibs: &std::collections::BTreeSet<u64>) {
+    let list: Vec<u64> = if gibs.len() <= 64 { gibs.iter().copied().collect() } else { Vec::new() };
+    let text: String = list.iter().map(|g| format!("{g:x} ")).chain(["\n".to_string()]).collect();
+    if std::fs::write(format!("{DIR}/dump_gib"), text).is_ok() {
+        *WINDOW.lock().unwrap_or_else(|e| e.into_inner()) = list;
+    }
+}
+
+/// Have the dumps list one TD (0: all). A flavour without `dump_td` lists every TD, and
+/// [`section`] finds the one asked for.
+fn dump_only(tdr: u64) {
+    let _ = std::fs::write(format!("{DIR}/dump_td"), format!("{tdr:x}"));
 }
 
 /// The lines of one TD's part of a dump (after its `td TDR` line).
@@ -62,24 +83,30 @@ pub fn sept(tdr: u64) -> Option<Vec<SeptLeaf>> {
 
 /// A TD's S-EPT as the module has it now.
 pub fn sept_state(tdr: u64) -> Option<SeptDump> {
-    // No SEAMCALL since the last reading, no change: the dump of a case with many pages costs
-    // milliseconds under the lab's TCG, and most steps (host accesses, guest reads of mapped
-    // pages, refused ops) make no SEAMCALL at all.
-    type Reading = (u64, u64, Option<SeptDump>);
+    // No S-EPT write since the last reading, no change: the dump of a case with many pages
+    // costs milliseconds under the lab's TCG, and most steps (host accesses, guest reads and
+    // writes of mapped pages, refused ops, another TD's SEAMCALLs) write no S-EPT entry. The
+    // module's `sept_gen` is its global write count at this TD's last write (a flavour without
+    // it: the SEAMCALL count, which moves more often).
+    type Reading = (u64, u64, Vec<u64>, Option<SeptDump>);
     static LAST: std::sync::Mutex<Option<Reading>> = std::sync::Mutex::new(None);
-    let total = std::fs::read_to_string(format!("{DIR}/total")).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    dump_only(tdr);
+    let count = |f: &str| std::fs::read_to_string(format!("{DIR}/{f}")).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    let stamp = count("sept_gen").or_else(|| count("total"));
+    let window = WINDOW.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if let (Some(t), Some((lt, ltdr, r))) = (total, last.as_ref()) {
-        if t == *lt && tdr == *ltdr {
+    if let (Some(t), Some((lt, ltdr, lw, r))) = (stamp, last.as_ref()) {
+        if t == *lt && tdr == *ltdr && window == *lw {
             return r.clone();
         }
     }
     let r = read_sept(tdr);
-    *last = total.map(|t| (t, tdr, r.clone()));
+    *last = stamp.map(|t| (t, tdr, window, r.clone()));
     r
 }
 
 fn read_sept(tdr: u64) -> Option<SeptDump> {
+    dump_only(tdr);
     let text = std::fs::read_to_string(format!("{DIR}/sept")).ok()?;
     let mut d = SeptDump {
         used: [
@@ -155,6 +182,7 @@ pub type Gigabytes = std::collections::BTreeSet<u64>;
 /// not zap them (they are not present), and a TD's guest takes #VE on one instead of exiting,
 /// so KVM never replaces it; a later case must not meet one where a fresh TD would exit.
 pub fn shared_left(tdr: u64) -> Option<SharedLeft> {
+    dump_only(tdr);
     let text = std::fs::read_to_string(format!("{DIR}/shared")).ok()?;
     let (mut leaves, mut mmio) = (Vec::new(), std::collections::BTreeSet::new());
     for line in section(&text, tdr)?.lines() {

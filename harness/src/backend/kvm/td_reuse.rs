@@ -213,6 +213,13 @@ impl KvmBackend {
             }
         };
         let skip_finalize = by.is_some() && g.finalized;
+        // The S-EPT readings after each step walk the case's gigabytes only (a kept TD keeps
+        // every earlier case's tables); the reset's proof walks everything.
+        if soft_tdx::present() {
+            let fp = by.and_then(|by| Some((footprint(seq)?, by)));
+            let gibs = fp.map(|(f, by)| f.near.iter().map(|g| g + by / GIB).chain(f.far).collect());
+            soft_tdx::window(&gibs.unwrap_or_default());
+        }
         let t1 = Instant::now();
         // The mirror root is read from the mapping view where it sees every SPTE (TDP MMU). The
         // view starts empty: no TD has a leaf of a case now (a kept one's reset proved it, a
@@ -303,6 +310,7 @@ impl KvmBackend {
         }
         clock.lap(part::SLOTS);
         let tdr = g.soft_tdr.ok_or(Fresh::NoTdView)?;
+        soft_tdx::window(&BTreeSet::new());
         let proof = (soft_tdx::sept_state(tdr), soft_tdx::shared_left(tdr));
         clock.lap(part::VIEW);
         match proof {
