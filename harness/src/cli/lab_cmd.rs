@@ -152,18 +152,33 @@ impl Sink<'_> {
     }
 
     /// A lab VM that ran out of time in a case its watchdog named: a finding of its own.
-    fn hang(&self, vm: usize, s: &StuckCase, caps: Option<&Caps>) {
+    /// A case the VM's time ran out in. Where the console holds a report of KVM's (an oops
+    /// that killed the harness, which is the VM's init), the finding is that report: the hang
+    /// is its consequence.
+    fn hang(&self, vm: usize, s: &StuckCase, console: &[String], caps: Option<&Caps>) {
         let context = crate::seq::text::parse("stuck", &s.sequence).map(|q| q.header.vm.name().to_string());
-        let finding = Finding {
-            kind: FindingKind::Timeout,
-            step: None,
-            op: None,
-            state: "lab-deadline".into(),
-            detail: format!(
-                "lab VM {vm} ran out of time in case {} of `{}` (running for {} s when last named): a hang",
-                s.case, s.command, s.seconds
-            ),
-            context: context.unwrap_or_default(),
+        let said = format!(
+            "lab VM {vm} ran out of time in case {} of `{}` (running for {} s when last named)",
+            s.case, s.command, s.seconds
+        );
+        let splat = crate::backend::kvm::kmsg::find_splats(console).into_iter().next();
+        let finding = match splat {
+            Some(k) => Finding {
+                kind: FindingKind::KernelSplat,
+                step: None,
+                op: None,
+                state: k.title,
+                detail: format!("{said}, after the kernel reported:\n{}", k.excerpt.join("\n")),
+                context: context.unwrap_or_default(),
+            },
+            None => Finding {
+                kind: FindingKind::Timeout,
+                step: None,
+                op: None,
+                state: "lab-deadline".into(),
+                detail: format!("{said}: a hang"),
+                context: context.unwrap_or_default(),
+            },
         };
         let f = FindingEvent {
             signature: finding.signature(),
@@ -320,7 +335,7 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
     let mut hangs = 0;
     for (j, vm) in vms.iter().enumerate() {
         if let Some(s) = vm.hang() {
-            sink.hang(j, s, vm.c.seen.caps.as_ref());
+            sink.hang(j, s, &vm.console, vm.c.seen.caps.as_ref());
             hangs += 1;
         }
     }

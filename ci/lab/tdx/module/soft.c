@@ -8,6 +8,8 @@
  *
  * debugfs (tdx_soft/):
  *   calls   SEAMCALLs per leaf since boot ("LEAF COUNT" lines)
+ *   unmap   "aliased N unmapped N missed N": RAM ranges the module reads through its alias,
+ *           pages taken out of the direct map while a TD owned them, changes not made
  *   total   SEAMCALLs since boot, any leaf (privmem reads sept again only when it moved)
  *   inject  write "LEAF busy N" or "LEAF interrupted N": the next N calls of that leaf
  *           return TDX_OPERAND_BUSY / the leaf's INTERRUPTED status and change nothing;
@@ -25,11 +27,16 @@
  */
 #include <linux/debugfs.h>
 #include <linux/init.h>
+#include <linux/ioport.h>
 #include <linux/mm.h>
 #include <linux/seq_file.h>
+#include <linux/set_memory.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+#include <asm/set_memory.h>
+#include <asm/tlbflush.h>
 #include <asm/tdx.h>
 #include <asm/tdx_soft.h>
 
@@ -45,12 +52,144 @@ static u64 soft_tds[SOFT_MAX_TDS];
 /* SEAMCALLs since boot, any leaf: the sept dump cannot have changed while this stands still. */
 static u64 soft_total;
 
+/*
+ * A TD's private pages leave the kernel's direct map while the TD owns them (PAGE.ADD, AUG,
+ * SEPT.ADD to REMOVE and reclaim), so that a host touch of one oopses as it would on hardware
+ * (where it reads poison or, written, poisons the TD). The module itself reads every page
+ * through an alias of RAM (vmap'd at boot), as the real one reads through its own key.
+ * Changing the direct map may not allocate in the SEAMCALL's context (under mmu_lock, with
+ * interrupts off): RAM's direct map is split to 4K at boot, and the changes a SEAMCALL makes
+ * are applied after the module's lock is dropped, before the SEAMCALL returns.
+ */
+#define SOFT_ALIASES 64
+/* Pages per alias (vmap() takes no more than RAM's pages at once). */
+#define SOFT_ALIAS_PAGES (1UL << 16)
+static struct {
+	unsigned long start_pfn, end_pfn;
+	u8 *va;
+} soft_alias[SOFT_ALIASES];
+static int nr_soft_alias;
+
 static void *soft_page(void *ctx, u64 pa)
 {
-	if (!pfn_valid(PHYS_PFN(pa)))
+	unsigned long pfn = PHYS_PFN(pa);
+	int i;
+
+	if (!pfn_valid(pfn))
 		return NULL;
+	for (i = 0; i < READ_ONCE(nr_soft_alias); i++)
+		if (pfn >= soft_alias[i].start_pfn && pfn < soft_alias[i].end_pfn)
+			return soft_alias[i].va + (pa - PFN_PHYS(soft_alias[i].start_pfn));
 	return __va(pa);
 }
+
+/* Ownership changes of one SEAMCALL (under soft_lock), contiguous runs coalesced. */
+#define SOFT_PENDING 16
+struct soft_change {
+	u64 pa, pages;
+	bool owned;
+};
+static struct soft_change soft_pending[SOFT_PENDING];
+static int nr_soft_pending;
+/* Pages that could not be unmapped (more changes in one call than the list holds, or a
+ * failing change): counted, shown in debugfs (unmap). */
+static u64 soft_unmap_missed, soft_unmapped;
+
+static void soft_owned(void *ctx, u64 pa, bool owned)
+{
+	struct soft_change *c = nr_soft_pending ? &soft_pending[nr_soft_pending - 1] : NULL;
+
+	/* Only a page the module reads through its alias leaves the direct map. */
+	if (soft_page(ctx, pa) == __va(pa))
+		return;
+	if (c && c->owned == owned && c->pa + c->pages * PAGE_SIZE == pa) {
+		c->pages++;
+		return;
+	}
+	if (nr_soft_pending == SOFT_PENDING) {
+		soft_unmap_missed++;
+		return;
+	}
+	soft_pending[nr_soft_pending++] = (struct soft_change){ pa, 1, owned };
+}
+
+/* After the module's lock: the direct map follows what the SEAMCALL changed. */
+static void soft_apply(struct soft_change *c, int n)
+{
+	int i;
+	u64 k;
+
+	for (i = 0; i < n; i++) {
+		unsigned long va = (unsigned long)__va(c[i].pa);
+
+		for (k = 0; k < c[i].pages; k++) {
+			struct page *p = pfn_to_page(PHYS_PFN(c[i].pa) + k);
+			int r = c[i].owned ? set_direct_map_invalid_noflush(p) : set_direct_map_default_noflush(p);
+
+			if (r)
+				soft_unmap_missed++;
+			else if (c[i].owned)
+				soft_unmapped++;
+		}
+		/* A present entry is not cached; a stale one would let a touch through. */
+		if (c[i].owned && !irqs_disabled())
+			flush_tlb_kernel_range(va, va + c[i].pages * PAGE_SIZE);
+		else if (c[i].owned)
+			for (k = 0; k < c[i].pages; k++)
+				flush_tlb_one_kernel(va + k * PAGE_SIZE);
+	}
+}
+
+/* One piece of a System RAM range: its alias for the module. */
+static int __init soft_alias_piece(unsigned long start, unsigned long n)
+{
+	struct page **pages;
+	unsigned long k;
+	void *va;
+
+	if (nr_soft_alias == SOFT_ALIASES)
+		return -ENOSPC;
+	pages = kvmalloc_array(n, sizeof(*pages), GFP_KERNEL);
+	if (!pages)
+		return -ENOMEM;
+	for (k = 0; k < n; k++)
+		pages[k] = pfn_to_page(start + k);
+	va = vmap(pages, n, VM_MAP, PAGE_KERNEL);
+	kvfree(pages);
+	if (!va)
+		return -ENOMEM;
+	soft_alias[nr_soft_alias].start_pfn = start;
+	soft_alias[nr_soft_alias].end_pfn = start + n;
+	soft_alias[nr_soft_alias].va = va;
+	/* soft_page() reads the count without the lock: the entry is whole first. */
+	smp_store_release(&nr_soft_alias, nr_soft_alias + 1);
+	return 0;
+}
+
+/* One System RAM range: its direct map at 4K, and its alias in pieces. */
+static int __init soft_alias_range(unsigned long start, unsigned long n, void *unused)
+{
+	unsigned long done;
+	int r = set_memory_4k((unsigned long)__va(PFN_PHYS(start)), n);
+
+	for (done = 0; !r && done < n; done += SOFT_ALIAS_PAGES)
+		r = soft_alias_piece(start + done, min(n - done, SOFT_ALIAS_PAGES));
+	return r;
+}
+
+/* Before any TD runs (userspace starts after the late initcalls). */
+static int __init soft_alias_init(void)
+{
+	int r;
+
+	if (!tdx_soft_enabled())
+		return 0;
+	r = walk_system_ram_range(0, max_pfn, NULL, soft_alias_range);
+	pr_info("tdx_soft: %d RAM ranges aliased (%d); TD private pages leave the direct map\n",
+		nr_soft_alias, r);
+	return 0;
+}
+late_initcall(soft_alias_init);
 
 static u32 soft_cpu(void *ctx)
 {
@@ -80,13 +219,15 @@ static void soft_track_td(u64 fn, u64 tdr, u64 ret, u64 reclaimed_type)
 u64 tdx_soft_seamcall(u64 fn, struct tdx_module_args *args)
 {
 	struct seam_regs *r = (struct seam_regs *)args;
+	struct soft_change changes[SOFT_PENDING];
 	unsigned long flags;
 	u64 in_rcx = args->rcx, ret;
+	int n;
 
 	BUILD_BUG_ON(sizeof(struct seam_regs) != sizeof(struct tdx_module_args));
 	raw_spin_lock_irqsave(&soft_lock, flags);
 	if (!soft_ready) {
-		struct seam_env env = { .page = soft_page, .cpu = soft_cpu };
+		struct seam_env env = { .page = soft_page, .cpu = soft_cpu, .owned = soft_owned };
 
 		seam_init(&soft_module, &env, 0);
 		soft_ready = true;
@@ -94,7 +235,12 @@ u64 tdx_soft_seamcall(u64 fn, struct tdx_module_args *args)
 	ret = seam_call(&soft_module, fn, r);
 	soft_total++;
 	soft_track_td(fn, in_rcx, ret, args->rcx);
+	n = nr_soft_pending;
+	memcpy(changes, soft_pending, n * sizeof(*changes));
+	nr_soft_pending = 0;
 	raw_spin_unlock_irqrestore(&soft_lock, flags);
+	if (n)
+		soft_apply(changes, n);
 	return ret;
 }
 
@@ -128,6 +274,15 @@ static int calls_show(struct seq_file *s, void *unused)
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(calls);
+
+/* The direct map: pages unmapped while a TD owned them, and changes that did not happen. */
+static int unmap_show(struct seq_file *s, void *unused)
+{
+	seq_printf(s, "aliased %d unmapped %llu missed %llu\n", READ_ONCE(nr_soft_alias),
+		   READ_ONCE(soft_unmapped), READ_ONCE(soft_unmap_missed));
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(unmap);
 
 static int total_show(struct seq_file *s, void *unused)
 {
@@ -358,6 +513,7 @@ static int __init tdx_soft_debugfs(void)
 	d = debugfs_create_dir("tdx_soft", NULL);
 	debugfs_create_file("calls", 0444, d, NULL, &calls_fops);
 	debugfs_create_file("total", 0444, d, NULL, &total_fops);
+	debugfs_create_file("unmap", 0444, d, NULL, &unmap_fops);
 	debugfs_create_file("sept", 0444, d, NULL, &sept_fops);
 	debugfs_create_file("shared", 0444, d, NULL, &shared_fops);
 	debugfs_create_file("sept_skip", 0200, d, NULL, &sept_skip_fops);

@@ -110,6 +110,11 @@ pub fn find_splats(lines: &[String]) -> Vec<Splat> {
         if excerpt.iter().any(|l| l.contains("kvm")) {
             let title = match *kind {
                 "soft-lockup" | "hung-task" | "rcu-stall" => format!("{kind}@{}", first_kvm_frame(&excerpt)),
+                // A fault names an address, which differs run to run: named by where it hit.
+                "BUG" | "GPF" if lines[i].contains("page fault") || *kind == "GPF" => {
+                    let what = if *kind == "GPF" { "general-protection-fault" } else { "page-fault" };
+                    format!("{kind}:{what}@{}", rip(&excerpt).unwrap_or_else(|| first_kvm_frame(&excerpt)))
+                }
                 _ => title(kind, &lines[i]),
             };
             out.push(Splat { title, excerpt });
@@ -117,6 +122,12 @@ pub fn find_splats(lines: &[String]) -> Vec<Splat> {
         i = end.max(i + 1);
     }
     out
+}
+
+/// The function an oops hit, from its `RIP: 0010:tdx_sept_remove_leaf_spte+0x1c6/0x8f4` line.
+fn rip(lines: &[String]) -> Option<String> {
+    let at = lines.iter().find_map(|l| l.split_once("RIP: ")?.1.split_once(':').map(|(_, f)| f.to_string()))?;
+    Some(at.split('+').next().unwrap_or(&at).trim().to_string())
 }
 
 /// The first call-trace frame that names KVM (` kvm_vm_set_mem_attributes+0x1f/0x90 [kvm]`,
@@ -240,6 +251,19 @@ mod tests {
             t,
             ["KASAN:slab-use-after-free@kvm_gmem_get_pfn", "lockdep:possible-circular-locking-dependency-detected"]
         );
+    }
+
+    #[test]
+    fn an_oops_is_named_by_where_it_hit_not_its_address() {
+        let log = lines(
+            "BUG: unable to handle page fault for address: ff1100000580d000\n\
+             #PF: supervisor write access in kernel mode\n\
+             RIP: 0010:tdx_sept_remove_leaf_spte+0x1c6/0x8f4\n\
+             Call Trace:\n \
+             ? kvm_tdp_mmu_unmap_gfn_range+0x96/0xb6",
+        );
+        let t: Vec<String> = find_splats(&log).into_iter().map(|s| s.title).collect();
+        assert_eq!(t, ["BUG:page-fault@tdx_sept_remove_leaf_spte"]);
     }
 
     #[test]
