@@ -902,6 +902,18 @@ static u64 mem_track(struct seam *m, struct seam_regs *r)
 	return SEAM_SUCCESS;
 }
 
+/* A REMOVE that fails is fatal to the TD for KVM (7.3's TDX_BUG_ON), which may then give the
+ * page back to the host's allocator while the module still has it as the TD's: the host may
+ * have it back in its direct map (on hardware its use is then harmless but for the
+ * partial-write erratum). The PAMT is left as it is. */
+static void released(struct seam *m, u64 pa, int level)
+{
+	u64 i, n = 1ULL << (9 * level);
+
+	for (i = 0; m->env.owned && i < n; i++)
+		m->env.owned(m->env.ctx, pa + i * PAGE, false);
+}
+
 static u64 page_remove(struct seam *m, struct seam_regs *r)
 {
 	u64 err, gpa, *e, pa, n, i;
@@ -923,10 +935,14 @@ static u64 page_remove(struct seam *m, struct seam_regs *r)
 		return ept_err(r, SEAM_EPT_ENTRY_STATE_INCORRECT | SEAM_OP_RCX, *e, level);
 	p = target(m, *e);
 	if (td->op == OP_RUNNABLE) {
-		if (!e_blocked(*e))
+		if (!e_blocked(*e)) {
+			released(m, *e & PA_MASK, level);
 			return ept_err(r, SEAM_GPA_RANGE_NOT_BLOCKED, *e, level);
-		if (!p || p->bepoch >= td->epoch)
+		}
+		if (!p || p->bepoch >= td->epoch) {
+			released(m, *e & PA_MASK, level);
 			return ept_err(r, SEAM_TLB_TRACKING_NOT_DONE, *e, level);
+		}
 	}
 	pa = *e & PA_MASK;
 	n = 1ULL << (9 * level);

@@ -98,9 +98,10 @@ static u64 soft_unmap_missed, soft_unmapped;
 static void soft_owned(void *ctx, u64 pa, bool owned)
 {
 	struct soft_change *c = nr_soft_pending ? &soft_pending[nr_soft_pending - 1] : NULL;
+	void *alias = soft_page(ctx, pa);
 
 	/* Only a page the module reads through its alias leaves the direct map. */
-	if (soft_page(ctx, pa) == __va(pa))
+	if (!alias || alias == __va(pa))
 		return;
 	if (c && c->owned == owned && c->pa + c->pages * PAGE_SIZE == pa) {
 		c->pages++;
