@@ -54,11 +54,8 @@ impl Model {
     /// KVM_TDX_INIT_VM (`tdx_td_init()`, `setup_tdparams()`), every check before the TDX module
     /// is asked: the harness's CPUID and XFAM but for what the command writes out.
     fn tdx_init_vm(c: &TdxCmd, nent: u32) -> Result<(), Errno> {
-        let einval = [
-            !c.new_td, // the case's TD is initialized (state)
-            c.flags != 0,
-        ];
-        if einval.iter().any(|&b| b) {
+        // The case's TD is initialized (state), then flags.
+        if !c.new_td || c.flags != 0 {
             return Err(Errno::EINVAL);
         }
         if nent > MAX_CPUID_ENTRIES {

@@ -109,6 +109,17 @@ pub(super) fn vcpu_encrypt_op<T>(vcpu: &VcpuFd, cmd: &mut T) -> Result<(), i32> 
     }
 }
 
+/// A TD vCPU's CPUID as the TD has it (KVM_TDX_GET_CPUID), set as its KVM CPUID
+/// (KVM_SET_CPUID2): what the build does before INIT_VCPU.
+fn td_cpuid(vcpu: &VcpuFd) -> Result<(), RunError> {
+    let mut buf = with_cpuid(0);
+    let mut cmd = KvmTdxCmd { id: KVM_TDX_GET_CPUID, data: buf.as_mut_ptr() as u64, ..Default::default() };
+    vcpu_encrypt_op(vcpu, &mut cmd).map_err(|e| RunError::ioctl("KVM_TDX_GET_CPUID", e))?;
+    let cpuid = kvm_bindings::CpuId::from_entries(entries(&mut buf, 0))
+        .map_err(|e| RunError::Setup(format!("CPUID: {e:?}")))?;
+    vcpu.set_cpuid2(&cpuid).map_err(setup("KVM_SET_CPUID2"))
+}
+
 /// A `struct kvm_cpuid2` with room for [`KVM_MAX_CPUID_ENTRIES`] entries, behind a header of
 /// `head` bytes (the TDX structs end in one), as 8-byte words.
 fn with_cpuid(head: usize) -> Vec<u64> {
@@ -229,12 +240,7 @@ impl CvmGuest {
         for i in 0..vcpus.max(h.vcpus).max(1) {
             let vcpu = g.vm.create_vcpu(i as u64).map_err(setup("KVM_CREATE_VCPU"))?;
             if td {
-                let mut buf = with_cpuid(0);
-                let mut cmd = KvmTdxCmd { id: KVM_TDX_GET_CPUID, data: buf.as_mut_ptr() as u64, ..Default::default() };
-                vcpu_encrypt_op(&vcpu, &mut cmd).map_err(|e| RunError::ioctl("KVM_TDX_GET_CPUID", e))?;
-                let cpuid = kvm_bindings::CpuId::from_entries(entries(&mut buf, 0))
-                    .map_err(|e| RunError::Setup(format!("CPUID: {e:?}")))?;
-                vcpu.set_cpuid2(&cpuid).map_err(setup("KVM_SET_CPUID2"))?;
+                td_cpuid(&vcpu)?;
                 let mut cmd = KvmTdxCmd { id: KVM_TDX_INIT_VCPU, ..Default::default() };
                 vcpu_encrypt_op(&vcpu, &mut cmd).map_err(|e| RunError::ioctl("KVM_TDX_INIT_VCPU", e))?;
             } else {
@@ -374,12 +380,7 @@ impl CvmGuest {
             Self::tdx_init_vm(&kvm, vm)?;
             for i in 0..=v {
                 let vcpu = vm.create_vcpu(i as u64).map_err(setup("KVM_CREATE_VCPU (new TD)"))?;
-                let mut buf = with_cpuid(0);
-                let mut cmd = KvmTdxCmd { id: KVM_TDX_GET_CPUID, data: buf.as_mut_ptr() as u64, ..Default::default() };
-                vcpu_encrypt_op(&vcpu, &mut cmd).map_err(|e| RunError::ioctl("KVM_TDX_GET_CPUID (new TD)", e))?;
-                let cpuid = kvm_bindings::CpuId::from_entries(entries(&mut buf, 0))
-                    .map_err(|e| RunError::Setup(format!("CPUID: {e:?}")))?;
-                vcpu.set_cpuid2(&cpuid).map_err(setup("KVM_SET_CPUID2 (new TD)"))?;
+                td_cpuid(&vcpu)?;
                 own_vcpus.push(vcpu);
             }
         }

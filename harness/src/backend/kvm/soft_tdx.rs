@@ -105,8 +105,8 @@ pub fn sept_state(tdr: u64) -> Option<SeptDump> {
     r
 }
 
+/// The dump of `tdr` (which [`sept_state`] has the dumps list).
 fn read_sept(tdr: u64) -> Option<SeptDump> {
-    dump_only(tdr);
     let text = std::fs::read_to_string(format!("{DIR}/sept")).ok()?;
     let mut d = SeptDump {
         used: [
