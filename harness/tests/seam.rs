@@ -114,12 +114,83 @@ fn bytes(seed: u64, n: usize) -> Vec<u8> {
 #[test]
 fn the_module_agrees_with_the_model() {
     let mut ran = 0;
+    let mut done = diff::Succeeded::new();
     for seed in 1..=400u64 {
         let steps = diff::steps(&bytes(seed, 400));
-        if let Err(d) = diff::run(&steps) {
-            panic!("seed {seed}: {d}\nsteps: {:#?}", &steps[..=d.step.min(steps.len() - 1)]);
+        match diff::run(&steps) {
+            Err(d) => panic!("seed {seed}: {d}\nsteps: {:#?}", &steps[..=d.step.min(steps.len() - 1)]),
+            Ok(s) => s.into_iter().for_each(|(k, n)| *done.entry(k).or_default() += n),
         }
         ran += steps.len();
     }
     assert!(ran > 10_000, "only {ran} steps ran");
+    // Agreement on refusals alone would say little: every leaf succeeded somewhere.
+    eprintln!("succeeded: {done:?}");
+    for k in ["SEPT.ADD", "PAGE.ADD", "PAGE.AUG", "RANGE.BLOCK", "TRACK", "PAGE.REMOVE", "ACCEPT", "PAGE.DEMOTE"] {
+        assert!(done.get(k).copied().unwrap_or(0) > 0, "no successful {k} in {done:?}");
+    }
+}
+
+/// The huge-page series' split as KVM issues it (BLOCK, TRACK, DEMOTE), the guest's ACCEPTs
+/// after it, and a PROMOTE back: on the module and the model, step by step.
+#[test]
+fn a_2m_leaf_is_demoted_and_promoted_as_the_series_does() {
+    use diff::Step::*;
+    let gfn = 512; // the 2M region at 2M
+    let steps = [
+        SeptAdd { gfn: 0, level: 2 },
+        Finalize,
+        Aug { gfn, level: 1 },
+        // DEMOTE of an unblocked leaf of a runnable TD: refused.
+        Demote { gfn, level: 1 },
+        Block { gfn, level: 1 },
+        // Blocked, not yet tracked: refused.
+        Demote { gfn, level: 1 },
+        Track,
+        Demote { gfn, level: 1 },
+        // Now 512 PENDING 4K leaves: the guest accepts at 4K; a 2M ACCEPT is a size mismatch.
+        Accept { gfn, level: 1 },
+        Accept { gfn: gfn + 3, level: 0 },
+        // Mixed states under the table: PROMOTE refuses (after BLOCK and TRACK).
+        Block { gfn, level: 1 },
+        Track,
+        Promote { gfn, level: 1 },
+    ];
+    let done = diff::run(&steps).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(done.get("PAGE.DEMOTE"), Some(&1), "{done:?}");
+    assert_eq!(done.get("ACCEPT"), Some(&1), "{done:?}");
+    assert_eq!(done.get("PAGE.PROMOTE"), None, "{done:?}");
+    // All PENDING below: PROMOTE gives the 2M leaf back.
+    let steps = [
+        SeptAdd { gfn: 0, level: 2 },
+        Finalize,
+        Aug { gfn, level: 1 },
+        Block { gfn, level: 1 },
+        Track,
+        Demote { gfn, level: 1 },
+        Block { gfn, level: 1 },
+        Track,
+        Promote { gfn, level: 1 },
+        Accept { gfn, level: 1 },
+    ];
+    let done = diff::run(&steps).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(done.get("PAGE.PROMOTE"), Some(&1), "{done:?}");
+    assert_eq!(done.get("ACCEPT"), Some(&1), "{done:?}");
+}
+
+/// DEMOTE without the huge-page switch is no leaf; ENHANCED_DEMOTE is reported only with it.
+#[test]
+fn demote_and_its_feature_bit_are_behind_the_switch() {
+    const FEATURES0: u64 = 0x0A00_0003_0000_0008;
+    const ENHANCED: u64 = 1 << 51;
+    for (flags, bit) in [(0, false), (privmem::seam::F_HUGE_PAGES, false), (3, true)] {
+        let mut m = SoftModule::boot(1, flags).expect("boot");
+        let (_, r) = call(&mut m, leaf::SYS_RD, regs(0, FEATURES0, 0));
+        assert_eq!(r.r8 & ENHANCED != 0, bit, "flags {flags}");
+        let (tdr, _) = m.build_td(41, 0).expect("TD");
+        let page = m.alloc();
+        let (st, _) = call(&mut m, leaf::MEM_PAGE_DEMOTE, regs(1 << 21 | 1, tdr, page));
+        // With the switch: the walk fails (no table yet), an S-EPT status; without: no leaf.
+        assert_eq!(st == 0xC000_0100_0000_0000, flags == 0, "flags {flags}: {st:#x}");
+    }
 }

@@ -217,6 +217,16 @@ pub struct LabArgs {
         conflicts_with_all = ["emulated", "exec", "baseline"]
     )]
     pub tdx: bool,
+    #[arg(
+        long = "tdx-huge",
+        value_name = "DEMOTE",
+        num_args = 0..=1,
+        default_missing_value = "enhanced",
+        value_parser = ["enhanced", "interruptible"],
+        requires = "tdx",
+        help = "with --tdx: the module offers the huge-page interface (2M AUG, DEMOTE, PROMOTE) for a --kernel carrying the series; `enhanced` (default) reports ENHANCED_DEMOTE_INTERRUPTIBILITY, `interruptible` does not"
+    )]
+    pub tdx_huge: Option<String>,
     #[arg(long = "json", help = "machine-readable output, one JSON record per line")]
     pub json: bool,
     #[arg(value_name = "FILE", help = "[FILE...]")]

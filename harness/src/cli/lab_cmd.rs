@@ -51,10 +51,11 @@ fn kernel_of(a: &LabArgs) -> Result<Kernel, String> {
             kernels::tdx().name
         ));
     }
+    let huge = a.tdx_huge.as_deref().map(|d| format!(" --tdx-huge={d}")).unwrap_or_default();
     let (path, replay_cmd) = match user {
-        Some(k) if a.tdx => (PathBuf::from(k), format!("privmem lab --tdx --kernel {k}")),
+        Some(k) if a.tdx => (PathBuf::from(k), format!("privmem lab --tdx{huge} --kernel {k}")),
         Some(k) => (PathBuf::from(k), format!("privmem lab --kernel {k}")),
-        None if a.tdx => (tdx_kernel()?, "privmem lab --tdx".to_string()),
+        None if a.tdx => (tdx_kernel()?, format!("privmem lab --tdx{huge}")),
         None => (default_kernel(version)?, format!("privmem lab --kernel-version {version}")),
     };
     let config_key =
@@ -270,7 +271,11 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         .map(|p| VmSpec {
             initrd: lab::initramfs(&init_bin, p, &payload),
             names: names.clone(),
-            mode: if a.tdx { lab::BootMode::SoftTdx } else { lab::BootMode::Standard },
+            mode: match (a.tdx, a.tdx_huge.as_deref()) {
+                (true, Some(d)) => lab::BootMode::SoftTdxHuge { interruptible: d == "interruptible" },
+                (true, None) => lab::BootMode::SoftTdx,
+                (false, _) => lab::BootMode::Standard,
+            },
         })
         .collect();
     if !json {
@@ -280,6 +285,12 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
                  the mirror root and guest_memfd run for real; the module's own behaviour, SEAM \
                  transitions and a guest's instruction stream do not (docs/tdx-lab.md)"
             );
+            if let Some(d) = a.tdx_huge.as_deref() {
+                eprintln!(
+                    "lab: the module offers the huge-page interface (2M AUG, DEMOTE, PROMOTE), DEMOTE {}",
+                    if d == "interruptible" { "interruptible" } else { "with ENHANCED_DEMOTE_INTERRUPTIBILITY" }
+                );
+            }
         }
         eprintln!(
             "lab: booting {} with {} scenarios{} ({jobs} lab VM{} at once)",

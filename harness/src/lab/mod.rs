@@ -312,6 +312,9 @@ pub enum BootMode {
     /// `tdx_soft`: kvm_intel with TDX on the simulated module. `nohibernate` because TDX host
     /// support refuses to start while hibernation is possible.
     SoftTdx,
+    /// The same, the module offering the huge-page interface (`tdx_soft_huge`): with
+    /// ENHANCED_DEMOTE_INTERRUPTIBILITY unless `interruptible`.
+    SoftTdxHuge { interruptible: bool },
 }
 
 impl BootMode {
@@ -320,7 +323,7 @@ impl BootMode {
     pub fn cpus(self) -> &'static str {
         match self {
             BootMode::Standard => "1",
-            BootMode::SoftTdx => "2",
+            BootMode::SoftTdx | BootMode::SoftTdxHuge { .. } => "2",
         }
     }
 
@@ -328,6 +331,10 @@ impl BootMode {
         match self {
             BootMode::Standard => "",
             BootMode::SoftTdx => " tdx_soft nohibernate kvm_intel.tdx=1",
+            BootMode::SoftTdxHuge { interruptible: false } => " tdx_soft tdx_soft_huge nohibernate kvm_intel.tdx=1",
+            BootMode::SoftTdxHuge { interruptible: true } => {
+                " tdx_soft tdx_soft_huge=interruptible nohibernate kvm_intel.tdx=1"
+            }
         }
     }
 }

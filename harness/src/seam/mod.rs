@@ -59,6 +59,7 @@ pub mod leaf {
     pub const MNG_KEY_CONFIG: u64 = 8;
     pub const MNG_CREATE: u64 = 9;
     pub const VP_CREATE: u64 = 10;
+    pub const MEM_PAGE_DEMOTE: u64 = 15;
     pub const MR_EXTEND: u64 = 16;
     pub const MR_FINALIZE: u64 = 17;
     pub const VP_FLUSH: u64 = 18;
@@ -66,6 +67,7 @@ pub mod leaf {
     pub const MNG_KEY_FREEID: u64 = 20;
     pub const MNG_INIT: u64 = 21;
     pub const VP_INIT: u64 = 22 | 1 << 16;
+    pub const MEM_PAGE_PROMOTE: u64 = 23;
     pub const PHYMEM_PAGE_RECLAIM: u64 = 28;
     pub const MEM_PAGE_REMOVE: u64 = 29;
     pub const SYS_KEY_CONFIG: u64 = 31;
@@ -77,8 +79,10 @@ pub mod leaf {
     pub const SYS_CONFIG: u64 = 45;
 }
 
-/// `SEAM_F_HUGE_PAGES`: 2M AUG (the huge-page series' interface).
+/// `SEAM_F_HUGE_PAGES`: 2M AUG, DEMOTE and PROMOTE (the huge-page series' interface).
 pub const F_HUGE_PAGES: u32 = 1;
+/// `SEAM_F_ENHANCED_DEMOTE`: TDX_FEATURES0 bit 51, DEMOTE never interrupted.
+pub const F_ENHANCED_DEMOTE: u32 = 2;
 const PAGE: u64 = 4096;
 
 /// Simulated physical memory: pages made on first touch, below `limit`.

@@ -36,6 +36,7 @@ struct tdr {
 	u64 children;			/* pages of any type the TD owns, TDCS excluded */
 	u64 attributes, xfam, eptp, config_flags;
 	u64 epoch;
+	u16 refcount[2];		/* vCPUs inside the TD that entered in an even/odd epoch */
 	u64 sept_gen;			/* m->sept_writes at the TD's last S-EPT write */
 	u64 shared_eptp;		/* the last SHARED_EPT_POINTER a vCPU of the TD was given */
 	u64 mrtd;
@@ -297,10 +298,12 @@ static u64 sys_rd(struct seam *m, struct seam_regs *r)
 	case 0x0800000100000003: v = 5; break;				/* minor */
 	case 0x0800000100000004: v = 1; break;				/* major */
 	case 0x0800000100000005: v = 0; break;				/* update */
-	/* features0: NO_RBP_MOD (18) and TOPOLOGY_ENUM (20), which 7.3 requires. The huge-page
-	 * series' feature bits are not reported: DEMOTE is not implemented yet. */
+	/* features0: NO_RBP_MOD (18) and TOPOLOGY_ENUM (20), which 7.3 requires; with the
+	 * huge-page switch, ENHANCED_DEMOTE_INTERRUPTIBILITY if switched on too. */
 	case 0x0A00000300000008:
 		v = (1ULL << 18) | (1ULL << 20);
+		if ((m->flags & SEAM_F_HUGE_PAGES) && (m->flags & SEAM_F_ENHANCED_DEMOTE))
+			v |= SEAM_FEATURES0_ENHANCED_DEMOTE;
 		break;
 	case 0x9100000100000008: v = SEAM_MAX_TDMRS; break;
 	case 0x9100000100000009: v = SEAM_MAX_RSVD_PER_TDMR; break;
@@ -902,6 +905,18 @@ static u64 mem_track(struct seam *m, struct seam_regs *r)
 	return SEAM_SUCCESS;
 }
 
+/* The module's is_tlb_tracked(): the entry whose page (or table) `p` backs was blocked in an
+ * epoch every vCPU has left since -- two epochs back, or the last one with no vCPU still in
+ * the TD from it. */
+static bool tracked(struct tdr *td, struct pamt *p)
+{
+	if (!p)
+		return false;
+	if (p->bepoch + 1 == td->epoch)
+		return td->refcount[p->bepoch & 1] == 0;
+	return p->bepoch + 1 < td->epoch;
+}
+
 /* A REMOVE that fails is fatal to the TD for KVM (7.3's TDX_BUG_ON), which may then give the
  * page back to the host's allocator while the module still has it as the TD's: the host may
  * have it back in its direct map (on hardware its use is then harmless but for the
@@ -939,7 +954,7 @@ static u64 page_remove(struct seam *m, struct seam_regs *r)
 			released(m, *e & PA_MASK, level);
 			return ept_err(r, SEAM_GPA_RANGE_NOT_BLOCKED, *e, level);
 		}
-		if (!p || p->bepoch >= td->epoch) {
+		if (!tracked(td, p)) {
 			released(m, *e & PA_MASK, level);
 			return ept_err(r, SEAM_TLB_TRACKING_NOT_DONE, *e, level);
 		}
@@ -956,6 +971,145 @@ static u64 page_remove(struct seam *m, struct seam_regs *r)
 	r->rdx = level;
 	*e = SEAM_FREE;
 	sept_changed(m, td);
+	return SEAM_SUCCESS;
+}
+
+/* The PAMT's size of the `n` pages from pa: the level of the leaf that maps them. */
+static void pamt_level(struct seam *m, u64 pa, u64 n, int level)
+{
+	u64 i;
+
+	for (i = 0; i < n; i++) {
+		struct pamt *p = pamt_of(m, pa + i * PAGE);
+
+		if (p)
+			p->w = (p->w & ~0xff00ULL) | (u64)level << 8;
+	}
+}
+
+/* Blocked, and tracked since, while RUNNABLE (DEMOTE's and PROMOTE's common precondition). */
+static u64 resize_tracked(struct seam *m, struct tdr *td, struct seam_regs *r, u64 *e, int level)
+{
+	if (td->op != OP_RUNNABLE)
+		return SEAM_SUCCESS;
+	if (!e_blocked(*e))
+		return ept_err(r, SEAM_GPA_RANGE_NOT_BLOCKED | SEAM_OP_RCX, *e, level);
+	if (!tracked(td, target(m, *e)))
+		return ept_err(r, SEAM_TLB_TRACKING_NOT_DONE | SEAM_OP_RCX, *e, level);
+	return SEAM_SUCCESS;
+}
+
+/* The entry at `level` (2M or 1G) named by RCX, walked to; NULL with *err set otherwise. */
+static u64 *resize_entry(struct seam *m, struct seam_regs *r, struct tdr **tdp, int *level, u64 *err)
+{
+	u64 gpa, *e;
+	int at;
+	struct tdr *td = td_usable(m, r->rdx & ~1ULL, err);
+
+	*tdp = td;
+	if (!td)
+		return NULL;
+	if (td->op == OP_UNINIT) {
+		*err = SEAM_OP_STATE_INCORRECT;
+		return NULL;
+	}
+	*err = gpa_level(td, r->rcx, level, &gpa, 2);
+	if (!*err && *level == 0)
+		*err = SEAM_OPERAND_INVALID | SEAM_OP_RCX;
+	if (*err)
+		return NULL;
+	e = walk(m, td, gpa, *level, &at);
+	if (!e)
+		*err = ept_err(r, SEAM_EPT_WALK_FAILED | SEAM_OP_RCX, 0, at);
+	return e;
+}
+
+/* TDH.MEM.PAGE.DEMOTE (huge-page switch): RCX = GPA | level (2M or 1G), RDX = TDR, R8 = the
+ * new S-EPT page. The leaf (blocked and tracked if RUNNABLE) becomes a non-leaf over 512
+ * children at the level below, each with the leaf's state unblocked and its part of the
+ * pages: no UNBLOCK needed after it. */
+static u64 page_demote(struct seam *m, struct seam_regs *r)
+{
+	u64 err, *e, *t, pa, step, i;
+	struct tdr *td;
+	struct pamt *p;
+	int level;
+	u32 s;
+
+	if (!(m->flags & SEAM_F_HUGE_PAGES))
+		return SEAM_OPERAND_INVALID;
+	if (r->rdx & (PAGE - 2))
+		return SEAM_OPERAND_INVALID | SEAM_OP_RDX;
+	e = resize_entry(m, r, &td, &level, &err);
+	if (!e)
+		return err;
+	if (!e_leaf(*e))
+		return ept_err(r, SEAM_EPT_ENTRY_STATE_INCORRECT | SEAM_OP_RCX, *e, level);
+	err = resize_tracked(m, td, r, e, level);
+	if (err)
+		return err;
+	err = take(m, r->r8, SEAM_OP_R8, &p);
+	if (err)
+		return err;
+	if (m->inject[SEAM_MEM_PAGE_DEMOTE].interrupted && !(m->flags & SEAM_F_ENHANCED_DEMOTE)) {
+		m->inject[SEAM_MEM_PAGE_DEMOTE].interrupted--;
+		return SEAM_INTERRUPTED_RESTARTABLE;
+	}
+	s = est(*e);
+	s = s == SEAM_BLOCKED ? SEAM_MAPPED : s == SEAM_PENDING_BLOCKED ? SEAM_PENDING : s;
+	pa = *e & PA_MASK;
+	step = 1ULL << (9 * (level - 1));
+	t = page(m, r->r8);
+	zero(t);
+	for (i = 0; i < 512; i++)
+		t[i] = (pa + i * step * PAGE) | s;
+	pamt_level(m, pa, 512 * step, level - 1);
+	pt_set(m, p, r->r8, SEAM_PT_EPT, r->rdx & ~1ULL);
+	td->children++;
+	*e = r->r8 | SEAM_NL_MAPPED;
+	sept_changed(m, td);
+	r->rcx = 0;
+	r->rdx = 0;
+	return SEAM_SUCCESS;
+}
+
+/* TDH.MEM.PAGE.PROMOTE (huge-page switch): RCX = GPA | level, RDX = TDR. The non-leaf
+ * (blocked and tracked if RUNNABLE) over 512 leaves, all MAPPED or all PENDING, contiguous
+ * from a page aligned to the level, becomes one leaf; RCX gives the S-EPT page back. */
+static u64 page_promote(struct seam *m, struct seam_regs *r)
+{
+	u64 err, *e, *t, pa, step, i, sept;
+	struct tdr *td;
+	int level;
+	u32 s;
+
+	if (!(m->flags & SEAM_F_HUGE_PAGES))
+		return SEAM_OPERAND_INVALID;
+	e = resize_entry(m, r, &td, &level, &err);
+	if (!e)
+		return err;
+	if (est(*e) != SEAM_NL_MAPPED && est(*e) != SEAM_NL_BLOCKED)
+		return ept_err(r, SEAM_EPT_ENTRY_STATE_INCORRECT | SEAM_OP_RCX, *e, level);
+	err = resize_tracked(m, td, r, e, level);
+	if (err)
+		return err;
+	t = table(m, *e);
+	s = est(t[0]);
+	pa = t[0] & PA_MASK;
+	step = 1ULL << (9 * (level - 1));
+	if ((s != SEAM_MAPPED && s != SEAM_PENDING) || (pa & ((512 * step * PAGE) - 1)))
+		return ept_err(r, SEAM_EPT_INVALID_PROMOTE_CONDITIONS | SEAM_OP_RCX, *e, level);
+	for (i = 1; i < 512; i++)
+		if (t[i] != ((pa + i * step * PAGE) | s))
+			return ept_err(r, SEAM_EPT_INVALID_PROMOTE_CONDITIONS | SEAM_OP_RCX, *e, level);
+	sept = *e & PA_MASK;
+	pamt_level(m, pa, 512 * step, level);
+	pt_set(m, pamt_of(m, sept), sept, SEAM_PT_NDA, 0);
+	td->children--;
+	*e = pa | s;
+	sept_changed(m, td);
+	r->rcx = sept;
+	r->rdx = 0;
 	return SEAM_SUCCESS;
 }
 
@@ -1346,7 +1500,8 @@ void seam_init(struct seam *m, const struct seam_env *env, u32 flags)
 static bool is_sept_leaf(u32 leaf)
 {
 	return leaf == SEAM_MEM_SEPT_ADD || leaf == SEAM_MEM_PAGE_ADD || leaf == SEAM_MEM_PAGE_AUG ||
-	       leaf == SEAM_MEM_RANGE_BLOCK || leaf == SEAM_MEM_TRACK || leaf == SEAM_MEM_PAGE_REMOVE;
+	       leaf == SEAM_MEM_RANGE_BLOCK || leaf == SEAM_MEM_TRACK || leaf == SEAM_MEM_PAGE_REMOVE ||
+	       leaf == SEAM_MEM_PAGE_DEMOTE || leaf == SEAM_MEM_PAGE_PROMOTE;
 }
 
 static u64 interrupted_status(u32 leaf)
@@ -1371,7 +1526,8 @@ u64 seam_call(struct seam *m, u64 rax, struct seam_regs *r)
 		m->inject[leaf].busy--;
 		return SEAM_OPERAND_BUSY;
 	}
-	if (m->inject[leaf].interrupted) {
+	/* DEMOTE's interruption point is its own, late (and gone with ENHANCED_DEMOTE). */
+	if (m->inject[leaf].interrupted && leaf != SEAM_MEM_PAGE_DEMOTE) {
 		m->inject[leaf].interrupted--;
 		return interrupted_status(leaf);
 	}
@@ -1442,6 +1598,8 @@ u64 seam_call(struct seam *m, u64 rax, struct seam_regs *r)
 	case SEAM_PHYMEM_PAGE_RECLAIM: return page_reclaim(m, r);
 	case SEAM_MEM_PAGE_REMOVE: return page_remove(m, r);
 	case SEAM_MEM_TRACK: return mem_track(m, r);
+	case SEAM_MEM_PAGE_DEMOTE: return page_demote(m, r);
+	case SEAM_MEM_PAGE_PROMOTE: return page_promote(m, r);
 	case SEAM_PHYMEM_CACHE_WB: return SEAM_SUCCESS;
 	case SEAM_PHYMEM_PAGE_WBINVD: return SEAM_SUCCESS;
 	default: return SEAM_OPERAND_INVALID;

@@ -51,6 +51,23 @@ static bool soft_ready;
 static u64 soft_tds[SOFT_MAX_TDS];
 /* SEAMCALLs since boot, any leaf: the sept dump cannot have changed while this stands still. */
 static u64 soft_total;
+/*
+ * Boot parameter tdx_soft_huge: the huge-page interface (2M AUG, DEMOTE, PROMOTE) for a kernel
+ * carrying the series, with TDX_FEATURES0.ENHANCED_DEMOTE_INTERRUPTIBILITY; "tdx_soft_huge=
+ * interruptible" leaves that bit out (a module before 1.5.28, DEMOTE interruptible).
+ */
+static u32 soft_flags;
+
+static int __init soft_huge_setup(char *arg)
+{
+	soft_flags = SEAM_F_HUGE_PAGES;
+	if (!arg || strcmp(arg, "=interruptible"))
+		soft_flags |= SEAM_F_ENHANCED_DEMOTE;
+	pr_info("soft TDX module: huge pages (2M AUG, DEMOTE, PROMOTE)%s\n",
+		soft_flags & SEAM_F_ENHANCED_DEMOTE ? ", ENHANCED_DEMOTE_INTERRUPTIBILITY" : "");
+	return 1;
+}
+__setup("tdx_soft_huge", soft_huge_setup);
 
 /*
  * A TD's private pages leave the kernel's direct map while the TD owns them (PAGE.ADD, AUG,
@@ -230,7 +247,7 @@ u64 tdx_soft_seamcall(u64 fn, struct tdx_module_args *args)
 	if (!soft_ready) {
 		struct seam_env env = { .page = soft_page, .cpu = soft_cpu, .owned = soft_owned };
 
-		seam_init(&soft_module, &env, 0);
+		seam_init(&soft_module, &env, soft_flags);
 		soft_ready = true;
 	}
 	ret = seam_call(&soft_module, fn, r);

@@ -175,11 +175,14 @@ impl Td {
     }
 
     /// What DEMOTE (a leaf) and PROMOTE (a non-leaf) check first, in the module's order: the
-    /// level has one below it, the entry at `level` exists and is of the wanted kind, and it is
-    /// blocked and tracked. Returns the child level and the entry.
+    /// level has one below it, the walk reaches the level, the entry there exists and is of the
+    /// wanted kind, and it is blocked and tracked. Returns the child level and the entry.
     fn resize_target(&mut self, gfn: u64, level: Level, leaf: bool) -> Result<(Level, Entry), TdxStatus> {
         self.enter()?;
         let child = level.below().ok_or(TdxStatus::OperandInvalid)?;
+        if !self.parent_ok(gfn, level) {
+            return Err(TdxStatus::EptWalkFailed);
+        }
         let e =
             self.entry(gfn, level).filter(|e| e.state.is_leaf() == leaf).ok_or(TdxStatus::EptEntryStateIncorrect)?;
         self.blocked_and_tracked(&e)?;
