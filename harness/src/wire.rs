@@ -57,6 +57,10 @@ pub enum Line {
         rc: i32,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         stopped: bool,
+        /// The software TDX module's contention counters at the end (`--tdx`): what vCPUs
+        /// inside a TD met, by name.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tdx_module: Vec<(String, u64)>,
     },
     /// A case has been running for long: the lab VM's watchdog says which, once per case.
     #[serde(rename = "lab.stuck")]

@@ -424,6 +424,7 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
             coverage,
             mapping_checks: o.mapping_checks,
             mapped_unchecked: o.mapped_unchecked,
+            tdx_module: o.tdx_module.clone(),
             files: written,
             kernel_release: Some(caps.release.clone()),
             model_kernel: caps.kernel.map(|k| k.to_string()),
@@ -440,6 +441,20 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         "lab: mapping view: {} GFN comparisons, {} fuzz cases mapped but unchecked",
         o.mapping_checks, o.mapped_unchecked
     );
+    if !o.tdx_module.is_empty() {
+        let n = |k: &str| o.tdx_module.iter().find(|(name, _)| name == k).map_or(0, |(_, n)| *n);
+        println!(
+            "lab: vCPUs inside a TD (concurrent groups): {} host S-EPT SEAMCALLs met one, {} got OPERAND_BUSY on an \
+             ACCEPT's entry ({} ACCEPTs yielded to host priority), {} TRACKs refused, {} REMOVE/DEMOTE/PROMOTE \
+             refused for a vCPU still inside, {} runs ended by an interrupt",
+            n("met_inside"),
+            n("entry_busy"),
+            n("host_priority"),
+            n("epoch_busy"),
+            n("untracked_inside"),
+            n("interrupted_runs")
+        );
+    }
     if fuzz {
         println!(
             "lab: {fuzz_cases} fuzz cases on {jobs} lab VMs, {wall:.1}s wall time in all (boot and corpus included)"

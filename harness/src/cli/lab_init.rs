@@ -49,7 +49,11 @@ pub fn init_main() -> ! {
             2
         }
     };
-    Line::LabDone { rc, stopped: progress::stopping() }.print();
+    let tdx_module = match crate::backend::kvm::soft_tdx::present() {
+        true => crate::backend::kvm::soft_tdx::contention().unwrap_or_default(),
+        false => Vec::new(),
+    };
+    Line::LabDone { rc, stopped: progress::stopping(), tdx_module }.print();
     power_off()
 }
 

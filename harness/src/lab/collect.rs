@@ -54,6 +54,8 @@ pub struct Collector {
     pub done: Option<i32>,
     /// The plan's jobs were stopped early: its deadline neared.
     pub stopped: bool,
+    /// The software TDX module's contention counters at the plan's end (`--tdx`).
+    pub tdx_module: Vec<(String, u64)>,
     /// The last case the VM's watchdog named (still running for long, or when time ran out).
     pub stuck: Option<StuckCase>,
     /// Results-port lines that did not read.
@@ -108,9 +110,10 @@ impl Collector {
             Line::Profile(p) => self.seen.profiles.push(p.clone()),
             Line::JobDone { job, rc } => self.jobs.push((*job, *rc)),
             Line::Stuck(s) => self.stuck = Some(s.clone()),
-            Line::LabDone { rc, stopped } => {
+            Line::LabDone { rc, stopped, tdx_module } => {
                 self.done = Some(*rc);
                 self.stopped = *stopped;
+                self.tdx_module = tdx_module.clone();
                 flow = Flow::Done;
             }
             // Lines of the commands the lab does not run there, and newer writers' lines.
@@ -212,6 +215,8 @@ pub struct LabOutcome {
     pub completed: usize,
     pub mapping_checks: u64,
     pub mapped_unchecked: u64,
+    /// The software TDX module's contention counters, summed over the VMs (`--tdx`).
+    pub tdx_module: Vec<(String, u64)>,
     /// Per VM that went wrong: its index, what went wrong, its console's end.
     pub problems: Vec<(usize, String, String)>,
     pub unreadable: Vec<String>,
@@ -226,6 +231,12 @@ impl LabOutcome {
         for (j, vm) in vms.iter().enumerate() {
             o.seen.absorb(&vm.c.seen);
             o.unreadable.extend(vm.c.unreadable.iter().cloned());
+            for (name, n) in &vm.c.tdx_module {
+                match o.tdx_module.iter_mut().find(|(k, _)| k == name) {
+                    Some((_, sum)) => *sum += n,
+                    None => o.tdx_module.push((name.clone(), *n)),
+                }
+            }
             match vm.problem() {
                 Some(p) => o.problems.push((j, p, vm.console_tail(30))),
                 None => o.completed += 1,

@@ -31,6 +31,9 @@ pub struct LabRecord {
     pub model_kernel: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<String>,
+    /// `--tdx`: what vCPUs inside a TD met in the software module (`contention`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tdx_module: Vec<(String, u64)>,
     /// `--profile`: where the lab VMs' CPU went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<super::profile::LabProfile>,

@@ -34,6 +34,9 @@ struct Env {
     page: extern "C" fn(*mut c_void, u64) -> *mut c_void,
     cpu: extern "C" fn(*mut c_void) -> u32,
     owned: Option<extern "C" fn(*mut c_void, u64, bool)>,
+    /// The guest running with the module's lock let go: the lab kernel's alone (here calls
+    /// are one at a time, and VP.ENTER is not driven).
+    guest_runs: Option<extern "C" fn(*mut c_void, u32) -> bool>,
 }
 
 type LeafFn = extern "C" fn(*mut c_void, u64, i32, u32, u64);
@@ -151,7 +154,13 @@ impl SoftModule {
             next_page: 1 << 20,
             tdmr_size: limit,
         };
-        let env = Env { ctx: &mut *m.mem as *mut Memory as *mut c_void, page: env_page, cpu: env_cpu, owned: None };
+        let env = Env {
+            ctx: &mut *m.mem as *mut Memory as *mut c_void,
+            page: env_page,
+            cpu: env_cpu,
+            owned: None,
+            guest_runs: None,
+        };
         // SAFETY: `state` has seam_size() bytes, 8-aligned; `env` is copied by the callee.
         unsafe { seam_init(m.state.as_mut_ptr() as *mut c_void, &env, flags) };
         m.ok(leaf::SYS_INIT, &mut Regs::default(), "SYS.INIT")?;

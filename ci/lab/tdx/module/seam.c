@@ -37,6 +37,11 @@ struct tdr {
 	u64 attributes, xfam, eptp, config_flags;
 	u64 epoch;
 	u16 refcount[2];		/* vCPUs inside the TD that entered in an even/odd epoch */
+	/* Guest ACCEPTs in flight (their vCPU's guest runs with the module's lock dropped): the
+	 * entry each holds (GPA | level), and whether a host SEAMCALL found it held (host
+	 * priority: the guest then lets go and retries). */
+	u64 accepting[4];
+	u8 hp[4];
 	u64 sept_gen;			/* m->sept_writes at the TD's last S-EPT write */
 	u64 shared_eptp;		/* the last SHARED_EPT_POINTER a vCPU of the TD was given */
 	u64 mrtd;
@@ -714,6 +719,24 @@ static u64 vp_rd_wr(struct seam *m, struct seam_regs *r, bool wr)
 
 /* ---- S-EPT leaves ------------------------------------------------------------------------ */
 
+/* A host S-EPT leaf on the entry at (gpa, level): OPERAND_BUSY if a guest ACCEPT holds it, and
+ * the host's priority noted (the module's host-priority entry lock). Counts a vCPU inside. */
+static u64 host_entry_lock(struct seam *m, struct tdr *td, u64 gpa, int level)
+{
+	int i;
+
+	if (td->refcount[0] || td->refcount[1])
+		m->met_inside++;
+	for (i = 0; i < 4; i++) {
+		if (td->accepting[i] && td->accepting[i] == (gpa | level)) {
+			td->hp[i] = 1;
+			m->entry_busy++;
+			return SEAM_OPERAND_BUSY | SEAM_OP_RCX;
+		}
+	}
+	return SEAM_SUCCESS;
+}
+
 /* An S-EPT entry of the TD was written: what a dump reader compares (seam_sept_gen()). */
 static void sept_changed(struct seam *m, struct tdr *td)
 {
@@ -739,6 +762,9 @@ static u64 sept_add(struct seam *m, struct seam_regs *r)
 	e = walk(m, td, gpa, level, &at);
 	if (!e)
 		return ept_err(r, SEAM_EPT_WALK_FAILED, 0, at);
+	err = host_entry_lock(m, td, gpa, level);
+	if (err)
+		return err;
 	if (est(*e) != SEAM_FREE)
 		return ept_err(r, SEAM_EPT_ENTRY_STATE_INCORRECT | SEAM_OP_RCX, *e, level);
 	err = take(m, r->r8, SEAM_OP_R8, &p);
@@ -774,6 +800,9 @@ static u64 page_add_aug(struct seam *m, struct seam_regs *r, bool aug)
 	e = walk(m, td, gpa, level, &at);
 	if (!e)
 		return ept_err(r, SEAM_EPT_WALK_FAILED, 0, at);
+	err = host_entry_lock(m, td, gpa, level);
+	if (err)
+		return err;
 	if (est(*e) != SEAM_FREE)
 		return ept_err(r, SEAM_EPT_ENTRY_STATE_INCORRECT | SEAM_OP_RCX, *e, level);
 	n = level ? 512 : 1;
@@ -871,6 +900,9 @@ static u64 range_block(struct seam *m, struct seam_regs *r)
 	e = walk(m, td, gpa, level, &at);
 	if (!e)
 		return ept_err(r, SEAM_EPT_WALK_FAILED, 0, at);
+	err = host_entry_lock(m, td, gpa, level);
+	if (err)
+		return err;
 	if (est(*e) == SEAM_FREE)
 		return ept_err(r, SEAM_EPT_ENTRY_STATE_INCORRECT | SEAM_OP_RCX, *e, level);
 	if (e_blocked(*e))
@@ -889,9 +921,9 @@ static u64 range_block(struct seam *m, struct seam_regs *r)
 	return SEAM_SUCCESS;
 }
 
-/* TDH.MEM.TRACK: a new TLB epoch. No vCPU is inside the TD while the module runs a host
- * SEAMCALL (VP.ENTER returns before any other call), so every vCPU's entered epoch is older
- * than the new one as soon as KVM kicks them; the epoch check is REMOVE's. */
+/* TDH.MEM.TRACK: a new TLB epoch, once no vCPU that entered in the one before is still
+ * inside (each VP.ENTER counts its vCPU in the epoch it entered, until it exits). KVM then
+ * kicks every vCPU out; REMOVE, DEMOTE and PROMOTE check the blocking epoch has ended. */
 static u64 mem_track(struct seam *m, struct seam_regs *r)
 {
 	u64 err;
@@ -901,6 +933,13 @@ static u64 mem_track(struct seam *m, struct seam_regs *r)
 		return err;
 	if (td->op != OP_RUNNABLE)
 		return SEAM_OP_STATE_INCORRECT;
+	if (td->refcount[0] || td->refcount[1])
+		m->met_inside++;
+	/* A vCPU still inside from the epoch before this one: that epoch has not ended. */
+	if (td->refcount[1 - (td->epoch & 1)]) {
+		m->epoch_busy++;
+		return SEAM_PREVIOUS_TLB_EPOCH_BUSY;
+	}
 	td->epoch++;
 	return SEAM_SUCCESS;
 }
@@ -908,12 +947,16 @@ static u64 mem_track(struct seam *m, struct seam_regs *r)
 /* The module's is_tlb_tracked(): the entry whose page (or table) `p` backs was blocked in an
  * epoch every vCPU has left since -- two epochs back, or the last one with no vCPU still in
  * the TD from it. */
-static bool tracked(struct tdr *td, struct pamt *p)
+static bool tracked(struct seam *m, struct tdr *td, struct pamt *p)
 {
 	if (!p)
 		return false;
-	if (p->bepoch + 1 == td->epoch)
-		return td->refcount[p->bepoch & 1] == 0;
+	if (p->bepoch + 1 == td->epoch) {
+		if (td->refcount[p->bepoch & 1] == 0)
+			return true;
+		m->untracked_inside++;
+		return false;
+	}
 	return p->bepoch + 1 < td->epoch;
 }
 
@@ -946,6 +989,9 @@ static u64 page_remove(struct seam *m, struct seam_regs *r)
 	e = walk(m, td, gpa, level, &at);
 	if (!e)
 		return ept_err(r, SEAM_EPT_WALK_FAILED, 0, at);
+	err = host_entry_lock(m, td, gpa, level);
+	if (err)
+		return err;
 	if (!e_leaf(*e))
 		return ept_err(r, SEAM_EPT_ENTRY_STATE_INCORRECT | SEAM_OP_RCX, *e, level);
 	p = target(m, *e);
@@ -954,7 +1000,7 @@ static u64 page_remove(struct seam *m, struct seam_regs *r)
 			released(m, *e & PA_MASK, level);
 			return ept_err(r, SEAM_GPA_RANGE_NOT_BLOCKED, *e, level);
 		}
-		if (!tracked(td, p)) {
+		if (!tracked(m, td, p)) {
 			released(m, *e & PA_MASK, level);
 			return ept_err(r, SEAM_TLB_TRACKING_NOT_DONE, *e, level);
 		}
@@ -994,7 +1040,7 @@ static u64 resize_tracked(struct seam *m, struct tdr *td, struct seam_regs *r, u
 		return SEAM_SUCCESS;
 	if (!e_blocked(*e))
 		return ept_err(r, SEAM_GPA_RANGE_NOT_BLOCKED | SEAM_OP_RCX, *e, level);
-	if (!tracked(td, target(m, *e)))
+	if (!tracked(m, td, target(m, *e)))
 		return ept_err(r, SEAM_TLB_TRACKING_NOT_DONE | SEAM_OP_RCX, *e, level);
 	return SEAM_SUCCESS;
 }
@@ -1019,9 +1065,12 @@ static u64 *resize_entry(struct seam *m, struct seam_regs *r, struct tdr **tdp, 
 	if (*err)
 		return NULL;
 	e = walk(m, td, gpa, *level, &at);
-	if (!e)
+	if (!e) {
 		*err = ept_err(r, SEAM_EPT_WALK_FAILED | SEAM_OP_RCX, 0, at);
-	return e;
+		return NULL;
+	}
+	*err = host_entry_lock(m, td, gpa, *level);
+	return *err ? NULL : e;
 }
 
 /* TDH.MEM.PAGE.DEMOTE (huge-page switch): RCX = GPA | level (2M or 1G), RDX = TDR, R8 = the
@@ -1344,14 +1393,45 @@ static void result(u8 *res, u64 i, u64 status, u64 value)
 	r[1] = value;
 }
 
+/* The TD's run ends for a host interrupt. On hardware that is an EXTERNAL_INTERRUPT exit with
+ * the vector acknowledged (KVM dispatches it from the exit's interrupt information); software
+ * cannot acknowledge an interrupt (the APIC's INTA is the CPU's), so the run ends with the exit
+ * KVM re-enters after without reading a vector, OTHER_SMI, and the interrupt, still pending,
+ * is taken as soon as the host turns interrupts on: what KVM does after the exit is the same. */
+static u64 exit_interrupt(struct seam *m, struct seam_regs *r)
+{
+	m->interrupted_runs++;
+	r->rcx = 0;
+	r->r9 = 0;
+	return 6;	/* OTHER_SMI */
+}
+
+/* A guest ACCEPT in flight holds its entry: a free slot for it, or -1 (then no window). */
+static int accept_claim(struct tdr *td, u64 key)
+{
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		if (!td->accepting[i]) {
+			td->accepting[i] = key;
+			td->hp[i] = 0;
+			return i;
+		}
+	}
+	return -1;
+}
+
+/* How long an ACCEPT holds its entry with the lock dropped: an eighth of the run-on time (at
+ * privmem's 2 ms, 250 us: a 2M ACCEPT's zeroing under TCG takes that long). */
+#define ACCEPT_US(m) ((m)->run_on_us / 8)
+
+static u64 vp_run(struct seam *m, struct tdvpr *vp, struct tdr *td, struct seam_regs *r);
+
 static u64 vp_enter(struct seam *m, struct seam_regs *r)
 {
-	u64 err;
+	u64 err, ret;
 	struct tdvpr *vp = tdvpr_of(m, r->rcx, &err);
 	struct tdr *td;
-	u64 cmdgpa, count;
-	u8 *cmd, *res;
-	bool fault;
 
 	if (!vp)
 		return err;
@@ -1365,7 +1445,24 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
 	err = associate(m, vp, td);
 	if (err)
 		return err;
+	/* The module's adjust_tlb_tracking_state(): the vCPU counts in the epoch it entered until
+	 * it exits (td_vmexit_to_vmm()). */
 	vp->entered_epoch = td->epoch;
+	td->refcount[vp->entered_epoch & 1]++;
+	ret = vp_run(m, vp, td, r);
+	td->refcount[vp->entered_epoch & 1]--;
+	return ret;
+}
+
+/* The guest's run: the shim's commands from where the last exit left them. With run_on_us set
+ * (privmem's concurrent groups), the guest runs with the module's lock dropped between
+ * commands, inside each ACCEPT and after its batch, and an interrupt ends the run. */
+static u64 vp_run(struct seam *m, struct tdvpr *vp, struct tdr *td, struct seam_regs *r)
+{
+	u64 cmdgpa, count;
+	u8 *cmd, *res;
+	bool fault;
+	bool runs = m->run_on_us && m->env.guest_runs;
 
 	cmdgpa = (HARNESS_GPA + CMD_OFF + vp->index * CMD_STRIDE) | shared_bit(td);
 	cmd = shared_page(m, vp, cmdgpa, false, &fault);
@@ -1381,11 +1478,29 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
 	vp->run = RUN_NEXT;
 	count = *(u64 *)cmd;
 	while (vp->cmd < count && vp->cmd < 120) {
-		u64 *c = (u64 *)(cmd + CMD_FIRST + vp->cmd * CMD_SIZE);
-		u64 op = c[0], va = c[1], value = c[2];
-		bool shared = (va & SHARED_VA) == SHARED_VA;
-		u64 gpa = shared ? ((va & ~SHARED_VA) | shared_bit(td)) : va;
+		u64 *c;
+		u64 op, va, value, gpa;
+		bool shared;
 		u8 *p;
+
+		/* Between two commands the guest runs: other SEAMCALLs may come in, and KVM's
+		 * shared EPT may change under the command page, so it is walked to again. */
+		if (runs) {
+			if (m->env.guest_runs(m->env.ctx, 0))
+				return exit_interrupt(m, r);
+			cmd = shared_page(m, vp, cmdgpa, false, &fault);
+			if (!cmd)
+				return exit_ept(r, cmdgpa, 1, 0);
+			res = shared_page(m, vp, cmdgpa + PAGE, true, &fault);
+			if (!res)
+				return exit_ept(r, cmdgpa + PAGE, 2, 0);
+		}
+		c = (u64 *)(cmd + CMD_FIRST + vp->cmd * CMD_SIZE);
+		op = c[0];
+		va = c[1];
+		value = c[2];
+		shared = (va & SHARED_VA) == SHARED_VA;
+		gpa = shared ? ((va & ~SHARED_VA) | shared_bit(td)) : va;
 
 		/* The shim's page tables map [0, 128G) and its shared alias: anything else faults
 		 * in the guest, which has no handler for it (a triple fault; KVM: shutdown). */
@@ -1444,8 +1559,30 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
 		}
 		case C_ACCEPT: {
 			bool exit = false;
-			u64 rax = gpa & shared_bit(td) ? SEAM_OPERAND_INVALID | SEAM_OP_RCX :
-				  accept(m, td, gpa & ~0xfffULL, value & 7, &exit);
+			u64 rax;
+			int slot = runs && !(gpa & shared_bit(td)) ?
+				   accept_claim(td, (gpa & ~0xfffULL) | (value & 7)) : -1;
+
+			/* TDG.MEM.PAGE.ACCEPT holds its S-EPT entry while it runs: a host SEAMCALL
+			 * on it meanwhile gets OPERAND_BUSY and priority; the guest then lets go
+			 * (BUSY_HOST_PRIORITY) and tries again, once the host has had its turn. */
+			if (slot >= 0) {
+				bool irq = m->env.guest_runs(m->env.ctx, ACCEPT_US(m)), hp = td->hp[slot];
+
+				td->accepting[slot] = 0;
+				td->hp[slot] = 0;
+				if (hp) {
+					m->host_priority++;
+					if (irq || m->env.guest_runs(m->env.ctx, 0))
+						return exit_interrupt(m, r);
+					continue;
+				}
+				res = shared_page(m, vp, cmdgpa + PAGE, true, &fault);
+				if (!res)
+					return exit_ept(r, cmdgpa + PAGE, 2, 0);
+			}
+			rax = gpa & shared_bit(td) ? SEAM_OPERAND_INVALID | SEAM_OP_RCX :
+			      accept(m, td, gpa & ~0xfffULL, value & 7, &exit);
 
 			if (exit)
 				return exit_ept(r, gpa & ~0xfffULL, 2, 1 | (value & 7) << 32);
@@ -1463,15 +1600,16 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
 			return EXIT_TDCALL;
 		case C_SPIN:
 			/* A guest that never ends its batch: exit as a timer would. */
-			r->rcx = 0;
-			r->r9 = 0;
-			return 1;	/* EXTERNAL_INTERRUPT */
+			return exit_interrupt(m, r);
 		default:
 			result(res, vp->cmd++, ST_BAD_OP, 0);
 		}
 	}
-	/* The batch is done: index back to 0, then TDG.VP.VMCALL<Instruction.IO> out to the
-	 * done port. */
+	/* The batch is done; the guest runs on for a while (its next batch is not written yet)
+	 * unless an interrupt ends it. Then: index back to 0, TDG.VP.VMCALL<Instruction.IO> out
+	 * to the done port. */
+	if (runs && m->env.guest_runs(m->env.ctx, m->run_on_us))
+		m->interrupted_runs++;
 	vp->cmd = 0;
 	vp->run = RUN_IO_DONE;
 	r->rcx = 0xfc00;

@@ -39,6 +39,10 @@ struct seam_env {
 	/* Optional: a private page's owner changed (to the TD: owned=true) -- the kernel
 	 * unmaps it from the direct map while a TD owns it. */
 	void (*owned)(void *ctx, u64 pa, bool owned);
+	/* Optional: the guest runs for up to `us` microseconds with the module's lock dropped, so
+	 * that other logical processors' SEAMCALLs meet a vCPU inside the TD. Returns true if an
+	 * interrupt for this logical processor is pending (the TD exits, as on hardware). */
+	bool (*guest_runs)(void *ctx, u32 us);
 };
 
 /* Leaves (RAX bits 15:0); the version in bits 23:16 is ignored except where noted. */
@@ -181,6 +185,16 @@ struct seam {
 	u32 sept_busy;
 	/* S-EPT entry writes, any TD: each TD keeps the count at its last one (seam_sept_gen()). */
 	u64 sept_writes;
+	/* How long a vCPU's guest runs on after its batch (and inside an ACCEPT) with the lock
+	 * dropped, in microseconds; 0: VP.ENTER runs under the lock throughout (privmem sets it
+	 * for its concurrent groups, `run_on` in debugfs). */
+	u32 run_on_us;
+	/* What concurrency gave (debugfs `contention`): host S-EPT SEAMCALLs that found a vCPU
+	 * inside the TD; OPERAND_BUSY on an entry a guest ACCEPT held; guest ACCEPTs that yielded
+	 * to the host's priority; TRACKs refused with PREVIOUS_TLB_EPOCH_BUSY; REMOVE/DEMOTE/
+	 * PROMOTE refused because a vCPU inside entered before the blocking epoch ended; VP.ENTERs
+	 * ended by an interrupt. */
+	u64 met_inside, entry_busy, host_priority, epoch_busy, untracked_inside, interrupted_runs;
 };
 
 void seam_init(struct seam *m, const struct seam_env *env, u32 flags);

@@ -11,6 +11,13 @@
  *   unmap   "aliased N unmapped N missed N": RAM ranges the module reads through its alias,
  *           pages taken out of the direct map while a TD owned them, changes not made
  *   total   SEAMCALLs since boot, any leaf (privmem reads sept again only when it moved)
+ *   run_on  microseconds a vCPU's guest runs on after its batch with the module's lock let
+ *           go (and inside an ACCEPT, an eighth of it): 0 (the default) keeps VP.ENTER under the
+ *           lock; privmem sets it around its concurrent groups
+ *   contention  what a vCPU inside the TD met: host S-EPT SEAMCALLs meanwhile, OPERAND_BUSY
+ *           on an ACCEPT's entry, ACCEPTs that yielded to host priority, TRACKs refused
+ *           (PREVIOUS_TLB_EPOCH_BUSY), REMOVE/DEMOTE/PROMOTE refused for a vCPU still inside,
+ *           runs ended by an interrupt
  *   inject  write "LEAF busy N" or "LEAF interrupted N": the next N calls of that leaf
  *           return TDX_OPERAND_BUSY / the leaf's INTERRUPTED status and change nothing;
  *           "S-EPT busy N": the next N S-EPT leaves, whichever (privmem's seamcall-busy)
@@ -33,8 +40,10 @@
 #include <linux/set_memory.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/timekeeping.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
+#include <asm/apic.h>
 #include <asm/set_memory.h>
 #include <asm/tlbflush.h>
 #include <asm/tdx.h>
@@ -234,6 +243,37 @@ static void soft_track_td(u64 fn, u64 tdr, u64 ret, u64 reclaimed_type)
 	}
 }
 
+/* An interrupt for this CPU waits in its local APIC (interrupts are off in a SEAMCALL): on
+ * hardware it would end the TD's run with an exit. */
+static bool soft_irq_pending(void)
+{
+	int i;
+
+	for (i = 0; i < 8; i++)
+		if (apic_read(APIC_IRR + i * 0x10))
+			return true;
+	return false;
+}
+
+/* The guest runs (seam_env.guest_runs): the module's lock is let go for up to `us`
+ * microseconds, or until an interrupt is pending. Called with soft_lock held, interrupts off. */
+static bool soft_guest_runs(void *ctx, u32 us)
+{
+	u64 end;
+	bool irq;
+
+	raw_spin_unlock(&soft_lock);
+	end = ktime_get_mono_fast_ns() + us * NSEC_PER_USEC;
+	for (;;) {
+		irq = soft_irq_pending();
+		if (irq || ktime_get_mono_fast_ns() >= end)
+			break;
+		cpu_relax();
+	}
+	raw_spin_lock(&soft_lock);
+	return irq;
+}
+
 u64 tdx_soft_seamcall(u64 fn, struct tdx_module_args *args)
 {
 	struct seam_regs *r = (struct seam_regs *)args;
@@ -245,7 +285,8 @@ u64 tdx_soft_seamcall(u64 fn, struct tdx_module_args *args)
 	BUILD_BUG_ON(sizeof(struct seam_regs) != sizeof(struct tdx_module_args));
 	raw_spin_lock_irqsave(&soft_lock, flags);
 	if (!soft_ready) {
-		struct seam_env env = { .page = soft_page, .cpu = soft_cpu, .owned = soft_owned };
+		struct seam_env env = { .page = soft_page, .cpu = soft_cpu, .owned = soft_owned,
+					.guest_runs = soft_guest_runs };
 
 		seam_init(&soft_module, &env, soft_flags);
 		soft_ready = true;
@@ -279,8 +320,22 @@ static const char *const leaf_names[SEAM_NR_LEAVES] = {
 	[SEAM_SYS_TDMR_INIT] = "SYS.TDMR.INIT", [SEAM_MEM_TRACK] = "MEM.TRACK",
 	[SEAM_PHYMEM_CACHE_WB] = "PHYMEM.CACHE.WB", [SEAM_PHYMEM_PAGE_WBINVD] = "PHYMEM.PAGE.WBINVD",
 	[SEAM_VP_WR] = "VP.WR", [SEAM_SYS_CONFIG] = "SYS.CONFIG",
-	[SEAM_SYS_DISABLE] = "SYS.DISABLE",
+	[SEAM_SYS_DISABLE] = "SYS.DISABLE", [SEAM_MEM_PAGE_DEMOTE] = "MEM.PAGE.DEMOTE",
+	[SEAM_MEM_PAGE_PROMOTE] = "MEM.PAGE.PROMOTE",
 };
+
+/* What a vCPU inside the TD met and caused (struct seam's counters, seam.h). */
+static int contention_show(struct seq_file *s, void *unused)
+{
+	struct seam *m = &soft_module;
+
+	seq_printf(s, "met_inside %llu entry_busy %llu host_priority %llu epoch_busy %llu "
+		   "untracked_inside %llu interrupted_runs %llu\n", READ_ONCE(m->met_inside),
+		   READ_ONCE(m->entry_busy), READ_ONCE(m->host_priority), READ_ONCE(m->epoch_busy),
+		   READ_ONCE(m->untracked_inside), READ_ONCE(m->interrupted_runs));
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(contention);
 
 static int calls_show(struct seq_file *s, void *unused)
 {
@@ -539,6 +594,8 @@ static int __init tdx_soft_debugfs(void)
 	debugfs_create_file("dump_gib", 0200, d, NULL, &dump_gib_fops);
 	debugfs_create_file("sept_gen", 0444, d, NULL, &sept_gen_fops);
 	debugfs_create_file("inject", 0200, d, NULL, &inject_fops);
+	debugfs_create_file("contention", 0444, d, NULL, &contention_fops);
+	debugfs_create_u32("run_on", 0600, d, &soft_module.run_on_us);
 	return 0;
 }
 late_initcall(tdx_soft_debugfs);

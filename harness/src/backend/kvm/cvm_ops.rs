@@ -33,6 +33,8 @@ pub fn run(kvm: &Kvm, seq: &Sequence, watch: &Watch) -> Result<RealTrace, RunErr
 pub struct Watch<'a> {
     pub dog: &'a Watchdog,
     pub window: std::time::Duration,
+    /// How concurrent groups' threads are released in this run (offsets by repetition).
+    pub release: super::together::Release,
 }
 
 /// Disarms the watchdog on every way out.
@@ -62,8 +64,28 @@ pub(super) fn run_on(
     let module = super::soft_tdx::present();
     t.sept = vec![None; n];
     t.serial_guest_ops = true;
+    let mut next = 0;
     for (i, st) in seq.steps.iter().enumerate() {
+        if i < next {
+            continue;
+        }
         let t0 = Instant::now();
+        let group = seq.group_at(i);
+        if group.len() > 1 {
+            next = group.end;
+            let outcomes = super::cvm_together::run_group(g, seq, group.clone(), watch)?;
+            let stop = outcomes.iter().any(|(_, o)| matches!(o, Outcome::Exit(Exit::MemoryFault { .. })));
+            for (k, o) in outcomes {
+                t.observed[k] = Observed::Outcome(o);
+            }
+            super::count_time(st.op.kind() as usize, t0);
+            after_step(g, &mut t, view.as_deref_mut(), group.end - 1);
+            if stop {
+                // A memory fault: that TD vCPU cannot be resumed past the access.
+                break;
+            }
+            continue;
+        }
         let o = match &st.op {
             Op::Finalize if std::mem::take(&mut skip_finalize) => continue,
             Op::Finalize => g.finalize().map(|_| Outcome::Ok).unwrap_or_else(errno),
@@ -104,7 +126,7 @@ pub(super) fn run_on(
                 match g.vm.set_memory_attributes(a) {
                     Ok(()) => {
                         g.attrs_set.push((*addr, *size));
-                        track_private(&mut g.private_gfns, *addr, *size, private);
+                        g.private_gfns.convert(*addr, *size, private);
                         Outcome::Ok
                     }
                     Err(e) => errno(e.errno()),
@@ -168,33 +190,29 @@ pub(super) fn run_on(
         };
         t.observed[i] = Observed::Outcome(o);
         super::count_time(st.op.kind() as usize, t0);
-        let t0 = Instant::now();
-        if let (true, Some(tdr)) = (module, g.soft_tdr) {
-            let dump = super::soft_tdx::sept_state(tdr);
-            if let (Some(v), Some(d)) = (view.as_deref_mut(), dump.as_ref()) {
-                if let Some(m) = super::soft_tdx::mirror_mismatch(v, d, &g.private_gfns, &mut t.mirror_checks) {
-                    t.mirror.push((i, m));
-                }
-            }
-            t.sept[i] = dump.map(|d| d.leaves);
-            super::count_time(super::OP_NANOS.len() - 1, t0);
-        }
+        after_step(g, &mut t, view.as_deref_mut(), i);
     }
     Ok(t)
 }
 
-fn errno(e: i32) -> Outcome {
-    Outcome::Err(Errno::from_raw(e))
+/// After step `i` (or a group ending at it), in the lab's software module: its S-EPT, held to
+/// the model's by the oracle, and KVM's mirror root held to it here.
+fn after_step(g: &CvmGuest, t: &mut RealTrace, view: Option<&mut super::trace::TraceView>, i: usize) {
+    let t0 = Instant::now();
+    if let (true, Some(tdr)) = (super::soft_tdx::present(), g.soft_tdr) {
+        let dump = super::soft_tdx::sept_state(tdr);
+        if let (Some(v), Some(d)) = (view, dump.as_ref()) {
+            if let Some(m) = super::soft_tdx::mirror_mismatch(v, d, &g.private_gfns, &mut t.mirror_checks) {
+                t.mirror.push((i, m));
+            }
+        }
+        t.sept[i] = dump.map(|d| d.leaves);
+        super::count_time(super::OP_NANOS.len() - 1, t0);
+    }
 }
 
-/// Record an attribute change that went through: which GFNs are private.
-fn track_private(set: &mut crate::model::ranges::RangeSet, addr: u64, size: u64, private: bool) {
-    let (s, e) = (addr >> 12, addr.saturating_add(size).div_ceil(PAGE));
-    if private {
-        set.insert(s, e);
-    } else {
-        set.remove(s, e);
-    }
+fn errno(e: i32) -> Outcome {
+    Outcome::Err(Errno::from_raw(e))
 }
 
 impl CvmGuest {
@@ -229,69 +247,131 @@ impl CvmGuest {
     /// One guest op as one batch of the shim (a memory fault exit ends it with that outcome).
     fn guest_op(&mut self, op: &Op, step: usize, watch: &Watch) -> Result<Outcome, RunError> {
         let v = op.vcpu().unwrap_or(0) as usize;
-        let guest = |d: String| RunError::Guest { step, detail: d };
-        let cmd = crate::backend::emulated::shim_command(op, crate::backend::emulated::Platform::Td)
-            .ok_or_else(|| guest(format!("`{}` has no TD shim command", text::print_op(op))))?;
-        let page = CMD_OFF + v as u64 * CMD_STRIDE;
-        for (k, w) in [cmd.0, cmd.1, cmd.2, cmd.3].iter().enumerate() {
-            self.shared.write_u64(page + CMD_FIRST + k as u64 * 8, *w);
+        let cmd = write_command(&self.shared, op, step)?;
+        let side = GuestSide { vm: &self.vm, gmems: &self.gmems, slots: &self.slots, finalized: self.finalized };
+        let vcpu = self.vcpus.get_mut(v).ok_or_else(|| RunError::Guest { step, detail: format!("no vCPU {v}") })?;
+        let (early, conversions) = run_guest(&side, vcpu, step, watch.dog, watch.window)?;
+        self.converted(&conversions);
+        match early {
+            Some(o) => Ok(o),
+            None => read_result(&self.shared, v, cmd, step),
         }
-        self.shared.write_u64(page + 0x1000, 0);
-        self.shared.write_u64(page, 1);
-        let finalized = self.finalized;
-        let vcpu = self.vcpus.get_mut(v).ok_or_else(|| guest(format!("no vCPU {v}")))?;
-        let _d = Disarm(watch.dog);
-        watch.dog.arm(watch.window);
-        let mut since = Instant::now();
-        loop {
-            match vcpu.run() {
-                Ok(VcpuExit::IoOut(PORT_DONE, _)) => break,
-                Ok(VcpuExit::Hypercall(h)) if h.nr == KVM_HC_MAP_GPA_RANGE as u64 => {
-                    let private = h.args[2] & MAP_GPA_ENCRYPTED != 0;
-                    let gmems = &self.gmems;
-                    let slots = self.slots.values().map(|sl| SlotSides {
-                        gpa: sl.gpa,
-                        size: sl.size,
-                        shared: Some(&sl.anon),
-                        gmem: sl.gmem.map(|(i, off)| (gmems[i].as_raw_fd(), off)),
-                    });
-                    // An exit KVM hands to userspace is progress.
-                    since = Instant::now();
-                    watch.dog.arm(watch.window);
-                    *h.ret = guest_conversion(&self.vm, slots, h.args[0], h.args[1], private);
-                    if *h.ret == 0 {
-                        track_private(&mut self.private_gfns, h.args[0], h.args[1].saturating_mul(PAGE), private);
-                    }
-                    // Whether or not all of it went through (the attributes may have, and not
-                    // the punch after): a reset that cannot set it back keeps no TD.
-                    self.attrs_set.push((h.args[0], h.args[1].saturating_mul(PAGE)));
-                }
-                // KVM_MEMORY_EXIT_FLAG_PRIVATE says which side the fault wanted.
-                Ok(VcpuExit::MemoryFault { flags, .. }) => {
-                    return Ok(Outcome::Exit(Exit::MemoryFault { private: flags & (1 << 3) != 0 }))
-                }
-                Ok(VcpuExit::SystemEvent(ty, _)) if ty == KVM_SYSTEM_EVENT_TDX_FATAL => return Ok(Outcome::VmDead),
-                Ok(VcpuExit::Intr) if since.elapsed() >= watch.window => return Err(RunError::Timeout { step }),
-                Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) && since.elapsed() >= watch.window => {
-                    return Err(RunError::Timeout { step })
-                }
-                Ok(VcpuExit::Intr) => continue,
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
-                Ok(other) => return Err(guest(format!("unexpected exit {other:?}"))),
-                // KVM_RUN before FINALIZE: the outcome the model gives such a guest op.
-                Err(e) if e.errno() == libc::EINVAL && !finalized => return Ok(Outcome::Err(Errno::EINVAL)),
-                Err(e) => return Err(guest(format!("KVM_RUN: {e}"))),
-            }
-        }
-        let (status, value) = (self.shared.read_u64(page + 0x1000), self.shared.read_u64(page + 0x1008));
-        use crate::backend::emulated::trap as decode;
-        Ok(match (status, cmd.0) {
-            (ST_EXC, _) => Outcome::Ve,
-            (ST_DONE, OP_READ) => Outcome::Value(value),
-            (ST_DONE, OP_WRITE | OP_TOUCH) => Outcome::Ok,
-            (ST_DONE, OP_TD_ACCEPT) => decode::tdx_outcome(value).unwrap_or(Outcome::Value(value)),
-            (ST_DONE, OP_TD_MAP_GPA) => decode::vmcall_outcome(value).unwrap_or(Outcome::Value(value)),
-            _ => return Err(guest(format!("the shim's result: status {status:#x}, value {value:#x}"))),
-        })
     }
+
+    /// Record the guest's MapGPA conversions: which GFNs are private, what a reset sets back.
+    pub(super) fn converted(&mut self, conversions: &[Conversion]) {
+        for c in conversions {
+            if c.ok {
+                self.private_gfns.convert(c.gpa, c.size, c.private);
+            }
+            // Whether or not all of it went through (the attributes may have, and not the
+            // punch after): a reset that cannot set it back keeps no TD.
+            self.attrs_set.push((c.gpa, c.size));
+        }
+    }
+}
+
+/// The parts of a TD a guest op's thread uses besides its vCPU (shared by a group's threads).
+pub(super) struct GuestSide<'a> {
+    pub vm: &'a kvm_ioctls::VmFd,
+    pub gmems: &'a [std::os::fd::OwnedFd],
+    pub slots: &'a std::collections::BTreeMap<u32, Slot>,
+    pub finalized: bool,
+}
+
+/// A conversion the guest asked for (MapGPA), as the runner did it.
+pub(super) struct Conversion {
+    pub gpa: u64,
+    pub size: u64,
+    pub private: bool,
+    pub ok: bool,
+}
+
+/// Write vCPU `v`'s one-command batch for `op`; the command's opcode.
+pub(super) fn write_command(shared: &Mapping, op: &Op, step: usize) -> Result<u64, RunError> {
+    let v = op.vcpu().unwrap_or(0) as u64;
+    let cmd = crate::backend::emulated::shim_command(op, crate::backend::emulated::Platform::Td)
+        .ok_or_else(|| RunError::Guest { step, detail: format!("`{}` has no TD shim command", text::print_op(op)) })?;
+    let page = CMD_OFF + v * CMD_STRIDE;
+    for (k, w) in [cmd.0, cmd.1, cmd.2, cmd.3].iter().enumerate() {
+        shared.write_u64(page + CMD_FIRST + k as u64 * 8, *w);
+    }
+    shared.write_u64(page + 0x1000, 0);
+    shared.write_u64(page, 1);
+    Ok(cmd.0)
+}
+
+/// KVM_RUN until the shim's batch is done; an outcome that ends it early (a memory fault, the
+/// TD dead, KVM_RUN refused before FINALIZE), and the MapGPA conversions done for the guest.
+pub(super) fn run_guest(
+    side: &GuestSide<'_>,
+    vcpu: &mut kvm_ioctls::VcpuFd,
+    step: usize,
+    dog: &Watchdog,
+    window: std::time::Duration,
+) -> Result<(Option<Outcome>, Vec<Conversion>), RunError> {
+    let guest = |d: String| RunError::Guest { step, detail: d };
+    let mut conversions = Vec::new();
+    let _d = Disarm(dog);
+    dog.arm(window);
+    let mut since = Instant::now();
+    loop {
+        match vcpu.run() {
+            Ok(VcpuExit::IoOut(PORT_DONE, _)) => return Ok((None, conversions)),
+            Ok(VcpuExit::Hypercall(h)) if h.nr == KVM_HC_MAP_GPA_RANGE as u64 => {
+                let private = h.args[2] & MAP_GPA_ENCRYPTED != 0;
+                let slots = side.slots.values().map(|sl| SlotSides {
+                    gpa: sl.gpa,
+                    size: sl.size,
+                    shared: Some(&sl.anon),
+                    gmem: sl.gmem.map(|(i, off)| (side.gmems[i].as_raw_fd(), off)),
+                });
+                // An exit KVM hands to userspace is progress.
+                since = Instant::now();
+                dog.arm(window);
+                *h.ret = guest_conversion(side.vm, slots, h.args[0], h.args[1], private);
+                let size = h.args[1].saturating_mul(PAGE);
+                conversions.push(Conversion { gpa: h.args[0], size, private, ok: *h.ret == 0 });
+            }
+            // KVM_MEMORY_EXIT_FLAG_PRIVATE says which side the fault wanted.
+            Ok(VcpuExit::MemoryFault { flags, .. }) => {
+                return Ok((Some(Outcome::Exit(Exit::MemoryFault { private: flags & (1 << 3) != 0 })), conversions))
+            }
+            Ok(VcpuExit::SystemEvent(ty, _)) if ty == KVM_SYSTEM_EVENT_TDX_FATAL => {
+                return Ok((Some(Outcome::VmDead), conversions))
+            }
+            Ok(VcpuExit::Intr) if since.elapsed() >= window => return Err(RunError::Timeout { step }),
+            Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) && since.elapsed() >= window => {
+                return Err(RunError::Timeout { step })
+            }
+            Ok(VcpuExit::Intr) => continue,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Ok(other) => return Err(guest(format!("unexpected exit {other:?}"))),
+            // KVM_RUN before FINALIZE: the outcome the model gives such a guest op.
+            Err(e) if e.errno() == libc::EINVAL && !side.finalized => {
+                return Ok((Some(Outcome::Err(Errno::EINVAL)), conversions))
+            }
+            Err(e) => return Err(guest(format!("KVM_RUN: {e}"))),
+        }
+    }
+}
+
+/// The shim's result for vCPU `v`'s batch of one command `cmd`, as an outcome.
+pub(super) fn read_result(shared: &Mapping, v: usize, cmd: u64, step: usize) -> Result<Outcome, RunError> {
+    let page = CMD_OFF + v as u64 * CMD_STRIDE;
+    let (status, value) = (shared.read_u64(page + 0x1000), shared.read_u64(page + 0x1008));
+    use crate::backend::emulated::trap as decode;
+    Ok(match (status, cmd) {
+        (ST_EXC, _) => Outcome::Ve,
+        (ST_DONE, OP_READ) => Outcome::Value(value),
+        (ST_DONE, OP_WRITE | OP_TOUCH) => Outcome::Ok,
+        (ST_DONE, OP_TD_ACCEPT) => decode::tdx_outcome(value).unwrap_or(Outcome::Value(value)),
+        (ST_DONE, OP_TD_MAP_GPA) => decode::vmcall_outcome(value).unwrap_or(Outcome::Value(value)),
+        _ => {
+            return Err(RunError::Guest {
+                step,
+                detail: format!("the shim's result: status {status:#x}, value {value:#x}"),
+            })
+        }
+    })
 }

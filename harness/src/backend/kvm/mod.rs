@@ -12,6 +12,7 @@ mod batch;
 pub mod cvm;
 pub mod cvm_ops;
 pub mod cvm_run;
+mod cvm_together;
 mod footing;
 mod gate;
 pub mod guest;
@@ -524,7 +525,7 @@ impl Backend for KvmBackend {
                 return self.run_td(seq);
             }
             self.report_between_cases();
-            let watch = cvm_ops::Watch { dog: &self.watchdog, window: self.timeout };
+            let watch = cvm_ops::Watch { dog: &self.watchdog, window: self.timeout, release: self.release };
             let mut r = cvm_ops::run(&self.kvm, seq, &watch);
             if let (Ok(t), Some(k)) = (r.as_mut(), self.kmsg.as_mut()) {
                 let last = seq.steps.len().saturating_sub(1);

@@ -142,18 +142,20 @@ fn read_sept(tdr: u64) -> Option<SeptDump> {
 pub fn mirror_mismatch(
     view: &mut super::trace::TraceView,
     dump: &SeptDump,
-    private: &crate::model::ranges::RangeSet,
+    sides: &super::cvm_run::Sides,
     checks: &mut u64,
 ) -> Option<MirrorMismatch> {
     view.drain();
     let leaves = view.leaves(crate::seq::TD_SHARED_BIT >> 12)?;
     let mirror: BTreeMap<(u64, Level), Option<u64>> = leaves
         .iter()
-        .filter(|l| !image(l.gfn << 12) && private.contains(l.gfn))
+        .filter(|l| !image(l.gfn << 12) && sides.private.contains(l.gfn))
         .map(|l| ((l.gfn, l.level), view.pfn(l)))
         .collect();
     *checks += mirror.len().max(dump.frames.len()).max(1) as u64;
-    let first = mirror.keys().chain(dump.frames.keys()).copied().filter(|k| {
+    // A GFN a concurrent group converted is left out on both sides until it settles.
+    let settled = |k: &(u64, Level)| !sides.unsettled.contains(k.0);
+    let first = mirror.keys().chain(dump.frames.keys()).copied().filter(settled).filter(|k| {
         let (m, s) = (mirror.get(k), dump.frames.get(k));
         m.is_none() || s.is_none() || m.copied().flatten() != s.copied()
     });
@@ -206,4 +208,21 @@ pub fn shared_left(tdr: u64) -> Option<SharedLeft> {
 /// Nothing injected left over for the next case: `inject seamcall-busy` that no S-EPT leaf took.
 pub fn clear_injections() -> Result<(), String> {
     std::fs::write(format!("{DIR}/inject"), "S-EPT busy 0").map_err(|e| format!("{DIR}/inject: {e}"))
+}
+
+/// How long (µs) a vCPU's guest runs on after its batch with the module's lock let go, while a
+/// concurrent group runs: long enough under TCG for the group's host ops to meet it inside.
+pub const GROUP_RUN_ON_US: u32 = 2000;
+
+/// Set the module's `run_on` (0: VP.ENTER under the module's lock throughout). A flavour
+/// without it runs groups with no vCPU inside during host SEAMCALLs, and says so by `Err`.
+pub fn run_on(us: u32) -> Result<(), String> {
+    std::fs::write(format!("{DIR}/run_on"), us.to_string()).map_err(|e| format!("{DIR}/run_on: {e}"))
+}
+
+/// What vCPUs inside a TD met since boot (`contention`): `(name, count)` in the module's order.
+pub fn contention() -> Option<Vec<(String, u64)>> {
+    let text = std::fs::read_to_string(format!("{DIR}/contention")).ok()?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words.chunks(2).map(|w| Some((w.first()?.to_string(), w.get(1)?.parse().ok()?))).collect()
 }
