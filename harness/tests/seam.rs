@@ -194,3 +194,111 @@ fn demote_and_its_feature_bit_are_behind_the_switch() {
         assert_eq!(st == 0xC000_0100_0000_0000, flags == 0, "flags {flags}: {st:#x}");
     }
 }
+
+const OPERAND_BUSY: u64 = 0x8000_0200_0000_0000;
+const PREVIOUS_TLB_EPOCH_BUSY: u64 = 0x8000_0201_0000_0000;
+const EXIT_OTHER_SMI: u64 = 6;
+const EXIT_EPT_VIOLATION: u64 = 48;
+const EXIT_TDCALL: u64 = 77;
+
+/// A runnable TD with a 4K table at GPA 0, the shim's pages, and PENDING 4K pages at `gfns`.
+fn runnable_td(m: &mut SoftModule, hkid: u64, gfns: &[u64]) -> (u64, u64, u64, u64) {
+    let (tdr, vp) = m.build_td(hkid, 0).expect("TD");
+    for level in [2, 1] {
+        let t = m.alloc();
+        assert_eq!(call(m, leaf::MEM_SEPT_ADD, regs(level, tdr, t)).0, SUCCESS);
+    }
+    assert_eq!(call(m, leaf::MR_FINALIZE, regs(tdr, 0, 0)).0, SUCCESS);
+    for gfn in gfns {
+        let p = m.alloc();
+        assert_eq!(call(m, leaf::MEM_PAGE_AUG, regs(gfn << 12, tdr, p)).0, SUCCESS);
+    }
+    let (cmd, res) = m.shim_pages(vp).expect("shim pages");
+    (tdr, vp, cmd, res)
+}
+
+/// TDH.VP.ENTER: the exit reason (the whole RAX: an exit is a status of class 0).
+fn enter(m: &mut SoftModule, vp: u64) -> u64 {
+    m.call(leaf::VP_ENTER, &mut regs(vp, 0, 0))
+}
+
+/// One command for the shim's next batch: (op, address, value).
+fn command(m: &mut SoftModule, cmd: u64, c: (u64, u64, u64)) {
+    m.write(cmd + 64, &[c.0, c.1, c.2, 0]);
+    m.write(cmd, &[1]);
+}
+
+/// The module's TLB tracking counts each vCPU in the epoch it entered until it exits: while one
+/// is inside (its guest running with the lock let go), a page blocked and tracked since is not
+/// yet removable, and a second TRACK is refused; once it is out, both go through. KVM's kick
+/// after TRACK is what gets it out.
+#[test]
+fn a_vcpu_inside_holds_back_track_and_remove() {
+    let mut m = SoftModule::boot(1, 0).expect("boot");
+    let (tdr, vp, cmd, res) = runnable_td(&mut m, 42, &[1]);
+    // The guest accepts the page (sequentially: no run-on yet).
+    command(&mut m, cmd, (6, 0x1000, 0));
+    assert_eq!(enter(&mut m, vp), EXIT_TDCALL);
+    assert_eq!(m.read(res + 8), 0, "ACCEPT's status");
+    // Now the guest reads it and runs on after its batch; meanwhile KVM zaps the page.
+    command(&mut m, cmd, (1, 0x1000, 0));
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = seen.clone();
+    m.while_inside(
+        2000,
+        Some(Box::new(move |us, other| {
+            if us == 2000 && log.borrow().is_empty() {
+                let mut st = |rax, r: Regs| {
+                    let mut r = r;
+                    log.borrow_mut().push(other.call(rax, &mut r) >> 32 << 32);
+                };
+                st(leaf::MEM_RANGE_BLOCK, regs(0x1000, tdr, 0));
+                st(leaf::MEM_TRACK, regs(tdr, 0, 0));
+                st(leaf::MEM_PAGE_REMOVE, regs(0x1000, tdr, 0));
+                st(leaf::MEM_TRACK, regs(tdr, 0, 0));
+            }
+            false
+        })),
+    );
+    assert_eq!(enter(&mut m, vp), EXIT_TDCALL, "the batch ends at the done port");
+    assert_eq!(*seen.borrow(), vec![SUCCESS, SUCCESS, TLB_TRACKING_NOT_DONE, PREVIOUS_TLB_EPOCH_BUSY]);
+    m.while_inside(0, None);
+    // The vCPU is out: the REMOVE goes through.
+    assert_eq!(call(&mut m, leaf::MEM_PAGE_REMOVE, regs(0x1000, tdr, 0)).0, SUCCESS);
+    let c = m.contention();
+    assert_eq!((c[3], c[4]), (1, 1), "epoch_busy, untracked_inside: {c:?}");
+    assert!(c[0] >= 3, "host SEAMCALLs that met the vCPU inside: {c:?}");
+}
+
+/// The guest's ACCEPT holds its S-EPT entry while it runs: the host's BLOCK of that entry gets
+/// OPERAND_BUSY and priority, the guest lets go and, with the host's kick pending, exits
+/// without accepting; the BLOCK then goes through, and the ACCEPT retried at the next entry
+/// meets a blocked entry (an EPT violation to the host).
+#[test]
+fn a_guest_accept_holds_its_entry_against_the_host() {
+    let mut m = SoftModule::boot(1, 0).expect("boot");
+    let (tdr, vp, cmd, res) = runnable_td(&mut m, 43, &[2]);
+    command(&mut m, cmd, (6, 0x2000, 0));
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = seen.clone();
+    m.while_inside(
+        2000,
+        Some(Box::new(move |us, other| {
+            let first = log.borrow().is_empty();
+            if us == 250 && first {
+                let mut r = regs(0x2000, tdr, 0);
+                log.borrow_mut().push(other.call(leaf::MEM_RANGE_BLOCK, &mut r) >> 32 << 32);
+            }
+            // After the BUSY, KVM kicks every vCPU: an interrupt is pending from then on.
+            !first
+        })),
+    );
+    assert_eq!(enter(&mut m, vp), EXIT_OTHER_SMI, "the run ends for the kick");
+    assert_eq!(*seen.borrow(), vec![OPERAND_BUSY]);
+    assert_eq!(m.read(res), 0, "no result: the ACCEPT is retried at the next entry");
+    m.while_inside(0, None);
+    assert_eq!(call(&mut m, leaf::MEM_RANGE_BLOCK, regs(0x2000, tdr, 0)).0, SUCCESS);
+    assert_eq!(enter(&mut m, vp), EXIT_EPT_VIOLATION, "the retried ACCEPT meets the blocked entry");
+    let c = m.contention();
+    assert_eq!((c[1], c[2], c[5]), (1, 1, 1), "entry_busy, host_priority, interrupted_runs: {c:?}");
+}

@@ -34,8 +34,8 @@ struct Env {
     page: extern "C" fn(*mut c_void, u64) -> *mut c_void,
     cpu: extern "C" fn(*mut c_void) -> u32,
     owned: Option<extern "C" fn(*mut c_void, u64, bool)>,
-    /// The guest running with the module's lock let go: the lab kernel's alone (here calls
-    /// are one at a time, and VP.ENTER is not driven).
+    /// The guest running with the module's lock let go: here, the test's hook
+    /// ([`SoftModule::while_inside`]) stands for the other logical processors.
     guest_runs: Option<extern "C" fn(*mut c_void, u32) -> bool>,
 }
 
@@ -48,6 +48,8 @@ extern "C" {
     fn seam_sept_leaves(m: *mut c_void, tdr: u64, cb: LeafFn, ctx: *mut c_void);
     fn seam_page_type(m: *mut c_void, pa: u64, owner: *mut u64) -> i32;
     fn seam_guest_accept(m: *mut c_void, tdr: u64, gpa: u64, level: i32, exit: *mut bool) -> u64;
+    fn seam_set_run_on(m: *mut c_void, us: u32);
+    fn seam_contention(m: *mut c_void, out: *mut u64);
 }
 
 /// Leaf numbers (RAX bits 15:0), as `seam.h` and Linux's `arch/x86/virt/vmx/tdx/tdx.h` have them.
@@ -79,6 +81,7 @@ pub mod leaf {
     pub const SYS_LP_INIT: u64 = 35;
     pub const SYS_TDMR_INIT: u64 = 36;
     pub const MEM_TRACK: u64 = 38;
+    pub const VP_WR: u64 = 43;
     pub const SYS_CONFIG: u64 = 45;
 }
 
@@ -88,10 +91,47 @@ pub const F_HUGE_PAGES: u32 = 1;
 pub const F_ENHANCED_DEMOTE: u32 = 2;
 const PAGE: u64 = 4096;
 
-/// Simulated physical memory: pages made on first touch, below `limit`.
+/// Simulated physical memory: pages made on first touch, below `limit`. It is also the
+/// environment's context, so it carries what the guest-runs callback needs.
 struct Memory {
     pages: HashMap<u64, Box<[u64; 512]>>,
     limit: u64,
+    /// The module's state, for SEAMCALLs made while a vCPU is inside (the hook's).
+    seam: *mut c_void,
+    inside: Option<InsideHook>,
+}
+
+/// What "other logical processors" do while a vCPU's guest runs with the module's lock let go:
+/// `(us, other)`, the run's length and the other processors' SEAMCALLs; true if an interrupt
+/// for the vCPU's processor is then pending.
+pub type InsideHook = Box<dyn FnMut(u32, &mut Inside) -> bool>;
+
+/// SEAMCALLs from another logical processor while a vCPU is inside the TD (re-entering the
+/// module, as the lab kernel's other CPUs do while the lock is let go).
+pub struct Inside {
+    seam: *mut c_void,
+}
+
+impl Inside {
+    pub fn call(&mut self, rax: u64, r: &mut Regs) -> u64 {
+        // SAFETY: the module state outlives the VP.ENTER that called the hook; the module is
+        // written for this re-entry (its lock is let go in guest_runs).
+        unsafe { seam_call(self.seam, rax, r) }
+    }
+}
+
+extern "C" fn env_guest_runs(ctx: *mut c_void, us: u32) -> bool {
+    // SAFETY: `ctx` is the boxed `Memory`; no reference to it is held across the hook, which
+    // re-enters the module (and so env_page).
+    let (hook, seam) = unsafe {
+        let mem = &mut *(ctx as *mut Memory);
+        (mem.inside.take(), mem.seam)
+    };
+    let Some(mut hook) = hook else { return false };
+    let irq = hook(us, &mut Inside { seam });
+    // SAFETY: as above; the hook is done.
+    unsafe { (*(ctx as *mut Memory)).inside = Some(hook) };
+    irq
 }
 
 extern "C" fn env_page(ctx: *mut c_void, pa: u64) -> *mut c_void {
@@ -150,16 +190,17 @@ impl SoftModule {
         let limit = mem_gib << 30;
         let mut m = SoftModule {
             state: vec![0; words],
-            mem: Box::new(Memory { pages: HashMap::new(), limit }),
+            mem: Box::new(Memory { pages: HashMap::new(), limit, seam: std::ptr::null_mut(), inside: None }),
             next_page: 1 << 20,
             tdmr_size: limit,
         };
+        m.mem.seam = m.state.as_mut_ptr() as *mut c_void;
         let env = Env {
             ctx: &mut *m.mem as *mut Memory as *mut c_void,
             page: env_page,
             cpu: env_cpu,
             owned: None,
-            guest_runs: None,
+            guest_runs: Some(env_guest_runs),
         };
         // SAFETY: `state` has seam_size() bytes, 8-aligned; `env` is copied by the callee.
         unsafe { seam_init(m.state.as_mut_ptr() as *mut c_void, &env, flags) };
@@ -238,6 +279,26 @@ impl SoftModule {
         v
     }
 
+    /// Let a vCPU's guest run on with the module's lock let go (`run_on`, µs; 0: never), and
+    /// what other logical processors do meanwhile (`hook`).
+    pub fn while_inside(&mut self, us: u32, hook: Option<InsideHook>) {
+        self.mem.inside = hook;
+        let p = self.ptr();
+        // SAFETY: a plain store into the module's state.
+        unsafe { seam_set_run_on(p, us) };
+    }
+
+    /// The module's contention counters: host S-EPT SEAMCALLs that met a vCPU inside, BUSY on
+    /// an ACCEPT's entry, ACCEPTs that yielded to host priority, TRACKs refused, REMOVE/DEMOTE/
+    /// PROMOTE refused for a vCPU inside, runs ended by an interrupt.
+    pub fn contention(&mut self) -> [u64; 6] {
+        let mut out = [0; 6];
+        let p = self.ptr();
+        // SAFETY: `out` has the six words the callee writes.
+        unsafe { seam_contention(p, out.as_mut_ptr()) };
+        out
+    }
+
     /// The PAMT's type of a page and its owner's TDR.
     pub fn page_type(&mut self, pa: u64) -> Option<(u8, u64)> {
         let mut owner = 0;
@@ -258,6 +319,44 @@ impl SoftModule {
         } else {
             GuestAccept::Rax(rax)
         }
+    }
+
+    /// KVM's shared EPT for vCPU 0's command and result pages of the TD shim (the module's
+    /// VP.ENTER reads the shim's commands through it): new tables and pages, given to the vCPU
+    /// (VP.WR of SHARED_EPT_POINTER). Returns the command page's and result page's PAs.
+    pub fn shim_pages(&mut self, vp: u64) -> Result<(u64, u64), String> {
+        use privmem_guest::abi::{CMD_OFF, HARNESS_GPA};
+        let root = self.alloc();
+        let cmd_gpa = (HARNESS_GPA + CMD_OFF) | 1 << 47;
+        let mut pages = [0; 2];
+        for (k, page) in pages.iter_mut().enumerate() {
+            let gpa = cmd_gpa + k as u64 * PAGE;
+            let mut table = root;
+            for level in (1..4).rev() {
+                let slot = table + ((gpa >> (12 + 9 * level)) & 511) * 8;
+                let e = self.read(slot);
+                table = if e & 7 != 0 {
+                    e & 0x000f_ffff_ffff_f000
+                } else {
+                    let t = self.alloc();
+                    self.write(slot, &[t | 7]);
+                    t
+                };
+            }
+            *page = self.alloc();
+            self.write(table + ((gpa >> 12) & 511) * 8, &[*page | 7]);
+        }
+        let mut r = Regs { rcx: vp, rdx: 0x203c, r8: root, r9: !0, ..Default::default() };
+        self.ok(leaf::VP_WR, &mut r, "VP.WR SHARED_EPT_POINTER")?;
+        Ok((pages[0], pages[1]))
+    }
+
+    /// The word at physical address `pa`.
+    pub fn read(&mut self, pa: u64) -> u64 {
+        let p = env_page(&mut *self.mem as *mut Memory as *mut c_void, pa & !(PAGE - 1)) as *mut u64;
+        assert!(!p.is_null(), "read outside memory at {pa:#x}");
+        // SAFETY: within the page's 512 words.
+        unsafe { *p.add((pa % PAGE / 8) as usize) }
     }
 
     /// A TD through MNG.INIT (4-level S-EPT, one vCPU initialized) with the 512G entry for

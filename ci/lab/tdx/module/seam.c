@@ -1921,3 +1921,18 @@ u64 seam_guest_accept(struct seam *m, u64 tdr_pa, u64 gpa, int level, bool *exit
 		return err;
 	return accept(m, td, gpa, level, exit);
 }
+
+void seam_set_run_on(struct seam *m, u32 us)
+{
+	m->run_on_us = us;
+}
+
+void seam_contention(struct seam *m, u64 out[6])
+{
+	out[0] = m->met_inside;
+	out[1] = m->entry_busy;
+	out[2] = m->host_priority;
+	out[3] = m->epoch_busy;
+	out[4] = m->untracked_inside;
+	out[5] = m->interrupted_runs;
+}

@@ -225,5 +225,9 @@ unsigned long seam_size(void);
 u64 seam_guest_accept(struct seam *m, u64 tdr_pa, u64 gpa, int level, bool *exit);
 /* The PAMT's view of a page: its type, and its owner's TDR in *owner. */
 int seam_page_type(struct seam *m, u64 pa, u64 *owner);
+/* For privmem's host tests: set run_on_us, and read the contention counters (six, in the
+ * order struct seam has them). */
+void seam_set_run_on(struct seam *m, u32 us);
+void seam_contention(struct seam *m, u64 out[6]);
 
 #endif

@@ -351,6 +351,9 @@ pub(super) fn run_guest(
             Err(e) if e.errno() == libc::EINVAL && !side.finalized => {
                 return Ok((Some(Outcome::Err(Errno::EINVAL)), conversions))
             }
+            // KVM has the VM bugged or dead (a KVM_BUG_ON, TDX_BUG_ON): an outcome, so that
+            // the case goes on to its end and the kernel's report of why is read with it.
+            Err(e) if e.errno() == libc::EIO => return Ok((Some(Outcome::Err(Errno::EIO)), conversions)),
             Err(e) => return Err(guest(format!("KVM_RUN: {e}"))),
         }
     }
