@@ -136,6 +136,15 @@ fn outcomes_match(s: &Serial, g: &Range<usize>, observed: &[Observed]) -> bool {
     })
 }
 
+/// Whether a serialization leaves the TD's S-EPT the module shows after the group (two orders
+/// may give the same outcomes and different S-EPTs: a punch before or after a guest access
+/// that faults the page back in).
+fn sept_matches(s: &Serial, real: Option<&Vec<crate::backend::SeptLeaf>>) -> bool {
+    let (Some(k), Some(m)) = (real, super::run::sept_snapshot(&s.model)) else { return true };
+    let set = |v: &[crate::backend::SeptLeaf]| v.iter().copied().collect::<std::collections::BTreeSet<_>>();
+    set(&m) == set(k)
+}
+
 fn view_matches(s: &Serial, view: Option<&StepView>) -> bool {
     let leaves = snapshot(&s.model);
     match view {
@@ -157,6 +166,7 @@ pub(super) fn run_together(
     let all = orders(g.len());
     let real = opts.real;
     let view = real.and_then(|r| r.views.get(g.end - 1)).and_then(|v| v.as_ref());
+    let sept = real.and_then(|r| r.sept.get(g.end - 1)).and_then(|v| v.as_ref());
     let mut tried: Vec<Serial> = Vec::new();
     let mut fitting: Vec<Serial> = Vec::new();
     let any_lost = g.clone().any(|k| lost_fault(seq, k, real.map(|r| &r.observed[..])).is_some());
@@ -169,7 +179,7 @@ pub(super) fn run_together(
         };
         let lost = any_lost.then(|| run_order_lost(m, seq, &g, order, &r.observed)).flatten();
         for s in std::iter::once(s).chain(lost) {
-            if outcomes_match(&s, &g, &r.observed) && view_matches(&s, view) {
+            if outcomes_match(&s, &g, &r.observed) && view_matches(&s, view) && sept_matches(&s, sept) {
                 fitting.push(s);
             } else {
                 tried.push(s);

@@ -159,12 +159,18 @@ pub(crate) fn run_steps(
 /// The model's leaves after step `k`, and a TD's S-EPT leaves.
 fn take_snapshots(m: &Model, t: &mut Trace, k: usize) {
     t.leaves[k] = Some(snapshot(m));
-    if let (Some(td), Some(slot)) = (&m.td, t.sept.get_mut(k)) {
-        *slot = Some(
-            td.leaves_in(0, u64::MAX >> 12)
-                .into_iter()
-                .flat_map(|(first, l, e)| (0..e.count).map(move |i| (first + i * l.pages(), l, e.state)))
-                .collect(),
-        );
+    if let (Some(leaves), Some(slot)) = (sept_snapshot(m), t.sept.get_mut(k)) {
+        *slot = Some(leaves);
     }
+}
+
+/// A TD's S-EPT leaves in the model, as the lab's module dump lists them.
+pub(super) fn sept_snapshot(m: &Model) -> Option<Vec<crate::backend::SeptLeaf>> {
+    let td = m.td.as_ref()?;
+    Some(
+        td.leaves_in(0, u64::MAX >> 12)
+            .into_iter()
+            .flat_map(|(first, l, e)| (0..e.count).map(move |i| (first + i * l.pages(), l, e.state)))
+            .collect(),
+    )
 }
