@@ -140,7 +140,7 @@ fn outcomes_match(s: &Serial, g: &Range<usize>, observed: &[Observed]) -> bool {
 /// may give the same outcomes and different S-EPTs: a punch before or after a guest access
 /// that faults the page back in).
 fn sept_matches(s: &Serial, real: Option<&Vec<crate::backend::SeptLeaf>>) -> bool {
-    let (Some(k), Some(m)) = (real, super::run::sept_snapshot(&s.model)) else { return true };
+    let (Some(k), Some(m)) = (real, super::step::sept_snapshot(&s.model)) else { return true };
     let set = |v: &[crate::backend::SeptLeaf]| v.iter().copied().collect::<std::collections::BTreeSet<_>>();
     set(&m) == set(k)
 }

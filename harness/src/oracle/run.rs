@@ -8,7 +8,7 @@
 //! [`super::race`]; on the model alone, program order.
 
 use super::finding::{set_context, Finding, FindingKind};
-use super::step::{run_group, run_host_step, snapshot};
+use super::step::{run_group, run_host_step, sept_snapshot, snapshot};
 pub use super::step::{RunOpts, Trace};
 use crate::model::{Coverage, Model};
 use crate::seq::text::print_outcome;
@@ -162,15 +162,4 @@ fn take_snapshots(m: &Model, t: &mut Trace, k: usize) {
     if let (Some(leaves), Some(slot)) = (sept_snapshot(m), t.sept.get_mut(k)) {
         *slot = Some(leaves);
     }
-}
-
-/// A TD's S-EPT leaves in the model, as the lab's module dump lists them.
-pub(super) fn sept_snapshot(m: &Model) -> Option<Vec<crate::backend::SeptLeaf>> {
-    let td = m.td.as_ref()?;
-    Some(
-        td.leaves_in(0, u64::MAX >> 12)
-            .into_iter()
-            .flat_map(|(first, l, e)| (0..e.count).map(move |i| (first + i * l.pages(), l, e.state)))
-            .collect(),
-    )
 }

@@ -57,6 +57,17 @@ impl std::fmt::Debug for Lookahead<'_> {
     }
 }
 
+/// A TD's S-EPT leaves in the model, as the lab's module dump lists them.
+pub fn sept_snapshot(m: &Model) -> Option<Vec<crate::backend::SeptLeaf>> {
+    let td = m.td.as_ref()?;
+    Some(
+        td.leaves_in(0, u64::MAX >> 12)
+            .into_iter()
+            .flat_map(|(first, l, e)| (0..e.count).map(move |i| (first + i * l.pages(), l, e.state)))
+            .collect(),
+    )
+}
+
 pub fn snapshot(m: &Model) -> Vec<(u64, Leaf)> {
     let mut v = m.shared.runs_in(0, u64::MAX);
     v.extend(m.mirror.runs_in(0, u64::MAX));

@@ -66,32 +66,6 @@ pub fn unsupported(seq: &Sequence) -> Option<String> {
     None
 }
 
-/// Which GFNs a TD's case left private, as its conversions went: the kernel's mapping view
-/// names a leaf by its GFN without the shared bit, and only a private GFN's leaf is a mirror
-/// leaf. A concurrent group's conversions leave theirs unsettled (which landed last is the race
-/// oracle's to say) until a later conversion settles them.
-#[derive(Clone, Debug, Default)]
-pub struct Sides {
-    pub private: crate::model::ranges::RangeSet,
-    pub unsettled: crate::model::ranges::RangeSet,
-}
-
-impl Sides {
-    /// A conversion of `[addr, addr + size)` that went through, on its own.
-    pub fn convert(&mut self, addr: u64, size: u64, private: bool) {
-        let (s, e) = (addr >> 12, addr.saturating_add(size).div_ceil(crate::seq::PAGE));
-        self.private.set(s, e, private);
-        self.unsettled.remove(s, e);
-    }
-
-    /// A conversion of `[addr, addr + size)` in a concurrent group.
-    pub fn race(&mut self, addr: u64, size: u64) {
-        let (s, e) = (addr >> 12, addr.saturating_add(size).div_ceil(crate::seq::PAGE));
-        self.private.remove(s, e);
-        self.unsettled.insert(s, e);
-    }
-}
-
 pub(super) struct Slot {
     pub(super) gpa: u64,
     pub(super) size: u64,
@@ -117,7 +91,7 @@ pub struct CvmGuest {
     pub(super) attrs_set: Vec<(u64, u64)>,
     /// The GFNs the case made private and left so (its ops, the guest's MapGPA): where a leaf
     /// of the kernel's mapping view is a mirror-root leaf.
-    pub(super) private_gfns: Sides,
+    pub(super) private_gfns: super::soft_tdx::Sides,
     /// The TD's TDR in the lab's software TDX module, whose dumps name TDs by it.
     pub(super) soft_tdr: Option<u64>,
 }
@@ -332,7 +306,7 @@ impl CvmGuest {
         }
         self.slots.clear();
         self.gmems.clear();
-        self.private_gfns = Sides::default();
+        self.private_gfns = super::soft_tdx::Sides::default();
         for (address, size) in std::mem::take(&mut self.attrs_set) {
             let a = kvm_bindings::kvm_memory_attributes { address, size, attributes: 0, flags: 0 };
             if let Err(e) = self.vm.set_memory_attributes(a) {

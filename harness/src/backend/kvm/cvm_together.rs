@@ -6,9 +6,9 @@
 //! come into play, as on hardware. The race oracle then holds the outcomes to some
 //! serialization of the group on the model.
 
-use super::cvm_ops::{read_result, run_guest, write_command, Conversion, GuestSide, Watch};
 use super::cvm_run::CvmGuest;
 use super::host_ops::punch_gpa_range;
+use super::td_guest::{read_result, run_guest, write_command, Conversion, GuestSide, Watch};
 use crate::backend::vcpu::Watchdog;
 use crate::backend::RunError;
 use crate::model::attrs::KVM_MEMORY_ATTRIBUTE_PRIVATE as PRIVATE;

@@ -21,6 +21,7 @@ pub mod kcov;
 pub mod kmsg;
 mod mmio;
 pub mod soft_tdx;
+mod td_guest;
 mod td_reuse;
 mod together;
 /// The uAPI layer lives beside the backends (caps and the mappings read it too).
@@ -525,7 +526,7 @@ impl Backend for KvmBackend {
                 return self.run_td(seq);
             }
             self.report_between_cases();
-            let watch = cvm_ops::Watch { dog: &self.watchdog, window: self.timeout, release: self.release };
+            let watch = td_guest::Watch { dog: &self.watchdog, window: self.timeout, release: self.release };
             let mut r = cvm_ops::run(&self.kvm, seq, &watch);
             if let (Ok(t), Some(k)) = (r.as_mut(), self.kmsg.as_mut()) {
                 let last = seq.steps.len().saturating_sub(1);

@@ -142,7 +142,7 @@ fn read_sept(tdr: u64) -> Option<SeptDump> {
 pub fn mirror_mismatch(
     view: &mut super::trace::TraceView,
     dump: &SeptDump,
-    sides: &super::cvm_run::Sides,
+    sides: &Sides,
     checks: &mut u64,
 ) -> Option<MirrorMismatch> {
     view.drain();
@@ -166,6 +166,32 @@ pub fn mirror_mismatch(
         kernel: mirror.get(&(gfn, level)).map(|p| p.unwrap_or(0)),
         module: dump.frames.get(&(gfn, level)).copied(),
     })
+}
+
+/// Which GFNs a TD's case left private, as its conversions went: the kernel's mapping view
+/// names a leaf by its GFN without the shared bit, and only a private GFN's leaf is a mirror
+/// leaf. A concurrent group's conversions leave theirs unsettled (which landed last is the race
+/// oracle's to say) until a later conversion settles them.
+#[derive(Clone, Debug, Default)]
+pub struct Sides {
+    pub private: crate::model::ranges::RangeSet,
+    pub unsettled: crate::model::ranges::RangeSet,
+}
+
+impl Sides {
+    /// A conversion of `[addr, addr + size)` that went through, on its own.
+    pub fn convert(&mut self, addr: u64, size: u64, private: bool) {
+        let (s, e) = (addr >> 12, addr.saturating_add(size).div_ceil(crate::seq::PAGE));
+        self.private.set(s, e, private);
+        self.unsettled.remove(s, e);
+    }
+
+    /// A conversion of `[addr, addr + size)` in a concurrent group.
+    pub fn race(&mut self, addr: u64, size: u64) {
+        let (s, e) = (addr >> 12, addr.saturating_add(size).div_ceil(crate::seq::PAGE));
+        self.private.remove(s, e);
+        self.unsettled.insert(s, e);
+    }
 }
 
 /// `inject seamcall-busy`: the next S-EPT SEAMCALL returns TDX_OPERAND_BUSY.

@@ -224,7 +224,7 @@ impl KvmBackend {
         // The mirror root is read from the mapping view where it sees every SPTE (TDP MMU). The
         // view starts empty: no TD has a leaf of a case now (a kept one's reset proved it, a
         // fresh one has none), and a torn-down TD's leaves go without events.
-        let watch = cvm_ops::Watch { dog: &self.watchdog, window: self.timeout, release: self.release };
+        let watch = td_guest::Watch { dog: &self.watchdog, window: self.timeout, release: self.release };
         let mut view = self.view.as_mut().filter(|v| v.mmu == Mmu::Tdp);
         if let Some(v) = view.as_deref_mut() {
             v.reset();
@@ -250,7 +250,7 @@ impl KvmBackend {
             None => Ok(()),
         };
         if let (Ok(()), Some(v)) = (keep, stuck_vcpu(seq, &r)) {
-            let watch = cvm_ops::Watch { dog: &self.watchdog, window: self.timeout, release: self.release };
+            let watch = td_guest::Watch { dog: &self.watchdog, window: self.timeout, release: self.release };
             if !g.end_batch(v, &watch) {
                 keep = Err(Fresh::UncleanEnd);
             }
