@@ -302,3 +302,31 @@ fn a_guest_accept_holds_its_entry_against_the_host() {
     let c = m.contention();
     assert_eq!((c[1], c[2], c[5]), (1, 1, 1), "entry_busy, host_priority, interrupted_runs: {c:?}");
 }
+
+/// The host's priority on an entry lasts until a host leaf on it goes through: a guest ACCEPT
+/// waits for that (here no interrupt comes, and the host never comes back), and after its
+/// waits run out goes ahead, as the real module's timeout would end the wait.
+#[test]
+fn a_guest_waits_for_the_host_s_priority_then_goes_ahead() {
+    let mut m = SoftModule::boot(1, 0).expect("boot");
+    let (tdr, vp, cmd, res) = runnable_td(&mut m, 44, &[0]);
+    // GPA 0, 4K: the entry whose key would look like an empty slot without its tag.
+    command(&mut m, cmd, (6, 0, 0));
+    let busy = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = busy.clone();
+    m.while_inside(
+        2000,
+        Some(Box::new(move |us, other| {
+            if us == 250 && log.borrow().is_empty() {
+                let mut r = regs(0, tdr, 0);
+                log.borrow_mut().push(other.call(leaf::MEM_RANGE_BLOCK, &mut r) >> 32 << 32);
+            }
+            false
+        })),
+    );
+    assert_eq!(enter(&mut m, vp), EXIT_TDCALL, "the batch ends");
+    assert_eq!(*busy.borrow(), vec![OPERAND_BUSY], "the entry at GPA 0 was held");
+    assert_eq!((m.read(res), m.read(res + 8)), (1, 0), "the ACCEPT went ahead and succeeded");
+    let c = m.contention();
+    assert_eq!((c[1], c[2]), (1, 17), "entry_busy, and the waits for priority (1 + 16): {c:?}");
+}

@@ -221,6 +221,7 @@ pub struct LabArgs {
         long = "tdx-huge",
         value_name = "DEMOTE",
         num_args = 0..=1,
+        require_equals = true,
         default_missing_value = "enhanced",
         value_parser = ["enhanced", "interruptible"],
         requires = "tdx",

@@ -445,8 +445,8 @@ pub fn run(a: &LabArgs) -> Result<i32, String> {
         let n = |k: &str| o.tdx_module.iter().find(|(name, _)| name == k).map_or(0, |(_, n)| *n);
         println!(
             "lab: vCPUs inside a TD (concurrent groups): {} host S-EPT SEAMCALLs met one, {} got OPERAND_BUSY on an \
-             ACCEPT's entry ({} ACCEPTs yielded to host priority), {} TRACKs refused, {} REMOVE/DEMOTE/PROMOTE \
-             refused for a vCPU still inside, {} runs ended by an interrupt",
+             ACCEPT's entry ({} guest waits for the host's priority), {} TRACKs refused, {} REMOVE/DEMOTE/PROMOTE \
+             refused for a vCPU still inside, {} guest runs cut short by an interrupt",
             n("met_inside"),
             n("entry_busy"),
             n("host_priority"),

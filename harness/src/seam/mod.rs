@@ -99,6 +99,9 @@ struct Memory {
     /// The module's state, for SEAMCALLs made while a vCPU is inside (the hook's).
     seam: *mut c_void,
     inside: Option<InsideHook>,
+    /// A panic of the hook, re-raised once the SEAMCALL is back in Rust (unwinding through
+    /// the C frames would abort).
+    panicked: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// What "other logical processors" do while a vCPU's guest runs with the module's lock let go:
@@ -128,10 +131,17 @@ extern "C" fn env_guest_runs(ctx: *mut c_void, us: u32) -> bool {
         (mem.inside.take(), mem.seam)
     };
     let Some(mut hook) = hook else { return false };
-    let irq = hook(us, &mut Inside { seam });
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(us, &mut Inside { seam })));
     // SAFETY: as above; the hook is done.
-    unsafe { (*(ctx as *mut Memory)).inside = Some(hook) };
-    irq
+    let mem = unsafe { &mut *(ctx as *mut Memory) };
+    mem.inside = Some(hook);
+    match run {
+        Ok(irq) => irq,
+        Err(p) => {
+            mem.panicked = Some(p);
+            false
+        }
+    }
 }
 
 extern "C" fn env_page(ctx: *mut c_void, pa: u64) -> *mut c_void {
@@ -190,7 +200,13 @@ impl SoftModule {
         let limit = mem_gib << 30;
         let mut m = SoftModule {
             state: vec![0; words],
-            mem: Box::new(Memory { pages: HashMap::new(), limit, seam: std::ptr::null_mut(), inside: None }),
+            mem: Box::new(Memory {
+                pages: HashMap::new(),
+                limit,
+                seam: std::ptr::null_mut(),
+                inside: None,
+                panicked: None,
+            }),
             next_page: 1 << 20,
             tdmr_size: limit,
         };
@@ -234,7 +250,11 @@ impl SoftModule {
     pub fn call(&mut self, rax: u64, r: &mut Regs) -> u64 {
         let p = self.ptr();
         // SAFETY: the module state is initialized; `r` is a live, properly laid out struct.
-        unsafe { seam_call(p, rax, r) }
+        let st = unsafe { seam_call(p, rax, r) };
+        if let Some(panic) = self.mem.panicked.take() {
+            std::panic::resume_unwind(panic);
+        }
+        st
     }
 
     fn ok(&mut self, rax: u64, r: &mut Regs, what: &str) -> Result<(), String> {

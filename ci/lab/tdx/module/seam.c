@@ -38,10 +38,10 @@ struct tdr {
 	u64 epoch;
 	u16 refcount[2];		/* vCPUs inside the TD that entered in an even/odd epoch */
 	/* Guest ACCEPTs in flight (their vCPU's guest runs with the module's lock dropped): the
-	 * entry each holds (GPA | level), and whether a host SEAMCALL found it held (host
-	 * priority: the guest then lets go and retries). */
+	 * entry each holds (accept_key()); and entries a host SEAMCALL found held, which the host
+	 * has priority on until a host leaf on it goes through (a guest ACCEPT waits). */
 	u64 accepting[4];
-	u8 hp[4];
+	u64 host_wants[4];
 	u64 sept_gen;			/* m->sept_writes at the TD's last S-EPT write */
 	u64 shared_eptp;		/* the last SHARED_EPT_POINTER a vCPU of the TD was given */
 	u64 mrtd;
@@ -70,6 +70,8 @@ struct tdvpr {
 	u64 booted;			/* the shim ran its start-up (TDG.VP.INFO) */
 	u64 cmd;			/* next command */
 	u32 run;			/* what the last exit waits for */
+	u32 inside;			/* in TDH.VP.ENTER (its guest may run with the lock let go) */
+	u32 hp_waits;			/* this ACCEPT's waits for the host's priority */
 	u32 pad;
 };
 
@@ -719,21 +721,52 @@ static u64 vp_rd_wr(struct seam *m, struct seam_regs *r, bool wr)
 
 /* ---- S-EPT leaves ------------------------------------------------------------------------ */
 
-/* A host S-EPT leaf on the entry at (gpa, level): OPERAND_BUSY if a guest ACCEPT holds it, and
- * the host's priority noted (the module's host-priority entry lock). Counts a vCPU inside. */
-static u64 host_entry_lock(struct seam *m, struct tdr *td, u64 gpa, int level)
+/* An entry a guest ACCEPT holds or the host waits for: GPA | level, tagged (bit 3) so that a
+ * 4K entry at GPA 0 is not an empty slot. */
+static u64 accept_key(u64 gpa, int level)
+{
+	return (gpa & ~0xfffULL) | (level & 7) | 8;
+}
+
+static bool key_in(const u64 *keys, u64 key)
 {
 	int i;
 
+	for (i = 0; i < 4; i++)
+		if (keys[i] == key)
+			return true;
+	return false;
+}
+
+static void key_set(u64 *keys, u64 key, bool on)
+{
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		if (on && !keys[i] && !key_in(keys, key)) {
+			keys[i] = key;
+			return;
+		}
+		if (!on && keys[i] == key)
+			keys[i] = 0;
+	}
+}
+
+/* A host S-EPT leaf on the entry at (gpa, level): OPERAND_BUSY if a guest ACCEPT holds it,
+ * the host's priority noted until a host leaf on it goes through (the module's host-priority
+ * entry lock). Counts a vCPU inside. */
+static u64 host_entry_lock(struct seam *m, struct tdr *td, u64 gpa, int level)
+{
+	u64 key = accept_key(gpa, level);
+
 	if (td->refcount[0] || td->refcount[1])
 		m->met_inside++;
-	for (i = 0; i < 4; i++) {
-		if (td->accepting[i] && td->accepting[i] == (gpa | level)) {
-			td->hp[i] = 1;
-			m->entry_busy++;
-			return SEAM_OPERAND_BUSY | SEAM_OP_RCX;
-		}
+	if (key_in(td->accepting, key)) {
+		key_set(td->host_wants, key, true);
+		m->entry_busy++;
+		return SEAM_OPERAND_BUSY | SEAM_OP_RCX;
 	}
+	key_set(td->host_wants, key, false);
 	return SEAM_SUCCESS;
 }
 
@@ -741,6 +774,17 @@ static u64 host_entry_lock(struct seam *m, struct tdr *td, u64 gpa, int level)
 static void sept_changed(struct seam *m, struct tdr *td)
 {
 	td->sept_gen = ++m->sept_writes;
+}
+
+/* Whether a guest ACCEPT holds an entry inside [gpa, gpa + size) (PROMOTE's children). */
+static bool range_held(struct tdr *td, u64 gpa, u64 size)
+{
+	int i;
+
+	for (i = 0; i < 4; i++)
+		if (td->accepting[i] && (td->accepting[i] & ~0xfffULL) - gpa < size)
+			return true;
+	return false;
 }
 
 static u64 sept_add(struct seam *m, struct seam_regs *r)
@@ -1142,10 +1186,14 @@ static u64 page_promote(struct seam *m, struct seam_regs *r)
 	err = resize_tracked(m, td, r, e, level);
 	if (err)
 		return err;
+	step = 1ULL << (9 * (level - 1));
+	if (range_held(td, r->rcx & ~0xfffULL, 512 * step * PAGE)) {
+		m->entry_busy++;
+		return SEAM_OPERAND_BUSY | SEAM_OP_RCX;
+	}
 	t = table(m, *e);
 	s = est(t[0]);
 	pa = t[0] & PA_MASK;
-	step = 1ULL << (9 * (level - 1));
 	if ((s != SEAM_MAPPED && s != SEAM_PENDING) || (pa & ((512 * step * PAGE) - 1)))
 		return ept_err(r, SEAM_EPT_INVALID_PROMOTE_CONDITIONS | SEAM_OP_RCX, *e, level);
 	for (i = 1; i < 512; i++)
@@ -1363,7 +1411,7 @@ static u64 accept(struct seam *m, struct tdr *td, u64 gpa, int level, bool *exit
 	return ~0ULL;
 }
 
-/* The leaf covering a private GPA (4K or 2M), and its level; NULL if the walk finds none. */
+/* The leaf covering a private GPA (4K, 2M or 1G), and its level; NULL if the walk finds none. */
 static u64 *private_leaf(struct seam *m, struct tdr *td, u64 gpa, int *level)
 {
 	u64 *t = table(m, td->tdcs[SEAM_TDCS_PAGES - 1]);
@@ -1374,7 +1422,7 @@ static u64 *private_leaf(struct seam *m, struct tdr *td, u64 gpa, int *level)
 	for (l = td->levels - 1; l >= 0; l--) {
 		u64 *e = &t[idx(gpa, l)];
 
-		if (e_leaf(*e) && l <= 1) {
+		if (e_leaf(*e) && l <= 2) {
 			*level = l;
 			return e;
 		}
@@ -1414,12 +1462,28 @@ static int accept_claim(struct tdr *td, u64 key)
 	for (i = 0; i < 4; i++) {
 		if (!td->accepting[i]) {
 			td->accepting[i] = key;
-			td->hp[i] = 0;
 			return i;
 		}
 	}
 	return -1;
 }
+
+/* Whether the guest's ACCEPT of (gpa, level) would find a PENDING entry to accept: only then
+ * does it take its time (zeroing the page) and so hold the entry. */
+static bool accept_pending(struct seam *m, struct tdr *td, u64 gpa, int level)
+{
+	u64 *e;
+	int at;
+
+	if (level > 1 || (gpa & ((1ULL << (12 + 9 * level)) - 1)))
+		return false;
+	e = walk(m, td, gpa, level, &at);
+	return e && est(*e) == SEAM_PENDING;
+}
+
+/* How often an ACCEPT waits for the host's priority before it goes ahead anyway (the real
+ * module exits to the host with HOST_PRIORITY_BUSY_TIMEOUT after its timeout). */
+#define HP_WAITS 16
 
 /* How long an ACCEPT holds its entry with the lock dropped: an eighth of the run-on time (at
  * privmem's 2 ms, 250 us: a 2M ACCEPT's zeroing under TCG takes that long). */
@@ -1429,7 +1493,7 @@ static u64 vp_run(struct seam *m, struct tdvpr *vp, struct tdr *td, struct seam_
 
 static u64 vp_enter(struct seam *m, struct seam_regs *r)
 {
-	u64 err, ret;
+	u64 err, ret, epoch;
 	struct tdvpr *vp = tdvpr_of(m, r->rcx, &err);
 	struct tdr *td;
 
@@ -1442,15 +1506,21 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
 		return SEAM_OP_STATE_INCORRECT;
 	if (!vp->state)
 		return SEAM_VCPU_STATE_INCORRECT;
+	/* Its guest is running on another logical processor (the TDVPS lock). */
+	if (vp->inside)
+		return SEAM_OPERAND_BUSY | SEAM_OP_TDVPR;
 	err = associate(m, vp, td);
 	if (err)
 		return err;
 	/* The module's adjust_tlb_tracking_state(): the vCPU counts in the epoch it entered until
 	 * it exits (td_vmexit_to_vmm()). */
-	vp->entered_epoch = td->epoch;
-	td->refcount[vp->entered_epoch & 1]++;
+	epoch = td->epoch;
+	vp->entered_epoch = epoch;
+	td->refcount[epoch & 1]++;
+	vp->inside = 1;
 	ret = vp_run(m, vp, td, r);
-	td->refcount[vp->entered_epoch & 1]--;
+	vp->inside = 0;
+	td->refcount[epoch & 1]--;
 	return ret;
 }
 
@@ -1559,19 +1629,30 @@ static u64 vp_run(struct seam *m, struct tdvpr *vp, struct tdr *td, struct seam_
 		}
 		case C_ACCEPT: {
 			bool exit = false;
-			u64 rax;
-			int slot = runs && !(gpa & shared_bit(td)) ?
-				   accept_claim(td, (gpa & ~0xfffULL) | (value & 7)) : -1;
+			u64 rax, key = accept_key(gpa, value & 7);
+			int slot = -1;
 
-			/* TDG.MEM.PAGE.ACCEPT holds its S-EPT entry while it runs: a host SEAMCALL
-			 * on it meanwhile gets OPERAND_BUSY and priority; the guest then lets go
-			 * (BUSY_HOST_PRIORITY) and tries again, once the host has had its turn. */
+			/* TDG.MEM.PAGE.ACCEPT of a PENDING entry holds it while it zeroes the page: a
+			 * host SEAMCALL on it meanwhile gets OPERAND_BUSY and priority; the guest then
+			 * lets go (BUSY_HOST_PRIORITY) and waits until a host leaf on the entry has
+			 * gone through, exiting when an interrupt (KVM's kick) comes. */
+			if (runs && !(gpa & shared_bit(td)) && accept_pending(m, td, gpa & ~0xfffULL, value & 7)) {
+				if (key_in(td->host_wants, key) && vp->hp_waits < HP_WAITS) {
+					vp->hp_waits++;
+					m->host_priority++;
+					if (m->env.guest_runs(m->env.ctx, 0))
+						return exit_interrupt(m, r);
+					continue;
+				}
+				key_set(td->host_wants, key, false);
+				vp->hp_waits = 0;
+				slot = accept_claim(td, key);
+			}
 			if (slot >= 0) {
-				bool irq = m->env.guest_runs(m->env.ctx, ACCEPT_US(m)), hp = td->hp[slot];
+				bool irq = m->env.guest_runs(m->env.ctx, ACCEPT_US(m));
 
 				td->accepting[slot] = 0;
-				td->hp[slot] = 0;
-				if (hp) {
+				if (key_in(td->host_wants, key)) {
 					m->host_priority++;
 					if (irq || m->env.guest_runs(m->env.ctx, 0))
 						return exit_interrupt(m, r);
@@ -1599,8 +1680,11 @@ static u64 vp_run(struct seam *m, struct tdvpr *vp, struct tdr *td, struct seam_
 			r->r13 = value;
 			return EXIT_TDCALL;
 		case C_SPIN:
-			/* A guest that never ends its batch: exit as a timer would. */
-			return exit_interrupt(m, r);
+			/* A guest that never ends its batch: exit as a timer would (not counted: no
+			 * interrupt ended it). */
+			r->rcx = 0;
+			r->r9 = 0;
+			return 6;	/* OTHER_SMI, as exit_interrupt() */
 		default:
 			result(res, vp->cmd++, ST_BAD_OP, 0);
 		}

@@ -11,13 +11,14 @@
  *   unmap   "aliased N unmapped N missed N": RAM ranges the module reads through its alias,
  *           pages taken out of the direct map while a TD owned them, changes not made
  *   total   SEAMCALLs since boot, any leaf (privmem reads sept again only when it moved)
- *   run_on  microseconds a vCPU's guest runs on after its batch with the module's lock let
- *           go (and inside an ACCEPT, an eighth of it): 0 (the default) keeps VP.ENTER under the
- *           lock; privmem sets it around its concurrent groups
+ *   run_on  microseconds (at most 20000) a vCPU's guest runs on after its batch with the
+ *           module's lock let go (and inside an ACCEPT of a pending page, an eighth of it): 0
+ *           (the default) keeps VP.ENTER under the lock; privmem sets it around its concurrent
+ *           groups
  *   contention  what a vCPU inside the TD met: host S-EPT SEAMCALLs meanwhile, OPERAND_BUSY
- *           on an ACCEPT's entry, ACCEPTs that yielded to host priority, TRACKs refused
+ *           on an ACCEPT's entry, ACCEPT waits for the host's priority, TRACKs refused
  *           (PREVIOUS_TLB_EPOCH_BUSY), REMOVE/DEMOTE/PROMOTE refused for a vCPU still inside,
- *           runs ended by an interrupt
+ *           guest runs an interrupt cut short
  *   inject  write "LEAF busy N" or "LEAF interrupted N": the next N calls of that leaf
  *           return TDX_OPERAND_BUSY / the leaf's INTERRUPTED status and change nothing;
  *           "S-EPT busy N": the next N S-EPT leaves, whichever (privmem's seamcall-busy)
@@ -337,6 +338,43 @@ static int contention_show(struct seq_file *s, void *unused)
 }
 DEFINE_SHOW_ATTRIBUTE(contention);
 
+/* run_on: at most 20 ms (the guest runs with interrupts off on its CPU meanwhile, unless an
+ * interrupt ends the run: longer would be a lockup, not a TD). */
+#define SOFT_RUN_ON_MAX 20000
+
+static ssize_t run_on_write(struct file *f, const char __user *ubuf, size_t len, loff_t *off)
+{
+	unsigned long flags;
+	unsigned int us;
+	int err = kstrtouint_from_user(ubuf, len, 0, &us);
+
+	if (err)
+		return err;
+	raw_spin_lock_irqsave(&soft_lock, flags);
+	soft_module.run_on_us = min_t(unsigned int, us, SOFT_RUN_ON_MAX);
+	raw_spin_unlock_irqrestore(&soft_lock, flags);
+	return len;
+}
+
+static int run_on_show(struct seq_file *s, void *unused)
+{
+	seq_printf(s, "%u\n", READ_ONCE(soft_module.run_on_us));
+	return 0;
+}
+
+static int run_on_open(struct inode *inode, struct file *f)
+{
+	return single_open(f, run_on_show, NULL);
+}
+
+static const struct file_operations run_on_fops = {
+	.open = run_on_open,
+	.read = seq_read,
+	.llseek = seq_lseek,
+	.release = single_release,
+	.write = run_on_write,
+};
+
 static int calls_show(struct seq_file *s, void *unused)
 {
 	int i;
@@ -595,7 +633,7 @@ static int __init tdx_soft_debugfs(void)
 	debugfs_create_file("sept_gen", 0444, d, NULL, &sept_gen_fops);
 	debugfs_create_file("inject", 0200, d, NULL, &inject_fops);
 	debugfs_create_file("contention", 0444, d, NULL, &contention_fops);
-	debugfs_create_u32("run_on", 0600, d, &soft_module.run_on_us);
+	debugfs_create_file("run_on", 0600, d, NULL, &run_on_fops);
 	return 0;
 }
 late_initcall(tdx_soft_debugfs);

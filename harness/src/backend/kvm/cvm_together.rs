@@ -50,6 +50,9 @@ pub(super) fn run_group(
     range: Range<usize>,
     watch: &Watch,
 ) -> Result<Vec<(usize, Outcome)>, RunError> {
+    if range.len() > MAX_GROUP {
+        return Err(RunError::Unsupported(format!("a group of {} ops (at most {MAX_GROUP})", range.len())));
+    }
     if let Some(k) = range.clone().find(|&k| !supported(&seq.steps[k].op)) {
         let op = text::print_op(&seq.steps[k].op);
         return Err(RunError::Unsupported(format!("`{op}` in a concurrent group on a TD")));
