@@ -3,8 +3,9 @@
  * The software TDX module's home in the lab kernel (CONFIG_INTEL_TDX_SOFT, boot
  * parameter tdx_soft): every SEAMCALL the kernel makes lands in tdx_soft_seamcall() (the glue
  * in seamcall_internal.h and tdh_vp_enter()), which runs privmem's module core (seam.c, shared
- * with privmem's host tests) under one lock. The module is simulated: no SEAM mode, no guest
- * instruction stream; TDH.VP.ENTER interprets the TD shim's command page.
+ * with privmem's host tests) under one lock, which TDH.VP.ENTER lets go while its guest runs
+ * (run_on, below). The module is simulated: no SEAM mode, no guest instruction stream;
+ * TDH.VP.ENTER interprets the TD shim's command page.
  *
  * debugfs (tdx_soft/):
  *   calls   SEAMCALLs per leaf since boot ("LEAF COUNT" lines)
