@@ -279,13 +279,20 @@ impl SoftModule {
         pa
     }
 
+    /// The word at physical address `pa` in simulated memory (the test's own accesses).
+    fn word(&mut self, pa: u64) -> *mut u64 {
+        let p = env_page(&mut *self.mem as *mut Memory as *mut c_void, pa & !(PAGE - 1)) as *mut u64;
+        assert!(!p.is_null(), "outside memory at {pa:#x}");
+        // SAFETY: within the page's 512 words.
+        unsafe { p.add((pa % PAGE / 8) as usize) }
+    }
+
     /// Write words at physical address `pa`.
     pub fn write(&mut self, pa: u64, words: &[u64]) {
-        let p = env_page(&mut *self.mem as *mut Memory as *mut c_void, pa & !(PAGE - 1)) as *mut u64;
-        assert!(!p.is_null(), "write outside memory at {pa:#x}");
+        let p = self.word(pa);
         for (i, w) in words.iter().enumerate() {
             // SAFETY: the page has 512 words; the callers write within one page.
-            unsafe { *p.add((pa % PAGE / 8) as usize + i) = *w };
+            unsafe { *p.add(i) = *w };
         }
     }
 
@@ -373,10 +380,8 @@ impl SoftModule {
 
     /// The word at physical address `pa`.
     pub fn read(&mut self, pa: u64) -> u64 {
-        let p = env_page(&mut *self.mem as *mut Memory as *mut c_void, pa & !(PAGE - 1)) as *mut u64;
-        assert!(!p.is_null(), "read outside memory at {pa:#x}");
-        // SAFETY: within the page's 512 words.
-        unsafe { *p.add((pa % PAGE / 8) as usize) }
+        // SAFETY: `word` points into a live page.
+        unsafe { *self.word(pa) }
     }
 
     /// A TD through MNG.INIT (4-level S-EPT, one vCPU initialized) with the 512G entry for

@@ -1446,12 +1446,33 @@ static void result(u8 *res, u64 i, u64 status, u64 value)
  * cannot acknowledge an interrupt (the APIC's INTA is the CPU's), so the run ends with the exit
  * KVM re-enters after without reading a vector, OTHER_SMI, and the interrupt, still pending,
  * is taken as soon as the host turns interrupts on: what KVM does after the exit is the same. */
-static u64 exit_interrupt(struct seam *m, struct seam_regs *r)
+static u64 exit_other_smi(struct seam_regs *r)
 {
-	m->interrupted_runs++;
 	r->rcx = 0;
 	r->r9 = 0;
 	return 6;	/* OTHER_SMI */
+}
+
+static u64 exit_interrupt(struct seam *m, struct seam_regs *r)
+{
+	m->interrupted_runs++;
+	return exit_other_smi(r);
+}
+
+/* The shim's command page and the result page after it, reached through KVM's shared EPT:
+ * 0, or the EPT-violation exit for the one that is not there. */
+static u64 shim_pages(struct seam *m, struct tdvpr *vp, u64 cmdgpa, u8 **cmd, u8 **res,
+		      struct seam_regs *r)
+{
+	bool fault;
+
+	*cmd = shared_page(m, vp, cmdgpa, false, &fault);
+	if (!*cmd)
+		return exit_ept(r, cmdgpa, 1, 0);
+	*res = shared_page(m, vp, cmdgpa + PAGE, true, &fault);
+	if (!*res)
+		return exit_ept(r, cmdgpa + PAGE, 2, 0);
+	return 0;
 }
 
 /* A guest ACCEPT in flight holds its entry: a free slot for it, or -1 (then no window). */
@@ -1529,18 +1550,15 @@ static u64 vp_enter(struct seam *m, struct seam_regs *r)
  * commands, inside each ACCEPT and after its batch, and an interrupt ends the run. */
 static u64 vp_run(struct seam *m, struct tdvpr *vp, struct tdr *td, struct seam_regs *r)
 {
-	u64 cmdgpa, count;
+	u64 cmdgpa, count, stop;
 	u8 *cmd, *res;
 	bool fault;
 	bool runs = m->run_on_us && m->env.guest_runs;
 
 	cmdgpa = (HARNESS_GPA + CMD_OFF + vp->index * CMD_STRIDE) | shared_bit(td);
-	cmd = shared_page(m, vp, cmdgpa, false, &fault);
-	if (!cmd)
-		return exit_ept(r, cmdgpa, 1, 0);
-	res = shared_page(m, vp, cmdgpa + PAGE, true, &fault);
-	if (!res)
-		return exit_ept(r, cmdgpa + PAGE, 2, 0);
+	stop = shim_pages(m, vp, cmdgpa, &cmd, &res, r);
+	if (stop)
+		return stop;
 	/* What the last exit waited for. After MapGPA, R10 is KVM's TDVMCALL status (RETRY: 1,
 	 * R11 the next GPA); the shim reports the status as the command's value. */
 	if (vp->run == RUN_MAP_GPA)
@@ -1558,12 +1576,9 @@ static u64 vp_run(struct seam *m, struct tdvpr *vp, struct tdr *td, struct seam_
 		if (runs) {
 			if (m->env.guest_runs(m->env.ctx, 0))
 				return exit_interrupt(m, r);
-			cmd = shared_page(m, vp, cmdgpa, false, &fault);
-			if (!cmd)
-				return exit_ept(r, cmdgpa, 1, 0);
-			res = shared_page(m, vp, cmdgpa + PAGE, true, &fault);
-			if (!res)
-				return exit_ept(r, cmdgpa + PAGE, 2, 0);
+			stop = shim_pages(m, vp, cmdgpa, &cmd, &res, r);
+			if (stop)
+				return stop;
 		}
 		c = (u64 *)(cmd + CMD_FIRST + vp->cmd * CMD_SIZE);
 		op = c[0];
@@ -1658,9 +1673,9 @@ static u64 vp_run(struct seam *m, struct tdvpr *vp, struct tdr *td, struct seam_
 						return exit_interrupt(m, r);
 					continue;
 				}
-				res = shared_page(m, vp, cmdgpa + PAGE, true, &fault);
-				if (!res)
-					return exit_ept(r, cmdgpa + PAGE, 2, 0);
+				stop = shim_pages(m, vp, cmdgpa, &cmd, &res, r);
+				if (stop)
+					return stop;
 			}
 			rax = gpa & shared_bit(td) ? SEAM_OPERAND_INVALID | SEAM_OP_RCX :
 			      accept(m, td, gpa & ~0xfffULL, value & 7, &exit);
@@ -1682,9 +1697,7 @@ static u64 vp_run(struct seam *m, struct tdvpr *vp, struct tdr *td, struct seam_
 		case C_SPIN:
 			/* A guest that never ends its batch: exit as a timer would (not counted: no
 			 * interrupt ended it). */
-			r->rcx = 0;
-			r->r9 = 0;
-			return 6;	/* OTHER_SMI, as exit_interrupt() */
+			return exit_other_smi(r);
 		default:
 			result(res, vp->cmd++, ST_BAD_OP, 0);
 		}

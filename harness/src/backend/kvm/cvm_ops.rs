@@ -235,6 +235,12 @@ impl CvmGuest {
         }
     }
 
+    /// Record a conversion of a concurrent group: its GFNs unsettled, and set back at reset.
+    pub(super) fn raced(&mut self, gpa: u64, size: u64) {
+        self.private_gfns.race(gpa, size);
+        self.attrs_set.push((gpa, size));
+    }
+
     /// Record the guest's MapGPA conversions: which GFNs are private, what a reset sets back.
     pub(super) fn converted(&mut self, conversions: &[Conversion]) {
         for c in conversions {

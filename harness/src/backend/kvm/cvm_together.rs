@@ -92,7 +92,7 @@ pub(super) fn run_group(
                             .map(|(early, conversions)| Lane::Guest { early, conversions, cmd }),
                         None if op.kind().is_guest() => Err(RunError::Guest { step: k, detail: "no such vCPU".into() }),
                         None => {
-                            std::thread::sleep(host_delay(k, watch.release));
+                            std::thread::sleep(watch.release.td_host_delay(k));
                             Ok(host_lane(side, op))
                         }
                     }
@@ -115,8 +115,7 @@ pub(super) fn run_group(
                 // stay unsettled (out of the mirror comparison) until a later conversion, and
                 // a reset sets every one back.
                 for c in &conversions {
-                    g.private_gfns.race(c.gpa, c.size);
-                    g.attrs_set.push((c.gpa, c.size));
+                    g.raced(c.gpa, c.size);
                 }
                 let v = seq.steps[k].op.vcpu().unwrap_or(0) as usize;
                 match early {
@@ -126,8 +125,7 @@ pub(super) fn run_group(
             }
             Lane::Host { outcome, attrs } => {
                 if let Some((gpa, size)) = attrs {
-                    g.private_gfns.race(gpa, size);
-                    g.attrs_set.push((gpa, size));
+                    g.raced(gpa, size);
                 }
                 outcome
             }
@@ -135,18 +133,6 @@ pub(super) fn run_group(
         out.push((k, o));
     }
     Ok(out)
-}
-
-/// How long a host op of a group waits after the release: a vCPU takes a while to get into
-/// the TD (KVM_RUN's way in, under TCG), and a host op that always came first would never meet
-/// it inside. Spread over 0-1.5 ms by the step's place and the run's repetition (the race
-/// oracle's collide runs), so a case tries several offsets and a replay the same ones.
-fn host_delay(step: usize, release: super::together::Release) -> std::time::Duration {
-    let mut x = release.seed ^ ((release.repetition as u64) << 32) ^ step as u64;
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    std::time::Duration::from_micros((x ^ (x >> 31)) % 1500)
 }
 
 /// A host op of a group, on its thread.

@@ -41,6 +41,15 @@ impl Release {
         let e = (x >> 58) % 15;
         x & ((1 << e) - 1)
     }
+
+    /// How long a host op of a group on a TD (step `step`) waits after the release: a vCPU
+    /// takes a while to get into the TD (KVM_RUN's way in, under TCG), and a host op that
+    /// always came first would never meet it inside. Spread over 0-1.5 ms by the step's place
+    /// and the repetition, so a case tries several offsets and a replay the same ones.
+    pub fn td_host_delay(&self, step: usize) -> std::time::Duration {
+        let x = mix(self.seed ^ ((self.repetition as u64) << 32) ^ step as u64);
+        std::time::Duration::from_micros(x % 1500)
+    }
 }
 
 /// How often a group's host op is retried when the kernel asks (EAGAIN, EINTR).
